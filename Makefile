@@ -1,0 +1,29 @@
+# The two commands of the README's quick start: `make bench` and `make test`.
+# Each installs what is missing (a virtual environment in .venv with every engine) and then runs.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install bench test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet -e '.[all,test]'
+	touch $(STAMP)
+
+bench: install
+	$(VENV)/bin/enginebench run
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,110 @@
+"""The measuring process. It loads one engine, runs its cells, and sends raw measurements to the parent.
+
+Kept light at import time: engine libraries are imported only after thread limits are set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+
+from enginebench.plan import Cell, Job
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def limit_threads(threads: int) -> None:
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+
+
+@dataclass(frozen=True)
+class SessionFactory:
+    """Picklable recipe for a session, so parallel workers each load their own."""
+
+    engine: str
+    model: object  # ModelSpec
+    precision: str
+    threads: int
+    options: dict
+
+    def __call__(self):
+        from enginebench.engines import engine_class
+
+        limit_threads(self.threads)
+        cls = engine_class(self.engine)
+        return cls().load(self.model, self.precision, cls.make_options(self.threads, self.options))
+
+
+def child_main(job: Job, out) -> None:
+    """Entry point of the child process. Messages: start, result, error, reference, done."""
+    try:
+        os.setpgrp()  # the parent can kill this process and its workers as one group
+    except OSError:
+        pass
+    limit_threads(job.threads)
+    factory = SessionFactory(job.engine, job.model, job.precision, job.threads, job.options)
+    if job.reference_only:
+        _send_references(factory, job, out)
+        out.put(("done",))
+        return
+    from enginebench.measure.fidelity import compare_embeddings
+    from enginebench.measure.memory import peak_rss_mb
+    from enginebench.scenarios.latency import run_latency
+    from enginebench.scenarios.throughput import run_throughput
+
+    session = None
+    load_s = 0.0
+    load_error = None
+    load_peak = None
+    fidelity_by_workload: dict[str, dict | None] = {}
+
+    def fidelity(workload: str, outputs) -> dict | None:
+        if job.references is None or workload not in job.references:
+            return None
+        return compare_embeddings(outputs, job.references[workload], job.precision)
+
+    for index, cell in job.cells:
+        out.put(("start", index))
+        try:
+            workload = job.workloads[cell.workload]
+            if cell.scenario == "latency":
+                if session is None and load_error is None:
+                    try:
+                        t0 = time.perf_counter()
+                        session = factory()
+                        load_s = time.perf_counter() - t0
+                        load_peak = peak_rss_mb()
+                    except Exception as e:
+                        load_error = f"load failed: {type(e).__name__}: {e}"
+                if load_error:
+                    raise RuntimeError(load_error)
+                if cell.workload not in fidelity_by_workload:
+                    outputs = session.run(session.prepare(workload.fidelity_inputs()))
+                    fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)
+                m = run_latency(session, workload, cell.batch_size, job.rule, load_s)
+                m.details["load_peak_rss_mb"] = round(load_peak, 1)
+            else:
+                want = None if cell.workload in fidelity_by_workload else workload.fidelity_inputs()
+                m, outputs = run_throughput(factory, workload, cell.batch_size, cell.workers, job.rule, want)
+                if want is not None:
+                    fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)
+            m.fidelity = fidelity_by_workload.get(cell.workload)
+            out.put(("result", index, m))
+        except Exception as e:  # one cell's failure is recorded; the next cell still runs
+            out.put(("error", index, f"{type(e).__name__}: {e}", traceback.format_exc()))
+    out.put(("done",))
+
+
+def _send_references(factory: SessionFactory, job: Job, out) -> None:
+    try:
+        session = factory()
+        refs = {name: session.run(session.prepare(w.fidelity_inputs())) for name, w in job.workloads.items()}
+        out.put(("reference", refs))
+    except Exception as e:
+        out.put(("error", -1, f"reference failed: {type(e).__name__}: {e}", traceback.format_exc()))
+
+
+__all__ = ["child_main", "SessionFactory", "Cell", "limit_threads"]

@@ -1,0 +1,178 @@
+"""The engine interface. An engine knows how to load a model and run a batch; nothing of statistics or storage.
+
+Adding an engine is one module with an `Engine` subclass plus one line in `engines/__init__.py`.
+Engine modules import their library inside methods, so the registry can list engines that are not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, ClassVar
+
+import numpy as np
+
+from enginebench.models.spec import ModelSpec
+from enginebench.workloads.batch import TokenBatch
+
+
+class Session(ABC):
+    """A loaded model, ready to run batches."""
+
+    #: the precision the engine really executed (may differ from the one asked for: see OpenVINO's bf16)
+    executed_precision: str = "fp32"
+    #: facts about the load worth recording (artifact paths, export time, providers, ...)
+    details: dict
+
+    @abstractmethod
+    def prepare(self, batch: TokenBatch) -> Any:
+        """Convert a batch to the engine's native inputs. Called before timing starts."""
+
+    @abstractmethod
+    def run(self, prepared: Any) -> np.ndarray:
+        """Run one batch; return sentence embeddings [batch, hidden] as a numpy array. This is what is timed."""
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Options common to every engine; engines subclass it to add their own (recorded with every result)."""
+
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    library: str
+    version: str | None  # None when not installed
+    install: str  # how to install it
+    precisions: tuple[str, ...]
+    devices: tuple[str, ...]
+    formats: tuple[str, ...]
+    notes: str = ""
+
+    @property
+    def installed(self) -> bool:
+        return self.version is not None
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    #: distribution whose version identifies the engine
+    library: ClassVar[str]
+    #: import names that must be present for the engine to run
+    requires: ClassVar[tuple[str, ...]]
+    #: the enginebench extra that installs it
+    extra: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    formats: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def installed(cls) -> bool:
+        return not cls.missing()
+
+    @classmethod
+    def version(cls) -> str | None:
+        try:
+            return metadata.version(cls.library)
+        except metadata.PackageNotFoundError:
+            return None
+
+    @classmethod
+    def install_hint(cls) -> str:
+        return f"pip install 'enginebench[{cls.extra}]'"
+
+    @classmethod
+    def devices(cls) -> tuple[str, ...]:
+        return ("cpu",)
+
+    @classmethod
+    def describe(cls) -> EngineInfo:
+        installed = cls.installed()
+        return EngineInfo(
+            name=cls.name, library=cls.library, version=cls.version() if installed else None,
+            install=cls.install_hint(), precisions=cls.precisions,
+            devices=cls.devices() if installed else (), formats=cls.formats,
+        )
+
+    @classmethod
+    def unsupported_reason(cls, precision: str) -> str | None:
+        """Why this engine cannot run `precision` here, or None if it can."""
+        if precision not in cls.precisions:
+            return f"{cls.name} does not offer {precision} (it offers {', '.join(cls.precisions)})"
+        return None
+
+    @classmethod
+    def make_options(cls, threads: int, overrides: dict[str, str]) -> EngineOptions:
+        """Build the engine's options from `--option engine.key=value` strings, typed by the dataclass."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        values: dict[str, Any] = {"threads": threads}
+        for key, raw in overrides.items():
+            if key not in fields or key == "threads":
+                known = ", ".join(k for k in fields if k != "threads") or "none"
+                raise KeyError(f"{cls.name} has no option {key!r} (options: {known})")
+            default = fields[key].default
+            values[key] = _coerce(raw, default)
+        return cls.Options(**values)
+
+    @abstractmethod
+    def load(self, model: ModelSpec, precision: str, options: EngineOptions) -> Session:
+        """Load (and convert, compile) the model. Timed as load time."""
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def options_dict(options: EngineOptions) -> dict:
+    return dataclasses.asdict(options)
+
+
+__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "options_dict"]
+
+
+class DecoderSession(ABC):
+    """A loaded causal LM with a KV cache, for the `generate` scenario (prefill and decode timed apart).
+
+    Token ids are int32/int64 numpy arrays shaped [batch, tokens]; logits come back as float32 numpy arrays.
+    """
+
+    executed_precision: str = "fp32"
+    details: dict
+    vocab_size: int
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every cached token (start a new sequence)."""
+
+    @abstractmethod
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        """Process a prompt [batch, n] into the cache; return the last position's logits [batch, vocab]."""
+
+    @abstractmethod
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """Append one token per sequence [batch, 1]; return its logits [batch, vocab]."""
+
+    def close(self) -> None:
+        pass

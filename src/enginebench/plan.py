@@ -1,0 +1,86 @@
+"""A Plan: the cross product of the options, as cells, grouped into jobs that share one loaded model."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from enginebench.measure.timing import StoppingRule
+from enginebench.models.spec import ModelSpec
+from enginebench.workloads import WorkloadData
+
+
+@dataclass(frozen=True)
+class Cell:
+    engine: str
+    precision: str
+    scenario: str
+    workload: str
+    batch_size: int
+    workers: int
+    threads: int  # per session (per worker in the throughput scenario)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        w = f" x{self.workers}" if self.scenario == "throughput" else ""
+        return f"{self.engine} {self.precision} {self.scenario}{w} {self.workload} b{self.batch_size}"
+
+
+@dataclass
+class Job:
+    """Cells measured by one child process, which loads the engine once and reuses the session."""
+
+    engine: str
+    precision: str
+    threads: int
+    options: dict[str, str]  # --option overrides for this engine
+    model: ModelSpec
+    workloads: dict[str, WorkloadData]
+    rule: StoppingRule
+    cells: list[tuple[int, Cell]] = field(default_factory=list)
+    references: dict[str, np.ndarray] | None = None  # workload -> reference embeddings
+    reference_only: bool = False  # compute reference embeddings instead of measuring
+
+
+def make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers_list, threads_list,
+               cores: int) -> list[Cell]:
+    """Latency cells use --threads per session; throughput cells split the cores over the workers unless
+    --threads-per-worker says otherwise (threads_list entries of None)."""
+    cells = []
+    for engine, precision in itertools.product(engines, precisions):
+        for scenario in scenarios:
+            for workload, batch in itertools.product(workloads, batch_sizes):
+                if scenario == "latency":
+                    for threads in threads_list["latency"] or [cores]:
+                        cells.append(Cell(engine, precision, "latency", workload, batch, 1, threads))
+                else:
+                    for workers in workers_list:
+                        for threads in threads_list["throughput"] or [max(1, cores // workers)]:
+                            cells.append(Cell(engine, precision, "throughput", workload, batch, workers, threads))
+    return cells
+
+
+def group_into_jobs(cells: list[Cell], make_job) -> list[Job]:
+    """One job per (engine, precision, threads), in first-seen order; make_job(engine, precision, threads)."""
+    jobs: dict[tuple, Job] = {}
+    for index, cell in enumerate(cells):
+        key = (cell.engine, cell.precision, cell.threads)
+        if key not in jobs:
+            jobs[key] = make_job(*key)
+        jobs[key].cells.append((index, cell))
+    return list(jobs.values())
+
+
+@dataclass
+class Plan:
+    model: ModelSpec
+    workloads: dict[str, WorkloadData]
+    cells: list[Cell]
+    rule: StoppingRule
+    engine_options: dict[str, dict[str, str]]  # engine -> --option overrides
+    timeout_s: float = 600.0
+    reference_engine: str = "torch"  # fp32 outputs every engine is compared with

@@ -1,0 +1,89 @@
+"""The data model every output shares: a Run holds Results. One schema, written down once.
+
+Schema history (SCHEMA_VERSION):
+  1 — first version: encoder latency/throughput results with raw samples, stats, fidelity and verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass
+class Result:
+    engine: str
+    model: str
+    precision: str
+    scenario: str
+    workload: str
+    batch_size: int
+    seq_len: int
+    workers: int
+    threads: int
+    status: str = "ok"  # ok, failed (see error) or skipped (see error for the reason)
+    error: str | None = None
+    engine_version: str | None = None
+    executed_precision: str | None = None
+    samples: list[int] = field(default_factory=list)  # every measured call, ns
+    latency_ms: dict | None = None  # mean, median, p5, p90, p99, stdev, cv, ci95, outliers, n
+    throughput: dict | None = None  # items_per_s, tokens_per_s, ci95 (items/s)
+    load_s: float | None = None
+    peak_rss_mb: float | None = None
+    fidelity: dict | None = None  # metric, value, ok, threshold, ...
+    verdict: dict | None = None  # ok, reasons
+    engine_options: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # workload seed/source, artifacts, stopping rule, ...
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if self.status == "ok":
+            if not self.samples:
+                raise ValueError("an ok result needs at least one sample")
+            if any(s < 0 for s in self.samples):
+                raise ValueError("negative duration in samples")
+            if self.latency_ms is None or self.verdict is None:
+                raise ValueError("an ok result needs latency statistics and a verdict")
+        elif not self.error:
+            raise ValueError(f"a {self.status} result needs an error saying why")
+        for name in ("batch_size", "seq_len", "workers", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.load_s is not None and (self.load_s < 0 or math.isnan(self.load_s)):
+            raise ValueError("load_s must be a non-negative number")
+
+    def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_samples:
+            d.pop("samples")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Run:
+    run_id: str
+    created_at: str  # ISO 8601, UTC
+    machine: dict
+    config: dict  # the options the run was started with
+    results: list[Result] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "machine": self.machine,
+            "config": self.config,
+            "results": [r.to_dict(with_samples) for r in self.results],
+        }

@@ -1,0 +1,124 @@
+"""Tables a person reads at a glance: one row per result, median ± CI, units in headers.
+
+Only the parameters that vary across the results become columns; the constant ones go in the title.
+"""
+
+from __future__ import annotations
+
+from enginebench.results.model import Result, Run
+
+_PARAMS = [  # (header, getter)
+    ("engine", lambda r: r.engine),
+    ("precision", lambda r: r.precision if r.executed_precision in (None, r.precision) else f"{r.precision}→{r.executed_precision}"),
+    ("scenario", lambda r: r.scenario),
+    ("workload", lambda r: r.workload),
+    ("seq", lambda r: str(r.seq_len)),
+    ("batch", lambda r: str(r.batch_size)),
+    ("workers×threads", lambda r: f"{r.workers}×{r.threads}"),
+]
+ALWAYS_SHOWN = {"engine"}
+
+
+def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
+    if ci is None:
+        return f"{value:.{digits}g}"
+    half = max(value - ci[0], ci[1] - value)
+    return f"{value:.{digits}g} ± {half:.2g}"
+
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _fidelity(r: Result) -> str:
+    f = r.fidelity
+    if not f:
+        return "n/a"
+    if f.get("value") is None:
+        return "FAIL " + f.get("error", "")
+    mark = "ok" if f["ok"] else "FAIL"
+    return f"{f['value']:.6f} {mark}"
+
+
+def _verdict(r: Result) -> str:
+    if r.status != "ok":
+        return r.status.upper()
+    return "ok" if r.verdict["ok"] else f"warn ({len(r.verdict['reasons'])})"
+
+
+MEASURE_HEADERS = ["median (ms)", "p99 (ms)", "items/s", "tokens/s", "load (s)", "peak RSS (MB)",
+                   "fidelity (min cos)", "verdict"]
+
+
+def _measures(r: Result) -> list[str]:
+    if r.status != "ok":
+        return ["—"] * (len(MEASURE_HEADERS) - 1) + [_verdict(r)]
+    lat, thr = r.latency_ms, r.throughput
+    return [
+        _pm(lat["median"], lat["ci95"]),
+        f"{lat['p99']:.3g}",
+        _pm(thr["items_per_s"], thr["ci95"]),
+        _count(thr["tokens_per_s"]),
+        f"{r.load_s:.2f}" if r.load_s is not None else "—",
+        f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "—",
+        _fidelity(r),
+        _verdict(r),
+    ]
+
+
+def table_rows(results: list[Result]) -> tuple[list[str], list[list[str]], dict[str, str]]:
+    """(headers, rows, constants): the varying parameters and the measures, plus the constant parameters."""
+    varying, constants = [], {}
+    for header, get in _PARAMS:
+        values = {get(r) for r in results}
+        if header in ALWAYS_SHOWN or len(values) > 1:
+            varying.append((header, get))
+        elif values:
+            constants[header] = values.pop()
+    rows = [[get(r) for _, get in varying] + _measures(r) for r in results]
+    return [h for h, _ in varying] + MEASURE_HEADERS, rows, constants
+
+
+def notes(results: list[Result]) -> list[str]:
+    """Footnotes: failures with their error, warnings with their reasons, fidelity failures."""
+    lines = []
+    for i, r in enumerate(results, 1):
+        tag = f"[{i}] {r.engine} {r.precision} {r.scenario} {r.workload} b{r.batch_size}"
+        if r.status != "ok":
+            lines.append(f"{tag}: {r.status}: {r.error}")
+            continue
+        if r.verdict["reasons"]:
+            lines.append(f"{tag}: " + "; ".join(r.verdict["reasons"]))
+        if r.fidelity and not r.fidelity["ok"]:
+            lines.append(f"{tag}: fidelity below threshold {r.fidelity.get('threshold')}: outputs differ from the reference")
+    return lines
+
+
+def render(run: Run, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    headers, rows, constants = table_rows(run.results)
+    title = f"run {run.run_id} — model {run.results[0].model if run.results else '?'}"
+    if constants:
+        title += " — " + ", ".join(f"{k} {v}" for k, v in constants.items())
+    table = Table(title=title, show_lines=False)
+    for h in headers:
+        table.add_column(h, justify="left" if h in dict(_PARAMS) else "right", no_wrap=True)
+    for row, r in zip(rows, run.results):
+        style = "red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (
+            "dim" if r.status == "skipped" else None)
+        table.add_row(*row, style=style)
+    console.print(table)
+    m = run.machine
+    console.print(f"[dim]{m.get('cpu')} · {m.get('logical_cores')} cores (affinity {_cpus(m.get('affinity'))}) · "
+                  f"{m.get('memory_gb')} GB · Python {m.get('python')}[/dim]")
+    for line in notes(run.results):
+        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+
+
+def _cpus(affinity) -> str:
+    if not affinity:
+        return "?"
+    return f"{affinity[0]}-{affinity[-1]}" if affinity == list(range(affinity[0], affinity[-1] + 1)) else ",".join(map(str, affinity))

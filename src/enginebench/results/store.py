@@ -1,0 +1,118 @@
+"""The embedded SQLite store. Every result is committed the moment it arrives, with its raw samples."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from enginebench.errors import UsageError
+from enginebench.results.model import SCHEMA_VERSION, Result, Run
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    machine TEXT NOT NULL,      -- JSON
+    config TEXT NOT NULL,       -- JSON
+    schema_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    engine TEXT NOT NULL,
+    model TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    batch_size INTEGER NOT NULL,
+    workers INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    median_ms REAL,
+    items_per_s REAL,
+    result TEXT NOT NULL,       -- JSON of the Result without its samples
+    samples BLOB                -- int64 little-endian nanoseconds
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+"""
+
+
+class ResultStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                raise sqlite3.OperationalError(f"folder {self.path.parent} does not exist")
+            self.conn = sqlite3.connect(str(self.path))
+            self.conn.executescript(_SCHEMA)
+            self._check_version()
+            self.conn.commit()
+        except sqlite3.DatabaseError as e:
+            raise UsageError(f"cannot use database {self.path}: {e}; pass --db with a writable SQLite file path") from None
+
+    def _check_version(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"written by a newer enginebench (schema {row[0]} > {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def add_run(self, run: Run) -> None:
+        self.conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+            (run.run_id, run.created_at, json.dumps(run.machine), json.dumps(run.config), run.schema_version),
+        )
+        self.conn.commit()
+
+    def add_result(self, run_id: str, result: Result) -> None:
+        samples = np.asarray(result.samples, dtype="<i8").tobytes()
+        lat = result.latency_ms or {}
+        thr = result.throughput or {}
+        self.conn.execute(
+            "INSERT INTO results (run_id, engine, model, precision, scenario, workload, batch_size, workers, status,"
+            " median_ms, items_per_s, result, samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, result.engine, result.model, result.precision, result.scenario, result.workload,
+             result.batch_size, result.workers, result.status, lat.get("median"), thr.get("items_per_s"),
+             json.dumps(result.to_dict(with_samples=False)), samples),
+        )
+        self.conn.commit()
+
+    def run_ids(self) -> list[tuple[str, str, int]]:
+        """(run_id, created_at, number of results), newest first."""
+        return self.conn.execute(
+            "SELECT r.run_id, r.created_at, COUNT(x.id) FROM runs r LEFT JOIN results x ON x.run_id = r.run_id "
+            "GROUP BY r.run_id ORDER BY r.created_at DESC, r.rowid DESC"
+        ).fetchall()
+
+    def load_run(self, run_id: str | None = None) -> Run:
+        """A stored run with its results (the newest when run_id is None)."""
+        if run_id is None:
+            row = self.conn.execute("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+            if row is None:
+                raise UsageError(f"no runs in {self.path}: run `enginebench run` first")
+            run_id = row[0]
+        row = self.conn.execute(
+            "SELECT run_id, created_at, machine, config, schema_version FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no run {run_id!r} in {self.path}: see `enginebench runs` for the stored runs")
+        run = Run(row[0], row[1], json.loads(row[2]), json.loads(row[3]), schema_version=row[4])
+        for result_json, blob in self.conn.execute(
+            "SELECT result, samples FROM results WHERE run_id = ? ORDER BY id", (run_id,)
+        ):
+            d = json.loads(result_json)
+            d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
+            run.results.append(Result.from_dict(d))
+        return run

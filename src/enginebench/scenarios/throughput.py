@@ -1,0 +1,97 @@
+"""Parallel workers: N processes, each with its own session, all driving batches back to back.
+
+This is the seed's pattern for CPU serving (one session per worker, a few threads each). Workers load and
+warm up independently, meet at a barrier, and then measure over the same wall-clock window.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_mod
+import time
+import traceback
+
+import numpy as np
+
+from enginebench.measure.memory import peak_rss_mb
+from enginebench.measure.timing import StoppingRule, measure_calls
+from enginebench.scenarios.base import Measurement
+
+BARRIER_TIMEOUT_S = 600
+
+
+def _worker(index: int, load_session, workload, batch_size: int, rule: StoppingRule, barrier, out,
+            want_outputs) -> None:
+    try:
+        t0 = time.perf_counter()
+        session = load_session()
+        load_s = time.perf_counter() - t0
+        batches = workload.batches(batch_size)
+        prepared = [session.prepare(b) for b in batches]
+        outputs = session.run(session.prepare(want_outputs)) if want_outputs is not None else None
+        marks: dict[str, int] = {}
+
+        def meet():
+            barrier.wait(BARRIER_TIMEOUT_S)
+            marks["start"] = time.perf_counter_ns()  # CLOCK_MONOTONIC: comparable across processes
+
+        samples = measure_calls(session.run, prepared, rule, after_warmup=meet)
+        out.put(("ok", index, {
+            "samples": samples, "start_ns": marks["start"], "end_ns": time.perf_counter_ns(), "load_s": load_s,
+            "peak_rss_mb": peak_rss_mb(), "executed_precision": session.executed_precision,
+            "details": dict(session.details), "outputs": outputs,
+            "tokens_per_item": sum(b.real_tokens for b in batches) / (len(batches) * batch_size),
+        }))
+    except BaseException as e:  # noqa: BLE001 - report anything, the parent decides
+        barrier.abort()
+        out.put(("error", index, f"{type(e).__name__}: {e}", traceback.format_exc()))
+
+
+def run_throughput(load_session, workload, batch_size: int, workers: int, rule: StoppingRule,
+                   fidelity_inputs=None) -> tuple[Measurement, np.ndarray | None]:
+    """`load_session` is a picklable callable returning a fresh Session (run in each worker process)."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(i, load_session, workload, batch_size, rule, barrier, out,
+                                          fidelity_inputs if i == 0 else None), daemon=True)
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    reports: dict[int, dict] = {}
+    error = None
+    while len(reports) < workers and error is None:
+        try:
+            msg = out.get(timeout=1.0)
+        except queue_mod.Empty:
+            dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
+            if dead:
+                error = f"worker process died with exit code {dead[0].exitcode}"
+            continue
+        if msg[0] == "ok":
+            reports[msg[1]] = msg[2]
+        else:
+            error = f"worker {msg[1]}: {msg[2]}"
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+    if error:
+        raise RuntimeError(error)
+    ordered = [reports[i] for i in range(workers)]
+    start = min(r["start_ns"] for r in ordered)
+    end = max(r["end_ns"] for r in ordered)
+    measurement = Measurement(
+        worker_samples=[r["samples"] for r in ordered],
+        items_per_call=batch_size,
+        tokens_per_item=ordered[0]["tokens_per_item"],
+        load_s=max(r["load_s"] for r in ordered),
+        peak_rss_mb=sum(r["peak_rss_mb"] for r in ordered),
+        executed_precision=ordered[0]["executed_precision"],
+        wall_s=(end - start) / 1e9,
+        details={**ordered[0]["details"], "worker_load_s": [round(r["load_s"], 3) for r in ordered],
+                 "worker_peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in ordered]},
+    )
+    return measurement, ordered[0]["outputs"]
