@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from enginebench.engines.base import Engine, EngineInfo, EngineOptions, Session
 from enginebench.errors import UsageError
@@ -13,10 +14,25 @@ REGISTRY: dict[str, str] = {
 }
 
 
+def _plugins() -> dict[str, str]:
+    """Engines outside the package: ENGINEBENCH_ENGINES="name=module:Class,other=module:Class"."""
+    found = {}
+    for item in os.environ.get("ENGINEBENCH_ENGINES", "").split(","):
+        name, eq, target = item.partition("=")
+        if eq and ":" in target:
+            found[name.strip()] = target.strip()
+    return found
+
+
+def _all() -> dict[str, str]:
+    return {**REGISTRY, **_plugins()}
+
+
 def engine_class(name: str) -> type[Engine]:
-    if name not in REGISTRY:
-        raise UsageError(f"unknown engine {name!r}: use one of {', '.join(REGISTRY)}")
-    module, _, cls = REGISTRY[name].partition(":")
+    registry = _all()
+    if name not in registry:
+        raise UsageError(f"unknown engine {name!r}: use one of {', '.join(registry)}")
+    module, _, cls = registry[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -30,7 +46,7 @@ def require_engine(name: str) -> type[Engine]:
 
 
 def installed_engines() -> list[str]:
-    return [name for name in REGISTRY if engine_class(name).installed()]
+    return [name for name in _all() if engine_class(name).installed()]
 
 
 __all__ = ["REGISTRY", "Engine", "EngineInfo", "EngineOptions", "Session", "engine_class", "require_engine", "installed_engines"]

@@ -174,5 +174,9 @@ class DecoderSession(ABC):
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Append one token per sequence [batch, 1]; return its logits [batch, vocab]."""
 
+    def forward_logits(self, tokens: np.ndarray) -> np.ndarray:
+        """Teacher forcing for fidelity: logits of every position [batch, n, vocab] of a fresh sequence."""
+        raise NotImplementedError(f"{type(self).__name__} cannot return logits for every position")
+
     def close(self) -> None:
         pass

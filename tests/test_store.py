@@ -1,0 +1,71 @@
+import sqlite3
+
+import pytest
+
+from enginebench.errors import UsageError
+from enginebench.results.model import SCHEMA_VERSION, Result, Run
+from enginebench.results.store import ResultStore
+
+
+def _result(**kw):
+    base = dict(engine="torch", model="minilm", precision="fp32", scenario="latency", workload="corpus",
+                batch_size=4, seq_len=128, workers=1, threads=2, samples=[1_000_000, 1_200_000, 900_000],
+                latency_ms={"median": 1.0, "ci95": [0.9, 1.2]}, throughput={"items_per_s": 4000.0},
+                verdict={"ok": False, "reasons": ["only 3 samples"]}, fidelity={"metric": "min_cosine", "value": 1.0, "ok": True},
+                engine_options={"threads": 2}, details={"workload": {"seed": 0}})
+    base.update(kw)
+    return Result(**base)
+
+
+def test_round_trip_keeps_samples_and_every_field(tmp_path):
+    run = Run("r1", "2026-11-23T12:00:00+00:00", {"cpu": "x"}, {"argv": ["run"]})
+    with ResultStore(tmp_path / "a.db") as store:
+        store.add_run(run)
+        store.add_result("r1", _result())
+        store.add_result("r1", _result(status="failed", error="boom", samples=[], latency_ms=None, verdict=None))
+    with ResultStore(tmp_path / "a.db") as store:
+        loaded = store.load_run()
+        assert store.run_ids()[0][0] == "r1" and store.run_ids()[0][2] == 2
+    assert loaded.machine == {"cpu": "x"}
+    assert loaded.results[0] == _result()
+    assert loaded.results[0].samples == [1_000_000, 1_200_000, 900_000]
+    assert loaded.results[1].status == "failed" and loaded.results[1].error == "boom"
+
+
+def test_result_validation():
+    with pytest.raises(ValueError, match="negative"):
+        _result(samples=[5, -1])
+    with pytest.raises(ValueError, match="at least one sample"):
+        _result(samples=[])
+    with pytest.raises(ValueError, match="needs an error"):
+        _result(status="failed")
+    with pytest.raises(ValueError, match="batch_size"):
+        _result(batch_size=0)
+
+
+def test_unwritable_or_corrupt_database_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--db"):
+        ResultStore(tmp_path / "missing-dir" / "x.db")
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UsageError, match="cannot use database"):
+        ResultStore(bad)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    ResultStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(UsageError, match="newer"):
+        ResultStore(path)
+
+
+def test_unknown_run_is_a_usage_error(tmp_path):
+    with ResultStore(tmp_path / "a.db") as store:
+        with pytest.raises(UsageError, match="no runs"):
+            store.load_run()
+        with pytest.raises(UsageError, match="no run 'x'"):
+            store.load_run("x")
