@@ -80,7 +80,8 @@ def child_main(job: Job, out) -> None:
                     except Exception as e:
                         load_error = f"load failed: {type(e).__name__}: {e}"
                 if load_error:
-                    raise RuntimeError(load_error)
+                    out.put(("error", index, load_error, ""))
+                    continue
                 if cell.workload not in fidelity_by_workload:
                     outputs = session.run(session.prepare(workload.fidelity_inputs()))
                     fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)

@@ -177,8 +177,8 @@ def plan_from_args(args):
         "throughput": [_positive_int("--threads-per-worker", t) for t in _list(args.threads_per_worker) or []],
     }
     seq_len = _positive_int("--seq-len", args.seq_len) if args.seq_len is not None else 128
-    seed = _positive_int("--seed", str(int(args.seed) + 1)) - 1 if args.seed.lstrip("-").isdigit() else None
-    if seed is None or seed < 0:
+    seed = int(args.seed) if args.seed.isdigit() else -1
+    if seed < 0:
         raise UsageError(f"--seed {args.seed!r} must be a whole number >= 0")
     rule = StoppingRule(
         duration_s=_seconds("--duration", args.duration if args.duration is not None else defaults["duration"]),
