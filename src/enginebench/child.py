@@ -70,7 +70,7 @@ def child_main(job: Job, out) -> None:
         out.put(("start", index))
         try:
             workload = job.workloads[cell.workload]
-            if cell.scenario == "latency":
+            if cell.scenario in ("latency", "generate"):
                 if session is None and load_error is None:
                     try:
                         t0 = time.perf_counter()
@@ -81,6 +81,11 @@ def child_main(job: Job, out) -> None:
                         load_error = f"load failed: {type(e).__name__}: {e}"
                 if load_error:
                     out.put(("error", index, load_error, ""))
+                    continue
+                if cell.scenario == "generate":
+                    m = _run_generate_cell(session, job, cell, workload, load_s, fidelity_by_workload)
+                    m.details["load_peak_rss_mb"] = round(load_peak, 1)
+                    out.put(("result", index, m))
                     continue
                 if cell.workload not in fidelity_by_workload:
                     outputs = session.run(session.prepare(workload.fidelity_inputs()))
@@ -99,9 +104,48 @@ def child_main(job: Job, out) -> None:
     out.put(("done",))
 
 
+DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)
+GREEDY_PROMPTS = 2  # prompts the reference generates from for greedy agreement
+
+
+def _run_generate_cell(session, job: Job, cell: Cell, prompts, load_s: float, fidelity_cache: dict):
+    """One decoder cell; the fidelity against the reference is computed once per job, before timing."""
+    from enginebench.engines.base import DecoderSession
+    from enginebench.measure.llm_fidelity import compare_decoder
+    from enginebench.scenarios.generate import run_generate
+
+    if not isinstance(session, DecoderSession):
+        raise TypeError(f"{job.engine} does not run decoder (LLM) models: its load gave a {type(session).__name__}")
+    if DECODER_REFERENCE not in fidelity_cache:
+        reference = (job.references or {}).get(DECODER_REFERENCE)
+        try:
+            fidelity_cache[DECODER_REFERENCE] = compare_decoder(session, reference, job.precision) if reference else None
+        except NotImplementedError as e:
+            fidelity_cache[DECODER_REFERENCE] = {"metric": "top1_agreement", "value": None, "ok": False,
+                                                 "threshold": None, "error": str(e)}
+    m = run_generate(session, prompts, cell.batch_size, job.rule, load_s)
+    m.fidelity = fidelity_cache[DECODER_REFERENCE]
+    return m
+
+
+def _decoder_references(session, job: Job) -> dict:
+    from enginebench.measure.llm_fidelity import reference_data
+
+    sets = list(job.workloads.values())
+    tg = next((p for p in sets if p.test.kind == "tg"), None)
+    source = tg or sets[0]
+    new_tokens = tg.test.gen_len if tg else 16
+    prompt_len = min(source.test.prompt_len, max(1, job.model.max_positions - new_tokens))
+    greedy_prompt = source.prompts[:GREEDY_PROMPTS, :prompt_len]
+    return {DECODER_REFERENCE: reference_data(session, source.fidelity_ids, greedy_prompt, new_tokens)}
+
+
 def _send_references(factory: SessionFactory, job: Job, out) -> None:
     try:
         session = factory()
+        if job.model.kind == "decoder":
+            out.put(("reference", _decoder_references(session, job)))
+            return
         refs = {name: session.run(session.prepare(w.fidelity_inputs())) for name, w in job.workloads.items()}
         out.put(("reference", refs))
     except Exception as e:

@@ -8,6 +8,7 @@ import sys
 import uuid
 from datetime import datetime, timezone
 
+from enginebench import graph_cli
 from enginebench.errors import UsageError
 
 DEFAULT_DB = "enginebench.db"
@@ -16,7 +17,10 @@ DEFAULT_BATCH_SIZES = [1, 16, 32, 64]
 # so the whole suite ends in about three minutes on 2 cores.
 DEFAULT_SUITE = {"duration": 1.0, "min_samples": 5, "warmup": 0.3, "batch_size": [1, 32]}
 SELECTION_OPTIONS = ("engine", "model", "precision", "workload", "scenario", "batch_size", "workers", "threads",
-                     "threads_per_worker", "seq_len", "duration", "min_samples", "warmup", "corpus")
+                     "threads_per_worker", "seq_len", "duration", "min_samples", "warmup", "corpus",
+                     "prompt_len", "gen_len", "llm_config")
+DEFAULT_PROMPT_LENS = [128, 512]  # decoders: pp tests (llama-bench's pp512 and a shorter one)
+DEFAULT_GEN_LENS = [128]  # decoders: tg tests
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", **lst, help="threads per session in the latency scenario [number of CPUs]")
     run.add_argument("--threads-per-worker", **lst, help="threads per worker in the throughput scenario [CPUs / workers]")
     run.add_argument("--seq-len", help="corpus tokens per input, truncated or padded [128]")
+    run.add_argument("--prompt-len", **lst, help="decoders: prompt tokens prefilled, one pp test each [128,512]")
+    run.add_argument("--gen-len", **lst, help="decoders: tokens generated, one tg test each [128]")
+    run.add_argument("--llm-config", metavar="FILE", help="decoders: a JSON file of Llama config fields; "
+                     "benchmarks a Llama of that shape with random weights (instead of --model)")
     run.add_argument("--corpus", help="corpus file: .txt (a document per line), .jsonl (field text), .parquet (column text) [Python's docs]")
     run.add_argument("--seed", default="0", help="workload sampling seed [0]")
     run.add_argument("--duration", help="seconds to measure each cell, at least [10]")
@@ -84,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
     run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database for results [{DEFAULT_DB}]")
     run.add_argument("--json", action="store_true", help="print the run as one JSON object on stdout")
+    run.add_argument("--until", metavar="NODE", help="run the model cut at this ONNX node's output (see `enginebench nodes`); "
+                     "only engines that load ONNX run it, compared with onnxruntime fp32 on the same cut")
 
     runs = sub.add_parser("runs", help="list the runs stored in the database")
     runs.add_argument("--db", default=DEFAULT_DB)
@@ -98,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="the models enginebench knows by name")
+    machine = sub.add_parser("machine", help="measure memory bandwidth and GEMM FLOP/s once (the decode roofline)")
+    machine.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database to store them in [{DEFAULT_DB}]")
+    machine.add_argument("--json", action="store_true", help="print the measurement as JSON")
+    graph_cli.add_parsers(sub)
     return parser
 
 
@@ -109,13 +123,16 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help()
             return 2
         return {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "engines": cmd_engines,
-                "models": cmd_models}[args.command](args)
+                "models": cmd_models, "machine": cmd_machine, "nodes": graph_cli.cmd_nodes, "blocks": graph_cli.cmd_blocks}[args.command](args)
     except UsageError as e:
         print(f"enginebench: error: {e}", file=sys.stderr)
         return UsageError.exit_code
     except KeyboardInterrupt:
         print("enginebench: interrupted; results measured so far are in the database", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # -- run --------------------------------------------------------------------------------------------
@@ -141,11 +158,10 @@ def _engine_options(raw: list[str], engines: list[str]) -> dict[str, dict[str, s
 
 def plan_from_args(args):
     """Validate every option and build the Plan (raises UsageError on bad input)."""
-    from enginebench.engines import installed_engines, require_engine
+    from enginebench.engines import engine_class, installed_engines, require_engine
     from enginebench.measure.timing import StoppingRule
-    from enginebench.models import resolve_model
     from enginebench.plan import Plan, make_cells
-    from enginebench.scenarios import SCENARIOS
+    from enginebench.scenarios import DECODER_SCENARIOS, SCENARIOS
     from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
 
     suite = not any(getattr(args, name) is not None for name in SELECTION_OPTIONS)
@@ -157,10 +173,11 @@ def plan_from_args(args):
     if engines:
         for name in engines:
             require_engine(name)
-    else:
-        engines = installed_engines()
+    model = _resolve_run_model(args)
+    if not engines:
+        engines = [e for e in installed_engines() if model.kind in engine_class(e).model_kinds]
         if not engines:
-            raise UsageError("no engine is installed: pip install 'enginebench[all]' (or make bench)")
+            raise UsageError(f"no engine that runs {model.kind} models is installed: pip install 'enginebench[all]' (or make bench)")
     precisions = _list(args.precision) or ["fp32"]
     workloads = _list(args.workload) or list(WORKLOADS)
     for w in workloads:
@@ -168,8 +185,8 @@ def plan_from_args(args):
             raise UsageError(f"unknown workload {w!r}: use one of {', '.join(WORKLOADS)}")
     scenarios = _list(args.scenario) or list(SCENARIOS)
     for s in scenarios:
-        if s not in SCENARIOS:
-            raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(SCENARIOS)}")
+        if s not in SCENARIOS + DECODER_SCENARIOS:
+            raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(SCENARIOS + DECODER_SCENARIOS)}")
     batch_sizes = [_positive_int("--batch-size", b) for b in _list(args.batch_size) or []] or defaults["batch_size"]
     workers = [_positive_int("--workers", w) for w in _list(args.workers) or []] or [cores]
     threads = {
@@ -188,11 +205,59 @@ def plan_from_args(args):
     timeout = _seconds("--timeout", args.timeout)
     options = _engine_options(args.option, engines)
 
-    model = resolve_model(args.model or "minilm")
+    if model.kind == "decoder":
+        return _decoder_plan(args, model, engines, precisions, threads["latency"], cores, rule, timeout, options,
+                             seed), suite
+    if "generate" in scenarios:
+        raise UsageError(f"scenario generate needs a decoder (LLM): {model.name} is an {model.kind}; "
+                         "use --model smollm2-135m or latency/throughput")
+    if getattr(args, "until", None):
+        model = graph_cli.cut_model_spec(model, args.until)
     data = {w: build_workload(w, model.path, seq_len=seq_len, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
                               max_positions=model.max_positions) for w in workloads}
     cells = make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers, threads, cores)
-    return Plan(model, data, cells, rule, options, timeout_s=timeout), suite
+    reference = graph_cli.CUT_REFERENCE_ENGINE if model.until else "torch"
+    return Plan(model, data, cells, rule, options, timeout_s=timeout, reference_engine=reference), suite
+
+
+def _resolve_run_model(args):
+    from enginebench.models import resolve_model
+
+    if getattr(args, "llm_config", None):
+        if args.model:
+            raise UsageError("give --model or --llm-config, not both")
+        from enginebench.models.decoder_folder import decoder_from_config_file
+
+        return decoder_from_config_file(args.llm_config)
+    return resolve_model(args.model or "minilm")
+
+
+def _decoder_plan(args, model, engines, precisions, threads, cores, rule, timeout, options, seed):
+    """The plan for a decoder: scenario generate, one cell per engine x precision x batch x test."""
+    from enginebench.plan import Plan, make_decoder_cells
+    from enginebench.workloads import DEFAULT_CORPUS
+    from enginebench.workloads.prompts import build_prompt_sets, decoder_tests
+
+    scenarios = _list(args.scenario) or ["generate"]
+    if scenarios != ["generate"]:
+        raise UsageError(f"{model.name} is a decoder (LLM): only scenario generate runs it, not "
+                         f"{', '.join(s for s in scenarios if s != 'generate')}")
+    if args.workload or args.seq_len:
+        raise UsageError("--workload/--seq-len are for encoders: decoders take --prompt-len and --gen-len")
+    prompt_lens = [_positive_int("--prompt-len", n) for n in _list(args.prompt_len) or []] or DEFAULT_PROMPT_LENS
+    gen_lens = [_positive_int("--gen-len", n) for n in _list(args.gen_len) or []] or DEFAULT_GEN_LENS
+    if min(gen_lens) < 2:
+        raise UsageError("--gen-len must be at least 2: decode steps follow the first token")
+    tests, dropped = decoder_tests(prompt_lens, gen_lens, model.max_positions)
+    if not tests:
+        raise UsageError(f"no test fits {model.name}'s {model.max_positions} positions: " + "; ".join(dropped))
+    for reason in dropped:
+        print(f"enginebench: {reason}", file=sys.stderr)
+    batch_sizes = [_positive_int("--batch-size", b) for b in _list(args.batch_size) or []] or [1]
+    sets = build_prompt_sets(model.path, tests, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
+                             max_positions=model.max_positions)
+    cells = make_decoder_cells(engines, precisions, list(sets), batch_sizes, threads, cores)
+    return Plan(model, sets, cells, rule, options, timeout_s=timeout, reference_engine="torch")
 
 
 def cmd_run(args) -> int:
@@ -213,6 +278,11 @@ def cmd_run(args) -> int:
             raise UsageError(f"--cpus {args.cpus!r} is not usable here ({e}): give CPUs this machine has, e.g. --cpus 0-{(os.cpu_count() or 1) - 1}") from None
     store = ResultStore(args.db)  # fail on an unwritable database before measuring anything
     plan, suite = plan_from_args(args)
+    if plan.model.kind == "decoder":
+        import socket
+
+        speed = store.machine_speed(socket.gethostname())
+        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
     err = Console(stderr=True)
     if suite:
         engines = sorted({c.engine for c in plan.cells})
@@ -292,24 +362,32 @@ def cmd_show(args) -> int:
 
 
 def cmd_engines(args) -> int:
+    from enginebench.results.feature_table import probe_engines, render_feature_table, to_json
+
+    infos = probe_engines()
+    if args.json:
+        print(to_json(infos))
+    else:
+        render_feature_table(infos)
+    return 0
+
+
+def cmd_machine(args) -> int:
     import json
 
-    from rich.console import Console
-    from rich.table import Table
+    from enginebench.measure.roofline import measure_machine
+    from enginebench.results.store import ResultStore
 
-    from enginebench.engines import REGISTRY, engine_class
-
-    infos = [engine_class(name).describe() for name in REGISTRY]
+    with ResultStore(args.db) as store:
+        speed = measure_machine()
+        store.add_machine_speed(speed)
     if args.json:
-        print(json.dumps([{**i.__dict__, "installed": i.installed} for i in infos], indent=2))
-        return 0
-    table = Table(title="engines")
-    for h in ("engine", "installed", "version", "devices", "precisions", "formats", "install"):
-        table.add_column(h)
-    for i in infos:
-        table.add_row(i.name, "yes" if i.installed else "no", i.version or "—", ",".join(i.devices) or "—",
-                      ",".join(i.precisions), ",".join(i.formats), i.install)
-    Console().print(table)
+        print(json.dumps(speed, indent=2))
+    else:
+        triad = speed["details"]["triad"]
+        print(f"memory bandwidth {speed['bandwidth_gbs']:.1f} GB/s (triad, {triad['threads']} threads, best of "
+              f"{len(triad['runs_s'])})  ·  GEMM {speed['gemm_gflops']:.1f} GFLOP/s (numpy float32 "
+              f"{speed['details']['gemm']['n']}²)  ·  stored in {args.db}")
     return 0
 
 

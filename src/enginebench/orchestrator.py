@@ -57,8 +57,14 @@ class Orchestrator:
             "engine_version": cls.version(),
             "engine_options": asdict(cls.make_options(cell.threads, self.plan.engine_options.get(cell.engine, {}))),
             "details": {"workload": workload.spec.to_dict(), "stopping_rule": self.plan.rule.to_dict(),
-                        "reference_error": self.reference_error},
+                        "reference_error": self.reference_error, **self._decoder_context(cell)},
         }
+
+    def _decoder_context(self, cell: Cell) -> dict:
+        if cell.scenario != "generate":
+            return {}
+        return {"model_params": self.plan.model.params, "model_size_bytes": self.plan.model.size_bytes,
+                "machine_speed": self.plan.machine_speed}
 
     # -- running ----------------------------------------------------------------------------------
     def run(self, emit: Callable[[Result], None]) -> None:
@@ -70,7 +76,8 @@ class Orchestrator:
         references = self._references()
         runnable = []
         for cell in self.plan.cells:
-            reason = engine_class(cell.engine).unsupported_reason(cell.precision)
+            cls = engine_class(cell.engine)
+            reason = cls.unsupported_for(self.plan.model, cell.precision)
             if reason:
                 self.on_start(cell)
                 ctx = self._result_context(cell)
@@ -85,6 +92,10 @@ class Orchestrator:
         engine = self.plan.reference_engine
         if not engine_class(engine).installed():
             self.reference_error = f"no fidelity reference: {engine} is not installed"
+            return None
+        reason = engine_class(engine).unsupported_for(self.plan.model, "fp32")
+        if reason:  # e.g. a decoder whose fp32 weights do not fit in memory
+            self.reference_error = f"no fidelity reference: {reason}"
             return None
         job = Job(engine, "fp32", os.cpu_count() or 1, {}, self.plan.model, self.plan.workloads, self.plan.rule,
                   reference_only=True)

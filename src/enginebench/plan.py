@@ -64,6 +64,14 @@ def make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers_l
     return cells
 
 
+def make_decoder_cells(engines, precisions, tests: list[str], batch_sizes, threads_list, cores: int) -> list[Cell]:
+    """Decoder cells: engine x precision x threads x batch x test (pp128, pp512, tg128), scenario generate."""
+    return [Cell(engine, precision, "generate", test, batch, 1, threads)
+            for engine, precision in itertools.product(engines, precisions)
+            for threads in threads_list or [cores]
+            for batch in batch_sizes for test in tests]
+
+
 def group_into_jobs(cells: list[Cell], make_job) -> list[Job]:
     """One job per (engine, precision, threads), in first-seen order; make_job(engine, precision, threads)."""
     jobs: dict[tuple, Job] = {}
@@ -84,3 +92,4 @@ class Plan:
     engine_options: dict[str, dict[str, str]]  # engine -> --option overrides
     timeout_s: float = 600.0
     reference_engine: str = "torch"  # fp32 outputs every engine is compared with
+    machine_speed: dict | None = None  # `enginebench machine` figures (decode roofline), when measured

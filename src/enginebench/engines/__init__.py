@@ -11,6 +11,12 @@ from enginebench.errors import UsageError
 REGISTRY: dict[str, str] = {
     "torch": "enginebench.engines.torch_eager:TorchEngine",
     "onnxruntime": "enginebench.engines.onnxruntime:OnnxRuntimeEngine",
+    "openvino": "enginebench.engines.openvino:OpenVinoEngine",
+    "torch-compile": "enginebench.engines.torch_compile:TorchCompileEngine",
+    "jax": "enginebench.engines.jax_xla:JaxEngine",
+    "ctranslate2": "enginebench.engines.ctranslate2:CTranslate2Engine",
+    "tinygrad": "enginebench.engines.tinygrad_engine:TinygradEngine",
+    "llamacpp": "enginebench.engines.llamacpp:LlamaCppEngine",
 }
 
 
@@ -45,8 +51,13 @@ def require_engine(name: str) -> type[Engine]:
     return cls
 
 
+def known_engines() -> list[str]:
+    """Every engine name: the registry's, then plugins'."""
+    return list(_all())
+
+
 def installed_engines() -> list[str]:
     return [name for name in _all() if engine_class(name).installed()]
 
 
-__all__ = ["REGISTRY", "Engine", "EngineInfo", "EngineOptions", "Session", "engine_class", "require_engine", "installed_engines"]
+__all__ = ["REGISTRY", "Engine", "EngineInfo", "EngineOptions", "Session", "engine_class", "require_engine", "installed_engines", "known_engines"]

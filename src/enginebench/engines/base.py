@@ -11,7 +11,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -56,6 +56,12 @@ class EngineInfo:
     devices: tuple[str, ...]
     formats: tuple[str, ...]
     notes: str = ""
+    extra: str = ""  # the enginebench extra that installs it ("" where no package can)
+    bits: tuple[str, ...] = ()  # precision classes the library offers: 32-bit, 16-bit, 8-bit, 4-bit, 2/3-bit
+    backend: str = ""  # kernels / BLAS underneath
+    parallelism: str = ""  # model / tensor parallel support
+    training: str = ""  # can it train (autograd, optimizers)
+    available: bool = True  # False: known, but cannot run on this machine (see notes)
 
     @property
     def installed(self) -> bool:
@@ -73,6 +79,16 @@ class Engine(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     formats: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type[EngineOptions]] = EngineOptions
+    # Feature-table facts about the library (what it can do, whether or not enginebench drives all of it)
+    #: precisions the library offers beyond `precisions`, e.g. ("int4", "q3_k") for a GGUF runtime
+    library_precisions: ClassVar[tuple[str, ...]] = ()
+    backend: ClassVar[str] = ""
+    parallelism: ClassVar[str] = "no"
+    training: ClassVar[str] = "no"
+    #: loads arbitrary ONNX graphs: can run a model cut at a node (`run --until`) and `blocks`
+    cuts_graph: ClassVar[bool] = False
+    #: the kinds of model it runs: "encoder" (sentence embeddings), "decoder" (causal LMs)
+    model_kinds: ClassVar[tuple[str, ...]] = ("encoder",)
 
     @classmethod
     def missing(cls) -> list[str]:
@@ -98,13 +114,44 @@ class Engine(ABC):
         return ("cpu",)
 
     @classmethod
+    def probe_backend(cls) -> str:
+        """The kernels underneath, probed from the installed library where it says (default: `backend`)."""
+        return cls.backend
+
+    @classmethod
     def describe(cls) -> EngineInfo:
+        from enginebench.engines.features import precision_bits
+
         installed = cls.installed()
+        notes = "" if installed else f"not installed (missing {', '.join(cls.missing())})"
         return EngineInfo(
             name=cls.name, library=cls.library, version=cls.version() if installed else None,
             install=cls.install_hint(), precisions=cls.precisions,
-            devices=cls.devices() if installed else (), formats=cls.formats,
+            devices=cls.devices() if installed else (), formats=cls.formats, notes=notes, extra=cls.extra,
+            bits=precision_bits(cls.precisions + cls.library_precisions),
+            backend=cls.probe_backend() if installed else cls.backend,
+            parallelism=cls.parallelism, training=cls.training,
         )
+
+    @classmethod
+    def unsupported_model_reason(cls, model: ModelSpec) -> str | None:
+        """Why this engine cannot run `model` as given (its kind, a graph cut at a node), or None if it can."""
+        if model.kind not in cls.model_kinds:
+            return f"{cls.name} does not run {model.kind} models (it runs {', '.join(cls.model_kinds)} models)"
+        if model.until and not cls.cuts_graph:
+            return f"{cls.name} cannot run a model cut at a node (--until needs an engine that loads ONNX graphs)"
+        return None
+
+    @classmethod
+    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+        """Why this engine cannot run `model` at `precision`, or None; override where precisions depend on the
+        model's kind (e.g. an engine offering more precisions for decoders than for encoders)."""
+        return cls.unsupported_reason(precision) or cls.unsupported_model_reason(model)
+
+    def load_onnx_graph(self, path, options: EngineOptions):
+        """Load any ONNX file; return a callable taking {input name: array} and returning its outputs as a
+        list of arrays in the graph's output order. Engines with `cuts_graph = True` implement it."""
+        raise NotImplementedError(f"{self.name} does not load arbitrary ONNX graphs")
 
     @classmethod
     def unsupported_reason(cls, precision: str) -> str | None:
@@ -177,6 +224,21 @@ class DecoderSession(ABC):
     def forward_logits(self, tokens: np.ndarray) -> np.ndarray:
         """Teacher forcing for fidelity: logits of every position [batch, n, vocab] of a fresh sequence."""
         raise NotImplementedError(f"{type(self).__name__} cannot return logits for every position")
+
+    def stream(self, prompt: np.ndarray, new_tokens: int) -> Iterator[np.ndarray]:
+        """Greedy generation from a fresh sequence: yield each step's token ids [batch] as it is chosen.
+
+        The first yield follows the prompt's prefill (time to first token), every later one a decode step.
+        Engines whose KV cache lives inside their own generation loop (CTranslate2) override this and cannot
+        offer decode(); the generate scenario times through stream() so every engine is timed the same way.
+        """
+        self.reset()
+        logits = self.prefill(prompt)
+        for step in range(new_tokens):
+            token = logits.argmax(-1)
+            yield token
+            if step + 1 < new_tokens:
+                logits = self.decode(token[:, None])
 
     def close(self) -> None:
         pass

@@ -22,9 +22,14 @@ def compare_embeddings(output: np.ndarray, reference: np.ndarray, precision: str
     if out.shape != ref.shape:
         return {"metric": "min_cosine", "value": None, "ok": False, "threshold": threshold_for(precision),
                 "error": f"output shape {out.shape} differs from the reference's {ref.shape}"}
+    # Per item (first axis), whatever the output's rank: a model cut mid-graph gives [batch, tokens, hidden]
+    # hidden states, compared item by item after flattening; a scalar or 1-D output is one item.
+    items = out.shape[0] if out.ndim >= 2 else 1
+    out, ref = out.reshape(items, -1), ref.reshape(items, -1)
     num = (out * ref).sum(axis=1)
     den = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-    cos = np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
+    same = np.all(out == ref, axis=1)  # e.g. an all-zero slice of a cut model's output: equal, not orthogonal
+    cos = np.where(den > 0, num / np.where(den > 0, den, 1), np.where(same, 1.0, 0.0))
     value = float(cos.min()) if np.all(np.isfinite(cos)) else float("nan")
     threshold = threshold_for(precision)
     return {

@@ -24,13 +24,24 @@ ONNX_FILE = "model.onnx"
 def onnx_encoder(model: ModelSpec) -> tuple[Path, dict]:
     """Path of the exported model.onnx and facts about the export (cached or not, seconds spent)."""
     torch_version = metadata.version("torch")
-    key = artifact_key(model.content_hash, EXPORTER, torch_version, str(OPSET), EXPORT_FORMAT_VERSION)
+    key = onnx_key(model)
     started = time.perf_counter()
     folder, cached = cached_artifact("onnx", key, lambda out: _export_in_subprocess(model.path, out / ONNX_FILE))
-    return folder / ONNX_FILE, {
+    details = {
         "onnx_cached": cached, "onnx_export_s": round(time.perf_counter() - started, 3),
         "exporter": f"{EXPORTER} (torch {torch_version}, opset {OPSET})", "onnx_path": str(folder / ONNX_FILE),
     }
+    if model.until:  # a partial model: the graph pruned to what that node's output needs
+        from enginebench.models.onnx_graph import cut_model
+
+        path, cut = cut_model(folder / ONNX_FILE, key, model.until)
+        return path, {**details, **cut}
+    return folder / ONNX_FILE, details
+
+
+def onnx_key(model: ModelSpec) -> str:
+    """The cache key of the full export (cuts and blocks are keyed under it)."""
+    return artifact_key(model.content_hash, EXPORTER, metadata.version("torch"), str(OPSET), EXPORT_FORMAT_VERSION)
 
 
 def _export_in_subprocess(model_path: str, out: Path) -> None:

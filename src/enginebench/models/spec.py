@@ -17,6 +17,8 @@ class ModelSpec:
     content_hash: str  # identifies the exact files: keys every cached conversion
     hidden_size: int
     max_positions: int
+    gguf_path: str | None = None  # decoders that came as a GGUF file: the original file (path holds its HF reference)
+    until: str | None = None  # ONNX node (or tensor) to cut the model at: `enginebench run --until NODE`
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,6 +29,30 @@ def closed_loop_throughput(worker_samples: list[np.ndarray], items_per_call: int
     return point, (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
 
 
+def rate_summary(samples_ns: np.ndarray, tokens_per_call: float) -> dict:
+    """tokens/s of calls: at the median call time (with the bootstrap CI of the median) and at the mean."""
+    ms = summarize(np.asarray(samples_ns, dtype=np.float64) / 1e6)
+    lo, hi = ms.ci95
+    rate = tokens_per_call * 1e3
+    return {"median": rate / ms.median, "mean": rate / ms.mean, "ci95": [rate / hi, rate / lo], "n": ms.n}
+
+
+def generate_fields(cell: Cell, m: Measurement, details: dict) -> dict:
+    """The generate scenario's Result fields: pp -> prefill tokens/s; tg -> decode tokens/s, TTFT, ITL."""
+    from enginebench.measure.roofline import decode_roofline
+
+    samples = m.worker_samples[0]
+    if m.details.get("test", cell.workload).startswith("pp"):
+        return {"prefill_tokens_per_s": rate_summary(samples, m.items_per_call * m.tokens_per_item)}
+    decode = rate_summary(samples, m.items_per_call)
+    speed = details.get("machine_speed") or {}
+    decode["roofline"] = decode_roofline(decode["median"], m.items_per_call, details.get("model_params") or 0,
+                                         m.executed_precision, m.details, speed.get("bandwidth_gbs"))
+    ttft = m.details.get("ttft_ns") or []
+    return {"decode_tokens_per_s": decode, "itl_ms": summarize(np.asarray(samples) / 1e6).to_dict(),
+            "ttft_ms": summarize(np.asarray(ttft) / 1e6).to_dict() if ttft else None}
+
+
 def build_result(cell: Cell, m: Measurement, *, model: str, seq_len: int, engine_version: str | None,
                  engine_options: dict, details: dict) -> Result:
     all_ns = np.concatenate([np.asarray(s, dtype=np.int64) for s in m.worker_samples])
@@ -47,7 +71,9 @@ def build_result(cell: Cell, m: Measurement, *, model: str, seq_len: int, engine
         v = verdict(s)
         prefix = f"worker {i}: " if len(m.worker_samples) > 1 else ""
         reasons.extend(prefix + r for r in v["reasons"])
+    extra = generate_fields(cell, m, details) if cell.scenario == "generate" else {}
     return Result(
+        **extra,
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
         status="ok", engine_version=engine_version, executed_precision=m.executed_precision,

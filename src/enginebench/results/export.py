@@ -24,12 +24,19 @@ def to_csv(run: Run) -> str:
 
 
 def to_markdown(run: Run) -> str:
+    from enginebench.results.decoder_table import decoder_markdown, is_decoder_result
+
+    decoders = decoder_markdown(run)
+    encoders = [r for r in run.results if not is_decoder_result(r)]
+    if decoders and not encoders:
+        return f"**run {run.run_id}** · decoders\n\n" + decoders
+    run = Run(run.run_id, run.created_at, run.machine, run.config, encoders, run.schema_version)
     headers, rows, constants = table_rows(run.results)
     lines = [f"**run {run.run_id}**" + "".join(f" · {k} {v}" for k, v in constants.items()), ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" for _ in headers) + "|")
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + ("\n" + decoders if decoders else "")
 
 
 def export(run: Run, fmt: str) -> str:

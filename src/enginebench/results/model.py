@@ -2,6 +2,8 @@
 
 Schema history (SCHEMA_VERSION):
   1 — first version: encoder latency/throughput results with raw samples, stats, fidelity and verdict.
+  2 — decoders: scenario "generate" (workload = test, pp<N> or tg<N>) with prefill_tokens_per_s,
+      decode_tokens_per_s, ttft_ms, itl_ms (all None elsewhere; v1 results read back with them None).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -38,6 +40,11 @@ class Result:
     verdict: dict | None = None  # ok, reasons
     engine_options: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)  # workload seed/source, artifacts, stopping rule, ...
+    # generate scenario (decoders): tokens/s as {median, mean, ci95}, plus roofline on decode; ms summaries
+    prefill_tokens_per_s: dict | None = None  # pp tests: prompt tokens / prefill call
+    decode_tokens_per_s: dict | None = None  # tg tests: generated tokens / decode call
+    ttft_ms: dict | None = None  # tg tests: time to first token (prefill + first argmax), per generation
+    itl_ms: dict | None = None  # tg tests: inter-token latency = each decode step
 
     def __post_init__(self):
         if self.status not in STATUSES:

@@ -99,6 +99,14 @@ def render(run: Run, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
+
+    if any(map(is_decoder_result, run.results)):
+        render_decoder_table(run, console)
+        encoders = [r for r in run.results if not is_decoder_result(r)]
+        if not encoders:
+            return
+        run = Run(run.run_id, run.created_at, run.machine, run.config, encoders, run.schema_version)
     headers, rows, constants = table_rows(run.results)
     title = f"run {run.run_id} — model {run.results[0].model if run.results else '?'}"
     if constants:

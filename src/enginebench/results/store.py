@@ -37,6 +37,14 @@ CREATE TABLE IF NOT EXISTS results (
     samples BLOB                -- int64 little-endian nanoseconds
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+CREATE TABLE IF NOT EXISTS machine_speed (  -- `enginebench machine`: the roofline's two ceilings
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    measured_at TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    bandwidth_gbs REAL NOT NULL,  -- memory bandwidth, GB/s (1e9 bytes)
+    gemm_gflops REAL NOT NULL,    -- float32 matmul, GFLOP/s
+    details TEXT NOT NULL         -- JSON: method, sizes, threads, every run
+);
 """
 
 
@@ -59,6 +67,27 @@ class ResultStore:
             self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer enginebench (schema {row[0]} > {SCHEMA_VERSION})")
+        elif int(row[0]) < SCHEMA_VERSION:  # older results read back unchanged (new fields absent = None)
+            self.conn.execute("UPDATE meta SET value = ? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    def add_machine_speed(self, speed: dict) -> None:
+        self.conn.execute(
+            "INSERT INTO machine_speed (measured_at, hostname, bandwidth_gbs, gemm_gflops, details) VALUES (?, ?, ?, ?, ?)",
+            (speed["measured_at"], speed["hostname"], speed["bandwidth_gbs"], speed["gemm_gflops"],
+             json.dumps(speed.get("details", {}))),
+        )
+        self.conn.commit()
+
+    def machine_speed(self, hostname: str | None = None) -> dict | None:
+        """The newest `enginebench machine` measurement (of this host when given), or None."""
+        where, args = ("WHERE hostname = ?", (hostname,)) if hostname else ("", ())
+        row = self.conn.execute(
+            f"SELECT measured_at, hostname, bandwidth_gbs, gemm_gflops, details FROM machine_speed {where} "
+            "ORDER BY id DESC LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        return {"measured_at": row[0], "hostname": row[1], "bandwidth_gbs": row[2], "gemm_gflops": row[3],
+                "details": json.loads(row[4])}
 
     def close(self) -> None:
         self.conn.close()

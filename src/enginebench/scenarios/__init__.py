@@ -2,6 +2,7 @@
 
 from enginebench.scenarios.base import Measurement
 
-SCENARIOS = ("latency", "throughput")
+SCENARIOS = ("latency", "throughput")  # encoders
+DECODER_SCENARIOS = ("generate",)  # decoders (LLMs): prefill and decode tokens/s
 
-__all__ = ["SCENARIOS", "Measurement"]
+__all__ = ["SCENARIOS", "DECODER_SCENARIOS", "Measurement"]

@@ -1,0 +1,246 @@
+"""llama.cpp through llama-cpp-python's low-level API: Llama-family decoders from GGUF files.
+
+Precision names (ours -> llama.cpp file type):
+  fp32 -> ALL_F32, fp16 -> MOSTLY_F16 (both written from the reference folder by models/gguf_llama.py);
+  q8_0, q6_k, q4_k_m, q4_0, q3_k_m, q2_k -> MOSTLY_<NAME> (made by llama.cpp's own quantizer from the fp32
+  file, or from the fp16 file when the reference is float16);
+  native -> the model's original GGUF file as shipped (smollm2-135m: Q4_1); executed_precision names its type.
+In k-quant files llama.cpp picks some tensors' types itself (e.g. q6_k output, q4_k_m mixes in q6_k).
+
+Every file is a cached artifact keyed by the reference's content hash, the precision, the converter version
+and the llama-cpp-python and gguf versions.
+
+Batches: each row is its own sequence (seq_id) in one llama_batch, so a batch of B prompts is one
+llama_decode call; the context holds `max_batch` sequences of n_ctx tokens each, and a larger batch rebuilds
+it once (during the scenario's warm-up). forward_logits (fidelity) runs row by row on sequence 0, so it never
+resizes the context that the timed calls use.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from enginebench.engines.base import DecoderSession, Engine, EngineOptions
+from enginebench.errors import UsageError
+from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.spec import ModelSpec
+
+GGUF_FILE = "model.gguf"
+_WRITTEN = {"fp32": "f32", "fp16": "f16"}  # written by gguf_llama.hf_to_gguf
+_QUANTIZED = {  # made by llama_model_quantize
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M", "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+}
+NATIVE = "native"
+
+
+@dataclass(frozen=True)
+class LlamaCppOptions(EngineOptions):
+    n_ctx: int = 2048  # tokens per sequence (prompt + generated); capped at the model's max positions
+    n_batch: int = 512  # tokens per llama_decode call (longer inputs are fed in chunks)
+    max_batch: int = 1  # sequences the context is sized for; a larger batch rebuilds the context once
+
+
+def _silence_llama_logs() -> None:
+    import logging
+
+    try:
+        import llama_cpp._logger as llama_logger  # llama-cpp-python routes llama.cpp's log through it
+
+        llama_logger.logger.setLevel(logging.CRITICAL)
+    except ImportError:
+        pass
+
+
+def gguf_file(model: ModelSpec, precision: str, threads: int = 1) -> tuple[Path, dict]:
+    """The cached GGUF file of `model` at `precision` (written or quantized on first use) and facts about it."""
+    if precision == NATIVE:
+        if not model.gguf_path:
+            raise UsageError(f"llamacpp precision 'native' needs a model that came as a GGUF file; {model.name} "
+                             "did not: use fp32, fp16 or a quantized type")
+        return Path(model.gguf_path), {"gguf_path": model.gguf_path, "gguf_cached": True}
+    from enginebench.models.gguf_llama import CONVERTER_VERSION
+
+    key = artifact_key(model.content_hash, precision, CONVERTER_VERSION, metadata.version("llama_cpp_python"),
+                       metadata.version("gguf"))
+    started = time.perf_counter()
+    if precision in _WRITTEN:
+        from enginebench.models.gguf_llama import hf_to_gguf
+
+        def build(out: Path) -> None:
+            hf_to_gguf(Path(model.path), out / GGUF_FILE, _WRITTEN[precision])
+    elif precision in _QUANTIZED:
+        def build(out: Path) -> None:  # the source file is made (or found) only when this file is missing
+            source, _ = gguf_file(model, _reference_precision(model), threads)
+            _quantize(source, out / GGUF_FILE, _QUANTIZED[precision], threads)
+    else:
+        raise UsageError(f"llamacpp has no precision {precision!r}")
+    folder, cached = cached_artifact("gguf", key, build)
+    path = folder / GGUF_FILE
+    return path, {"gguf_path": str(path), "gguf_cached": cached, "gguf_build_s": round(time.perf_counter() - started, 3)}
+
+
+def _reference_precision(model: ModelSpec) -> str:
+    config = json.loads((Path(model.path) / "config.json").read_text())
+    dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
+    return "fp32" if dtype == "float32" else "fp16"  # an f16/bf16 reference is quantized from an f16 file
+
+
+def _quantize(source: Path, out: Path, ftype_name: str, threads: int) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, ftype_name)
+    params.nthread = max(1, threads)
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {source.name} to {ftype_name} (status {status})")
+
+
+def file_type_name(path: Path) -> str:
+    """The GGUF's general.file_type as a precision name, e.g. 'q4_1'."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        return "unknown"
+    name = gguf.LlamaFileType(int(field.contents())).name  # MOSTLY_Q4_1, ALL_F32, ...
+    return {"ALL_F32": "fp32", "MOSTLY_F16": "fp16"}.get(name, name.removeprefix("MOSTLY_").lower())
+
+
+class LlamaCppSession(DecoderSession):
+    def __init__(self, path: Path, precision: str, options: LlamaCppOptions, max_positions: int, details: dict):
+        import llama_cpp
+
+        self._lc = llama_cpp
+        self._options = options
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        self.vocab_size = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
+        self._n_ctx = min(options.n_ctx, max_positions)
+        self._ctx = None
+        self._batch = None
+        self._open_context(max(1, options.max_batch))
+        self.executed_precision = file_type_name(path)
+        self.details = {**details, "requested_precision": precision, "n_ctx": self._n_ctx, "n_batch": options.n_batch,
+                        "gguf_bytes": path.stat().st_size, "weight_bytes": path.stat().st_size,
+                        "system_info": llama_cpp.llama_print_system_info().decode().strip()}
+        self.reset()
+
+    def _open_context(self, n_seq: int) -> None:
+        lc = self._lc
+        self._close_context()
+        params = lc.llama_context_default_params()
+        params.n_seq_max = n_seq
+        params.n_ctx = self._n_ctx * n_seq
+        params.n_batch = params.n_ubatch = self._options.n_batch
+        params.n_threads = params.n_threads_batch = self._options.threads
+        params.no_perf = True
+        self._ctx = lc.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            raise RuntimeError("llama.cpp could not create a context (out of memory?)")
+        self._batch = lc.llama_batch_init(self._options.n_batch, 0, n_seq)
+        self._n_seq = n_seq
+        self._positions = np.zeros(n_seq, dtype=np.int64)
+
+    def _close_context(self) -> None:
+        if self._batch is not None:
+            self._lc.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            self._lc.llama_free(self._ctx)
+            self._ctx = None
+
+    def reset(self) -> None:
+        self._lc.llama_memory_clear(self._lc.llama_get_memory(self._ctx), True)
+        self._positions[:] = 0
+
+    def _feed(self, tokens: np.ndarray, want: str) -> np.ndarray:
+        """Append tokens [batch, n] to sequences 0..batch-1; logits of the last ("last") or every ("all") position."""
+        tokens = np.asarray(tokens)
+        rows, n = tokens.shape
+        if rows > self._n_seq:
+            self._open_context(rows)  # a new batch size: the context is rebuilt (a one-off cost, see module doc)
+        if int(self._positions[:rows].max()) + n > self._n_ctx:
+            raise RuntimeError(f"llama.cpp context of {self._n_ctx} tokens is full: raise --option llamacpp.n_ctx")
+        out = np.empty((rows, n if want == "all" else 1, self.vocab_size), dtype=np.float32)
+        flat = [(s, i) for s in range(rows) for i in range(n)]
+        batch = self._batch
+        for start in range(0, len(flat), self._options.n_batch):
+            chunk = flat[start:start + self._options.n_batch]
+            for j, (s, i) in enumerate(chunk):
+                batch.token[j] = int(tokens[s, i])
+                batch.pos[j] = int(self._positions[s]) + i
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = s
+                batch.logits[j] = want == "all" or i == n - 1
+            batch.n_tokens = len(chunk)
+            status = self._lc.llama_decode(self._ctx, batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode failed (status {status})")
+            for j, (s, i) in enumerate(chunk):
+                if want == "all" or i == n - 1:
+                    logits = self._lc.llama_get_logits_ith(self._ctx, j)
+                    out[s, i if want == "all" else 0] = np.ctypeslib.as_array(logits, shape=(self.vocab_size,))
+        self._positions[:rows] += n
+        return out
+
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        return self._feed(tokens, "last")[:, 0]
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        return self._feed(tokens, "last")[:, 0]
+
+    def forward_logits(self, tokens: np.ndarray) -> np.ndarray:
+        # row by row on sequence 0: fidelity checks never resize the context the timed calls use
+        rows = []
+        for row in np.asarray(tokens):
+            self.reset()
+            rows.append(self._feed(row[None, :], "all")[0])
+        self.reset()
+        return np.stack(rows)
+
+    def close(self) -> None:
+        self._close_context()
+        if self._model:
+            self._lc.llama_model_free(self._model)
+            self._model = None
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+    library = "llama_cpp_python"
+    requires = ("llama_cpp", "gguf")
+    extra = "llamacpp"
+    precisions = ("fp32", "fp16", *_QUANTIZED, NATIVE)
+    formats = ("gguf",)
+    Options = LlamaCppOptions
+    model_kinds = ("decoder",)
+
+    @classmethod
+    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+        if model.kind != "decoder":
+            return f"llamacpp runs decoders (LLMs); {model.name} is an {model.kind}"
+        if model.architecture != "llama":
+            return f"llamacpp here converts Llama-family decoders only; {model.name} is {model.architecture}"
+        if precision == NATIVE and not model.gguf_path:
+            return f"{model.name} did not come as a GGUF file, so it has no native llama.cpp precision"
+        return cls.unsupported_reason(precision)
+
+    def load(self, model: ModelSpec, precision: str, options: LlamaCppOptions) -> LlamaCppSession:
+        reason = self.unsupported_for(model, precision)
+        if reason:
+            raise UsageError(reason)
+        _silence_llama_logs()
+        path, details = gguf_file(model, precision, options.threads)
+        return LlamaCppSession(path, precision, options, model.max_positions, details)

@@ -1,0 +1,123 @@
+"""The graph commands: `enginebench nodes` (the exported graph's nodes, to pick a cut point), `run --until NODE`
+(a partial model), and `enginebench blocks` (time per block: embeddings, each layer, pooling)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from enginebench.errors import UsageError
+
+#: the reference a cut model is compared with: fp32 on the same cut graph (torch cannot run a cut graph)
+CUT_REFERENCE_ENGINE = "onnxruntime"
+
+
+def add_parsers(sub) -> None:
+    nodes = sub.add_parser("nodes", help="the exported ONNX graph's nodes and outputs (cut points for run --until)")
+    nodes.add_argument("--model", default="minilm", help="registry name or a local model folder [minilm]")
+    nodes.add_argument("--grep", help="only nodes whose name, op type or output contains this text")
+    nodes.add_argument("--json", action="store_true")
+
+    blocks = sub.add_parser("blocks", help="time each block of the encoder (embeddings, each layer, pooling) per engine")
+    blocks.add_argument("--model", default="minilm", help="registry name or a local model folder [minilm]")
+    blocks.add_argument("--engine", action="append", default=None,
+                        help="engines that load ONNX graphs, comma list [every installed one]")
+    blocks.add_argument("--batch-size", default="1", help="inputs per call [1]")
+    blocks.add_argument("--workload", default="corpus", help="corpus or titles [corpus]")
+    blocks.add_argument("--seq-len", default="128", help="corpus tokens per input [128]")
+    blocks.add_argument("--duration", default="1", help="seconds to measure each block, at least [1]")
+    blocks.add_argument("--min-samples", default="10", help="calls to measure each block, at least [10]")
+    blocks.add_argument("--warmup", default="0.2", help="warm-up seconds per block [0.2]")
+    blocks.add_argument("--threads", help="threads per engine [number of CPUs]")
+    blocks.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE")
+    blocks.add_argument("--json", action="store_true", help="print the breakdown as JSON")
+
+
+def _full_onnx(model_name: str):
+    from enginebench.engines import require_engine
+    from enginebench.models import resolve_model
+    from enginebench.models.onnx_export import onnx_encoder
+
+    require_engine("onnxruntime")  # the export needs torch + onnx: say how to install them if missing
+    model = resolve_model(model_name)
+    path, _ = onnx_encoder(model)
+    return model, path
+
+
+def cut_model_spec(model, until: str):
+    """`model` cut at node (or tensor) `until`; UsageError naming the fix if the graph has no such node."""
+    from enginebench.models.onnx_export import onnx_encoder
+    from enginebench.models.onnx_graph import resolve_cut
+
+    if model.kind != "encoder":
+        raise UsageError(f"--until cuts the exported ONNX encoder; {model.name} is a {model.kind}")
+    path, _ = onnx_encoder(replace(model, until=None))
+    resolve_cut(path, until, model.name)
+    return replace(model, until=until)
+
+
+def cmd_nodes(args) -> int:
+    from enginebench.models.onnx_graph import list_nodes
+    from enginebench.results.graph_tables import format_nodes, nodes_json
+
+    _, path = _full_onnx(args.model)
+    nodes = list(enumerate(list_nodes(path)))
+    if args.grep:
+        text = args.grep.lower()
+        nodes = [(i, n) for i, n in nodes if text in f"{n.name} {n.op_type} {' '.join(n.outputs)}".lower()]
+    print(nodes_json(nodes) if args.json else format_nodes(nodes))
+    return 0
+
+
+def cmd_blocks(args) -> int:
+    from enginebench.breakdown import breakdown
+    from enginebench.cli import _engine_options, _list, _positive_int, _seconds
+    from enginebench.engines import require_engine
+    from enginebench.measure.timing import StoppingRule
+    from enginebench.results.graph_tables import breakdown_dict, render_breakdown
+    from enginebench.workloads import WORKLOADS, build_workload
+
+    engines = _list(args.engine)
+    if engines:
+        for name in engines:
+            if not require_engine(name).cuts_graph:
+                raise UsageError(f"{name} does not load ONNX graphs, so it cannot time blocks: choose among "
+                                 f"{', '.join(_graph_engines()) or 'none installed (pip install onnxruntime)'}")
+    else:
+        engines = _graph_engines()
+        if not engines:
+            raise UsageError("no installed engine loads ONNX graphs: pip install 'enginebench[onnxruntime]'")
+    if args.workload not in WORKLOADS:
+        raise UsageError(f"unknown workload {args.workload!r}: use one of {', '.join(WORKLOADS)}")
+    batch_size = _positive_int("--batch-size", args.batch_size)
+    seq_len = _positive_int("--seq-len", args.seq_len)
+    threads = _positive_int("--threads", args.threads) if args.threads else len(os.sched_getaffinity(0))
+    rule = StoppingRule(duration_s=_seconds("--duration", args.duration),
+                        min_samples=_positive_int("--min-samples", args.min_samples),
+                        warmup_s=_seconds("--warmup", args.warmup, allow_zero=True))
+    options = _engine_options(args.option, engines)
+    model, _ = _full_onnx(args.model)
+    workload = build_workload(args.workload, model.path, seq_len=seq_len, max_positions=model.max_positions)
+    result = breakdown(model, engines, workload.batches(batch_size), rule, threads, options)
+    if args.json:
+        import json
+
+        print(json.dumps(breakdown_dict(result), indent=2))
+    else:
+        render_breakdown(result)
+    return 0 if any(e.error is None for e in result.engines) else 1
+
+
+def _graph_engines() -> list[str]:
+    """Installed engines that load ONNX graphs (an engine module that fails to import is left out)."""
+    from enginebench.engines import engine_class, known_engines
+
+    found = []
+    for name in known_engines():
+        try:
+            cls = engine_class(name)
+        except ImportError:
+            continue
+        if cls.cuts_graph and cls.installed():
+            found.append(name)
+    return found

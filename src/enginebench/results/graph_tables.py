@@ -1,0 +1,66 @@
+"""Text for the graph commands: `enginebench nodes` (where to cut) and `enginebench blocks` (time per block)."""
+
+from __future__ import annotations
+
+import json
+
+from enginebench.breakdown import Breakdown
+from enginebench.models.onnx_graph import NodeInfo
+
+
+def format_nodes(nodes: list[tuple[int, NodeInfo]]) -> str:
+    """One line per (graph index, node): op type, node name, then each output tensor with its inferred shape."""
+    width = max((len(n.op_type) for _, n in nodes), default=0)
+    lines = []
+    for i, n in nodes:
+        outs = ", ".join(f"{o} {s}" for o, s in zip(n.outputs, n.shapes))
+        lines.append(f"{i:>5}  {n.op_type:<{width}}  {n.name or '(unnamed)'}  -> {outs}")
+    return "\n".join(lines)
+
+
+def nodes_json(nodes: list[tuple[int, NodeInfo]]) -> str:
+    return json.dumps([{"index": i, "name": n.name, "op_type": n.op_type, "outputs": list(n.outputs),
+                        "shapes": list(n.shapes)} for i, n in nodes], indent=2)
+
+
+def breakdown_dict(bd: Breakdown) -> dict:
+    return {
+        "batch_size": bd.batch_size, "seq_len": bd.seq_len,
+        "blocks": [{"name": b.name, "nodes": b.nodes, "inputs": list(b.inputs), "outputs": list(b.outputs)}
+                   for b in bd.blocks],
+        "engines": [{"engine": e.engine, "error": e.error, "summaries_ns": [s.to_dict() for s in e.summaries],
+                     "whole_ns": e.whole.to_dict() if e.whole else None} for e in bd.engines],
+    }
+
+
+def _ms(s) -> str:
+    return f"{s.median / 1e6:.3f} ± {(s.ci95[1] - s.ci95[0]) / 2e6:.3f}"
+
+
+def render_breakdown(bd: Breakdown, console=None) -> None:
+    """Block rows x engine columns: median ms ± half the 95% CI, and the block's share of the blocks' total."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    measured = [e for e in bd.engines if e.error is None]
+    table = Table(title=f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens "
+                        f"(median ms ± 95% CI half-width, % of the blocks' total)")
+    table.add_column("block")
+    table.add_column("nodes", justify="right")
+    for e in measured:
+        table.add_column(f"{e.engine} ms", justify="right")
+    totals = [sum(s.median for s in e.summaries) for e in measured]
+    for k, block in enumerate(bd.blocks):
+        cells = []
+        for e, total in zip(measured, totals):
+            s = e.summaries[k]
+            cells.append(f"{_ms(s)} ({100 * s.median / total:4.1f}%)")
+        table.add_row(block.name, str(block.nodes), *cells)
+    table.add_section()
+    table.add_row("total (sum of medians)", str(sum(b.nodes for b in bd.blocks)), *(f"{t / 1e6:.3f}" for t in totals))
+    table.add_row("whole model, one graph", "", *(_ms(e.whole) if e.whole else "—" for e in measured))
+    console.print(table)
+    for e in bd.engines:
+        if e.error:
+            console.print(f"[dim]{e.engine}: not measured: {e.error}[/dim]", highlight=False)

@@ -1,0 +1,101 @@
+"""The per-block breakdown: blocks found from the graph's structure, each its own subgraph, each timed."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from enginebench.breakdown import block_files, breakdown
+from enginebench.cli import main
+from enginebench.engines import engine_class
+from enginebench.measure.timing import StoppingRule
+from enginebench.models.onnx_export import onnx_encoder
+from enginebench.models.onnx_graph import find_blocks
+
+TINY_RULE = StoppingRule(duration_s=0.05, min_samples=3, warmup_s=0.0, min_warmup=1)
+
+
+@pytest.fixture(scope="module")
+def blocks(minilm):
+    return block_files(minilm)
+
+
+def test_blocks_are_embeddings_each_layer_and_pooling_and_cover_every_node(minilm, blocks):
+    names = [b.name for b, _ in blocks]
+    assert names == ["embeddings", *(f"layer {i}" for i in range(6)), "pooling"]
+    full = onnx.load(str(onnx_encoder(minilm)[0])).graph
+    assert sum(b.nodes for b, _ in blocks) == len(full.node)
+    assert blocks[0][0].inputs and set(blocks[0][0].inputs) <= {i.name for i in full.input}
+    assert blocks[-1][0].outputs == ("sentence_embedding",)
+
+
+def test_chained_blocks_compute_the_whole_model(minilm, blocks, corpus):
+    batch = corpus.batch(0, 2).as_dict()
+    whole = ort.InferenceSession(str(onnx_encoder(minilm)[0])).run(None, batch)[0]
+    values = dict(batch)
+    for block, path in blocks:
+        session = ort.InferenceSession(str(path))
+        assert [i.name for i in session.get_inputs()] == list(block.inputs)
+        values.update(zip(block.outputs, session.run(None, {n: values[n] for n in block.inputs})))
+    np.testing.assert_allclose(values["sentence_embedding"], whole, atol=1e-5)
+
+
+def test_breakdown_times_every_block_and_explains_engines_that_cannot(minilm, corpus):
+    result = breakdown(minilm, ["onnxruntime", "torch"], corpus.batches(1, count=2), TINY_RULE, 1, {})
+    by_engine = {e.engine: e for e in result.engines}
+    assert "cannot time blocks" in by_engine["torch"].error
+    ort_blocks = by_engine["onnxruntime"]
+    assert ort_blocks.error is None
+    assert len(ort_blocks.summaries) == len(result.blocks) == 8
+    assert all(s.median > 0 and s.n >= TINY_RULE.min_samples for s in ort_blocks.summaries)
+    assert ort_blocks.whole.median > 0  # the whole graph, timed in the same process for comparison
+
+
+def test_blocks_command_prints_a_row_per_block(capsys):
+    code = main(["blocks", "--engine", "onnxruntime", "--duration", "0.05", "--min-samples", "3", "--warmup", "0",
+                 "--workload", "titles", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("embeddings", "layer 0", "layer 5", "pooling", "total", "whole model"):
+        assert name in out
+
+
+def test_blocks_refuses_an_engine_that_cannot_load_graphs(capsys):
+    assert main(["blocks", "--engine", "torch"]) == 2
+    assert "torch does not load ONNX graphs" in capsys.readouterr().err
+
+
+def _tiny_model(path):
+    """pre -> /net/blocks_0/... -> /net/blocks_1/... -> post, with a tensor (scale) that skips block 0."""
+    def node(op, name, ins, outs):
+        return helper.make_node(op, ins, outs, name=name)
+
+    nodes = [
+        node("Relu", "/net/stem/Relu", ["x"], ["h0"]),
+        node("Neg", "/net/stem/Neg", ["x"], ["scale"]),
+        node("Relu", "/net/blocks_0/act/Relu", ["h0"], ["h1"]),
+        node("Mul", "/net/blocks_1/mul/Mul", ["h1", "scale"], ["h2"]),
+        node("Abs", "/net/blocks_1/abs/Abs", ["h2"], ["h3"]),
+        node("Sigmoid", "/head/Sigmoid", ["h3"], ["y"]),
+    ]
+    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3])  # noqa: E731
+    graph = helper.make_graph(nodes, "tiny", [vi("x")], [vi("y")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_block_boundaries_come_from_the_graph_not_from_minilm(tmp_path):
+    _tiny_model(tmp_path / "tiny.onnx")
+    found = find_blocks(tmp_path / "tiny.onnx")
+    assert [b.name for b in found] == ["embeddings", "layer 0", "layer 1", "pooling"]
+    assert [b.nodes for b in found] == [2, 1, 2, 1]
+    assert found[2].inputs == ("h1", "scale")  # the tensor that skipped block 0 is fed straight in
+    assert set(found[0].outputs) == {"h0", "scale"}
+
+
+@pytest.mark.skipif(not engine_class("openvino").installed(), reason="openvino is not installed")
+def test_openvino_times_the_same_blocks(minilm, titles):
+    result = breakdown(minilm, ["openvino"], titles.batches(1, count=2), TINY_RULE, 1, {})
+    (ov,) = result.engines
+    assert ov.error is None, ov.error
+    assert len(ov.summaries) == len(result.blocks) and all(s.median > 0 for s in ov.summaries)

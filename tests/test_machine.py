@@ -1,0 +1,57 @@
+"""`enginebench machine`: bandwidth and GEMM figures, their storage, and the decode roofline."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+
+from enginebench.cli import main
+from enginebench.measure import roofline
+from enginebench.results.model import Result
+from enginebench.results.store import ResultStore
+
+
+def test_bandwidth_and_gemm_are_positive():
+    bw = roofline.memory_bandwidth(elements=1 << 20, runs=2, threads=2)
+    assert bw["bandwidth_gbs"] > 0 and bw["threads"] == 2 and bw["bytes_per_run"] == 24 << 20
+    mm = roofline.gemm_flops(n=128, runs=2)
+    assert mm["gemm_gflops"] > 0 and len(mm["runs_s"]) == 2
+
+
+def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(roofline, "measure_machine",
+                        functools.partial(roofline.measure_machine, triad_elements=1 << 20, gemm_n=128, runs=2))
+    db = tmp_path / "m.db"
+    assert main(["machine", "--db", str(db), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    with ResultStore(db) as store:
+        stored = store.machine_speed()
+    assert stored["bandwidth_gbs"] == printed["bandwidth_gbs"] > 0
+    assert stored["gemm_gflops"] == printed["gemm_gflops"] > 0
+    assert stored["details"]["triad"]["threads"] >= 1
+    assert main(["machine", "--db", str(db)]) == 0
+    assert "GB/s" in capsys.readouterr().out
+
+
+def test_decode_roofline():
+    line = roofline.decode_roofline(50.0, 1, params=100_000_000, precision="bf16", details={}, bandwidth_gbs=10.0)
+    assert line["weight_bytes"] == 200_000_000 and line["bound_tokens_per_s"] == pytest.approx(50.0)
+    assert line["pct_of_bound"] == pytest.approx(100.0)
+    engine_said = roofline.decode_roofline(25.0, 2, 100_000_000, "q4_1", {"weight_bytes": 1e8}, 10.0)
+    assert engine_said["bound_tokens_per_s"] == pytest.approx(200.0) and engine_said["weight_bytes_from"] == "engine"
+    assert roofline.decode_roofline(50.0, 1, 100, "bf16", {}, None) is None
+
+
+def test_version_1_results_still_read(tmp_path):
+    v1 = {"engine": "torch", "model": "minilm", "precision": "fp32", "scenario": "latency", "workload": "corpus",
+          "batch_size": 1, "seq_len": 128, "workers": 1, "threads": 2, "status": "skipped", "error": "why"}
+    result = Result.from_dict(v1)
+    assert result.decode_tokens_per_s is None and result.prefill_tokens_per_s is None
+    db = tmp_path / "old.db"
+    with ResultStore(db) as store:
+        store.conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        store.conn.commit()
+    with ResultStore(db) as store:  # an older database opens and is marked current
+        assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
