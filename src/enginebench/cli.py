@@ -395,6 +395,7 @@ def cmd_models(args) -> int:
     from enginebench.models import KNOWN_MODELS
 
     for name, (_, description) in KNOWN_MODELS.items():
-        print(f"{name:12} {description}")
-    print("or --model PATH: a local BERT-family folder (config.json, *.safetensors, tokenizer.json)")
+        print(f"{name:20} {description}")
+    print("or --model PATH: a local BERT-family folder (config.json, *.safetensors, tokenizer.json),")
+    print("  a Llama folder (config.json, *.safetensors, tokenizer.json) or a .gguf file; --llm-config FILE for a synthetic Llama shape")
     return 0
