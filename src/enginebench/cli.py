@@ -15,7 +15,7 @@ DEFAULT_DB = "enginebench.db"
 DEFAULT_BATCH_SIZES = [1, 16, 32, 64]
 # `enginebench run` with no options: every installed engine, both workloads, both scenarios, short cells,
 # so the whole suite ends in about three minutes on 2 cores.
-DEFAULT_SUITE = {"duration": 1.0, "min_samples": 5, "warmup": 0.3, "batch_size": [1, 32]}
+DEFAULT_SUITE = {"duration": 1.0, "min_samples": 5, "warmup": 0.3, "batch_size": [1]}
 SELECTION_OPTIONS = ("engine", "model", "precision", "workload", "scenario", "batch_size", "workers", "threads",
                      "threads_per_worker", "seq_len", "duration", "min_samples", "warmup", "corpus",
                      "prompt_len", "gen_len", "llm_config")

@@ -27,8 +27,7 @@ class OnnxRuntimeSession(Session):
         self.details = details
 
     def prepare(self, batch: TokenBatch):
-        arrays = batch.as_dict()
-        return {name: arrays[name] for name in self.input_names}
+        return batch.feeds(self.input_names)
 
     def run(self, prepared) -> np.ndarray:
         return self.session.run(None, prepared)[0]

@@ -44,8 +44,7 @@ class OpenVinoSession(Session):
         self.details = details
 
     def prepare(self, batch: TokenBatch):
-        arrays = batch.as_dict()
-        return {name: arrays[name] for name in self.input_names}
+        return batch.feeds(self.input_names)
 
     def run(self, prepared) -> np.ndarray:
         # the result views the request's output tensor, which the next call overwrites

@@ -28,3 +28,8 @@ class TokenBatch:
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
+
+    def feeds(self, names: list[str]) -> dict[str, np.ndarray]:
+        """The arrays a graph takes, by input name (models without token types take only two)."""
+        arrays = self.as_dict()
+        return {name: arrays[name] for name in names}
