@@ -44,6 +44,15 @@ def child_main(job: Job, out) -> None:
         os.setpgrp()  # the parent can kill this process and its workers as one group
     except OSError:
         pass
+    _measure(job, out)
+    # Flush every message, then leave without interpreter teardown: some engines' destructors abort at exit
+    # (seen: "terminate called ... Resource deadlock avoided"), which must not cost results already sent.
+    out.close()
+    out.join_thread()
+    os._exit(0)
+
+
+def _measure(job: Job, out) -> None:
     limit_threads(job.threads)
     factory = SessionFactory(job.engine, job.model, job.precision, job.threads, job.options)
     if job.reference_only:

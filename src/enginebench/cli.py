@@ -133,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a bug of ours: one line, and the database keeps what was measured
+        if os.environ.get("ENGINEBENCH_DEBUG"):
+            raise
+        print(f"enginebench: internal error: {type(e).__name__}: {e} (results measured so far are in the "
+              "database; ENGINEBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 # -- run --------------------------------------------------------------------------------------------

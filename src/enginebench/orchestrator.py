@@ -74,19 +74,18 @@ class Orchestrator:
             self.on_result(result)
 
         references = self._references()
-        runnable = []
-        for cell in self.plan.cells:
-            cls = engine_class(cell.engine)
-            reason = cls.unsupported_for(self.plan.model, cell.precision)
-            if reason:
-                self.on_start(cell)
-                ctx = self._result_context(cell)
-                deliver(failed_result(cell, status="skipped", error=reason, **ctx))
-            else:
-                runnable.append(cell)
-        for job in group_into_jobs(runnable, self._job):
-            job.references = references
-            self._run_job(job, deliver)
+        for job in group_into_jobs(self.plan.cells, self._job):
+            runnable = []
+            for index, cell in job.cells:  # skips are delivered with their engine, in plan order
+                reason = engine_class(cell.engine).unsupported_for(self.plan.model, cell.precision)
+                if reason:
+                    self.on_start(cell)
+                    deliver(failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+                else:
+                    runnable.append((index, cell))
+            if runnable:
+                job.cells, job.references = runnable, references
+                self._run_job(job, deliver)
 
     def _references(self):
         engine = self.plan.reference_engine
@@ -182,6 +181,8 @@ class Orchestrator:
                     deliver(failed_result(cell, error=msg[2], **self._result_context(cell)))
                     current["index"] = None
                 elif kind == "died":
+                    if not pending:  # it died after sending its last result: nothing was lost
+                        break
                     index = current["index"] if current["index"] is not None else min(pending)
                     cell = pending.pop(index)
                     if current["index"] is None:

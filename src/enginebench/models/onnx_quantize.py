@@ -9,6 +9,8 @@ The down-projection's input is the GELU output, whose outliers make a per-tensor
 
 from __future__ import annotations
 
+import logging
+
 import time
 from importlib import metadata
 from pathlib import Path
@@ -55,8 +57,14 @@ def _quantize(source: Path, out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     keep_fp32 = down_projections(onnx.load(str(source), load_external_data=False))
-    quantize_dynamic(
-        str(source), str(out), weight_type=QuantType.QInt8, per_channel=SETTINGS["per_channel"],
-        op_types_to_quantize=SETTINGS["op_types_to_quantize"], nodes_to_exclude=keep_fp32,
-        extra_options={"MatMulConstBOnly": SETTINGS["MatMulConstBOnly"]},
-    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" advice would land in the middle of our table
+    try:
+        quantize_dynamic(
+            str(source), str(out), weight_type=QuantType.QInt8, per_channel=SETTINGS["per_channel"],
+            op_types_to_quantize=SETTINGS["op_types_to_quantize"], nodes_to_exclude=keep_fp32,
+            extra_options={"MatMulConstBOnly": SETTINGS["MatMulConstBOnly"]},
+        )
+    finally:
+        root.setLevel(level)

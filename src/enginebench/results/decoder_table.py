@@ -94,9 +94,14 @@ def decoder_rows(run: Run) -> list[list[str]]:
 
 
 def decoder_notes(run: Run) -> list[str]:
-    lines = []
-    for r in filter(is_decoder_result, run.results):
+    from enginebench.results.report import skipped_notes
+
+    decoder_results = list(filter(is_decoder_result, run.results))
+    lines = skipped_notes(decoder_results)
+    for r in decoder_results:
         tag = f"{r.engine} {r.precision} {r.workload} b{r.batch_size}"
+        if r.status == "skipped":
+            continue
         if r.status != "ok":
             lines.append(f"{tag}: {r.status}: {r.error}")
             continue

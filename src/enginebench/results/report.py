@@ -19,11 +19,17 @@ _PARAMS = [  # (header, getter)
 ALWAYS_SHOWN = {"engine"}
 
 
+def _num(x: float, digits: int = 3) -> str:
+    """3 significant digits, but never in exponent form: 6,910 rather than 6.91e+03."""
+    text = f"{x:.{digits}g}"
+    return f"{x:,.0f}" if "e+" in text else text
+
+
 def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
     if ci is None:
-        return f"{value:.{digits}g}"
+        return _num(value, digits)
     half = max(value - ci[0], ci[1] - value)
-    return f"{value:.{digits}g} ± {half:.2g}"
+    return f"{_num(value, digits)} ± {_num(half, 2)}"
 
 
 def _count(x: float) -> str:
@@ -56,7 +62,7 @@ def _measures(r: Result) -> list[str]:
     lat, thr = r.latency_ms, r.throughput
     return [
         _pm(lat["median"], lat["ci95"]),
-        f"{lat['p99']:.3g}",
+        _num(lat["p99"]),
         _pm(thr["items_per_s"], thr["ci95"]),
         _count(thr["tokens_per_s"]),
         f"{r.load_s:.2f}" if r.load_s is not None else "—",
@@ -79,11 +85,23 @@ def table_rows(results: list[Result]) -> tuple[list[str], list[list[str]], dict[
     return [h for h, _ in varying] + MEASURE_HEADERS, rows, constants
 
 
+def skipped_notes(results: list[Result]) -> list[str]:
+    """One line per engine × precision skipped, however many cells (tests, batches, workloads) it covered."""
+    seen: dict[tuple[str, str, str], int] = {}
+    for r in results:
+        if r.status == "skipped":
+            key = (r.engine, r.precision, r.error or "")
+            seen[key] = seen.get(key, 0) + 1
+    return [f"{engine} {precision}: skipped ({n} cells): {error}" for (engine, precision, error), n in seen.items()]
+
+
 def notes(results: list[Result]) -> list[str]:
-    """Footnotes: failures with their error, warnings with their reasons, fidelity failures."""
-    lines = []
+    """Footnotes: skips, failures with their error, warnings with their reasons, fidelity failures."""
+    lines = skipped_notes(results)
     for i, r in enumerate(results, 1):
         tag = f"[{i}] {r.engine} {r.precision} {r.scenario} {r.workload} b{r.batch_size}"
+        if r.status == "skipped":
+            continue
         if r.status != "ok":
             lines.append(f"{tag}: {r.status}: {r.error}")
             continue
