@@ -44,3 +44,19 @@ def reference(minilm, corpus):
     """torch fp32 sentence embeddings of the corpus workload's fidelity inputs."""
     session = load_session("torch", minilm)
     return session.run(session.prepare(corpus.fidelity_inputs()))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A few-MB synthetic Llama folder (models/llama_synthetic.py) as a decoder ModelSpec."""
+    from tiny_llama import tiny_llama_spec
+
+    return tiny_llama_spec()
+
+
+@pytest.fixture(scope="session")
+def llama_reference(tiny_llama):
+    """transformers LlamaForCausalLM fp32 on the tiny Llama: the logits every decoder engine is checked against."""
+    from tiny_llama import TransformersReference
+
+    return TransformersReference(tiny_llama)

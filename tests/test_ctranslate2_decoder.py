@@ -1,4 +1,4 @@
-"""CTranslate2 decoder against transformers fp32 on a tiny synthetic Llama: forward, prefill, cached greedy steps."""
+"""CTranslate2 decoder against transformers fp32 on a tiny_llama synthetic Llama: forward, prefill, cached greedy steps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 pytest.importorskip("transformers")
 
 from conftest import load_session  # noqa: E402
-from tiny_llama import TransformersReference, argmax_agreement, prompt_ids, tiny_llama_spec  # noqa: E402
+from tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
 
 from enginebench.engines import engine_class  # noqa: E402
 from enginebench.engines.base import DecoderSession  # noqa: E402
@@ -23,18 +23,8 @@ INT8_MIN_ARGMAX_AGREEMENT = 0.9
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_llama_spec()
-
-
-@pytest.fixture(scope="module")
-def reference(tiny):
-    return TransformersReference(tiny)
-
-
-@pytest.fixture(scope="module")
-def fp32(tiny):
-    return load_session("ctranslate2", tiny, "fp32")
+def fp32(tiny_llama):
+    return load_session("ctranslate2", tiny_llama, "fp32")
 
 
 def test_decoder_models_load_a_decoder_session(fp32):
@@ -43,59 +33,59 @@ def test_decoder_models_load_a_decoder_session(fp32):
     assert fp32.vocab_size == 512
 
 
-def test_fp32_forward_and_prefill_match_transformers(fp32, reference, tiny):
-    ids = prompt_ids(tiny)
-    ref = reference.logits(ids)
+def test_fp32_forward_and_prefill_match_transformers(fp32, llama_reference, tiny_llama):
+    ids = prompt_ids(tiny_llama)
+    ref = llama_reference.logits(ids)
     out = fp32.forward_logits(ids)
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() < FP32_MAX_ABS
     assert np.abs(fp32.prefill(ids) - ref[:, -1]).max() < FP32_MAX_ABS
 
 
-def test_fp32_cached_greedy_steps_equal_full_forward(fp32, reference, tiny):
-    prompt = prompt_ids(tiny, length=12, seed=1)
+def test_fp32_cached_greedy_steps_equal_full_forward(fp32, llama_reference, tiny_llama):
+    prompt = prompt_ids(tiny_llama, length=12, seed=1)
     tokens, logits = fp32.greedy_logits(prompt, 10)
-    np.testing.assert_array_equal(tokens, reference.greedy(prompt, 10))
+    np.testing.assert_array_equal(tokens, llama_reference.greedy(prompt, 10))
     # step i's logits predict token i: they are the full forward's logits at position prompt_len - 1 + i
-    full = reference.logits(np.concatenate([prompt, tokens], axis=1))[:, 11:21]
+    full = llama_reference.logits(np.concatenate([prompt, tokens], axis=1))[:, 11:21]
     assert np.abs(logits - full).max() < FP32_MAX_ABS
 
 
-def test_stream_yields_each_greedy_step(fp32, reference, tiny):
-    prompt = prompt_ids(tiny, batch=3, length=12, seed=1)
+def test_stream_yields_each_greedy_step(fp32, llama_reference, tiny_llama):
+    prompt = prompt_ids(tiny_llama, batch=3, length=12, seed=1)
     started = time.perf_counter_ns()
     steps = list(fp32.stream(prompt, 10))
     assert len(steps) == 10 and all(s.shape == (3,) for s in steps)
     marks = fp32.step_times_ns  # one clock reading per step, taken on CTranslate2's thread
     assert len(marks) == 10 and started < marks[0] and np.all(np.diff(marks) > 0)
-    np.testing.assert_array_equal(np.stack(steps, axis=1), reference.greedy(prompt, 10))
+    np.testing.assert_array_equal(np.stack(steps, axis=1), llama_reference.greedy(prompt, 10))
 
 
-def test_stream_stops_cleanly_when_abandoned(fp32, tiny):
-    stream = fp32.stream(prompt_ids(tiny, length=4), 200)
+def test_stream_stops_cleanly_when_abandoned(fp32, tiny_llama):
+    stream = fp32.stream(prompt_ids(tiny_llama, length=4), 200)
     next(stream)
     stream.close()  # asks CTranslate2 to stop and waits for it; the session stays usable
-    assert len(list(fp32.stream(prompt_ids(tiny, length=4), 3))) == 3
+    assert len(list(fp32.stream(prompt_ids(tiny_llama, length=4), 3))) == 3
 
 
-def test_decode_step_is_refused_with_the_reason(fp32, tiny):
+def test_decode_step_is_refused_with_the_reason(fp32, tiny_llama):
     with pytest.raises(NotImplementedError, match="stream"):
-        fp32.decode(prompt_ids(tiny, length=1))
+        fp32.decode(prompt_ids(tiny_llama, length=1))
 
 
-def test_int8_stays_close_to_fp32_reference(tiny, reference):
+def test_int8_stays_close_to_fp32_reference(tiny_llama, llama_reference):
     if reason := engine_class("ctranslate2").unsupported_reason("int8"):
         pytest.skip(reason)
-    session = load_session("ctranslate2", tiny, "int8")
+    session = load_session("ctranslate2", tiny_llama, "int8")
     assert session.details["compute_type"] == "int8_float32"
-    ids = prompt_ids(tiny, batch=4, length=32, seed=2)
-    ref = reference.logits(ids)
+    ids = prompt_ids(tiny_llama, batch=4, length=32, seed=2)
+    ref = llama_reference.logits(ids)
     out = session.forward_logits(ids)
     assert 0 < np.abs(out - ref).max() < INT8_MAX_ABS  # > 0: quantized weights really ran
     assert argmax_agreement(out, ref) >= INT8_MIN_ARGMAX_AGREEMENT
     prompt = ids[:, :16]
     tokens, logits = session.greedy_logits(prompt, 8)
-    full = reference.logits(np.concatenate([prompt, tokens], axis=1))[:, 15:23]
+    full = llama_reference.logits(np.concatenate([prompt, tokens], axis=1))[:, 15:23]
     assert np.abs(logits - full).max() < INT8_MAX_ABS
     assert argmax_agreement(logits, full) >= INT8_MIN_ARGMAX_AGREEMENT
 

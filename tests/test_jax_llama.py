@@ -1,4 +1,4 @@
-"""JAX Llama decoder against transformers fp32 on a tiny synthetic Llama: full forward, prefill, cached decode."""
+"""JAX Llama decoder against transformers fp32 on a tiny_llama synthetic Llama: full forward, prefill, cached decode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ pytest.importorskip("jax")
 pytest.importorskip("transformers")
 
 from conftest import load_session  # noqa: E402
-from tiny_llama import TransformersReference, argmax_agreement, prompt_ids, tiny_llama_spec  # noqa: E402
+from tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
 
 from enginebench.engines.base import DecoderSession  # noqa: E402
 
@@ -21,18 +21,8 @@ BF16_MIN_ARGMAX_AGREEMENT = 0.9
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_llama_spec()
-
-
-@pytest.fixture(scope="module")
-def reference(tiny):
-    return TransformersReference(tiny)
-
-
-@pytest.fixture(scope="module")
-def sessions(tiny):
-    return {p: load_session("jax", tiny, p) for p in ("fp32", "bf16")}
+def sessions(tiny_llama):
+    return {p: load_session("jax", tiny_llama, p) for p in ("fp32", "bf16")}
 
 
 def test_engine_dispatches_decoders_to_the_llama_session(sessions):
@@ -42,18 +32,18 @@ def test_engine_dispatches_decoders_to_the_llama_session(sessions):
     assert sessions["bf16"].details["compute_dtype"] == "bfloat16"
 
 
-def test_fp32_forward_logits_match_transformers(sessions, reference, tiny):
-    ids = prompt_ids(tiny)
+def test_fp32_forward_logits_match_transformers(sessions, llama_reference, tiny_llama):
+    ids = prompt_ids(tiny_llama)
     out = sessions["fp32"].forward_logits(ids)
-    ref = reference.logits(ids)
+    ref = llama_reference.logits(ids)
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() < FP32_MAX_ABS
 
 
-def test_fp32_prefill_then_cached_decode_equals_full_forward(sessions, reference, tiny):
+def test_fp32_prefill_then_cached_decode_equals_full_forward(sessions, llama_reference, tiny_llama):
     session = sessions["fp32"]
-    ids = prompt_ids(tiny, length=40)
-    ref = reference.logits(ids)
+    ids = prompt_ids(tiny_llama, length=40)
+    ref = llama_reference.logits(ids)
     session.min_capacity = 16  # 24-token prompt -> capacity 32, so decoding past 32 exercises the cache doubling
     try:
         session.reset()
@@ -66,31 +56,31 @@ def test_fp32_prefill_then_cached_decode_equals_full_forward(sessions, reference
     assert ("decode", 2, 64) in session.details["compiled"]  # the doubling really happened
 
 
-def test_prefill_starts_a_fresh_sequence(sessions, tiny):
+def test_prefill_starts_a_fresh_sequence(sessions, tiny_llama):
     session = sessions["fp32"]
-    ids = prompt_ids(tiny, length=12)  # the stream test's shape: no extra compilation
+    ids = prompt_ids(tiny_llama, length=12)  # the stream test's shape: no extra compilation
     a = session.prefill(ids)
     session.decode(ids[:, :1])
     b = session.prefill(ids)
     np.testing.assert_array_equal(a, b)
 
 
-def test_decode_without_prefill_is_refused(tiny):
-    session = load_session("jax", tiny, "fp32")
+def test_decode_without_prefill_is_refused(tiny_llama):
+    session = load_session("jax", tiny_llama, "fp32")
     with pytest.raises(RuntimeError, match="prefill"):
         session.decode(np.zeros((1, 1), np.int64))
 
 
-def test_stream_generates_transformers_greedy_tokens(sessions, reference, tiny):
-    prompt = prompt_ids(tiny, length=12, seed=1)
+def test_stream_generates_transformers_greedy_tokens(sessions, llama_reference, tiny_llama):
+    prompt = prompt_ids(tiny_llama, length=12, seed=1)
     tokens = np.stack(list(sessions["fp32"].stream(prompt, 8)), axis=1)
-    np.testing.assert_array_equal(tokens, reference.greedy(prompt, 8))
+    np.testing.assert_array_equal(tokens, llama_reference.greedy(prompt, 8))
 
 
-def test_bf16_stays_close_to_fp32_reference(sessions, reference, tiny):
+def test_bf16_stays_close_to_fp32_reference(sessions, llama_reference, tiny_llama):
     session = sessions["bf16"]
-    ids = prompt_ids(tiny, batch=4, length=32, seed=2)
-    ref = reference.logits(ids)
+    ids = prompt_ids(tiny_llama, batch=4, length=32, seed=2)
+    ref = llama_reference.logits(ids)
     full = session.forward_logits(ids)
     session.prefill(ids[:, :16])
     steps = np.stack([session.decode(ids[:, i:i + 1]) for i in range(16, 32)], axis=1)
@@ -100,6 +90,6 @@ def test_bf16_stays_close_to_fp32_reference(sessions, reference, tiny):
         assert argmax_agreement(out, ref) >= BF16_MIN_ARGMAX_AGREEMENT
 
 
-def test_out_of_vocabulary_ids_are_rejected(sessions, tiny):
+def test_out_of_vocabulary_ids_are_rejected(sessions, tiny_llama):
     with pytest.raises(ValueError, match="token ids"):
         sessions["fp32"].forward_logits(np.array([[0, 10_000]]))

@@ -94,23 +94,14 @@ def decoder_rows(run: Run) -> list[list[str]]:
 
 
 def decoder_notes(run: Run) -> list[str]:
-    from enginebench.results.report import skipped_notes
+    from enginebench.results.report import result_notes
 
-    decoder_results = list(filter(is_decoder_result, run.results))
-    lines = skipped_notes(decoder_results)
-    for r in decoder_results:
-        tag = f"{r.engine} {r.precision} {r.workload} b{r.batch_size}"
-        if r.status == "skipped":
-            continue
-        if r.status != "ok":
-            lines.append(f"{tag}: {r.status}: {r.error}")
-            continue
-        if r.verdict["reasons"]:
-            lines.append(f"{tag}: " + "; ".join(r.verdict["reasons"]))
-        f = r.fidelity or {}
-        if f and not f.get("ok"):
-            lines.append(f"{tag}: fidelity below threshold (top-1 {f.get('value')}, perplexity "
-                         f"{f.get('perplexity_increase', float('nan')):+.2%} vs the reference)")
+    lines = result_notes(
+        list(filter(is_decoder_result, run.results)),
+        lambda i, r: f"{r.engine} {r.precision} {r.workload} b{r.batch_size}",
+        lambda f: (f"fidelity below threshold (top-1 {f.get('value')}, perplexity "
+                   f"{f.get('perplexity_increase', float('nan')):+.2%} vs the reference)"),
+    )
     speed = next((r.details.get("machine_speed") for r in run.results if r.details.get("machine_speed")), None)
     if any(r.decode_tokens_per_s for r in run.results):
         lines.append(f"% BW bound: decode t/s ÷ (batch × {speed['bandwidth_gbs']:.1f} GB/s ÷ weight bytes)" if speed

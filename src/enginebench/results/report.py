@@ -95,21 +95,30 @@ def skipped_notes(results: list[Result]) -> list[str]:
     return [f"{engine} {precision}: skipped ({n} cells): {error}" for (engine, precision, error), n in seen.items()]
 
 
-def notes(results: list[Result]) -> list[str]:
-    """Footnotes: skips, failures with their error, warnings with their reasons, fidelity failures."""
+def result_notes(results: list[Result], tag_of, fidelity_text) -> list[str]:
+    """Footnotes: skips, failures with their error, warnings with their reasons, fidelity failures.
+    `tag_of(i, result)` names a row; `fidelity_text(fidelity)` says why its fidelity failed."""
     lines = skipped_notes(results)
     for i, r in enumerate(results, 1):
-        tag = f"[{i}] {r.engine} {r.precision} {r.scenario} {r.workload} b{r.batch_size}"
         if r.status == "skipped":
             continue
+        tag = tag_of(i, r)
         if r.status != "ok":
             lines.append(f"{tag}: {r.status}: {r.error}")
             continue
         if r.verdict["reasons"]:
             lines.append(f"{tag}: " + "; ".join(r.verdict["reasons"]))
-        if r.fidelity and not r.fidelity["ok"]:
-            lines.append(f"{tag}: fidelity below threshold {r.fidelity.get('threshold')}: outputs differ from the reference")
+        if r.fidelity and not r.fidelity.get("ok"):
+            lines.append(f"{tag}: {fidelity_text(r.fidelity)}")
     return lines
+
+
+def notes(results: list[Result]) -> list[str]:
+    return result_notes(
+        results,
+        lambda i, r: f"[{i}] {r.engine} {r.precision} {r.scenario} {r.workload} b{r.batch_size}",
+        lambda f: f"fidelity below threshold {f.get('threshold')}: outputs differ from the reference",
+    )
 
 
 def render(run: Run, console=None) -> None:
