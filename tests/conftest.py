@@ -34,6 +34,11 @@ def titles(minilm):
     return build_workload("titles", minilm.path)
 
 
+def embed(session, batch):
+    """Sentence embeddings of one TokenBatch through an encoder session."""
+    return session.run(session.prepare(batch))
+
+
 def load_session(engine: str, model, precision: str = "fp32", threads: int = 2, **options):
     cls = require_engine(engine)
     return cls().load(model, precision, cls.make_options(threads, {k: str(v) for k, v in options.items()}))
@@ -43,7 +48,7 @@ def load_session(engine: str, model, precision: str = "fp32", threads: int = 2, 
 def reference(minilm, corpus):
     """torch fp32 sentence embeddings of the corpus workload's fidelity inputs."""
     session = load_session("torch", minilm)
-    return session.run(session.prepare(corpus.fidelity_inputs()))
+    return embed(session, corpus.fidelity_inputs())
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import load_session
+from conftest import embed, load_session
 from enginebench.engines import engine_class
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models import resolve_model
@@ -12,7 +12,7 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 
 def test_ctranslate2_fp32_matches_torch(minilm, corpus, reference):
     session = load_session("ctranslate2", minilm, "fp32")
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, "fp32")
     print("ctranslate2 fp32 vs torch:", f)
     assert f["ok"] and f["max_abs_diff"] < 1e-4
@@ -21,7 +21,7 @@ def test_ctranslate2_fp32_matches_torch(minilm, corpus, reference):
 
 def test_ctranslate2_int8_is_close(minilm, corpus, reference):
     session = load_session("ctranslate2", minilm, "int8")
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, "int8")
     print("ctranslate2 int8 vs torch:", f)
     assert f["ok"] and f["max_abs_diff"] > 1e-4  # really quantized: not bit-close to fp32

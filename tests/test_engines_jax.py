@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import load_session
+from conftest import embed, load_session
 from enginebench.errors import UsageError
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models import resolve_model
@@ -30,7 +30,7 @@ def test_jax_fp32_matches_torch(jax_fp32, corpus, reference):
 
 def test_jax_bf16_is_close_and_returns_float32(minilm, corpus, reference):
     session = load_session("jax", minilm, "bf16")
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, "bf16")
     print("jax bf16 vs torch:", f)
     assert f["ok"] and f["max_abs_diff"] > 1e-5  # really ran in bf16: not bit-close to fp32

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import load_session
+from conftest import embed, load_session
 from enginebench.engines import engine_class
 from enginebench.errors import UsageError
 from enginebench.measure.fidelity import compare_embeddings
@@ -11,7 +11,7 @@ pytest.importorskip("openvino")
 
 
 def _fidelity(session, corpus, reference, precision):
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, precision)
     print(f"openvino {precision} ({session.executed_precision}): min cosine {f['value']:.6f}")
     return f

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import load_session
+from conftest import embed, load_session
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models import resolve_model
 from tiny_bert import make_tiny_bert, mixed_batch
@@ -17,7 +17,7 @@ def tiny(tmp_path_factory, minilm):
 @pytest.mark.slow  # 30 s idle, minutes on a busy machine: tinygrad generates and compiles every MiniLM kernel
 def test_tinygrad_fp32_matches_torch(minilm, corpus, reference):
     session = load_session("tinygrad", minilm, "fp32")
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, "fp32")
     print("tinygrad fp32 vs torch:", f, session.details)
     assert f["ok"] and f["max_abs_diff"] < 1e-4
@@ -27,7 +27,7 @@ def test_tinygrad_fp32_matches_torch(minilm, corpus, reference):
 @pytest.mark.slow  # 90 s idle, 5 min busy: half-precision kernels compile and run slowly on the CPU backend
 def test_tinygrad_fp16_is_close(minilm, corpus, reference):
     session = load_session("tinygrad", minilm, "fp16")
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, "fp16")
     print("tinygrad fp16 vs torch:", f)
     assert f["ok"] and f["max_abs_diff"] > 1e-5  # really ran in fp16: not bit-close to fp32

@@ -1,6 +1,6 @@
 import numpy as np
 
-from conftest import load_session
+from conftest import embed, load_session
 from enginebench.measure.fidelity import compare_embeddings, threshold_for
 
 
@@ -23,7 +23,7 @@ def test_torch_reference_matches_sentence_transformers(minilm, corpus, reference
 
 def test_onnxruntime_fp32_matches_torch(minilm, corpus, reference):
     session = load_session("onnxruntime", minilm)
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     f = compare_embeddings(out, reference, "fp32")
     print("onnxruntime fp32 vs torch:", f)
     assert f["ok"] and f["value"] > 0.99999 and f["max_abs_diff"] < 1e-4

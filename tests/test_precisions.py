@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from conftest import load_session
+from conftest import embed, load_session
 from enginebench.engines import engine_class
 from enginebench.measure.fidelity import REDUCED_PRECISION_THRESHOLD, compare_embeddings
 
 
 def _fidelity(session, corpus, reference, precision):
-    out = session.run(session.prepare(corpus.fidelity_inputs()))
+    out = embed(session, corpus.fidelity_inputs())
     assert out.dtype == np.float32 and out.shape == reference.shape
     f = compare_embeddings(out, reference, precision)
     print(f"{precision}: min cosine {f['value']:.6f}, mean {f['mean_cosine']:.6f}")

@@ -43,8 +43,7 @@ class TorchCompileSession(Session):
         self.compiled_shapes: set[tuple[int, int]] = set()
 
     def tensors(self, batch: TokenBatch) -> dict:
-        arrays = batch.as_dict()
-        return {name: self.torch.from_numpy(arrays[name]) for name in self.input_names}
+        return {name: self.torch.from_numpy(a) for name, a in batch.feeds(self.input_names).items()}
 
     def prepare(self, batch: TokenBatch):
         prepared = self.tensors(batch)

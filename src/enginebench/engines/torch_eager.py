@@ -25,8 +25,7 @@ class TorchSession(Session):
         self.details = {"attention": module.transformer.config._attn_implementation, **(details or {})}
 
     def prepare(self, batch: TokenBatch):
-        arrays = batch.as_dict()
-        return {name: self.torch.from_numpy(arrays[name]) for name in self.module.input_names}
+        return {name: self.torch.from_numpy(a) for name, a in batch.feeds(self.module.input_names).items()}
 
     def run(self, prepared) -> np.ndarray:
         with self.torch.inference_mode():
