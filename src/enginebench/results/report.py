@@ -32,10 +32,6 @@ def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
     return f"{_num(value, digits)} ± {_num(half, 2)}"
 
 
-def _count(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
-
-
 def _fidelity(r: Result) -> str:
     f = r.fidelity
     if not f:
@@ -64,7 +60,7 @@ def _measures(r: Result) -> list[str]:
         _pm(lat["median"], lat["ci95"]),
         _num(lat["p99"]),
         _pm(thr["items_per_s"], thr["ci95"]),
-        _count(thr["tokens_per_s"]),
+        _num(thr["tokens_per_s"]),
         f"{r.load_s:.2f}" if r.load_s is not None else "—",
         f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "—",
         _fidelity(r),
