@@ -17,7 +17,10 @@ from enginebench.engines import engine_class  # noqa: E402
 from enginebench.engines.base import DecoderSession  # noqa: E402
 
 FP32_MAX_ABS = 1e-4  # summation order only; logits are O(1..10)
-# int8 weights with dynamically quantized int8 activations (int8_float32): measured max |diff| ~0.25
+# int8 weights with dynamically quantized int8 activations (int8_float32), exact int32 accumulation (VNNI):
+# max |diff| 0.21 on this model. The bound holds only where the int8 GEMM accumulates exactly: without VNNI,
+# oneDNN's u8s8 GEMM saturates int16 pair sums (engines/ctranslate2_cpu.py) and the error reached 2.89, the
+# same on an AVX2-only CPU and on an AVX-512 one capped with ONEDNN_MAX_CPU_ISA=AVX2.
 INT8_MAX_ABS = 0.6
 INT8_MIN_ARGMAX_AGREEMENT = 0.9
 
@@ -81,13 +84,70 @@ def test_int8_stays_close_to_fp32_reference(tiny_llama, llama_reference):
     ids = prompt_ids(tiny_llama, batch=4, length=32, seed=2)
     ref = llama_reference.logits(ids)
     out = session.forward_logits(ids)
-    assert 0 < np.abs(out - ref).max() < INT8_MAX_ABS  # > 0: quantized weights really ran
+    error = np.abs(out - ref).max()
+    assert error > 0  # quantized weights really ran
+    path = session.details["int8_gemm"]
+    if path["int16_saturation"]:
+        pytest.skip(f"this CPU's int8 GEMM saturates ({path['note']}); max |logit error| {error:.2f}: the "
+                    "product flags it (test_int8_path_without_vnni_is_recorded), the exact-accumulation bound "
+                    "applies only with VNNI")
+    assert error < INT8_MAX_ABS
     assert argmax_agreement(out, ref) >= INT8_MIN_ARGMAX_AGREEMENT
     prompt = ids[:, :16]
     tokens, logits = session.greedy_logits(prompt, 8)
     full = llama_reference.logits(np.concatenate([prompt, tokens], axis=1))[:, 15:23]
     assert np.abs(logits - full).max() < INT8_MAX_ABS
     assert argmax_agreement(logits, full) >= INT8_MIN_ARGMAX_AGREEMENT
+
+
+_INT8_PROBE = """
+import json, sys
+sys.path[:0] = sys.argv[1:]
+from conftest import load_session
+from tiny_llama import tiny_llama_spec
+session = load_session("ctranslate2", tiny_llama_spec(), "int8")
+print(json.dumps(session.details))
+"""
+
+
+def _int8_details(env: dict) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    done = subprocess.run([sys.executable, "-c", _INT8_PROBE, str(here), str(here.parent / "src")],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_int8_path_without_vnni_is_recorded():
+    """An AVX2 machine's int8 path, reproduced on any x86 CPU by capping oneDNN at AVX2, is read back and
+    explained in the result's notes (the table prints them)."""
+    if reason := engine_class("ctranslate2").unsupported_reason("int8"):
+        pytest.skip(reason)
+    details = _int8_details({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    path = details["int8_gemm"]
+    assert path["source"] == "CTranslate2's system-config log"
+    assert path["int8_backend"] in ("DNNL", "MKL") and path["u8s8"] is True
+    assert path["vnni"] is False and path["onednn_max_cpu_isa"] == "AVX2"
+    assert path["int16_saturation"] is True
+    assert any("saturate" in note for note in details["notes"])
+
+
+def test_int8_path_follows_the_cpu():
+    if reason := engine_class("ctranslate2").unsupported_reason("int8"):
+        pytest.skip(reason)
+    from enginebench.engines.ctranslate2_cpu import _cpu_flags
+
+    details = _int8_details({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": ""})
+    has_vnni = bool({"avx512_vnni", "avx_vnni"} & _cpu_flags())
+    assert details["int8_gemm"]["vnni"] is has_vnni
+    assert details["int8_gemm"]["int16_saturation"] is (not has_vnni and details["int8_gemm"]["u8s8"])
+    assert ("notes" in details) is details["int8_gemm"]["int16_saturation"]
 
 
 @pytest.mark.parametrize("precision", ["int16", "bf16", "fp16"])

@@ -107,6 +107,7 @@ class CTranslate2Engine(Engine):
     def _load_encoder(self, model: ModelSpec, precision: str, options: CTranslate2Options) -> Session:
         import ctranslate2
 
+        from enginebench.engines.ctranslate2_cpu import load_reading_config, session_details
         from enginebench.models.ctranslate2_convert import ctranslate2_model
 
         reason = self.unsupported_reason(precision)
@@ -114,7 +115,8 @@ class CTranslate2Engine(Engine):
             raise UsageError(f"ctranslate2 cannot run {precision}: {reason}")
         quantization, compute_type = _PRECISIONS[precision]
         folder, details = ctranslate2_model(model, quantization)
-        encoder = ctranslate2.Encoder(str(folder), device="cpu", compute_type=compute_type,
-                                      inter_threads=options.inter_threads, intra_threads=options.threads)
-        details["compute_type"] = encoder.compute_type
+        encoder = load_reading_config(lambda: ctranslate2.Encoder(
+            str(folder), device="cpu", compute_type=compute_type, inter_threads=options.inter_threads,
+            intra_threads=options.threads))
+        details.update(compute_type=encoder.compute_type, **session_details(encoder.compute_type))
         return CTranslate2EncoderSession(encoder, ctranslate2, precision, details)

@@ -115,13 +115,15 @@ def load_ctranslate2_decoder(model: ModelSpec, precision: str, quantization: str
     """The engine (engines/ctranslate2.py) has checked that this CPU offers `compute_type`."""
     import ctranslate2
 
+    from enginebench.engines.ctranslate2_cpu import load_reading_config, session_details
     from enginebench.models.ctranslate2_convert import ctranslate2_model
 
     folder, details = ctranslate2_model(model, quantization)  # the same cached conversion as encoders use
-    generator = ctranslate2.Generator(str(folder), device="cpu", compute_type=compute_type,
-                                      intra_threads=options.threads, inter_threads=options.inter_threads)
+    generator = load_reading_config(lambda: ctranslate2.Generator(
+        str(folder), device="cpu", compute_type=compute_type, intra_threads=options.threads,
+        inter_threads=options.inter_threads))
     vocabulary = json.loads((folder / "vocabulary.json").read_text())
-    details.update(compute_type=generator.compute_type,
+    details.update(compute_type=generator.compute_type, **session_details(generator.compute_type),
                    decode="greedy generate_batch with a per-step callback (no external KV-cache step in CTranslate2)",
                    # picks the GEMM backend (read once per process, at first use): on an AMD EPYC, SmolLM2 decode
                    # with CT2_USE_MKL=1 ran 2x (fp32) and 7x (int8) slower than with the default DNNL backend

@@ -12,7 +12,7 @@ LIBRARIES = (
     "enginebench", "numpy", "tokenizers", "torch", "transformers", "onnx", "onnxruntime", "openvino",
     "jax", "jaxlib", "ctranslate2", "tinygrad", "llama_cpp_python", "gguf",
 )
-_INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
+_INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
 
 
 def _cpuinfo() -> dict:
@@ -85,7 +85,7 @@ def machine_info() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": library_versions(),
-        "env": {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")},
+        "env": {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA", "CT2_USE_MKL", "ATEN_CPU_CAPABILITY")},
     }
 
 

@@ -92,7 +92,8 @@ def skipped_notes(results: list[Result]) -> list[str]:
 
 
 def result_notes(results: list[Result], tag_of, fidelity_text) -> list[str]:
-    """Footnotes: skips, failures with their error, warnings with their reasons, fidelity failures.
+    """Footnotes: skips, failures with their error, warnings with their reasons, fidelity failures, and the
+    notes an engine left in `details["notes"]` (e.g. a saturating int8 kernel).
     `tag_of(i, result)` names a row; `fidelity_text(fidelity)` says why its fidelity failed."""
     lines = skipped_notes(results)
     for i, r in enumerate(results, 1):
@@ -106,6 +107,7 @@ def result_notes(results: list[Result], tag_of, fidelity_text) -> list[str]:
             lines.append(f"{tag}: " + "; ".join(r.verdict["reasons"]))
         if r.fidelity and not r.fidelity.get("ok"):
             lines.append(f"{tag}: {fidelity_text(r.fidelity)}")
+        lines.extend(f"{tag}: {note}" for note in r.details.get("notes", ()))  # the engine's own explanations
     return lines
 
 
