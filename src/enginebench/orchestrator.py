@@ -50,13 +50,15 @@ class Orchestrator:
 
     def _result_context(self, cell: Cell) -> dict:
         cls = engine_class(cell.engine)
-        workload = self.plan.workloads[cell.workload]
+        workload = self.plan.workloads.get(cell.workload)  # absent for a planned cell that cannot run
+        seq_len = workload.spec.seq_len if workload else int("".join(filter(str.isdigit, cell.workload)) or 1)
         return {
             "model": self.plan.model.name,
-            "seq_len": workload.spec.seq_len,
+            "seq_len": seq_len,
             "engine_version": cls.version(),
             "engine_options": asdict(cls.make_options(cell.threads, self.plan.engine_options.get(cell.engine, {}))),
-            "details": {"workload": workload.spec.to_dict(), "stopping_rule": self.plan.rule.to_dict(),
+            "details": {"workload": workload.spec.to_dict() if workload else {"name": cell.workload},
+                        "stopping_rule": self.plan.rule.to_dict(),
                         "reference_error": self.reference_error, **self._decoder_context(cell)},
         }
 
@@ -73,6 +75,9 @@ class Orchestrator:
             emit(result)
             self.on_result(result)
 
+        for cell, reason in self.plan.skips:  # planned but not runnable (e.g. a test longer than the model)
+            self.on_start(cell)
+            deliver(failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
         references = self._references()
         for job in group_into_jobs(self.plan.cells, self._job):
             runnable = []

@@ -90,6 +90,9 @@ class Plan:
     cells: list[Cell]
     rule: StoppingRule
     engine_options: dict[str, dict[str, str]]  # engine -> --option overrides
-    timeout_s: float = 600.0
+    timeout_s: float = 600.0  # a cell's measurement, from its start message to its result
     reference_engine: str = "torch"  # fp32 outputs every engine is compared with
     machine_speed: dict | None = None  # `enginebench machine` figures (decode roofline), when measured
+    repeat: int = 1  # independent child processes that measure every cell (--repeat)
+    load_timeout_s: float = 1800.0  # a model's load (conversion, compilation) in a child (--load-timeout)
+    skips: list[tuple[Cell, str]] = field(default_factory=list)  # cells planned but not runnable: stored as skipped
