@@ -34,7 +34,7 @@ def test_a_child_dying_after_its_last_result_loses_nothing(titles, minilm):
               ("start", 2), ("result", 2, _measurement()), ("died", "child process killed by SIGABRT")]
     orch, started = _orchestrator(titles, minilm, [script])
     results = []
-    orch.run(results.append)
+    orch.run(lambda index, result: results.append(result))
     assert [r.status for r in results] == ["ok", "ok", "ok"]
     assert started == [[0, 1, 2]]  # no second child was needed
 
@@ -44,7 +44,7 @@ def test_a_crash_costs_the_running_cell_and_a_fresh_child_takes_the_rest(titles,
     second = [("start", 2), ("result", 2, _measurement()), ("done",)]
     orch, started = _orchestrator(titles, minilm, [first, second])
     results = []
-    orch.run(results.append)
+    orch.run(lambda index, result: results.append(result))
     assert [(r.batch_size, r.status) for r in results] == [(1, "ok"), (2, "failed"), (4, "ok")]
     assert "SIGSEGV" in results[1].error
     assert started == [[0, 1, 2], [2]]
@@ -55,6 +55,6 @@ def test_a_child_dying_before_it_starts_a_cell_fails_the_next_pending_one(titles
                                                                   ("start", 2), ("result", 2, _measurement()), ("done",)]]
     orch, started = _orchestrator(titles, minilm, scripts)
     results = []
-    orch.run(results.append)
+    orch.run(lambda index, result: results.append(result))
     assert [(r.batch_size, r.status) for r in results] == [(1, "failed"), (2, "ok"), (4, "ok")]
     assert started == [[0, 1, 2], [1, 2]]

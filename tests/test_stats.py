@@ -61,7 +61,7 @@ def test_outliers_are_counted_not_dropped():
 def test_verdict_flags_too_few_samples_noise_and_drift():
     rng = np.random.default_rng(6)
     steady = rng.normal(1e6, 1e4, 200)
-    assert verdict(steady) == {"ok": True, "reasons": []}
+    assert verdict(steady) == {"ok": True, "reasons": [], "codes": []}
 
     few = verdict(steady[:4])
     assert not few["ok"] and "samples" in few["reasons"][0]

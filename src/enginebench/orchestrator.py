@@ -14,11 +14,14 @@ import time
 from dataclasses import asdict, replace
 from typing import Callable
 
+import numpy as np
+
 from enginebench.child import child_main
 from enginebench.engines import engine_class
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.results.build import build_result, failed_result
 from enginebench.results.model import Result
+from enginebench.scenarios.base import Measurement
 
 _POLL_S = 0.2
 
@@ -69,28 +72,79 @@ class Orchestrator:
                 "machine_speed": self.plan.machine_speed}
 
     # -- running ----------------------------------------------------------------------------------
-    def run(self, emit: Callable[[Result], None]) -> None:
-        """Run every cell; `emit` receives (and should store) each Result as soon as it exists."""
-        def deliver(result: Result) -> None:
-            emit(result)
+    def schedule(self) -> list[list[Job]]:
+        """Per repetition, the jobs in the order they run. With several repetitions each one shuffles the jobs
+        and the cells within them (seeded by Plan.order_seed), so no engine always runs first or right after
+        a heavy one; each job is a fresh child process, so every repetition is an independent process."""
+        runnable = [(i, c) for i, c in enumerate(self.plan.cells) if not self._unsupported(c)]
+        order = []
+        for repetition in range(self.plan.repeat):
+            jobs = group_into_jobs([c for _, c in runnable], self._job)
+            for job in jobs:  # group_into_jobs numbers the runnable cells; give them back their plan indices
+                job.cells = [(runnable[k][0], cell) for k, cell in job.cells]
+            if self.plan.repeat > 1:
+                rng = np.random.default_rng([self.plan.order_seed, repetition])
+                jobs = [jobs[k] for k in rng.permutation(len(jobs))]
+                for job in jobs:
+                    job.cells = [job.cells[k] for k in rng.permutation(len(job.cells))]
+            order.append(jobs)
+        return order
+
+    def cell_order(self) -> list[list[int]]:
+        """Per repetition, the plan indices of the cells in the order they are measured (recorded with the run)."""
+        return [[index for job in jobs for index, _ in job.cells] for jobs in self.schedule()]
+
+    def deliveries(self) -> int:
+        """How many times run() will call emit: once per skipped cell, once per repetition of the others."""
+        return len(self.plan.skips) + sum(1 if self._unsupported(c) else self.plan.repeat for c in self.plan.cells)
+
+    def _unsupported(self, cell: Cell) -> str | None:
+        return engine_class(cell.engine).unsupported_for(self.plan.model, cell.precision)
+
+    def run(self, emit: Callable[[int, Result], None]) -> None:
+        """Run every cell `plan.repeat` times; `emit(index, result)` receives (and should store) a cell's Result
+        as soon as it exists and again after each further repetition (index: the cell's place in the plan,
+        planned skips after the cells)."""
+        def deliver(index: int, result: Result) -> None:
+            emit(index, result)
             self.on_result(result)
 
-        for cell, reason in self.plan.skips:  # planned but not runnable (e.g. a test longer than the model)
+        cells = self.plan.cells
+        for k, (cell, reason) in enumerate(self.plan.skips):  # planned but not runnable (a test too long)
             self.on_start(cell)
-            deliver(failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+            deliver(len(cells) + k, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+        for index, cell in enumerate(cells):  # precisions an engine cannot run: once, not per repetition
+            if reason := self._unsupported(cell):
+                self.on_start(cell)
+                deliver(index, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
         references = self._references()
-        for job in group_into_jobs(self.plan.cells, self._job):
-            runnable = []
-            for index, cell in job.cells:  # skips are delivered with their engine, in plan order
-                reason = engine_class(cell.engine).unsupported_for(self.plan.model, cell.precision)
-                if reason:
-                    self.on_start(cell)
-                    deliver(failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
-                else:
-                    runnable.append((index, cell))
-            if runnable:
-                job.cells, job.references = runnable, references
-                self._run_job(job, deliver)
+        measured: dict[int, list[tuple[int, Measurement]]] = {}
+        errors: dict[int, list[tuple[int, str]]] = {}
+
+        def record(repetition: int, index: int, outcome) -> None:
+            if isinstance(outcome, str):
+                errors.setdefault(index, []).append((repetition, outcome))
+            else:
+                measured.setdefault(index, []).append((repetition, outcome))
+            deliver(index, self._result(index, measured.get(index, []), errors.get(index, [])))
+
+        for repetition, jobs in enumerate(self.schedule()):
+            for job in jobs:
+                job.references = references
+                self._run_job(job, lambda index, outcome: record(repetition, index, outcome))
+
+    def _result(self, index: int, measured: list, errors: list) -> Result:
+        """A cell's Result from every repetition so far: failed only when no repetition measured it."""
+        cell = self.plan.cells[index]
+        context = self._result_context(cell)
+        if not measured:
+            error = errors[-1][1] if len(errors) == 1 else "; ".join(f"repetition {r + 1}: {e}" for r, e in errors)
+            return failed_result(cell, error=error, **context)
+        result = build_result(cell, measured, errors=errors, **context)
+        if cell.engine == self.plan.reference_engine and cell.precision == "fp32" and result.fidelity:
+            # the engine and precision the others are compared with: its row is the reference, not a pass
+            result.fidelity = {**result.fidelity, "reference": True}
+        return result
 
     def _references(self):
         engine = self.plan.reference_engine
@@ -104,7 +158,15 @@ class Orchestrator:
         job = Job(engine, "fp32", os.cpu_count() or 1, {}, self.plan.model, self.plan.workloads, self.plan.rule,
                   reference_only=True)
         refs = None
-        for msg in self._child_messages(job, lambda: None):
+        started = time.monotonic()
+        limit = self.plan.load_timeout_s + self.plan.timeout_s
+
+        def timed_out() -> str | None:
+            if time.monotonic() - started > limit:
+                return f"reference engine {engine} timed out after {limit:g} s (raise --load-timeout or --timeout)"
+            return None
+
+        for msg in self._child_messages(job, timed_out):
             if msg[0] == "reference":
                 refs = msg[1]
             elif msg[0] == "error":
@@ -113,8 +175,9 @@ class Orchestrator:
                 self.reference_error = f"reference engine: {msg[1]}"
         return refs
 
-    def _child_messages(self, job: Job, timed_out: Callable[[], bool]):
-        """Start a child for `job` and yield its messages; ends with ("died", reason) if it did not finish."""
+    def _child_messages(self, job: Job, timed_out: Callable[[], str | None]):
+        """Start a child for `job` and yield its messages; ends with ("died", reason) if it did not finish.
+        `timed_out()` returns why the child is abandoned (or None while it may go on)."""
         out = self.ctx.Queue()
         proc = self.ctx.Process(target=child_main, args=(job, out), daemon=False)
         proc.start()
@@ -123,9 +186,9 @@ class Orchestrator:
                 try:
                     msg = out.get(timeout=_POLL_S)
                 except queue_mod.Empty:
-                    if timed_out():
+                    if why := timed_out():
                         self._kill(proc)
-                        yield ("died", f"timed out after {self.plan.timeout_s:g} s (raise --timeout)")
+                        yield ("died", why)
                         return
                     if not proc.is_alive():
                         # drain what it sent before dying
@@ -163,34 +226,42 @@ class Orchestrator:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def _run_job(self, job: Job, deliver: Callable[[Result], None]) -> None:
+    def _run_job(self, job: Job, record: Callable[[int, object], None]) -> None:
+        """Run a job's cells in child processes; `record(index, Measurement or error text)` for each cell."""
         pending = dict(job.cells)
+        order = [index for index, _ in job.cells]
         while pending:
-            current: dict = {"index": None, "since": time.monotonic()}
+            current: dict = {"index": None, "since": time.monotonic(), "loading": False}
 
-            def timed_out() -> bool:
-                return current["index"] is not None and time.monotonic() - current["since"] > self.plan.timeout_s
+            def timed_out() -> str | None:
+                if current["index"] is None:
+                    return None
+                elapsed = time.monotonic() - current["since"]
+                if current["loading"] and elapsed > self.plan.load_timeout_s:
+                    return f"model load timed out after {self.plan.load_timeout_s:g} s (raise --load-timeout)"
+                if not current["loading"] and elapsed > self.plan.timeout_s:
+                    return f"timed out after {self.plan.timeout_s:g} s (raise --timeout)"
+                return None
 
-            attempt = replace(job, cells=sorted(pending.items()))
+            attempt = replace(job, cells=[(index, pending[index]) for index in order if index in pending])
             for msg in self._child_messages(attempt, timed_out):
                 kind = msg[0]
                 if kind == "start":
-                    current.update(index=msg[1], since=time.monotonic())
+                    current.update(index=msg[1], since=time.monotonic(), loading=False)
                     self.on_start(pending[msg[1]])
-                elif kind == "result":
-                    cell = pending.pop(msg[1])
-                    deliver(build_result(cell, msg[2], **self._result_context(cell)))
-                    current["index"] = None
-                elif kind == "error":
-                    cell = pending.pop(msg[1])
-                    deliver(failed_result(cell, error=msg[2], **self._result_context(cell)))
+                elif kind in ("loading", "loaded"):
+                    current.update(since=time.monotonic(), loading=kind == "loading")
+                elif kind in ("result", "error"):
+                    pending.pop(msg[1])
+                    record(msg[1], msg[2])
                     current["index"] = None
                 elif kind == "died":
                     if not pending:  # it died after sending its last result: nothing was lost
                         break
-                    index = current["index"] if current["index"] is not None else min(pending)
+                    index = current["index"] if current["index"] is not None else next(
+                        i for i in order if i in pending)
                     cell = pending.pop(index)
                     if current["index"] is None:
                         self.on_start(cell)
-                    deliver(failed_result(cell, error=msg[1], **self._result_context(cell)))
+                    record(index, msg[1])
                     break

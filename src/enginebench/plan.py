@@ -94,5 +94,6 @@ class Plan:
     reference_engine: str = "torch"  # fp32 outputs every engine is compared with
     machine_speed: dict | None = None  # `enginebench machine` figures (decode roofline), when measured
     repeat: int = 1  # independent child processes that measure every cell (--repeat)
+    order_seed: int = 0  # seeds the per-repetition shuffle of the cells' order
     load_timeout_s: float = 1800.0  # a model's load (conversion, compilation) in a child (--load-timeout)
     skips: list[tuple[Cell, str]] = field(default_factory=list)  # cells planned but not runnable: stored as skipped

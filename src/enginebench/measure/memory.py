@@ -24,3 +24,12 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def start_peak_window(details: dict) -> None:
+    """Reset the high-water mark before a cell's warm-up (every scenario the same way); when the kernel refuses,
+    say so in the result instead of reporting a peak that silently includes the model's load."""
+    if not reset_peak_rss():
+        details["peak_rss_reset"] = False
+        details.setdefault("notes", []).append(
+            "peak RSS could not be reset (/proc/self/clear_refs): it includes the model's load")

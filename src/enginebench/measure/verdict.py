@@ -10,21 +10,29 @@ MIN_SAMPLES = 10
 MAX_CV = 0.10
 MAX_OUTLIER_FRACTION = 0.10
 MIN_DRIFT = 0.05  # halves must differ by more than this (relative) as well as statistically
+MIN_SPREAD = 0.02  # repetitions' medians must differ by more than this (relative) as well as statistically
 
 
 def verdict(samples_ns) -> dict:
-    """{"ok": bool, "reasons": [...]}; warn on too few samples, a high CV, many outliers, or drift."""
+    """{"ok": bool, "reasons": [...], "codes": [...]}; warn on too few samples, a high CV, many outliers, or
+    drift. `codes` names each reason's kind (one_sample, few_samples, cv, outliers, drift), in the same order."""
     v = np.asarray(samples_ns, dtype=np.float64)
-    reasons = []
-    if v.size < MIN_SAMPLES:
+    reasons, codes = [], []
+    if v.size == 1:
+        reasons.append("one sample: no confidence interval; raise --duration or --min-samples")
+        codes.append("one_sample")
+    elif v.size < MIN_SAMPLES:
         reasons.append(f"only {v.size} samples (want >= {MIN_SAMPLES}): raise --duration")
+        codes.append("few_samples")
     if v.size > 1:
         cv = v.std(ddof=1) / v.mean()
         if cv > MAX_CV:
             reasons.append(f"CV {cv:.0%} > {MAX_CV:.0%}: noisy machine or unstable engine")
+            codes.append("cv")
         outliers = int(outlier_mask(v).sum())
         if outliers > MAX_OUTLIER_FRACTION * v.size:
             reasons.append(f"{outliers} outliers ({outliers / v.size:.0%} of samples) beyond 3 MAD")
+            codes.append("outliers")
     if v.size >= 2 * MIN_SAMPLES:
         half = v.size // 2
         a_lo, a_hi = bootstrap_ci(v[:half], resamples=500)
@@ -32,4 +40,21 @@ def verdict(samples_ns) -> dict:
         a, b = np.median(v[:half]) / 1e6, np.median(v[half:]) / 1e6
         if (a_hi < b_lo or b_hi < a_lo) and abs(a - b) > MIN_DRIFT * min(a, b):
             reasons.append(f"drift: first-half median {a:.3g} ms vs second-half {b:.3g} ms (CIs disjoint)")
-    return {"ok": not reasons, "reasons": reasons}
+            codes.append("drift")
+    return {"ok": not reasons, "reasons": reasons, "codes": codes}
+
+
+def repetitions_disagree(groups: list) -> str | None:
+    """A reason when independent processes measured different things: the fastest and the slowest process's
+    medians have disjoint CIs (within-process spread cannot explain the gap) and differ by > MIN_SPREAD."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g) >= 2]
+    if len(groups) < 2:
+        return None
+    medians = [float(np.median(g)) for g in groups]
+    lo, hi = int(np.argmin(medians)), int(np.argmax(medians))
+    lo_ci, hi_ci = bootstrap_ci(groups[lo], resamples=500), bootstrap_ci(groups[hi], resamples=500)
+    spread = medians[hi] / medians[lo] - 1 if medians[lo] > 0 else 0.0
+    if lo_ci[1] < hi_ci[0] and spread > MIN_SPREAD:
+        return (f"repetitions disagree: process medians {medians[lo] / 1e6:.3g}-{medians[hi] / 1e6:.3g} ms "
+                f"(+{spread:.0%}, CIs disjoint): the machine's state changed between processes; the CI covers it")
+    return None

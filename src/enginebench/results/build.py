@@ -1,11 +1,12 @@
-"""Turn a cell's raw Measurement into a Result: statistics, throughput with its CI, verdict."""
+"""Turn a cell's raw Measurements (one per independent process: its repetitions) into a Result: statistics
+with CIs over processes, throughput, verdict, and every repetition's samples kept apart."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from enginebench.measure.stats import summarize
-from enginebench.measure.verdict import verdict
+from enginebench.measure.verdict import repetitions_disagree, verdict
 from enginebench.plan import Cell
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
@@ -13,73 +14,156 @@ from enginebench.scenarios.base import Measurement
 _THROUGHPUT_RESAMPLES = 1000
 
 
-def closed_loop_throughput(worker_samples: list[np.ndarray], items_per_call: int, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Items/s of workers that each issue calls back to back: sum over workers of items / mean call time.
+def _rate(worker_samples: list[np.ndarray], items_per_call: int) -> float:
+    return sum(items_per_call / (np.mean(s) / 1e9) for s in worker_samples)
 
-    The CI resamples each worker's calls (bootstrap), so it reflects the spread of the calls themselves.
-    """
-    means = [np.asarray(s, dtype=np.float64).mean() / 1e9 for s in worker_samples]
-    point = sum(items_per_call / m for m in means)
+
+def closed_loop_throughput(repetitions: list[list[np.ndarray]], items_per_call: int,
+                           seed: int = 0) -> tuple[float, tuple[float, float] | None]:
+    """Items/s of workers that each issue calls back to back: per process, the sum over its workers of
+    items / mean call time; the figure is the mean over processes (repetitions).
+
+    The CI is a two-level bootstrap: processes resampled, then each worker's calls within them. None when
+    there is a single call in all."""
+    per_rep = [_rate(ws, items_per_call) for ws in repetitions]
+    point = float(np.mean(per_rep))
+    if sum(len(s) for ws in repetitions for s in ws) < 2:
+        return point, None
     rng = np.random.default_rng(seed)
-    boots = np.zeros(_THROUGHPUT_RESAMPLES)
-    for s in worker_samples:
-        s = np.asarray(s, dtype=np.float64) / 1e9
-        idx = rng.integers(0, s.size, size=(_THROUGHPUT_RESAMPLES, s.size))
-        boots += items_per_call / s[idx].mean(axis=1)
-    return point, (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
+    boots = np.zeros((len(repetitions), _THROUGHPUT_RESAMPLES))  # each process's rate, resampled within it
+    for r, workers in enumerate(repetitions):
+        for s in workers:
+            s = np.asarray(s, dtype=np.float64) / 1e9
+            idx = rng.integers(0, s.size, size=(_THROUGHPUT_RESAMPLES, s.size))
+            boots[r] += items_per_call / s[idx].mean(axis=1)
+    k = len(repetitions)
+    if k == 1:
+        stats = boots[0]
+    else:  # resample the processes, each contributing one of its own resampled rates
+        picked = rng.integers(0, k, size=(_THROUGHPUT_RESAMPLES, k))
+        column = rng.integers(0, _THROUGHPUT_RESAMPLES, size=(_THROUGHPUT_RESAMPLES, k))
+        stats = boots[picked, column].mean(axis=1)
+    return point, (float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975)))
 
 
-def rate_summary(samples_ns: np.ndarray, tokens_per_call: float) -> dict:
-    """tokens/s of calls: at the median call time (with the bootstrap CI of the median) and at the mean."""
-    ms = summarize(np.asarray(samples_ns, dtype=np.float64) / 1e6)
-    lo, hi = ms.ci95
+def rate_summary(groups_ns: list[np.ndarray], tokens_per_call: float) -> dict:
+    """tokens/s of calls: at the median call time (with the CI of the median over processes) and at the mean."""
+    ms = summarize(None, [np.asarray(g, dtype=np.float64) / 1e6 for g in groups_ns])
     rate = tokens_per_call * 1e3
-    return {"median": rate / ms.median, "mean": rate / ms.mean, "ci95": [rate / hi, rate / lo], "n": ms.n}
+    ci = [rate / ms.ci95[1], rate / ms.ci95[0]] if ms.ci95 else None
+    return {"median": rate / ms.median, "mean": rate / ms.mean, "ci95": ci, "n": ms.n, "processes": ms.processes}
 
 
-def generate_fields(cell: Cell, m: Measurement, details: dict) -> dict:
-    """The generate scenario's Result fields: pp -> prefill tokens/s; tg -> decode tokens/s, TTFT, ITL."""
+def _ttft_groups(measurements: list[Measurement]) -> list[np.ndarray]:
+    return [np.asarray(m.details.get("ttft_ns") or [], dtype=np.float64) for m in measurements]
+
+
+def generate_fields(cell: Cell, measurements: list[Measurement], details: dict) -> dict:
+    """The generate scenario's Result fields. pp -> prefill tokens/s, or, for an engine that cannot prefill
+    without generating (timed as a time to first token), ttft_ms and no prefill figure; tg -> decode tokens/s,
+    TTFT, ITL."""
     from enginebench.measure.roofline import decode_roofline
 
-    samples = m.worker_samples[0]
-    if m.details.get("test", cell.workload).startswith("pp"):
-        return {"prefill_tokens_per_s": rate_summary(samples, m.items_per_call * m.tokens_per_item)}
-    decode = rate_summary(samples, m.items_per_call)
+    m0 = measurements[0]
+    groups = [m.worker_samples[0] for m in measurements]
+    if m0.details.get("test", cell.workload).startswith("pp"):
+        if m0.details.get("pp_timed_as") == "ttft":
+            return {"ttft_ms": summarize(None, [np.asarray(g) / 1e6 for g in groups]).to_dict()}
+        return {"prefill_tokens_per_s": rate_summary(groups, m0.items_per_call * m0.tokens_per_item)}
+    decode = rate_summary(groups, m0.items_per_call)
     speed = details.get("machine_speed") or {}
-    decode["roofline"] = decode_roofline(decode["median"], m.items_per_call, details.get("model_params") or 0,
-                                         m.executed_precision, m.details, speed.get("bandwidth_gbs"))
-    ttft = m.details.get("ttft_ns") or []
-    return {"decode_tokens_per_s": decode, "itl_ms": summarize(np.asarray(samples) / 1e6).to_dict(),
-            "ttft_ms": summarize(np.asarray(ttft) / 1e6).to_dict() if ttft else None}
+    decode["roofline"] = decode_roofline(decode["median"], m0.items_per_call, details.get("model_params") or 0,
+                                         m0.executed_precision, m0.details, speed.get("bandwidth_gbs"))
+    ttft = _ttft_groups(measurements)
+    return {"decode_tokens_per_s": decode,
+            "itl_ms": summarize(None, [np.asarray(g) / 1e6 for g in groups]).to_dict(),
+            "ttft_ms": summarize(None, [g / 1e6 for g in ttft]).to_dict() if any(g.size for g in ttft) else None}
 
 
-def build_result(cell: Cell, m: Measurement, *, model: str, seq_len: int, engine_version: str | None,
-                 engine_options: dict, details: dict) -> Result:
-    all_ns = np.concatenate([np.asarray(s, dtype=np.int64) for s in m.worker_samples])
-    latency = summarize(all_ns / 1e6).to_dict()
-    items_per_s, ci = closed_loop_throughput(m.worker_samples, m.items_per_call)
-    total_items = sum(len(s) for s in m.worker_samples) * m.items_per_call
+_PER_PROCESS_DETAILS = ("ttft_ns", "generation_steps")  # kept in each repetition's record, not in details
+
+
+def repetition_record(index: int, m: Measurement) -> dict:
+    """One process's raw facts: every worker's samples apart, per-generation figures, its own load and memory."""
+    record = {"index": index, "worker_samples": [np.asarray(s, dtype=np.int64).tolist() for s in m.worker_samples],
+              "load_s": round(m.load_s, 4), "peak_rss_mb": round(m.peak_rss_mb, 1), "wall_s": round(m.wall_s, 4)}
+    for key in _PER_PROCESS_DETAILS:
+        if m.details.get(key) is not None:
+            record[key] = list(m.details[key])
+    return record
+
+
+def _verdict_reasons(cell: Cell, measurements: list[Measurement], indices: list[int],
+                     errors: list[tuple[int, str]]) -> list[str]:
+    """Every sample set (each worker of each process; TTFT per process) judged on its own; a kind of warning
+    seen in several sets is said once, with the first set's figures and how many sets showed it."""
+    found: dict[str, list[str]] = {}  # code -> messages, in order
+    sets = {"": 0, "TTFT: ": 0}
+    for r, m in zip(indices, measurements):
+        workers = len(m.worker_samples)
+        judged = [("", f" worker {w}" if workers > 1 else "", s) for w, s in enumerate(m.worker_samples)]
+        if cell.scenario == "generate" and m.details.get("ttft_ns") is not None:
+            judged.append(("TTFT: ", "", m.details["ttft_ns"]))
+        for prefix, worker, samples in judged:
+            sets[prefix] += 1
+            v = verdict(samples)
+            for code, reason in zip(v["codes"], v["reasons"]):
+                where = f" (repetition {r + 1}{worker})" if len(indices) > 1 or worker else ""
+                found.setdefault(prefix + code, []).append(f"{prefix}{reason}{where}")
+    reasons = []
+    for key, messages in found.items():
+        total = sets["TTFT: " if key.startswith("TTFT: ") else ""]
+        reasons.append(messages[0] if len(messages) == 1 else f"{messages[0]}; the same in {len(messages) - 1} "
+                       f"more of {total} sample sets")
+    disagree = repetitions_disagree([np.concatenate(m.worker_samples) for m in measurements])
+    if disagree:
+        reasons.append(disagree)
+    reasons.extend(f"repetition {r + 1} failed ({error}): the figures come from {len(measurements)} processes"
+                   for r, error in errors)
+    return reasons
+
+
+def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: str, seq_len: int,
+                 engine_version: str | None, engine_options: dict, details: dict,
+                 errors: list[tuple[int, str]] = ()) -> Result:
+    """`measured`: (repetition index, Measurement) for every process that measured the cell; `errors`:
+    (repetition index, why) for those that failed."""
+    indices = [r for r, _ in measured]
+    measurements = [m for _, m in measured]
+    m0 = measurements[0]
+    groups = [np.concatenate([np.asarray(s, dtype=np.int64) for s in m.worker_samples]) for m in measurements]
+    all_ns = np.concatenate(groups)
+    latency = summarize(None, [g / 1e6 for g in groups]).to_dict()
+    items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
+    total_items = sum(s.size for s in groups) * m0.items_per_call
+    wall = sum(m.wall_s for m in measurements)
     throughput = {
         "items_per_s": items_per_s,
-        "tokens_per_s": items_per_s * m.tokens_per_item,
-        "ci95": list(ci),
-        "wall_items_per_s": total_items / m.wall_s if m.wall_s > 0 else None,
+        "tokens_per_s": items_per_s * m0.tokens_per_item,
+        "ci95": list(ci) if ci else None,
+        "wall_items_per_s": total_items / wall if wall > 0 else None,
     }
-    # in the throughput scenario, each worker's samples are judged on their own and the reasons merged
-    reasons: list[str] = []
-    for i, s in enumerate(m.worker_samples):
-        v = verdict(s)
-        prefix = f"worker {i}: " if len(m.worker_samples) > 1 else ""
-        reasons.extend(prefix + r for r in v["reasons"])
-    extra = generate_fields(cell, m, details) if cell.scenario == "generate" else {}
+    reasons = _verdict_reasons(cell, measurements, indices, list(errors))
+    extra = generate_fields(cell, measurements, details) if cell.scenario == "generate" else {}
+    merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS}
+    notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
+    executed = sorted({m.executed_precision for m in measurements})
+    if len(executed) > 1:
+        notes.append(f"repetitions ran different precisions: {', '.join(executed)}")
+    if notes:
+        merged["notes"] = notes
+    loads = [m.load_s for m in measurements]
     return Result(
         **extra,
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
-        status="ok", engine_version=engine_version, executed_precision=m.executed_precision,
-        samples=all_ns.tolist(), latency_ms=latency, throughput=throughput, load_s=round(m.load_s, 4),
-        peak_rss_mb=round(m.peak_rss_mb, 1), fidelity=m.fidelity, verdict={"ok": not reasons, "reasons": reasons},
-        engine_options=engine_options, details={**details, **m.details, "wall_s": round(m.wall_s, 3)},
+        status="ok", engine_version=engine_version, executed_precision=m0.executed_precision,
+        samples=all_ns.tolist(), latency_ms=latency, throughput=throughput, load_s=round(float(np.median(loads)), 4),
+        peak_rss_mb=round(max(m.peak_rss_mb for m in measurements), 1),
+        fidelity=next((m.fidelity for m in measurements if m.fidelity is not None), None),
+        verdict={"ok": not reasons, "reasons": reasons}, engine_options=engine_options,
+        details={**details, **merged, "wall_s": round(wall, 3), "processes": len(measurements)},
+        repetitions=[repetition_record(r, m) for r, m in measured],
     )
 
 

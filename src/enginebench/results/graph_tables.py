@@ -34,6 +34,8 @@ def breakdown_dict(bd: Breakdown) -> dict:
 
 
 def _ms(s) -> str:
+    if s.ci95 is None:
+        return f"{s.median / 1e6:.3f} (n=1)"
     return f"{s.median / 1e6:.3f} ± {(s.ci95[1] - s.ci95[0]) / 2e6:.3f}"
 
 

@@ -4,6 +4,11 @@ Schema history (SCHEMA_VERSION):
   1 — first version: encoder latency/throughput results with raw samples, stats, fidelity and verdict.
   2 — decoders: scenario "generate" (workload = test, pp<N> or tg<N>) with prefill_tokens_per_s,
       decode_tokens_per_s, ttft_ms, itl_ms (all None elsewhere; v1 results read back with them None).
+  3 — repetitions: each cell measured in independent processes (`--repeat`); `repetitions` holds every
+      process's samples apart (per worker; TTFT and steps per generation for decoders), its load time and
+      peak memory; `samples` stays the pooled list. Medians' CIs come from a hierarchical bootstrap over the
+      processes; a CI is null when there is one sample. v1/v2 results read back as one repetition whose
+      pooled samples are its only worker's (Result.process_samples).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -45,6 +50,9 @@ class Result:
     decode_tokens_per_s: dict | None = None  # tg tests: generated tokens / decode call
     ttft_ms: dict | None = None  # tg tests: time to first token (prefill + first argmax), per generation
     itl_ms: dict | None = None  # tg tests: inter-token latency = each decode step
+    # one record per process that measured the cell: index, worker_samples [[ns]], load_s, peak_rss_mb, wall_s,
+    # and for decoders ttft_ns [per generation] and generation_steps [decode steps per generation]
+    repetitions: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -68,12 +76,22 @@ class Result:
         d = asdict(self)
         if not with_samples:
             d.pop("samples")
+            d["repetitions"] = [{k: v for k, v in rep.items() if k not in SAMPLE_ARRAYS} for rep in self.repetitions]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Result":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def process_samples(self) -> list[list[int]]:
+        """Each process's call samples (its workers' together), ns; a schema 1-2 result is one process."""
+        if not self.repetitions:
+            return [list(self.samples)] if self.samples else []
+        return [[x for w in rep.get("worker_samples", []) for x in w] for rep in self.repetitions]
+
+
+SAMPLE_ARRAYS = ("worker_samples", "ttft_ns", "generation_steps")  # a repetition's arrays (stored as blobs)
 
 
 @dataclass

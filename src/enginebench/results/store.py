@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from enginebench.errors import UsageError
-from enginebench.results.model import SCHEMA_VERSION, Result, Run
+from enginebench.results.model import SAMPLE_ARRAYS, SCHEMA_VERSION, Result, Run
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,9 +34,18 @@ CREATE TABLE IF NOT EXISTS results (
     median_ms REAL,
     items_per_s REAL,
     result TEXT NOT NULL,       -- JSON of the Result without its samples
-    samples BLOB                -- int64 little-endian nanoseconds
+    samples BLOB,               -- schema <= 2: every sample pooled, int64 little-endian ns (now in `samples`)
+    cell INTEGER                -- the cell's index in its run's plan (a result is rewritten per repetition)
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
+CREATE TABLE IF NOT EXISTS samples (  -- every repetition's arrays apart, so every figure can be rebuilt
+    result_id INTEGER NOT NULL REFERENCES results(id),
+    repetition INTEGER NOT NULL,  -- position in the result's repetitions
+    worker INTEGER NOT NULL,      -- worker index for call samples; -1 for per-generation arrays
+    kind TEXT NOT NULL,           -- worker_samples (ns per call) | ttft_ns (per generation) | generation_steps
+    data BLOB NOT NULL,           -- int64 little-endian
+    PRIMARY KEY (result_id, repetition, worker, kind)
+);
 CREATE TABLE IF NOT EXISTS machine_speed (  -- `enginebench machine`: the roofline's two ceilings
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     measured_at TEXT NOT NULL,
@@ -68,6 +77,9 @@ class ResultStore:
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer enginebench (schema {row[0]} > {SCHEMA_VERSION})")
         elif int(row[0]) < SCHEMA_VERSION:  # older results read back unchanged (new fields absent = None)
+            columns = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
+            if "cell" not in columns:
+                self.conn.execute("ALTER TABLE results ADD COLUMN cell INTEGER")
             self.conn.execute("UPDATE meta SET value = ? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def add_machine_speed(self, speed: dict) -> None:
@@ -105,17 +117,30 @@ class ResultStore:
         )
         self.conn.commit()
 
-    def add_result(self, run_id: str, result: Result) -> None:
-        samples = np.asarray(result.samples, dtype="<i8").tobytes()
+    def add_result(self, run_id: str, result: Result, cell: int | None = None) -> None:
+        """Store a result, committed at once. With `cell`, a result already stored for that cell of the run
+        (an earlier repetition's) is replaced, so the store always holds the newest figures."""
         lat = result.latency_ms or {}
         thr = result.throughput or {}
-        self.conn.execute(
-            "INSERT INTO results (run_id, engine, model, precision, scenario, workload, batch_size, workers, status,"
-            " median_ms, items_per_s, result, samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, result.engine, result.model, result.precision, result.scenario, result.workload,
-             result.batch_size, result.workers, result.status, lat.get("median"), thr.get("items_per_s"),
-             json.dumps(result.to_dict(with_samples=False)), samples),
-        )
+        # samples without repetitions (a result built by hand) keep the pooled blob of schema <= 2
+        pooled = None if result.repetitions else np.asarray(result.samples, dtype="<i8").tobytes()
+        values = (result.engine, result.model, result.precision, result.scenario, result.workload,
+                  result.batch_size, result.workers, result.status, lat.get("median"), thr.get("items_per_s"),
+                  json.dumps(result.to_dict(with_samples=False)), pooled)
+        row = None if cell is None else self.conn.execute(
+            "SELECT id FROM results WHERE run_id = ? AND cell = ?", (run_id, cell)).fetchone()
+        if row:
+            result_id = row[0]
+            self.conn.execute(
+                "UPDATE results SET engine=?, model=?, precision=?, scenario=?, workload=?, batch_size=?, workers=?,"
+                " status=?, median_ms=?, items_per_s=?, result=?, samples=? WHERE id = ?", (*values, result_id))
+            self.conn.execute("DELETE FROM samples WHERE result_id = ?", (result_id,))
+        else:
+            result_id = self.conn.execute(
+                "INSERT INTO results (engine, model, precision, scenario, workload, batch_size, workers, status,"
+                " median_ms, items_per_s, result, samples, run_id, cell) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, run_id, cell)).lastrowid
+        self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", _sample_rows(result_id, result))
         self.conn.commit()
 
     def run_ids(self) -> list[tuple[str, str, int]]:
@@ -138,10 +163,41 @@ class ResultStore:
         if row is None:
             raise UsageError(f"no run {run_id!r} in {self.path}: see `enginebench runs` for the stored runs")
         run = Run(row[0], row[1], json.loads(row[2]), json.loads(row[3]), schema_version=row[4])
-        for result_json, blob in self.conn.execute(
-            "SELECT result, samples FROM results WHERE run_id = ? ORDER BY id", (run_id,)
-        ):
+        for result_id, result_json, blob in self.conn.execute(
+            "SELECT id, result, samples FROM results WHERE run_id = ? ORDER BY COALESCE(cell, id), id", (run_id,)
+        ).fetchall():
             d = json.loads(result_json)
-            d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
+            arrays = self._arrays(result_id)
+            if arrays:  # schema 3: the repetitions' arrays; the pooled samples are their concatenation
+                for position, rep in enumerate(d.get("repetitions", [])):
+                    rep.update(arrays.get(position, {}))
+                d["samples"] = [x for rep in d["repetitions"] for w in rep.get("worker_samples", []) for x in w]
+            else:
+                d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
             run.results.append(Result.from_dict(d))
         return run
+
+    def _arrays(self, result_id: int) -> dict[int, dict]:
+        """{repetition: {kind: array, "worker_samples": [per worker]}} of one result."""
+        out: dict[int, dict] = {}
+        for repetition, worker, kind, data in self.conn.execute(
+                "SELECT repetition, worker, kind, data FROM samples WHERE result_id = ? "
+                "ORDER BY repetition, kind, worker", (result_id,)):
+            values = np.frombuffer(data, dtype="<i8").tolist()
+            rep = out.setdefault(repetition, {})
+            if kind == "worker_samples":
+                rep.setdefault(kind, []).append(values)
+            else:
+                rep[kind] = values
+        return out
+
+
+def _sample_rows(result_id: int, result: Result):
+    for position, rep in enumerate(result.repetitions):
+        for kind in SAMPLE_ARRAYS:
+            if rep.get(kind) is None:
+                continue
+            arrays = rep[kind] if kind == "worker_samples" else [rep[kind]]
+            for worker, values in enumerate(arrays):
+                yield (result_id, position, worker if kind == "worker_samples" else -1, kind,
+                       np.asarray(values, dtype="<i8").tobytes())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from enginebench.engines.base import Session
-from enginebench.measure.memory import peak_rss_mb, reset_peak_rss
+from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.scenarios.base import Measurement
 from enginebench.workloads import WorkloadData
@@ -15,10 +15,11 @@ def run_latency(session: Session, workload: WorkloadData, batch_size: int, rule:
                 load_s: float) -> Measurement:
     batches = workload.batches(batch_size)
     prepared = [session.prepare(b) for b in batches]
-    reset_peak_rss()  # the peak covers this cell; the loaded model stays resident and is counted
-    started = time.perf_counter()
-    samples = measure_calls(session.run, prepared, rule)
-    wall = time.perf_counter() - started
+    details = dict(session.details)
+    start_peak_window(details)  # the peak covers this cell; the loaded model stays resident and is counted
+    marks: dict[str, float] = {}
+    samples = measure_calls(session.run, prepared, rule, after_warmup=lambda: marks.update(start=time.perf_counter()))
+    wall = time.perf_counter() - marks["start"]  # the measured window only, warm-up excluded
     return Measurement(
         worker_samples=[samples],
         items_per_call=batch_size,
@@ -27,5 +28,5 @@ def run_latency(session: Session, workload: WorkloadData, batch_size: int, rule:
         peak_rss_mb=peak_rss_mb(),
         executed_precision=session.executed_precision,
         wall_s=wall,
-        details=dict(session.details),
+        details=details,
     )

@@ -13,7 +13,7 @@ import traceback
 
 import numpy as np
 
-from enginebench.measure.memory import peak_rss_mb
+from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.scenarios.base import Measurement
 
@@ -29,6 +29,9 @@ def _worker(index: int, load_session, workload, batch_size: int, rule: StoppingR
         batches = workload.batches(batch_size)
         prepared = [session.prepare(b) for b in batches]
         outputs = session.run(session.prepare(want_outputs)) if want_outputs is not None else None
+        details = dict(session.details)
+        out.put(("loaded", index))
+        start_peak_window(details)  # as in every scenario: the peak covers warm-up and measurement, not the load
         marks: dict[str, int] = {}
 
         def meet():
@@ -39,7 +42,7 @@ def _worker(index: int, load_session, workload, batch_size: int, rule: StoppingR
         out.put(("ok", index, {
             "samples": samples, "start_ns": marks["start"], "end_ns": time.perf_counter_ns(), "load_s": load_s,
             "peak_rss_mb": peak_rss_mb(), "executed_precision": session.executed_precision,
-            "details": dict(session.details), "outputs": outputs,
+            "details": details, "outputs": outputs,
             "tokens_per_item": sum(b.real_tokens for b in batches) / (len(batches) * batch_size),
         }))
     except BaseException as e:  # noqa: BLE001 - report anything, the parent decides
@@ -48,8 +51,9 @@ def _worker(index: int, load_session, workload, batch_size: int, rule: StoppingR
 
 
 def run_throughput(load_session, workload, batch_size: int, workers: int, rule: StoppingRule,
-                   fidelity_inputs=None) -> tuple[Measurement, np.ndarray | None]:
-    """`load_session` is a picklable callable returning a fresh Session (run in each worker process)."""
+                   fidelity_inputs=None, on_loaded=None) -> tuple[Measurement, np.ndarray | None]:
+    """`load_session` is a picklable callable returning a fresh Session (run in each worker process);
+    `on_loaded()` is called once every worker has loaded its session (before warm-up)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
     out = ctx.Queue()
@@ -61,6 +65,7 @@ def run_throughput(load_session, workload, batch_size: int, workers: int, rule: 
     for p in procs:
         p.start()
     reports: dict[int, dict] = {}
+    loaded: set[int] = set()
     error = None
     while len(reports) < workers and error is None:
         try:
@@ -70,7 +75,11 @@ def run_throughput(load_session, workload, batch_size: int, workers: int, rule: 
             if dead:
                 error = f"worker process died with exit code {dead[0].exitcode}"
             continue
-        if msg[0] == "ok":
+        if msg[0] == "loaded":
+            loaded.add(msg[1])
+            if len(loaded) == workers and on_loaded is not None:
+                on_loaded()
+        elif msg[0] == "ok":
             reports[msg[1]] = msg[2]
         else:
             error = f"worker {msg[1]}: {msg[2]}"
@@ -92,6 +101,8 @@ def run_throughput(load_session, workload, batch_size: int, workers: int, rule: 
         executed_precision=ordered[0]["executed_precision"],
         wall_s=(end - start) / 1e9,
         details={**ordered[0]["details"], "worker_load_s": [round(r["load_s"], 3) for r in ordered],
-                 "worker_peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in ordered]},
+                 "worker_peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in ordered],
+                 # how far apart the workers left the barrier: the measured windows overlap up to this
+                 "barrier_spread_ms": round((max(r["start_ns"] for r in ordered) - start) / 1e6, 3)},
     )
     return measurement, ordered[0]["outputs"]

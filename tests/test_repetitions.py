@@ -1,0 +1,160 @@
+"""Independent repetitions: the hierarchical CI, the verdict across processes, storage apart, the shuffled order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enginebench.measure.stats import bootstrap_ci, hierarchical_ci, summarize
+from enginebench.measure.timing import StoppingRule
+from enginebench.measure.verdict import repetitions_disagree, verdict
+from enginebench.orchestrator import Orchestrator
+from enginebench.plan import Cell, Plan
+from enginebench.results.build import build_result
+from enginebench.results.store import ResultStore
+from enginebench.scenarios.base import Measurement
+
+
+def _process(rng, median_ns: float, n: int = 400) -> np.ndarray:
+    return (median_ns * (1 + 0.02 * rng.standard_normal(n))).astype(np.int64)
+
+
+def _measurement(samples, workers: int = 1) -> Measurement:
+    parts = np.array_split(np.asarray(samples, dtype=np.int64), workers)
+    return Measurement(worker_samples=parts, items_per_call=1, tokens_per_item=16.0, load_s=0.1,
+                       peak_rss_mb=100.0, executed_precision="fp32", wall_s=float(np.sum(samples)) / 1e9 / workers)
+
+
+CONTEXT = dict(model="m", seq_len=16, engine_version="1", engine_options={}, details={})
+CELL = Cell("onnxruntime", "fp32", "latency", "titles", 1, 1, 1)
+
+
+def test_the_ci_over_processes_is_wider_when_processes_differ():
+    rng = np.random.default_rng(0)
+    shifted = [_process(rng, m) for m in (1.00e6, 1.06e6, 0.95e6)]  # each process sits somewhere else
+    pooled = np.concatenate(shifted)
+    naive = bootstrap_ci(pooled)
+    lo, hi = hierarchical_ci(shifted)
+    assert (hi - lo) > 3 * (naive[1] - naive[0])  # the pooled bootstrap hides the between-process spread
+    assert lo <= np.median(pooled) <= hi
+    same = [_process(rng, 1.0e6) for _ in range(3)]  # no shift: about as wide as the pooled CI
+    lo2, hi2 = hierarchical_ci(same)
+    naive2 = bootstrap_ci(np.concatenate(same))
+    assert (hi2 - lo2) < 3 * (naive2[1] - naive2[0])
+
+
+def test_one_sample_has_no_ci_and_the_verdict_says_so():
+    assert bootstrap_ci(np.array([5.0])) is None
+    s = summarize([5.0])
+    assert s.ci95 is None and s.to_dict()["ci95"] is None
+    assert any("no confidence interval" in r for r in verdict([5_000_000])["reasons"])
+    result = build_result(CELL, [(0, _measurement([5_000_000]))], **CONTEXT)
+    assert result.latency_ms["ci95"] is None and result.throughput["ci95"] is None
+    assert not result.verdict["ok"]
+    from enginebench.results.report import table_rows
+
+    _, rows, _ = table_rows([result])
+    assert "(n=1)" in " ".join(rows[0]) and "± 0" not in " ".join(rows[0])
+
+
+def test_the_verdict_warns_when_repetitions_disagree():
+    rng = np.random.default_rng(1)
+    apart = [_process(rng, 1.0e6), _process(rng, 1.10e6)]
+    assert "repetitions disagree" in repetitions_disagree(apart)
+    assert repetitions_disagree([_process(rng, 1.0e6), _process(rng, 1.0e6)]) is None
+    result = build_result(CELL, [(0, _measurement(apart[0])), (1, _measurement(apart[1]))], **CONTEXT)
+    assert any("repetitions disagree" in r for r in result.verdict["reasons"])
+    assert result.latency_ms["processes"] == 2
+
+
+def test_repetitions_are_stored_apart_and_every_figure_rebuilds(tmp_path):
+    rng = np.random.default_rng(2)
+    measured = [(r, _measurement(_process(rng, (1 + 0.03 * r) * 1e6, 300), workers=2)) for r in range(3)]
+    result = build_result(CELL, measured, **CONTEXT)
+    with ResultStore(tmp_path / "r.db") as store:
+        from enginebench.results.model import Run
+
+        store.add_run(Run("run1", "2026-01-01T00:00:00+00:00", {}, {}))
+        store.add_result("run1", build_result(CELL, measured[:1], **CONTEXT), cell=0)  # after repetition 1 ...
+        store.add_result("run1", result, cell=0)  # ... replaced after repetition 3, never duplicated
+        loaded = store.load_run("run1").results
+    assert len(loaded) == 1
+    back = loaded[0]
+    assert back == result
+    for rep, (_, m) in zip(back.repetitions, measured):
+        assert [list(w) for w in rep["worker_samples"]] == [w.tolist() for w in m.worker_samples]
+    rebuilt = summarize(None, [np.asarray(g) / 1e6 for g in back.process_samples()]).to_dict()
+    assert rebuilt == back.latency_ms
+    again = build_result(CELL, [(rep["index"], _measurement(np.concatenate(rep["worker_samples"]), workers=2))
+                                for rep in back.repetitions], **CONTEXT)
+    assert again.throughput["items_per_s"] == pytest.approx(back.throughput["items_per_s"])
+
+
+def _plan(titles, minilm, repeat: int, seed: int = 0) -> Plan:
+    cells = [Cell(engine, "fp32", "latency", "titles", b, 1, 1) for engine in ("onnxruntime", "openvino")
+             for b in (1, 2)]
+    return Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {}, timeout_s=60,
+                repeat=repeat, order_seed=seed)
+
+
+def _scripted(orch: Orchestrator, fail: set[tuple[int, int]] = frozenset()):
+    """Children that measure every cell at once; (child number, cell index) pairs in `fail` raise instead."""
+    started: list[list[int]] = []
+
+    def child_messages(job, timed_out):
+        started.append([index for index, _ in job.cells])
+        for index, _ in job.cells:
+            yield ("start", index)
+            if (len(started) - 1, index) in fail:
+                yield ("error", index, "RuntimeError: boom", "")
+            else:
+                yield ("result", index, _measurement(np.full(12, 1_000_000 + 1000 * index)))
+        yield ("done",)
+
+    orch._child_messages = child_messages
+    orch._references = lambda: None
+    return started
+
+
+def test_each_repetition_is_a_fresh_child_in_a_seeded_shuffled_order(titles, minilm):
+    orch = Orchestrator(_plan(titles, minilm, repeat=3))
+    started = _scripted(orch)
+    emitted: list[tuple[int, object]] = []
+    orch.run(lambda index, result: emitted.append((index, result)))
+    assert len(started) == 6  # 2 jobs (engines) x 3 repetitions, each a new child
+    assert orch.deliveries() == len(emitted) == 12
+    finals = {index: result for index, result in emitted}
+    assert all(len(r.repetitions) == 3 for r in finals.values())
+    assert [rep["index"] for rep in finals[0].repetitions] == [0, 1, 2]
+    order = orch.cell_order()
+    assert [sorted(o) for o in order] == [[0, 1, 2, 3]] * 3
+    assert len({tuple(o) for o in order}) > 1  # the order changes between repetitions
+    assert Orchestrator(_plan(titles, minilm, repeat=3)).cell_order() == order  # seeded: reproducible
+    assert Orchestrator(_plan(titles, minilm, repeat=1)).cell_order() == [[0, 1, 2, 3]]  # one: plan order
+
+
+def test_a_failed_repetition_is_reported_and_the_others_kept(titles, minilm):
+    orch = Orchestrator(_plan(titles, minilm, repeat=2))
+    first_child = orch.schedule()[0][0]
+    victim = first_child.cells[0][0]
+    _scripted(orch, fail={(0, victim)})
+    finals = {}
+    orch.run(lambda index, result: finals.__setitem__(index, result))
+    r = finals[victim]
+    assert r.status == "ok" and len(r.repetitions) == 1
+    assert any("repetition 1 failed" in reason for reason in r.verdict["reasons"])
+
+
+def test_the_reference_row_is_marked_as_the_reference(titles, minilm):
+    plan = _plan(titles, minilm, repeat=1)
+    plan.cells = [Cell("torch", "fp32", "latency", "titles", 1, 1, 1), Cell("onnxruntime", "fp32", "latency", "titles", 1, 1, 1)]
+    orch = Orchestrator(plan)
+    measured = _measurement(np.full(12, 1_000_000))
+    measured.fidelity = {"metric": "min_cosine", "value": 1.0, "ok": True, "threshold": 0.9999}
+    reference = orch._result(0, [(0, measured)], [])
+    other = orch._result(1, [(0, measured)], [])
+    assert reference.fidelity["reference"] is True and "reference" not in other.fidelity
+    from enginebench.results.report import table_rows
+
+    _, rows, _ = table_rows([reference, other])
+    assert "reference" in rows[0] and "reference" not in rows[1]
