@@ -57,3 +57,19 @@ HangEngine = _engine("hang")
 RaiseEngine = _engine("raise")
 
 PLUGINS = ",".join(f"fake-{b}=fake_engines:{b.capitalize()}Engine" for b in ("wrong", "crash", "hang", "raise"))
+
+
+class HangGraphEngine(Engine):
+    """Loads ONNX graphs (so `blocks` runs it) but never finishes loading one."""
+
+    name = "fake-hang-graph"
+    library = "numpy"
+    requires = ("numpy",)
+    extra = "test"
+    cuts_graph = True
+
+    def load(self, model, precision, options):
+        return _Session("hang", model.hidden_size)
+
+    def load_onnx_graph(self, path, options):
+        time.sleep(3600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,8 @@ def _graph_inputs(path: Path) -> set[str]:
 
 
 def breakdown(model: ModelSpec, engines: list[str], batches: list[TokenBatch], rule: StoppingRule, threads: int,
-              options: dict[str, dict[str, str]]) -> Breakdown:
+              options: dict[str, dict[str, str]], timeout_s: float = 1800.0) -> Breakdown:
+    """Each engine in its own process, abandoned (and killed) after `timeout_s` for its loads and timings."""
     from enginebench.engines import engine_class
 
     blocks = block_files(model)
@@ -99,13 +101,19 @@ def breakdown(model: ModelSpec, engines: list[str], batches: list[TokenBatch], r
         if not cls.cuts_graph:
             results.append(EngineBlocks(engine, error=f"{engine} does not load ONNX graphs, so it cannot time blocks"))
             continue
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
         try:
-            with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-                samples = pool.submit(time_blocks, engine, blocks, _full_graph(model), batches, rule, threads,
-                                      options.get(engine, {})).result()
+            samples = pool.submit(time_blocks, engine, blocks, _full_graph(model), batches, rule, threads,
+                                  options.get(engine, {})).result(timeout=timeout_s)
             results.append(EngineBlocks(engine, [summarize(s) for s in samples[:-1]], summarize(samples[-1])))
+        except FuturesTimeout:
+            for proc in list(getattr(pool, "_processes", {}).values()):  # a hung engine: end its process
+                proc.kill()
+            results.append(EngineBlocks(engine, error=f"timed out after {timeout_s:g} s (raise --timeout)"))
         except BrokenProcessPool:
             results.append(EngineBlocks(engine, error="its process died (crash or out of memory)"))
         except Exception as e:  # one engine's failure is reported in its column; the others still run
             results.append(EngineBlocks(engine, error=f"{type(e).__name__}: {e}"))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
     return Breakdown([b for b, _ in blocks], results, batches[0].size, batches[0].seq_len)
