@@ -18,6 +18,8 @@ def to_json(run: Run, with_samples: bool = True) -> str:
 
 def to_csv(run: Run) -> str:
     rows = [r.to_dict(with_samples=False) for r in run.results]
+    for row in rows:  # one flat row per result: per-process records stay in JSON (details.processes counts them)
+        row.pop("repetitions")
     frame = pd.json_normalize(rows, sep=".")
     frame.insert(0, "run_id", run.run_id)
     return frame.to_csv(index=False)
