@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
 	touch $(STAMP)
 
 bench: install
-	$(VENV)/bin/enginebench run
+	$(VENV)/bin/enginebench run --quick
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

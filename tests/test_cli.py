@@ -13,7 +13,7 @@ import pytest
 from fake_engines import PLUGINS
 
 TESTS = Path(__file__).parent
-FAST = ["--duration", "0.2", "--min-samples", "3", "--warmup", "0.05"]
+FAST = ["--duration", "0.2", "--min-samples", "3", "--warmup", "0.05", "--repeat", "1"]
 
 
 def enginebench(*args, env=None, timeout=300):

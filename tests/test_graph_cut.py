@@ -105,7 +105,7 @@ def test_run_until_skips_torch_and_compares_with_onnxruntime_on_the_same_cut(tmp
     env = {**os.environ, "COLUMNS": "200"}
     p = subprocess.run([sys.executable, "-m", "enginebench", "run", "--until", NODE, "--engine", "onnxruntime,torch",
                         "--workload", "titles", "--scenario", "latency", "--batch-size", "1", "--duration", "0.2",
-                        "--min-samples", "3", "--warmup", "0.05", "--db", str(tmp_path / "r.db"), "--json"],
+                        "--min-samples", "3", "--warmup", "0.05", "--repeat", "1", "--db", str(tmp_path / "r.db"), "--json"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     run = json.loads(p.stdout)
@@ -116,6 +116,7 @@ def test_run_until_skips_torch_and_compares_with_onnxruntime_on_the_same_cut(tmp
     ort = by_engine["onnxruntime"]
     assert ort["status"] == "ok", ort
     assert ort["fidelity"]["ok"] and ort["fidelity"]["value"] > 0.9999
+    assert ort["fidelity"]["reference"] is True  # onnxruntime fp32 is the cut's reference: marked, not a pass
 
 
 def test_a_cut_takes_only_the_inputs_it_needs(minilm, titles):

@@ -39,7 +39,7 @@ class SessionFactory:
 
 
 def child_main(job: Job, out) -> None:
-    """Entry point of the child process. Messages: start, result, error, reference, done."""
+    """Entry point of the child process. Messages: start, loading, loaded, result, error, reference, done."""
     try:
         os.setpgrp()  # the parent can kill this process and its workers as one group
     except OSError:
@@ -81,6 +81,7 @@ def _measure(job: Job, out) -> None:
             workload = job.workloads[cell.workload]
             if cell.scenario in ("latency", "generate"):
                 if session is None and load_error is None:
+                    out.put(("loading", index))  # the parent applies --load-timeout until "loaded"
                     try:
                         t0 = time.perf_counter()
                         session = factory()
@@ -88,6 +89,7 @@ def _measure(job: Job, out) -> None:
                         load_peak = peak_rss_mb()
                     except Exception as e:
                         load_error = f"load failed: {type(e).__name__}: {e}"
+                    out.put(("loaded", index))
                 if load_error:
                     out.put(("error", index, load_error, ""))
                     continue
@@ -103,7 +105,9 @@ def _measure(job: Job, out) -> None:
                 m.details["load_peak_rss_mb"] = round(load_peak, 1)
             else:
                 want = None if cell.workload in fidelity_by_workload else workload.fidelity_inputs()
-                m, outputs = run_throughput(factory, workload, cell.batch_size, cell.workers, job.rule, want)
+                out.put(("loading", index))  # each worker loads its own session
+                m, outputs = run_throughput(factory, workload, cell.batch_size, cell.workers, job.rule, want,
+                                            on_loaded=lambda: out.put(("loaded", index)))
                 if want is not None:
                     fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)
             m.fidelity = fidelity_by_workload.get(cell.workload)

@@ -162,15 +162,15 @@ class Engine(ABC):
 
     @classmethod
     def make_options(cls, threads: int, overrides: dict[str, str]) -> EngineOptions:
-        """Build the engine's options from `--option engine.key=value` strings, typed by the dataclass."""
+        """Build the engine's options from `--option engine.key=value` strings, typed by the dataclass and
+        checked against the field's metadata: `choices` (a tuple, or a function returning one) and `min`."""
         fields = {f.name: f for f in dataclasses.fields(cls.Options)}
         values: dict[str, Any] = {"threads": threads}
         for key, raw in overrides.items():
             if key not in fields or key == "threads":
                 known = ", ".join(k for k in fields if k != "threads") or "none"
                 raise KeyError(f"{cls.name} has no option {key!r} (options: {known})")
-            default = fields[key].default
-            values[key] = _coerce(raw, default)
+            values[key] = _coerce(f"{cls.name}.{key}", raw, fields[key])
         return cls.Options(**values)
 
     @abstractmethod
@@ -178,18 +178,35 @@ class Engine(ABC):
         """Load (and convert, compile) the model. Timed as load time."""
 
 
-def _coerce(raw: str, default: Any) -> Any:
+def _coerce(name: str, raw: str, spec: dataclasses.Field) -> Any:
+    """`raw` as the type of the field's default, or ValueError naming the option, what it takes and an example."""
+    default, meta = spec.default, spec.metadata
+    example = f"write e.g. -o {name}={str(default).lower() if isinstance(default, bool) else default}"
     if isinstance(default, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected true/false, got {raw!r}")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw
+        raise ValueError(f"{name} takes true or false, not {raw!r}: {example}")
+    if isinstance(default, (int, float)):
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        try:
+            value = type(default)(raw)
+        except ValueError:
+            value = float("nan")
+        if value != value:
+            raise ValueError(f"{name} takes {kind}, not {raw!r}: {example}")
+        if "min" in meta and value < meta["min"]:
+            raise ValueError(f"{name} must be at least {meta['min']}, not {raw}: {example}")
+        return value
+    choices = meta.get("choices")
+    if choices is None:
+        return raw
+    choices = tuple(choices() if callable(choices) else choices)
+    by_case = {c.lower(): c for c in choices}  # LATENCY or latency: the value the library expects
+    if raw.lower() not in by_case:
+        raise ValueError(f"{name} takes one of {', '.join(choices)}, not {raw!r}: {example}")
+    return by_case[raw.lower()]
 
 
 def options_dict(options: EngineOptions) -> dict:

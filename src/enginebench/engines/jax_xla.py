@@ -147,11 +147,12 @@ class JaxEngine(Engine):
             "threads_control": "NPROC env var set before the XLA CPU backend starts" if threads_applied else
                                "backend already started in this process: NPROC left as it was",
             "compute_dtype": jnp.dtype(dtype).name,
+            **_threads_used(threads_applied, options.threads),
         }
         if model.kind == "decoder":
             from enginebench.engines.jax_llama import load_jax_llama
 
-            return load_jax_llama(model, precision, details)
+            return _read_back_precision(load_jax_llama(model, precision, details))
         config = read_bert_config(model.path)
         host = load_bert_weights(model.path, config)
         # embeddings and layer-norm parameters stay float32; the matmul weights and biases take the compute dtype
@@ -161,4 +162,34 @@ class JaxEngine(Engine):
                        for layer in host["layers"]],
         }
         forward = jax.jit(build_forward(config, dtype))
-        return JaxSession(forward, weights, jax, precision, details)
+        return _read_back_precision(JaxSession(forward, weights, jax, precision, details))
+
+
+def _threads_used(applied: bool, requested: int) -> dict:
+    """XLA:CPU sizes its thread pool from NPROC when the backend starts (else from the CPUs this process may
+    use) and does not report it: what it read is recorded, with where it came from."""
+    if applied:
+        return {"threads_used": requested, "threads_source": "NPROC, set before the XLA CPU backend started"}
+    nproc = os.environ.get("NPROC")
+    if nproc and nproc.isdigit():
+        return {"threads_used": int(nproc), "threads_source": "NPROC as it was when the XLA CPU backend started "
+                                                              "(earlier in this process): --threads had no effect"}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"threads_used": cpus,
+            "threads_source": "XLA's default (the CPUs this process may use): the backend started before NPROC "
+                              "could be set"}
+
+
+def _read_back_precision(session):
+    """Set the session's executed precision from the dtype of the matmul weights it holds (jit computes each
+    product in its operands' dtype), rather than from the precision asked for."""
+    from enginebench.measure.quantization import weights_precision
+
+    dtypes = [array.dtype for layer in session.weights["layers"] for array in layer.values()
+              if getattr(array, "ndim", 0) == 2]
+    if dtypes:
+        session.executed_precision = weights_precision(dtypes)
+        session.details["executed_precision_source"] = "dtype of the jax arrays holding the matmul weights"
+    else:
+        session.details["executed_precision_source"] = "requested (the library does not report it)"
+    return session

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,8 +15,8 @@ _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 @dataclass(frozen=True)
 class OnnxRuntimeOptions(EngineOptions):
-    graph_optimization: str = "all"  # disable, basic, extended or all
-    inter_op_threads: int = 1
+    graph_optimization: str = field(default="all", metadata={"choices": _OPT_LEVELS})
+    inter_op_threads: int = field(default=1, metadata={"min": 1})
 
 
 class OnnxRuntimeSession(Session):
@@ -65,11 +65,11 @@ class OnnxRuntimeEngine(Engine):
         from enginebench.models.onnx_export import onnx_encoder
 
         path, details = onnx_encoder(model)
-        executed = "fp32"
         if precision == "int8":
-            path, details, executed = _int8_model(model, path, details)
+            path, details = _int8_model(model, path, details)
+        executed, graph_details = _graph_readback(path, precision)
         session = ort.InferenceSession(str(path), _session_options(options), providers=["CPUExecutionProvider"])
-        details["providers"] = session.get_providers()
+        details.update(graph_details, providers=session.get_providers(), **_threads_readback(session))
         return OnnxRuntimeSession(session, details, executed)
 
     @classmethod
@@ -87,18 +87,38 @@ class OnnxRuntimeEngine(Engine):
 
 
 def _int8_model(model: ModelSpec, path, details: dict):
-    """The dynamically quantized graph; executed precision int8 only if integer MatMuls are really in it."""
-    import onnx
-
+    """The dynamically quantized graph (cached) and the quantizer's facts."""
     from enginebench.models.artifacts import artifact_key
     from enginebench.models.onnx_export import onnx_key
     from enginebench.models.onnx_quantize import quantized_onnx
 
     qpath, qdetails = quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""))
-    graph = onnx.load(str(qpath), load_external_data=False).graph
-    integer_ops = sum(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)
-    details = {**details, **qdetails, "int8_matmuls": integer_ops}
-    return qpath, details, "int8" if integer_ops else "fp32"
+    return qpath, {**details, **qdetails}
+
+
+def _graph_readback(path, precision: str) -> tuple[str, dict]:
+    """(executed precision, details) from the graph file the session loads: int8 only if its weight MatMuls
+    really are integer ops (MatMulInteger, ...); for int8 also what was quantized (details["quantization"])."""
+    from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
+                                                  onnx_weight_matmuls)
+
+    outline = onnx_outline(path)
+    layers, facts = onnx_weight_matmuls(outline)
+    details = {"executed_precision_source": "weight MatMul node types of the ONNX graph the session loads",
+               "int8_matmuls": sum(m.quantized for m in layers)}
+    if precision == "int8":
+        details["quantization"] = onnx_quantization(outline, f"ONNX graph walk of {path}")
+    return onnx_executed_precision(layers, facts), details
+
+
+def _threads_readback(session) -> dict:
+    """The intra-op threads the session was built with, read back from its own options (0: ORT's default, one
+    per physical core)."""
+    used = session.get_session_options().intra_op_num_threads
+    out = {"threads_used": used, "threads_source": "InferenceSession.get_session_options().intra_op_num_threads"}
+    if not used:
+        out["threads_note"] = "ONNX Runtime's default: one thread per physical core"
+    return out
 
 
 def _session_options(options: OnnxRuntimeOptions):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -30,8 +30,8 @@ _OV_TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 @dataclass(frozen=True)
 class OpenVinoOptions(EngineOptions):
-    hint: str = "LATENCY"  # PERFORMANCE_HINT: LATENCY or THROUGHPUT
-    num_streams: int = 0  # NUM_STREAMS; 0 lets the performance hint choose
+    hint: str = field(default="LATENCY", metadata={"choices": _HINTS})  # PERFORMANCE_HINT
+    num_streams: int = field(default=0, metadata={"min": 0})  # NUM_STREAMS; 0 lets the performance hint choose
 
 
 class OpenVinoSession(Session):
@@ -96,16 +96,24 @@ class OpenVinoEngine(Engine):
             path, compress = _compressed_ir(model, path)
             details = {**details, **compress}
         core = ov.Core()
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", _config(options, precision))
+        ov_model = core.read_model(str(path))
+        layers, facts = openvino_weight_matmuls(ov_model)  # the weights as the plugin receives them
+        compiled = core.compile_model(ov_model, "CPU", _config(options, precision))
         computed = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", ...
         executed = _OV_TYPE_NAMES.get(computed, computed)
-        if precision == "int8":
+        if any(m.quantized for m in layers):  # compressed weights really are in the model
             executed = f"int8-weights/{executed}"
+        if precision == "int8":
+            details["quantization"] = _quantization_record(layers, facts, executed.rsplit("/", 1)[-1], path)
+        threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         details.update({
+            "executed_precision_source": "the compiled model's INFERENCE_PRECISION_HINT; int8-weights when MatMul "
+                                         "weights in the model read are integer constants",
+            "threads_used": threads, "threads_source": "compiled model's INFERENCE_NUM_THREADS",
             "inference_precision": computed, "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
             "num_streams": int(compiled.get_property("NUM_STREAMS")),  # OpenVINO caps streams at the threads
             "num_streams_requested": options.num_streams or "auto",
-            "inference_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "inference_threads": threads,
             "optimal_requests": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
         })
         return OpenVinoSession(compiled, details, executed)
@@ -123,6 +131,97 @@ class OpenVinoEngine(Engine):
             return [np.array(result[port], copy=True) for port in outputs]  # the next call overwrites them
 
         return run
+
+
+# ops that carry a weight from its Constant to the MatMul: NNCF's decompression (Convert, Subtract zero point,
+# Multiply scale) and layout changes (Reshape for group-wise scales, Transpose)
+_DATA_PATH = ("Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze")
+_DECOMPRESSION = ("Multiply", "Subtract")
+
+
+def _weight_constants(output):
+    """The Constant nodes a MatMul input is computed from through decompression ops only, or None when the
+    input depends on anything else (an activation). The largest constant is the weight."""
+    node = output.get_node()
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return [node]
+    if kind in _DATA_PATH:
+        return _weight_constants(node.input(0).get_source_output())
+    if kind in _DECOMPRESSION:
+        found = []
+        for port in node.inputs():
+            constants = _weight_constants(port.get_source_output())
+            if constants is None:
+                return None
+            found += constants + ([node] if kind == "Subtract" else [])
+        return found
+    return None
+
+
+def openvino_weight_matmuls(ov_model):
+    """(WeightMatmul list, facts) of an ov.Model: MatMuls with a constant weight, quantized when NNCF stored
+    that weight as an integer Constant (u8/i8/u4/i4/nf4) decompressed in front of the MatMul. Facts: Counters
+    of the compressed weights' element types and granularity, zero points, and int8 embedding tables."""
+    from collections import Counter
+
+    from enginebench.measure.quantization import WeightMatmul
+
+    layers = []
+    facts = {"weights": Counter(), "weight_granularity": Counter(), "zero_points": 0, "gathers_compressed": 0}
+    for op in ov_model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "Gather":
+            constants = _weight_constants(op.input(0).get_source_output())
+            constants = [c for c in constants or () if c.get_type_name() == "Constant"]
+            if constants and max(constants, key=_shape_size).get_element_type().is_integral():
+                facts["gathers_compressed"] += 1
+            continue
+        if kind != "MatMul":
+            continue
+        for index in (1, 0):
+            found = _weight_constants(op.input(index).get_source_output())
+            if found is None:
+                continue
+            constants = [c for c in found if c.get_type_name() == "Constant"]
+            weight = max(constants, key=_shape_size)
+            shape = [d.get_length() for d in op.input(index).get_partial_shape()]
+            if len(shape) != 2:
+                break
+            transposed = op.get_attributes().get("transpose_b" if index == 1 else "transpose_a", False)
+            rows, cols = shape if (index == 1) != transposed else shape[::-1]
+            quantized = weight.get_element_type().is_integral()
+            layers.append(WeightMatmul(op.get_friendly_name(), rows, cols, quantized))
+            if quantized:
+                facts["weights"][weight.get_element_type().get_type_name()] += 1
+                scales = [c for c in constants if c is not weight and _shape_size(c) > 1]
+                facts["weight_granularity"]["group-wise" if len(weight.get_output_partial_shape(0)) > 2 else
+                                            "per-channel" if scales else "per-tensor"] += 1
+                facts["zero_points"] += any(c.get_type_name() == "Subtract" for c in found)
+            break
+    return layers, facts
+
+
+def _shape_size(node) -> int:
+    size = 1
+    for d in node.get_output_partial_shape(0):
+        size *= d.get_length()
+    return size
+
+
+def _quantization_record(layers, facts, compute: str, path) -> dict:
+    from enginebench.measure.quantization import quantization_record
+
+    source = f"MatMul weight constants of the OpenVINO model compiled ({Path(path).name})"
+    if not any(m.quantized for m in layers):
+        return quantization_record("none: no MatMul weight is compressed", "fp32", compute, layers, source)
+    stored = facts["weights"].most_common(1)[0][0]  # u8 for INT8_ASYM
+    bits = "".join(ch for ch in stored if ch.isdigit()) or "8"
+    granularity = facts["weight_granularity"].most_common(1)[0][0]
+    zero_points = "with zero points" if facts["zero_points"] else "symmetric"
+    scheme = f"weights-only int{bits} ({granularity} {stored} weights {zero_points}), {compute} compute"
+    return quantization_record(scheme, f"int{bits}", compute, layers, source,
+                               embedding_tables_compressed=facts["gathers_compressed"])
 
 
 def _config(options: OpenVinoOptions, precision: str) -> dict:

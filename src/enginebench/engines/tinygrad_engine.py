@@ -3,7 +3,8 @@
 tinygrad's CPU backend compiles its generated kernels with clang (Debian's `clang` package); without it
 tinygrad finds "no usable devices". Threads: `threads` sets NUM_CPU_THREADS (environment at import, ContextVar
 when a kernel is generated), the most ways tinygrad's heuristic splits a kernel. Measured per OS thread with
-tinygrad 0.14, MiniLM's kernels all ran on one worker thread at threads=1 and threads=2 alike.
+tinygrad 0.14, MiniLM's kernels all ran on one worker thread at threads=1 and threads=2 alike, so a session
+records threads_used None with a note, and the table shows the thread count as ignored.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class TinygradEngine(Engine):
         os.environ.setdefault("NUM_CPU_THREADS", str(options.threads))  # read if tinygrad is imported now
         from tinygrad import Device, Tensor, dtypes, helpers
 
+        from enginebench.measure.quantization import weights_precision
         from enginebench.models.bert_weights import load_bert_weights, read_bert_config
 
         helpers.NUM_CPU_THREADS.value = options.threads  # read whenever a kernel is generated
@@ -141,5 +143,10 @@ class TinygradEngine(Engine):
             "num_cpu_threads": helpers.NUM_CPU_THREADS.value,
             "jit": options.jit,
             "compute_dtype": str(dtype),
+            "threads_used": None,
+            "threads_note": "tinygrad's CPU backend ignores the thread option",
         }
-        return TinygradSession(build_forward(config, weights), options.jit, precision, details)
+        executed = weights_precision(t.dtype.name for layer in weights["layers"] for t in layer.values()
+                                     if len(t.shape) == 2)
+        details["executed_precision_source"] = "dtype of the tinygrad Tensors holding the matmul weights"
+        return TinygradSession(build_forward(config, weights), options.jit, executed, details)

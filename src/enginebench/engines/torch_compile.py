@@ -10,12 +10,12 @@ includes a compile.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from enginebench.engines.base import Engine, Session
-from enginebench.engines.torch_eager import TorchOptions, reduce_precision
+from enginebench.engines.torch_eager import TorchOptions, reduce_precision, torch_threads
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
@@ -25,12 +25,20 @@ _WARMUP_CALLS = 2  # the first call compiles; the second checks no guard fails a
 _RECOMPILE_LIMIT = 64  # dynamo's default (8) would silently fall back to eager after 8 shapes
 
 
+def _compile_backends() -> list[str]:
+    import torch._dynamo
+
+    return torch._dynamo.list_backends(exclude_tags=())
+
+
 @dataclass(frozen=True)
 class TorchCompileOptions(TorchOptions):
-    mode: str = "default"  # torch.compile mode: default or max-autotune-no-cudagraphs (slow to compile)
-    backend: str = "inductor"  # any torch.compile backend, e.g. inductor, aot_eager, eager
-    warmup_batch: int = 1  # the shape compiled in load()
-    warmup_seq: int = 128
+    # torch.compile mode; max-autotune-no-cudagraphs is slow to compile
+    mode: str = field(default="default", metadata={"choices": _MODES})
+    # any torch.compile backend, e.g. inductor, aot_eager, eager (torch is imported only to check an override)
+    backend: str = field(default="inductor", metadata={"choices": _compile_backends})
+    warmup_batch: int = field(default=1, metadata={"min": 1})  # the shape compiled in load()
+    warmup_seq: int = field(default=128, metadata={"min": 1})
 
 
 class TorchCompileSession(Session):
@@ -99,7 +107,7 @@ class TorchCompileEngine(Engine):
         module, executed, details = reduce_precision(module, precision)
         mode = None if options.mode == "default" else options.mode
         compiled = torch.compile(module, mode=mode, backend=options.backend, dynamic=False)
-        details = {**details, "attention": module.transformer.config._attn_implementation,
+        details = {**details, **torch_threads(torch), "attention": module.transformer.config._attn_implementation,
                    "compile": f"torch.compile(backend={options.backend}, mode={options.mode}, dynamic=False)"}
         session = TorchCompileSession(compiled, module.input_names, torch, executed, details)
         warmup = _warmup_batch(options.warmup_batch, options.warmup_seq)

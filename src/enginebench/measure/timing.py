@@ -24,12 +24,16 @@ class StoppingRule:
 
     def __post_init__(self):
         if not (self.duration_s >= 0 and self.warmup_s >= 0):
-            raise UsageError("durations must be zero or positive seconds, e.g. --duration 10")
+            raise UsageError("durations must be zero or positive, e.g. --duration 10s")
         if self.min_samples < 1 or self.min_warmup < 0:
             raise UsageError("--min-samples must be at least 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> str:
+        """The rule in a few words, for table titles: `cells ≥1 s & ≥5 calls after 0.3 s warm-up`."""
+        return f"cells ≥{self.duration_s:g} s & ≥{self.min_samples} calls after {self.warmup_s:g} s warm-up"
 
 
 def measure_calls(call: Callable[[Any], Any], inputs: Sequence[Any], rule: StoppingRule,

@@ -5,6 +5,8 @@ Settings (measured on all-MiniLM-L6-v2, 32 corpus sentences x 128 tokens, min co
   MatMul with constant weights only, per-channel                        0.989
   the same, FFN down-projections (weight K > N) left in fp32            0.996  <- used
 The down-projection's input is the GELU output, whose outliers make a per-tensor uint8 activation scale coarse.
+What the file really holds (which MatMuls became MatMulInteger, their share of the weight-MatMul FLOPs) is read
+back from the quantized graph when a session loads it (measure/quantization.py), not taken from these settings.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ def down_projections(model) -> list[str]:
 
 
 def _quantize(source: Path, out: Path) -> None:
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep_fp32 = down_projections(onnx.load(str(source), load_external_data=False))
+    from enginebench.measure.quantization import onnx_outline
+
+    keep_fp32 = down_projections(onnx_outline(source))
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" advice would land in the middle of our table

@@ -36,7 +36,10 @@ def _rate(r: Result) -> dict | None:
 def _tps(rate: dict | None) -> str:
     if not rate:
         return "—"
-    value, (lo, hi) = rate["median"], rate["ci95"]
+    value = rate["median"]
+    if not rate.get("ci95"):  # one sample: no interval
+        return f"{value:,.2f} (n=1)"
+    lo, hi = rate["ci95"]
     return f"{value:,.2f} ± {max(value - lo, hi - value):.2f}"
 
 
@@ -44,6 +47,8 @@ def _fidelity(r: Result) -> str:
     f = r.fidelity
     if not f:
         return "n/a"
+    if f.get("reference"):
+        return "reference"
     if f.get("value") is None:
         return "FAIL " + str(f.get("error", ""))
     greedy = f.get("greedy_agreement")
@@ -69,10 +74,12 @@ def decoder_table(run: Run) -> tuple[list[str], list[list[str]], dict[str, str]]
 
 
 def decoder_rows(run: Run) -> list[list[str]]:
+    from enginebench.results.report import precision_label
+
     model = run.config.get("model", {})
     rows = []
     for r in filter(is_decoder_result, run.results):
-        precision = r.precision if r.executed_precision in (None, r.precision) else f"{r.precision}→{r.executed_precision}"
+        precision = precision_label(r)  # with what was quantized, for int8
         head = [r.model, _size(model.get("size_bytes") or r.details.get("model_size_bytes")),
                 _params(model.get("params") or r.details.get("model_params")), r.engine, precision,
                 str(r.threads), str(r.batch_size), r.workload]
@@ -110,26 +117,26 @@ def decoder_notes(run: Run) -> list[str]:
 
 
 def render_decoder_table(run: Run, console) -> None:
-    from rich.table import Table
+    from enginebench.results.report import measured_how
+    from enginebench.results.terminal import print_table
 
     headers, rows, constants = decoder_table(run)
     title = f"run {run.run_id} — generate (pp = prefill, tg = decode)"
     title += "".join(f" — {k} {v}" for k, v in constants.items())
-    table = Table(title=title)
-    for h in headers:
-        table.add_column(h, justify="left" if h in ("model", "engine", "precision", "test") else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    title += measured_how(run.config)
+    print_table(console, title, headers, rows, keys=headers.index("test") + 1,
+                left={"model", "engine", "precision", "test"})
     for line in decoder_notes(run):
         console.print(f"[yellow]{line}[/yellow]", highlight=False)
 
 
 def decoder_markdown(run: Run) -> str:
+    from enginebench.results.report import measured_how
+
     headers, rows, constants = decoder_table(run)
     if not rows:
         return ""
-    lines = ["generate" + "".join(f" · {k} {v}" for k, v in constants.items()), ""]
+    lines = ["generate" + "".join(f" · {k} {v}" for k, v in constants.items()) + measured_how(run.config), ""]
     lines += ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from enginebench.results.model import Run
-from enginebench.results.report import table_rows
+from enginebench.results.report import measured_how, table_rows
 
 FORMATS = ("json", "csv", "md")
 
@@ -34,7 +34,8 @@ def to_markdown(run: Run) -> str:
         return f"**run {run.run_id}** · decoders\n\n" + decoders
     run = Run(run.run_id, run.created_at, run.machine, run.config, encoders, run.schema_version)
     headers, rows, constants = table_rows(run.results)
-    lines = [f"**run {run.run_id}**" + "".join(f" · {k} {v}" for k, v in constants.items()), ""]
+    lines = [f"**run {run.run_id}**" + "".join(f" · {k} {v}" for k, v in constants.items())
+             + measured_how(run.config), ""]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" for _ in headers) + "|")
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]

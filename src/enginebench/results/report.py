@@ -9,14 +9,42 @@ from enginebench.results.model import Result, Run
 
 _PARAMS = [  # (header, getter)
     ("engine", lambda r: r.engine),
-    ("precision", lambda r: r.precision if r.executed_precision in (None, r.precision) else f"{r.precision}→{r.executed_precision}"),
+    ("precision", lambda r: precision_label(r)),
     ("scenario", lambda r: r.scenario),
     ("workload", lambda r: r.workload),
     ("seq", lambda r: str(r.seq_len)),
     ("batch", lambda r: str(r.batch_size)),
-    ("workers×threads", lambda r: f"{r.workers}×{r.threads}"),
+    ("workers×threads", lambda r: threads_label(r)),
 ]
 ALWAYS_SHOWN = {"engine"}
+
+
+def precision_label(r: Result) -> str:
+    """The precision asked for; `→ executed` when the engine ran another; for quantized results what was
+    quantized, from details["quantization"]: `int8 (w8a8, 67% of MatMul FLOPs)`; `int8 (w8a32, 100% of MatMul
+    FLOPs)` for int8 weights with fp32 activations (weights-only)."""
+    from enginebench.measure.quantization import short_label
+
+    executed = r.executed_precision
+    as_asked = executed in (None, r.precision) or executed.startswith(f"{r.precision}-")  # int8-weights/fp32
+    text = r.precision if as_asked else f"{r.precision}→{executed}"
+    quantization = (r.details or {}).get("quantization")
+    if quantization and as_asked:
+        text += f" ({short_label(quantization)})"
+    return text
+
+
+def threads_label(r: Result) -> str:
+    """`workers×threads`, with `→used` where the engine reports using another number of threads, and
+    `(ignored)` where the engine's thread option has no effect (details["threads_used"] is None)."""
+    text = f"{r.workers}×{r.threads}"
+    details = r.details or {}
+    if "threads_used" not in details:
+        return text
+    used = details["threads_used"]
+    if used is None:
+        return f"{text} (ignored)"
+    return text if used == r.threads else f"{text}→{used}"
 
 
 def _num(x: float, digits: int = 3) -> str:
@@ -26,8 +54,8 @@ def _num(x: float, digits: int = 3) -> str:
 
 
 def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
-    if ci is None:
-        return _num(value, digits)
+    if ci is None:  # one sample: no interval to show
+        return f"{_num(value, digits)} (n=1)"
     half = max(value - ci[0], ci[1] - value)
     return f"{_num(value, digits)} ± {_num(half, 2)}"
 
@@ -36,6 +64,8 @@ def _fidelity(r: Result) -> str:
     f = r.fidelity
     if not f:
         return "n/a"
+    if f.get("reference"):  # the row every other is compared with: not a pass against itself
+        return "reference"
     if f.get("value") is None:
         return "FAIL " + f.get("error", "")
     mark = "ok" if f["ok"] else "FAIL"
@@ -121,10 +151,11 @@ def notes(results: list[Result]) -> list[str]:
 
 def render(run: Run, console=None) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
+    from enginebench.results.terminal import print_table
 
     console = console or Console()
-    from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
 
     if any(map(is_decoder_result, run.results)):
         render_decoder_table(run, console)
@@ -136,19 +167,27 @@ def render(run: Run, console=None) -> None:
     title = f"run {run.run_id} — model {run.results[0].model if run.results else '?'}"
     if constants:
         title += " — " + ", ".join(f"{k} {v}" for k, v in constants.items())
-    table = Table(title=title, show_lines=False)
-    for h in headers:
-        table.add_column(h, justify="left" if h in dict(_PARAMS) else "right", no_wrap=True)
-    for row, r in zip(rows, run.results):
-        style = "red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (
-            "dim" if r.status == "skipped" else None)
-        table.add_row(*row, style=style)
-    console.print(table)
+    title += measured_how(run.config)
+    styles = ["red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (
+        "dim" if r.status == "skipped" else None) for r in run.results]
+    print_table(console, title, headers, rows, keys=len(headers) - len(MEASURE_HEADERS), left=set(dict(_PARAMS)),
+                styles=styles)
     m = run.machine
     console.print(f"[dim]{m.get('cpu')} · {m.get('logical_cores')} cores (affinity {_cpus(m.get('affinity'))}) · "
                   f"{m.get('memory_gb')} GB · Python {m.get('python')}[/dim]")
     for line in notes(run.results):
         console.print(f"[yellow]{line}[/yellow]", highlight=False)
+
+
+def measured_how(config: dict) -> str:
+    """For a title: the stopping rule and the processes per cell, e.g. ` · cells ≥1 s & ≥5 calls after 0.3 s
+    warm-up · 1 process per cell`."""
+    from enginebench.measure.timing import StoppingRule
+
+    if not config.get("stopping_rule"):
+        return ""
+    n = config.get("repeat", 1)
+    return f" · {StoppingRule(**config['stopping_rule']).describe()} · {n} process{'' if n == 1 else 'es'} per cell"
 
 
 def _cpus(affinity) -> str:

@@ -36,6 +36,13 @@ def python_docs_paragraphs() -> list[str]:
     return documents
 
 
+def _text(value, path: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"corpus {path} {where}: 'text' is {json.dumps(value, default=repr)[:40]}, not a string: "
+                         "every document's text must be a string")
+    return value
+
+
 def read_corpus(path: str) -> list[str]:
     """One document per line (.txt), field `text` (.jsonl) or column `text` (.parquet)."""
     if path == DEFAULT_CORPUS:
@@ -54,14 +61,14 @@ def read_corpus(path: str) -> list[str]:
                     row = json.loads(line)
                     if not isinstance(row, dict) or "text" not in row:
                         raise UsageError(f"corpus {path} line {n} has no field 'text': each line must be a JSON object with 'text'")
-                    docs.append(str(row["text"]))
+                    docs.append(_text(row["text"], path, f"line {n}"))
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
             table = pq.read_table(p)
             if "text" not in table.column_names:
                 raise UsageError(f"corpus {path} has no column 'text' (columns: {', '.join(table.column_names)})")
-            docs = [str(t) for t in table.column("text").to_pylist() if t is not None]
+            docs = [_text(t, path, f"row {i} (counting from 0)") for i, t in enumerate(table.column("text").to_pylist())]
         else:
             raise UsageError(f"corpus {path} has an unknown format {suffix or '(none)'}: use .txt, .jsonl or .parquet")
     except UsageError:
