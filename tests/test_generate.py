@@ -102,11 +102,14 @@ def test_generate_scenario_pp_and_tg(tiny, fp32_session):
     assert len(pp.worker_samples[0]) >= 5 and (pp.worker_samples[0] > 0).all()
     assert pp.tokens_per_item == 24 and pp.items_per_call == 2
     assert "ttft_ns" not in pp.details and pp.details["timing"].startswith("prefill")
+    assert pp.details["pp_timed_as"] == "prefill" and pp.details["timed_call"].startswith("prefill(): transformers")
     tg = run_generate(fp32_session, sets["tg6"], batch_size=1, rule=FAST, load_s=0.5)
     samples = tg.worker_samples[0]
     generations = tg.details["generations"]
     assert len(samples) == 5 * generations  # gen_len - 1 decode steps per generation, each timed
     assert len(tg.details["ttft_ns"]) == generations and tg.tokens_per_item == 1
+    assert tg.details["generation_steps"] == [5] * generations and "pp_timed_as" not in tg.details
+    assert tg.details["timed_call"].startswith("decode(): one LlamaForCausalLM forward")
     assert tg.peak_rss_mb > 0 and tg.executed_precision == "fp32"
 
 
@@ -142,6 +145,69 @@ class _Plain(_StreamOnly):
     stream = DecoderSession.stream
 
 
+def test_pp_of_an_engine_owning_its_loop_is_a_ttft(tiny):
+    """An engine that cannot prefill without generating is timed through stream(prompt, 1): the sample is a
+    time to first token, and the measurement says so, so no prefill tokens/s is derived from it."""
+    sets = build_prompt_sets(tiny.path, [DecoderTest("pp", 8, 1)], max_positions=256)
+    m = run_generate(_StreamOnly(), sets["pp8"], 1, FAST, 0.0)
+    assert m.details["pp_timed_as"] == "ttft" and m.details["timed_call"].startswith("time to first token")
+    assert "_StreamOnly.stream()" in m.details["timed_call"]  # an engine that does not describe its call
+    direct = run_generate(_Plain(), sets["pp8"], 1, FAST, 0.0)
+    assert direct.details["pp_timed_as"] == "prefill"
+
+
+class _PreparedStream(_StreamOnly):
+    """Converts prompts to its own format before the clock and reports host-side work done there."""
+
+    timed_calls = {"stream": "the fake loop"}
+
+    def __init__(self):
+        self.streamed = []
+
+    def prepare_prompt(self, prompt):
+        return ("prepared", prompt)
+
+    def stream(self, prompt, new_tokens):
+        self.streamed.append(prompt)
+        import time
+
+        time.sleep(0.002)
+        yield from super().stream(prompt[1], new_tokens)
+
+    def host_side(self, tokens, call, repeats):
+        assert call == "stream" and tokens.shape == (1, 8)
+        return {"what": "conversion", "samples_ns": [1_000_000] * repeats, "inside_timed_call": False}
+
+
+def test_prepared_prompts_and_host_side_are_recorded(tiny):
+    sets = build_prompt_sets(tiny.path, [DecoderTest("tg", 8, 3)], max_positions=256)
+    session = _PreparedStream()
+    m = run_generate(session, sets["tg3"], 1, FAST, 0.0)
+    assert all(p[0] == "prepared" for p in session.streamed)  # prepared once, before the clock
+    host = m.details["host_side"]
+    assert host["what"] == "conversion" and host["median_ms"] == 1.0 and host["repeats"] == 7
+    assert host["call"] == "ttft" and host["share_of_call"] is None  # done before the clock
+    assert 0 < host["would_be_share_of_call"] < 0.6  # 1 ms against a TTFT of at least the 2 ms sleep
+    assert m.details["timed_call"].endswith("the fake loop")
+
+
+def test_llamacpp_host_side_is_measured(tiny):
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    session = load_session("llamacpp", tiny, "fp32", threads=1)
+    sets = build_prompt_sets(tiny.path, [DecoderTest("pp", 24, 1), DecoderTest("tg", 24, 4)], max_positions=256)
+    for name, call in (("pp24", "prefill"), ("tg4", "decode")):
+        m = run_generate(session, sets[name], 1, FAST, 0.0)
+        host = m.details["host_side"]
+        assert host["inside_timed_call"] and host["call"] == call and "llama_batch" in host["what"]
+        assert 0 < host["median_ms"] and 0 < host["share_of_call"] < 1
+        assert "llama_decode" in m.details["timed_call"]
+    # after the host-side timing the session still generates correctly
+    session.reset()
+    ids = sets["pp24"].prompts[:1]
+    np.testing.assert_allclose(session.prefill(ids), session.forward_logits(ids)[:, -1], atol=1e-4)
+
+
 def test_decoder_scenario_mismatch_is_a_one_line_error(tiny, capsys):
     assert main(["run", "--model", tiny.path, "--scenario", "latency", "--db", ":memory:"]) == 2
     assert "decoder" in capsys.readouterr().err
@@ -175,7 +241,9 @@ def test_run_end_to_end_json(tiny, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
-    assert run["schema_version"] == 2
+    from enginebench.results.model import SCHEMA_VERSION
+
+    assert run["schema_version"] == SCHEMA_VERSION
     by_test = {r["workload"]: r for r in run["results"]}
     assert set(by_test) == {"pp16", "tg8"}
     pp, tg = by_test["pp16"], by_test["tg8"]
@@ -205,7 +273,7 @@ def test_generate_results_and_decoder_table():
                      details={"test": "pp128"})
     context = dict(model="tiny", seq_len=128, engine_version="1", engine_options={},
                    details={"model_params": 50_000_000, "machine_speed": {"bandwidth_gbs": 10.0}})
-    results = [build_result(Cell("torch", "bf16", "generate", name, 1, 1, 2), m, **context)
+    results = [build_result(Cell("torch", "bf16", "generate", name, 1, 1, 2), [(0, m)], **context)
                for name, m in (("pp128", pp), ("tg16", tg))]
     prefill, decode = results[0].prefill_tokens_per_s, results[1].decode_tokens_per_s
     assert prefill["median"] == pytest.approx(1280, rel=0.02) and prefill["ci95"][0] <= prefill["median"] <= prefill["ci95"][1]

@@ -31,6 +31,7 @@ def test_identical_engine_agrees_fully(reference):
     assert result["value"] == 1.0 and result["greedy_agreement"] == 1.0
     assert result["mean_abs_logit_error"] < 1e-5 and abs(result["perplexity_increase"]) < 1e-9
     assert result["ok"] and result["greedy_positions"] == 24 and result["positions"] == 96
+    assert result["cache_agreement"] == 1.0 and result["cache_positions"] == 24  # its cached loop is its forward
 
 
 def test_perturbed_logits_score_lower(reference):
@@ -40,6 +41,8 @@ def test_perturbed_logits_score_lower(reference):
     result = score(noisy, ref, "fp32", greedy=None)
     assert result["value"] < 0.9 and result["mean_abs_logit_error"] > 1.0
     assert result["perplexity_increase"] > 0 and not result["ok"]
+    assert any(f.startswith("top-1 agreement") for f in result["failures"])
+    assert any(f.startswith("perplexity") for f in result["failures"])
     mild = score(ref["logits"] + 1e-3 * rng.standard_normal(ref["logits"].shape).astype(np.float32), ref, "int8", None)
     assert mild["ok"] and mild["value"] >= thresholds_for("int8")["top1"]
 

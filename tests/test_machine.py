@@ -9,7 +9,7 @@ import pytest
 
 from enginebench.cli import main
 from enginebench.measure import roofline
-from enginebench.results.model import Result
+from enginebench.results.model import SCHEMA_VERSION, Result
 from enginebench.results.store import ResultStore
 
 
@@ -54,4 +54,4 @@ def test_version_1_results_still_read(tmp_path):
         store.conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         store.conn.commit()
     with ResultStore(db) as store:  # an older database opens and is marked current
-        assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)

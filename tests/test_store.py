@@ -1,4 +1,7 @@
+import json
 import sqlite3
+
+import numpy as np
 
 import pytest
 
@@ -69,3 +72,32 @@ def test_unknown_run_is_a_usage_error(tmp_path):
             store.load_run()
         with pytest.raises(UsageError, match="no run 'x'"):
             store.load_run("x")
+
+
+def test_a_schema_2_database_opens_and_its_pooled_samples_read_as_one_process(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "v2.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '2');
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, machine TEXT NOT NULL,
+                           config TEXT NOT NULL, schema_version INTEGER NOT NULL);
+        CREATE TABLE results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, engine TEXT NOT NULL,
+            model TEXT NOT NULL, precision TEXT NOT NULL, scenario TEXT NOT NULL, workload TEXT NOT NULL,
+            batch_size INTEGER NOT NULL, workers INTEGER NOT NULL, status TEXT NOT NULL, median_ms REAL,
+            items_per_s REAL, result TEXT NOT NULL, samples BLOB);
+    """)
+    old = _result()
+    conn.execute("INSERT INTO runs VALUES ('old', '2026-11-23T12:00:00+00:00', '{}', '{}', 2)")
+    conn.execute("INSERT INTO results (run_id, engine, model, precision, scenario, workload, batch_size, workers,"
+                 " status, result, samples) VALUES ('old', 'onnxruntime', 'minilm', 'fp32', 'latency', 'titles', 1,"
+                 " 1, 'ok', ?, ?)", (json.dumps(old.to_dict(with_samples=False)),
+                                     np.asarray(old.samples, dtype="<i8").tobytes()))
+    conn.commit()
+    conn.close()
+    with ResultStore(db) as store:
+        back = store.load_run("old").results[0]
+        store.add_result("old", old, cell=1)  # the upgraded table takes new rows
+    assert back.samples == old.samples and back.process_samples() == [old.samples]

@@ -150,7 +150,7 @@ def ct2_quantization(folder, compute_type: str) -> dict:
     activations = "int8" if compute_type.startswith("int8") else ct2_executed_precision(compute_type)
     try:
         layers, facts = ct2_weight_matmuls(ct2_variables(Path(folder) / "model.bin"), compute_type)
-        source = "dtypes of the Linear weights in the converted model.bin, and the Encoder's compute_type"
+        source = "dtypes of the Linear weights in the converted model.bin, and the loaded compute_type"
     except (OSError, ValueError, IndexError, struct.error) as e:  # a model.bin format this reader does not know
         from enginebench.measure.quantization import WeightMatmul
 

@@ -218,6 +218,15 @@ def capacity_for(tokens: int, minimum: int = MIN_CAPACITY) -> int:
 
 
 class JaxLlamaSession(DecoderSession):
+    #: what a timed call runs (recorded with each generate result)
+    timed_calls = {
+        "prefill": "the jitted prefill (compiled per shape in warm-up): the prompt's forward filling a fixed-capacity "
+                   "float32 KV cache, then np.asarray of the last position's logits, which waits for XLA; the ids' "
+                   "range check and int32 cast (numpy) inside",
+        "decode": "the jitted decode of one token per sequence (cache donated and written in place; doubled by a "
+                  "copy when full), np.asarray of the logits (waits for XLA); the ids' check and int32 cast inside",
+    }
+
     def __init__(self, shape: LlamaShape, weights, functions, jax, precision: str, details: dict):
         self.shape = shape
         self.weights = weights

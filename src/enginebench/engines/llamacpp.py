@@ -12,8 +12,15 @@ and the llama-cpp-python and gguf versions.
 
 Batches: each row is its own sequence (seq_id) in one llama_batch, so a batch of B prompts is one
 llama_decode call; the context holds `max_batch` sequences of n_ctx tokens each, and a larger batch rebuilds
-it once (during the scenario's warm-up). forward_logits (fidelity) runs row by row on sequence 0, so it never
-resizes the context that the timed calls use.
+it once (during the scenario's warm-up). forward_logits (fidelity) runs row by row on sequence 0, and the
+fidelity's cached-loop check streams one prompt at a time, so neither resizes the context the timed calls use.
+
+A timed prefill()/decode() is one `_feed`: per chunk of n_batch tokens, fill the llama_batch from the numpy
+ids, llama_decode, copy the kept logits out. The host-side part (filling and copying) is numpy writes into
+views of the batch's arrays, with what depends only on the input's shape written once per shape: a few
+microseconds a call, where a Python loop over the tokens (as llama-cpp-python's LlamaBatch.set_batch has)
+cost ~1 us a token (0.23 ms in a 240-token prefill). `host_side()` times that part alone on the same inputs,
+so the generate scenario records its share of the call.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -43,9 +50,12 @@ NATIVE = "native"
 
 @dataclass(frozen=True)
 class LlamaCppOptions(EngineOptions):
-    n_ctx: int = 2048  # tokens per sequence (prompt + generated); capped at the model's max positions
-    n_batch: int = 512  # tokens per llama_decode call (longer inputs are fed in chunks)
-    max_batch: int = 1  # sequences the context is sized for; a larger batch rebuilds the context once
+    # tokens per sequence (prompt + generated); capped at the model's max positions
+    n_ctx: int = field(default=2048, metadata={"min": 1})
+    # tokens per llama_decode call (longer inputs are fed in chunks)
+    n_batch: int = field(default=512, metadata={"min": 1})
+    # sequences the context is sized for; a larger batch rebuilds the context once
+    max_batch: int = field(default=1, metadata={"min": 1})
 
 
 def _silence_llama_logs() -> None:
@@ -116,6 +126,15 @@ def file_type_name(path: Path) -> str:
 
 
 class LlamaCppSession(DecoderSession):
+    #: what a timed call runs (recorded with each generate result)
+    timed_calls = {
+        "prefill": "llama_decode of the prompt batch (chunks of n_batch tokens), including filling the llama_batch "
+                   "from the numpy ids and copying the last position's logits out (Python, numpy); the cache "
+                   "clear (reset) is outside",
+        "decode": "llama_decode of one token per sequence, including filling the llama_batch and copying the "
+                  "logits out (Python, numpy)",
+    }
+
     def __init__(self, path: Path, precision: str, options: LlamaCppOptions, max_positions: int, details: dict):
         import llama_cpp
 
@@ -134,7 +153,8 @@ class LlamaCppSession(DecoderSession):
         self.executed_precision = file_type_name(path)
         self.details = {**details, "requested_precision": precision, "n_ctx": self._n_ctx, "n_batch": options.n_batch,
                         "gguf_bytes": path.stat().st_size, "weight_bytes": path.stat().st_size,
-                        "system_info": llama_cpp.llama_print_system_info().decode().strip()}
+                        "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+                        "threads_used": int(llama_cpp.llama_n_threads(self._ctx))}  # read back from the context
         self.reset()
 
     def _open_context(self, n_seq: int) -> None:
@@ -150,6 +170,14 @@ class LlamaCppSession(DecoderSession):
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context (out of memory?)")
         self._batch = lc.llama_batch_init(self._options.n_batch, 0, n_seq)
+        size = self._options.n_batch
+        self._token_view = np.ctypeslib.as_array(self._batch.token, shape=(size,))
+        self._pos_view = np.ctypeslib.as_array(self._batch.pos, shape=(size,))
+        self._n_seq_id_view = np.ctypeslib.as_array(self._batch.n_seq_id, shape=(size,))
+        self._logits_view = np.ctypeslib.as_array(self._batch.logits, shape=(size,))
+        self._layouts: dict[tuple, tuple] = {}
+        self._written_layout = None  # the layout whose seq_id / n_seq_id / logits flags the batch holds now
+        self._seq_written = np.full(size, -1, dtype=np.int64)  # each slot's seq_id[j][0]; -1: not written yet
         self._n_seq = n_seq
         self._positions = np.zeros(n_seq, dtype=np.int64)
 
@@ -166,7 +194,10 @@ class LlamaCppSession(DecoderSession):
         self._positions[:] = 0
 
     def _feed(self, tokens: np.ndarray, want: str) -> np.ndarray:
-        """Append tokens [batch, n] to sequences 0..batch-1; logits of the last ("last") or every ("all") position."""
+        """Append tokens [batch, n] to sequences 0..batch-1; logits of the last ("last") or every ("all") position.
+
+        Per chunk of n_batch tokens: fill the llama_batch (host side, _fill), llama_decode, copy the logits out
+        (host side, _read). This whole method is what a timed prefill()/decode() runs."""
         tokens = np.asarray(tokens)
         rows, n = tokens.shape
         if rows > self._n_seq:
@@ -174,26 +205,88 @@ class LlamaCppSession(DecoderSession):
         if int(self._positions[:rows].max()) + n > self._n_ctx:
             raise RuntimeError(f"llama.cpp context of {self._n_ctx} tokens is full: raise --option llamacpp.n_ctx")
         out = np.empty((rows, n if want == "all" else 1, self.vocab_size), dtype=np.float32)
-        flat = [(s, i) for s in range(rows) for i in range(n)]
-        batch = self._batch
-        for start in range(0, len(flat), self._options.n_batch):
-            chunk = flat[start:start + self._options.n_batch]
-            for j, (s, i) in enumerate(chunk):
-                batch.token[j] = int(tokens[s, i])
-                batch.pos[j] = int(self._positions[s]) + i
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = s
-                batch.logits[j] = want == "all" or i == n - 1
-            batch.n_tokens = len(chunk)
-            status = self._lc.llama_decode(self._ctx, batch)
+        total = rows * n
+        for start in range(0, total, self._options.n_batch):
+            outputs = self._fill(tokens, start, want)
+            status = self._lc.llama_decode(self._ctx, self._batch)
             if status != 0:
                 raise RuntimeError(f"llama_decode failed (status {status})")
-            for j, (s, i) in enumerate(chunk):
-                if want == "all" or i == n - 1:
-                    logits = self._lc.llama_get_logits_ith(self._ctx, j)
-                    out[s, i if want == "all" else 0] = np.ctypeslib.as_array(logits, shape=(self.vocab_size,))
+            self._read(out, outputs, want)
         self._positions[:rows] += n
         return out
+
+    def _layout(self, rows: int, n: int, start: int, want: str) -> tuple:
+        """Where each slot of the chunk from flat index `start` goes (sequence, position, keeps logits?), per
+        input shape: computed once, then reused by every call of that shape."""
+        key = (rows, n, start, want)
+        layout = self._layouts.get(key)
+        if layout is None:
+            flat = np.arange(start, min(start + self._options.n_batch, rows * n))
+            seq, pos = np.divmod(flat, n)
+            keep = np.ones(len(flat), dtype=bool) if want == "all" else pos == n - 1
+            layout = self._layouts[key] = (key, len(flat), seq, pos, keep.astype(np.int8), seq[keep], pos[keep])
+        return layout
+
+    def _fill(self, tokens: np.ndarray, start: int, want: str) -> tuple:
+        """Write the chunk of flattened (sequence, position) pairs from `start` into the llama_batch through numpy
+        views of its arrays: no Python loop per token (llama-cpp-python's own LlamaBatch.set_batch has one). What
+        depends only on the input's shape (seq_id, n_seq_id, the logits flags) is written only when the shape
+        differs from the previous call's; the token ids and positions are written every call."""
+        rows, n = tokens.shape
+        key, count, seq, pos, keep, out_seq, out_pos = self._layout(rows, n, start, want)
+        if n == 1 and count <= 8:  # a decode step of a few sequences: scalar writes beat numpy's call overhead
+            batch, positions = self._batch, self._positions
+            for j in range(count):
+                batch.token[j] = int(tokens[j, 0])
+                batch.pos[j] = int(positions[j])
+        elif rows == 1:
+            self._token_view[:count] = tokens[0, pos[0]:pos[0] + count]
+            self._pos_view[:count] = pos + self._positions[0]
+        else:
+            self._token_view[:count] = tokens[seq, pos]
+            self._pos_view[:count] = self._positions[seq] + pos
+        if self._written_layout != key:
+            self._n_seq_id_view[:count] = 1
+            self._logits_view[:count] = keep
+            changed = np.flatnonzero(self._seq_written[:count] != seq)
+            for j in changed.tolist():  # seq_id is an array of pointers (no numpy view): only the slots that change
+                self._batch.seq_id[j][0] = int(seq[j])
+            self._seq_written[changed] = seq[changed]
+            self._written_layout = key
+        self._batch.n_tokens = count
+        return out_seq, out_pos
+
+    def _read(self, out: np.ndarray, outputs: tuple, want: str) -> None:
+        """Copy the logits of the last llama_decode (stored contiguously, in batch order) into `out`."""
+        out_seq, out_pos = outputs
+        if not len(out_seq):  # a chunk of a long input holding no kept position
+            return
+        size = len(out_seq) * self.vocab_size
+        pointer = self._lc.llama_get_logits(self._ctx)
+        block = np.frombuffer((ctypes.c_float * size).from_address(ctypes.addressof(pointer.contents)), np.float32)
+        out[out_seq, out_pos if want == "all" else 0] = block.reshape(len(out_seq), self.vocab_size)
+
+    def host_side(self, tokens: np.ndarray, call: str, repeats: int = 7) -> dict | None:
+        """The host-side share of a timed prefill()/decode() on these tokens: the same batch filling and logits
+        copy, without llama_decode (after one real call, so the logits buffer holds outputs of that layout)."""
+        if call not in ("prefill", "decode"):
+            return None
+        tokens = np.asarray(tokens)
+        rows, n = tokens.shape
+        self.reset()
+        self._feed(tokens, "last")
+        samples = []
+        out = np.empty((rows, 1, self.vocab_size), dtype=np.float32)
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            for start in range(0, rows * n, self._options.n_batch):
+                outputs = self._fill(tokens, start, "last")
+            self._read(out, outputs, "last")
+            samples.append(time.perf_counter_ns() - t0)
+        self._batch.n_tokens = 0
+        self.reset()
+        return {"what": "llama_batch filling (numpy writes into its arrays) and the logits copy (llama_get_logits), "
+                        "in Python around llama_decode", "samples_ns": samples, "inside_timed_call": True}
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
         return self._feed(tokens, "last")[:, 0]

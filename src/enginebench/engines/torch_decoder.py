@@ -47,6 +47,15 @@ def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
 
 
 class TorchDecoderSession(DecoderSession):
+    #: what a timed call runs (recorded with each generate result)
+    timed_calls = {
+        "prefill": "transformers LlamaForCausalLM forward of the prompt under inference_mode, filling a DynamicCache, "
+                   "logits of the last position only (logits_to_keep=1) to a float32 numpy array; torch.from_numpy "
+                   "of the ids inside, the new DynamicCache (reset) outside",
+        "decode": "one LlamaForCausalLM forward of [batch, 1] ids through the DynamicCache (appended in place), "
+                  "the logits to a float32 numpy array",
+    }
+
     def __init__(self, model, torch, precision: str, details: dict):
         self.model = model
         self.torch = torch
@@ -101,6 +110,13 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
         with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated (torchao replaces it)
             warnings.filterwarnings("ignore", message=".*(deprecated|torchao).*")
             llm = quantize_dynamic(llm, {torch.nn.Linear}, dtype=torch.qint8)
+    from enginebench.engines.torch_eager import (_TORCH_SOURCE, torch_executed_precision, torch_quantization,
+                                                 torch_threads, torch_weight_matmuls)
+
+    layers, facts = torch_weight_matmuls(llm)
     details = {"attention": options.attention, "cache": "DynamicCache",
-               "weights": "int8 Linear (dynamic quantization), fp32 embeddings" if precision == "int8" else str(dtype)}
-    return TorchDecoderSession(llm, torch, precision, details)
+               "weights": "int8 Linear (dynamic quantization), fp32 embeddings" if precision == "int8" else str(dtype),
+               "executed_precision_source": _TORCH_SOURCE, **torch_threads(torch)}
+    if precision == "int8":
+        details["quantization"] = torch_quantization(llm, layers, facts)
+    return TorchDecoderSession(llm, torch, torch_executed_precision(llm, layers, facts), details)

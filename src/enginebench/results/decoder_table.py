@@ -10,7 +10,7 @@ from __future__ import annotations
 from enginebench.results.model import Result, Run
 
 HEADERS = ["model", "size", "params", "engine", "precision", "threads", "batch", "test", "t/s",
-           "TTFT (ms)", "ITL p99 (ms)", "% BW bound", "peak RSS (MB)", "load (s)", "top-1 / greedy", "verdict"]
+           "TTFT (ms)", "ITL p99 (ms)", "% BW bound", "peak RSS (MB)", "load (s)", "top-1 / greedy / cache", "verdict"]
 
 
 def is_decoder_result(r: Result) -> bool:
@@ -51,8 +51,8 @@ def _fidelity(r: Result) -> str:
         return "reference"
     if f.get("value") is None:
         return "FAIL " + str(f.get("error", ""))
-    greedy = f.get("greedy_agreement")
-    text = f"{f['value']:.3f} / {greedy:.3f}" if greedy is not None else f"{f['value']:.3f}"
+    parts = [f["value"], f.get("greedy_agreement"), f.get("cache_agreement")]
+    text = " / ".join("—" if p is None else f"{p:.3f}" for p in parts)
     return text + ("" if f["ok"] else " FAIL")
 
 
@@ -106,7 +106,8 @@ def decoder_notes(run: Run) -> list[str]:
     lines = result_notes(
         list(filter(is_decoder_result, run.results)),
         lambda i, r: f"{r.engine} {r.precision} {r.workload} b{r.batch_size}",
-        lambda f: (f"fidelity below threshold (top-1 {f.get('value')}, perplexity "
+        lambda f: ("fidelity: " + "; ".join(f["failures"]) if f.get("failures") else
+                   f"fidelity below threshold (top-1 {f.get('value')}, perplexity "
                    f"{f.get('perplexity_increase', float('nan')):+.2%} vs the reference)"),
     )
     speed = next((r.details.get("machine_speed") for r in run.results if r.details.get("machine_speed")), None)

@@ -10,6 +10,20 @@ through stream(): time to first token is the first yield, each decode sample the
 between the session's own per-token timestamps, `step_times_ns`, where it keeps them).
 Warm-up first (whole generations, so engines compiling per shape compile there), then the stopping rule:
 measure for at least its duration AND until at least min_samples samples.
+
+Such an engine cannot prefill without generating (CTranslate2's KV cache lives inside generate_batch), so its
+pp<N> samples are stream() calls asked for one token: a time to first token (CTranslate2 forwards the prompt
+but its last token at once, then the last one as its loop's first step, takes the argmax and calls back), not
+a bare prefill. details["pp_timed_as"] says which ("prefill" or "ttft"), so no
+prefill tokens/s is derived from a TTFT.
+
+What each timed call holds is recorded per engine (details["timed_call"], from the session's `timed_calls`).
+One region is timed per call; where the engine cannot avoid host-side work inside it (llama.cpp's batch
+filling and logits copy), or where such work was moved before the clock (CTranslate2's ids -> token strings,
+done in the session's prepare_prompt()), the session's host_side() times that work alone on the same inputs,
+after measurement, and details["host_side"] records it: what, median_ms, share_of_call (of the median timed
+call it belongs to: the sample for pp and tg decode steps; the TTFT for a stream's per-generation work),
+inside_timed_call.
 """
 
 from __future__ import annotations
@@ -19,7 +33,7 @@ import time
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
-from enginebench.measure.memory import peak_rss_mb, reset_peak_rss
+from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.base import Measurement
 from enginebench.workloads.prompts import PromptSet
@@ -72,11 +86,56 @@ def _generate_stream(session: DecoderSession, prompt: np.ndarray, new_tokens: in
     return marks[0] - t0, np.diff(marks).tolist()
 
 
+HOST_SIDE_REPEATS = 7
+_DIRECT_TTFT = "prefill() then the numpy argmax of the first token"
+
+
+def timed_call(session: DecoderSession, kind: str, streamed: bool) -> str:
+    """What one sample of this test holds, in words: the scenario's part and the engine's (`timed_calls`)."""
+    calls = getattr(session, "timed_calls", None) or {}
+    name = type(session).__name__
+    if streamed:
+        what = calls.get("stream") or f"{name}.stream()"
+        if kind == "pp":
+            return f"time to first token of stream(prompt, 1), clock read on the engine's thread where it can: {what}"
+        return f"the gap between two tokens of stream(), clock read on the engine's thread where it can: {what}"
+    if kind == "pp":
+        return f"prefill(): {calls.get('prefill') or name + '.prefill()'}"
+    return f"decode(): {calls.get('decode') or name + '.decode()'} (TTFT: {_DIRECT_TTFT})"
+
+
+def measure_host_side(session: DecoderSession, kind: str, streamed: bool, prompt: np.ndarray,
+                      samples: list[int], ttft: list[int]) -> dict | None:
+    """The session's host-side work (host_side(tokens, call)) timed alone on this test's inputs, as a share of
+    the median timed call it belongs to. None for engines that report none."""
+    host_side = getattr(session, "host_side", None)
+    if host_side is None:
+        return None
+    call = "stream" if streamed else ("prefill" if kind == "pp" else "decode")
+    tokens = prompt if call != "decode" else prompt[:, -1:]  # a decode step feeds one token per sequence
+    got = host_side(tokens, call, HOST_SIDE_REPEATS)
+    if not got:
+        return None
+    per = samples if (kind == "pp" or call == "decode") else ttft  # a stream's own work is once per generation
+    median_ms = float(np.median(got["samples_ns"])) / 1e6
+    call_ms = float(np.median(per)) / 1e6 if len(per) else None
+    out = {k: v for k, v in got.items() if k != "samples_ns"}
+    out.update(median_ms=median_ms, repeats=len(got["samples_ns"]), call="ttft" if streamed else call,
+               call_median_ms=call_ms, share_of_call=median_ms / call_ms if call_ms else None)
+    if not got.get("inside_timed_call", True):
+        out["share_of_call"] = None  # done before the clock: not part of the figure
+        out["would_be_share_of_call"] = median_ms / call_ms if call_ms else None
+    return out
+
+
 def run_generate(session: DecoderSession, prompts: PromptSet, batch_size: int, rule: StoppingRule,
                  load_s: float) -> Measurement:
     test = prompts.test
-    inputs = [prompts.batch(i, batch_size) for i in range(max(1, len(prompts.prompts) // batch_size))]
+    raw = [prompts.batch(i, batch_size) for i in range(max(1, len(prompts.prompts) // batch_size))]
     streamed = owns_generation_loop(session)
+    # an engine whose native prompt format is not token ids converts it here, before the clock (CTranslate2)
+    prepare = getattr(session, "prepare_prompt", None) if streamed else None
+    inputs = [prepare(p) for p in raw] if prepare else raw
     generate = _generate_stream if streamed else _generate_direct
     if test.kind == "pp":
         if streamed:
@@ -89,15 +148,17 @@ def run_generate(session: DecoderSession, prompts: PromptSet, batch_size: int, r
         def once(p):
             return generate(session, p, test.gen_len)
 
+    details = {**session.details}
+    start_peak_window(details)  # the peak covers warm-up and measurement, as in every scenario
     warm_end = _clock() + int(rule.warmup_s * 1e9)
     n = 0
     while n < max(1, rule.min_warmup) or _clock() < warm_end:
         once(inputs[n % len(inputs)])
         n += 1
 
-    reset_peak_rss()
     samples: list[int] = []
     ttft: list[int] = []
+    steps: list[int] = []
     started = time.perf_counter()
     stop_at = _clock() + int(rule.duration_s * 1e9)
     i = 0
@@ -109,24 +170,34 @@ def run_generate(session: DecoderSession, prompts: PromptSet, batch_size: int, r
         else:
             ttft.append(got[0])
             samples.extend(got[1])
+            steps.append(len(got[1]))
         if _clock() >= stop_at and len(samples) >= rule.min_samples:
             break
     wall = time.perf_counter() - started
-    details = {**session.details, "test": test.name, "prompt_len": test.prompt_len, "gen_len": test.gen_len,
-               "timing": "stream() yields" if streamed else "prefill()/decode() calls",
-               "generations" if test.kind == "tg" else "prefills": i}
+    peak = peak_rss_mb()
+    details.update({"test": test.name, "prompt_len": test.prompt_len, "gen_len": test.gen_len,
+                    "timing": "stream() yields" if streamed else "prefill()/decode() calls",
+                    "timed_call": timed_call(session, test.kind, streamed),
+                    "generations" if test.kind == "tg" else "prefills": i})
+    if test.kind == "pp":
+        # an engine owning its generation loop cannot prefill without generating: its sample is a TTFT
+        details["pp_timed_as"] = "ttft" if streamed else "prefill"
     if ttft:
         details["ttft_ns"] = ttft
+        details["generation_steps"] = steps  # decode samples per generation (gen_len - 1 each)
+    host = measure_host_side(session, test.kind, streamed, raw[0], samples, ttft)
+    if host:
+        details["host_side"] = host
     return Measurement(
         worker_samples=[np.asarray(samples, dtype=np.int64)],
         items_per_call=batch_size,
         tokens_per_item=float(test.prompt_len if test.kind == "pp" else 1),
         load_s=load_s,
-        peak_rss_mb=peak_rss_mb(),
+        peak_rss_mb=peak,
         executed_precision=session.executed_precision,
         wall_s=wall,
         details=details,
     )
 
 
-__all__ = ["run_generate", "owns_generation_loop"]
+__all__ = ["run_generate", "owns_generation_loop", "timed_call", "measure_host_side", "HOST_SIDE_REPEATS"]
