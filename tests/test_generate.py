@@ -237,7 +237,7 @@ def test_decoder_plan_cells(tiny, tmp_path):
 def test_run_end_to_end_json(tiny, tmp_path):
     db = tmp_path / "r.db"
     cmd = [sys.executable, "-m", "enginebench", "run", "--model", tiny.path, "--engine", "torch", "--duration",
-           "0.2", "--warmup", "0.05", "--prompt-len", "16", "--gen-len", "8", "--json", "--db", str(db)]
+           "0.2", "--warmup", "0.05", "--prompt-len", "16", "--gen-len", "8", "--repeat", "2", "--json", "--db", str(db)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
@@ -253,6 +253,18 @@ def test_run_end_to_end_json(tiny, tmp_path):
     assert rate["ci95"][0] <= rate["median"] <= rate["ci95"][1]
     assert tg["ttft_ms"]["median"] > 0 and tg["itl_ms"]["p99"] >= tg["itl_ms"]["median"]
     assert tg["fidelity"]["value"] == 1.0 and tg["fidelity"]["greedy_agreement"] == 1.0  # torch fp32 vs itself
+    assert tg["fidelity"]["reference"] is True  # and marked as the reference, not as a pass
+    # two independent processes, each with its own decode steps and TTFT per generation, stored apart
+    assert [rep["index"] for rep in tg["repetitions"]] == [0, 1]
+    for rep in tg["repetitions"]:
+        assert len(rep["ttft_ns"]) == len(rep["generation_steps"]) >= 1
+        assert sum(rep["generation_steps"]) == len(rep["worker_samples"][0])
+    assert tg["ttft_ms"]["n"] == sum(len(rep["ttft_ns"]) for rep in tg["repetitions"])
+    from enginebench.results.store import ResultStore
+
+    with ResultStore(db) as store:
+        stored = {r.workload: r for r in store.load_run(run["run_id"]).results}
+    assert stored["tg8"].repetitions == tg["repetitions"]  # every figure can be rebuilt from the database
     shown = subprocess.run([sys.executable, "-m", "enginebench", "show", "--format", "md", "--db", str(db)],
                            capture_output=True, text=True, timeout=120)
     assert "| tg8 |" in shown.stdout and "pp16" in shown.stdout
@@ -282,7 +294,8 @@ def test_generate_results_and_decoder_table():
     assert results[1].itl_ms["n"] == 200 and results[0].decode_tokens_per_s is None
     run = Run("r1", "now", {}, {"model": {"params": 50_000_000, "size_bytes": 200 << 20}}, results)
     md = to_markdown(run)
-    assert "| torch | bf16 | pp128 | 1,2" in md and "| tg16 |" in md and "200.0 MiB" in md and "50.0 M" in md
+    assert "| torch | pp128 | 1,2" in md and "| tg16 |" in md and "200.0 MiB" in md and "50.0 M" in md
+    assert "precision bf16" in md  # constant: in the title, which says which precision ran
 
 
 class _RunsAhead(_StreamOnly):

@@ -56,11 +56,11 @@ def _fidelity(r: Result) -> str:
     return text + ("" if f["ok"] else " FAIL")
 
 
-_CONSTANT_WHEN_SAME = ("model", "size", "params", "threads", "batch")  # shown in the title when constant
+_CONSTANT_WHEN_SAME = ("model", "size", "params", "precision", "threads", "batch")  # in the title when constant
 
 
 def decoder_table(run: Run) -> tuple[list[str], list[list[str]], dict[str, str]]:
-    """(headers, rows, constants): model, size, params, threads and batch move to the title when constant."""
+    """(headers, rows, constants): model, size, params, precision, threads and batch move to the title when constant."""
     rows = decoder_rows(run)
     constants = {}
     keep = list(range(len(HEADERS)))
