@@ -24,11 +24,14 @@ def test_tinygrad_fp32_matches_torch(minilm, corpus, reference):
     assert session.details["device"] == "CPU"
 
 
-@pytest.mark.slow  # 90 s idle, 5 min busy: half-precision kernels compile and run slowly on the CPU backend
+@pytest.mark.slow  # half-precision kernels run slowly on the CPU backend: 8 inputs take ~25 s, all 32 took 100 s
 def test_tinygrad_fp16_is_close(minilm, corpus, reference):
+    from enginebench.workloads.batch import TokenBatch
+
     session = load_session("tinygrad", minilm, "fp16")
-    out = embed(session, corpus.fidelity_inputs())
-    f = compare_embeddings(out, reference, "fp16")
+    inputs, n = corpus.fidelity_inputs(), 8
+    out = embed(session, TokenBatch(inputs.input_ids[:n], inputs.attention_mask[:n], inputs.token_type_ids[:n]))
+    f = compare_embeddings(out, reference[:n], "fp16")
     print("tinygrad fp16 vs torch:", f)
     assert f["ok"] and f["max_abs_diff"] > 1e-5  # really ran in fp16: not bit-close to fp32
     assert out.dtype == np.float32 and session.executed_precision == "fp16"
