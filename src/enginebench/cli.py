@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--llm-config", metavar="FILE", help="decoders: a JSON file of Llama config fields; "
                      "benchmarks a Llama of that shape with random weights (instead of --model)")
     run.add_argument("--corpus", help="corpus file: .txt (a document per line), .jsonl (field text), .parquet (column text) [Python's docs]")
-    run.add_argument("--seed", default="0", help="workload sampling seed [0]")
+    run.add_argument("--seed", default="0", help="seeds the workload sampling and the order of cells per repetition [0]")
     run.add_argument("--quick", action="store_true", help="the quick suite: batch 1, cells of 1s and 5 calls after "
                      "0.3s warm-up, 1 process per cell; options given still apply")
     run.add_argument("--duration", help="time to measure each cell, at least: 10s, 500ms, 2m, 1.5h [10s; --quick: 1s]")
@@ -236,7 +236,8 @@ def plan_from_args(args):
                         warmup_s=_seconds("--warmup", given("warmup"), allow_zero=True))
     common = dict(rule=rule, engine_options=_engine_options(args.option),
                   repeat=_positive_int("--repeat", given("repeat")), timeout_s=_seconds("--timeout", args.timeout),
-                  load_timeout_s=_seconds("--load-timeout", args.load_timeout))
+                  load_timeout_s=_seconds("--load-timeout", args.load_timeout),
+                  order_seed=seed)  # --seed also seeds each repetition's shuffle of the cells' order
 
     model = _resolve_run_model(args)
     if not engines:

@@ -25,10 +25,12 @@ def add_parsers(sub) -> None:
     blocks.add_argument("--batch-size", default="1", help="inputs per call [1]")
     blocks.add_argument("--workload", default="corpus", help="corpus or titles [corpus]")
     blocks.add_argument("--seq-len", default="128", help="corpus tokens per input [128]")
-    blocks.add_argument("--duration", default="1", help="seconds to measure each block, at least [1]")
+    blocks.add_argument("--duration", default="1s", help="time to measure each block, at least [1s]")
     blocks.add_argument("--min-samples", default="10", help="calls to measure each block, at least [10]")
-    blocks.add_argument("--warmup", default="0.2", help="warm-up seconds per block [0.2]")
+    blocks.add_argument("--warmup", default="0.2s", help="warm-up time per block [0.2s]")
     blocks.add_argument("--threads", help="threads per engine [number of CPUs]")
+    blocks.add_argument("--timeout", default="30m", help="time an engine's process may take for its loads and "
+                        "timings before it is ended [30m]")
     blocks.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE")
     blocks.add_argument("--json", action="store_true", help="print the breakdown as JSON")
 
@@ -95,10 +97,11 @@ def cmd_blocks(args) -> int:
     rule = StoppingRule(duration_s=_seconds("--duration", args.duration),
                         min_samples=_positive_int("--min-samples", args.min_samples),
                         warmup_s=_seconds("--warmup", args.warmup, allow_zero=True))
+    timeout = _seconds("--timeout", args.timeout)
     options = _engine_options(args.option, engines)
     model, _ = _full_onnx(args.model)
     workload = build_workload(args.workload, model.path, seq_len=seq_len, max_positions=model.max_positions)
-    result = breakdown(model, engines, workload.batches(batch_size), rule, threads, options)
+    result = breakdown(model, engines, workload.batches(batch_size), rule, threads, options, timeout_s=timeout)
     if args.json:
         import json
 
