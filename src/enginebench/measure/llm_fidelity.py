@@ -112,12 +112,6 @@ def cached_vs_reference(cached: np.ndarray, generated: np.ndarray) -> dict:
             "cached_reference_positions": compared, "cached_first_divergence": firsts}
 
 
-def cache_agreement(cached: np.ndarray, context_logits: np.ndarray, prompt_len: int) -> float:
-    """Fraction of generated positions whose cached-loop token is the engine's own full-forward argmax after
-    the same context (context_logits: forward_logits of prompt + the cached tokens but the last)."""
-    return float((np.argmax(context_logits[:, prompt_len - 1:], -1) == cached).mean())
-
-
 def check_cache(session, reference: dict) -> dict:
     """The engine's cached decode loop: against its own full forward (cache_agreement) and the reference."""
     prompt, generated = reference["greedy_prompt"], reference["generated"]
@@ -129,7 +123,8 @@ def check_cache(session, reference: dict) -> dict:
     except NotImplementedError:
         out["cache_agreement"] = None
         return out
-    out["cache_agreement"] = cache_agreement(cached, context_logits, prompt.shape[1])
+    # the same per-position comparison as greedy agreement, with the engine's own cached tokens as the context
+    out["cache_agreement"] = greedy_agreement(context_logits, prompt.shape[1], cached)
     return out
 
 
@@ -194,4 +189,4 @@ def score(logits: np.ndarray, reference: dict, precision: str, greedy: float | N
 
 __all__ = ["THRESHOLDS", "REDUCED_PRECISION", "thresholds_for", "perplexity", "top1_agreement", "greedy_agreement",
            "greedy_context", "reference_data", "compare_decoder", "score", "cached_generation", "cached_vs_reference",
-           "cache_agreement", "check_cache", "first_divergence"]
+           "check_cache", "first_divergence"]
