@@ -14,7 +14,7 @@ from conftest import load_session
 
 from enginebench.cli import main
 from enginebench.engines import engine_class
-from enginebench.graph_cli import cut_model_spec
+from enginebench.models.cut import cut_model_spec
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models.onnx_export import onnx_encoder
 from enginebench.models.onnx_graph import list_nodes

@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 from enginebench.errors import UsageError
-
-#: the reference a cut model is compared with: fp32 on the same cut graph (torch cannot run a cut graph)
-CUT_REFERENCE_ENGINE = "onnxruntime"
-
+from enginebench.validate import comma_list, engine_options, positive_int, seconds
 
 def add_parsers(sub) -> None:
     nodes = sub.add_parser("nodes", help="the exported ONNX graph's nodes and outputs (cut points for run --until)")
@@ -46,18 +42,6 @@ def _full_onnx(model_name: str):
     return model, path
 
 
-def cut_model_spec(model, until: str):
-    """`model` cut at node (or tensor) `until`; UsageError naming the fix if the graph has no such node."""
-    from enginebench.models.onnx_export import onnx_encoder
-    from enginebench.models.onnx_graph import resolve_cut
-
-    if model.kind != "encoder":
-        raise UsageError(f"--until cuts the exported ONNX encoder; {model.name} is a {model.kind}")
-    path, _ = onnx_encoder(replace(model, until=None))
-    resolve_cut(path, until, model.name)
-    return replace(model, until=until)
-
-
 def cmd_nodes(args) -> int:
     from enginebench.models.onnx_graph import list_nodes
     from enginebench.results.graph_tables import format_nodes, nodes_json
@@ -73,13 +57,12 @@ def cmd_nodes(args) -> int:
 
 def cmd_blocks(args) -> int:
     from enginebench.breakdown import breakdown
-    from enginebench.cli import _engine_options, _list, _positive_int, _seconds
     from enginebench.engines import require_engine
     from enginebench.measure.timing import StoppingRule
     from enginebench.results.graph_tables import breakdown_dict, render_breakdown
     from enginebench.workloads import WORKLOADS, build_workload
 
-    engines = _list(args.engine)
+    engines = comma_list(args.engine)
     if engines:
         for name in engines:
             if not require_engine(name).cuts_graph:
@@ -91,14 +74,14 @@ def cmd_blocks(args) -> int:
             raise UsageError("no installed engine loads ONNX graphs: pip install 'enginebench[onnxruntime]'")
     if args.workload not in WORKLOADS:
         raise UsageError(f"unknown workload {args.workload!r}: use one of {', '.join(WORKLOADS)}")
-    batch_size = _positive_int("--batch-size", args.batch_size)
-    seq_len = _positive_int("--seq-len", args.seq_len)
-    threads = _positive_int("--threads", args.threads) if args.threads else len(os.sched_getaffinity(0))
-    rule = StoppingRule(duration_s=_seconds("--duration", args.duration),
-                        min_samples=_positive_int("--min-samples", args.min_samples),
-                        warmup_s=_seconds("--warmup", args.warmup, allow_zero=True))
-    timeout = _seconds("--timeout", args.timeout)
-    options = _engine_options(args.option, engines)
+    batch_size = positive_int("--batch-size", args.batch_size)
+    seq_len = positive_int("--seq-len", args.seq_len)
+    threads = positive_int("--threads", args.threads) if args.threads else len(os.sched_getaffinity(0))
+    rule = StoppingRule(duration_s=seconds("--duration", args.duration),
+                        min_samples=positive_int("--min-samples", args.min_samples),
+                        warmup_s=seconds("--warmup", args.warmup, allow_zero=True))
+    timeout = seconds("--timeout", args.timeout)
+    options = engine_options(args.option)
     model, _ = _full_onnx(args.model)
     workload = build_workload(args.workload, model.path, seq_len=seq_len, max_positions=model.max_positions)
     result = breakdown(model, engines, workload.batches(batch_size), rule, threads, options, timeout_s=timeout)
@@ -124,3 +107,6 @@ def _graph_engines() -> list[str]:
         if cls.cuts_graph and cls.installed():
             found.append(name)
     return found
+
+
+COMMANDS = {"nodes": cmd_nodes, "blocks": cmd_blocks}

@@ -1,0 +1,97 @@
+"""`enginebench run`: measure engines on a model (a thin layer over enginebench.api.run)."""
+
+from __future__ import annotations
+
+import os
+
+from enginebench.cli.args import DEFAULT_DB
+from enginebench.errors import UsageError
+
+
+def add_parsers(sub) -> None:
+    run = sub.add_parser("run", help="measure engines on a model (--quick: the quick suite)")
+    lst = dict(action="append", default=None)
+    run.add_argument("--model", help="registry name (minilm) or a local model folder [minilm]")
+    run.add_argument("--engine", **lst, help="engines, comma list or repeated [every installed engine]")
+    run.add_argument("--precision", **lst,
+                     help="precisions [the model's own where it has one (a GGUF file: native), else fp32]")
+    run.add_argument("--workload", **lst, help="corpus, titles [both]")
+    run.add_argument("--scenario", **lst, help="latency, throughput [both]")
+    run.add_argument("--batch-size", **lst, help="batch sizes [1,16,32,64; decoders and --quick: 1]")
+    run.add_argument("--workers", **lst, help="parallel workers in the throughput scenario [number of CPUs]")
+    run.add_argument("--threads", **lst, help="threads per session in the latency scenario [number of CPUs]")
+    run.add_argument("--threads-per-worker", **lst, help="threads per worker in the throughput scenario [CPUs / workers]")
+    run.add_argument("--seq-len", help="corpus tokens per input, truncated or padded [128]")
+    run.add_argument("--prompt-len", **lst, help="decoders: prompt tokens prefilled, one pp test each [128,512]")
+    run.add_argument("--gen-len", **lst, help="decoders: tokens generated, one tg test each [128]")
+    run.add_argument("--llm-config", metavar="FILE", help="decoders: a JSON file of Llama config fields; "
+                     "benchmarks a Llama of that shape with random weights (instead of --model)")
+    run.add_argument("--corpus", help="corpus file: .txt (a document per line), .jsonl (field text), .parquet (column text) [Python's docs]")
+    run.add_argument("--seed", default="0", help="seeds the workload sampling and the order of cells per repetition [0]")
+    run.add_argument("--quick", action="store_true", help="the quick suite: batch 1, cells of 1s and 5 calls after "
+                     "0.3s warm-up, 1 process per cell; options given still apply")
+    run.add_argument("--duration", help="time to measure each cell, at least: 10s, 500ms, 2m, 1.5h [10s; --quick: 1s]")
+    run.add_argument("--min-samples", help="calls to measure each cell, at least [10; --quick: 5]")
+    run.add_argument("--warmup", help="warm-up time per cell, not counted [1s; --quick: 0.3s]")
+    run.add_argument("--repeat", help="independent processes that measure each cell [3; --quick: 1]")
+    run.add_argument("--timeout", default="10m", help="time before a cell's measurement is abandoned as hung [10m]")
+    run.add_argument("--load-timeout", default="30m", help="time a model's load (conversion, compilation) may take [30m]")
+    run.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE",
+                     help="engine option, e.g. onnxruntime.graph_optimization=basic (see `enginebench engines`)")
+    run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
+    run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database for results [{DEFAULT_DB}]")
+    run.add_argument("--json", action="store_true", help="print the run as one JSON object on stdout")
+    run.add_argument("--until", metavar="NODE", help="run the model cut at this ONNX node's output (see `enginebench nodes`); "
+                     "only engines that load ONNX run it, compared with onnxruntime fp32 on the same cut")
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from enginebench.api import _argv, execute
+    from enginebench.measure.machine import parse_cpu_list
+    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.results.export import to_json
+    from enginebench.results.report import render
+    from enginebench.results.store import ResultStore
+
+    if args.cpus:
+        try:
+            os.sched_setaffinity(0, parse_cpu_list(args.cpus))
+        except (ValueError, OSError) as e:
+            raise UsageError(f"--cpus {args.cpus!r} is not usable here ({e}): give CPUs this machine has, e.g. --cpus 0-{(os.cpu_count() or 1) - 1}") from None
+    ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
+    opts = RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__})
+    plan, quick = plan_from_options(opts)
+    err = Console(stderr=True)
+    if quick:
+        engines = sorted({c.engine for c in plan.cells})
+        err.print(f"[dim]quick suite: {plan.model.name} on {', '.join(engines)}; {len(plan.cells)} cells of "
+                  f"{plan.rule.duration_s:g} s (drop --quick for the full defaults; see enginebench run --help)[/dim]")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, auto_refresh=False, transient=True)
+    task = progress.add_task("starting", total=None)
+
+    def on_start(cell):
+        progress.update(task, description=cell.label())
+        progress.refresh()
+
+    def on_result(index, result):
+        progress.advance(task)
+        progress.refresh()
+
+    with progress:
+        from enginebench.orchestrator import Orchestrator
+
+        progress.update(task, total=Orchestrator(plan).deliveries())
+        run = execute(plan, db=args.db, argv=_argv(opts), quick=quick, on_start=on_start, on_result=on_result)
+    if args.json:
+        print(to_json(run))
+    else:
+        render(run, Console())
+        err.print(f"[dim]stored in {args.db} as run {run.run_id}: `enginebench show --format json` to export[/dim]")
+    return 0 if any(r.status == "ok" for r in run.results) else 1
+
+
+COMMANDS = {"run": cmd_run}

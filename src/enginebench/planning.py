@@ -1,0 +1,191 @@
+"""From options to a Plan: every option checked (a one-line UsageError naming the fix) before anything is
+measured. The command line and the Python API both come here with the same options."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from enginebench.validate import check_engine_options, comma_list, engine_options, positive_int, seconds
+from enginebench.errors import UsageError
+from enginebench.models.cut import CUT_REFERENCE_ENGINE, cut_model_spec
+
+# `run`'s defaults for the options below, as they would be typed; `run --quick` (every installed engine, both
+# workloads, both scenarios, short cells: the whole suite in about four minutes on 2 cores) has its own.
+FULL = {"duration": "10s", "min_samples": "10", "warmup": "1s", "batch_size": ["1,16,32,64"], "repeat": "3"}
+QUICK = {"duration": "1s", "min_samples": "5", "warmup": "0.3s", "batch_size": ["1"], "repeat": "1"}
+NATIVE = "native"  # the precision of a model as it came (a GGUF file's own quant type: see engines/llamacpp.py)
+DEFAULT_PROMPT_LENS = [128, 512]  # decoders: pp tests (llama-bench's pp512 and a shorter one)
+DEFAULT_GEN_LENS = [128]  # decoders: tg tests
+
+
+@dataclass
+class RunOptions:
+    """The options of `enginebench run`, named as its arguments' destinations; None = the default."""
+    model: str | None = None
+    engine: list | None = None
+    precision: list | None = None
+    workload: list | None = None
+    scenario: list | None = None
+    batch_size: list | None = None
+    workers: list | None = None
+    threads: list | None = None
+    threads_per_worker: list | None = None
+    seq_len: str | None = None
+    prompt_len: list | None = None
+    gen_len: list | None = None
+    llm_config: str | None = None
+    corpus: str | None = None
+    seed: str = "0"
+    quick: bool = False
+    duration: str | None = None
+    min_samples: str | None = None
+    warmup: str | None = None
+    repeat: str | None = None
+    timeout: str = "10m"
+    load_timeout: str = "30m"
+    option: list = field(default_factory=list)  # ENGINE.KEY=VALUE items, or {engine: {key: value}}
+    cpus: str | None = None
+    until: str | None = None
+
+
+def _options(raw) -> dict[str, dict[str, str]]:
+    if isinstance(raw, dict):
+        check_engine_options(raw)
+        return {engine: {k: str(v) for k, v in opts.items()} for engine, opts in raw.items()}
+    return engine_options(raw)
+
+
+def plan_from_options(args: RunOptions):
+    """Validate every option and build the Plan (raises UsageError on bad input); returns (plan, quick).
+    `args` holds the options as the command line gives them (strings or lists of strings).
+
+    The cheap checks come first: resolving the model may convert or write gigabytes."""
+    from enginebench.engines import engine_class, installed_engines, require_engine
+    from enginebench.measure.timing import StoppingRule
+    from enginebench.plan import Plan, make_cells
+    from enginebench.scenarios import DECODER_SCENARIOS, SCENARIOS
+    from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
+
+    defaults = QUICK if args.quick else FULL
+
+    def given(name):
+        value = getattr(args, name)
+        return defaults[name] if value is None else value
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    engines = comma_list(args.engine)
+    for name in engines or []:
+        require_engine(name)
+    precisions = comma_list(args.precision)
+    known = _known_precisions()
+    for p in precisions or []:
+        if p not in known:
+            raise UsageError(f"unknown precision {p!r}: use one of {', '.join(known)}")
+    workloads = comma_list(args.workload) or list(WORKLOADS)
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise UsageError(f"unknown workload {w!r}: use one of {', '.join(WORKLOADS)}")
+    scenarios = comma_list(args.scenario) or list(SCENARIOS)
+    for s in scenarios:
+        if s not in SCENARIOS + DECODER_SCENARIOS:
+            raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(SCENARIOS + DECODER_SCENARIOS)}")
+    batch_sizes = [positive_int("--batch-size", b) for b in comma_list(given("batch_size"))]
+    workers = [positive_int("--workers", w) for w in comma_list(args.workers) or []] or [cores]
+    threads = {
+        "latency": [positive_int("--threads", t) for t in comma_list(args.threads) or []],
+        "throughput": [positive_int("--threads-per-worker", t) for t in comma_list(args.threads_per_worker) or []],
+    }
+    seq_len = positive_int("--seq-len", args.seq_len) if args.seq_len is not None else 128
+    seed = int(args.seed) if str(args.seed).isdigit() else -1
+    if seed < 0:
+        raise UsageError(f"--seed {args.seed!r} must be a whole number >= 0")
+    rule = StoppingRule(duration_s=seconds("--duration", given("duration")),
+                        min_samples=positive_int("--min-samples", given("min_samples")),
+                        warmup_s=seconds("--warmup", given("warmup"), allow_zero=True))
+    common = dict(rule=rule, engine_options=_options(args.option),
+                  repeat=positive_int("--repeat", given("repeat")), timeout_s=seconds("--timeout", args.timeout),
+                  load_timeout_s=seconds("--load-timeout", args.load_timeout),
+                  order_seed=seed)  # --seed also seeds each repetition's shuffle of the cells' order
+
+    model = _resolve_run_model(args)
+    if not engines:
+        engines = [e for e in installed_engines() if model.kind in engine_class(e).model_kinds]
+        if not engines:
+            raise UsageError(f"no engine that runs {model.kind} models is installed: pip install 'enginebench[all]' (or make bench)")
+    # a model that came in its own format (a GGUF file) runs as it is unless asked otherwise, as llama-bench would
+    precisions = precisions or ([NATIVE] if model.gguf_path else ["fp32"])
+    if model.kind == "decoder":
+        return _decoder_plan(args, model, engines, precisions, threads["latency"], cores, seed, common), args.quick
+    if "generate" in scenarios:
+        raise UsageError(f"scenario generate needs a decoder (LLM): {model.name} is an {model.kind}; "
+                         "use --model smollm2-135m or latency/throughput")
+    if getattr(args, "until", None):
+        model = cut_model_spec(model, args.until)
+    data = {w: build_workload(w, model.path, seq_len=seq_len, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
+                              max_positions=model.max_positions) for w in workloads}
+    cells = make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers, threads, cores)
+    reference = CUT_REFERENCE_ENGINE if model.until else "torch"
+    return Plan(model, data, cells, reference_engine=reference, **common), args.quick
+
+
+def _known_precisions() -> list[str]:
+    """Every precision some engine offers (installed or not), in first-seen order."""
+    from enginebench.engines import engine_class, known_engines
+
+    known: list[str] = []
+    for name in known_engines():
+        try:
+            precisions = engine_class(name).precisions
+        except ImportError:  # a plugin that does not import: its precisions are unknown
+            continue
+        known += [p for p in precisions if p not in known]
+    return known
+
+
+def _resolve_run_model(args):
+    from enginebench.models import resolve_model
+
+    if getattr(args, "llm_config", None):
+        if args.model:
+            raise UsageError("give --model or --llm-config, not both")
+        from enginebench.models.decoder_folder import decoder_from_config_file
+
+        return decoder_from_config_file(args.llm_config)
+    return resolve_model(args.model or "minilm")
+
+
+def _decoder_plan(args, model, engines, precisions, threads, cores, seed, common):
+    """The plan for a decoder: scenario generate, one cell per engine x precision x batch x test; the tests
+    that do not fit the model's positions become skipped cells with the reason."""
+    from enginebench.plan import Plan, make_decoder_cells
+    from enginebench.workloads import DEFAULT_CORPUS
+    from enginebench.workloads.prompts import build_prompt_sets, decoder_tests
+
+    scenarios = comma_list(args.scenario) or ["generate"]
+    if scenarios != ["generate"]:
+        raise UsageError(f"{model.name} is a decoder (LLM): only scenario generate runs it, not "
+                         f"{', '.join(s for s in scenarios if s != 'generate')}")
+    if args.workload or args.seq_len:
+        raise UsageError("--workload/--seq-len are for encoders: decoders take --prompt-len and --gen-len")
+    prompt_lens = [positive_int("--prompt-len", n) for n in comma_list(args.prompt_len) or []] or DEFAULT_PROMPT_LENS
+    gen_lens = [positive_int("--gen-len", n) for n in comma_list(args.gen_len) or []] or DEFAULT_GEN_LENS
+    if min(gen_lens) < 2:
+        raise UsageError("--gen-len must be at least 2: decode steps follow the first token")
+    tests, dropped = decoder_tests(prompt_lens, gen_lens, model.max_positions)
+    if not tests:
+        raise UsageError(f"no test fits {model.name}'s {model.max_positions} positions: " + "; ".join(dropped))
+    kept = {t.name for t in tests}
+    reasons = {reason.split(" ", 1)[0]: reason for reason in dropped}  # each reason starts with its test's name
+    for name, reason in reasons.items():
+        if name in kept:  # a test that runs, shortened to fit
+            print(f"enginebench: {reason}", file=sys.stderr)
+    missing = [name for name in reasons if name not in kept]
+    batch_sizes = [positive_int("--batch-size", b) for b in comma_list(args.batch_size) or []] or [1]
+    sets = build_prompt_sets(model.path, tests, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
+                             max_positions=model.max_positions)
+    cells = make_decoder_cells(engines, precisions, list(sets), batch_sizes, threads, cores)
+    skips = [(cell, reasons[cell.workload])
+             for cell in make_decoder_cells(engines, precisions, missing, batch_sizes, threads, cores)]
+    return Plan(model, sets, cells, reference_engine="torch", skips=skips, **common)
