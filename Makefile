@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt scripts/install-system-deps.sh
-	bash scripts/install-system-deps.sh clang
+	bash scripts/install-system-deps.sh clang chromium
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet -e '.[all,test]'

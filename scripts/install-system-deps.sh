@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages some engines need at run time. Installs only what is missing; needs root (CI and the
+# Debian packages some engines need at run time (and chromium, for the HTML report's browser test). Installs
+# only what is missing; needs root (CI and the
 # developers' machines are root). Python packages come from pyproject.toml, not from here.
 set -euo pipefail
 needed=()

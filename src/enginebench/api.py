@@ -134,11 +134,40 @@ def load(run_id: str | None = None, db: str = DEFAULT_DB) -> Run:
         return store.load_run(run_id)
 
 
+def _as_run(run, db: str) -> Run:
+    return run if isinstance(run, Run) else load(run, db=db)
+
+
+def compare(base, new, *, threshold: float = 0.05, db: str = DEFAULT_DB, seed: int = 0):
+    """Compare two runs (Run objects or stored run ids) cell by cell: ratio of medians with its CI, verdicts,
+    cells only in one run, machine and version differences. See results/compare.py."""
+    from enginebench.results.compare import compare_runs
+
+    return compare_runs(_as_run(base, db), _as_run(new, db), threshold=threshold, seed=seed)
+
+
+def recommend(runs=None, *, db: str = DEFAULT_DB, **constraints):
+    """The best configuration among stored results under constraints (model, workload, min_fidelity, objective,
+    max_memory_mb, batch_size), with its speed-up over the default path and the command that reproduces it.
+    `runs`: Run objects or run ids [the newest run]."""
+    from enginebench.results.recommend import Constraints, recommend as best
+
+    runs = [load(None, db=db)] if runs is None else [_as_run(r, db) for r in runs]
+    fields = set(Constraints.__dataclass_fields__)
+    unknown = set(constraints) - fields
+    if unknown:
+        raise UsageError(f"eb.recommend() got unknown constraints {sorted(unknown)}: use {', '.join(sorted(fields))}")
+    return best(runs, Constraints(**constraints))
+
+
 def command_line(run: Run) -> str:
-    """The shell command that reproduces a run's options."""
+    """The shell command that reproduces a run's options (runs stored before the API kept `run` in argv)."""
     import shlex
 
-    return "enginebench run " + " ".join(shlex.quote(a) for a in run.config.get("argv", []))
+    argv = list(run.config.get("argv", []))
+    if argv[:1] == ["run"]:
+        argv = argv[1:]
+    return " ".join(["enginebench", "run", *(shlex.quote(a) for a in argv)])
 
 
-__all__ = ["run", "load", "execute", "command_line", "DEFAULT_DB"]
+__all__ = ["run", "load", "compare", "recommend", "execute", "command_line", "DEFAULT_DB"]

@@ -206,6 +206,9 @@ class Orchestrator:
                 yield msg
                 if msg[0] == "done":
                     return
+        except KeyboardInterrupt:  # Ctrl-C: the child is in its own process group, so end it now, not later
+            self._kill(proc)
+            raise
         finally:
             if proc.is_alive():
                 proc.join(timeout=10)

@@ -1,0 +1,51 @@
+"""The Python API: eb.run measures and stores, eb.load reads the same figures back, the stored command line
+reproduces the options, and bad options fail before anything is measured."""
+
+import pytest
+
+import enginebench as eb
+from enginebench.cli import build_parser
+from enginebench.planning import RunOptions
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    db = str(tmp_path_factory.mktemp("api") / "api.db")
+    seen = []
+    run = eb.run("minilm", engines=["torch"], workloads="titles", scenarios=["latency"], batch_size=[1, 2],
+                 duration=0.2, min_samples=5, warmup="0.1s", repeat=2, seed=3, db=db,
+                 on_result=lambda index, result: seen.append(index))
+    return run, db, seen
+
+
+def test_run_measures_stores_and_loads_back(small_run):
+    run, db, seen = small_run
+    assert [(r.batch_size, r.status) for r in run.results] == [(1, "ok"), (2, "ok")]
+    assert len(seen) == 4  # two cells, two repetitions each, reported as they arrive
+    assert all(len(r.process_samples()) == 2 for r in run.results)
+    loaded = eb.load(run.run_id, db=db)
+    assert [r.latency_ms["median"] for r in loaded.results] == [r.latency_ms["median"] for r in run.results]
+    assert eb.load(db=db).run_id == run.run_id  # the newest
+
+
+def test_stored_command_reproduces_the_options(small_run):
+    run, _, _ = small_run
+    command = eb.command_line(run)
+    assert command.startswith("enginebench run ")
+    args = vars(build_parser().parse_args(command.split()[1:]))
+    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
+    assert opts.engine == ["torch"] and opts.workload == ["titles"] and opts.batch_size == ["1,2"]
+    assert opts.duration == "0.2" and opts.repeat == "2" and opts.seed == "3" and opts.warmup == "0.1s"
+
+
+def test_bad_options_fail_before_measuring(tmp_path):
+    db = tmp_path / "never.db"
+    with pytest.raises(eb.UsageError, match="unknown option 'engnes'"):
+        eb.run("minilm", engnes=["torch"], db=str(db))
+    with pytest.raises(eb.UsageError, match="--batch-size"):
+        eb.run("minilm", engines=["torch"], batch_size=[0], db=str(db))
+    with pytest.raises(eb.UsageError, match="unknown engine"):
+        eb.run("minilm", engines=["no-such-engine"], db=str(db))
+    assert not db.exists()  # nothing measured, nothing stored
+    with pytest.raises(eb.UsageError, match="no database"):
+        eb.load(db=str(tmp_path / "missing.db"))
