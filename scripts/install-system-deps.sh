@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages some engines need at run time (and chromium, for the HTML report's browser test). Installs
-# only what is missing; needs root (CI and the
-# developers' machines are root). Python packages come from pyproject.toml, not from here.
+# Debian packages some engines need at run time, and chromium for the HTML report's browser test. Installs only
+# what is missing; needs root (CI and the developers' machines are root). Python packages come from
+# pyproject.toml, not from here.
 set -euo pipefail
 needed=()
 for pkg in "$@"; do

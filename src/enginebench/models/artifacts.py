@@ -6,6 +6,7 @@ leaves a half-written artifact that a later run would trust.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -26,21 +27,28 @@ def artifact_key(*parts: str) -> str:
 
 
 def cached_artifact(kind: str, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
-    """Return (folder, was_cached). `build(folder)` fills an empty folder when the artifact is missing."""
+    """Return (folder, was_cached). `build(folder)` fills an empty folder when the artifact is missing.
+
+    Safe under concurrent runs: the first process to need an artifact builds it under an exclusive lock on
+    the key while the others wait, then find it complete; a finished artifact is never removed or rebuilt."""
     final = cache_root() / kind / key
     if (final / ".complete").exists():
         return final, True
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
-    try:
-        build(tmp)
-        (tmp / ".complete").touch()
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with open(final.parent / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        if (final / ".complete").exists():  # another process built it while this one waited
+            return final, True
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        try:
+            build(tmp)
+            (tmp / ".complete").touch()
+            if final.exists():  # an incomplete folder left by an older version: nobody can be using it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final, False
 
 

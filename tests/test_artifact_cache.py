@@ -1,0 +1,54 @@
+"""The cache of converted models under concurrent runs: one process builds an artifact while the others wait
+for it, and a finished artifact is never removed under a reader."""
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+from enginebench.models.artifacts import cached_artifact
+
+
+def _build_slowly(out: Path) -> None:
+    with open(out.parent / "builds.log", "a") as log:  # every build leaves a line
+        log.write("built\n")
+    (out / "part1").write_text("half")
+    time.sleep(0.5)  # a reader that saw the folder now would find it half-written
+    (out / "part2").write_text("whole")
+
+
+def _use(cache: str, results) -> None:
+    import os
+
+    os.environ["ENGINEBENCH_CACHE"] = cache
+    folder, cached = cached_artifact("demo", "k1", _build_slowly)
+    results.put((cached, sorted(p.name for p in folder.iterdir())))
+
+
+def test_concurrent_builders_build_once_and_read_whole_artifacts(tmp_path):
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_use, args=(str(tmp_path), results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    assert (tmp_path / "demo" / "builds.log").read_text().count("built") == 1
+    assert sorted(cached for cached, _ in outcomes) == [False, True, True]
+    assert all(files == [".complete", "part1", "part2"] for _, files in outcomes)
+
+
+def test_a_failed_build_leaves_nothing_to_trust(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path))
+
+    def broken(out: Path) -> None:
+        (out / "part1").write_text("half")
+        raise RuntimeError("converter crashed")
+
+    try:
+        cached_artifact("demo", "k2", broken)
+    except RuntimeError:
+        pass
+    assert not (tmp_path / "demo" / "k2").exists()
+    folder, cached = cached_artifact("demo", "k2", _build_slowly)
+    assert not cached and (folder / "part2").read_text() == "whole"
