@@ -126,7 +126,7 @@ def test_end_to_end_run_json_schema_and_storage(tmp_path):
     table = enginebench("show", "--db", str(db))
     assert "median (ms)" in table.stdout and "onnxruntime" in table.stdout
     csv = enginebench("show", "--db", str(db), "--format", "csv")
-    assert csv.stdout.count("\n") == 9 and "latency_ms.median" in csv.stdout.splitlines()[0]
+    assert csv.stdout.count("\n") == 9 and "median_ms" in csv.stdout.splitlines()[0]
     md = enginebench("show", "--db", str(db), "--format", "md")
     assert md.stdout.count("| torch") == 4
 

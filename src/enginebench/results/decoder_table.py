@@ -119,7 +119,7 @@ def decoder_notes(run: Run) -> list[str]:
 
 def render_decoder_table(run: Run, console) -> None:
     from enginebench.results.report import measured_how
-    from enginebench.results.terminal import print_table
+    from enginebench.results.terminal import print_lines, print_table
 
     headers, rows, constants = decoder_table(run)
     title = f"run {run.run_id} — generate (pp = prefill, tg = decode)"
@@ -127,20 +127,20 @@ def render_decoder_table(run: Run, console) -> None:
     title += measured_how(run.config)
     print_table(console, title, headers, rows, keys=headers.index("test") + 1,
                 left={"model", "engine", "precision", "test"})
-    for line in decoder_notes(run):
-        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+    print_lines(console, decoder_notes(run), style="yellow")
 
 
 def decoder_markdown(run: Run) -> str:
+    """The decoder table in Markdown under its title line, then its notes as a list."""
     from enginebench.results.report import measured_how
+    from enginebench.results.terminal import markdown_table
 
     headers, rows, constants = decoder_table(run)
     if not rows:
         return ""
-    lines = ["generate" + "".join(f" · {k} {v}" for k, v in constants.items()) + measured_how(run.config), ""]
-    lines += ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    title = "generate" + "".join(f" · {k} {v}" for k, v in constants.items()) + measured_how(run.config)
+    notes = "".join(f"- {line}\n" for line in decoder_notes(run))
+    return f"{title}\n\n{markdown_table(headers, rows)}" + (f"\n{notes}" if notes else "")
 
 
 __all__ = ["HEADERS", "decoder_table", "decoder_rows", "decoder_notes", "render_decoder_table", "decoder_markdown", "is_decoder_result"]

@@ -53,19 +53,15 @@ def _rows(i: EngineInfo) -> tuple[list[str], list[str]]:
 
 
 def render_feature_table(infos: list[EngineInfo], console=None) -> None:
+    """Two tables, each folded to the terminal's width (Markdown off a terminal); not-installed rows dimmed."""
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+
+    from enginebench.results.terminal import print_table
 
     console = console or Console()
-    tables = (Table(title="engines on this machine (precisions: what enginebench runs; bits: what the library offers)"),
-              Table(title="backends, parallelism, training, install"))
-    for table, columns in zip(tables, (CAPABILITIES, BACKGROUND)):
-        for column in columns:
-            table.add_column(column, overflow="fold")
-    for info in infos:
-        style = None if info.installed else "dim"
-        for table, row in zip(tables, _rows(info)):
-            table.add_row(*map(escape, row), style=style)  # "enginebench[torch]" is not markup
-    for table in tables:
-        console.print(table)
+    titles = ("engines on this machine (precisions: what enginebench runs; bits: what the library offers)",
+              "backends, parallelism, training, install")
+    styles = [None if info.installed else "dim" for info in infos]
+    for n, (title, columns) in enumerate(zip(titles, (CAPABILITIES, BACKGROUND))):
+        print_table(console, title, list(columns), [_rows(info)[n] for info in infos], keys=1, left=set(columns),
+                    styles=styles)

@@ -39,30 +39,33 @@ def _ms(s) -> str:
     return f"{s.median / 1e6:.3f} ± {(s.ci95[1] - s.ci95[0]) / 2e6:.3f}"
 
 
-def render_breakdown(bd: Breakdown, console=None) -> None:
-    """Block rows x engine columns: median ms ± half the 95% CI, and the block's share of the blocks' total."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
+def breakdown_rows(bd: Breakdown) -> tuple[list[str], list[list[str]]]:
+    """Block rows x engine columns, then the sum of the blocks' medians and the whole model as one graph."""
     measured = [e for e in bd.engines if e.error is None]
-    table = Table(title=f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens "
-                        f"(median ms ± 95% CI half-width, % of the blocks' total)")
-    table.add_column("block")
-    table.add_column("nodes", justify="right")
-    for e in measured:
-        table.add_column(f"{e.engine} ms", justify="right")
+    headers = ["block", "nodes"] + [f"{e.engine} ms" for e in measured]
     totals = [sum(s.median for s in e.summaries) for e in measured]
+    rows = []
     for k, block in enumerate(bd.blocks):
         cells = []
         for e, total in zip(measured, totals):
             s = e.summaries[k]
             cells.append(f"{_ms(s)} ({100 * s.median / total:4.1f}%)")
-        table.add_row(block.name, str(block.nodes), *cells)
-    table.add_section()
-    table.add_row("total (sum of medians)", str(sum(b.nodes for b in bd.blocks)), *(f"{t / 1e6:.3f}" for t in totals))
-    table.add_row("whole model, one graph", "", *(_ms(e.whole) if e.whole else "—" for e in measured))
-    console.print(table)
-    for e in bd.engines:
-        if e.error:
-            console.print(f"[dim]{e.engine}: not measured: {e.error}[/dim]", highlight=False)
+        rows.append([block.name, str(block.nodes), *cells])
+    rows.append(["total (sum of medians)", str(sum(b.nodes for b in bd.blocks)), *(f"{t / 1e6:.3f}" for t in totals)])
+    rows.append(["whole model, one graph", "", *(_ms(e.whole) if e.whole else "—" for e in measured)])
+    return headers, rows
+
+
+def render_breakdown(bd: Breakdown, console=None) -> None:
+    """Median ms ± half the 95% CI per block and engine, and the block's share of the blocks' total; folded to
+    the terminal's width (Markdown off a terminal)."""
+    from rich.console import Console
+
+    from enginebench.results.terminal import print_lines, print_table
+
+    console = console or Console()
+    headers, rows = breakdown_rows(bd)
+    print_table(console, f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens "
+                         f"(median ms ± 95% CI half-width, % of the blocks' total)", headers, rows, keys=2,
+                left={"block"})
+    print_lines(console, [f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error])

@@ -112,3 +112,9 @@ class Run:
             "config": self.config,
             "results": [r.to_dict(with_samples) for r in self.results],
         }
+
+    def to_pandas(self):
+        """One row per result, flat columns (see results/frame.py): `run.to_pandas().query("status == 'ok'")`."""
+        from enginebench.results.frame import to_frame
+
+        return to_frame(self)

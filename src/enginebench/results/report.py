@@ -150,33 +150,74 @@ def notes(results: list[Result]) -> list[str]:
 
 
 def render(run: Run, console=None) -> None:
+    """The run's tables, notes and machine on a console: rich tables folded to the width in a terminal, the
+    Markdown of `show --format md` anywhere else (a pipe, a log)."""
     from rich.console import Console
 
     from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
-    from enginebench.results.terminal import print_table
+    from enginebench.results.terminal import is_screen, print_lines, print_table
 
     console = console or Console()
+    if not is_screen(console):
+        from enginebench.results.export import to_markdown
 
+        console.out(to_markdown(run), highlight=False, end="")
+        return
+    if not run.results:
+        print_lines(console, [f"run {run.run_id} has no results: it stopped before its first cell finished"])
     if any(map(is_decoder_result, run.results)):
         render_decoder_table(run, console)
-        encoders = [r for r in run.results if not is_decoder_result(r)]
-        if not encoders:
-            return
-        run = Run(run.run_id, run.created_at, run.machine, run.config, encoders, run.schema_version)
-    headers, rows, constants = table_rows(run.results)
-    title = f"run {run.run_id} — model {run.results[0].model if run.results else '?'}"
+    encoders = Run(run.run_id, run.created_at, run.machine, run.config,
+                   [r for r in run.results if not is_decoder_result(r)], run.schema_version)
+    if encoders.results:
+        headers, rows, constants = table_rows(encoders.results)
+        styles = ["red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (
+            "dim" if r.status == "skipped" else None) for r in encoders.results]
+        # the row number names the row in the notes ([1] ...) and, with the engine, in every fold
+        print_table(console, encoder_title(encoders, constants), ["#"] + headers,
+                    [[str(i)] + row for i, row in enumerate(rows, 1)], keys=1 + len(headers) - len(MEASURE_HEADERS),
+                    left={"#"} | set(dict(_PARAMS)), styles=styles, repeat=2)
+        print_lines(console, notes(encoders.results), style="yellow")
+    print_lines(console, [machine_line(run)])
+
+
+def encoder_title(run: Run, constants: dict[str, str]) -> str:
+    models = sorted({r.model for r in run.results})
+    title = f"run {run.run_id} — model {', '.join(models) or '?'}"
     if constants:
         title += " — " + ", ".join(f"{k} {v}" for k, v in constants.items())
-    title += measured_how(run.config)
-    styles = ["red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (
-        "dim" if r.status == "skipped" else None) for r in run.results]
-    print_table(console, title, headers, rows, keys=len(headers) - len(MEASURE_HEADERS), left=set(dict(_PARAMS)),
-                styles=styles)
-    m = run.machine
-    console.print(f"[dim]{m.get('cpu')} · {m.get('logical_cores')} cores (affinity {_cpus(m.get('affinity'))}) · "
-                  f"{m.get('memory_gb')} GB · Python {m.get('python')}[/dim]")
-    for line in notes(run.results):
-        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+    return title + measured_how(run.config)
+
+
+# the CPU features inference kernels dispatch on (int8 dot products, bf16/fp16 arithmetic, matrix tiles)
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+                "amx_int8", "amx_fp16")
+
+
+def machine_line(run: Run) -> str:
+    """`machine: <cpu> · 16 cores (affinity 0-15) · 62.8 GB · Python 3.12.3 · avx2 avx512f … · governor
+    performance · OMP_NUM_THREADS=4 · engines torch 2.5.1, onnxruntime 1.20.1`; what is unknown is left out."""
+    m = run.machine or {}
+    flags = set(m.get("cpu_flags") or ())
+    parts = [str(m.get("cpu") or "unknown CPU")]
+    if m.get("logical_cores"):
+        parts.append(f"{m['logical_cores']} cores (affinity {affinity_text(m.get('affinity'))})")
+    if m.get("memory_gb"):
+        parts.append(f"{m['memory_gb']} GB")
+    if m.get("python"):
+        parts.append(f"Python {m['python']}")
+    if flags:
+        parts.append(" ".join(f for f in KERNEL_FLAGS if f in flags) or "no AVX2")
+    if m.get("governor"):
+        parts.append(f"governor {m['governor']}")
+    parts += [f"{k}={v}" for k, v in (m.get("env") or {}).items()]
+    versions = {}
+    for r in run.results:  # skipped and failed cells may not know their engine's version
+        if r.engine_version:
+            versions.setdefault(r.engine, r.engine_version)
+    if versions:
+        parts.append("engines " + ", ".join(f"{e} {v}" for e, v in versions.items()))
+    return "machine: " + " · ".join(parts)
 
 
 def measured_how(config: dict) -> str:
@@ -190,7 +231,14 @@ def measured_how(config: dict) -> str:
     return f" · {StoppingRule(**config['stopping_rule']).describe()} · {n} process{'' if n == 1 else 'es'} per cell"
 
 
-def _cpus(affinity) -> str:
+def affinity_text(affinity) -> str:
+    """[0, 1, 2, 3, 6] -> `0-3,6` (taskset's syntax); `?` when unknown."""
     if not affinity:
         return "?"
-    return f"{affinity[0]}-{affinity[-1]}" if affinity == list(range(affinity[0], affinity[-1] + 1)) else ",".join(map(str, affinity))
+    spans: list[list[int]] = []
+    for cpu in sorted(affinity):
+        if spans and cpu == spans[-1][1] + 1:
+            spans[-1][1] = cpu
+        else:
+            spans.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)

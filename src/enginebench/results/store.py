@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,19 @@ CREATE TABLE IF NOT EXISTS machine_speed (  -- `enginebench machine`: the roofli
     details TEXT NOT NULL         -- JSON: method, sizes, threads, every run
 );
 """
+
+
+@dataclass
+class RunOverview:
+    """What `enginebench runs` lists of a run, read without its samples."""
+    run_id: str
+    created_at: str  # ISO 8601, UTC: when the run started
+    machine: dict
+    config: dict
+    models: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)  # ok / failed / skipped -> cells
+    busy_s: float = 0.0  # every process's load and measuring time, summed (the store keeps no end time)
 
 
 class ResultStore:
@@ -150,6 +164,35 @@ class ResultStore:
             "GROUP BY r.run_id ORDER BY r.created_at DESC, r.rowid DESC"
         ).fetchall()
 
+    def run_overviews(self) -> list[RunOverview]:
+        """Every run with its models, engines, cells per status and busy time, newest first."""
+        overviews = {}
+        for run_id, created, machine, config in self.conn.execute(
+                "SELECT run_id, created_at, machine, config FROM runs ORDER BY created_at DESC, rowid DESC"):
+            overviews[run_id] = RunOverview(run_id, created, json.loads(machine), json.loads(config))
+        for run_id, model, engine, status, result_json in self.conn.execute(
+                "SELECT run_id, model, engine, status, result FROM results ORDER BY COALESCE(cell, id), id"):
+            o = overviews.get(run_id)
+            if o is None:
+                continue
+            o.models += [model] if model not in o.models else []
+            o.engines += [engine] if engine not in o.engines else []
+            o.statuses[status] = o.statuses.get(status, 0) + 1
+            o.busy_s += _busy_s(json.loads(result_json))
+        return list(overviews.values())
+
+    def delete_run(self, run_id: str) -> dict[str, int]:
+        """Delete a run with its results and their samples, in one transaction: {"results": n, "samples": n}
+        (sample arrays). An unknown run is a UsageError."""
+        if self.conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise UsageError(f"no run {run_id!r} in {self.path}: see `enginebench runs --db {self.path}` for the stored runs")
+        with self.conn:
+            samples = self.conn.execute(
+                "DELETE FROM samples WHERE result_id IN (SELECT id FROM results WHERE run_id = ?)", (run_id,)).rowcount
+            results = self.conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,)).rowcount
+            self.conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        return {"results": results, "samples": samples}
+
     def load_run(self, run_id: str | None = None) -> Run:
         """A stored run with its results (the newest when run_id is None)."""
         if run_id is None:
@@ -190,6 +233,14 @@ class ResultStore:
             else:
                 rep[kind] = values
         return out
+
+
+def _busy_s(result: dict) -> float:
+    """A stored result's processes' load plus measuring time, s (results before repetitions: one process)."""
+    reps = result.get("repetitions") or []
+    if reps:
+        return sum((rep.get("load_s") or 0) + (rep.get("wall_s") or 0) for rep in reps)
+    return (result.get("load_s") or 0) + ((result.get("details") or {}).get("wall_s") or 0)
 
 
 def _sample_rows(result_id: int, result: Result):
