@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "ctranslate2": "enginebench.engines.ctranslate2:CTranslate2Engine",
     "tinygrad": "enginebench.engines.tinygrad_engine:TinygradEngine",
     "llamacpp": "enginebench.engines.llamacpp:LlamaCppEngine",
+    "sentence-transformers": "enginebench.engines.sentence_transformers_engine:SentenceTransformersEngine",
 }
 
 

@@ -1,0 +1,68 @@
+"""`enginebench compare RUN_A RUN_B`: two stored runs cell by cell, with significance; a CI regression gate."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+
+from enginebench.cli.args import DEFAULT_DB
+from enginebench.errors import UsageError
+
+
+def add_parsers(sub) -> None:
+    compare = sub.add_parser(
+        "compare", help="compare two stored runs cell by cell: ratio with its 95%% CI, faster/slower verdict",
+        description="Compare RUN_B (new) with RUN_A (base): each cell measured in both, the ratio of its figure "
+                    "with a 95% CI from the raw samples, and a verdict. A cell is SLOWER only when the whole CI "
+                    "of its slowdown lies beyond --threshold.")
+    compare.add_argument("base", metavar="RUN_A", help="the baseline run id (see `enginebench runs`)")
+    compare.add_argument("new", metavar="RUN_B", help="the run judged against it")
+    compare.add_argument("--threshold", default="5%",
+                         help="the smallest change that counts, as a percentage: a cell is faster or slower only "
+                              "when its whole 95%% CI lies beyond it [5%%]")
+    compare.add_argument("--fail-on", choices=["regression"],
+                         help="exit 1 when a cell is slower beyond --threshold (a CI gate)")
+    compare.add_argument("--format", default="table", choices=["table", "json", "md"])
+    compare.add_argument("--seed", default="0", help="seeds the bootstrap of one-process cells [0]")
+    compare.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database holding both runs [{DEFAULT_DB}]")
+
+
+_PERCENT = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*%\s*")
+
+
+def threshold(text: str) -> float:
+    """`5%` -> 0.05; anything but a percentage of 0% or more is a UsageError."""
+    match = _PERCENT.fullmatch(str(text))
+    value = float(match[1]) / 100 if match else math.nan
+    if not math.isfinite(value):
+        raise UsageError(f"--threshold {text!r} is not a percentage: give e.g. --threshold 5% (or 0% for any "
+                         "significant change)")
+    if value < 0:
+        raise UsageError(f"--threshold {text!r} must be 0% or more: give e.g. --threshold 5%")
+    return value
+
+
+def cmd_compare(args) -> int:
+    from enginebench.results.compare import compare_runs, render, to_json, to_markdown
+    from enginebench.results.store import ResultStore
+
+    limit = threshold(args.threshold)
+    if not str(args.seed).isdigit():
+        raise UsageError(f"--seed {args.seed!r} is not a whole number >= 0: give e.g. --seed 0")
+    if not os.path.exists(args.db):
+        raise UsageError(f"no database at {args.db}: run `enginebench run` first or pass --db")
+    with ResultStore(args.db) as store:
+        base, new = store.load_run(args.base), store.load_run(args.new)
+    comparison = compare_runs(base, new, threshold=limit, seed=int(args.seed))
+    if args.format == "json":
+        print(to_json(comparison))
+    elif args.format == "md":
+        sys.stdout.write(to_markdown(comparison))
+    else:
+        render(comparison)
+    return 1 if args.fail_on == "regression" and comparison.regressions() else 0
+
+
+COMMANDS = {"compare": cmd_compare}

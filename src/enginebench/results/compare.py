@@ -1,0 +1,494 @@
+"""Two Results, or two Runs cell by cell, compared with significance: the ratio of their figures with its 95% CI
+(measure/compare.py), a verdict with its reasons, and everything else that differs between the runs — machine,
+versions, how they measured — said first and loudly, as pyperf does before it mixes runs.
+
+Which figure a cell is judged on follows its scenario: latency → the median call latency (lower is better);
+throughput → closed-loop items/s (higher); generate → prefill tokens/s for pp tests, decode tokens/s for tg
+tests (higher), or the median time to first token where a pp test was timed as one (lower).
+
+The verdict and the regression gate: `new` is "slower" only when the whole 95% CI of its slowdown lies beyond the
+threshold — when it is slower by more than the threshold with 95% confidence — and "faster" likewise; a change
+whose CI excludes 1 but reaches inside the threshold is "no significant change", with a reason saying so. A gate
+built on that does not flap on noise: a true slowdown of exactly the threshold fails it at most 2.5% of the time;
+the slowdown it reliably catches is the threshold plus the CI's half-width (a few % with 3 processes a cell).
+On synthetic cells shaped like the default stopping rule (tests/test_compare.py), two draws of one distribution
+never failed the 5% gate in 400 seeded trials, and at threshold 0% were called different in 4-5% of them.
+Slowdown and speed-up are in time: 5% slower means the new takes 1.05× the time per call (or gives 1/1.05 the
+items/s), 5% faster that it takes 1/1.05 of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_side, side_ratio
+from enginebench.results.model import Result, Run
+
+MATCH_KEYS = ("engine", "model", "precision", "scenario", "workload", "batch_size", "threads", "workers")
+ONE_PROCESS_NOTE = ("one process per cell: its CIs cover within-process variance only (independent processes "
+                    "often differ by 1-2%, which such a CI does not include); measure with --repeat 3")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+    figure: str  # the Result field holding the stored figure and its CI
+
+
+LATENCY = Metric("median latency", "ms", False, "latency_ms")
+THROUGHPUT = Metric("throughput", "items/s", True, "throughput")
+PREFILL = Metric("prefill tokens/s", "tokens/s", True, "prefill_tokens_per_s")
+DECODE = Metric("decode tokens/s", "tokens/s", True, "decode_tokens_per_s")
+TTFT = Metric("median time to first token", "ms", False, "ttft_ms")
+
+
+def metric_of(r: Result) -> Metric:
+    """The figure a result is judged on (see the module's docstring)."""
+    if r.scenario == "throughput":
+        return THROUGHPUT
+    if r.scenario == "generate":
+        if r.prefill_tokens_per_s:
+            return PREFILL
+        if r.decode_tokens_per_s:
+            return DECODE
+        return TTFT  # a pp test timed through a one-token generation
+    return LATENCY
+
+
+def cell_of(r: Result) -> dict:
+    return {key: getattr(r, key) for key in MATCH_KEYS}
+
+
+@dataclass
+class CellComparison:
+    cell: dict  # the matching parameters: engine, model, precision, scenario, workload, batch_size, threads, workers
+    metric: str  # "median latency", "throughput", "decode tokens/s", "prefill tokens/s", ...
+    unit: str  # "ms", "items/s", "tokens/s"
+    higher_is_better: bool
+    base: float
+    new: float
+    ratio: Ratio  # new/base of the metric
+    speedup: Ratio  # > 1 means `new` is faster (ratio, or its inverse for latencies), with its CI
+    verdict: str  # "faster" | "slower" | "no significant change"
+    reasons: list[str]
+    processes: tuple[int, int]
+    base_ci: tuple[float, float] | None = None  # the stored figures' own CIs, for display
+    new_ci: tuple[float, float] | None = None
+    threshold: float = 0.0
+    warnings: dict = field(default_factory=dict)  # {"base": [...], "new": [...]}: the results' verdict reasons
+
+    def slower_beyond(self, threshold: float) -> bool:
+        """Slower by more than `threshold` (0.05 = 5%) with 95% confidence: the whole CI beyond it."""
+        return self.speedup.ci95 is not None and self.speedup.ci95[1] < 1 / (1 + threshold)
+
+    def change(self) -> str:
+        """`5.3% faster`, `4.8% slower` (in time per call), or `no change`."""
+        return change_text(self.speedup.value)
+
+    def to_dict(self) -> dict:
+        return {
+            "cell": self.cell, "metric": self.metric, "unit": self.unit, "higher_is_better": self.higher_is_better,
+            "base": self.base, "new": self.new, "base_ci95": _list(self.base_ci), "new_ci95": _list(self.new_ci),
+            "ratio": {"value": self.ratio.value, "ci95": _list(self.ratio.ci95)},
+            "speedup": {"value": self.speedup.value, "ci95": _list(self.speedup.ci95)},
+            "change": self.change(), "verdict": self.verdict, "reasons": self.reasons,
+            "processes": list(self.processes), "threshold": self.threshold, "warnings": self.warnings,
+        }
+
+
+def _list(ci) -> list[float] | None:
+    return list(ci) if ci is not None else None
+
+
+def change_text(speedup: float) -> str:
+    if speedup >= 1:
+        return "no change" if speedup == 1 else f"{(speedup - 1) * 100:.1f}% faster"
+    return f"{(1 / speedup - 1) * 100:.1f}% slower"
+
+
+def percent(threshold: float) -> str:
+    return f"{threshold * 100:g}%"
+
+
+def _closed_loop(r: Result) -> tuple[list[list], float]:
+    """Each process's workers' samples and the items per call. A result stored before repetitions (schema ≤ 2)
+    kept its workers' samples pooled: treated as one worker issuing `workers` × batch items per call."""
+    if r.repetitions:
+        return [rep.get("worker_samples", []) for rep in r.repetitions], float(r.batch_size)
+    return [[r.samples]], float(r.batch_size * r.workers)
+
+
+def _tokens_per_call(r: Result, metric: Metric, median_ns: float) -> float:
+    """Tokens per call, from the stored rate at the median call: rate = tokens per call / median call time."""
+    return getattr(r, metric.figure)["median"] * median_ns / 1e9
+
+
+def _stored_ci(r: Result, metric: Metric) -> tuple[float, float] | None:
+    ci = (getattr(r, metric.figure) or {}).get("ci95")
+    return (float(ci[0]), float(ci[1])) if ci else None
+
+
+def compare_results(base: Result, new: Result, *, threshold: float = 0.0, seed: int = 0,
+                    resamples: int = 2000) -> CellComparison:
+    """`new` against `base`: two ok results judged on the same figure (any two, not only one cell of two runs)."""
+    for side, r in (("base", base), ("new", new)):
+        if r.status != "ok":
+            raise ValueError(f"the {side} result is {r.status}: only ok results can be compared")
+    metric = metric_of(base)
+    if metric_of(new) != metric:
+        raise ValueError(f"cannot compare {metric.name} with {metric_of(new).name}")
+    rng = np.random.default_rng(seed)
+    if metric is THROUGHPUT:
+        sides = [closed_loop_side(*_closed_loop(r), resamples=resamples, rng=rng) for r in (base, new)]
+        ratio = side_ratio(*sides)
+        values = sides[0].point, sides[1].point
+    else:
+        sides = [bootstrap_side(r.process_samples(), resamples=resamples, rng=rng) for r in (base, new)]
+        ratio = side_ratio(*sides)  # of median call times
+        if metric.higher_is_better:  # tokens/s: tokens per call / call time
+            tokens = [_tokens_per_call(r, metric, s.point) for r, s in ((base, sides[0]), (new, sides[1]))]
+            ratio = ratio.inverse().scaled(tokens[1] / tokens[0])
+            values = tokens[0] * 1e9 / sides[0].point, tokens[1] * 1e9 / sides[1].point
+        else:
+            values = sides[0].point / 1e6, sides[1].point / 1e6
+    speedup = ratio if metric.higher_is_better else ratio.inverse()
+    verdict, reasons = judge(speedup, threshold)
+    reasons += _side_reasons(base, new, sides)
+    return CellComparison(
+        cell=cell_of(new), metric=metric.name, unit=metric.unit, higher_is_better=metric.higher_is_better,
+        base=float(values[0]), new=float(values[1]), ratio=ratio, speedup=speedup, verdict=verdict, reasons=reasons,
+        processes=(sides[0].processes, sides[1].processes), base_ci=_stored_ci(base, metric),
+        new_ci=_stored_ci(new, metric), threshold=threshold,
+        warnings={name: list(r.verdict["reasons"]) for name, r in (("base", base), ("new", new))
+                  if r.verdict and r.verdict.get("reasons")})
+
+
+def judge(speedup: Ratio, threshold: float) -> tuple[str, list[str]]:
+    """The verdict on a speed-up and the reason for it (see the module's docstring)."""
+    if speedup.ci95 is None:
+        return "no significant change", ["no confidence interval (a side has a single sample): cannot judge; "
+                                         "raise --min-samples"]
+    lo, hi = speedup.ci95
+    ci = f"95% CI of the speed-up [{lo:.3f}, {hi:.3f}]"
+    beyond = f" and beyond the {percent(threshold)} threshold" if threshold else ""
+    if lo > 1 + threshold:
+        return "faster", [f"{ci} lies above 1{beyond}"]
+    if hi < 1 / (1 + threshold):
+        return "slower", [f"{ci} lies below 1{beyond}"]
+    if lo > 1 or hi < 1:
+        return "no significant change", [f"{ci} excludes 1 but reaches inside the {percent(threshold)} threshold: "
+                                         "a change too small to count"]
+    return "no significant change", [f"{ci} includes 1"]
+
+
+def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
+    reasons = []
+    for name, r, side in (("base", base, sides[0]), ("new", new, sides[1])):
+        if side.processes == 1:
+            reasons.append(f"{name}: one process, so its CI covers within-process variance only")
+        warned = (r.verdict or {}).get("reasons") or []
+        if warned:  # the reasons themselves are in CellComparison.warnings
+            reasons.append(f"{name} result's verdict warns ({len(warned)} reason{'s' if len(warned) > 1 else ''})")
+        if r.fidelity and r.fidelity.get("ok") is False:
+            reasons.append(f"{name} result fails its fidelity check")
+    for label, get in (("engine version", lambda r: r.engine_version), ("executed precision",
+                       lambda r: r.executed_precision), ("seq_len", lambda r: r.seq_len),
+                       ("engine options", lambda r: r.engine_options)):
+        if get(base) != get(new):
+            reasons.append(f"{label} differs: {get(base)} → {get(new)}")
+    return reasons
+
+
+@dataclass
+class RunComparison:
+    base_id: str
+    new_id: str
+    threshold: float
+    cells: list[CellComparison] = field(default_factory=list)
+    only_in_base: list[dict] = field(default_factory=list)  # cell dicts
+    only_in_new: list[dict] = field(default_factory=list)
+    not_compared: list[dict] = field(default_factory=list)  # {"cell": ..., "why": "new failed: ..."}
+    machine_differences: list[str] = field(default_factory=list)
+    version_differences: list[str] = field(default_factory=list)
+    setup_differences: list[str] = field(default_factory=list)  # stopping rule, repeat, workloads, options
+    one_process: list[str] = field(default_factory=list)  # "base" / "new": sides with a cell of one process
+
+    def regressions(self, threshold: float | None = None) -> list[CellComparison]:
+        """Cells slower by more than `threshold` (this comparison's when None) with 95% confidence."""
+        t = self.threshold if threshold is None else threshold
+        return [c for c in self.cells if c.slower_beyond(t)]
+
+    def differences(self) -> list[str]:
+        return self.machine_differences + self.version_differences + self.setup_differences
+
+    def to_dict(self) -> dict:
+        return {
+            "base": self.base_id, "new": self.new_id, "threshold": self.threshold,
+            "machine_differences": self.machine_differences, "version_differences": self.version_differences,
+            "setup_differences": self.setup_differences, "one_process": self.one_process,
+            "cells": [c.to_dict() for c in self.cells],
+            "regressions": [c.cell for c in self.regressions()],
+            "only_in_base": self.only_in_base, "only_in_new": self.only_in_new, "not_compared": self.not_compared,
+        }
+
+
+def _keyed(results: list[Result]) -> dict[tuple, Result]:
+    """Results by their cell; a cell seen twice in one run is told apart by its occurrence."""
+    out: dict[tuple, Result] = {}
+    for r in results:
+        key = tuple(getattr(r, k) for k in MATCH_KEYS)
+        n = 0
+        while (*key, n) in out:
+            n += 1
+        out[(*key, n)] = r
+    return out
+
+
+def compare_runs(base: Run, new: Run, *, threshold: float = 0.05, seed: int = 0,
+                 resamples: int = 2000) -> RunComparison:
+    out = RunComparison(base.run_id, new.run_id, threshold, machine_differences=machine_differences(base.machine,
+                        new.machine), version_differences=version_differences(base, new),
+                        setup_differences=setup_differences(base.config, new.config))
+    a, b = _keyed(base.results), _keyed(new.results)
+    for key, rb in a.items():
+        rn = b.get(key)
+        if rn is None:
+            out.only_in_base.append(cell_of(rb))
+        elif rb.status != "ok" or rn.status != "ok":
+            why = "; ".join(f"{side} {r.status}: {r.error}" for side, r in (("base", rb), ("new", rn))
+                            if r.status != "ok")
+            out.not_compared.append({"cell": cell_of(rb), "why": why})
+        elif metric_of(rb) != metric_of(rn):
+            out.not_compared.append({"cell": cell_of(rb), "why": f"base measured {metric_of(rb).name}, new "
+                                                                 f"{metric_of(rn).name}"})
+        else:
+            out.cells.append(compare_results(rb, rn, threshold=threshold, seed=seed, resamples=resamples))
+    out.only_in_new = [cell_of(r) for key, r in b.items() if key not in a]
+    out.one_process = [side for side, i in (("base", 0), ("new", 1)) if any(c.processes[i] == 1 for c in out.cells)]
+    return out
+
+
+# --- what differs between the runs besides the engines' speed -------------------------------------------------
+
+_MACHINE = (("cpu", "CPU"), ("logical_cores", "logical cores"), ("physical_cores", "physical cores"),
+            ("affinity", "CPU affinity"), ("cpu_flags", "CPU flags"), ("memory_gb", "memory (GB)"),
+            ("governor", "CPU governor"), ("os", "OS"), ("python", "Python"), ("env", "environment"))
+
+
+def _cpus(affinity) -> str:
+    if not affinity:
+        return "unrecorded"
+    if affinity == list(range(affinity[0], affinity[-1] + 1)):
+        return f"{affinity[0]}-{affinity[-1]} ({len(affinity)} CPUs)"
+    return f"{','.join(map(str, affinity))} ({len(affinity)} CPUs)"
+
+
+def _shown(value) -> str:
+    return "unrecorded" if value is None else str(value)
+
+
+def machine_differences(a: dict, b: dict) -> list[str]:
+    """Readable lines, base → new, for each machine fact that differs (measure/machine.py records them)."""
+    lines = []
+    for key, label in _MACHINE:
+        va, vb = a.get(key), b.get(key)
+        if va == vb:
+            continue
+        if key == "cpu_flags" and va is not None and vb is not None:
+            change = [f"+{f}" for f in vb if f not in va] + [f"-{f}" for f in va if f not in vb]
+            lines.append(f"{label}: {' '.join(change)} (base {' '.join(va) or 'none'})")
+        elif key == "affinity":
+            lines.append(f"{label}: {_cpus(va)} → {_cpus(vb)}")
+        elif key == "env":
+            va, vb = va or {}, vb or {}
+            lines += [f"{label} {name}: {va.get(name, 'unset')} → {vb.get(name, 'unset')}"
+                      for name in sorted(set(va) | set(vb)) if va.get(name) != vb.get(name)]
+        else:
+            lines.append(f"{label}: {_shown(va)} → {_shown(vb)}")
+    return lines
+
+
+def _engine_versions(run: Run) -> dict[str, str]:
+    versions: dict[str, set] = {}
+    for r in run.results:
+        if r.engine_version:
+            versions.setdefault(r.engine, set()).add(r.engine_version)
+    return {engine: ", ".join(sorted(v)) for engine, v in versions.items()}
+
+
+def version_differences(base: Run, new: Run) -> list[str]:
+    """Engines' own versions (Result.engine_version, for engines in both runs) and the libraries recorded."""
+    lines = []
+    ea, eb = _engine_versions(base), _engine_versions(new)
+    lines += [f"engine {e}: {ea[e]} → {eb[e]}" for e in ea if e in eb and ea[e] != eb[e]]
+    la, lb = base.machine.get("libraries") or {}, new.machine.get("libraries") or {}
+    for name in sorted(set(la) | set(lb)):
+        change = f"{la.get(name, 'absent')} → {lb.get(name, 'absent')}"
+        if la.get(name) != lb.get(name) and f"engine {name}: {change}" not in lines:  # said once
+            lines.append(f"{name}: {change}")
+    return lines
+
+
+def setup_differences(a: dict, b: dict) -> list[str]:
+    """How the runs measured: stopping rule, processes per cell, workloads, engine options."""
+    from enginebench.measure.timing import StoppingRule
+
+    lines = []
+    rules = [StoppingRule(**c["stopping_rule"]).describe() if c.get("stopping_rule") else "unrecorded" for c in (a, b)]
+    if rules[0] != rules[1]:
+        lines.append(f"stopping rule: {rules[0]} → {rules[1]}")
+    repeats = [c.get("repeat", 1) for c in (a, b)]
+    if repeats[0] != repeats[1]:
+        lines.append(f"processes per cell (--repeat): {repeats[0]} → {repeats[1]}")
+    for key, label in (("workloads", "workload"), ("engine_options", "engine options")):
+        va, vb = a.get(key) or {}, b.get(key) or {}
+        lines += [f"{label} {name}: {json.dumps(va.get(name))} → {json.dumps(vb.get(name))}"
+                  for name in sorted(set(va) & set(vb)) if va[name] != vb[name]]
+    return lines
+
+
+# --- output ----------------------------------------------------------------------------------------------------
+
+_CELL_COLUMNS = [  # (header, getter of a cell dict)
+    ("engine", lambda c: c["engine"]),
+    ("model", lambda c: c["model"]),
+    ("precision", lambda c: c["precision"]),
+    ("scenario", lambda c: c["scenario"]),
+    ("workload", lambda c: c["workload"]),
+    ("batch", lambda c: str(c["batch_size"])),
+    ("workers×threads", lambda c: f"{c['workers']}×{c['threads']}"),
+]
+MEASURE_HEADERS = ["base → new", "new/base (95% CI)", "change", "verdict"]
+_SHORT_VERDICT = {"faster": "faster", "slower": "SLOWER", "no significant change": "no sig. change"}
+
+
+def cell_label(cell: dict) -> str:
+    return (f"{cell['engine']} {cell['precision']} {cell['scenario']} {cell['workload']} b{cell['batch_size']} "
+            f"{cell['workers']}×{cell['threads']}")
+
+
+def _x(value: float) -> str:
+    from enginebench.results.report import _num
+
+    return f"{value:.2f}" if 0.095 <= value < 9.995 else _num(value, 3 if value >= 1 else 2)
+
+
+def ratio_text(r: Ratio) -> str:
+    """`0.95× [0.93, 0.97]`."""
+    if r.ci95 is None:
+        return f"{_x(r.value)}× (no CI)"
+    return f"{_x(r.value)}× [{_x(r.ci95[0])}, {_x(r.ci95[1])}]"
+
+
+def _base_to_new(c: CellComparison) -> str:
+    from enginebench.results.report import _num
+
+    return f"{_num(c.base)} → {_num(c.new)} {c.unit}"
+
+
+def table_rows(cmp: RunComparison) -> tuple[list[str], list[list[str]], dict[str, str]]:
+    """(headers, rows, constants): a row number, the cell parameters that vary, then the comparison; the
+    constant parameters for the title."""
+    varying, constants = [], {}
+    for header, get in _CELL_COLUMNS:
+        values = {get(c.cell) for c in cmp.cells}
+        if header == "engine" or len(values) > 1:
+            varying.append((header, get))
+        elif values:
+            constants[header] = values.pop()
+    rows = [[str(i)] + [get(c.cell) for _, get in varying]
+            + [_base_to_new(c), ratio_text(c.ratio), c.change(), _SHORT_VERDICT[c.verdict]]
+            for i, c in enumerate(cmp.cells, 1)]
+    return ["#"] + [h for h, _ in varying] + MEASURE_HEADERS, rows, constants
+
+
+def _side_name(cmp: RunComparison, side: str) -> str:
+    return f"{side} ({cmp.base_id if side == 'base' else cmp.new_id})"
+
+
+def notes(cmp: RunComparison) -> list[str]:
+    """Lines under the table: the rows' further reasons, cells not compared, one-process runs."""
+    lines = []
+    for i, c in enumerate(cmp.cells, 1):
+        telling = c.verdict != "no significant change" or "threshold:" in c.reasons[0] or c.ratio.ci95 is None
+        extra = [r for r in c.reasons[1:] if "one process" not in r]  # said once for the whole run below
+        if telling or extra:
+            lines.append(f"[{i}] {cell_label(c.cell)}: " + "; ".join(c.reasons[:1] * telling + extra))
+    for side, cells in (("base", cmp.only_in_base), ("new", cmp.only_in_new)):
+        lines += [f"only in {_side_name(cmp, side)}: {cell_label(c)}" for c in cells]
+    lines += [f"not compared: {cell_label(x['cell'])}: {x['why']}" for x in cmp.not_compared]
+    lines += [f"{_side_name(cmp, side)}: {ONE_PROCESS_NOTE}" for side in cmp.one_process]
+    return lines
+
+
+def gate_line(cmp: RunComparison) -> str:
+    slower = cmp.regressions()
+    if not slower:
+        return f"no cell is slower by more than {percent(cmp.threshold)} with 95% confidence"
+    return (f"{len(slower)} cell{'s' if len(slower) > 1 else ''} slower by more than {percent(cmp.threshold)} "
+            f"with 95% confidence: " + ", ".join(f"{cell_label(c.cell)} ({c.change()})" for c in slower))
+
+
+def _title(cmp: RunComparison, constants: dict) -> str:
+    title = f"{cmp.new_id} (new) vs {cmp.base_id} (base)"
+    if constants:
+        title += " — " + ", ".join(f"{k} {v}" for k, v in constants.items())
+    return title + f" · a change counts beyond {percent(cmp.threshold)}"
+
+
+def _difference_lines(cmp: RunComparison) -> list[str]:
+    if not cmp.differences():
+        return []
+    return (["THE RUNS DIFFER in more than the code measured: a change below may come from these"]
+            + [f"  • {line}" for line in cmp.differences()])
+
+
+def render(cmp: RunComparison, console=None) -> None:
+    """On a screen: the differences in red, the table folded to the width, notes, the gate's line. Anywhere
+    else (a pipe, a CI log): the Markdown of `--format md`."""
+    from rich.console import Console
+
+    from enginebench.results.terminal import is_screen, print_lines, print_table
+
+    console = console or Console()
+    if not is_screen(console):
+        console.out(to_markdown(cmp), highlight=False, end="")
+        return
+    print_lines(console, _difference_lines(cmp), style="bold red")
+    headers, rows, constants = table_rows(cmp)
+    if rows:
+        styles = [{"slower": "red", "faster": "green"}.get(c.verdict) for c in cmp.cells]
+        print_table(console, _title(cmp, constants), headers, rows, keys=len(headers) - len(MEASURE_HEADERS),
+                    left={"#"} | set(dict(_CELL_COLUMNS)), styles=styles, repeat=2)
+    else:
+        print_lines(console, ["no cell was measured in both runs"], style="bold")
+    print_lines(console, notes(cmp), style="yellow")
+    print_lines(console, [gate_line(cmp)], style="bold red" if cmp.regressions() else "green")
+
+
+def to_markdown(cmp: RunComparison) -> str:
+    from enginebench.results.terminal import markdown_table
+
+    headers, rows, constants = table_rows(cmp)
+    lines = []
+    if cmp.differences():
+        lines += ["**The runs differ in more than the code measured: a change below may come from these:**", ""]
+        lines += [f"- {d}" for d in cmp.differences()] + [""]
+    lines += [f"**{_title(cmp, constants)}**", ""]
+    lines.append(markdown_table(headers, rows) if rows else "no cell was measured in both runs\n")
+    lines += [f"- {line}" for line in notes(cmp)]
+    lines.append(f"- **{gate_line(cmp)}**")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(cmp: RunComparison) -> str:
+    return json.dumps(cmp.to_dict(), indent=2)
+
+
+__all__ = ["CellComparison", "RunComparison", "compare_results", "compare_runs", "metric_of", "judge",
+           "machine_differences", "version_differences", "setup_differences", "render", "to_markdown", "to_json"]

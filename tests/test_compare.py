@@ -1,0 +1,238 @@
+"""compare's statistics on synthetic samples with known differences, and the matching of two runs' cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enginebench.measure.compare import Ratio, closed_loop_ratio_ci, ratio_ci
+from enginebench.plan import Cell
+from enginebench.results.build import build_result, closed_loop_throughput
+from enginebench.results.compare import compare_results, compare_runs, judge, machine_differences
+from enginebench.results.model import Result, Run
+from enginebench.scenarios.base import Measurement
+
+
+def cell_samples(rng, processes: int, calls: int, scale: float = 1.0, between: float = 0.01,
+                 noise: float = 0.03, median_ns: float = 20e6) -> list[np.ndarray]:
+    """One side of a comparison as the default stopping rule leaves it: `processes` independent processes, each
+    offset from the others by a lognormal `between`, its calls with lognormal `noise` around that."""
+    return [median_ns * scale * np.exp(between * rng.standard_normal()) * np.exp(noise * rng.standard_normal(calls))
+            for _ in range(processes)]
+
+
+def rates(processes: int, calls: int, trials: int, between: float = 0.01) -> tuple[float, float]:
+    """(share of trials where two draws of one distribution are called different, share where a real 5%
+    slowdown is found), threshold 0: the CI alone decides."""
+    false, found = 0, 0
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        base = cell_samples(rng, processes, calls, between=between)
+        same = cell_samples(rng, processes, calls, between=between)
+        slower = cell_samples(rng, processes, calls, scale=1.05, between=between)
+        lo, hi = ratio_ci(base, same, resamples=300, seed=seed).ci95
+        false += not lo <= 1 <= hi
+        found += ratio_ci(base, slower, resamples=300, seed=seed).ci95[0] > 1
+    return false / trials, found / trials
+
+
+@pytest.mark.parametrize("calls, max_false, min_found", [
+    (20, 0.07, 0.80),  # a slow cell: ≥10 s and ≥10 calls give tens of calls a process
+    (40, 0.07, 0.88),
+    (2000, 0.07, 0.90),  # a fast cell: thousands of calls, the spread between processes dominates
+])
+def test_false_positives_stay_at_5_percent_and_a_5_percent_shift_is_found(calls, max_false, min_found):
+    # 400 trials: a calibrated 95% interval errs in 5% ± 1.1% (one binomial standard error) of them
+    false, found = rates(3, calls, 400)
+    assert false <= max_false
+    assert found >= min_found
+
+
+def test_processes_that_differ_more_widen_the_interval_rather_than_raise_false_positives():
+    false, found = rates(3, 20, 400, between=0.02)
+    assert false <= 0.07
+    assert 0.3 < found < 0.8  # a 5% shift is harder to tell from a 2% spread between processes
+
+
+def test_with_the_gates_5_percent_threshold_two_draws_of_one_distribution_never_regress():
+    no_change = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        ratio = ratio_ci(cell_samples(rng, 3, 20), cell_samples(rng, 3, 20), resamples=300, seed=seed)
+        no_change += judge(ratio.inverse(), 0.05)[0] == "no significant change"
+    assert no_change / 200 >= 0.99
+
+
+def test_one_process_a_side_is_overconfident_when_processes_differ():
+    """Why the command says so when a run has one process per cell: a second process sits elsewhere by ~1%,
+    which one process's own calls cannot show."""
+    false = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        lo, hi = ratio_ci(cell_samples(rng, 1, 30), cell_samples(rng, 1, 30), resamples=300, seed=seed).ci95
+        false += not lo <= 1 <= hi
+    assert false / 200 > 0.10
+
+
+def test_ratio_has_no_interval_for_a_single_value_and_inverts():
+    assert ratio_ci([[5.0]], [[4.0, 4.2]]).ci95 is None
+    r = ratio_ci([[10.0, 11, 9, 10.5]], [[20.0, 21, 19, 20.5]])
+    assert r.value == pytest.approx(2.0, rel=0.05)
+    inv = r.inverse()
+    assert inv.value == pytest.approx(1 / r.value) and inv.ci95 == pytest.approx((1 / r.ci95[1], 1 / r.ci95[0]))
+    assert r.ci95[0] < r.value < r.ci95[1]
+
+
+def test_judge_needs_the_whole_interval_beyond_the_threshold():
+    assert judge(Ratio(1.10, (1.07, 1.13)), 0.05)[0] == "faster"
+    assert judge(Ratio(0.90, (0.87, 0.93)), 0.05)[0] == "slower"  # 1/0.93 = 7.5% more time a call: beyond 5%
+    verdict, reasons = judge(Ratio(0.97, (0.955, 0.985)), 0.05)  # significant, but maybe within 5%
+    assert verdict == "no significant change" and "inside the 5% threshold" in reasons[0]
+    assert judge(Ratio(0.97, (0.955, 0.985)), 0.0)[0] == "slower"
+    assert "includes 1" in judge(Ratio(1.0, (0.98, 1.02)), 0.0)[1][0]
+    assert judge(Ratio(1.0, None), 0.0)[0] == "no significant change"
+
+
+def test_the_closed_loop_rate_matches_the_stored_figure_and_its_ratio_is_calibrated():
+    from enginebench.measure.compare import closed_loop_rate
+
+    def side(rng, scale=1.0):  # 3 processes of 2 workers
+        return [cell_samples(rng, 2, 200, scale=scale * np.exp(0.01 * rng.standard_normal()), between=0.0)
+                for _ in range(3)]
+
+    base = side(np.random.default_rng(0))
+    assert closed_loop_rate(base, 8) == pytest.approx(closed_loop_throughput(base, 8)[0])
+    assert closed_loop_ratio_ci(base, [[w / 1.1 for w in ws] for ws in base], 8, 8).value == pytest.approx(1.1)
+    false, found = 0, 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        base, same, faster = side(rng), side(rng), side(rng, scale=1 / 1.05)  # calls 5% shorter
+        lo, hi = closed_loop_ratio_ci(base, same, 8, 8, resamples=300).ci95
+        false += not lo <= 1 <= hi
+        found += closed_loop_ratio_ci(base, faster, 8, 8, resamples=300).ci95[0] > 1
+    assert false / 200 <= 0.07
+    assert found / 200 >= 0.85
+
+
+# --- Results and Runs ----------------------------------------------------------------------------------------
+
+def _measurement(samples, workers: int = 1, batch: int = 1) -> Measurement:
+    parts = np.array_split(np.asarray(samples, dtype=np.int64), workers)
+    return Measurement(worker_samples=parts, items_per_call=batch, tokens_per_item=16.0, load_s=0.1,
+                       peak_rss_mb=100.0, executed_precision="fp32", wall_s=float(np.sum(samples)) / 1e9 / workers)
+
+
+def make_result(engine="onnxruntime", scenario="latency", batch=1, workers=1, threads=2, scale=1.0, seed=0,
+                processes=3, calls=60, version="1.0") -> Result:
+    rng = np.random.default_rng(seed)
+    cell = Cell(engine, "fp32", scenario, "titles", batch, workers, threads)
+    measured = [(r, _measurement(s, workers, batch)) for r, s in
+                enumerate(cell_samples(rng, processes, calls, scale=scale, noise=0.02))]
+    return build_result(cell, measured, model="minilm", seq_len=16, engine_version=version, engine_options={},
+                        details={})
+
+
+MACHINE = {"cpu": "Intel Xeon 8480", "cpu_flags": ["avx2", "avx512f", "avx512_vnni"], "logical_cores": 16,
+           "physical_cores": 8, "affinity": list(range(16)), "python": "3.11.7", "env": {},
+           "libraries": {"onnxruntime": "1.0", "numpy": "2.0"}}
+CONFIG = {"stopping_rule": {"duration_s": 10.0, "min_samples": 10, "warmup_s": 1.0, "min_warmup": 2}, "repeat": 3}
+
+
+def test_latency_cells_compare_medians_and_say_which_is_faster():
+    base, new = make_result(seed=1), make_result(seed=2, scale=1 / 1.2)
+    c = compare_results(base, new)
+    assert c.metric == "median latency" and c.unit == "ms" and not c.higher_is_better
+    assert c.base == pytest.approx(base.latency_ms["median"]) and c.new == pytest.approx(new.latency_ms["median"])
+    assert c.ratio.value == pytest.approx(c.new / c.base)
+    assert c.speedup.value == pytest.approx(1 / c.ratio.value) and c.speedup.value > 1.1
+    assert c.verdict == "faster" and c.change().endswith("faster") and c.processes == (3, 3)
+    assert compare_results(new, base).verdict == "slower"
+
+
+def test_throughput_cells_are_judged_on_items_per_s():
+    base = make_result(scenario="throughput", workers=2, threads=1, batch=8, seed=1)
+    new = make_result(scenario="throughput", workers=2, threads=1, batch=8, seed=2, scale=1.15)
+    c = compare_results(base, new)
+    assert c.metric == "throughput" and c.higher_is_better and c.unit == "items/s"
+    assert c.base == pytest.approx(base.throughput["items_per_s"])
+    assert c.new == pytest.approx(new.throughput["items_per_s"])
+    assert c.verdict == "slower" and c.speedup.value == pytest.approx(c.ratio.value)
+
+
+def test_decode_cells_are_judged_on_tokens_per_s():
+    from enginebench.results.build import rate_summary
+
+    def decoder(scale, seed):
+        r = make_result(scenario="latency", seed=seed, scale=scale, calls=100)
+        r.scenario, r.workload = "generate", "tg32"
+        r.decode_tokens_per_s = rate_summary([np.asarray(g) for g in r.process_samples()], 4)
+        return r
+
+    base, new = decoder(1.0, 1), decoder(1 / 1.3, 2)  # decode steps 1.3× as fast
+    c = compare_results(base, new)
+    assert c.metric == "decode tokens/s" and c.unit == "tokens/s"
+    assert c.base == pytest.approx(base.decode_tokens_per_s["median"])
+    assert c.new == pytest.approx(new.decode_tokens_per_s["median"])
+    assert c.ratio.value == pytest.approx(c.new / c.base) and c.verdict == "faster"
+
+
+def test_results_of_other_kinds_or_not_ok_are_refused():
+    with pytest.raises(ValueError, match="cannot compare"):
+        compare_results(make_result(), make_result(scenario="throughput", workers=2, threads=1))
+    failed = Result(engine="torch", model="minilm", precision="fp32", scenario="latency", workload="titles",
+                    batch_size=1, seq_len=16, workers=1, threads=2, status="failed", error="boom")
+    with pytest.raises(ValueError, match="failed"):
+        compare_results(failed, make_result())
+
+
+def test_one_process_results_say_their_interval_covers_one_process():
+    c = compare_results(make_result(processes=1, seed=1), make_result(seed=2))
+    assert c.processes == (1, 3)
+    assert any("base: one process" in r for r in c.reasons)
+    assert not any("new: one process" in r for r in c.reasons)
+
+
+def test_runs_match_cells_by_parameters_and_list_the_rest():
+    failed = Result(engine="torch", model="minilm", precision="fp32", scenario="latency", workload="titles",
+                    batch_size=1, seq_len=16, workers=1, threads=2, status="failed", error="out of memory")
+    base = Run("a", "2026-01-01T00:00:00+00:00", MACHINE, CONFIG, [
+        make_result(seed=1), make_result(batch=8, seed=3), make_result(engine="torch", seed=5),
+        make_result(engine="openvino", seed=7)])
+    new = Run("b", "2026-01-02T00:00:00+00:00", MACHINE, CONFIG, [
+        make_result(seed=2, scale=1.2, version="1.1"), make_result(batch=8, seed=4), failed,
+        make_result(batch=32, seed=6)])
+    cmp = compare_runs(base, new)
+    assert [(c.cell["engine"], c.cell["batch_size"]) for c in cmp.cells] == [("onnxruntime", 1), ("onnxruntime", 8)]
+    assert cmp.cells[0].verdict == "slower" and cmp.cells[1].verdict == "no significant change"
+    assert [c["engine"] for c in cmp.only_in_base] == ["openvino"]
+    assert [(c["engine"], c["batch_size"]) for c in cmp.only_in_new] == [("onnxruntime", 32)]
+    assert cmp.not_compared[0]["cell"]["engine"] == "torch" and "out of memory" in cmp.not_compared[0]["why"]
+    assert [c.cell["batch_size"] for c in cmp.regressions()] == [1]
+    assert cmp.regressions(threshold=0.5) == []
+    assert any("engine version differs: 1.0 → 1.1" in r for r in cmp.cells[0].reasons)
+    assert "engine onnxruntime: 1.0, 1.1 → 1.1" not in cmp.version_differences  # base has 1.0 only
+    assert "engine onnxruntime: 1.0 → 1.0, 1.1" in cmp.version_differences
+    d = cmp.to_dict()
+    assert d["regressions"] == [cmp.cells[0].cell] and len(d["cells"]) == 2
+
+
+def test_machine_and_setup_differences_are_spelled_out():
+    other = {**MACHINE, "cpu": "AMD EPYC 9654", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"],
+             "logical_cores": 8, "affinity": [0, 1, 2, 3], "python": "3.12.1", "env": {"OMP_NUM_THREADS": "4"},
+             "libraries": {"onnxruntime": "1.2", "numpy": "2.0"}}
+    lines = machine_differences(MACHINE, other)
+    assert "CPU: Intel Xeon 8480 → AMD EPYC 9654" in lines
+    assert "logical cores: 16 → 8" in lines
+    assert any(line.startswith("CPU flags: +avx512_bf16 -avx512_vnni") for line in lines)
+    assert "CPU affinity: 0-15 (16 CPUs) → 0-3 (4 CPUs)" in lines
+    assert "Python: 3.11.7 → 3.12.1" in lines
+    assert "environment OMP_NUM_THREADS: unset → 4" in lines
+    assert machine_differences(MACHINE, dict(MACHINE)) == []
+    base = Run("a", "t", MACHINE, CONFIG, [make_result(seed=1)])
+    new = Run("b", "t", other, {**CONFIG, "repeat": 1, "stopping_rule": {**CONFIG["stopping_rule"], "duration_s": 1.0}},
+              [make_result(seed=2, processes=1)])
+    cmp = compare_runs(base, new)
+    assert "onnxruntime: 1.0 → 1.2" in cmp.version_differences
+    assert "processes per cell (--repeat): 3 → 1" in cmp.setup_differences
+    assert any(line.startswith("stopping rule: cells ≥10 s") and "→ cells ≥1 s" in line for line in cmp.setup_differences)
+    assert cmp.one_process == ["new"]

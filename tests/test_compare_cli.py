@@ -1,0 +1,133 @@
+"""`enginebench compare RUN_A RUN_B` on runs stored in a tmp database: the table, JSON, the regression gate's exit
+code and bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from test_compare import CONFIG, MACHINE, make_result
+
+from enginebench.results.model import Run
+from enginebench.results.store import ResultStore
+
+
+def cli(argv: list[str]) -> int:
+    """The command line as `enginebench` runs it (a parser of this module alone until it is registered)."""
+    from enginebench import cli as package
+
+    if "compare" in package.GROUPS:
+        return package.main(argv)
+    from enginebench.cli import compare
+    from enginebench.cli.args import Parser
+    from enginebench.errors import UsageError
+
+    parser = Parser(prog="enginebench")
+    compare.add_parsers(parser.add_subparsers(dest="command", parser_class=Parser))
+    try:
+        args = parser.parse_args(argv)
+        return compare.COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"enginebench: error: {e}", file=sys.stderr)
+        return UsageError.exit_code
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """Three runs: `base`; `same`, measured again with the same code; `slow`, its batch-8 cell 20% slower,
+    an engine gone and another added, on another CPU with another onnxruntime and one process per cell."""
+    path = tmp_path_factory.mktemp("compare") / "runs.db"
+    runs = [
+        Run("base", "2026-01-01T00:00:00+00:00", MACHINE, CONFIG,
+            [make_result(seed=1), make_result(batch=8, seed=2), make_result(engine="openvino", seed=3),
+             make_result(scenario="throughput", workers=2, threads=1, batch=8, seed=4)]),
+        Run("same", "2026-01-02T00:00:00+00:00", MACHINE, CONFIG,
+            [make_result(seed=11), make_result(batch=8, seed=12), make_result(engine="openvino", seed=13),
+             make_result(scenario="throughput", workers=2, threads=1, batch=8, seed=14)]),
+        Run("slow", "2026-01-03T00:00:00+00:00",
+            {**MACHINE, "cpu": "AMD EPYC 9654", "libraries": {"onnxruntime": "1.2", "numpy": "2.0"}},
+            {**CONFIG, "repeat": 1},
+            [make_result(seed=21, processes=1, version="1.2"),
+             make_result(batch=8, seed=22, scale=1.2, processes=1, version="1.2"),
+             make_result(engine="torch", seed=23, processes=1, version="2.5")]),
+    ]
+    with ResultStore(path) as store:
+        for run in runs:
+            store.add_run(run)
+            for i, r in enumerate(run.results):
+                store.add_result(run.run_id, r, cell=i)
+    return str(path)
+
+
+def test_a_run_measured_again_passes_the_gate(db, capsys):
+    assert cli(["compare", "base", "same", "--db", db, "--fail-on", "regression"]) == 0
+    out = capsys.readouterr().out
+    assert "no cell is slower by more than 5% with 95% confidence" in out
+    assert "THE RUNS DIFFER" not in out and "The runs differ" not in out
+    assert "ms →" in out or " → " in out  # base → new with units
+    assert "items/s" in out
+
+
+def test_a_slower_cell_fails_the_gate_and_is_named(db, capsys):
+    assert cli(["compare", "base", "slow", "--db", db, "--fail-on", "regression"]) == 1
+    out = capsys.readouterr().out
+    assert "1 cell slower by more than 5% with 95% confidence: onnxruntime fp32 latency titles b8" in out
+    assert "slower" in out and "SLOWER" in out
+    # without --fail-on the comparison is only reported; a threshold above the slowdown lets it pass
+    assert cli(["compare", "base", "slow", "--db", db]) == 0
+    assert cli(["compare", "base", "slow", "--db", db, "--threshold", "50%", "--fail-on", "regression"]) == 0
+    capsys.readouterr()
+
+
+def test_differences_cells_in_one_run_and_one_process_are_said(db, capsys):
+    cli(["compare", "base", "slow", "--db", db])
+    out = capsys.readouterr().out
+    head = out[:out.index("|")]  # before the table
+    assert "CPU: Intel Xeon 8480 → AMD EPYC 9654" in head
+    assert "onnxruntime: 1.0 → 1.2" in head and "engine onnxruntime: 1.0 → 1.2" in head
+    assert "processes per cell (--repeat): 3 → 1" in head
+    assert "only in base (base): openvino fp32 latency titles b1 1×2" in out
+    assert "only in base (base): onnxruntime fp32 throughput titles b8 2×1" in out
+    assert "only in new (slow): torch fp32 latency titles b1 1×2" in out
+    assert "new (slow): one process per cell: its CIs cover within-process variance only" in out
+
+
+def test_json_carries_every_cell_and_the_regressions(db, capsys):
+    assert cli(["compare", "base", "slow", "--db", db, "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["base"] == "base" and d["new"] == "slow" and d["threshold"] == 0.05
+    assert [c["cell"]["batch_size"] for c in d["cells"]] == [1, 8]
+    slow = d["cells"][1]
+    assert slow["verdict"] == "slower" and slow["speedup"]["ci95"][1] < 1 / 1.05
+    assert slow["ratio"]["value"] == pytest.approx(slow["new"] / slow["base"])
+    assert d["regressions"] == [slow["cell"]]
+    assert any("one process" in r for r in slow["reasons"])
+    assert {c["engine"] for c in d["only_in_base"]} == {"openvino", "onnxruntime"}
+    assert d["machine_differences"] == ["CPU: Intel Xeon 8480 → AMD EPYC 9654"]
+
+
+def test_markdown_and_the_same_run_twice(db, capsys):
+    assert cli(["compare", "base", "base", "--db", db, "--format", "md", "--fail-on", "regression"]) == 0
+    out = capsys.readouterr().out
+    assert "| # | engine |" in out and "1.00× [" in out and "no change" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "base", "nope"], "no run 'nope'"),
+    (["compare", "base", "same", "--threshold", "5"], "--threshold '5' is not a percentage"),
+    (["compare", "base", "same", "--threshold=-5%"], "must be 0% or more"),
+    (["compare", "base", "same", "--threshold", "five%"], "is not a percentage"),
+    (["compare", "base", "same", "--fail-on", "everything"], "invalid choice"),
+    (["compare", "base"], "required"),
+])
+def test_bad_input_is_a_one_line_usage_error(db, capsys, argv, message):
+    assert cli(argv + ["--db", db]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_database_is_a_usage_error(tmp_path, capsys):
+    assert cli(["compare", "a", "b", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no database at" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()  # and none was created

@@ -1,0 +1,243 @@
+"""`enginebench recommend`: constraints, the reasons nothing qualifies, speed-ups with CIs, the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from enginebench.errors import UsageError
+from enginebench.measure.fidelity import threshold_for
+from enginebench.plan import Cell
+from enginebench.results.build import build_result
+from enginebench.results.model import Result, Run
+from enginebench.results.recommend import Constraints, recommend, reproduce_command
+from enginebench.results.store import ResultStore
+from enginebench.scenarios.base import Measurement
+
+MACHINE = {"hostname": "box", "cpu": "Test CPU", "logical_cores": 4}
+CONFIG = {"argv": ["--model", "minilm", "--workload", "titles"], "model": {"name": "minilm"},
+          "stopping_rule": {"duration_s": 2.0, "min_samples": 20, "warmup_s": 0.5, "min_warmup": 2},
+          "repeat": 3, "order_seed": 0}
+
+
+def _result(engine, median_ms, *, precision="fp32", scenario="latency", workload="titles", batch=1, workers=1,
+            threads=2, fidelity=1.0, rss=200.0, warn=False, seed=0, options=None, quantization=None) -> Result:
+    """A result built from raw samples as the orchestrator builds it: 3 processes, 1% noise."""
+    rng = np.random.default_rng(seed)
+    measured = []
+    for rep in range(3):
+        samples = (median_ms * 1e6 * (1 + 0.01 * rng.standard_normal(60))).astype(np.int64)
+        parts = np.array_split(samples, workers)
+        measured.append((rep, Measurement(worker_samples=parts, items_per_call=batch, tokens_per_item=13.0,
+                                          load_s=1.0, peak_rss_mb=rss, executed_precision=precision,
+                                          wall_s=float(samples.sum()) / 1e9 / workers)))
+    cell = Cell(engine, precision, scenario, workload, batch, workers, threads)
+    r = build_result(cell, measured, model="minilm", seq_len=16, engine_version="1",
+                     engine_options={"threads": threads, **(options or {})},
+                     details={"quantization": quantization} if quantization else {})
+    r.fidelity = {"metric": "min_cosine", "value": fidelity, "ok": fidelity >= threshold_for(precision),
+                  "threshold": threshold_for(precision)}
+    r.verdict = {"ok": not warn, "reasons": ["CV 25% > 10%: noisy machine or unstable engine"] if warn else []}
+    return r
+
+
+def _failed(engine, status="failed") -> Result:
+    return Result(engine, "minilm", "fp32", "latency", "titles", 1, 16, 1, 2, status=status, error="boom")
+
+
+def _run(results, run_id="run-1", created="2026-11-25T10:00:00+00:00", machine=MACHINE, config=CONFIG) -> Run:
+    return Run(run_id, created, dict(machine), dict(config), results)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Fastest first: each faster one is disqualified by one constraint; onnxruntime fp32 is the best that passes."""
+    return _run([
+        _result("torch", 20.0, seed=1),
+        _result("sentence-transformers", 30.0, seed=2),
+        _result("onnxruntime", 10.0, seed=3, options={"graph_optimization": "basic"}),
+        _result("onnxruntime", 5.0, precision="int8", fidelity=0.98, seed=4,
+                quantization={"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 0.67}),
+        _result("openvino", 4.0, rss=900.0, seed=5),
+        _result("tinygrad", 3.0, warn=True, seed=6),
+        _failed("jax"),
+        _failed("ctranslate2", "skipped"),
+        _result("torch", 15.0, batch=8, seed=7),
+    ])
+
+
+def test_the_best_qualifying_result_wins_and_each_exclusion_is_counted(mixed):
+    rec = recommend([mixed], Constraints(objective="latency", max_memory_mb=500, batch_size=1))
+    assert (rec.best.engine, rec.best.precision) == ("onnxruntime", "fp32") and rec.run_id == "run-1"
+    assert rec.excluded == {"fidelity below min": 1, "memory above max": 1, "warn verdict": 1, "failed": 1,
+                            "skipped": 1, "other batch size": 1}
+    assert rec.figure.unit == "ms" and rec.figure.value == pytest.approx(10.0, rel=0.02)
+    versus = {v.other.engine: v for v in rec.versus}
+    assert versus["torch"].speedup.value == pytest.approx(2.0, rel=0.03) and versus["torch"].significant
+    assert versus["sentence-transformers"].speedup.value == pytest.approx(3.0, rel=0.03)
+    lo, hi = versus["torch"].speedup.ci95
+    assert lo < 2.0 < hi and lo > 1
+    assert rec.runner_up.other.engine == "torch" and rec.runner_up.significant
+    text = "\n".join(rec.lines())
+    assert "2× faster (95% CI" in text and "sentence-transformers" in text and "graph_optimization=basic" in text
+
+
+def test_loosening_a_constraint_admits_what_it_excluded(mixed):
+    int8 = recommend([mixed], Constraints(objective="latency", min_fidelity=0.97, max_memory_mb=500, batch_size=1))
+    assert int8.best.precision == "int8" and "w8a8, 67% of MatMul FLOPs" in "\n".join(int8.lines())
+    assert recommend([mixed], Constraints(objective="latency", min_fidelity=0.97, batch_size=1)).best.engine == "openvino"
+    noisy = recommend([mixed], Constraints(objective="latency", min_fidelity=0.97, batch_size=1, accept_warn=True))
+    assert noisy.best.engine == "tinygrad" and any("warn" in n for n in noisy.notes)
+
+
+def test_an_fp32_result_below_its_own_threshold_is_excluded_even_above_min_fidelity():
+    broken = _result("onnxruntime", 5.0, fidelity=0.995)  # fine for int8, a bug in fp32
+    rec = recommend([_run([_result("torch", 20.0), broken])], Constraints(objective="latency"))
+    assert rec.best.engine == "torch" and rec.excluded == {"fidelity check failed (full precision differs from the reference)": 1}
+    assert rec.versus[0].speedup is None and "itself" in rec.versus[0].text()
+
+
+def test_none_qualifies_says_why_and_how_to_fix_it():
+    run = _run([_result("torch", 20.0, warn=True), _result("onnxruntime", 10.0, fidelity=0.9, precision="int8"),
+                _failed("jax")])
+    rec = recommend([run], Constraints())
+    assert rec.best is None and rec.command is None
+    assert rec.excluded == {"warn verdict": 1, "fidelity below min": 1, "failed": 1}
+    assert "none of the 3 results qualifies" in rec.why_none and "--accept-warn" in rec.why_none
+    assert "--min-fidelity" in rec.why_none and rec.why_none in "\n".join(rec.lines())
+    assert json.loads(json.dumps(rec.to_dict()))["why_none"] == rec.why_none
+
+
+def test_throughput_judges_items_per_second_of_both_scenarios():
+    run = _run([_result("torch", 20.0, threads=4), _result("torch", 30.0, scenario="throughput", workers=4, threads=1),
+                _result("onnxruntime", 12.0, scenario="throughput", workers=4, threads=1, seed=2),
+                _result("onnxruntime", 8.0, batch=8, threads=4, seed=3)])
+    rec = recommend([run], Constraints(objective="throughput"))
+    # 4 workers x 1 item / 12 ms = 333 items/s; 8 items / 8 ms = 1000 items/s in one session: the batch wins
+    assert (rec.best.scenario, rec.best.batch_size) == ("latency", 8)
+    assert rec.figure.unit == "items/s" and rec.figure.value == pytest.approx(1000, rel=0.03)
+    assert rec.versus == []  # no torch fp32 at batch 8 in one session: nothing to compare with
+    assert rec.runner_up.other.scenario == "throughput"
+    assert rec.runner_up.speedup.value == pytest.approx(1000 / 333.3, rel=0.03)
+    latency = recommend([run], Constraints(objective="latency"))
+    assert latency.best.batch_size == 1 and "smallest measured" in latency.notes[0]
+    assert latency.excluded["other batch size"] == 1 and latency.best.engine == "torch"
+
+
+def test_other_machines_and_several_workloads():
+    here = _run([_result("torch", 20.0)], created="2026-11-25T12:00:00+00:00")
+    there = _run([_result("onnxruntime", 1.0)], run_id="run-0", machine={**MACHINE, "cpu": "Other CPU"})
+    rec = recommend([here, there], Constraints(objective="latency"))
+    assert rec.best.engine == "torch" and rec.excluded == {"other machine": 1}
+    two = _run([_result("torch", 20.0), _result("torch", 50.0, workload="corpus")])
+    with pytest.raises(UsageError, match="several workloads .*--workload"):
+        recommend([two], Constraints())
+    assert recommend([two], Constraints(workload="corpus")).excluded == {"other workload": 1}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(objective="fast"), "objective 'fast'"), (dict(min_fidelity=1.5), "at most 1"),
+    (dict(max_memory_mb=0), "more than 0"), (dict(batch_size=0), "at least 1")])
+def test_bad_constraints_are_usage_errors(bad, message):
+    with pytest.raises(UsageError, match=message):
+        Constraints(**bad)
+
+
+def test_the_command_reproduces_the_configuration(mixed):
+    from enginebench.cli import build_parser
+    from enginebench.planning import RunOptions, plan_from_options
+
+    throughput = _result("onnxruntime", 12.0, scenario="throughput", workers=2, threads=1,
+                         options={"graph_optimization": "basic", "inter_op_threads": 1})
+    for result in (mixed.results[2], throughput):
+        argv = shlex.split(reproduce_command(result, mixed))
+        assert argv[:2] == ["enginebench", "run"]
+        args = build_parser().parse_args(argv[1:])
+        plan, _ = plan_from_options(RunOptions(**{k: v for k, v in vars(args).items()
+                                                  if k in RunOptions.__dataclass_fields__}))
+        assert plan.cells == [Cell(result.engine, result.precision, result.scenario, result.workload,
+                                   result.batch_size, result.workers, result.threads)]
+        assert plan.engine_options == {"onnxruntime": {"graph_optimization": "basic"}}  # defaults left out
+        assert (plan.rule.duration_s, plan.rule.min_samples, plan.rule.warmup_s) == (2.0, 20, 0.5)
+        assert plan.repeat == 3 and plan.model.name == "minilm"
+
+
+def test_decoders_are_judged_on_decode_tokens_per_second():
+    def tg(engine, step_ms, batch=1, workload="tg128"):
+        samples = [int(step_ms * 1e6)] * 30
+        return Result(engine, "smollm2-135m", "fp32", "generate", workload, batch, 128, 1, 2, samples=samples,
+                      latency_ms={"median": step_ms, "ci95": [step_ms, step_ms]}, verdict={"ok": True, "reasons": []},
+                      throughput={"items_per_s": 1, "ci95": None}, fidelity={"metric": "top1_agreement",
+                                                                             "value": 1.0, "ok": True},
+                      decode_tokens_per_s={"median": batch * 1e3 / step_ms, "ci95": None})
+
+    run = _run([tg("torch", 20.0), tg("llamacpp", 10.0), tg("llamacpp", 5.0, workload="pp512")],
+               config={**CONFIG, "argv": ["--model", "smollm2-135m"], "model": {"name": "smollm2-135m"}})
+    rec = recommend([run], Constraints(objective="latency"))
+    assert rec.best.engine == "llamacpp" and rec.figure.unit == "tokens/s" and rec.versus[0].speedup.value == 2.0
+    assert rec.excluded == {"pp test (decoders are judged on tg tests)": 1}
+    assert "--prompt-len 128 --gen-len 128" in rec.command and "--scenario generate" in rec.command
+
+
+def _store(tmp_path, *runs) -> str:
+    db = str(tmp_path / "r.db")
+    with ResultStore(db) as store:
+        for run in runs:
+            store.add_run(dataclasses.replace(run, results=[]))
+            for i, r in enumerate(run.results):
+                store.add_result(run.run_id, r, cell=i)
+    return db
+
+
+def _cli(*argv) -> int:
+    from enginebench.cli import main
+
+    return main(["recommend", *argv])
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The command, whether or not cli/__init__.py lists it yet."""
+    import enginebench.cli as cli
+
+    if "recommend" not in cli.GROUPS:
+        monkeypatch.setattr(cli, "GROUPS", [*cli.GROUPS, "recommend"])
+
+
+def test_cli_exit_codes_and_json(tmp_path, capsys, registered, mixed):
+    db = _store(tmp_path, mixed)
+    assert _cli("--db", db, "--objective", "latency", "--max-memory", "500", "--batch-size", "1", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["configuration"]["engine"] == "onnxruntime" and out["command"].startswith("enginebench run")
+    assert out["versus"][0]["speedup"]["value"] == pytest.approx(2.0, rel=0.03)
+    assert _cli("--db", db, "--objective", "latency", "--min-fidelity", "0.999999", "--max-memory", "1") == 1
+    assert "no recommendation: none of the" in capsys.readouterr().out
+    assert _cli("--db", db, "--min-fidelity", "high") == 2
+    assert "--min-fidelity 'high' is not a number" in capsys.readouterr().err
+    assert _cli("--db", db, "--model", "bert") == 2 and "use one of minilm" in capsys.readouterr().err
+    assert _cli("--db", str(tmp_path / "none.db")) == 2
+
+
+@pytest.mark.slow
+def test_end_to_end_on_real_runs(tmp_path):
+    """torch, sentence-transformers and onnxruntime on minilm titles, batch 1, two processes each."""
+    db = str(tmp_path / "e2e.db")
+    run = [sys.executable, "-m", "enginebench", "run", "--engine", "torch,sentence-transformers,onnxruntime",
+           "--workload", "titles", "--batch-size", "1", "--scenario", "latency", "--duration", "0.5s",
+           "--min-samples", "10", "--warmup", "0.2s", "--repeat", "2", "--db", db]
+    subprocess.run(run, check=True, capture_output=True)
+    with ResultStore(db) as store:
+        stored = store.load_run()
+    st = next(r for r in stored.results if r.engine == "sentence-transformers")
+    assert st.status == "ok" and st.fidelity["ok"] and "tokenisation" in st.details["timed_call"]
+    rec = recommend([stored], Constraints(objective="latency", accept_warn=True))
+    assert rec.best is not None and rec.best.status == "ok"
+    if rec.best.engine != "sentence-transformers":
+        assert "sentence-transformers" in {v.other.engine for v in rec.versus}
+    print("\n".join(rec.lines()))
