@@ -49,3 +49,17 @@ def test_bad_options_fail_before_measuring(tmp_path):
     assert not db.exists()  # nothing measured, nothing stored
     with pytest.raises(eb.UsageError, match="no database"):
         eb.load(db=str(tmp_path / "missing.db"))
+
+
+def test_frame_compare_and_recommend_from_python(small_run):
+    run, db, _ = small_run
+    frame = eb.load(run.run_id, db=db).to_pandas()
+    assert list(frame["batch_size"]) == [1, 2] and (frame["processes"] == 2).all()
+    assert frame["median_ms"].tolist() == [r.latency_ms["median"] for r in run.results]
+    same = eb.compare(run.run_id, run.run_id, db=db)
+    assert [c.verdict for c in same.cells] == ["no significant change"] * 2 and not same.regressions()
+    rec = eb.recommend(db=db, objective="latency", accept_warn=True)
+    assert rec.best is not None and rec.best.engine == "torch" and rec.best.batch_size == 1
+    assert rec.command.startswith("enginebench run ") and "--engine torch" in rec.command
+    with pytest.raises(eb.UsageError, match="unknown constraints"):
+        eb.recommend(db=db, objectve="latency")

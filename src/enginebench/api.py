@@ -148,11 +148,17 @@ def compare(base, new, *, threshold: float = 0.05, db: str = DEFAULT_DB, seed: i
 
 def recommend(runs=None, *, db: str = DEFAULT_DB, **constraints):
     """The best configuration among stored results under constraints (model, workload, min_fidelity, objective,
-    max_memory_mb, batch_size), with its speed-up over the default path and the command that reproduces it.
-    `runs`: Run objects or run ids [the newest run]."""
-    from enginebench.results.recommend import Constraints, recommend as best
+    max_memory_mb, batch_size, accept_warn), with its speed-up over the default path and the command that
+    reproduces it. `runs`: Run objects or run ids [every stored run of the newest run's model, or of model=]."""
+    from enginebench.results.recommend import Constraints, load_runs, recommend as best
+    from enginebench.results.store import ResultStore
 
-    runs = [load(None, db=db)] if runs is None else [_as_run(r, db) for r in runs]
+    if runs is None:
+        if not os.path.exists(db):
+            raise UsageError(f"no database at {db}: run `enginebench run` first or pass db=")
+        with ResultStore(db) as store:
+            runs = load_runs(store, [], constraints.get("model"))
+    runs = [_as_run(r, db) for r in runs]
     fields = set(Constraints.__dataclass_fields__)
     unknown = set(constraints) - fields
     if unknown:

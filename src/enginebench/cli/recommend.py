@@ -52,24 +52,8 @@ def constraints_from(args):
         accept_warn=args.accept_warn)
 
 
-def load_runs(store, run_ids: list[str], model: str | None) -> list:
-    """The runs named, else every stored run of `model` (the newest run's model when None)."""
-    if run_ids:
-        return [store.load_run(run_id) for run_id in run_ids]
-    overviews = store.run_overviews()  # newest first
-    if not overviews:
-        raise UsageError(f"no runs in {store.path}: run `enginebench run` first")
-    if model is None:
-        model = next((o.models[0] for o in overviews if o.models), None)
-    chosen = [o.run_id for o in overviews if model in o.models]
-    if not chosen:
-        known = sorted({m for o in overviews for m in o.models})
-        raise UsageError(f"no stored results of model {model!r} in {store.path}: use one of {', '.join(known)}")
-    return [store.load_run(run_id) for run_id in chosen]
-
-
 def cmd_recommend(args) -> int:
-    from enginebench.results.recommend import recommend
+    from enginebench.results.recommend import load_runs, recommend
     from enginebench.results.store import ResultStore
 
     constraints = constraints_from(args)
