@@ -1,13 +1,23 @@
-"""ONNX Runtime on the CPU execution provider, from the cached ONNX export."""
+"""ONNX Runtime on the CPU execution provider, from the cached ONNX export.
+
+int8: dynamic quantization (models/onnx_quantize.py). int8-static: QDQ with calibrated activation scales
+(models/onnx_static_quantize.py); what it runs is read from the graph the session itself optimized, since a
+QDQ MatMul that ONNX Runtime does not fuse into an integer op (graph_optimization basic or disable) is an fp32
+MatMul on dequantized values.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
 from enginebench.models.spec import ModelSpec
+from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -38,7 +48,7 @@ class OnnxRuntimeEngine(Engine):
     library = "onnxruntime"
     requires = ("onnxruntime", "onnx", "torch", "transformers")  # torch exports the ONNX file
     extra = "onnxruntime"
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "int8", "int8-static")
     formats = ("onnx",)
     Options = OnnxRuntimeOptions
     library_precisions = ("fp16", "int8", "int4")  # fp16 graphs, QDQ/dynamic int8, MatMulNBits int4
@@ -59,7 +69,10 @@ class OnnxRuntimeEngine(Engine):
             found.append("rocm")
         return tuple(found)
 
-    def load(self, model: ModelSpec, precision: str, options: OnnxRuntimeOptions) -> Session:
+    def load(self, model: ModelSpec, precision: str, options: OnnxRuntimeOptions,
+             measured: Iterable[WorkloadData] | None = None) -> Session:
+        """`measured`: the workloads the session will be measured on, which int8-static's calibration
+        inputs are kept apart from (None: the default corpus workload is assumed, and recorded as assumed)."""
         import onnxruntime as ort
 
         from enginebench.models.onnx_export import onnx_encoder
@@ -67,6 +80,9 @@ class OnnxRuntimeEngine(Engine):
         path, details = onnx_encoder(model)
         if precision == "int8":
             path, details = _int8_model(model, path, details)
+        if precision == "int8-static":
+            path, details = _int8_static_model(model, path, details, measured)
+            return _static_session(path, details, options)
         executed, graph_details = _graph_readback(path, precision)
         session = ort.InferenceSession(str(path), _session_options(options), providers=["CPUExecutionProvider"])
         details.update(graph_details, providers=session.get_providers(), **_threads_readback(session))
@@ -94,6 +110,67 @@ def _int8_model(model: ModelSpec, path, details: dict):
 
     qpath, qdetails = quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""))
     return qpath, {**details, **qdetails}
+
+
+def _int8_static_model(model: ModelSpec, path, details: dict, measured):
+    """The calibrated QDQ graph (cached under its calibration set) and what it cost."""
+    from enginebench.models.artifacts import artifact_key
+    from enginebench.models.onnx_export import onnx_key
+    from enginebench.models.onnx_static_quantize import static_quantized_onnx
+    from enginebench.workloads.calibration import calibration_set
+
+    calibration = calibration_set(model.path, measured)
+    qpath, qdetails = static_quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""), calibration)
+    return qpath, {**details, **qdetails}
+
+
+def _static_session(path, details: dict, options: OnnxRuntimeOptions) -> OnnxRuntimeSession:
+    """A session on the QDQ graph, described from the graph it optimized for itself (written out once at
+    session creation, read, deleted): int8-static only where its weight MatMuls became integer ops."""
+    import onnxruntime as ort
+
+    from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
+                                                  onnx_weight_matmuls)
+
+    so = _session_options(options)
+    so.log_severity_level = 3  # serializing an ALL-level graph warns that it may hold CPU-specific ops
+    with tempfile.TemporaryDirectory(prefix="enginebench-ort-") as folder:
+        so.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        optimized = onnx_outline(so.optimized_model_filepath)
+    layers, facts = onnx_weight_matmuls(optimized, qdq_runs_float=True)
+    quantization = onnx_quantization(optimized, f"ONNX Runtime's optimized graph of {path} (what the session runs)",
+                                     qdq_runs_float=True)
+    static = any(how == "static" for how, _ in facts["activations"])
+    executed = "int8-static" if static else onnx_executed_precision(layers, facts)
+    int8_gemm = _mlas_int8_path(path)
+    if static:
+        low, high = int8_gemm["weight_range"]
+        quantization["scheme"] += f", weights within [{low}, {high}] (reduce_range)"
+    details.update({
+        "executed_precision_source": "weight MatMul node types of the graph the session optimized for itself",
+        "int8_matmuls": sum(m.quantized for m in layers), "quantization": quantization,
+        "int8_gemm": int8_gemm, "providers": session.get_providers(), **_threads_readback(session),
+    })
+    return OnnxRuntimeSession(session, details, executed)
+
+
+def _mlas_int8_path(path) -> dict:
+    """What decides MLAS's u8s8 sums here: VNNI (exact int32 sums) or not (int16 byte-pair sums, which 7-bit
+    weights keep from saturating); the weights' integer range read from the quantized file."""
+    import onnx
+    from onnx import numpy_helper
+
+    from enginebench.engines.ctranslate2_cpu import vnni_available
+
+    model = onnx.load(str(path))
+    lowest, highest = 0, 0
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2:
+            values = numpy_helper.to_array(init)
+            lowest, highest = min(lowest, int(values.min())), max(highest, int(values.max()))
+    return {"library": "MLAS", "u8s8": True, "vnni": vnni_available(), "weight_range": [lowest, highest],
+            "saturation_free": max(-lowest, highest) * 255 * 2 <= 32767}
 
 
 def _graph_readback(path, precision: str) -> tuple[str, dict]:

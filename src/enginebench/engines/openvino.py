@@ -3,6 +3,24 @@
 OpenVINO's CPU plugin runs bf16 by default wherever the CPU has bf16 instructions, so every precision sets
 INFERENCE_PRECISION_HINT explicitly and the executed precision is read back from the compiled model.
 int8 is weight compression (NNCF INT8_ASYM, per-channel): int8 weights, fp32 activations; cached as IR.
+int8-static is NNCF post-training quantization (`nncf.quantize`, transformer model type: SmoothQuant and
+per-tensor activation FakeQuantize calibrated on inputs kept apart from the measured ones), also cached as IR.
+Which MatMuls then really run in int8 is read from the compiled model's runtime graph (each executed node's
+runtimePrecision and kernel), not from the FakeQuantize nodes NNCF inserted.
+
+int8-static settings, measured on all-MiniLM-L6-v2 (min cosine vs torch fp32, 24 calibration documents; corpus
+seed 0, then the worst of corpus and titles over seeds 3 and 5), with VNNI / oneDNN capped at AVX2 (no VNNI):
+  nncf.quantize, transformer model type (every weight MatMul)          0.9962 / 0.9926
+  the same with 7-bit weights everywhere (OverflowFix.ENABLE)           0.9890 / 0.9892
+  FFN down-projections ignored (67% of MatMul FLOPs)                    0.9979 / 0.9955; seeds 3, 5: 0.989 / 0.987
+  ... and SmoothQuant alpha 0.5 (default 0.15)                          seeds 3, 5: 0.9954 / 0.977
+  ... and 7-bit weights everywhere                                      0.9981 / 0.9981; seeds 3, 5: 0.9947 / 0.9947
+                                                                        <- used
+Without VNNI, oneDNN adds u8 x s8 byte-pair products in int16 (vpmaddubsw), which saturate once weights use the
+full int8 range (2 x 255 x 127 > 32767); SmoothQuant moves activation outliers into the weights, which makes that
+worse. With 7-bit weights (2 x 255 x 64 < 32767) nothing saturates, so both kernel paths give the same
+embeddings. The down-projections' input (the GELU output) has the widest range; they stay fp32.
+`details.int8_gemm` records the kernels that ran and the weights' integer range.
 A session runs one synchronous infer request: more than one stream only pays off with requests in flight
 together (the throughput scenario's parallel callers), not within one call.
 """
@@ -10,21 +28,24 @@ together (the throughput scenario's parallel callers), not within one call.
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
+from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
 
 _HINTS = ("LATENCY", "THROUGHPUT")
 # the compute precision each requested precision asks the CPU plugin for
-_COMPUTE = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+_COMPUTE = {"fp32": "f32", "bf16": "bf16", "int8": "f32", "int8-static": "f32"}
 _OV_TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
@@ -56,7 +77,7 @@ class OpenVinoEngine(Engine):
     library = "openvino"
     requires = ("openvino", "onnx", "torch", "transformers")  # torch exports the ONNX file
     extra = "openvino"
-    precisions = ("fp32", "bf16", "int8")
+    precisions = ("fp32", "bf16", "int8", "int8-static")
     formats = ("onnx", "openvino-ir")
     Options = OpenVinoOptions
     library_precisions = ("fp16", "int4")
@@ -74,8 +95,8 @@ class OpenVinoEngine(Engine):
     @classmethod
     def unsupported_reason(cls, precision: str) -> str | None:
         reason = super().unsupported_reason(precision)
-        if reason is None and precision == "int8" and importlib.util.find_spec("nncf") is None:
-            return "openvino int8 compresses weights with nncf, which is not installed: pip install 'enginebench[openvino]'"
+        if reason is None and precision.startswith("int8") and importlib.util.find_spec("nncf") is None:
+            return f"openvino {precision} quantizes with nncf, which is not installed: pip install 'enginebench[openvino]'"
         if reason is None and precision == "bf16":
             import openvino as ov
 
@@ -84,7 +105,10 @@ class OpenVinoEngine(Engine):
                 return f"this CPU has no bf16 support in OpenVINO (OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)})"
         return reason
 
-    def load(self, model: ModelSpec, precision: str, options: OpenVinoOptions) -> Session:
+    def load(self, model: ModelSpec, precision: str, options: OpenVinoOptions,
+             measured: Iterable[WorkloadData] | None = None) -> Session:
+        """`measured`: the workloads the session will be measured on, which int8-static's calibration
+        inputs are kept apart from (None: the default corpus workload is assumed, and recorded as assumed)."""
         import openvino as ov
 
         from enginebench.models.onnx_export import onnx_encoder
@@ -95,6 +119,9 @@ class OpenVinoEngine(Engine):
         if precision == "int8":
             path, compress = _compressed_ir(model, path)
             details = {**details, **compress}
+        if precision == "int8-static":
+            path, quantized = _static_ir(model, path, measured)
+            details = {**details, **quantized}
         core = ov.Core()
         ov_model = core.read_model(str(path))
         layers, facts = openvino_weight_matmuls(ov_model)  # the weights as the plugin receives them
@@ -105,10 +132,16 @@ class OpenVinoEngine(Engine):
             executed = f"int8-weights/{executed}"
         if precision == "int8":
             details["quantization"] = _quantization_record(layers, facts, executed.rsplit("/", 1)[-1], path)
+        if precision == "int8-static":
+            layers, kernels = _runtime_int8(compiled, layers, min(128, model.max_positions))
+            details["quantization"] = _static_record(layers, facts, kernels, path)
+            details["int8_gemm"] = {**_int8_gemm(kernels), "weight_range": _int8_weight_range(ov_model)}
+            executed = "int8-static" if any(m.quantized for m in layers) else _OV_TYPE_NAMES.get(computed, computed)
         threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         details.update({
             "executed_precision_source": "the compiled model's INFERENCE_PRECISION_HINT; int8-weights when MatMul "
-                                         "weights in the model read are integer constants",
+                                         "weights in the model read are integer constants; int8-static when the "
+                                         "runtime graph runs weight MatMuls on int8 inputs",
             "threads_used": threads, "threads_source": "compiled model's INFERENCE_NUM_THREADS",
             "inference_precision": computed, "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
             "num_streams": int(compiled.get_property("NUM_STREAMS")),  # OpenVINO caps streams at the threads
@@ -262,3 +295,130 @@ def _compress(onnx_path: Path, out: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # and a rich progress bar, on stdout
         compressed = nncf.compress_weights(ov.Core().read_model(str(onnx_path)), mode=nncf.CompressWeightsMode.INT8_ASYM)
     ov.save_model(compressed, str(out), compress_to_fp16=False)  # the default would store fp16 weights
+
+
+def _runtime_int8(compiled, layers, tokens: int):
+    """The weight MatMuls marked quantized where the CPU plugin's runtime graph executes them on int8 inputs
+    (a FullyConnected or MatMul node, holding that MatMul or one of its dequantization ops among its original
+    layers, whose runtimePrecision is u8 or i8), and {(runtime precision, kernel): count} of those nodes.
+    Kernels are chosen at the first call of a shape, so one call (batch 1 x `tokens`) runs first."""
+    from collections import Counter
+
+    compiled({port.get_any_name(): np.ones((1, tokens), dtype=np.int64) for port in compiled.inputs})
+    executed = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) not in ("FullyConnected", "MatMul"):
+            continue
+        runs = (info["runtimePrecision"].astype(str), info["primitiveType"].astype(str))
+        for name in info["originalLayersNames"].astype(str).split(","):
+            executed[name] = runs
+    kernels = Counter()
+    marked = []
+    for layer in layers:
+        runs = executed.get(layer.name) or next(
+            (value for name, value in executed.items() if name.startswith(layer.name + "/")), None)
+        int8 = runs is not None and runs[0] in ("u8", "i8")
+        kernels.update([runs] if int8 else [])
+        marked.append(layer._replace(quantized=int8))
+    return marked, kernels
+
+
+def _static_record(layers, facts, kernels, path) -> dict:
+    from enginebench.measure.quantization import quantization_record
+
+    source = f"runtime graph of the compiled model ({Path(path).name}): runtimePrecision of each MatMul's node"
+    if not kernels:
+        return quantization_record("none: no weight MatMul runs in int8", "fp32", "fp32", layers, source)
+    inputs = {"u8": "uint8", "i8": "int8"}[kernels.most_common(1)[0][0][0]]
+    granularity = facts["weight_granularity"].most_common(1)[0][0] if facts["weight_granularity"] else "per-channel"
+    scheme = (f"static w8a8 ({granularity} int8 weights in a 7-bit range, static per-tensor {inputs} activations: "
+              "NNCF FakeQuantize calibrated, SmoothQuant)")
+    return quantization_record(scheme, "int8", inputs, layers, source,
+                               embedding_tables_compressed=facts["gathers_compressed"])
+
+
+def _int8_weight_range(ov_model) -> list[int]:
+    """[lowest, highest] of the int8 weight constants feeding MatMuls: within [-64, 64], u8 x s8 byte-pair sums
+    cannot saturate int16. (NNCF also stores the embedding tables in int8; those feed Gathers, not MatMuls.)"""
+    import openvino as ov
+
+    lowest, highest = 0, 0
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        for port in op.inputs():
+            for constant in _weight_constants(port.get_source_output()) or ():
+                if constant.get_type_name() == "Constant" and constant.get_element_type() == ov.Type.i8:
+                    data = constant.get_data()
+                    lowest, highest = min(lowest, int(data.min())), max(highest, int(data.max()))
+    return [lowest, highest]
+
+
+def _int8_gemm(kernels) -> dict:
+    """The kernels the int8 MatMuls run (oneDNN's brgemm with VNNI; jit_gemm without: byte-pair sums in int16)."""
+    from enginebench.engines.ctranslate2_cpu import onednn_isa_cap, vnni_available
+
+    cap = onednn_isa_cap()
+    return {"kernels": {kernel: n for (_, kernel), n in kernels.items()}, "kernels_read_after": "one call, batch 1",
+            "vnni": vnni_available(cap=cap), "onednn_max_cpu_isa": cap}
+
+
+STATIC_SETTINGS = {"model_type": "TRANSFORMER", "preset": "nncf's default for transformers (MIXED)",
+                   "ignored_scope": "FFN down-projections (MatMul weight with more rows than columns)",
+                   "smooth_quant_alpha_matmul": 0.5, "overflow_fix": "ENABLE (7-bit weights in every MatMul)",
+                   "subset_size": "every calibration input"}
+
+
+def _static_ir(model: ModelSpec, onnx_path: Path, measured) -> tuple[Path, dict]:
+    """The ONNX model quantized by nncf.quantize on calibration inputs apart from `measured`, cached as IR
+    under the calibration set's identity, the settings and the libraries' versions."""
+    from enginebench.models.artifacts import artifact_key, cached_artifact
+    from enginebench.models.onnx_export import onnx_key
+    from enginebench.workloads.calibration import calibration_set
+
+    calibration = calibration_set(model.path, measured)
+    versions = f"openvino {metadata.version('openvino')}, nncf {metadata.version('nncf')}"
+    key = artifact_key(onnx_key(model), model.until or "", versions, calibration.identity(),
+                       repr(sorted(STATIC_SETTINGS.items())))
+    started = time.perf_counter()
+    folder, cached = cached_artifact("openvino-int8-static", key,
+                                     lambda out: _quantize_static(onnx_path, out, calibration))
+    return folder / "model.xml", {
+        "int8_cached": cached, "int8_load_s": round(time.perf_counter() - started, 3),
+        "quantizer": f"nncf.quantize ({versions})", "int8_settings": STATIC_SETTINGS,
+        "calibration": {**calibration.record(), "method": "NNCF MinMax statistics (its transformer defaults)"},
+        # seconds spent when the artifact was built: nncf.quantize collects its statistics (runs the
+        # calibration inputs) inside the call, so quantize_s includes calibration
+        "int8_cost": json.loads((folder / "quantize.json").read_text()),
+        "ir_path": str(folder / "model.xml"),
+    }
+
+
+def _quantize_static(onnx_path: Path, folder: Path, calibration) -> None:
+    import contextlib
+    import io
+    import logging
+
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    from enginebench.measure.quantization import onnx_outline
+    from enginebench.models.onnx_quantize import down_projections
+
+    ov_model = ov.Core().read_model(str(onnx_path))
+    feeds = calibration.feeds([port.get_any_name() for port in ov_model.inputs])
+    nncf.set_log_level(logging.WARNING)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress bars go to stdout
+        quantized = nncf.quantize(
+            ov_model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
+            ignored_scope=nncf.IgnoredScope(names=down_projections(onnx_outline(onnx_path))),
+            advanced_parameters=AdvancedQuantizationParameters(
+                overflow_fix=nncf.OverflowFix.ENABLE,
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=STATIC_SETTINGS["smooth_quant_alpha_matmul"])))
+    quantize_s = time.perf_counter() - started
+    ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
+    (folder / "quantize.json").write_text(json.dumps({"quantize_s": round(quantize_s, 3),
+                                                      "calibration_items": calibration.size}))

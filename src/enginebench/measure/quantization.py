@@ -162,19 +162,26 @@ def _numel(dims) -> int:
     return n
 
 
-def onnx_weight_matmuls(model) -> tuple[list[WeightMatmul], dict]:
+def onnx_weight_matmuls(model, qdq_runs_float: bool = False) -> tuple[list[WeightMatmul], dict]:
     """The weight MatMuls of an ONNX model (an onnx.ModelProto; weights need not be loaded) and facts about the
     quantized ones: Counters of "ops", "weights" (dtype), "weight_granularity", "activations" ((how, dtype)),
-    and "float_weights" (dtype of the float ones).
+    and "float_weights" (dtype of the float ones); "activation_matmuls_int8", the products of two activations
+    (attention) that run as integer ops; "qdq_left_float", QDQ MatMuls counted as float (see below).
 
     Quantized: MatMulInteger, DynamicQuantizeMatMul, MatMulIntegerToFloat, QLinearMatMul, MatMulNBits, and
     QDQ (a MatMul/Gemm whose weight comes from DequantizeLinear of an integer constant). Float: MatMul, Gemm,
-    FusedMatMul with a constant weight. A MatMul of two activations is not a weight MatMul and is skipped."""
+    FusedMatMul with a constant weight. A MatMul of two activations is not a weight MatMul and is skipped.
+
+    `qdq_runs_float`: the graph is the one a session runs after its optimizations (ONNX Runtime's
+    optimized_model_filepath). There a QDQ MatMul that its optimizer did not fuse into an integer op is a float
+    MatMul on dequantized values (ONNX Runtime at graph_optimization basic or disable), so it counts as float."""
     graph = model.graph
     constants = _onnx_constants(graph)
     producer = {out: node for node in graph.node for out in node.output}
     layers: list[WeightMatmul] = []
     facts = {key: Counter() for key in ("ops", "weights", "weight_granularity", "activations", "float_weights")}
+    facts["activation_matmuls_int8"] = 0
+    facts["qdq_left_float"] = 0
 
     def add(node, dims, quantized: bool) -> None:
         rows, cols = int(dims[-2]), _numel(dims) // int(dims[-2])
@@ -193,17 +200,18 @@ def onnx_weight_matmuls(model) -> tuple[list[WeightMatmul], dict]:
             w_index, zp_index = _ONNX_QUANTIZED[op]
             weight = input_at(node, w_index)
             if weight is None or len(weight[0]) < 2:
+                facts["activation_matmuls_int8"] += weight is None and op in ("QLinearMatMul", "MatMulInteger")
                 continue
             add(node, weight[0], True)
             facts["weights"][_ONNX_TYPES.get(weight[1], str(weight[1]))] += 1
             facts["weight_granularity"][granularity(input_at(node, zp_index))] += 1
             source = producer.get(node.input[0])
             if op == "QLinearMatMul":
-                a_zero_point = input_at(node, 2)
-                a_type = _ONNX_TYPES.get(a_zero_point[1], "uint8") if a_zero_point else "uint8"
-                facts["activations"][("static", a_type)] += 1
+                facts["activations"][("static", _zero_point_type(input_at(node, 2)))] += 1
             elif op == "DynamicQuantizeMatMul" or (source is not None and source.op_type == "DynamicQuantizeLinear"):
                 facts["activations"][("dynamic", "uint8")] += 1  # DynamicQuantizeLinear: per tensor, uint8
+            elif source is not None and source.op_type == "QuantizeLinear":  # a fused QDQ: calibrated scale
+                facts["activations"][("static", _zero_point_type(input_at(source, 2)))] += 1
             else:
                 facts["activations"][("dynamic", "int8")] += 1
         elif op == "MatMulNBits":  # com.microsoft block-quantized weights, float activations
@@ -218,13 +226,18 @@ def onnx_weight_matmuls(model) -> tuple[list[WeightMatmul], dict]:
                 dims, dtype = constants[dq.input[0]]  # QDQ: an integer weight dequantized into a float MatMul
                 if len(dims) < 2:
                     continue
+                if qdq_runs_float:
+                    add(node, dims, False)
+                    facts["float_weights"]["fp32"] += 1
+                    facts["qdq_left_float"] += 1
+                    continue
                 add(node, dims, True)
                 op = f"QDQ {op}"
                 facts["weights"][_ONNX_TYPES.get(dtype, str(dtype))] += 1
                 facts["weight_granularity"][granularity(input_at(dq, 1))] += 1
                 a_dq = producer.get(node.input[0])
-                facts["activations"][("static", "int8") if a_dq is not None and a_dq.op_type == "DequantizeLinear"
-                                     else ("none", "fp32")] += 1
+                facts["activations"][("static", _zero_point_type(input_at(a_dq, 2)))
+                                     if a_dq is not None and a_dq.op_type == "DequantizeLinear" else ("none", "fp32")] += 1
             else:
                 weight = input_at(node, 1)
                 if weight is None or len(weight[0]) < 2:
@@ -238,6 +251,11 @@ def onnx_weight_matmuls(model) -> tuple[list[WeightMatmul], dict]:
     return layers, facts
 
 
+def _zero_point_type(zero_point) -> str:
+    """The integer type of a (De)QuantizeLinear or QLinearMatMul zero point; uint8 when absent (ONNX's default)."""
+    return _ONNX_TYPES.get(zero_point[1], str(zero_point[1])) if zero_point else "uint8"
+
+
 def onnx_executed_precision(layers: list[WeightMatmul], facts: dict) -> str:
     """int8 (or int4, ...) when the graph's weight MatMuls really are quantized; else the float weights' type."""
     if any(m.quantized for m in layers):
@@ -245,11 +263,13 @@ def onnx_executed_precision(layers: list[WeightMatmul], facts: dict) -> str:
     return (facts["float_weights"] or Counter({"fp32": 1})).most_common(1)[0][0]
 
 
-def onnx_quantization(model, source: str) -> dict:
-    """`details["quantization"]` for an ONNX graph (see onnx_weight_matmuls)."""
-    layers, facts = onnx_weight_matmuls(model)
+def onnx_quantization(model, source: str, qdq_runs_float: bool = False) -> dict:
+    """`details["quantization"]` for an ONNX graph (see onnx_weight_matmuls); static graphs add
+    `activation_matmuls_int8` and, read from a session's optimized graph, `qdq_left_float`."""
+    layers, facts = onnx_weight_matmuls(model, qdq_runs_float)
+    extra = {key: facts[key] for key in ("activation_matmuls_int8", "qdq_left_float") if facts[key]}
     if not any(m.quantized for m in layers):
-        return quantization_record("none: no weight MatMul is quantized", "fp32", "fp32", layers, source)
+        return quantization_record("none: no weight MatMul is quantized", "fp32", "fp32", layers, source, **extra)
     weights = facts["weights"].most_common(1)[0][0]
     granularity = facts["weight_granularity"].most_common(1)[0][0]
     how, activations = facts["activations"].most_common(1)[0][0]
@@ -259,7 +279,7 @@ def onnx_quantization(model, source: str) -> dict:
         scheme = f"static w8a8 ({granularity} {weights} weights, static per-tensor {activations} activations)"
     else:
         scheme = f"weights-only {weights} ({granularity}), {activations} compute"
-    return quantization_record(scheme, weights, activations, layers, source, ops=dict(facts["ops"]))
+    return quantization_record(scheme, weights, activations, layers, source, ops=dict(facts["ops"]), **extra)
 
 
 def onnx_outline(path):
