@@ -3,7 +3,7 @@
 import numpy as np
 
 from enginebench.measure.timing import StoppingRule
-from enginebench.orchestrator import Orchestrator
+from enginebench.launchers.local import Orchestrator
 from enginebench.plan import Cell, Plan
 from enginebench.scenarios.base import Measurement
 

@@ -8,7 +8,8 @@ import pytest
 from enginebench.measure.stats import bootstrap_ci, hierarchical_ci, summarize
 from enginebench.measure.timing import StoppingRule
 from enginebench.measure.verdict import repetitions_disagree, verdict
-from enginebench.orchestrator import Orchestrator
+from enginebench.launchers.local import Orchestrator
+from enginebench.launchers.records import CellHistory
 from enginebench.plan import Cell, Plan
 from enginebench.results.build import build_result
 from enginebench.results.store import ResultStore
@@ -151,8 +152,8 @@ def test_the_reference_row_is_marked_as_the_reference(titles, minilm):
     orch = Orchestrator(plan)
     measured = _measurement(np.full(12, 1_000_000))
     measured.fidelity = {"metric": "min_cosine", "value": 1.0, "ok": True, "threshold": 0.9999}
-    reference = orch._result(0, [(0, measured)], [])
-    other = orch._result(1, [(0, measured)], [])
+    reference = orch._result(0, CellHistory(measured=[(0, measured)]))
+    other = orch._result(1, CellHistory(measured=[(0, measured)]))
     assert reference.fidelity["reference"] is True and "reference" not in other.fidelity
     from enginebench.results.report import table_rows
 

@@ -84,7 +84,7 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
     """Run a checked Plan: one child process per cell and repetition; each result is stored the moment it
     arrives (a crash later loses nothing measured)."""
     from enginebench.measure.machine import machine_info
-    from enginebench.orchestrator import Orchestrator
+    from enginebench.launchers.local import Orchestrator
     from enginebench.results.store import ResultStore
 
     store = ResultStore(db if db is not None else ":memory:")

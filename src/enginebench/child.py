@@ -20,6 +20,22 @@ def limit_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
+def die_with_parent() -> None:
+    """Be killed when the process that started this one dies (Linux's PR_SET_PDEATHSIG): an orchestrator
+    ended by `kill -9` or a closed terminal leaves no child measuring on, unseen, beside the resumed sweep."""
+    import ctypes
+    import multiprocessing
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own clean-up is all there is
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the line above
+        os._exit(1)
+
+
 @dataclass(frozen=True)
 class SessionFactory:
     """Picklable recipe for a session, so parallel workers each load their own."""
@@ -29,13 +45,18 @@ class SessionFactory:
     precision: str
     threads: int
     options: dict
+    measured: tuple | None = None  # the job's WorkloadData: int8-static calibrates on inputs apart from these
 
     def __call__(self):
         from enginebench.engines import engine_class
 
+        die_with_parent()  # a throughput worker: its parent is the child
         limit_threads(self.threads)
         cls = engine_class(self.engine)
-        return cls().load(self.model, self.precision, cls.make_options(self.threads, self.options))
+        options = cls.make_options(self.threads, self.options)
+        if self.precision == "int8-static":
+            return cls().load(self.model, self.precision, options, measured=self.measured)
+        return cls().load(self.model, self.precision, options)
 
 
 def child_main(job: Job, out) -> None:
@@ -44,6 +65,7 @@ def child_main(job: Job, out) -> None:
         os.setpgrp()  # the parent can kill this process and its workers as one group
     except OSError:
         pass
+    die_with_parent()
     _measure(job, out)
     # Flush every message, then leave without interpreter teardown: some engines' destructors abort at exit
     # (seen: "terminate called ... Resource deadlock avoided"), which must not cost results already sent.
@@ -54,7 +76,8 @@ def child_main(job: Job, out) -> None:
 
 def _measure(job: Job, out) -> None:
     limit_threads(job.threads)
-    factory = SessionFactory(job.engine, job.model, job.precision, job.threads, job.options)
+    factory = SessionFactory(job.engine, job.model, job.precision, job.threads, job.options,
+                             tuple(job.workloads.values()))
     if job.reference_only:
         _send_references(factory, job, out)
         out.put(("done",))

@@ -97,3 +97,5 @@ class Plan:
     order_seed: int = 0  # seeds the per-repetition shuffle of the cells' order
     load_timeout_s: float = 1800.0  # a model's load (conversion, compilation) in a child (--load-timeout)
     skips: list[tuple[Cell, str]] = field(default_factory=list)  # cells planned but not runnable: stored as skipped
+    retries: int = 0  # further attempts, each in a fresh child, for a cell that failed (--retries)
+    max_memory_mb: float | None = None  # a child (with its workers) holding more resident memory is ended (--max-memory)

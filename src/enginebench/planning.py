@@ -4,6 +4,7 @@ measured. The command line and the Python API both come here with the same optio
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -48,6 +49,8 @@ class RunOptions:
     option: list = field(default_factory=list)  # ENGINE.KEY=VALUE items, or {engine: {key: value}}
     cpus: str | None = None
     until: str | None = None
+    max_memory: str | None = None  # resident memory a child (with its workers) may hold: 500MB, 4GB
+    retries: str = "0"  # further attempts for a cell that failed, each in a fresh child
 
 
 def _options(raw) -> dict[str, dict[str, str]]:
@@ -107,7 +110,9 @@ def plan_from_options(args: RunOptions):
     common = dict(rule=rule, engine_options=_options(args.option),
                   repeat=positive_int("--repeat", given("repeat")), timeout_s=seconds("--timeout", args.timeout),
                   load_timeout_s=seconds("--load-timeout", args.load_timeout),
-                  order_seed=seed)  # --seed also seeds each repetition's shuffle of the cells' order
+                  order_seed=seed,  # --seed also seeds each repetition's shuffle of the cells' order
+                  retries=_retries(args.retries),
+                  max_memory_mb=megabytes("--max-memory", args.max_memory) if args.max_memory is not None else None)
 
     model = _resolve_run_model(args)
     if not engines:
@@ -128,6 +133,25 @@ def plan_from_options(args: RunOptions):
     cells = make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers, threads, cores)
     reference = CUT_REFERENCE_ENGINE if model.until else "torch"
     return Plan(model, data, cells, reference_engine=reference, **common), args.quick
+
+
+def _retries(text) -> int:
+    if not str(text).isdigit():
+        raise UsageError(f"--retries {text!r} must be a whole number >= 0: give e.g. --retries 2")
+    return int(text)
+
+
+_SIZE = re.compile(r"\s*(\d+\.?\d*|\.\d+)\s*(kb|mb|gb|tb|kib|mib|gib|tib|k|m|g|t)?\s*", re.IGNORECASE)
+_MB = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2}
+
+
+def megabytes(name: str, text) -> float:
+    """A memory size in MB (2**20 bytes) from `500MB`, `4G`, `1.5GiB` or a bare number of MB."""
+    match = _SIZE.fullmatch(str(text))
+    if not match or float(match[1]) <= 0:
+        raise UsageError(f"{name} {text!r} is not a memory size: give e.g. {name} 4GB (units MB, GB; a bare "
+                         "number is MB)")
+    return float(match[1]) * _MB[(match[2] or "m")[0].lower()]
 
 
 def _known_precisions() -> list[str]:

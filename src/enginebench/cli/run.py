@@ -36,6 +36,10 @@ def add_parsers(sub) -> None:
     run.add_argument("--repeat", help="independent processes that measure each cell [3; --quick: 1]")
     run.add_argument("--timeout", default="10m", help="time before a cell's measurement is abandoned as hung [10m]")
     run.add_argument("--load-timeout", default="30m", help="time a model's load (conversion, compilation) may take [30m]")
+    run.add_argument("--max-memory", metavar="SIZE", help="end a cell's process (with its workers) holding more "
+                     "resident memory than this, recorded as failed: 500MB, 4GB [no limit]")
+    run.add_argument("--retries", default="0", help="further attempts for a failed cell (crash, timeout, memory), "
+                     "each in a fresh process and recorded [0]")
     run.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE",
                      help="engine option, e.g. onnxruntime.graph_optimization=basic (see `enginebench engines`)")
     run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
@@ -82,7 +86,7 @@ def cmd_run(args) -> int:
         progress.refresh()
 
     with progress:
-        from enginebench.orchestrator import Orchestrator
+        from enginebench.launchers.local import Orchestrator
 
         progress.update(task, total=Orchestrator(plan).deliveries())
         run = execute(plan, db=args.db, argv=_argv(opts), quick=quick, on_start=on_start, on_result=on_result)

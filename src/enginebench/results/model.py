@@ -9,6 +9,12 @@ Schema history (SCHEMA_VERSION):
       peak memory; `samples` stays the pooled list. Medians' CIs come from a hierarchical bootstrap over the
       processes; a CI is null when there is one sample. v1/v2 results read back as one repetition whose
       pooled samples are its only worker's (Result.process_samples).
+  4 — sweeps and faults: results.cell_key (a sweep's cell, unique in the store) and a `sweeps` table; each
+      repetition record carries `measurement` (items_per_call, tokens_per_item, executed_precision, details,
+      fidelity: with the stored arrays, the process's Measurement, so a resumed sweep runs only missing
+      repetitions); details.attempts lists every failed attempt ({repetition, attempt, kind, error}; kind is
+      error, signal, exit, timeout or memory) and a failed result's details.failure its kind. v1-v3 read back
+      unchanged (no key, no measurement, no attempts). The database is opened in WAL mode.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -51,7 +57,8 @@ class Result:
     ttft_ms: dict | None = None  # tg tests: time to first token (prefill + first argmax), per generation
     itl_ms: dict | None = None  # tg tests: inter-token latency = each decode step
     # one record per process that measured the cell: index, worker_samples [[ns]], load_s, peak_rss_mb, wall_s,
-    # and for decoders ttft_ns [per generation] and generation_steps [decode steps per generation]
+    # for decoders ttft_ns [per generation] and generation_steps [decode steps per generation], and (schema 4)
+    # measurement: the rest of the process's Measurement (launchers/records.py)
     repetitions: list[dict] = field(default_factory=list)
 
     def __post_init__(self):

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS results (
     items_per_s REAL,
     result TEXT NOT NULL,       -- JSON of the Result without its samples
     samples BLOB,               -- schema <= 2: every sample pooled, int64 little-endian ns (now in `samples`)
-    cell INTEGER                -- the cell's index in its run's plan (a result is rewritten per repetition)
+    cell INTEGER,               -- the cell's index in its run's plan (a result is rewritten per repetition)
+    cell_key TEXT               -- a sweep's cell: its key, unique in the store (schema 4; see _INDEXES)
 );
 CREATE INDEX IF NOT EXISTS results_run ON results(run_id);
 CREATE TABLE IF NOT EXISTS samples (  -- every repetition's arrays apart, so every figure can be rebuilt
@@ -55,7 +56,19 @@ CREATE TABLE IF NOT EXISTS machine_speed (  -- `enginebench machine`: the roofli
     gemm_gflops REAL NOT NULL,    -- float32 matmul, GFLOP/s
     details TEXT NOT NULL         -- JSON: method, sizes, threads, every run
 );
+CREATE TABLE IF NOT EXISTS sweeps (  -- `enginebench sweep FILE`: one row per sweep file and machine
+    sweep_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    file TEXT NOT NULL,           -- the path it was started with
+    spec TEXT NOT NULL,           -- JSON: the file's parsed content
+    owner TEXT                    -- JSON {host, pid, since} of the process running it now; null when none
+);
 """
+# after the columns they index exist (an older database gains them in _check_version)
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS results_cell_key ON results(cell_key) WHERE cell_key IS NOT NULL;
+"""
+BUSY_TIMEOUT_S = 60.0  # another process writing the database (two runs at once) holds it for milliseconds
 
 
 @dataclass
@@ -74,17 +87,38 @@ class RunOverview:
 class ResultStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.conn = None
         try:
             if self.path.parent and not self.path.parent.exists():
                 raise sqlite3.OperationalError(f"folder {self.path.parent} does not exist")
-            self.conn = sqlite3.connect(str(self.path))
+            self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S)
+            self._use_wal()
             self.conn.executescript(_SCHEMA)
             self._check_version()
+            self.conn.executescript(_INDEXES)
             self.conn.commit()
         except sqlite3.DatabaseError as e:
+            if getattr(self, "conn", None) is not None:
+                self.conn.close()  # and with it any lock it took
             raise UsageError(f"cannot use database {self.path}: {e}; pass --db with a writable SQLite file path") from None
 
+    def _use_wal(self) -> None:
+        """Write-ahead logging: readers never wait for a writer and writers queue briefly, so two runs or
+        sweeps can share one database. Where it cannot be turned on (a read-only file), the default journal
+        with the busy timeout still serialises writers."""
+        if str(self.path) == ":memory:":
+            return
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass
+
     def _check_version(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            return
+        self.conn.commit()
+        self.conn.execute("BEGIN IMMEDIATE")  # one process migrates; another waits, then finds it done
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -94,6 +128,8 @@ class ResultStore:
             columns = {r[1] for r in self.conn.execute("PRAGMA table_info(results)")}
             if "cell" not in columns:
                 self.conn.execute("ALTER TABLE results ADD COLUMN cell INTEGER")
+            if "cell_key" not in columns:
+                self.conn.execute("ALTER TABLE results ADD COLUMN cell_key TEXT")
             self.conn.execute("UPDATE meta SET value = ? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def add_machine_speed(self, speed: dict) -> None:
@@ -131,9 +167,18 @@ class ResultStore:
         )
         self.conn.commit()
 
-    def add_result(self, run_id: str, result: Result, cell: int | None = None) -> None:
+    def add_run_once(self, run: Run) -> bool:
+        """Store a run unless one with its id is stored (a resumed sweep's part); True if it was new."""
+        with self.conn:
+            cursor = self.conn.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?)",
+                (run.run_id, run.created_at, json.dumps(run.machine), json.dumps(run.config), run.schema_version))
+        return cursor.rowcount == 1
+
+    def add_result(self, run_id: str, result: Result, cell: int | None = None, key: str | None = None) -> None:
         """Store a result, committed at once. With `cell`, a result already stored for that cell of the run
-        (an earlier repetition's) is replaced, so the store always holds the newest figures."""
+        (an earlier repetition's) is replaced, so the store always holds the newest figures. With `key` (a
+        sweep's cell), the result stored under that key is replaced: one row per key, whatever the run."""
         lat = result.latency_ms or {}
         thr = result.throughput or {}
         # samples without repetitions (a result built by hand) keep the pooled blob of schema <= 2
@@ -141,21 +186,61 @@ class ResultStore:
         values = (result.engine, result.model, result.precision, result.scenario, result.workload,
                   result.batch_size, result.workers, result.status, lat.get("median"), thr.get("items_per_s"),
                   json.dumps(result.to_dict(with_samples=False)), pooled)
-        row = None if cell is None else self.conn.execute(
-            "SELECT id FROM results WHERE run_id = ? AND cell = ?", (run_id, cell)).fetchone()
-        if row:
-            result_id = row[0]
-            self.conn.execute(
-                "UPDATE results SET engine=?, model=?, precision=?, scenario=?, workload=?, batch_size=?, workers=?,"
-                " status=?, median_ms=?, items_per_s=?, result=?, samples=? WHERE id = ?", (*values, result_id))
-            self.conn.execute("DELETE FROM samples WHERE result_id = ?", (result_id,))
-        else:
-            result_id = self.conn.execute(
-                "INSERT INTO results (engine, model, precision, scenario, workload, batch_size, workers, status,"
-                " median_ms, items_per_s, result, samples, run_id, cell) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, run_id, cell)).lastrowid
-        self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", _sample_rows(result_id, result))
-        self.conn.commit()
+        with self.conn:  # one transaction: the row and its samples, or nothing
+            self.conn.execute("BEGIN IMMEDIATE")
+            if key is not None:
+                row = self.conn.execute("SELECT id FROM results WHERE cell_key = ?", (key,)).fetchone()
+            else:
+                row = None if cell is None else self.conn.execute(
+                    "SELECT id FROM results WHERE run_id = ? AND cell = ?", (run_id, cell)).fetchone()
+            if row:
+                result_id = row[0]
+                self.conn.execute(
+                    "UPDATE results SET engine=?, model=?, precision=?, scenario=?, workload=?, batch_size=?,"
+                    " workers=?, status=?, median_ms=?, items_per_s=?, result=?, samples=?, cell=? WHERE id = ?",
+                    (*values, cell, result_id))
+                self.conn.execute("DELETE FROM samples WHERE result_id = ?", (result_id,))
+            else:
+                result_id = self.conn.execute(
+                    "INSERT INTO results (engine, model, precision, scenario, workload, batch_size, workers, status,"
+                    " median_ms, items_per_s, result, samples, run_id, cell, cell_key)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, run_id, cell, key)).lastrowid
+            self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", _sample_rows(result_id, result))
+
+    def keyed_results(self, run_id: str) -> dict[str, Result]:
+        """A run's results stored under a cell key (a sweep's), by key, with their samples."""
+        rows = self.conn.execute("SELECT id, result, samples, cell_key FROM results WHERE run_id = ? AND "
+                                 "cell_key IS NOT NULL", (run_id,)).fetchall()
+        return {key: self._result(result_id, result_json, blob) for result_id, result_json, blob, key in rows}
+
+    def sweep_cell_counts(self, sweep_id: str) -> dict[str, int]:
+        """Stored cells of a sweep by status (its keys start with the sweep's id)."""
+        return dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM results WHERE cell_key >= ? AND cell_key < ? GROUP BY status",
+            (sweep_id + "/", sweep_id + "0")).fetchall())
+
+    # -- sweeps: one process at a time runs a sweep ------------------------------------------------
+    def claim_sweep(self, sweep_id: str, file: str, spec: dict, owner: dict, alive) -> dict | None:
+        """Record the sweep (once) and make `owner` the process running it. If another process holds it and
+        `alive(owner)` says it still runs, nothing changes and that owner is returned; else None."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute("SELECT owner FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?, ?)",
+                                  (sweep_id, owner["since"], file, json.dumps(spec), json.dumps(owner)))
+                return None
+            holder = json.loads(row[0]) if row[0] else None
+            if holder and alive(holder):
+                return holder
+            self.conn.execute("UPDATE sweeps SET owner = ?, file = ? WHERE sweep_id = ?",
+                              (json.dumps(owner), file, sweep_id))
+        return None
+
+    def release_sweep(self, sweep_id: str, owner: dict) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE sweeps SET owner = NULL WHERE sweep_id = ? AND owner = ?",
+                              (sweep_id, json.dumps(owner)))
 
     def run_ids(self) -> list[tuple[str, str, int]]:
         """(run_id, created_at, number of results), newest first."""
@@ -209,16 +294,19 @@ class ResultStore:
         for result_id, result_json, blob in self.conn.execute(
             "SELECT id, result, samples FROM results WHERE run_id = ? ORDER BY COALESCE(cell, id), id", (run_id,)
         ).fetchall():
-            d = json.loads(result_json)
-            arrays = self._arrays(result_id)
-            if arrays:  # schema 3: the repetitions' arrays; the pooled samples are their concatenation
-                for position, rep in enumerate(d.get("repetitions", [])):
-                    rep.update(arrays.get(position, {}))
-                d["samples"] = [x for rep in d["repetitions"] for w in rep.get("worker_samples", []) for x in w]
-            else:
-                d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
-            run.results.append(Result.from_dict(d))
+            run.results.append(self._result(result_id, result_json, blob))
         return run
+
+    def _result(self, result_id: int, result_json: str, blob: bytes | None) -> Result:
+        d = json.loads(result_json)
+        arrays = self._arrays(result_id)
+        if arrays:  # schema 3: the repetitions' arrays; the pooled samples are their concatenation
+            for position, rep in enumerate(d.get("repetitions", [])):
+                rep.update(arrays.get(position, {}))
+            d["samples"] = [x for rep in d["repetitions"] for w in rep.get("worker_samples", []) for x in w]
+        else:
+            d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
+        return Result.from_dict(d)
 
     def _arrays(self, result_id: int) -> dict[int, dict]:
         """{repetition: {kind: array, "worker_samples": [per worker]}} of one result."""

@@ -1,7 +1,13 @@
-"""The orchestrating process: runs each job in a child process, stores every result the moment it arrives.
+"""The local launcher: the orchestrating process runs each job in a child process on this machine and stores
+every result the moment it arrives.
 
-A child that raises, crashes (segfault, out-of-memory kill) or hangs past the timeout costs the cell it was
-running, which is recorded as failed with the reason; a fresh child then takes the job's remaining cells.
+A child that raises, crashes (segfault, out-of-memory kill), hangs past the timeout or exceeds --max-memory
+costs the cell it was running, which is recorded as failed with the reason (launchers/faults.py); a fresh
+child then takes the job's remaining cells. `Plan.retries` gives a failed cell further attempts, each in a
+fresh child; every failed attempt is kept in the result's details.attempts.
+
+Given the stored history of its cells (launchers/records.py), it runs only the repetitions still missing:
+that is how an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -18,33 +24,29 @@ import numpy as np
 
 from enginebench.child import child_main
 from enginebench.engines import engine_class
+from enginebench.launchers.faults import Failure, describe_exit, over_memory
+from enginebench.launchers.records import CellHistory, measurement_record
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.results.build import build_result, failed_result
 from enginebench.results.model import Result
-from enginebench.scenarios.base import Measurement
 
 _POLL_S = 0.2
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "still running"
-    if exitcode < 0:
-        sig = signal.Signals(-exitcode).name if -exitcode in signal.Signals._value2member_map_ else str(-exitcode)
-        hint = " (usually the out-of-memory killer)" if -exitcode == signal.SIGKILL else ""
-        hint = " (segmentation fault in the engine)" if -exitcode == signal.SIGSEGV else hint
-        return f"child process killed by {sig}{hint}"
-    return f"child process exited with code {exitcode}"
+_MEMORY_POLL_S = 0.1  # under --max-memory: what a child can allocate between two looks is what it may overshoot
 
 
 class Orchestrator:
     def __init__(self, plan: Plan, on_start: Callable[[Cell], None] | None = None,
-                 on_result: Callable[[Result], None] | None = None):
+                 on_result: Callable[[Result], None] | None = None,
+                 history: dict[int, CellHistory] | None = None, retry_failed: bool = False):
+        """`history`: what is already stored of some cells (by plan index); their finished repetitions are not
+        run again (nor, unless `retry_failed`, the repetitions that failed for good)."""
         self.plan = plan
         self.on_start = on_start or (lambda cell: None)
         self.on_result = on_result or (lambda result: None)
         self.ctx = mp.get_context("spawn")
         self.reference_error: str | None = None
+        self.prior = {i: CellHistory(list(h.measured), {} if retry_failed else dict(h.failed), list(h.attempts))
+                      for i, h in (history or {}).items()}  # what was stored before this launcher ran
 
     # -- planning helpers -------------------------------------------------------------------------
     def _job(self, engine: str, precision: str, threads: int) -> Job:
@@ -72,11 +74,16 @@ class Orchestrator:
                 "machine_speed": self.plan.machine_speed}
 
     # -- running ----------------------------------------------------------------------------------
+    def _missing(self, index: int, repetition: int) -> bool:
+        h = self.prior.get(index)
+        return h is None or repetition not in h.finished()
+
     def schedule(self) -> list[list[Job]]:
         """Per repetition, the jobs in the order they run. With several repetitions each one shuffles the jobs
         and the cells within them (seeded by Plan.order_seed), so no engine always runs first or right after
-        a heavy one; each job is a fresh child process, so every repetition is an independent process."""
-        runnable = [(i, c) for i, c in enumerate(self.plan.cells) if not self._unsupported(c)]
+        a heavy one; each job is a fresh child process, so every repetition is an independent process.
+        Repetitions already in the history are left out."""
+        runnable = [(i, c) for i, c in enumerate(self.plan.cells) if not self.unsupported(c)]
         order = []
         for repetition in range(self.plan.repeat):
             jobs = group_into_jobs([c for _, c in runnable], self._job)
@@ -87,7 +94,9 @@ class Orchestrator:
                 jobs = [jobs[k] for k in rng.permutation(len(jobs))]
                 for job in jobs:
                     job.cells = [job.cells[k] for k in rng.permutation(len(job.cells))]
-            order.append(jobs)
+            for job in jobs:
+                job.cells = [(i, c) for i, c in job.cells if self._missing(i, repetition)]
+            order.append([job for job in jobs if job.cells])
         return order
 
     def cell_order(self) -> list[list[int]]:
@@ -95,10 +104,15 @@ class Orchestrator:
         return [[index for job in jobs for index, _ in job.cells] for jobs in self.schedule()]
 
     def deliveries(self) -> int:
-        """How many times run() will call emit: once per skipped cell, once per repetition of the others."""
-        return len(self.plan.skips) + sum(1 if self._unsupported(c) else self.plan.repeat for c in self.plan.cells)
+        """How many times run() will call emit: once per skipped cell, once per repetition still to measure."""
+        return len(self.plan.skips) + sum(1 if self.unsupported(c) else self.measurements_left(i)
+                                          for i, c in enumerate(self.plan.cells))
 
-    def _unsupported(self, cell: Cell) -> str | None:
+    def measurements_left(self, index: int) -> int:
+        return sum(self._missing(index, r) for r in range(self.plan.repeat))
+
+    def unsupported(self, cell: Cell) -> str | None:
+        """Why the cell's engine cannot run its precision on this model (stored as skipped), or None."""
         return engine_class(cell.engine).unsupported_for(self.plan.model, cell.precision)
 
     def run(self, emit: Callable[[int, Result], None]) -> None:
@@ -114,33 +128,46 @@ class Orchestrator:
             self.on_start(cell)
             deliver(len(cells) + k, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
         for index, cell in enumerate(cells):  # precisions an engine cannot run: once, not per repetition
-            if reason := self._unsupported(cell):
+            if reason := self.unsupported(cell):
                 self.on_start(cell)
                 deliver(index, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+        schedule = self.schedule()
+        if not any(schedule):
+            return
         references = self._references()
-        measured: dict[int, list[tuple[int, Measurement]]] = {}
-        errors: dict[int, list[tuple[int, str]]] = {}
+        history = {i: CellHistory(list(h.measured), dict(h.failed), list(h.attempts)) for i, h in self.prior.items()}
 
-        def record(repetition: int, index: int, outcome) -> None:
-            if isinstance(outcome, str):
-                errors.setdefault(index, []).append((repetition, outcome))
+        def record(repetition: int, index: int, outcome, failures: list[Failure]) -> None:
+            h = history.setdefault(index, CellHistory())
+            first = h.tries(repetition) + 1
+            failed = failures + ([outcome] if isinstance(outcome, Failure) else [])
+            h.attempts += [{"repetition": repetition, "attempt": first + k, **f.to_dict()} for k, f in enumerate(failed)]
+            if isinstance(outcome, Failure):
+                h.failed[repetition] = outcome
             else:
-                measured.setdefault(index, []).append((repetition, outcome))
-            deliver(index, self._result(index, measured.get(index, []), errors.get(index, [])))
+                h.measured.append((repetition, outcome))
+            deliver(index, self._result(index, h))
 
-        for repetition, jobs in enumerate(self.schedule()):
+        for repetition, jobs in enumerate(schedule):
             for job in jobs:
                 job.references = references
-                self._run_job(job, lambda index, outcome: record(repetition, index, outcome))
+                self._run_with_retries(job, lambda index, outcome, failures: record(repetition, index, outcome, failures))
 
-    def _result(self, index: int, measured: list, errors: list) -> Result:
+    def _result(self, index: int, history: CellHistory) -> Result:
         """A cell's Result from every repetition so far: failed only when no repetition measured it."""
         cell = self.plan.cells[index]
         context = self._result_context(cell)
+        measured = sorted(history.measured, key=lambda rm: rm[0])
+        errors = sorted((r, f.reason) for r, f in history.failed.items())
+        if history.attempts:
+            context["details"]["attempts"] = history.attempts
         if not measured:
             error = errors[-1][1] if len(errors) == 1 else "; ".join(f"repetition {r + 1}: {e}" for r, e in errors)
+            context["details"]["failure"] = history.failed[max(history.failed)].kind
             return failed_result(cell, error=error, **context)
         result = build_result(cell, measured, errors=errors, **context)
+        for rep, (_, m) in zip(result.repetitions, measured):  # what resumes it (launchers/records.py)
+            rep["measurement"] = measurement_record(m)
         if cell.engine == self.plan.reference_engine and cell.precision == "fp32" and result.fidelity:
             # the engine and precision the others are compared with: its row is the reference, not a pass
             result.fidelity = {**result.fidelity, "reference": True}
@@ -161,9 +188,10 @@ class Orchestrator:
         started = time.monotonic()
         limit = self.plan.load_timeout_s + self.plan.timeout_s
 
-        def timed_out() -> str | None:
+        def timed_out() -> Failure | None:
             if time.monotonic() - started > limit:
-                return f"reference engine {engine} timed out after {limit:g} s (raise --load-timeout or --timeout)"
+                return Failure(f"reference engine {engine} timed out after {limit:g} s (raise --load-timeout or "
+                               "--timeout)", "timeout")
             return None
 
         for msg in self._child_messages(job, timed_out):
@@ -172,45 +200,53 @@ class Orchestrator:
             elif msg[0] == "error":
                 self.reference_error = msg[2]
             elif msg[0] == "died":
-                self.reference_error = f"reference engine: {msg[1]}"
+                self.reference_error = f"reference engine: {_failure(msg).reason}"
         return refs
 
-    def _child_messages(self, job: Job, timed_out: Callable[[], str | None]):
-        """Start a child for `job` and yield its messages; ends with ("died", reason) if it did not finish.
-        `timed_out()` returns why the child is abandoned (or None while it may go on)."""
+    def _child_messages(self, job: Job, timed_out: Callable[[], Failure | None]):
+        """Start a child for `job` and yield its messages; ends with ("died", Failure) if it did not finish.
+        `timed_out()` returns why the child is abandoned (or None while it may go on); the child is also
+        abandoned when it and its workers hold more than plan.max_memory_mb."""
         out = self.ctx.Queue()
         proc = self.ctx.Process(target=child_main, args=(job, out), daemon=False)
         proc.start()
+        checked = time.monotonic()
+        finished = False  # it sent "done": let it exit on its own; abandoned any other way, it is killed at once
+        poll = _MEMORY_POLL_S if self.plan.max_memory_mb else _POLL_S
         try:
             while True:
                 try:
-                    msg = out.get(timeout=_POLL_S)
+                    msg = out.get(timeout=poll)
                 except queue_mod.Empty:
-                    if why := timed_out():
-                        self._kill(proc)
-                        yield ("died", why)
+                    msg = None
+                if msg is not None:
+                    yield msg
+                    if msg[0] == "done":
+                        finished = True
                         return
-                    if not proc.is_alive():
-                        # drain what it sent before dying
-                        try:
-                            while True:
-                                msg = out.get(timeout=0.5)
-                                yield msg
-                                if msg[0] == "done":
-                                    return
-                        except queue_mod.Empty:
-                            pass
-                        yield ("died", describe_exit(proc.exitcode))
-                        return
-                    continue
-                yield msg
-                if msg[0] == "done":
+                    if time.monotonic() - checked < poll:
+                        continue
+                checked = time.monotonic()
+                if why := timed_out() or over_memory(proc.pid, self.plan.max_memory_mb):
+                    self._kill(proc)
+                    yield ("died", why)
+                    return
+                if msg is None and not proc.is_alive():
+                    try:  # drain what it sent before dying
+                        while True:
+                            msg = out.get(timeout=0.5)
+                            yield msg
+                            if msg[0] == "done":
+                                return
+                    except queue_mod.Empty:
+                        pass
+                    yield ("died", describe_exit(proc.exitcode))
                     return
         except KeyboardInterrupt:  # Ctrl-C: the child is in its own process group, so end it now, not later
             self._kill(proc)
             raise
         finally:
-            if proc.is_alive():
+            if finished and proc.is_alive():
                 proc.join(timeout=10)
             self._kill(proc)
             out.close()
@@ -229,21 +265,42 @@ class Orchestrator:
             except (ProcessLookupError, PermissionError):
                 pass
 
+    def _run_with_retries(self, job: Job, record: Callable[[int, object, list[Failure]], None]) -> None:
+        """Run a job; a cell that fails gets up to plan.retries more attempts, each in a fresh child, after
+        the job's other cells. `record(index, Measurement or Failure, earlier failed attempts)` once per cell."""
+        failures: dict[int, list[Failure]] = {}
+        again: list[int] = []
+
+        def attempt_done(index: int, outcome) -> None:
+            if isinstance(outcome, Failure) and len(failures.get(index, [])) < self.plan.retries:
+                failures.setdefault(index, []).append(outcome)
+                again.append(index)
+                return
+            record(index, outcome, failures.pop(index, []))
+
+        cells = dict(job.cells)
+        self._run_job(job, attempt_done)
+        while again:
+            retry = replace(job, cells=[(index, cells[index]) for index in again])
+            again.clear()
+            self._run_job(retry, attempt_done)
+
     def _run_job(self, job: Job, record: Callable[[int, object], None]) -> None:
-        """Run a job's cells in child processes; `record(index, Measurement or error text)` for each cell."""
+        """Run a job's cells in child processes; `record(index, Measurement or Failure)` for each cell."""
         pending = dict(job.cells)
         order = [index for index, _ in job.cells]
         while pending:
             current: dict = {"index": None, "since": time.monotonic(), "loading": False}
 
-            def timed_out() -> str | None:
+            def timed_out() -> Failure | None:
                 if current["index"] is None:
                     return None
                 elapsed = time.monotonic() - current["since"]
                 if current["loading"] and elapsed > self.plan.load_timeout_s:
-                    return f"model load timed out after {self.plan.load_timeout_s:g} s (raise --load-timeout)"
+                    return Failure(f"model load timed out after {self.plan.load_timeout_s:g} s (raise --load-timeout)",
+                                   "timeout")
                 if not current["loading"] and elapsed > self.plan.timeout_s:
-                    return f"timed out after {self.plan.timeout_s:g} s (raise --timeout)"
+                    return Failure(f"timed out after {self.plan.timeout_s:g} s (raise --timeout)", "timeout")
                 return None
 
             attempt = replace(job, cells=[(index, pending[index]) for index in order if index in pending])
@@ -254,9 +311,13 @@ class Orchestrator:
                     self.on_start(pending[msg[1]])
                 elif kind in ("loading", "loaded"):
                     current.update(since=time.monotonic(), loading=kind == "loading")
-                elif kind in ("result", "error"):
+                elif kind == "result":
                     pending.pop(msg[1])
                     record(msg[1], msg[2])
+                    current["index"] = None
+                elif kind == "error":
+                    pending.pop(msg[1])
+                    record(msg[1], Failure(msg[2], "error"))
                     current["index"] = None
                 elif kind == "died":
                     if not pending:  # it died after sending its last result: nothing was lost
@@ -266,5 +327,15 @@ class Orchestrator:
                     cell = pending.pop(index)
                     if current["index"] is None:
                         self.on_start(cell)
-                    record(index, msg[1])
+                    record(index, _failure(msg))
                     break
+
+
+def _failure(died: tuple) -> Failure:
+    """The Failure of a ("died", ...) message (a bare reason: a crash of unknown kind)."""
+    return died[1] if isinstance(died[1], Failure) else Failure(str(died[1]), "signal")
+
+
+LocalLauncher = Orchestrator  # the name launchers/ gives it; a Ray launcher will take the same Plan and emit
+
+__all__ = ["Orchestrator", "LocalLauncher", "describe_exit"]

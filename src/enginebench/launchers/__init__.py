@@ -1,0 +1,16 @@
+"""Where cells run. A launcher takes a Plan (and what is already stored of its cells) and emits each cell's
+Result as it is measured: `launcher.run(emit)`, `emit(index, result)`.
+
+- local.py — child processes on this machine (the orchestrator): isolation, timeouts, --max-memory, retries.
+- faults.py — why an attempt failed (error, signal, exit, timeout, memory) and the memory watchdog.
+- records.py — a cell's stored history (measured repetitions, failed attempts), read back to resume.
+
+A cluster launcher (Ray) belongs beside local.py: the same Plan in, the same emit calls out, each job a
+remote task running child.child_main's work.
+"""
+
+from enginebench.launchers.faults import Failure
+from enginebench.launchers.local import LocalLauncher, Orchestrator
+from enginebench.launchers.records import CellHistory, history_of
+
+__all__ = ["LocalLauncher", "Orchestrator", "Failure", "CellHistory", "history_of"]

@@ -1,0 +1,82 @@
+"""What a sweep will do, before it does it: its cells with their state in the store, and the time left.
+
+Time left = Σ over the (cell, repetition) pairs still to measure of (warm-up + duration), plus a model load
+per child process (one per job — engine × precision × threads — and repetition, one per throughput cell
+whose workers load their own) and one fidelity reference per part. A load costs the median load time this
+database holds for that engine and model, else DEFAULT_LOAD_S. Cells whose calls are slower than
+duration ÷ min-samples take longer than estimated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from enginebench.sweep.runner import PartState
+
+DEFAULT_LOAD_S = 10.0  # a model load (with conversion) nothing stored tells us about
+
+
+@dataclass
+class Estimate:
+    cells: int = 0
+    to_measure: int = 0  # (cell, repetition) pairs
+    measure_s: float = 0.0
+    load_s: float = 0.0
+    loads: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.measure_s + self.load_s
+
+
+def stored_load_times(store) -> dict[tuple[str, str], float]:
+    """(engine, model) -> median load time, s, over the ok results stored."""
+    import statistics
+
+    times: dict[tuple[str, str], list[float]] = {}
+    for engine, model, load_s in store.conn.execute(
+            "SELECT engine, model, json_extract(result, '$.load_s') FROM results WHERE status = 'ok'"):
+        if load_s is not None:
+            times.setdefault((engine, model), []).append(float(load_s))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def estimate(states: list[PartState], load_times: dict[tuple[str, str], float]) -> Estimate:
+    est = Estimate()
+    for state in states:
+        plan, launcher = state.part.plan, state.launcher
+        est.cells += len(state.keys)
+        per_cell = plan.rule.warmup_s + plan.rule.duration_s
+
+        def load(engine: str) -> float:
+            return load_times.get((engine, plan.model.name), DEFAULT_LOAD_S)
+
+        left = 0
+        for jobs in launcher.schedule():
+            for job in jobs:
+                est.loads += 1
+                est.load_s += load(job.engine)
+                for _, cell in job.cells:
+                    left += 1
+                    est.measure_s += per_cell
+                    if cell.scenario == "throughput":  # its workers load their own sessions
+                        est.loads += 1
+                        est.load_s += load(job.engine)
+        if left:
+            est.loads += 1
+            est.load_s += load(plan.reference_engine)
+        est.to_measure += left
+    return est
+
+
+def duration_text(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min {seconds % 60:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+__all__ = ["Estimate", "estimate", "stored_load_times", "duration_text", "DEFAULT_LOAD_S"]

@@ -1,0 +1,179 @@
+"""Running a sweep so that it survives anything: each part is a run whose id comes from the sweep's, each
+cell is stored under its key (unique in the store) the moment a repetition finishes, and a restart with the
+same file on the same machine reads back what is stored and runs only the repetitions still missing.
+
+A repetition in flight when the sweep stops (Ctrl-C, kill -9, a reboot) is lost and measured again on resume;
+a stored one is never measured twice. One process at a time runs a given sweep: the sweeps table records it,
+and a second start is refused while that process lives.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from enginebench.errors import UsageError
+from enginebench.launchers.local import Orchestrator
+from enginebench.launchers.records import history_of
+from enginebench.results.model import Run
+from enginebench.results.store import ResultStore
+from enginebench.sweep.spec import Part, Sweep
+
+
+@dataclass
+class PartState:
+    """A part as the store has it: its run id, the history of its cells, and the launcher that resumes it."""
+
+    part: Part
+    run_id: str
+    keys: list[str]  # by delivery index: the plan's cells, then its planned skips
+    stored: dict  # key -> Result already stored
+    launcher: Orchestrator
+
+    @property
+    def to_measure(self) -> int:
+        """(cell, repetition) pairs still to measure."""
+        return sum(self.launcher.measurements_left(i) for i, c in enumerate(self.part.plan.cells)
+                   if not self.launcher.unsupported(c))
+
+    @property
+    def unsaved_skips(self) -> int:
+        """Cells that are not measured (planned skips, precisions an engine lacks) and not stored yet."""
+        cells = self.part.plan.cells
+        skipped = [k for k, c in zip(self.keys, cells) if self.launcher.unsupported(c)] + self.keys[len(cells):]
+        return sum(1 for k in skipped if k not in self.stored)
+
+    def cell_status(self, index: int) -> str:
+        """ok, failed, skipped, partial (some repetitions stored) or pending."""
+        result = self.stored.get(self.keys[index])
+        if result is None:
+            return "pending"
+        if result.status == "ok" and index < len(self.part.plan.cells) and self.launcher.measurements_left(index):
+            return "partial"
+        return result.status
+
+
+@dataclass
+class SweepReport:
+    sweep_id: str
+    cells: int = 0  # every cell of the sweep (skipped ones included)
+    counts: dict[str, int] = field(default_factory=dict)  # stored cells by status, when it ended
+    measured_now: int = 0  # (cell, repetition) outcomes stored by this invocation, failures included
+    interrupted: bool = False
+
+
+def run_id_of(sweep: Sweep, part: Part) -> str:
+    return f"{sweep.sweep_id}-{part.key}"
+
+
+def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False) -> list[PartState]:
+    """Each part with what the store already holds of it."""
+    states = []
+    for part in sweep.parts:
+        run_id = run_id_of(sweep, part)
+        plan = part.plan
+        keys = [part.cell_key(sweep.sweep_id, c) for c in plan.cells] + [
+            part.cell_key(sweep.sweep_id, c) for c, _ in plan.skips]
+        stored = store.keyed_results(run_id)
+        history = {i: history_of(stored[k]) for i, k in enumerate(keys[:len(plan.cells)]) if k in stored}
+        states.append(PartState(part, run_id, keys, stored, Orchestrator(plan, history=history,
+                                                                         retry_failed=retry_failed)))
+    return states
+
+
+def _owner() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid()),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: tells a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process: it cannot be checked from here, so it is respected
+    if owner.get("pid") == os.getpid():
+        return False
+    started = _process_start(owner.get("pid", -1))
+    return started is not None and started == owner.get("started")
+
+
+def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=None, on_result=None,
+              on_total=None) -> SweepReport:
+    """Measure what is missing of the sweep, storing each result as it arrives. `on_total(n)` is told how many
+    results will arrive; `on_start(cell)` and `on_result(index, result)` see progress. Ctrl-C propagates
+    (KeyboardInterrupt) after the launcher has ended its child; what was stored stays."""
+    from enginebench.measure.machine import machine_info
+
+    store = ResultStore(db)
+    owner = _owner()
+    holder = store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, _alive)
+    if holder:
+        store.close()
+        raise UsageError(f"sweep {sweep.sweep_id} is already running (process {holder['pid']} on "
+                         f"{holder['host']}, since {holder['since']}): wait for it, or end it and run this again")
+    report = SweepReport(sweep.sweep_id)
+    try:
+        states = part_states(sweep, store, retry_failed)
+        report.cells = sum(len(s.keys) for s in states)
+        if on_total:
+            on_total(sum(s.launcher.deliveries() for s in states if s.to_measure or s.unsaved_skips))
+        machine = machine_info()
+        for state in states:
+            if not state.to_measure and not state.unsaved_skips:
+                continue
+            _run_part(sweep, state, store, machine, on_start, on_result, report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    finally:
+        report.counts = store.sweep_cell_counts(sweep.sweep_id)
+        store.release_sweep(sweep.sweep_id, owner)
+        store.close()
+    return report
+
+
+def _run_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dict, on_start, on_result,
+              report: SweepReport) -> None:
+    part, plan, launcher = state.part, state.part.plan, state.launcher
+    now = datetime.now(timezone.utc)
+    store.add_run_once(Run(
+        run_id=state.run_id, created_at=now.isoformat(timespec="seconds"), machine=machine,
+        config={"argv": ["run", *part.argv], "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(),
+                "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": part.quick,
+                "engine_options": plan.engine_options,
+                "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
+                "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": launcher.cell_order(),
+                "retries": plan.retries, "max_memory_mb": plan.max_memory_mb,
+                "sweep": {"id": sweep.sweep_id, "file": sweep.file, "part": part.key, "label": part.label}}))
+    if on_start:
+        launcher.on_start = on_start
+    cells = len(plan.cells)
+
+    def emit(index, result):
+        store.add_result(state.run_id, result, cell=index, key=state.keys[index])
+        if index < cells and result.status != "skipped":
+            report.measured_now += 1
+        if on_result:
+            on_result(index, result)
+
+    launcher.run(emit)
+
+
+def resume_command(file: str, db: str, extra: list[str] = ()) -> str:
+    """The exact command that carries on a stopped sweep."""
+    import shlex
+
+    argv = ["enginebench", "sweep", file, *(["--db", db] if db != "enginebench.db" else []), *extra]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+__all__ = ["run_sweep", "part_states", "PartState", "SweepReport", "run_id_of", "resume_command"]
