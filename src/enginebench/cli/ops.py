@@ -1,0 +1,110 @@
+"""`enginebench ops`: single operators per engine, with their share of the machine's peak."""
+
+from __future__ import annotations
+
+from enginebench.cli.args import DEFAULT_DB
+from enginebench.errors import UsageError
+from enginebench.validate import comma_list, positive_int, seconds
+
+
+def add_parsers(sub) -> None:
+    from enginebench.scenarios.ops.backends import BACKENDS
+    from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS
+
+    ops = sub.add_parser("ops", help="time single operators (GEMM, softmax, attention, …) per engine, with % of "
+                                     "the machine's peak")
+    ops.add_argument("--op", action="append", default=None,
+                     help=f"operators, comma list [{','.join(OPERATORS)}]")
+    ops.add_argument("--shape", action="append", default=[], metavar="[OP=]DIMS",
+                     help="e.g. matmul=128x384x384 (M×K×N), attention=12x128x32 (H×S×D); a bare DIMS when one "
+                          "--op is chosen; repeat for several [the shapes MiniLM and Llama decoders run]")
+    ops.add_argument("--engine", action="append", default=None,
+                     help=f"engines, comma list [every installed one of {','.join(BACKENDS)}]")
+    ops.add_argument("--precision", action="append", default=None,
+                     help=f"comma list of {','.join(PRECISIONS)} [fp32]")
+    ops.add_argument("--threads", help="threads per engine [number of usable CPUs]")
+    ops.add_argument("--duration", default="1s", help="time to measure each operator, at least [1s]")
+    ops.add_argument("--min-samples", default="10", help="calls to measure each operator, at least [10]")
+    ops.add_argument("--warmup", default="0.2s", help="warm-up time per operator [0.2s]")
+    ops.add_argument("--timeout", default="10m", help="time an engine's process may take for all its operators "
+                     "before it is ended [10m]")
+    ops.add_argument("--db", default=DEFAULT_DB, help="database with `enginebench machine`'s ceilings; without "
+                     f"them a short measurement is made now [{DEFAULT_DB}]")
+    ops.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _cases(op_args, shape_args, precisions):
+    from enginebench.scenarios.ops.definitions import OPERATORS, require_operator
+    from enginebench.scenarios.ops.runner import OpCase
+
+    chosen = comma_list(op_args)
+    shapes: dict[str, list] = {}
+    for text in shape_args:
+        name, eq, dims = text.rpartition("=")
+        if not eq:
+            if not chosen or len(chosen) != 1:
+                raise UsageError(f"--shape {text!r} names no operator: write --shape OP=DIMS (e.g. "
+                                 "matmul=128x384x384), or choose one --op")
+            name = chosen[0]
+        op = require_operator(name.strip())
+        shapes.setdefault(op.name, []).append(op.parse_shape(dims))
+    names = chosen or list(shapes) or list(OPERATORS)
+    for name in names:
+        require_operator(name)
+    extra = [n for n in shapes if n not in names]
+    if extra:
+        raise UsageError(f"--shape for {', '.join(extra)}, which --op leaves out: add it to --op")
+    return [OpCase(name, shape, precision) for name in names for shape in shapes.get(name, OPERATORS[name].defaults)
+            for precision in precisions]
+
+
+def _engines(engine_args) -> list[str]:
+    from enginebench.scenarios.ops.backends import BACKENDS, INSTALL, backend
+
+    names = comma_list(engine_args)
+    if not names:
+        names = [n for n in BACKENDS if backend(n).installed()]
+        if not names:
+            raise UsageError("no engine is installed: pip install 'enginebench[torch]'")
+        return names
+    for name in names:
+        if name not in BACKENDS:
+            raise UsageError(f"unknown engine {name!r} for ops: choose among {', '.join(BACKENDS)}")
+        if not backend(name).installed():
+            raise UsageError(f"{name} is not installed: pip install '{INSTALL[name]}'")
+    return names
+
+
+def cmd_ops(args) -> int:
+    from enginebench.measure.peak import cpu_peak, machine_ceilings
+    from enginebench.measure.roofline import usable_cpus
+    from enginebench.measure.timing import StoppingRule
+    from enginebench.results.ops_table import analyse, ops_json, render_ops
+    from enginebench.scenarios.ops.definitions import PRECISIONS
+    from enginebench.scenarios.ops.runner import run_ops
+
+    precisions = comma_list(args.precision) or ["fp32"]
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise UsageError(f"unknown precision {p!r} for ops: choose among {', '.join(PRECISIONS)}")
+    cases = _cases(args.op, args.shape, precisions)
+    engines = _engines(args.engine)
+    threads = positive_int("--threads", args.threads) if args.threads else usable_cpus()
+    rule = StoppingRule(duration_s=seconds("--duration", args.duration),
+                        min_samples=positive_int("--min-samples", args.min_samples),
+                        warmup_s=seconds("--warmup", args.warmup, allow_zero=True))
+    timeout = seconds("--timeout", args.timeout)
+    cpu = cpu_peak()
+    ceilings = machine_ceilings(args.db)
+    measured = run_ops(engines, cases, rule, threads, timeout_s=timeout)
+    order = {case: i for i, case in enumerate(cases)}  # rows by case, then engine
+    measured.sort(key=lambda m: order[m.case])
+    rows = [analyse(m, cpu, ceilings, threads) for m in measured]
+    if args.json:
+        print(ops_json(rows, cpu, ceilings, rule, threads))
+    else:
+        render_ops(rows, cpu, ceilings, rule, threads)
+    return 0 if any(r.status == "ok" for r in rows) else 1
+
+
+COMMANDS = {"ops": cmd_ops}

@@ -1,0 +1,177 @@
+"""The machine's peaks, two ways: what the CPU could do on paper, and what `enginebench machine` measured.
+
+Theoretical FLOP/s = FLOPs per cycle per core (from the widest vector instructions in the CPU's flags) ×
+physical cores used × maximum clock. FLOPs per cycle assume two full-width FMA units per core, as on Intel
+cores since Haswell, server Xeons with AVX-512 and AMD Zen 2/3/5 (Zen 4 and some Xeons execute 512-bit FMAs
+at half rate: their AVX-512 figure is an upper bound). bf16 and int8 use their dot-product instructions
+(AVX512_BF16, AVX-VNNI / AVX512_VNNI, AMX) when the flags list them, else the fp32 figure stands. The clock is
+cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), /proc/cpuinfo's "cpu MHz" (said so: it may be below
+the boost clock); without either, the peak is unknown.
+
+Measured ceilings: the newest `enginebench machine` figures of this host in the database (STREAM triad GB/s,
+numpy float32 GEMM GFLOP/s), or a short measurement on the spot when there are none.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FMA_UNITS = 2
+# flags -> (FLOPs per cycle per core, the instructions that give them), widest first
+_FP32 = (("avx512f", 16 * 2 * FMA_UNITS, "AVX-512 FMA"), ("fma", 8 * 2 * FMA_UNITS, "AVX2 FMA"),
+         ("avx", 16, "AVX (separate multiply and add)"), ("asimd", 4 * 2 * FMA_UNITS, "NEON FMA"),
+         ("sse2", 8, "SSE2"))
+_BF16 = (("amx_bf16", 2048, "AMX-BF16"), ("avx512_bf16", 2 * 16 * 2 * FMA_UNITS, "AVX512_BF16 dot products"))
+_INT8 = (("amx_int8", 4096, "AMX-INT8"), ("avx512_vnni", 4 * 16 * 2 * FMA_UNITS, "AVX512_VNNI"),
+         ("avx_vnni", 4 * 8 * 2 * FMA_UNITS, "AVX-VNNI"))
+
+
+@dataclass(frozen=True)
+class CpuPeak:
+    model: str
+    physical_cores: int  # usable by this process
+    clock_ghz: float | None
+    clock_source: str
+    flops_per_cycle: dict  # precision -> FLOPs per cycle per core
+    instructions: dict  # precision -> what gives that rate
+
+    def gflops(self, precision: str, threads: int) -> float | None:
+        """Theoretical GFLOP/s with `threads` threads (one per physical core at most: SMT siblings share the FMA
+        units), or None when the clock is unknown."""
+        per_cycle = self.flops_per_cycle.get(precision, self.flops_per_cycle.get("fp32"))
+        if self.clock_ghz is None or not per_cycle:
+            return None
+        return per_cycle * min(threads, self.physical_cores) * self.clock_ghz
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpuinfo_fields(text: str) -> tuple[dict, set, int]:
+    """The first processor's fields, its flags, and the physical cores listed (physical id, core id pairs)."""
+    first: dict = {}
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        if not fields.get("processor"):
+            continue
+        first = first or fields
+        if "core id" in fields:
+            cores.add((fields.get("physical id"), fields["core id"]))
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    return first, flags, len(cores)
+
+
+def _pick(table, flags: set) -> tuple[int, str] | None:
+    return next(((rate, name) for flag, rate, name in table if flag in flags), None)
+
+
+def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int) -> CpuPeak:
+    """The theoretical peak from /proc/cpuinfo's text and cpufreq's cpuinfo_max_freq (kHz), for a process
+    allowed `usable_cpus` logical CPUs."""
+    first, flags, listed_cores = _cpuinfo_fields(cpuinfo)
+    siblings, per_package = first.get("siblings"), first.get("cpu cores")
+    smt = int(siblings) // int(per_package) if siblings and per_package and int(per_package) else 1
+    physical = max(1, usable_cpus // max(1, smt))
+    if listed_cores:
+        physical = min(physical, listed_cores)
+    clock, source = None, "unknown (no cpufreq and no 'cpu MHz' in /proc/cpuinfo)"
+    if max_freq_khz and max_freq_khz.strip().isdigit():
+        clock, source = int(max_freq_khz) / 1e6, "cpufreq cpuinfo_max_freq"
+    elif first.get("cpu MHz"):
+        try:
+            clock = float(first["cpu MHz"]) / 1e3
+            source = "/proc/cpuinfo 'cpu MHz' (no cpufreq: may be below the boost clock)"
+        except ValueError:
+            pass
+    rates, names = {}, {}
+    fp32 = _pick(_FP32, flags)
+    if fp32:
+        rates["fp32"], names["fp32"] = fp32
+        for precision, table in (("bf16", _BF16), ("int8", _INT8)):
+            rates[precision], names[precision] = _pick(table, flags) or (fp32[0], f"none for {precision}: {fp32[1]}")
+    model = first.get("model name") or first.get("Model") or first.get("cpu model") or "unknown"
+    return CpuPeak(model, physical, clock, source, rates, names)
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def cpu_peak() -> CpuPeak:
+    from enginebench.measure.roofline import usable_cpus
+
+    return parse_peak(_read("/proc/cpuinfo") or "", _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
+                      usable_cpus())
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """The measured roofline: GEMM GFLOP/s (fp32) and memory bandwidth GB/s."""
+
+    gemm_gflops: float
+    bandwidth_gbs: float
+    source: str
+    threads: int | None  # threads the triad used
+    gemm_by_precision: dict = field(default_factory=dict)  # GEMM GFLOP/s measured in other precisions, if any
+
+    def gemm(self, precision: str) -> float | None:
+        """The measured GEMM ceiling of this precision; None where only another precision was measured."""
+        return self.gemm_gflops if precision == "fp32" else self.gemm_by_precision.get(precision)
+
+    @property
+    def ridge(self) -> float:
+        """FLOPs per byte above which an operator is compute-bound."""
+        return self.gemm_gflops / self.bandwidth_gbs
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ridge_flops_per_byte": self.ridge}
+
+
+def stored_ceilings(db: str | None) -> Ceilings | None:
+    """This host's newest `enginebench machine` figures in `db`, or None (no file, none stored)."""
+    if not db or not os.path.exists(db):
+        return None
+    from enginebench.results.store import ResultStore
+
+    with ResultStore(db) as store:
+        speed = store.machine_speed(socket.gethostname())
+    if not speed:
+        return None
+    details = speed.get("details", {})
+    return Ceilings(speed["gemm_gflops"], speed["bandwidth_gbs"],
+                    f"`enginebench machine` of {speed['measured_at']} in {db}", details.get("triad", {}).get("threads"),
+                    dict(details.get("gemm_gflops_by_precision", {})))
+
+
+def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3) -> Ceilings:
+    """A short measurement: triad on 3 × 64 MiB and a 1024² GEMM, best of 3 (`enginebench machine` is longer)."""
+    from enginebench.measure.roofline import gemm_flops, memory_bandwidth
+
+    bw = memory_bandwidth(triad_elements, runs)
+    mm = gemm_flops(gemm_n, runs)
+    return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
+                    f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
+                    "`enginebench machine` stores a longer measurement)", bw["threads"])
+
+
+def machine_ceilings(db: str | None) -> Ceilings:
+    return stored_ceilings(db) or measure_ceilings()
+
+
+def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings) -> str:
+    """'compute' when the operator's FLOPs per byte reach the ridge point, else 'memory'."""
+    return "compute" if flops / nbytes >= ceilings.ridge else "memory"
+
+
+__all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "stored_ceilings", "measure_ceilings",
+           "machine_ceilings", "roofline_bound"]

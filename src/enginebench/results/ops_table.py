@@ -1,0 +1,195 @@
+"""`enginebench ops` results: each measurement turned into rates and shares of the machine's peak, then a
+table or JSON.
+
+A row's bound comes from the roofline: FLOPs per byte moved against the ridge point of the measured ceilings
+(GEMM GFLOP/s ÷ triad GB/s). Compute-bound rows are shares of the FLOP/s peaks (theoretical for the
+precision, and the measured fp32 GEMM); memory-bound rows are shares of the triad bandwidth (Linux does not
+tell the memory's theoretical bandwidth, so that share is not given). An operator whose data fits in cache
+can beat the DRAM ceiling: over 100% there means cache, not a wrong figure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from enginebench.measure.peak import Ceilings, CpuPeak, roofline_bound
+from enginebench.measure.stats import Summary, summarize
+from enginebench.measure.timing import StoppingRule
+from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS, TOLERANCE, format_shape
+from enginebench.scenarios.ops.runner import OpMeasurement
+
+Interval = tuple[float, float] | None
+
+
+@dataclass
+class OpRow:
+    measurement: OpMeasurement
+    summary: Summary | None = None  # ns per call
+    flops: int = 0
+    bytes_moved: int = 0
+    bound: str | None = None  # "compute" or "memory"
+    gflops: float | None = None
+    gflops_ci: Interval = None
+    gbs: float | None = None
+    gbs_ci: Interval = None
+    pct_theoretical: float | None = None
+    pct_theoretical_ci: Interval = None
+    pct_measured: float | None = None
+    pct_measured_ci: Interval = None
+    theoretical_gflops: float | None = None  # the peak the row was compared with
+    within_tolerance: bool | None = None
+
+    @property
+    def status(self) -> str:
+        m = self.measurement
+        return "unsupported" if m.unsupported else "error" if m.error else "ok"
+
+
+def _rate(work: float, summary: Summary, scale: float) -> tuple[float, Interval]:
+    """work per second / scale, at the median and across the CI of the time (a longer time, a lower rate)."""
+    rate = work / (summary.median / 1e9) / scale
+    ci = summary.ci95
+    return rate, ((work / (ci[1] / 1e9) / scale, work / (ci[0] / 1e9) / scale) if ci else None)
+
+
+def _share(value: float, ci: Interval, of: float | None) -> tuple[float | None, Interval]:
+    if not of:
+        return None, None
+    return 100 * value / of, ((100 * ci[0] / of, 100 * ci[1] / of) if ci else None)
+
+
+def analyse(measurement: OpMeasurement, cpu: CpuPeak, ceilings: Ceilings, threads: int) -> OpRow:
+    row = OpRow(measurement)
+    case = measurement.case
+    op = OPERATORS[case.op]
+    row.flops = op.flops(case.shape)
+    row.bytes_moved = op.bytes_moved(case.shape, measurement.io_itemsize or PRECISIONS[case.precision])
+    row.bound = roofline_bound(row.flops, row.bytes_moved, ceilings)
+    if not measurement.samples_ns:
+        return row
+    row.summary = s = summarize(measurement.samples_ns)
+    row.gflops, row.gflops_ci = _rate(row.flops, s, 1e9)
+    row.gbs, row.gbs_ci = _rate(row.bytes_moved, s, 1e9)
+    used = (measurement.threads or {}).get("threads") or threads
+    if row.bound == "compute":
+        row.theoretical_gflops = cpu.gflops(case.precision, used)
+        row.pct_theoretical, row.pct_theoretical_ci = _share(row.gflops, row.gflops_ci, row.theoretical_gflops)
+        row.pct_measured, row.pct_measured_ci = _share(row.gflops, row.gflops_ci, ceilings.gemm(case.precision))
+    else:
+        row.pct_measured, row.pct_measured_ci = _share(row.gbs, row.gbs_ci, ceilings.bandwidth_gbs)
+    if measurement.max_rel_error is not None:
+        row.within_tolerance = measurement.max_rel_error <= TOLERANCE[case.precision]
+    return row
+
+
+def _fig(value: float | None, ci: Interval = None) -> str:
+    """`value ± half the CI`, with decimals for three significant figures; `—` when there is no value."""
+    if value is None:
+        return "—"
+    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
+    text = f"{value:.{digits}f}"
+    if not ci:
+        return text
+    below, above = value - ci[0], ci[1] - value
+    if max(below, above) > 0.1 * abs(value) and min(below, above) * 3 < max(below, above):
+        # wide and lopsided (a rate from a noisy time): `±` would hide which side is long, give the ends
+        return f"{text} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})"
+    return f"{text} ± {(ci[1] - ci[0]) / 2:.{digits}f}"
+
+
+def _error_cell(row: OpRow) -> str:
+    err = row.measurement.max_rel_error
+    if err is None:
+        return "—"
+    tol = TOLERANCE[row.measurement.case.precision]
+    return f"{err:.1e}" if row.within_tolerance else f"{err:.1e} ✗ > {tol:.0e}"
+
+
+def _note(row: OpRow) -> str:
+    m = row.measurement
+    if m.unsupported:
+        return f"cannot: {m.unsupported}"
+    if m.error:
+        return f"failed: {m.error}"
+    return m.note
+
+
+HEADERS = ["op", "shape", "engine", "precision", "µs per call", "GFLOP/s", "GB/s", "FLOP per byte", "bound",
+           "% of theoretical peak", "% of measured ceiling", "max rel. error", "note"]
+
+
+def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
+    cells, styles = [], []
+    for r in rows:
+        case, s = r.measurement.case, r.summary
+        time = _fig(s.median / 1e3, (s.ci95[0] / 1e3, s.ci95[1] / 1e3) if s and s.ci95 else None) if s else "—"
+        cells.append([case.op, format_shape(case.shape), r.measurement.engine, case.precision, time,
+                      _fig(r.gflops, r.gflops_ci), _fig(r.gbs, r.gbs_ci), f"{r.flops / r.bytes_moved:.2f}",
+                      r.bound or "—", _fig(r.pct_theoretical, r.pct_theoretical_ci),
+                      _fig(r.pct_measured, r.pct_measured_ci), _error_cell(r), _note(r)])
+        styles.append("red" if r.status == "error" or r.within_tolerance is False else "dim" if r.status != "ok" else None)
+    return cells, styles
+
+
+def machine_lines(cpu: CpuPeak, ceilings: Ceilings, threads: int, precisions: set[str] = frozenset()) -> list[str]:
+    peaks = ", ".join(f"{p} {cpu.gflops(p, threads):.0f} GFLOP/s ({cpu.instructions[p]})" if cpu.gflops(p, threads)
+                      else f"{p} unknown" for p in cpu.flops_per_cycle) or "unknown (no vector flags found)"
+    clock = f"{cpu.clock_ghz:.2f} GHz from {cpu.clock_source}" if cpu.clock_ghz else cpu.clock_source
+    return [
+        f"theoretical peak, {min(threads, cpu.physical_cores)} of {cpu.physical_cores} physical cores × {clock}: {peaks}",
+        f"measured ceilings: GEMM {ceilings.gemm_gflops:.1f} GFLOP/s (numpy fp32"
+        + "".join(f", {p} {g:.1f}" for p, g in ceilings.gemm_by_precision.items())
+        + f"), triad {ceilings.bandwidth_gbs:.1f} GB/s ({ceilings.threads} threads); ridge {ceilings.ridge:.1f} "
+        f"FLOP/byte; {ceilings.source}",
+        *(["compute-bound rows in a precision without a measured GEMM ceiling show no % of measured ceiling"]
+          if any(p != "fp32" and p not in ceilings.gemm_by_precision for p in precisions) else []),
+        "bound: compute when FLOP per byte ≥ the ridge (shares of GFLOP/s), else memory (shares of the triad's "
+        "GB/s; no theoretical bandwidth is known, and cache-resident data can pass 100%)",
+        "max rel. error = max |out − ref| / max |ref| against numpy float64; tolerance "
+        + ", ".join(f"{p} {t:.0e}" for p, t in TOLERANCE.items()),
+    ]
+
+
+def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int,
+               console=None) -> None:
+    from rich.console import Console
+
+    from enginebench.results.terminal import print_lines, print_table
+
+    console = console or Console()
+    cells, styles = table_rows(rows)
+    print_table(console, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
+                HEADERS, cells, keys=4, left={"op", "shape", "engine", "precision", "bound", "note"}, styles=styles)
+    print_lines(console, machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows}))
+
+
+def row_dict(r: OpRow) -> dict:
+    m = r.measurement
+    op = OPERATORS[m.case.op]
+    return {
+        "op": m.case.op, "shape": list(m.case.shape), "dims": list(op.dims(m.case.shape)),
+        "engine": m.engine, "precision": m.case.precision, "status": r.status,
+        "unsupported": m.unsupported, "error": m.error, "note": m.note, "threads": m.threads,
+        "time_ns": r.summary.to_dict() if r.summary else None, "samples_ns": m.samples_ns,
+        "flops": r.flops, "bytes_moved": r.bytes_moved, "io_bytes_per_element": m.io_itemsize,
+        "flops_per_byte": r.flops / r.bytes_moved, "bound": r.bound,
+        "gflops": r.gflops, "gflops_ci95": r.gflops_ci, "gbs": r.gbs, "gbs_ci95": r.gbs_ci,
+        "theoretical_gflops": r.theoretical_gflops,
+        "pct_of_theoretical_peak": r.pct_theoretical, "pct_of_theoretical_peak_ci95": r.pct_theoretical_ci,
+        "pct_of_measured_ceiling": r.pct_measured, "pct_of_measured_ceiling_ci95": r.pct_measured_ci,
+        "max_rel_error": m.max_rel_error, "tolerance": TOLERANCE[m.case.precision],
+        "within_tolerance": r.within_tolerance,
+    }
+
+
+def ops_json(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int) -> str:
+    return json.dumps({
+        "threads": threads, "rule": asdict(rule),
+        "machine": {"theoretical": {**cpu.to_dict(), "gflops": {p: cpu.gflops(p, threads) for p in cpu.flops_per_cycle}},
+                    "measured": ceilings.to_dict()},
+        "rows": [row_dict(r) for r in rows],
+    }, indent=2)
+
+
+__all__ = ["OpRow", "analyse", "table_rows", "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS"]

@@ -1,0 +1,254 @@
+"""How each engine expresses each operator.
+
+An engine's `prepare(op, arrays, precision)` does everything but the call: converts the inputs to the
+engine's own tensors (in the precision asked for), builds and compiles the graph, and returns a Prepared
+whose `run(arg)` is the one call to time. An operator or precision the engine cannot express raises
+Unsupported with the reason, which becomes the row's text.
+
+`setup(threads)` runs once per process, before the engine's library is imported where that matters (XLA
+sizes its thread pool when its CPU backend starts).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from enginebench.scenarios.ops import onnx_graphs
+from enginebench.scenarios.ops.definitions import LAYERNORM_EPS, Operator
+
+
+class Unsupported(Exception):
+    """The engine cannot express this operator or precision (the message says why)."""
+
+
+@dataclass
+class Prepared:
+    run: Callable[[Any], Any]  # the timed call
+    arg: Any  # what run is called with, built before timing
+    fetch: Callable[[Any], np.ndarray]  # run's result -> a numpy array (outside the timed region)
+    io_itemsize: int  # bytes per element the call reads and writes
+    note: str = ""  # how the engine expressed it, when worth saying
+
+
+@dataclass
+class Backend:
+    name: str
+    modules: str  # import names it needs, space-separated, to tell whether it is installed
+    threads_info: dict = field(default_factory=dict)
+
+    def installed(self) -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in self.modules.split())
+
+    def setup(self, threads: int) -> None:
+        self.threads_info = {"threads": threads}
+
+    def prepare(self, op: Operator, arrays: dict[str, np.ndarray], precision: str) -> Prepared:
+        raise NotImplementedError
+
+
+class NumpyBackend(Backend):
+    def setup(self, threads):
+        try:  # numpy's BLAS read OPENBLAS_NUM_THREADS when it loaded, which may have been before this
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(threads, user_api="blas")
+            self.threads_info = {"threads": threads, "threads_control": "threadpoolctl (BLAS)"}
+        except ImportError:
+            self.threads_info = {"threads": None, "threads_control": "none (threadpoolctl not installed)"}
+
+    def prepare(self, op, arrays, precision):
+        if precision != "fp32":
+            raise Unsupported("numpy has no bfloat16 arithmetic")
+        fn = _NUMPY[op.name]
+        return Prepared(lambda a: fn(*a), tuple(arrays.values()), np.asarray, 4, _NUMPY_NOTES.get(op.name, ""))
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def _np_layernorm(x, gamma, beta):
+    centred = x - x.mean(axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + np.float32(LAYERNORM_EPS))
+    return centred * rstd * gamma + beta
+
+
+def _np_gelu(x):
+    from scipy.special import erf
+
+    return 0.5 * x * (1 + erf(x * np.float32(1 / math.sqrt(2))))
+
+
+def _np_attention(q, k, v):
+    scores = np.matmul(q, k.transpose(0, 2, 1)) * np.float32(1 / math.sqrt(q.shape[-1]))
+    return np.matmul(_np_softmax(scores), v)
+
+
+def _np_linear(x, w, b):
+    y = x @ w.T
+    y += b
+    return y
+
+
+_NUMPY = {"matmul": np.matmul, "linear": _np_linear, "softmax": _np_softmax, "layernorm": _np_layernorm,
+          "gelu": _np_gelu, "attention": _np_attention, "add": np.add, "sum": lambda x: x.sum(axis=-1)}
+_NUMPY_NOTES = {"softmax": "several ufunc passes", "layernorm": "several ufunc passes",
+                "gelu": "scipy.special.erf", "attention": "matmul, softmax, matmul"}
+
+
+class TorchBackend(Backend):
+    def setup(self, threads):
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(False)
+        self.threads_info = {"threads": torch.get_num_threads(), "threads_control": "torch.set_num_threads"}
+
+    def prepare(self, op, arrays, precision):
+        import torch
+        import torch.nn.functional as F
+
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+        fns = {"matmul": torch.matmul, "linear": F.linear, "softmax": lambda x: torch.softmax(x, -1),
+               "layernorm": lambda x, g, b: F.layer_norm(x, (x.shape[-1],), g, b, LAYERNORM_EPS),
+               "gelu": F.gelu, "attention": F.scaled_dot_product_attention, "add": torch.add,
+               "sum": lambda x: x.sum(-1)}
+        fn = fns[op.name]
+        tensors = tuple(torch.from_numpy(a).to(dtype).contiguous() for a in arrays.values())
+        return Prepared(lambda a: fn(*a), tensors, lambda out: out.float().numpy(), 4 if precision == "fp32" else 2)
+
+
+class OnnxRuntimeBackend(Backend):
+    def setup(self, threads):
+        self.threads = threads
+        self.threads_info = {"threads": threads, "threads_control": "SessionOptions.intra_op_num_threads"}
+
+    def prepare(self, op, arrays, precision):
+        import onnxruntime as ort
+        from onnx import TensorProto
+
+        feeds = onnx_graphs.graph_inputs(op.name, arrays)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        elem = TensorProto.FLOAT if precision == "fp32" else TensorProto.BFLOAT16
+        try:
+            session = ort.InferenceSession(onnx_graphs.one_node_model(op.name, feeds, elem), opts,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as e:
+            if precision != "fp32" and "NOT_IMPLEMENTED" in str(e):
+                raise Unsupported(f"onnxruntime's CPU provider has no bfloat16 {onnx_graphs.node_type(op.name)} "
+                                  "kernel") from None
+            raise
+        note = f"ONNX {onnx_graphs.node_type(op.name)}"
+        if precision == "fp32":
+            return Prepared(lambda f: session.run(None, f), feeds,
+                            lambda out: onnx_graphs.graph_output(op.name, out[0]), 4, note)
+        # numpy has no bfloat16: feed OrtValues made from the bits, read the output's bits back
+        values = {k: v if v.dtype == np.int64 else ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+            (v.view(np.uint32) >> 16).astype(np.uint16), TensorProto.BFLOAT16) for k, v in feeds.items()}
+        return Prepared(lambda f: session.run_with_ort_values(["out"], f), values,
+                        lambda out: onnx_graphs.graph_output(op.name, _bf16_ortvalue_to_numpy(out[0])), 2, note)
+
+
+def _bf16_ortvalue_to_numpy(value) -> np.ndarray:
+    import ctypes
+
+    shape = tuple(value.shape())
+    bits = np.ctypeslib.as_array((ctypes.c_uint16 * math.prod(shape)).from_address(value.data_ptr()))
+    return (bits.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+
+
+class OpenVinoBackend(Backend):
+    def setup(self, threads):
+        self.threads = threads
+        self.threads_info = {"threads": threads, "threads_control": "INFERENCE_NUM_THREADS"}
+
+    def prepare(self, op, arrays, precision):
+        import openvino as ov
+
+        feeds = onnx_graphs.graph_inputs(op.name, arrays)
+        core = ov.Core()
+        model = core.read_model(model=onnx_graphs.one_node_model(op.name, feeds))
+        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                     "INFERENCE_NUM_THREADS": self.threads,
+                                                     "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        ran = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if precision == "bf16" and "bf16" not in ran and "bfloat16" not in ran:
+            raise Unsupported(f"openvino would compute in {ran} here: this CPU has no bfloat16 instructions")
+        self.threads_info["threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        request = compiled.create_infer_request()
+        note = f"ONNX {onnx_graphs.node_type(op.name)}" + ("; fp32 in and out, bf16 inside" if precision == "bf16" else "")
+        return Prepared(lambda f: request.infer(f, share_inputs=True), feeds,
+                        lambda out: onnx_graphs.graph_output(op.name, np.array(out[0])), 4, note)
+
+
+class JaxBackend(Backend):
+    def setup(self, threads):
+        os.environ["NPROC"] = str(threads)  # XLA:CPU's pool size, read when its backend starts (see engines/jax_xla)
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
+        self.threads_info = {"threads": threads, "threads_control": "NPROC before the XLA CPU backend starts"}
+
+    def prepare(self, op, arrays, precision):
+        import jax
+        import jax.numpy as jnp
+
+        dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[precision]
+        fns = {"matmul": jnp.matmul, "linear": lambda x, w, b: x @ w.T + b,
+               "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+               "layernorm": _jax_layernorm, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+               # dot_product_attention takes [batch, seq, heads, dim]; ours are [heads, seq, dim]
+               "attention": lambda q, k, v: jax.nn.dot_product_attention(q, k, v),
+               "add": jnp.add, "sum": lambda x: x.sum(axis=-1)}
+        fn = jax.jit(fns[op.name])
+        values = arrays.values()
+        if op.name == "attention":
+            values = (a.transpose(1, 0, 2)[None] for a in values)
+        args = tuple(jax.device_put(jnp.asarray(a, dtype=dtype)) for a in values)
+        fn(*args).block_until_ready()  # compile outside the timed region
+
+        def fetch(out):
+            out = np.asarray(out.astype(jnp.float32))
+            return out[0].transpose(1, 0, 2) if op.name == "attention" else out
+        return Prepared(lambda a: fn(*a).block_until_ready(), args, fetch, 4 if precision == "fp32" else 2, "jax.jit")
+
+
+def _jax_layernorm(x, gamma, beta):
+    import jax
+    import jax.numpy as jnp
+
+    mean = x.mean(axis=-1, keepdims=True)
+    var = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + LAYERNORM_EPS) * gamma + beta
+
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "numpy": lambda: NumpyBackend("numpy", "numpy"),
+    "torch": lambda: TorchBackend("torch", "torch"),
+    "onnxruntime": lambda: OnnxRuntimeBackend("onnxruntime", "onnxruntime onnx"),
+    "openvino": lambda: OpenVinoBackend("openvino", "openvino onnx"),
+    "jax": lambda: JaxBackend("jax", "jax"),
+}
+INSTALL = {"numpy": "numpy", "torch": "enginebench[torch]", "onnxruntime": "enginebench[onnxruntime]",
+           "openvino": "enginebench[openvino]", "jax": "enginebench[jax]"}
+
+
+def backend(name: str) -> Backend:
+    return BACKENDS[name]()
+
+
+__all__ = ["Backend", "Prepared", "Unsupported", "BACKENDS", "INSTALL", "backend"]

@@ -1,0 +1,99 @@
+"""Timing operators: one spawned process per engine, as breakdown.py does for blocks.
+
+In the engine's process, for each case (operator × shape × precision): inputs made and converted, the graph
+built and compiled, one call checked against numpy float64, then the call timed under the stopping rule.
+Engines never share a thread pool or a heap; one that crashes or hangs costs its own rows only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from enginebench.measure.timing import StoppingRule
+
+
+@dataclass(frozen=True)
+class OpCase:
+    op: str
+    shape: tuple[int, ...]
+    precision: str
+
+
+@dataclass
+class OpMeasurement:
+    """One case on one engine: samples in ns, or why there are none."""
+
+    case: OpCase
+    engine: str
+    samples_ns: list[int] | None = None
+    max_rel_error: float | None = None
+    io_itemsize: int | None = None  # bytes per element the engine's call read and wrote
+    note: str = ""
+    unsupported: str | None = None  # the engine cannot express it: why
+    error: str | None = None  # it failed: why
+    threads: dict | None = None  # how the engine's threads were set, as the engine reports it
+
+
+def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads: int) -> list[OpMeasurement]:
+    """In the engine's own process: every case in turn; one case's failure is its row's, not the engine's."""
+    from enginebench.child import die_with_parent, limit_threads
+
+    limit_threads(threads)
+    die_with_parent()
+    from enginebench.scenarios.ops.backends import backend
+
+    be = backend(engine)
+    be.setup(threads)
+    return [measure_case(be, case, rule) for case in cases]
+
+
+def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
+    from enginebench.measure.timing import measure_calls
+    from enginebench.scenarios.ops.backends import Unsupported
+    from enginebench.scenarios.ops.definitions import OPERATORS, check_output, make_inputs
+
+    op = OPERATORS[case.op]
+    result = OpMeasurement(case, be.name)
+    try:
+        inputs = make_inputs(op, case.shape, case.precision)
+        prepared = be.prepare(op, inputs, case.precision)
+        result.note, result.io_itemsize = prepared.note, prepared.io_itemsize
+        result.max_rel_error = check_output(op, inputs, prepared.fetch(prepared.run(prepared.arg)))
+        result.samples_ns = measure_calls(prepared.run, [prepared.arg], rule).tolist()
+    except Unsupported as e:
+        result.unsupported = str(e)
+    except Exception as e:  # noqa: BLE001 - reported in the row
+        result.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+    result.threads = dict(be.threads_info)
+    return result
+
+
+def run_ops(engines: list[str], cases: list[OpCase], rule: StoppingRule, threads: int,
+            timeout_s: float = 600.0) -> list[OpMeasurement]:
+    """Every case on every engine, each engine in its own spawned process, ended after `timeout_s`."""
+    results: list[OpMeasurement] = []
+    for engine in engines:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+        failure = None
+        try:
+            results += pool.submit(measure_engine, engine, cases, rule, threads).result(timeout=timeout_s)
+        except FuturesTimeout:
+            for proc in list(getattr(pool, "_processes", {}).values()):  # a hung engine: end its process
+                proc.kill()
+            failure = f"timed out after {timeout_s:g} s (raise --timeout)"
+        except BrokenProcessPool:
+            failure = "its process died (crash or out of memory)"
+        except Exception as e:  # noqa: BLE001 - one engine's failure is its rows'
+            failure = f"{type(e).__name__}: {e}"
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if failure:
+            results += [OpMeasurement(case, engine, error=failure) for case in cases]
+    return results
+
+
+__all__ = ["OpCase", "OpMeasurement", "measure_engine", "measure_case", "run_ops"]

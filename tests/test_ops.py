@@ -1,0 +1,316 @@
+"""`enginebench ops`: operator work counts, the machine's peak, every engine against numpy, the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+import enginebench.cli as cli
+from enginebench.errors import UsageError
+from enginebench.measure.peak import Ceilings, measure_ceilings, parse_peak, roofline_bound
+from enginebench.measure.timing import StoppingRule
+from enginebench.scenarios.ops.backends import BACKENDS, Unsupported, backend
+from enginebench.scenarios.ops.definitions import (OPERATORS, TOLERANCE, check_output, make_inputs, relative_error,
+                                                   round_to_bf16)
+from enginebench.scenarios.ops.runner import OpCase, OpMeasurement, run_ops
+
+# (shape, FLOPs, elements read + written), counted by hand
+WORK = {
+    "matmul": [((2, 3, 4), 2 * 2 * 3 * 4, 2 * 3 + 3 * 4 + 2 * 4), ((2, 2, 3, 4), 2 * 48, 2 * 26)],
+    "linear": [((2, 3, 4), 48 + 2 * 4, 6 + 12 + 4 + 8)],
+    "softmax": [((2, 3), 5 * 6, 12)],
+    "layernorm": [((2, 3), 7 * 6, 12 + 6)],
+    "gelu": [((2, 3), 5 * 6, 12)],
+    # per head: QK^T 2*3*3*4 + scale 9 + softmax 5*9 + PV 2*3*3*4 = 198; q, k, v, out: 4 * 3*4
+    "attention": [((2, 3, 4), 2 * 198, 2 * 48),
+                  ((2, 1, 5, 4), 2 * (2 * 5 * 4 + 5 + 25 + 2 * 5 * 4), 2 * (4 + 20 + 20 + 4))],
+    "add": [((2, 3), 6, 18)],
+    "sum": [((2, 3), 6, 6 + 2)],
+}
+SMALL = {"matmul": (5, 8, 6), "linear": (5, 8, 6), "softmax": (4, 16), "layernorm": (4, 16), "gelu": (4, 16),
+         "attention": (2, 8, 4), "add": (4, 16), "sum": (4, 16)}
+
+
+@pytest.fixture
+def with_ops(monkeypatch):
+    """The command line with `ops` registered (whether or not the lead has wired it in yet)."""
+    if "ops" not in cli.GROUPS:
+        monkeypatch.setattr(cli, "GROUPS", [*cli.GROUPS, "ops"])
+    return cli.main
+
+
+def test_every_operator_has_its_work_counted():
+    assert set(WORK) == set(OPERATORS)
+
+
+@pytest.mark.parametrize("name,shape,flops,elements", [(n, *c) for n, cases in WORK.items() for c in cases])
+def test_flops_and_bytes_by_hand(name, shape, flops, elements):
+    op = OPERATORS[name]
+    assert op.flops(shape) == flops
+    assert op.bytes_moved(shape, 4) == 4 * elements
+    assert op.bytes_moved(shape, 2) == 2 * elements
+    assert op.intensity(shape, 4) == pytest.approx(flops / (4 * elements))
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_default_shapes_parse_and_have_named_dims(name):
+    op = OPERATORS[name]
+    for shape in op.defaults:
+        assert op.parse_shape("x".join(map(str, shape))) == shape
+        assert len(op.dims(shape)) == len(shape)
+
+
+def test_reference_is_what_the_operator_means():
+    x = make_inputs(OPERATORS["softmax"], (3, 7), "fp32")
+    out = OPERATORS["softmax"].reference({"x": x["x"].astype(np.float64)})
+    assert np.allclose(out.sum(axis=-1), 1)
+    gelu = OPERATORS["gelu"].reference({"x": np.array([0.0, 10.0, -10.0])})
+    assert gelu == pytest.approx([0.0, 10.0, 0.0], abs=1e-12)
+    attn = OPERATORS["attention"]
+    q = np.zeros((1, 2, 3))  # equal scores: the output is the mean of V's rows
+    v = np.arange(12.0).reshape(1, 4, 3)
+    assert np.allclose(attn.reference({"q": q, "k": np.ones((1, 4, 3)), "v": v}), v.mean(axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("text,says", [("128x384", "M×K×N"), ("axbxc", "M×K×N"), ("1x2x3x4x5", "B×M×K×N"),
+                                       ("0x3x4", "at least 1")])
+def test_bad_shapes_say_what_the_operator_takes(text, says):
+    with pytest.raises(UsageError, match=says):
+        OPERATORS["matmul"].parse_shape(text)
+
+
+def test_shape_accepts_the_times_sign():
+    assert OPERATORS["attention"].parse_shape("12×128×32") == (12, 128, 32)
+
+
+def test_bf16_rounding_is_to_nearest_even():
+    one_and = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -7, 1 + 2 ** -8 + 2 ** -12], dtype=np.float32)
+    assert round_to_bf16(one_and).tolist() == [1.0, 1 + 2 ** -6, 1 + 2 ** -7, 1 + 2 ** -7]
+    x = np.random.default_rng(1).standard_normal(1000, dtype=np.float32)
+    assert np.all(np.abs(round_to_bf16(x) - x) <= np.abs(x) * 2 ** -8)  # half of bf16's 2^-7 spacing
+    torch = pytest.importorskip("torch")
+    assert np.array_equal(round_to_bf16(x), torch.from_numpy(x).to(torch.bfloat16).float().numpy())
+
+
+def test_relative_error_is_normwise():
+    ref = np.array([100.0, 1e-9])
+    assert relative_error(np.array([100.0, 0.0]), ref) == pytest.approx(1e-11)
+    assert relative_error(np.array([99.0, 1e-9]), ref) == pytest.approx(0.01)
+
+
+# a 4-core, 8-thread CPU at 3 GHz
+CPUINFO = "".join(f"processor\t: {i}\nmodel name\t: Test CPU\nphysical id\t: 0\nsiblings\t: 8\ncore id\t\t: {i % 4}\n"
+                  f"cpu cores\t: 4\ncpu MHz\t\t: 2100.000\nflags\t\t: {{flags}}\n\n" for i in range(8))
+AVX512 = "fpu sse2 avx fma avx2 avx512f avx512bw avx512_vnni avx512_bf16"
+AVX2 = "fpu sse2 avx fma avx2"
+
+
+def test_peak_avx512_counts_sixteen_lanes_two_fmas():
+    peak = parse_peak(CPUINFO.replace("{flags}", AVX512), "3000000\n", usable_cpus=8)
+    assert peak.physical_cores == 4 and peak.clock_ghz == 3.0 and "cpufreq" in peak.clock_source
+    assert peak.flops_per_cycle == {"fp32": 64, "bf16": 128, "int8": 256}
+    assert peak.gflops("fp32", 8) == pytest.approx(4 * 64 * 3.0)  # SMT siblings share the FMA units
+    assert peak.gflops("fp32", 2) == pytest.approx(2 * 64 * 3.0)
+    assert peak.gflops("bf16", 4) == pytest.approx(4 * 128 * 3.0)
+
+
+def test_peak_avx2_counts_eight_lanes_and_no_bf16_instructions():
+    peak = parse_peak(CPUINFO.replace("{flags}", AVX2), "3000000", usable_cpus=8)
+    assert peak.flops_per_cycle == {"fp32": 32, "bf16": 32, "int8": 32}
+    assert peak.instructions["fp32"] == "AVX2 FMA" and peak.instructions["bf16"].startswith("none for bf16")
+    assert peak.gflops("fp32", 4) == pytest.approx(4 * 32 * 3.0)
+
+
+def test_peak_clock_falls_back_to_cpu_mhz_then_unknown():
+    text = CPUINFO.replace("{flags}", AVX2)
+    peak = parse_peak(text, None, usable_cpus=2)
+    assert peak.clock_ghz == pytest.approx(2.1) and "cpu MHz" in peak.clock_source
+    assert peak.physical_cores == 1  # two logical CPUs of one core
+    peak = parse_peak(text.replace("cpu MHz\t\t: 2100.000\n", ""), None, usable_cpus=2)
+    assert peak.clock_ghz is None and peak.gflops("fp32", 1) is None and "unknown" in peak.clock_source
+
+
+def test_roofline_bound_is_the_side_of_the_ridge():
+    ceilings = Ceilings(gemm_gflops=100.0, bandwidth_gbs=20.0, source="test", threads=1)
+    assert ceilings.ridge == 5.0
+    assert roofline_bound(500, 100, ceilings) == "compute"
+    assert roofline_bound(499, 100, ceilings) == "memory"
+
+
+@pytest.fixture(scope="module")
+def backends():
+    """Each installed engine set up once, on one thread; the process's thread settings put back after."""
+    saved_env = os.environ.get("NPROC")
+    made = {}
+    for name in BACKENDS:
+        be = backend(name)
+        if be.installed():
+            torch_threads = _torch_threads()
+            be.setup(1)
+            made[name] = (be, torch_threads)
+    yield {name: be for name, (be, _) in made.items()}
+    for name, (be, torch_threads) in made.items():
+        if name == "torch":
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        if hasattr(be, "_limits"):
+            be._limits.restore_original_limits()
+    if saved_env is None:
+        os.environ.pop("NPROC", None)
+    else:
+        os.environ["NPROC"] = saved_env
+
+
+def _torch_threads():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", OPERATORS)
+@pytest.mark.parametrize("engine", BACKENDS)
+def test_engine_output_matches_numpy(backends, engine, name, precision):
+    if engine not in backends:
+        pytest.skip(f"{engine} is not installed")
+    op = OPERATORS[name]
+    shapes = [SMALL[name]] + [s for s, *_ in WORK[name] if len(s) != len(SMALL[name])]  # batched / decode layouts too
+    for shape in shapes:
+        inputs = make_inputs(op, shape, precision)
+        try:
+            prepared = backends[engine].prepare(op, inputs, precision)
+        except Unsupported as e:
+            assert precision != "fp32", f"{engine} must express every operator in fp32: {e}"
+            assert str(e)
+            continue
+        out = prepared.fetch(prepared.run(prepared.arg))
+        assert check_output(op, inputs, out) <= TOLERANCE[precision]
+        assert prepared.io_itemsize in (2, 4)
+
+
+def test_a_wrong_kernel_is_caught():
+    op = OPERATORS["matmul"]
+    inputs = make_inputs(op, (4, 5, 6), "fp32")
+    wrong = inputs["a"] @ inputs["b"] * (1 + 1e-3)
+    assert check_output(op, inputs, wrong) > TOLERANCE["fp32"]
+
+
+RULE = StoppingRule(duration_s=0.02, min_samples=3, warmup_s=0.0, min_warmup=1)
+
+
+def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
+    cases = [OpCase("add", (4, 16), "fp32"), OpCase("matmul", (4, 8, 6), "bf16")]
+    done = run_ops(["numpy"], cases, RULE, threads=1, timeout_s=120)
+    assert [m.case for m in done] == cases
+    assert len(done[0].samples_ns) >= 3 and done[0].max_rel_error < 1e-6 and done[0].error is None
+    assert done[1].unsupported and done[1].samples_ns is None
+    late = run_ops(["numpy"], cases, RULE, threads=1, timeout_s=0.001)
+    assert all("timed out" in m.error for m in late)
+
+
+def _stored_ceilings(db):
+    from enginebench.results.store import ResultStore
+
+    c = measure_ceilings(triad_elements=1 << 22, gemm_n=512, runs=2)
+    with ResultStore(str(db)) as store:
+        store.add_machine_speed({"measured_at": "2025-01-01T00:00:00+00:00", "hostname": socket.gethostname(),
+                                 "bandwidth_gbs": c.bandwidth_gbs, "gemm_gflops": c.gemm_gflops,
+                                 "details": {"triad": {"threads": c.threads}}})
+    return c
+
+
+def test_ops_table_has_units_and_confidence_intervals(with_ops, tmp_path, capsys):
+    db = tmp_path / "eb.db"
+    _stored_ceilings(db)
+    code = with_ops(["ops", "--op", "matmul,softmax", "--shape", "matmul=48x48x48", "--shape", "softmax=8x32",
+                     "--engine", "numpy", "--precision", "fp32,bf16", "--threads", "1", "--duration", "0.02s",
+                     "--warmup", "0", "--min-samples", "3", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert code == 0
+    for header in ("µs per call", "GFLOP/s", "GB/s", "FLOP per byte", "% of theoretical peak",
+                   "% of measured ceiling", "max rel. error"):
+        assert header in out
+    rows = [line for line in out.splitlines() if line.startswith("| matmul") or line.startswith("| softmax")]
+    assert len(rows) == 4
+    assert "±" in rows[0] and "48×48×48" in rows[0]
+    assert "cannot: numpy has no bfloat16" in out
+    assert "in " + str(db) in out  # the stored ceilings were used
+
+
+def test_ops_json_gives_shares_of_peak(with_ops, tmp_path, capsys):
+    engines = ["numpy"] + (["torch"] if backend("torch").installed() else [])
+    code = with_ops(["ops", "--op", "matmul,add", "--shape", "matmul=96x96x96", "--shape", "add=64x64",
+                     "--engine", ",".join(engines), "--threads", "1", "--duration", "0.05s", "--warmup", "0.01s",
+                     "--min-samples", "5", "--db", str(tmp_path / "none.db"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["machine"]["measured"]["source"].startswith("measured now")
+    rows = report["rows"]
+    assert [(r["op"], r["engine"]) for r in rows] == [(op, e) for op in ("matmul", "add") for e in engines]
+    for r in rows:
+        assert r["status"] == "ok" and r["within_tolerance"] and r["time_ns"]["ci95"]
+        assert r["pct_of_measured_ceiling"] > 0
+        assert r["bound"] in ("compute", "memory")
+    matmul = rows[0]
+    assert matmul["flops"] == 2 * 96 ** 3 and matmul["bound"] == "compute"
+    assert 0 < matmul["pct_of_measured_ceiling"] <= 200
+    if report["machine"]["theoretical"]["clock_ghz"]:
+        assert 0 < matmul["pct_of_theoretical_peak"] <= 200
+    low, high = matmul["gflops_ci95"]
+    assert low <= matmul["gflops"] <= high
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--op", "conv"], "unknown operator 'conv'"),
+    (["--op", "matmul", "--shape", "128x384"], "M×K×N"),
+    (["--op", "matmul,softmax", "--shape", "128x384x384"], "OP=DIMS"),
+    (["--op", "softmax", "--shape", "matmul=8x8x8"], "add it to --op"),
+    (["--engine", "tensorrt"], "unknown engine 'tensorrt'"),
+    (["--precision", "int4"], "unknown precision 'int4'"),
+    (["--threads", "0"], "--threads"),
+    (["--duration", "-1s"], "--duration"),
+])
+def test_bad_input_exits_2_before_measuring(with_ops, capsys, argv, says):
+    assert with_ops(["ops", *argv, "--db", "/nonexistent/eb.db"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_rates_and_shares_follow_from_the_samples():
+    from enginebench.results.ops_table import analyse, table_rows
+
+    cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)  # 64 GFLOP/s a core in fp32
+    ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=4.0, source="test", threads=1)  # ridge: 1 FLOP/byte
+    samples = [1000] * 5 + [990, 1010]  # 1 µs a call
+    fp32 = OpMeasurement(OpCase("matmul", (10, 10, 10), "fp32"), "numpy", samples, 1e-7, 4)
+    row = analyse(fp32, cpu, ceilings, threads=1)
+    assert row.bound == "compute"  # 2000 FLOPs / 1200 bytes
+    assert row.gflops == pytest.approx(2.0) and row.gbs == pytest.approx(1.2)
+    assert row.pct_measured == pytest.approx(50.0)
+    assert row.pct_theoretical == pytest.approx(100 * 2.0 / 64)
+    bf16 = OpMeasurement(OpCase("matmul", (10, 10, 10), "bf16"), "torch", samples, 1e-3, 2)
+    row16 = analyse(bf16, cpu, ceilings, threads=1)
+    assert row16.pct_measured is None  # no bf16 GEMM ceiling was measured
+    assert row16.pct_theoretical == pytest.approx(100 * 2.0 / 128)
+    wrong = OpMeasurement(OpCase("add", (4, 4), "fp32"), "numpy", samples, 0.5, 4)
+    memory = analyse(wrong, cpu, ceilings, 1)  # 16 FLOPs / 192 bytes
+    assert memory.bound == "memory" and memory.pct_theoretical is None
+    assert memory.pct_measured == pytest.approx(100 * 0.192 / 4.0)
+    cells, styles = table_rows([row, memory])
+    assert cells[1][11].startswith("5.0e-01 ✗") and styles[1] == "red" and styles[0] is None
+    assert "±" in cells[0][4]
+
+
+def test_lopsided_intervals_show_their_ends():
+    from enginebench.results.ops_table import _fig
+
+    assert _fig(2.0, (1.9, 2.1)) == "2.00 ± 0.10"
+    assert _fig(2.0, (0.9, 84.0)) == "2.00 (0.90–84.00)"
+    assert _fig(None) == "—"
