@@ -80,20 +80,21 @@ def _argv(opts) -> list[str]:
 
 
 def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool = False, on_start=None,
-            on_result=None) -> Run:
+            on_result=None, launcher=None) -> Run:
     """Run a checked Plan: one child process per cell and repetition; each result is stored the moment it
-    arrives (a crash later loses nothing measured)."""
+    arrives (a crash later loses nothing measured). `launcher`: one made for this plan that runs it elsewhere,
+    e.g. launchers.ray.RayLauncher(plan, "local") [the local orchestrator]."""
     from enginebench.measure.machine import machine_info
     from enginebench.launchers.local import Orchestrator
     from enginebench.results.store import ResultStore
 
     store = ResultStore(db if db is not None else ":memory:")
-    if plan.model.kind == "decoder":
+    orchestrator = launcher or Orchestrator(plan)
+    if plan.model.kind == "decoder" and orchestrator.where == "local":  # another machine's speed is not known here
         import socket
 
         speed = store.machine_speed(socket.gethostname())
         plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
-    orchestrator = Orchestrator(plan)
     if on_start:
         orchestrator.on_start = on_start
     now = datetime.now(timezone.utc)
@@ -105,7 +106,8 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
                 "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": quick,
                 "engine_options": plan.engine_options,
                 "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
-                "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": orchestrator.cell_order()},
+                "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": orchestrator.cell_order(),
+                "launcher": orchestrator.where},
     )
     store.add_run(run)
     by_cell: dict[int, object] = {}
@@ -171,9 +173,10 @@ def command_line(run: Run) -> str:
     import shlex
 
     argv = list(run.config.get("argv", []))
-    if argv[:1] == ["run"]:
-        argv = argv[1:]
-    return " ".join(["enginebench", "run", *(shlex.quote(a) for a in argv)])
+    command = "run"
+    if argv[:1] in (["run"], ["tune"]):  # a tune round's run: the tune session that made it
+        command, argv = argv[0], argv[1:]
+    return " ".join(["enginebench", command, *(shlex.quote(a) for a in argv)])
 
 
 __all__ = ["run", "load", "compare", "recommend", "execute", "command_line", "DEFAULT_DB"]

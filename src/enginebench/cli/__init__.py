@@ -11,7 +11,7 @@ import sys
 from enginebench.cli.args import Parser, attach_negative_durations
 from enginebench.errors import UsageError
 
-GROUPS = ["run", "sweep", "results", "compare", "recommend", "report", "ops", "system", "graph"]  # modules of this package, in the order --help lists them
+GROUPS = ["run", "sweep", "tune", "results", "compare", "recommend", "report", "ops", "system", "graph"]  # modules of this package, in the order --help lists them
 
 
 def _modules():

@@ -1,0 +1,188 @@
+"""The candidate list: every configuration `tune` may try, built from the engine classes themselves (their
+precisions and their Options dataclasses), so a precision or option an engine gains appears here unasked.
+
+An engine option is tuned when space.TUNED names it (values from the field's `choices`, or a function of the
+cores), or when its field's metadata says `tune` (True: every choice; or a tuple of values): plugin engines
+declare theirs that way."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from enginebench.plan import Cell
+
+
+def _choices(field: dataclasses.Field, cores: int, threads: int) -> tuple:
+    choices = field.metadata.get("choices", ())
+    return tuple(choices() if callable(choices) else choices)
+
+
+def _streams(field, cores, threads) -> tuple:  # OpenVINO NUM_STREAMS: 0 lets the performance hint choose
+    return tuple(dict.fromkeys((0, 1, cores)))
+
+
+def _ct2_inter(field, cores, threads) -> tuple:  # batches in parallel, each with `threads` intra threads
+    return tuple(n for n in dict.fromkeys((1, 2, cores)) if n * threads <= cores) or (1,)
+
+
+# engine -> {option: values(field, cores, threads)}: the options worth a search. Left out on purpose: ORT's
+# inter_op_threads (idle without a parallel execution mode), torch-compile's mode (max-autotune compiles for
+# minutes) and backend, tinygrad's jit=false (always slower), sentence-transformers' device.
+TUNED: dict[str, dict[str, Callable]] = {
+    "onnxruntime": {"graph_optimization": _choices},
+    "openvino": {"hint": _choices, "num_streams": _streams},
+    "ctranslate2": {"inter_threads": _ct2_inter},
+    "torch": {"attention": _choices},
+}
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One configuration: a cell of `enginebench run` plus the engine options that differ from the defaults."""
+
+    engine: str
+    precision: str
+    scenario: str
+    batch_size: int
+    workers: int
+    threads: int
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """One line a person reads: `onnxruntime int8 latency b8 1×2 graph_optimization=basic`."""
+        opts = " ".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.engine} {self.precision} {self.scenario} b{self.batch_size} {self.workers}×{self.threads}" + (
+            f" {opts}" if opts else "")
+
+    @property
+    def job(self) -> tuple:
+        """What one child process loads once: cells sharing it share the load time."""
+        return self.engine, self.precision, self.threads, self.options
+
+    @property
+    def cell_key(self) -> tuple:
+        """The cell without its options: unique within a run (one option setting per engine and run)."""
+        return self.engine, self.precision, self.scenario, self.batch_size, self.workers, self.threads
+
+    def cell(self, workload: str) -> Cell:
+        return Cell(self.engine, self.precision, self.scenario, workload, self.batch_size, self.workers, self.threads)
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "options"}, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Candidate":
+        return cls(d["engine"], d["precision"], d["scenario"], int(d["batch_size"]), int(d["workers"]),
+                   int(d["threads"]), tuple(sorted((k, str(v)) for k, v in d.get("options", {}).items())))
+
+
+def _text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def option_settings(engine_cls, cores: int, threads: int) -> list[tuple[tuple[str, str], ...]]:
+    """Every setting of the engine's tuned options, the defaults first; each as the (key, value) pairs that differ
+    from the defaults, values as `-o` takes them."""
+    fields = {f.name: f for f in dataclasses.fields(engine_cls.Options)}
+    tuned = dict(TUNED.get(engine_cls.name, {}))
+    for name, f in fields.items():
+        mark = f.metadata.get("tune")
+        if mark is True:
+            tuned[name] = _choices
+        elif mark:
+            tuned[name] = lambda field, cores, threads, values=tuple(mark): values
+    axes = []
+    for name, values_of in sorted(tuned.items()):
+        if name not in fields:
+            raise KeyError(f"{engine_cls.name} has no option {name!r}: update enginebench.search.space.TUNED")
+        default = _text(fields[name].default)
+        values = [_text(v) for v in values_of(fields[name], cores, threads)]
+        axes.append([(name, default)] + [(name, v) for v in values if v.lower() != default.lower()])
+    settings = []
+    for combo in itertools.product(*axes):
+        changed = tuple((k, v) for (k, v), (_, default) in zip(combo, [axis[0] for axis in axes]) if v != default)
+        engine_cls.make_options(threads, dict(changed))  # a value the engine refuses is a bug here, not the user's
+        settings.append(changed)
+    return settings
+
+
+def threading(objective: str, cores: int) -> list[tuple[str, int, int]]:
+    """(scenario, workers, threads per worker) to try: one session with all the cores or half of them; for
+    throughput also 2, 4, ... worker processes sharing the cores."""
+    ways = [("latency", 1, t) for t in dict.fromkeys((cores, max(1, cores // 2)))]
+    if objective == "throughput":
+        workers = 2
+        while workers <= cores:
+            ways.append(("throughput", workers, cores // workers))
+            workers *= 2
+    return ways
+
+
+def candidates(engines: list[str], model, objective: str, batch_sizes: list[int], cores: int,
+               precisions: list[str] | None = None) -> list[Candidate]:
+    """The whole space, in a fixed order (engines as given, then precisions, options, threading, batch)."""
+    from enginebench.engines import engine_class
+
+    out = []
+    for engine in engines:
+        cls = engine_class(engine)
+        for precision in cls.precisions:
+            if (precisions and precision not in precisions) or cls.unsupported_for(model, precision):
+                continue
+            for scenario, workers, threads in threading(objective, cores):
+                for options in option_settings(cls, cores, threads):
+                    out += [Candidate(engine, precision, scenario, b, workers, threads, options) for b in batch_sizes]
+    return out
+
+
+def admission_order(space: list[Candidate], seed: int, cores: int) -> list[Candidate]:
+    """The order round 1 takes candidates in when the budget cannot hold them all: whole jobs (a load and its
+    cells), first each engine × precision with default options on all the cores, then with default options
+    otherwise threaded, then the other option settings; seeded shuffles within each tier."""
+    jobs: dict[tuple, list[Candidate]] = {}
+    for c in space:
+        jobs.setdefault(c.job, []).append(c)
+
+    def tier(job) -> int:
+        _, _, threads, options = job
+        return 0 if not options and threads == cores else 1 if not options else 2
+
+    rng = np.random.default_rng(seed)
+    ordered = []
+    for t in (0, 1, 2):
+        keys = [job for job in jobs if tier(job) == t]
+        ordered += [keys[k] for k in rng.permutation(len(keys))]
+    return [c for job in ordered for c in jobs[job]]
+
+
+def baselines(cell: Candidate, installed: Callable[[str], bool]) -> list[Candidate]:
+    """recommend's baselines in the cell of `cell`: PyTorch eager fp32 and sentence-transformers fp32, default
+    options (where installed)."""
+    from enginebench.results.recommend import BASELINES
+
+    return [Candidate(engine, "fp32", cell.scenario, cell.batch_size, cell.workers, cell.threads)
+            for engine, _ in BASELINES if installed(engine)]
+
+
+def pack_runs(cands: list[Candidate]) -> list[list[Candidate]]:
+    """Group candidates into runs, order kept: a run gives each engine one option setting (enginebench run's
+    `-o` is per engine), so a second setting of an engine goes to the next run that has room for it."""
+    runs: list[tuple[dict, list[Candidate]]] = []
+    for c in cands:
+        for setting, members in runs:
+            if setting.setdefault(c.engine, c.options) == c.options:
+                members.append(c)
+                break
+        else:
+            runs.append(({c.engine: c.options}, [c]))
+    return [members for _, members in runs]
+
+
+__all__ = ["Candidate", "TUNED", "option_settings", "threading", "candidates", "admission_order", "baselines",
+           "pack_runs"]

@@ -1,0 +1,457 @@
+"""Driving the rounds: each round's candidates become one or more stored runs (enginebench.api.execute), the
+results are ranked (halving.py), and the answer is `recommend`'s, from the final round's runs.
+
+Every run of a tuning session carries `config.tune`: the session, the round, its candidates, and the whole
+story so far (the candidate list in admission order and every round as planned and as it went), so
+`enginebench show RUN --format json` tells what was tried."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from enginebench.errors import UsageError
+from enginebench.search import halving
+from enginebench.search.halving import CostModel, Round
+from enginebench.search.space import Candidate, admission_order, baselines, candidates, pack_runs
+from enginebench.validate import comma_list, positive_int, seconds
+
+MIN_BUDGET_S = 10.0
+
+
+class BudgetSpent(Exception):
+    """Raised from the orchestrator's on_start when the next cell would not end before the deadline."""
+
+
+@dataclass
+class Request:
+    """tune's options, checked."""
+
+    model: str
+    objective: str
+    min_fidelity: float
+    batch_sizes: list[int]
+    workload: str
+    engines: list[str] | None
+    precisions: list[str] | None
+    budget_s: float
+    seed: int
+    db: str
+    argv: list[str] = field(default_factory=list)
+
+
+def check_request(model=None, *, objective="throughput", min_fidelity=0.99, batch_size=None, workload=None,
+                  engines=None, precisions=None, budget="20m", seed=0, db="enginebench.db") -> Request:
+    """Every option checked, a one-line UsageError naming the fix for the first bad one."""
+    from enginebench.results.recommend import OBJECTIVES
+
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {objective!r} is unknown: use one of {', '.join(OBJECTIVES)}")
+    try:
+        fidelity = float(min_fidelity)
+    except (TypeError, ValueError):
+        fidelity = float("nan")
+    if not 0 < fidelity <= 1:
+        raise UsageError(f"--min-fidelity {min_fidelity!r} must be a number above 0 and at most 1: give e.g. "
+                         "--min-fidelity 0.99")
+    try:
+        budget_s = seconds("--budget", budget)
+    except UsageError:
+        raise UsageError(f"--budget {budget!r} is not a duration: give e.g. --budget 20m (units s, m, h; a bare "
+                         "number is seconds)") from None
+    if budget_s < MIN_BUDGET_S:
+        raise UsageError(f"--budget {budget!r} is too short to measure anything: give at least "
+                         f"{MIN_BUDGET_S:g}s, e.g. --budget 5m")
+    default_batches = ["1"] if objective == "latency" else ["1", "8", "32"]
+    batch_sizes = [positive_int("--batch-size", b) for b in comma_list(batch_size) or default_batches]
+    if objective == "latency" and len(batch_sizes) > 1:
+        raise UsageError("latency is per call, judged at one batch size: give one --batch-size (e.g. 1), "
+                         "or --objective throughput to compare batch sizes")
+    workloads = comma_list(workload) or ["corpus"]
+    if len(workloads) > 1:
+        raise UsageError("tune judges one workload: give one --workload (corpus or titles)")
+    if not str(seed).isdigit():
+        raise UsageError(f"--seed {seed!r} must be a whole number >= 0")
+    if db is None:
+        raise UsageError("tune stores every cell: give a database (--db FILE)")
+    return Request(model or "minilm", objective, fidelity, batch_sizes, workloads[0], comma_list(engines),
+                   comma_list(precisions), budget_s, int(seed), db)
+
+
+@dataclass
+class Tuning:
+    """What a tuning session did and found."""
+
+    request: Request
+    session: str
+    space: list[Candidate]
+    rounds: list[Round]
+    recommendation: object  # results.recommend.Recommendation (None when nothing was measured)
+    elapsed_s: float
+    runs: list[str]
+
+    def lines(self) -> list[str]:
+        r = self.request
+        out = [f"tune: {r.model} · workload {r.workload} · objective {r.objective} · "
+               f"fidelity ≥ {r.min_fidelity:g} · seed {r.seed} · {len(self.space)} candidates"]
+        for rd in self.rounds:
+            out.append("  " + round_line(rd, len(self.space) if rd.index == 0 else None))
+        verdict = "within" if self.elapsed_s <= r.budget_s else "over"
+        out.append(f"took {_clock(self.elapsed_s)} of the {_clock(r.budget_s)} budget ({verdict}); "
+                   f"{len(self.runs)} runs stored in {r.db} (session {self.session})")
+        if self.recommendation is not None:
+            out += self.recommendation.lines()
+        return out
+
+    def to_dict(self) -> dict:
+        rec = self.recommendation
+        return {"session": self.session, "request": dataclasses.asdict(self.request),
+                "space": [c.key for c in self.space], "rounds": [rd.to_dict() for rd in self.rounds],
+                "elapsed_s": round(self.elapsed_s, 1), "runs": self.runs,
+                "recommendation": rec.to_dict() if rec is not None else None}
+
+
+def round_line(rd: Round, space: int | None = None) -> str:
+    tried = f"{len(rd.candidates)} of {space} candidates" if space is not None else f"{len(rd.candidates)} candidates"
+    if rd.baselines:
+        tried += f" + {len(rd.baselines)} baselines"
+    unfaithful = sum(why.startswith("unfaithful") for why in rd.dropped.values())
+    other = len(rd.dropped) - unfaithful
+    parts = [f"{rd.name}: {tried}", f"cells ≥{rd.rule.duration_s:g} s × {rd.repeat} process{'es' * (rd.repeat > 1)}"]
+    parts += [f"{unfaithful} unfaithful"] if unfaithful else []
+    parts += [f"{other} failed or unmeasured"] if other else []
+    parts += [f"kept {len(rd.kept)}"] if rd.name != "final" else []
+    parts += [f"{_clock(rd.spent_s)} (planned {_clock(rd.planned_s)})"]
+    return " · ".join(parts) + (f" · stopped: {rd.stopped}" if rd.stopped else "")
+
+
+def _clock(s: float) -> str:
+    return f"{int(s // 60)}m{int(round(s % 60)):02d}s" if s >= 60 else f"{s:.0f}s"
+
+
+class Tuner:
+    """One tuning session. `measure` is the only part that measures; tests replace it (and `clock`)."""
+
+    def __init__(self, request: Request, on_progress: Callable[[str, float, float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.request = request
+        self.on_progress = on_progress or (lambda text, elapsed, budget: None)
+        self.clock = clock
+        self.session = uuid.uuid4().hex[:8]
+        self.rounds: list[Round] = []
+        self.run_ids: list[str] = []
+        self.cost = CostModel()
+        self.space: list[Candidate] = []
+        self.order: list[Candidate] = []
+        self.base = None  # the Plan every run's plan is made from
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.installed: Callable[[str], bool] = lambda engine: False
+
+    # -- before measuring -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Every check, the base plan and the candidate list; nothing is measured or stored."""
+        from enginebench.engines import engine_class, installed_engines, require_engine
+        from enginebench.planning import RunOptions, plan_from_options
+        from enginebench.results.store import ResultStore
+
+        r = self.request
+        for name in r.engines or []:
+            require_engine(name)
+        scenarios = ["latency"] if r.objective == "latency" else ["latency", "throughput"]
+        opts = RunOptions(model=r.model, engine=r.engines, precision=r.precisions, workload=[r.workload],
+                          scenario=scenarios, batch_size=[str(b) for b in r.batch_sizes], seed=str(r.seed))
+        self.base, _ = plan_from_options(opts)  # the same checks as `run`: model, precisions, workload, ...
+        if self.base.model.kind != "encoder":
+            raise UsageError(f"tune searches encoder configurations; {self.base.model.name} is a {self.base.model.kind}:"
+                             " use `enginebench run` for decoders")
+        require_engine(self.base.reference_engine)  # no reference, no fidelity: every candidate would be dropped
+        ResultStore(r.db).close()  # an unwritable database fails here, before anything is measured
+        engines = r.engines or sorted({c.engine for c in self.base.cells}, key=[c.engine for c in self.base.cells].index)
+        installed = set(installed_engines())
+        self.installed = lambda engine: engine in installed and "encoder" in engine_class(engine).model_kinds
+        self.space = candidates(engines, self.base.model, r.objective, r.batch_sizes, self.cores, r.precisions)
+        if not self.space:
+            raise UsageError("no candidate to try: the engines given offer none of the precisions given")
+        self.order = admission_order(self.space, r.seed, self.cores)
+        self.cost = self._prior_costs()
+        need = self.cost.run([c for c in self.order if c.job == self.order[0].job], halving.round_rule(0), 1)
+        if need > (1 - halving.FINAL_SHARE) * r.budget_s:
+            raise UsageError(f"--budget {_clock(r.budget_s)} cannot hold one candidate (about {need:.0f} s each "
+                             f"before the final round's {halving.FINAL_SHARE:.0%}): give e.g. --budget "
+                             f"{max(2, int(5 * need / 60) + 1)}m")
+
+    def _prior_costs(self) -> CostModel:
+        """Load times already stored for this model on this machine start the cost model."""
+        from enginebench.results.store import ResultStore
+        import socket
+
+        cost = CostModel()
+        if not os.path.exists(self.request.db):
+            return cost
+        with ResultStore(self.request.db) as store:
+            rows = store.conn.execute(
+                "SELECT r.engine, r.precision, r.result FROM results r JOIN runs u ON u.run_id = r.run_id "
+                "WHERE r.model = ? AND r.status = 'ok' AND json_extract(u.machine, '$.hostname') = ?",
+                (self.base.model.name, socket.gethostname())).fetchall()
+        for engine, precision, text in rows:
+            load = json.loads(text).get("load_s")
+            if load is not None:
+                key = (engine, precision)
+                cost.load_s[key] = max(cost.load_s.get(key, 0.0), float(load))
+        return cost
+
+    # -- the rounds -------------------------------------------------------------------------------------------
+    def run(self) -> Tuning:
+        r = self.request
+        if self.base is None:
+            self.prepare()
+        self.started = self.clock()
+        end = self.started + r.budget_s
+        final_reserve = halving.FINAL_SHARE * r.budget_s
+        rd = self._first_round(share_end=self.started + halving.ROUND1_SHARE * r.budget_s,
+                               deadline=end - final_reserve)
+        alive = [c for c, _ in rd.ranked]
+        index = 1
+        while len(alive) > halving.FINALISTS:
+            wanted = alive[:halving.survivors(len(alive))]
+            if len(wanted) <= halving.FINALISTS:
+                alive = wanted
+                break
+            rule = halving.round_rule(index)
+            reserve = max(final_reserve, self._final_cost(alive[:halving.FINALISTS], self._min_final_rule()))
+            left = end - reserve - self.clock()
+            fitted = halving.fit(wanted, self.cost, rule, 1, left)
+            if len(fitted) <= halving.FINALISTS:  # no time for another round: the leaders so far go to the final
+                alive = alive[:halving.FINALISTS]
+                break
+            rd.kept = fitted
+            rd = self._round(index, f"round {index + 1}", rule, 1, fitted, deadline=end - reserve)
+            alive = [c for c, _ in rd.ranked]
+            index += 1
+        rd.kept = alive[:halving.FINALISTS]
+        final_runs = self._final(rd.kept, end) if rd.kept else []
+        rec = self._recommend(final_runs) if final_runs else None
+        tuning = Tuning(r, self.session, self.order, self.rounds, rec, self.clock() - self.started, self.run_ids)
+        self._annotate(recommended=rec.best and Candidate(
+            rec.best.engine, rec.best.precision, rec.best.scenario, rec.best.batch_size, rec.best.workers,
+            rec.best.threads, self._options_of(rec.best)).key if rec else None)
+        return tuning
+
+    def _min_final_rule(self):
+        last = self.rounds[-1].rule.duration_s if self.rounds else halving.FINAL_DURATIONS[-1]
+        return halving.final_rule(max(min(halving.FINAL_DURATIONS), last))
+
+    def _final_cost(self, finalists, rule) -> float:
+        cells = self._with_baselines(finalists)
+        return sum(self.cost.run(run, rule, halving.REPEAT_FINAL) for run in pack_runs(cells))
+
+    def _baselines(self, finalists: list[Candidate]) -> list[Candidate]:
+        out = []
+        for c in finalists:
+            out += [b for b in baselines(c, self.installed) if b not in finalists and b not in out]
+        return out
+
+    def _with_baselines(self, finalists: list[Candidate]) -> list[Candidate]:
+        """Each finalist followed by the baselines of its cell not yet listed: if the budget trims the final
+        round, the leader keeps its baselines."""
+        out: list[Candidate] = []
+        for c in finalists:
+            out += [x for x in [c, *baselines(c, self.installed)] if x not in out]
+        return out
+
+    def _final(self, finalists: list[Candidate], end: float) -> list:
+        """The leaders with the baselines in their cells, in REPEAT_FINAL processes, as long as the budget allows."""
+        left = end - self.clock()
+        rule, repeat = self._min_final_rule(), halving.REPEAT_FINAL
+        for duration in halving.FINAL_DURATIONS:
+            if duration >= rule.duration_s and self._final_cost(finalists, halving.final_rule(duration)) <= left:
+                rule = halving.final_rule(duration)
+                break
+        rd = self._round(len(self.rounds), "final", rule, repeat, finalists, deadline=end,
+                         extra=self._baselines(finalists), order=self._with_baselines(finalists))
+        return rd.runs
+
+    def _first_round(self, share_end: float, deadline: float) -> Round:
+        """Round 1 takes candidates in admission order, a run at a time, while its share of the budget lasts:
+        each run teaches the cost model the real load times, so the next is sized better than the priors could."""
+        rule = halving.round_rule(0)
+        pending = list(self.order)
+        chunk_s = max(halving.ROUND1_SHARE * self.request.budget_s / 4, 1.0)
+
+        def next_run(rd: Round) -> list[Candidate]:
+            room = share_end - self.clock()
+            if room <= 0 or not pending:
+                return []
+            members = halving.fit(pending, self.cost, rule, 1, min(room, chunk_s))
+            if not members:  # one job at least while the share lasts (the round's deadline still bounds it)
+                members = [c for c in pending if c.job == pending[0].job]
+            members = pack_runs(members)[0] if members else []
+            for c in members:
+                pending.remove(c)
+            rd.candidates += members
+            return members
+
+        return self._round(0, "round 1", rule, 1, [], deadline, next_run=next_run)
+
+    def _round(self, index: int, name: str, rule, repeat: int, cands: list[Candidate], deadline: float,
+               extra: list[Candidate] = (), next_run=None, order: list[Candidate] | None = None) -> Round:
+        """Measure a round, run by run (next_run(rd) gives each run's candidates, [] to stop; by default the
+        runs `order`, else `cands` + `extra`, pack into), then rank it."""
+        packed = pack_runs(order or list(cands) + list(extra))
+        planned = sum(self.cost.run(run, rule, repeat) for run in packed)
+        rd = Round(index, name, rule, repeat, list(cands), planned, baselines=list(extra))
+        self.rounds.append(rd)
+        started = self.clock()
+        measured: dict[Candidate, object] = {}
+        while True:
+            members = next_run(rd) if next_run else (packed.pop(0) if packed else [])
+            if not members:
+                break
+            left = deadline - self.clock()
+            if self.cost.run(members, rule, repeat) > left:
+                members = halving.fit(members, self.cost, rule, repeat, left)
+                if not members:
+                    rd.stopped = "the budget ran out before every run"
+                    break
+            if next_run:
+                rd.planned_s += self.cost.run(members, rule, repeat)
+            results, run, wall, stopped = self.measure(rd, members, rule, repeat, deadline)
+            measured.update(results)
+            # a run cut short says nothing of how long the whole would have taken: learn its loads only
+            self.cost.learn([] if stopped else members, rule, repeat, results, 0.0 if stopped else wall)
+            if run is not None:
+                rd.runs.append(run)
+                rd.run_ids.append(run.run_id)
+                self.run_ids.append(run.run_id)
+            rd.spent_s = self.clock() - started
+            self._annotate()
+            if stopped:
+                rd.stopped = stopped
+                break
+        rd.spent_s = self.clock() - started
+        rd.ranked, rd.dropped = halving.rank({c: measured.get(c) for c in rd.candidates}, self.request.objective,
+                                             self.request.min_fidelity)
+        rd.kept = [c for c, _ in rd.ranked]
+        self._annotate()
+        return rd
+
+    # -- measuring ----------------------------------------------------------------------------------------------
+    def measure(self, rd: Round, members: list[Candidate], rule, repeat: int, deadline: float):
+        """Measure `members` as one stored run: ({candidate: Result or None}, Run or None, wall seconds, why it
+        stopped early or None)."""
+        from enginebench.api import execute
+        from enginebench.results.store import ResultStore
+
+        r = self.request
+        by_cell = {c.cell_key: c for c in members}
+        left = max(30.0, deadline - self.clock())
+        plan = dataclasses.replace(
+            self.base, cells=[c.cell(r.workload) for c in members], rule=rule, repeat=repeat,
+            engine_options={c.engine: dict(c.options) for c in members if c.options},
+            timeout_s=min(self.base.timeout_s, left), load_timeout_s=min(self.base.load_timeout_s, left))
+        done = [0]
+
+        def on_start(cell):
+            c = by_cell.get((cell.engine, cell.precision, cell.scenario, cell.batch_size, cell.workers, cell.threads))
+            if c is not None and self.clock() + self.cost.cell(c, rule) > deadline:
+                raise BudgetSpent(f"the budget left could not hold {c.key}")
+            self._progress(f"{rd.name}: {c.key if c else cell.label()}")
+
+        def on_result(index, result):
+            done[0] += 1
+            self._progress(f"{rd.name}: {done[0]} cells measured")
+
+        with ResultStore(r.db) as store:
+            before = {row[0] for row in store.run_ids()}
+        started, stopped = self.clock(), None
+        try:
+            execute(plan, db=r.db, argv=["tune", *r.argv], on_start=on_start, on_result=on_result)
+        except BudgetSpent as e:
+            stopped = str(e)
+        wall = self.clock() - started
+        with ResultStore(r.db) as store:
+            new = [row[0] for row in store.run_ids() if row[0] not in before]
+            run = store.load_run(new[0]) if new else None
+        results: dict[Candidate, object] = {c: None for c in members}
+        for result in run.results if run else []:
+            c = by_cell.get((result.engine, result.precision, result.scenario, result.batch_size, result.workers,
+                             result.threads))
+            if c is not None:
+                results[c] = result
+        if run is not None:
+            run.config["tune"] = {"session": self.session, "round": rd.name, "candidates": [c.key for c in members]}
+        return results, run, wall, stopped
+
+    def _progress(self, text: str) -> None:
+        self.on_progress(text, self.clock() - self.started, self.request.budget_s)
+
+    def _annotate(self, recommended: str | None = None) -> None:
+        """Write the session's story so far into every run of the session (config.tune)."""
+        from enginebench.results.store import ResultStore
+
+        if not self.run_ids:
+            return
+        story = {"session": self.session, "objective": self.request.objective,
+                 "min_fidelity": self.request.min_fidelity, "seed": self.request.seed,
+                 "budget_s": self.request.budget_s, "batch_sizes": self.request.batch_sizes,
+                 "workload": self.request.workload, "cores": self.cores,
+                 "space": [c.key for c in self.order], "schedule": [rd.to_dict() for rd in self.rounds],
+                 "recommended": recommended}
+        with ResultStore(self.request.db) as store:
+            for rd in self.rounds:
+                for run in rd.runs:
+                    run.config["tune"] = {**story, "round": rd.name, "candidates": run.config.get("tune", {}).get(
+                        "candidates", [])}
+                    store.conn.execute("UPDATE runs SET config = ? WHERE run_id = ?",
+                                       (json.dumps(run.config), run.run_id))
+            store.conn.commit()
+
+    # -- the answer ---------------------------------------------------------------------------------------------
+    def _recommend(self, runs: list):
+        from enginebench.results.recommend import Constraints, recommend
+
+        r = self.request
+        batch = r.batch_sizes[0] if r.objective == "latency" else None
+
+        def judge(accept_warn: bool):
+            return recommend(runs, Constraints(model=self.base.model.name, workload=r.workload,
+                                               min_fidelity=r.min_fidelity, objective=r.objective, batch_size=batch,
+                                               accept_warn=accept_warn))
+        try:
+            # warn verdicts are judged too: on a busy machine a budget's cells are noisy, and a noisy leader is
+            # still the best estimate (recommend says so in a note; the CI and processes show how noisy)
+            rec = judge(True)
+        except UsageError as e:  # e.g. nothing of the workload measured in the final round
+            from enginebench.results.recommend import Recommendation
+
+            rec = Recommendation(None, None, None, str(e), {})
+        return rec
+
+    @staticmethod
+    def _options_of(result) -> tuple:
+        import dataclasses as dc
+
+        from enginebench.engines import engine_class
+
+        defaults = {f.name: f.default for f in dc.fields(engine_class(result.engine).Options)}
+        return tuple(sorted((k, str(v).lower() if isinstance(v, bool) else str(v))
+                            for k, v in (result.engine_options or {}).items()
+                            if k != "threads" and k in defaults and v != defaults[k]))
+
+
+def tune(model: str | None = None, *, on_progress=None, argv: list[str] | None = None, **options) -> Tuning:
+    """Find the fastest faithful configuration of `model` within a time budget (see `enginebench tune --help`).
+    Options: objective, min_fidelity, batch_size, workload, engines, precisions, budget, seed, db."""
+    request = check_request(model, **options)
+    request.argv = list(argv or [])
+    tuner = Tuner(request, on_progress=on_progress)
+    tuner.prepare()
+    return tuner.run()
+
+
+__all__ = ["tune", "Tuner", "Tuning", "Request", "check_request", "BudgetSpent", "round_line"]
