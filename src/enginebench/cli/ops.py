@@ -15,9 +15,13 @@ def add_parsers(sub) -> None:
                                      "the machine's peak")
     ops.add_argument("--op", action="append", default=None,
                      help=f"operators, comma list [{','.join(OPERATORS)}]")
+    ops.add_argument("--model", action="append", default=None,
+                     help="whose shapes to time, comma list: minilm (batch 1 and 32 × 128 tokens), smollm2-135m "
+                          "(prefill 128 tokens, decode), llama2-7b-synthetic (decode), or a folder with config.json "
+                          "or a .gguf file; read from the model's config [minilm]")
     ops.add_argument("--shape", action="append", default=[], metavar="[OP=]DIMS",
                      help="e.g. matmul=128x384x384 (M×K×N), attention=12x128x32 (H×S×D); a bare DIMS when one "
-                          "--op is chosen; repeat for several [the shapes MiniLM and Llama decoders run]")
+                          "--op is chosen; repeat for several; replaces the model's shapes for that operator")
     ops.add_argument("--engine", action="append", default=None,
                      help=f"engines, comma list [every installed one of {','.join(BACKENDS)}]")
     ops.add_argument("--precision", action="append", default=None,
@@ -28,16 +32,15 @@ def add_parsers(sub) -> None:
     ops.add_argument("--warmup", default="0.2s", help="warm-up time per operator [0.2s]")
     ops.add_argument("--timeout", default="10m", help="time an engine's process may take for all its operators "
                      "before it is ended [10m]")
-    ops.add_argument("--db", default=DEFAULT_DB, help="database with `enginebench machine`'s ceilings; without "
-                     f"them a short measurement is made now [{DEFAULT_DB}]")
+    ops.add_argument("--db", default=DEFAULT_DB, help="SQLite database: the results are stored there as a run "
+                     "(`enginebench show`), and `enginebench machine`'s ceilings read from it; without them a "
+                     f"short measurement is made now [{DEFAULT_DB}]")
     ops.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-def _cases(op_args, shape_args, precisions):
-    from enginebench.scenarios.ops.definitions import OPERATORS, require_operator
-    from enginebench.scenarios.ops.runner import OpCase
+def _explicit_shapes(shape_args, chosen) -> dict[str, list]:
+    from enginebench.scenarios.ops.definitions import require_operator
 
-    chosen = comma_list(op_args)
     shapes: dict[str, list] = {}
     for text in shape_args:
         name, eq, dims = text.rpartition("=")
@@ -48,14 +51,32 @@ def _cases(op_args, shape_args, precisions):
             name = chosen[0]
         op = require_operator(name.strip())
         shapes.setdefault(op.name, []).append(op.parse_shape(dims))
+    return shapes
+
+
+def _cases(op_args, shape_args, precisions, model_args=None):
+    """Every (operator, shape, precision) to time: the models' shapes, or --shape's for the operators it names."""
+    from enginebench.scenarios.ops.definitions import OPERATORS, require_operator
+    from enginebench.scenarios.ops.runner import OpCase
+    from enginebench.scenarios.ops.shapes import shapes_for
+
+    chosen = comma_list(op_args)
+    shapes = _explicit_shapes(shape_args, chosen)
     names = chosen or list(shapes) or list(OPERATORS)
     for name in names:
         require_operator(name)
     extra = [n for n in shapes if n not in names]
     if extra:
         raise UsageError(f"--shape for {', '.join(extra)}, which --op leaves out: add it to --op")
-    return [OpCase(name, shape, precision) for name in names for shape in shapes.get(name, OPERATORS[name].defaults)
-            for precision in precisions]
+    from_models = [n for n in names if n not in shapes]
+    models = comma_list(model_args) or ["minilm"]
+    found = [s for m in models for s in shapes_for(m) if s.op in from_models] if from_models else []
+    missing = [n for n in from_models if chosen and not any(s.op == n for s in found)]
+    if missing:
+        raise UsageError(f"{', '.join(models)} runs no {', '.join(missing)}: give --shape "
+                         f"{missing[0]}=DIMS, or another --model")
+    cases = [OpCase(s.op, s.shape, p, s.label, s.batch, s.tokens) for s in found for p in precisions]
+    return cases + [OpCase(name, shape, p) for name in names for shape in shapes.get(name, ()) for p in precisions]
 
 
 def _engines(engine_args) -> list[str]:
@@ -75,11 +96,30 @@ def _engines(engine_args) -> list[str]:
     return names
 
 
+def _new_run(args, rule, threads, cpu, ceilings, precisions):
+    import uuid
+    from datetime import datetime, timezone
+
+    from enginebench.measure.machine import machine_info
+    from enginebench.results.model import Run
+    from enginebench.results.ops_table import machine_lines
+
+    now = datetime.now(timezone.utc)
+    options = {k: v for k, v in vars(args).items() if k != "command" and not callable(v)}
+    return Run(run_id=now.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+               created_at=now.isoformat(timespec="seconds"), machine=machine_info(),
+               config={"command": "ops", "options": options, "stopping_rule": rule.to_dict(), "repeat": 1,
+                       "timeout_s": seconds("--timeout", args.timeout),
+                       "ops": {"threads": threads, "cpu_peak": cpu.to_dict(), "ceilings": ceilings.to_dict(),
+                               "machine_lines": machine_lines(cpu, ceilings, threads, set(precisions))}})
+
+
 def cmd_ops(args) -> int:
     from enginebench.measure.peak import cpu_peak, machine_ceilings
     from enginebench.measure.roofline import usable_cpus
     from enginebench.measure.timing import StoppingRule
-    from enginebench.results.ops_table import analyse, ops_json, render_ops
+    from enginebench.results.ops_table import analyse, ops_json, render_ops, to_result
+    from enginebench.results.store import ResultStore
     from enginebench.scenarios.ops.definitions import PRECISIONS
     from enginebench.scenarios.ops.runner import run_ops
 
@@ -87,23 +127,33 @@ def cmd_ops(args) -> int:
     for p in precisions:
         if p not in PRECISIONS:
             raise UsageError(f"unknown precision {p!r} for ops: choose among {', '.join(PRECISIONS)}")
-    cases = _cases(args.op, args.shape, precisions)
     engines = _engines(args.engine)
     threads = positive_int("--threads", args.threads) if args.threads else usable_cpus()
     rule = StoppingRule(duration_s=seconds("--duration", args.duration),
                         min_samples=positive_int("--min-samples", args.min_samples),
                         warmup_s=seconds("--warmup", args.warmup, allow_zero=True))
     timeout = seconds("--timeout", args.timeout)
-    cpu = cpu_peak()
-    ceilings = machine_ceilings(args.db)
-    measured = run_ops(engines, cases, rule, threads, timeout_s=timeout)
+    cases = _cases(args.op, args.shape, precisions, args.model)
     order = {case: i for i, case in enumerate(cases)}  # rows by case, then engine
+    position = {engine: i for i, engine in enumerate(engines)}
+    with ResultStore(args.db) as store:  # a database that cannot be written is said before measuring
+        cpu = cpu_peak()
+        ceilings = machine_ceilings(args.db, precisions)
+        run = _new_run(args, rule, threads, cpu, ceilings, precisions)
+        store.add_run(run)
+
+        def keep(measured):  # each engine's rows stored as soon as its process is done
+            for m in measured:
+                store.add_result(run.run_id, to_result(analyse(m, cpu, ceilings, threads), threads),
+                                 cell=order[m.case] * len(engines) + position[m.engine])
+        measured = run_ops(engines, cases, rule, threads, timeout_s=timeout, on_engine=keep)
     measured.sort(key=lambda m: order[m.case])
     rows = [analyse(m, cpu, ceilings, threads) for m in measured]
     if args.json:
-        print(ops_json(rows, cpu, ceilings, rule, threads))
+        print(ops_json(rows, cpu, ceilings, rule, threads, run_id=run.run_id))
     else:
         render_ops(rows, cpu, ceilings, rule, threads)
+        print(f"stored as run {run.run_id} in {args.db}: `enginebench show {run.run_id} --db {args.db}`")
     return 0 if any(r.status == "ok" for r in rows) else 1
 
 

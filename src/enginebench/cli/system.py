@@ -10,7 +10,8 @@ def add_parsers(sub) -> None:
     engines.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="the models enginebench knows by name")
-    machine = sub.add_parser("machine", help="measure memory bandwidth and GEMM FLOP/s once (the decode roofline)")
+    machine = sub.add_parser("machine", help="measure memory bandwidth and GEMM FLOP/s per precision once (the "
+                                             "decode roofline; ops' % of peak)")
     machine.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database to store them in [{DEFAULT_DB}]")
     machine.add_argument("--json", action="store_true", help="print the measurement as JSON")
 
@@ -38,11 +39,32 @@ def cmd_machine(args) -> int:
     if args.json:
         print(json.dumps(speed, indent=2))
     else:
-        triad = speed["details"]["triad"]
-        print(f"memory bandwidth {speed['bandwidth_gbs']:.1f} GB/s (triad, {triad['threads']} threads, best of "
-              f"{len(triad['runs_s'])})  ·  GEMM {speed['gemm_gflops']:.1f} GFLOP/s (numpy float32 "
-              f"{speed['details']['gemm']['n']}²)  ·  stored in {args.db}")
+        print("\n".join(machine_lines(speed, args.db)))
     return 0
+
+
+def machine_lines(speed: dict, db: str) -> list[str]:
+    from enginebench.measure.peak import cpu_peak, gemm_source
+    from enginebench.measure.roofline import usable_cpus
+
+    details = speed["details"]
+    triad = details["triad"]
+    threads = usable_cpus()
+    cpu = cpu_peak()
+    lines = [f"memory bandwidth {speed['bandwidth_gbs']:.1f} GB/s (triad, {triad['threads']} threads, best of "
+             f"{len(triad['runs_s'])})",
+             f"GEMM fp32 {speed['gemm_gflops']:.1f} GFLOP/s (numpy float32 {details['gemm']['n']}²)"]
+    for precision, figure in details.get("gemm_by_precision", {}).items():
+        unit = "GOP/s" if precision == "int8" else "GFLOP/s"
+        rate = f"{figure['gflops']:.1f} {unit}" if "gflops" in figure else "—"
+        lines.append(f"GEMM {precision} {rate} ({gemm_source(figure)})")
+    peaks = [f"{p} {cpu.gflops(p, threads):.0f} ({cpu.instructions[p]})" for p in cpu.flops_per_cycle
+             if cpu.gflops(p, threads)]
+    if peaks:
+        lines.append(f"theoretical, {min(threads, cpu.physical_cores)} cores × {cpu.clock_ghz:.2f} GHz "
+                     f"({cpu.clock_source}): " + "; ".join(peaks) + " GFLOP/s")
+    lines.append(f"stored in {db}")
+    return lines
 
 
 def cmd_models(args) -> int:

@@ -2,14 +2,17 @@
 
 Theoretical FLOP/s = FLOPs per cycle per core (from the widest vector instructions in the CPU's flags) ×
 physical cores used × maximum clock. FLOPs per cycle assume two full-width FMA units per core, as on Intel
-cores since Haswell, server Xeons with AVX-512 and AMD Zen 2/3/5 (Zen 4 and some Xeons execute 512-bit FMAs
-at half rate: their AVX-512 figure is an upper bound). bf16 and int8 use their dot-product instructions
-(AVX512_BF16, AVX-VNNI / AVX512_VNNI, AMX) when the flags list them, else the fp32 figure stands. The clock is
-cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), /proc/cpuinfo's "cpu MHz" (said so: it may be below
-the boost clock); without either, the peak is unknown.
+cores since Haswell, server Xeons with AVX-512 and AMD Zen 2/3/5. AMD Zen 4 (family 0x19 with avx512f) runs
+AVX-512 on 256-bit datapaths, a 512-bit FMA taking both halves: one 512-bit FMA a cycle (32 fp32 FLOPs), and
+its instructions say so. Xeons with a single 512-bit FMA unit (some Silver/Bronze parts) are not told apart
+from their flags: their AVX-512 figure is twice what they can do. bf16 and int8 use their dot-product
+instructions (AVX512_BF16, AVX-VNNI / AVX512_VNNI, AMX) when the flags list them, else the fp32 figure stands.
+The clock is cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), /proc/cpuinfo's "cpu MHz" (said so: it
+may be below the boost clock); without either, the peak is unknown.
 
 Measured ceilings: the newest `enginebench machine` figures of this host in the database (STREAM triad GB/s,
-numpy float32 GEMM GFLOP/s), or a short measurement on the spot when there are none.
+GEMM GFLOP/s per precision: numpy float32, torch bfloat16, int8), or a short fp32 measurement on the spot when
+there are none.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ _FP32 = (("avx512f", 16 * 2 * FMA_UNITS, "AVX-512 FMA"), ("fma", 8 * 2 * FMA_UNI
 _BF16 = (("amx_bf16", 2048, "AMX-BF16"), ("avx512_bf16", 2 * 16 * 2 * FMA_UNITS, "AVX512_BF16 dot products"))
 _INT8 = (("amx_int8", 4096, "AMX-INT8"), ("avx512_vnni", 4 * 16 * 2 * FMA_UNITS, "AVX512_VNNI"),
          ("avx_vnni", 4 * 8 * 2 * FMA_UNITS, "AVX-VNNI"))
+_AVX512_FLAGS = {"avx512f", "avx512_bf16", "avx512_vnni"}  # the 512-bit rows Zen 4 runs at half rate
+ZEN4_NOTE = "AMD Zen 4: 512-bit ops on 256-bit datapaths, one 512-bit FMA a cycle"
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,16 @@ def _cpuinfo_fields(text: str) -> tuple[dict, set, int]:
     return first, flags, len(cores)
 
 
-def _pick(table, flags: set) -> tuple[int, str] | None:
-    return next(((rate, name) for flag, rate, name in table if flag in flags), None)
+def _pick(table, flags: set, zen4: bool = False) -> tuple[int, str] | None:
+    for flag, rate, name in table:
+        if flag in flags:
+            return (rate // 2, f"{name} ({ZEN4_NOTE})") if zen4 and flag in _AVX512_FLAGS else (rate, name)
+    return None
+
+
+def is_zen4(fields: dict, flags: set) -> bool:
+    """AMD family 0x19 (Zen 3 and Zen 4; only Zen 4 has AVX-512)."""
+    return fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25" and "avx512f" in flags
 
 
 def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int) -> CpuPeak:
@@ -91,11 +104,13 @@ def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int) -> CpuP
         except ValueError:
             pass
     rates, names = {}, {}
-    fp32 = _pick(_FP32, flags)
+    zen4 = is_zen4(first, flags)
+    fp32 = _pick(_FP32, flags, zen4)
     if fp32:
         rates["fp32"], names["fp32"] = fp32
         for precision, table in (("bf16", _BF16), ("int8", _INT8)):
-            rates[precision], names[precision] = _pick(table, flags) or (fp32[0], f"none for {precision}: {fp32[1]}")
+            rates[precision], names[precision] = (_pick(table, flags, zen4)
+                                                  or (fp32[0], f"none for {precision}: {fp32[1]}"))
     model = first.get("model name") or first.get("Model") or first.get("cpu model") or "unknown"
     return CpuPeak(model, physical, clock, source, rates, names)
 
@@ -123,6 +138,7 @@ class Ceilings:
     source: str
     threads: int | None  # threads the triad used
     gemm_by_precision: dict = field(default_factory=dict)  # GEMM GFLOP/s measured in other precisions, if any
+    gemm_sources: dict = field(default_factory=dict)  # precision -> how it was measured (library, emulated, skipped)
 
     def gemm(self, precision: str) -> float | None:
         """The measured GEMM ceiling of this precision; None where only another precision was measured."""
@@ -130,8 +146,12 @@ class Ceilings:
 
     @property
     def ridge(self) -> float:
-        """FLOPs per byte above which an operator is compute-bound."""
+        """FLOPs per byte above which an fp32 operator is compute-bound."""
         return self.gemm_gflops / self.bandwidth_gbs
+
+    def ridge_for(self, precision: str) -> float:
+        """The ridge under this precision's measured GEMM ceiling (the fp32 one where it was not measured)."""
+        return (self.gemm(precision) or self.gemm_gflops) / self.bandwidth_gbs
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ridge_flops_per_byte": self.ridge}
@@ -150,28 +170,44 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
     details = speed.get("details", {})
     return Ceilings(speed["gemm_gflops"], speed["bandwidth_gbs"],
                     f"`enginebench machine` of {speed['measured_at']} in {db}", details.get("triad", {}).get("threads"),
-                    dict(details.get("gemm_gflops_by_precision", {})))
+                    dict(details.get("gemm_gflops_by_precision", {})),
+                    {p: gemm_source(r) for p, r in details.get("gemm_by_precision", {}).items()})
 
 
-def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3) -> Ceilings:
-    """A short measurement: triad on 3 × 64 MiB and a 1024² GEMM, best of 3 (`enginebench machine` is longer)."""
-    from enginebench.measure.roofline import gemm_flops, memory_bandwidth
+def gemm_source(figure: dict) -> str:
+    """How one precision's GEMM ceiling was measured, in a few words (roofline.gemm_by_precision's record)."""
+    if "skipped" in figure:
+        return f"not measured: {figure['skipped']}"
+    return ", ".join(x for x in (figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads")
+                                 else "", figure.get("note")) if x)
+
+
+def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3,
+                     precisions=()) -> Ceilings:
+    """A short measurement: triad on 3 × 64 MiB and a 1024² GEMM (also in each of `precisions` other than fp32),
+    best of 3 (`enginebench machine` is longer)."""
+    from enginebench.measure.roofline import gemm_by_precision, gemm_flops, memory_bandwidth
 
     bw = memory_bandwidth(triad_elements, runs)
     mm = gemm_flops(gemm_n, runs)
+    reduced = {p: r for p, r in gemm_by_precision(gemm_n, runs).items() if p in precisions} if set(precisions) - {
+        "fp32"} else {}
     return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
                     f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
-                    "`enginebench machine` stores a longer measurement)", bw["threads"])
+                    "`enginebench machine` stores a longer measurement)", bw["threads"],
+                    {p: r["gflops"] for p, r in reduced.items() if "gflops" in r},
+                    {p: gemm_source(r) for p, r in reduced.items()})
 
 
-def machine_ceilings(db: str | None) -> Ceilings:
-    return stored_ceilings(db) or measure_ceilings()
+def machine_ceilings(db: str | None, precisions=()) -> Ceilings:
+    return stored_ceilings(db) or measure_ceilings(precisions=precisions)
 
 
-def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings) -> str:
-    """'compute' when the operator's FLOPs per byte reach the ridge point, else 'memory'."""
-    return "compute" if flops / nbytes >= ceilings.ridge else "memory"
+def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: str = "fp32") -> str:
+    """'compute' when the operator's FLOPs per byte reach the ridge point of its precision, else 'memory'."""
+    return "compute" if flops / nbytes >= ceilings.ridge_for(precision) else "memory"
 
 
-__all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "stored_ceilings", "measure_ceilings",
+__all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "stored_ceilings",
+           "measure_ceilings",
            "machine_ceilings", "roofline_bound"]

@@ -2,10 +2,14 @@
 table or JSON.
 
 A row's bound comes from the roofline: FLOPs per byte moved against the ridge point of the measured ceilings
-(GEMM GFLOP/s ÷ triad GB/s). Compute-bound rows are shares of the FLOP/s peaks (theoretical for the
-precision, and the measured fp32 GEMM); memory-bound rows are shares of the triad bandwidth (Linux does not
-tell the memory's theoretical bandwidth, so that share is not given). An operator whose data fits in cache
-can beat the DRAM ceiling: over 100% there means cache, not a wrong figure.
+(GEMM GFLOP/s of the row's precision ÷ triad GB/s). Compute-bound rows are shares of the FLOP/s peaks
+(theoretical for the precision, and the measured GEMM of that precision); memory-bound rows are shares of the
+triad bandwidth (Linux does not tell the memory's theoretical bandwidth, so that share is not given). An
+operator whose data fits in cache can beat the DRAM ceiling: over 100% there means cache, not a wrong figure.
+
+Stored, each row is a Result like a model's (scenario "op", model = the operator, workload = the shape and
+its label), its statistics and verdict built by results/build.py, the output check as its fidelity, and the
+figures above in details["op"]; `stored_rows` turns a stored run back into these rows.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from enginebench.measure.peak import Ceilings, CpuPeak, roofline_bound
 from enginebench.measure.stats import Summary, summarize
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS, TOLERANCE, format_shape
-from enginebench.scenarios.ops.runner import OpMeasurement
+from enginebench.results.model import Result, Run
+from enginebench.scenarios.ops.runner import OpCase, OpMeasurement
 
 Interval = tuple[float, float] | None
 
@@ -38,6 +45,7 @@ class OpRow:
     pct_measured: float | None = None
     pct_measured_ci: Interval = None
     theoretical_gflops: float | None = None  # the peak the row was compared with
+    measured_ceiling: float | None = None  # GFLOP/s (compute-bound) or GB/s (memory-bound) it was compared with
     within_tolerance: bool | None = None
 
     @property
@@ -65,7 +73,7 @@ def analyse(measurement: OpMeasurement, cpu: CpuPeak, ceilings: Ceilings, thread
     op = OPERATORS[case.op]
     row.flops = op.flops(case.shape)
     row.bytes_moved = op.bytes_moved(case.shape, measurement.io_itemsize or PRECISIONS[case.precision])
-    row.bound = roofline_bound(row.flops, row.bytes_moved, ceilings)
+    row.bound = roofline_bound(row.flops, row.bytes_moved, ceilings, case.precision)
     if not measurement.samples_ns:
         return row
     row.summary = s = summarize(measurement.samples_ns)
@@ -75,8 +83,10 @@ def analyse(measurement: OpMeasurement, cpu: CpuPeak, ceilings: Ceilings, thread
     if row.bound == "compute":
         row.theoretical_gflops = cpu.gflops(case.precision, used)
         row.pct_theoretical, row.pct_theoretical_ci = _share(row.gflops, row.gflops_ci, row.theoretical_gflops)
-        row.pct_measured, row.pct_measured_ci = _share(row.gflops, row.gflops_ci, ceilings.gemm(case.precision))
+        row.measured_ceiling = ceilings.gemm(case.precision)
+        row.pct_measured, row.pct_measured_ci = _share(row.gflops, row.gflops_ci, row.measured_ceiling)
     else:
+        row.measured_ceiling = ceilings.bandwidth_gbs
         row.pct_measured, row.pct_measured_ci = _share(row.gbs, row.gbs_ci, ceilings.bandwidth_gbs)
     if measurement.max_rel_error is not None:
         row.within_tolerance = measurement.max_rel_error <= TOLERANCE[case.precision]
@@ -115,7 +125,7 @@ def _note(row: OpRow) -> str:
     return m.note
 
 
-HEADERS = ["op", "shape", "engine", "precision", "µs per call", "GFLOP/s", "GB/s", "FLOP per byte", "bound",
+HEADERS = ["op", "shape", "from", "engine", "precision", "µs per call", "GFLOP/s", "GB/s", "FLOP per byte", "bound",
            "% of theoretical peak", "% of measured ceiling", "max rel. error", "note"]
 
 
@@ -124,7 +134,8 @@ def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
     for r in rows:
         case, s = r.measurement.case, r.summary
         time = _fig(s.median / 1e3, (s.ci95[0] / 1e3, s.ci95[1] / 1e3) if s and s.ci95 else None) if s else "—"
-        cells.append([case.op, format_shape(case.shape), r.measurement.engine, case.precision, time,
+        cells.append([case.op, format_shape(case.shape), case.label or "--shape", r.measurement.engine,
+                      case.precision, time,
                       _fig(r.gflops, r.gflops_ci), _fig(r.gbs, r.gbs_ci), f"{r.flops / r.bytes_moved:.2f}",
                       r.bound or "—", _fig(r.pct_theoretical, r.pct_theoretical_ci),
                       _fig(r.pct_measured, r.pct_measured_ci), _error_cell(r), _note(r)])
@@ -141,7 +152,8 @@ def machine_lines(cpu: CpuPeak, ceilings: Ceilings, threads: int, precisions: se
         f"measured ceilings: GEMM {ceilings.gemm_gflops:.1f} GFLOP/s (numpy fp32"
         + "".join(f", {p} {g:.1f}" for p, g in ceilings.gemm_by_precision.items())
         + f"), triad {ceilings.bandwidth_gbs:.1f} GB/s ({ceilings.threads} threads); ridge {ceilings.ridge:.1f} "
-        f"FLOP/byte; {ceilings.source}",
+        f"FLOP/byte (fp32); {ceilings.source}",
+        *[f"measured {p} GEMM: {how}" for p, how in ceilings.gemm_sources.items() if p in precisions],
         *(["compute-bound rows in a precision without a measured GEMM ceiling show no % of measured ceiling"]
           if any(p != "fp32" and p not in ceilings.gemm_by_precision for p in precisions) else []),
         "bound: compute when FLOP per byte ≥ the ridge (shares of GFLOP/s), else memory (shares of the triad's "
@@ -160,7 +172,8 @@ def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: Stoppi
     console = console or Console()
     cells, styles = table_rows(rows)
     print_table(console, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
-                HEADERS, cells, keys=4, left={"op", "shape", "engine", "precision", "bound", "note"}, styles=styles)
+                HEADERS, cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound", "note"},
+                styles=styles, repeat=3)
     print_lines(console, machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows}))
 
 
@@ -168,14 +181,14 @@ def row_dict(r: OpRow) -> dict:
     m = r.measurement
     op = OPERATORS[m.case.op]
     return {
-        "op": m.case.op, "shape": list(m.case.shape), "dims": list(op.dims(m.case.shape)),
+        "op": m.case.op, "shape": list(m.case.shape), "dims": list(op.dims(m.case.shape)), "label": m.case.label,
         "engine": m.engine, "precision": m.case.precision, "status": r.status,
         "unsupported": m.unsupported, "error": m.error, "note": m.note, "threads": m.threads,
         "time_ns": r.summary.to_dict() if r.summary else None, "samples_ns": m.samples_ns,
         "flops": r.flops, "bytes_moved": r.bytes_moved, "io_bytes_per_element": m.io_itemsize,
         "flops_per_byte": r.flops / r.bytes_moved, "bound": r.bound,
         "gflops": r.gflops, "gflops_ci95": r.gflops_ci, "gbs": r.gbs, "gbs_ci95": r.gbs_ci,
-        "theoretical_gflops": r.theoretical_gflops,
+        "theoretical_gflops": r.theoretical_gflops, "measured_ceiling": r.measured_ceiling,
         "pct_of_theoretical_peak": r.pct_theoretical, "pct_of_theoretical_peak_ci95": r.pct_theoretical_ci,
         "pct_of_measured_ceiling": r.pct_measured, "pct_of_measured_ceiling_ci95": r.pct_measured_ci,
         "max_rel_error": m.max_rel_error, "tolerance": TOLERANCE[m.case.precision],
@@ -183,13 +196,83 @@ def row_dict(r: OpRow) -> dict:
     }
 
 
-def ops_json(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int) -> str:
+def ops_json(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int,
+             run_id: str | None = None) -> str:
     return json.dumps({
-        "threads": threads, "rule": asdict(rule),
+        "run_id": run_id, "threads": threads, "rule": asdict(rule),
         "machine": {"theoretical": {**cpu.to_dict(), "gflops": {p: cpu.gflops(p, threads) for p in cpu.flops_per_cycle}},
                     "measured": ceilings.to_dict()},
         "rows": [row_dict(r) for r in rows],
     }, indent=2)
 
 
-__all__ = ["OpRow", "analyse", "table_rows", "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS"]
+FIDELITY_METRIC = "max rel error vs numpy fp64"
+_HELD_BY_RESULT = ("engine", "precision", "status", "unsupported", "error", "time_ns", "samples_ns")
+
+
+def to_result(r: OpRow, threads: int) -> Result:
+    """The row as a stored Result: statistics and verdict from results/build.py, the op's figures in
+    details["op"], the output check as fidelity."""
+    from enginebench.plan import Cell
+    from enginebench.results.build import build_result, failed_result
+    from enginebench.scenarios.base import Measurement
+
+    m, case = r.measurement, r.measurement.case
+    used = (m.threads or {}).get("threads") or threads
+    cell = Cell(m.engine, case.precision, "op", case.workload, case.batch, 1, used)
+    common = {"model": case.op, "seq_len": case.tokens, "engine_version": m.engine_version, "engine_options": {},
+              "details": {"op": {k: v for k, v in row_dict(r).items() if k not in _HELD_BY_RESULT}}}
+    if not m.samples_ns:
+        return failed_result(cell, error=m.unsupported or m.error or "no samples",
+                             status="skipped" if m.unsupported else "failed", **common)
+    fidelity = {"metric": FIDELITY_METRIC, "value": m.max_rel_error, "ok": bool(r.within_tolerance),
+                "threshold": TOLERANCE[case.precision]}
+    samples = np.asarray(m.samples_ns, dtype=np.int64)
+    measured = Measurement([samples], items_per_call=case.batch, tokens_per_item=case.tokens,
+                           load_s=m.prepare_s or 0.0, peak_rss_mb=m.peak_rss_mb or 0.0,
+                           executed_precision=case.precision, wall_s=m.wall_s or float(samples.sum()) / 1e9,
+                           fidelity=fidelity)
+    return build_result(cell, [(0, measured)], **common)
+
+
+def stored_rows(results: list[Result]) -> list[OpRow]:
+    """A stored run's op results back as rows (the figures as they were computed when measured)."""
+    rows = []
+    for res in results:
+        if res.scenario != "op":
+            continue
+        d = res.details.get("op") or {}
+        case = OpCase(res.model, tuple(d.get("shape") or ()), res.precision, d.get("label") or "",
+                      res.batch_size, res.seq_len)
+        m = OpMeasurement(case, res.engine, res.samples or None, d.get("max_rel_error"),
+                          d.get("io_bytes_per_element"), d.get("note") or "",
+                          unsupported=res.error if res.status == "skipped" else None,
+                          error=res.error if res.status == "failed" else None, threads=d.get("threads"),
+                          engine_version=res.engine_version)
+        ci = {k: tuple(d[k]) if d.get(k) else None for k in ("gflops_ci95", "gbs_ci95", "pct_of_theoretical_peak_ci95",
+                                                            "pct_of_measured_ceiling_ci95")}
+        rows.append(OpRow(m, summarize(res.samples) if res.samples else None, d.get("flops", 0),
+                          d.get("bytes_moved", 1), d.get("bound"), d.get("gflops"), ci["gflops_ci95"], d.get("gbs"),
+                          ci["gbs_ci95"], d.get("pct_of_theoretical_peak"), ci["pct_of_theoretical_peak_ci95"],
+                          d.get("pct_of_measured_ceiling"), ci["pct_of_measured_ceiling_ci95"],
+                          d.get("theoretical_gflops"), d.get("measured_ceiling"), d.get("within_tolerance")))
+    return rows
+
+
+def render_stored(run: Run, console=None) -> None:
+    """A stored ops run as `enginebench ops` printed it: the rows, then the machine lines it recorded."""
+    from rich.console import Console
+
+    from enginebench.results.terminal import print_lines, print_table
+
+    console = console or Console()
+    ops = run.config.get("ops") or {}
+    cells, styles = table_rows(stored_rows(run.results))
+    print_table(console, f"run {run.run_id} — operators, {ops.get('threads', '?')} threads: median ± 95% CI "
+                f"half-width", HEADERS, cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound",
+                                                               "note"}, styles=styles, repeat=3)
+    print_lines(console, ops.get("machine_lines") or [])
+
+
+__all__ = ["OpRow", "analyse", "to_result", "stored_rows", "render_stored", "FIDELITY_METRIC", "table_rows",
+           "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS"]

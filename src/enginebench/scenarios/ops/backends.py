@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -48,6 +49,17 @@ class Backend:
 
     def setup(self, threads: int) -> None:
         self.threads_info = {"threads": threads}
+
+    def version(self) -> str | None:
+        from importlib import metadata
+
+        name = self.modules.split()[0]
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            import importlib
+
+            return getattr(importlib.import_module(name), "__version__", None)
 
     def prepare(self, op: Operator, arrays: dict[str, np.ndarray], precision: str) -> Prepared:
         raise NotImplementedError
@@ -235,6 +247,78 @@ def _jax_layernorm(x, gamma, beta):
     return (x - mean) * jax.lax.rsqrt(var + LAYERNORM_EPS) * gamma + beta
 
 
+class TinygradBackend(Backend):
+    """tinygrad's CPU backend: C kernels compiled by clang, the call replayed by TinyJit (as in
+    engines/tinygrad_engine)."""
+
+    def setup(self, threads):
+        os.environ["NUM_CPU_THREADS"] = str(threads)  # read when tinygrad is imported
+        from tinygrad import Device, helpers
+
+        helpers.NUM_CPU_THREADS.value = threads  # read when a kernel is generated
+        try:
+            self.device = Device[Device.DEFAULT]
+        except Exception as e:  # noqa: BLE001 - e.g. no clang: "no usable devices"
+            self.unusable = f"tinygrad has no usable CPU device ({e}; its CPU backend needs clang)"
+        # engines/tinygrad_engine measured its kernels on one OS thread whatever the setting
+        self.threads_info = {"threads": None, "threads_control": "NUM_CPU_THREADS (tinygrad's CPU kernels were "
+                             "seen on one thread whatever it says)", "device": Device.DEFAULT}
+
+    def prepare(self, op, arrays, precision):
+        import subprocess
+
+        from tinygrad import Tensor, TinyJit, dtypes
+
+        if getattr(self, "unusable", None):
+            raise Unsupported(self.unusable)
+        dtype = {"fp32": dtypes.float32, "bf16": dtypes.bfloat16}[precision]
+        fns = {"matmul": lambda a, b: a @ b, "linear": lambda x, w, b: x @ w.T + b,
+               "softmax": lambda x: x.softmax(-1),
+               "layernorm": lambda x, g, b: x.layernorm(axis=-1, eps=LAYERNORM_EPS) * g + b,
+               "gelu": lambda x: 0.5 * x * (1 + (x * (1 / math.sqrt(2))).erf()),  # Tensor.gelu is the tanh form
+               "attention": lambda q, k, v: q.scaled_dot_product_attention(k, v),
+               "add": lambda x, y: x + y, "sum": lambda x: x.sum(-1)}
+        fn = fns[op.name]
+        jitted = TinyJit(lambda *a: fn(*a).realize())
+        with _stderr_to_file() as said:  # clang's complaints: kept for the reason, not printed
+            try:
+                args = tuple(Tensor(a).cast(dtype).realize() for a in arrays.values())
+                for _ in range(3):  # TinyJit captures the kernels on its second call, replays them from the third
+                    jitted(*args)
+                error = None
+            except subprocess.CalledProcessError:
+                error = next((line.split("error:", 1)[1].strip() for line in said() if "error:" in line), "")
+        if error is not None:
+            reason = f"tinygrad's CPU backend could not compile its {precision} kernels with this clang" + (
+                f" ({error})" if error else "")
+            if precision == "fp32":
+                raise RuntimeError(reason)
+            raise Unsupported(reason)
+        device = self.device
+
+        def run(a):
+            result = jitted(*a)
+            device.synchronize()
+            return result
+        return Prepared(run, args, lambda out: out.cast(dtypes.float32).numpy(), 4 if precision == "fp32" else 2,
+                        "TinyJit")
+
+
+@contextmanager
+def _stderr_to_file():
+    """Point file descriptor 2 (a compiler's stderr, inherited) at a temporary file; yields a function giving
+    the lines written there."""
+    import tempfile
+
+    with tempfile.TemporaryFile(mode="w+b") as file:
+        saved = os.dup(2)
+        os.dup2(file.fileno(), 2)
+        try:
+            yield lambda: (file.seek(0), file.read().decode(errors="replace").splitlines())[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
 
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "numpy": lambda: NumpyBackend("numpy", "numpy"),
@@ -242,9 +326,10 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
     "onnxruntime": lambda: OnnxRuntimeBackend("onnxruntime", "onnxruntime onnx"),
     "openvino": lambda: OpenVinoBackend("openvino", "openvino onnx"),
     "jax": lambda: JaxBackend("jax", "jax"),
+    "tinygrad": lambda: TinygradBackend("tinygrad", "tinygrad"),
 }
 INSTALL = {"numpy": "numpy", "torch": "enginebench[torch]", "onnxruntime": "enginebench[onnxruntime]",
-           "openvino": "enginebench[openvino]", "jax": "enginebench[jax]"}
+           "openvino": "enginebench[openvino]", "jax": "enginebench[jax]", "tinygrad": "enginebench[tinygrad]"}
 
 
 def backend(name: str) -> Backend:

@@ -34,7 +34,7 @@ class Operator:
     name: str
     formula: str  # what it computes, in a line
     layouts: tuple[tuple[str, ...], ...]  # accepted dimension names, e.g. (("M", "K", "N"), ("B", "M", "K", "N"))
-    defaults: tuple[Shape, ...]  # shapes the registered models run
+    example: Shape  # a shape for messages; the shapes measured by default come from the models (shapes.py)
     flops: Callable[[Shape], int]
     elements: Callable[[Shape], int]  # elements read + written (compulsory traffic)
     inputs: Callable[[Shape, np.random.Generator], dict[str, np.ndarray]]  # float32 arrays, in argument order
@@ -58,9 +58,9 @@ class Operator:
             shape = tuple(int(p) for p in parts)
         except ValueError:
             raise UsageError(f"--shape {text!r} for {self.name} is not whole numbers: give {expected}, "
-                             f"e.g. {format_shape(self.defaults[0])}") from None
+                             f"e.g. {format_shape(self.example)}") from None
         if not any(len(shape) == len(names) for names in self.layouts):
-            raise UsageError(f"--shape {text!r}: {self.name} takes {expected}, e.g. {format_shape(self.defaults[0])}")
+            raise UsageError(f"--shape {text!r}: {self.name} takes {expected}, e.g. {format_shape(self.example)}")
         if min(shape) < 1:
             raise UsageError(f"--shape {text!r}: every dimension must be at least 1")
         return shape
@@ -87,7 +87,7 @@ def _mm_inputs(s, rng):
 
 MATMUL = Operator(
     "matmul", "C = A @ B", (("M", "K", "N"), ("B", "M", "K", "N")),
-    ((128, 384, 384), (128, 384, 1536), (1, 2048, 2048), (12, 128, 32, 128)),
+    (128, 384, 384),
     flops=lambda s: 2 * math.prod(_mm_dims(s)),
     elements=lambda s: (lambda b, m, k, n: b * (m * k + k * n + m * n))(*_mm_dims(s)),
     inputs=_mm_inputs,
@@ -97,7 +97,7 @@ MATMUL = Operator(
 # linear: x[M,K] @ W[N,K]^T + bias[N] (a torch nn.Linear: weights stored output-major)
 LINEAR = Operator(
     "linear", "y = x @ Wᵀ + b", (("M", "K", "N"),),
-    ((128, 384, 1536), (1, 576, 1536)),
+    (128, 384, 1536),
     flops=lambda s: 2 * s[0] * s[1] * s[2] + s[0] * s[2],
     elements=lambda s: s[0] * s[1] + s[2] * s[1] + s[2] + s[0] * s[2],
     inputs=lambda s, rng: {"x": _normal(rng, s[0], s[1]), "w": _normal(rng, s[2], s[1]), "b": _normal(rng, s[2])},
@@ -113,7 +113,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 # softmax over the last axis of R×C: max, subtract, exp, sum, divide = 5 FLOPs an element
 SOFTMAX = Operator(
     "softmax", "y = exp(x - max) / Σ exp(x - max), over the last axis", (("R", "C"),),
-    ((1536, 128),),  # MiniLM's attention probabilities: 12 heads × 128 queries, over 128 keys
+    (1536, 128),
     flops=lambda s: 5 * s[0] * s[1],
     elements=lambda s: 2 * s[0] * s[1],
     inputs=lambda s, rng: {"x": _normal(rng, *s)},
@@ -130,7 +130,7 @@ def _layernorm(x, gamma, beta):
 # layer norm over the last axis of R×C: mean 1, centre 1, square-and-sum 2, scale 1, gamma 1, beta 1 = 7
 LAYERNORM = Operator(
     "layernorm", "y = (x - mean) / sqrt(var + 1e-5) · γ + β, over the last axis", (("R", "C"),),
-    ((128, 384),),
+    (128, 384),
     flops=lambda s: 7 * s[0] * s[1],
     elements=lambda s: 2 * s[0] * s[1] + 2 * s[1],
     inputs=lambda s, rng: {"x": _normal(rng, *s), "gamma": 1 + 0.1 * _normal(rng, s[1]),
@@ -148,7 +148,7 @@ def _gelu(x):
 # exact (erf) GELU, elementwise: divide 1, erf 1, add 1, two multiplies = 5
 GELU = Operator(
     "gelu", "y = x · Φ(x) = x/2 · (1 + erf(x/√2))", (("R", "C"),),
-    ((128, 1536),),  # MiniLM's FFN activation
+    (128, 1536),
     flops=lambda s: 5 * s[0] * s[1],
     elements=lambda s: 2 * s[0] * s[1],
     inputs=lambda s, rng: {"x": _normal(rng, *s)},
@@ -175,7 +175,7 @@ def _attn_inputs(s, rng):
 # P·V 2·Sq·Skv·D, per head
 ATTENTION = Operator(
     "attention", "softmax(Q Kᵀ / √D) V, per head", (("H", "S", "D"), ("H", "Sq", "Skv", "D")),
-    ((12, 128, 32), (32, 1, 512, 128)),  # MiniLM; Llama-2-7B decoding one token against 512 cached ones
+    (12, 128, 32),
     flops=lambda s: (lambda h, sq, skv, d: h * (4 * sq * skv * d + 6 * sq * skv))(*_attn_dims(s)),
     elements=lambda s: (lambda h, sq, skv, d: h * (2 * sq * d + 2 * skv * d))(*_attn_dims(s)),
     inputs=_attn_inputs,
@@ -185,7 +185,7 @@ ATTENTION = Operator(
 # the residual connection: one add an element, two reads and a write
 ADD = Operator(
     "add", "z = x + y, elementwise", (("R", "C"),),
-    ((128, 384),),
+    (128, 384),
     flops=lambda s: s[0] * s[1],
     elements=lambda s: 3 * s[0] * s[1],
     inputs=lambda s, rng: {"x": _normal(rng, *s), "y": _normal(rng, *s)},
@@ -195,7 +195,7 @@ ADD = Operator(
 # a reduction: the sum over the last axis, R×C -> R
 SUM = Operator(
     "sum", "y = Σ x, over the last axis", (("R", "C"),),
-    ((128, 384),),
+    (128, 384),
     flops=lambda s: s[0] * s[1],
     elements=lambda s: s[0] * s[1] + s[0],
     inputs=lambda s, rng: {"x": _normal(rng, *s)},

@@ -8,6 +8,7 @@ Engines never share a thread pool or a heap; one that crashes or hangs costs its
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +22,16 @@ class OpCase:
     op: str
     shape: tuple[int, ...]
     precision: str
+    label: str = ""  # where the shape comes from, e.g. "minilm b32 FFN up"; "" for a --shape override
+    batch: int = 1  # the model's sequences in a call at this shape
+    tokens: int = 1  # tokens per sequence in the model's phase (128 prefill, 1 decode)
+
+    @property
+    def workload(self) -> str:
+        """How a stored result names the case: the shape, then its label."""
+        from enginebench.scenarios.ops.definitions import format_shape
+
+        return f"{format_shape(self.shape)} {self.label}".strip()
 
 
 @dataclass
@@ -36,6 +47,10 @@ class OpMeasurement:
     unsupported: str | None = None  # the engine cannot express it: why
     error: str | None = None  # it failed: why
     threads: dict | None = None  # how the engine's threads were set, as the engine reports it
+    engine_version: str | None = None
+    prepare_s: float | None = None  # converting the inputs, building and compiling the graph
+    wall_s: float | None = None  # warm-up and timed calls together
+    peak_rss_mb: float | None = None  # the engine's process so far (earlier cases included)
 
 
 def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads: int) -> list[OpMeasurement]:
@@ -48,7 +63,11 @@ def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads
 
     be = backend(engine)
     be.setup(threads)
-    return [measure_case(be, case, rule) for case in cases]
+    version = be.version()
+    measured = [measure_case(be, case, rule) for case in cases]
+    for m in measured:
+        m.engine_version = version
+    return measured
 
 
 def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
@@ -60,10 +79,15 @@ def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
     result = OpMeasurement(case, be.name)
     try:
         inputs = make_inputs(op, case.shape, case.precision)
+        started = time.perf_counter()
         prepared = be.prepare(op, inputs, case.precision)
+        result.prepare_s = time.perf_counter() - started
         result.note, result.io_itemsize = prepared.note, prepared.io_itemsize
         result.max_rel_error = check_output(op, inputs, prepared.fetch(prepared.run(prepared.arg)))
+        started = time.perf_counter()
         result.samples_ns = measure_calls(prepared.run, [prepared.arg], rule).tolist()
+        result.wall_s = time.perf_counter() - started
+        result.peak_rss_mb = peak_rss_mb()
     except Unsupported as e:
         result.unsupported = str(e)
     except Exception as e:  # noqa: BLE001 - reported in the row
@@ -72,11 +96,19 @@ def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
     return result
 
 
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def run_ops(engines: list[str], cases: list[OpCase], rule: StoppingRule, threads: int,
-            timeout_s: float = 600.0) -> list[OpMeasurement]:
-    """Every case on every engine, each engine in its own spawned process, ended after `timeout_s`."""
+            timeout_s: float = 600.0, on_engine=None) -> list[OpMeasurement]:
+    """Every case on every engine, each engine in its own spawned process, ended after `timeout_s`.
+    `on_engine(measurements)` receives each engine's rows as soon as its process is done."""
     results: list[OpMeasurement] = []
     for engine in engines:
+        done = len(results)
         pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
         failure = None
         try:
@@ -93,6 +125,8 @@ def run_ops(engines: list[str], cases: list[OpCase], rule: StoppingRule, threads
             pool.shutdown(wait=False, cancel_futures=True)
         if failure:
             results += [OpMeasurement(case, engine, error=failure) for case in cases]
+        if on_engine:
+            on_engine(results[done:])
     return results
 
 
