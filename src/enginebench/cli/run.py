@@ -43,6 +43,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE",
                      help="engine option, e.g. onnxruntime.graph_optimization=basic (see `enginebench engines`)")
     run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
+    run.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
+                     "HOST:PORT of its head, ray://HOST:PORT, or local (a Ray started here) [this machine]")
     run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database for results [{DEFAULT_DB}]")
     run.add_argument("--json", action="store_true", help="print the run as one JSON object on stdout")
     run.add_argument("--until", metavar="NODE", help="run the model cut at this ONNX node's output (see `enginebench nodes`); "
@@ -85,17 +87,28 @@ def cmd_run(args) -> int:
         progress.advance(task)
         progress.refresh()
 
+    launcher = _launcher(plan, args.ray)
     with progress:
-        from enginebench.launchers.local import Orchestrator
-
-        progress.update(task, total=Orchestrator(plan).deliveries())
-        run = execute(plan, db=args.db, argv=_argv(opts), quick=quick, on_start=on_start, on_result=on_result)
+        progress.update(task, total=launcher.deliveries())
+        run = execute(plan, db=args.db, argv=_argv(opts), quick=quick, on_start=on_start, on_result=on_result,
+                      launcher=launcher)
     if args.json:
         print(to_json(run))
     else:
         render(run, Console())
         err.print(f"[dim]stored in {args.db} as run {run.run_id}: `enginebench show --format json` to export[/dim]")
     return 0 if any(r.status == "ok" for r in run.results) else 1
+
+
+def _launcher(plan, ray: str | None):
+    if not ray:
+        from enginebench.launchers.local import Orchestrator
+
+        return Orchestrator(plan)
+    from enginebench.launchers.ray import RayLauncher, connect
+
+    connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
+    return RayLauncher(plan, ray)
 
 
 COMMANDS = {"run": cmd_run}

@@ -18,6 +18,9 @@ def add_parsers(sub) -> None:
     sweep.add_argument("--max-memory", metavar="SIZE", help="end a cell's process holding more resident memory "
                        "than this (500MB, 4GB), recorded as failed [the file's, else no limit]")
     sweep.add_argument("--retry-failed", action="store_true", help="measure again the repetitions stored as failed")
+    sweep.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
+                       "HOST:PORT of its head, ray://HOST:PORT, or local (a Ray started here); results come back "
+                       "into --db [this machine, one process at a time]")
 
 
 def cmd_sweep(args) -> int:
@@ -33,8 +36,8 @@ def cmd_sweep(args) -> int:
     err = Console(stderr=True)
     if args.dry_run:
         return _dry_run(sweep, args, Console())
-    extra = [x for flag, value in (("--retries", args.retries), ("--max-memory", args.max_memory)) if value
-             for x in (flag, value)]
+    extra = [x for flag, value in (("--retries", args.retries), ("--max-memory", args.max_memory),
+                                   ("--ray", args.ray)) if value for x in (flag, value)]
     try:
         report = _run(sweep, args, err)
     except KeyboardInterrupt:
@@ -82,7 +85,7 @@ def _run(sweep, args, err):
 
     with progress:
         return run_sweep(sweep, args.db, retry_failed=args.retry_failed, on_start=on_start, on_result=on_result,
-                         on_total=on_total)
+                         on_total=on_total, ray=args.ray)
 
 
 def _summary(sweep, report, args, out, err) -> None:

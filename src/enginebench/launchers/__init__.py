@@ -5,8 +5,8 @@ Result as it is measured: `launcher.run(emit)`, `emit(index, result)`.
 - faults.py — why an attempt failed (error, signal, exit, timeout, memory) and the memory watchdog.
 - records.py — a cell's stored history (measured repetitions, failed attempts), read back to resume.
 
-A cluster launcher (Ray) belongs beside local.py: the same Plan in, the same emit calls out, each job a
-remote task running child.child_main's work.
+- ray.py — the same Plan in and emit calls out, each job a Ray task holding a whole node, run there by local.py's
+  code (--ray ADDRESS | local); imported only when asked for, since Ray is an optional extra.
 """
 
 from enginebench.launchers.faults import Failure

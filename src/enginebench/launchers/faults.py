@@ -14,7 +14,8 @@ import os
 import signal
 from dataclasses import dataclass
 
-KINDS = ("error", "signal", "exit", "timeout", "memory")  # engine raised | killed by a signal | exited | hung | --max-memory
+KINDS = ("error", "signal", "exit", "timeout", "memory", "node")  # engine raised | killed by a signal | exited | hung |
+# --max-memory | its Ray node was lost twice
 
 
 @dataclass(frozen=True)

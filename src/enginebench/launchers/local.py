@@ -35,6 +35,8 @@ _MEMORY_POLL_S = 0.1  # under --max-memory: what a child can allocate between tw
 
 
 class Orchestrator:
+    where = "local"  # recorded with the run: which launcher measured it
+
     def __init__(self, plan: Plan, on_start: Callable[[Cell], None] | None = None,
                  on_result: Callable[[Result], None] | None = None,
                  history: dict[int, CellHistory] | None = None, retry_failed: bool = False):
@@ -119,22 +121,39 @@ class Orchestrator:
         """Run every cell `plan.repeat` times; `emit(index, result)` receives (and should store) a cell's Result
         as soon as it exists and again after each further repetition (index: the cell's place in the plan,
         planned skips after the cells)."""
-        def deliver(index: int, result: Result) -> None:
-            emit(index, result)
-            self.on_result(result)
-
-        cells = self.plan.cells
-        for k, (cell, reason) in enumerate(self.plan.skips):  # planned but not runnable (a test too long)
-            self.on_start(cell)
-            deliver(len(cells) + k, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
-        for index, cell in enumerate(cells):  # precisions an engine cannot run: once, not per repetition
-            if reason := self.unsupported(cell):
-                self.on_start(cell)
-                deliver(index, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+        deliver = self.deliverer(emit)
+        self.deliver_skips(deliver)
         schedule = self.schedule()
         if not any(schedule):
             return
         references = self._references()
+        record = self.recorder(deliver)
+        for repetition, jobs in enumerate(schedule):
+            for job in jobs:
+                job.references = references
+                self._run_with_retries(job, lambda index, outcome, failures: record(repetition, index, outcome, failures))
+
+    # -- shared with the other launchers (launchers/ray.py) ---------------------------------------
+    def deliverer(self, emit: Callable[[int, Result], None]) -> Callable[[int, Result], None]:
+        def deliver(index: int, result: Result) -> None:
+            emit(index, result)
+            self.on_result(result)
+        return deliver
+
+    def deliver_skips(self, deliver: Callable[[int, Result], None]) -> None:
+        """Planned skips (a test too long) and precisions an engine cannot run: stored once, not per repetition."""
+        cells = self.plan.cells
+        for k, (cell, reason) in enumerate(self.plan.skips):
+            self.on_start(cell)
+            deliver(len(cells) + k, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+        for index, cell in enumerate(cells):
+            if reason := self.unsupported(cell):
+                self.on_start(cell)
+                deliver(index, failed_result(cell, status="skipped", error=reason, **self._result_context(cell)))
+
+    def recorder(self, deliver: Callable[[int, Result], None]):
+        """`record(repetition, index, Measurement or Failure, earlier failed attempts)`: adds a cell's outcome
+        to its history (which starts from what was stored) and delivers the cell's Result."""
         history = {i: CellHistory(list(h.measured), dict(h.failed), list(h.attempts)) for i, h in self.prior.items()}
 
         def record(repetition: int, index: int, outcome, failures: list[Failure]) -> None:
@@ -147,11 +166,7 @@ class Orchestrator:
             else:
                 h.measured.append((repetition, outcome))
             deliver(index, self._result(index, h))
-
-        for repetition, jobs in enumerate(schedule):
-            for job in jobs:
-                job.references = references
-                self._run_with_retries(job, lambda index, outcome, failures: record(repetition, index, outcome, failures))
+        return record
 
     def _result(self, index: int, history: CellHistory) -> Result:
         """A cell's Result from every repetition so far: failed only when no repetition measured it."""

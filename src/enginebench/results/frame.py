@@ -16,7 +16,7 @@ from enginebench.results.model import Result, Run
 # column -> pandas dtype; the order is the frame's
 COLUMNS = {
     "run_id": "string", "created_at": "datetime64[ns, UTC]", "hostname": "string", "cpu": "string",
-    "cores": "Int64", "affinity": "string", "memory_gb": "Float64", "python": "string",
+    "cores": "Int64", "affinity": "string", "memory_gb": "Float64", "python": "string", "node": "string",
     "engine": "string", "engine_version": "string", "model": "string",
     "precision": "string", "executed_precision": "string", "precision_label": "string", "quantized_share": "float64",
     "scenario": "string", "workload": "string", "batch_size": "int64", "seq_len": "int64", "workers": "int64",
@@ -47,13 +47,14 @@ def to_frame(runs: Run | list[Run]) -> pd.DataFrame:
 def result_row(run: Run, r: Result) -> dict:
     from enginebench.results.report import affinity_text, precision_label
 
-    m = run.machine or {}
+    node = (r.details or {}).get("node") or {}
+    m = {**(run.machine or {}), **node}  # measured on a Ray node: that node's machine, not the orchestrator's
     lat, thr, fidelity = r.latency_ms or {}, r.throughput or {}, r.fidelity or {}
     quantization = (r.details or {}).get("quantization") or {}
     row = {
         "run_id": run.run_id, "created_at": run.created_at, "hostname": m.get("hostname"), "cpu": m.get("cpu"),
         "cores": m.get("logical_cores"), "affinity": affinity_text(m.get("affinity")) if m.get("affinity") else None,
-        "memory_gb": m.get("memory_gb"), "python": m.get("python"),
+        "memory_gb": m.get("memory_gb"), "python": m.get("python"), "node": node.get("ray_node_id"),
         "engine": r.engine, "engine_version": r.engine_version, "model": r.model,
         "precision": r.precision, "executed_precision": r.executed_precision or r.precision,
         "precision_label": precision_label(r), "quantized_share": quantization.get("share_of_matmul_flops"),

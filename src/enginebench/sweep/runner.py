@@ -68,8 +68,10 @@ def run_id_of(sweep: Sweep, part: Part) -> str:
     return f"{sweep.sweep_id}-{part.key}"
 
 
-def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False) -> list[PartState]:
-    """Each part with what the store already holds of it."""
+def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ray: str | None = None
+                ) -> list[PartState]:
+    """Each part with what the store already holds of it; its launcher runs on the Ray cluster `ray` if given."""
+    launcher = _ray_launcher(ray) if ray else Orchestrator
     states = []
     for part in sweep.parts:
         run_id = run_id_of(sweep, part)
@@ -78,9 +80,15 @@ def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False) ->
             part.cell_key(sweep.sweep_id, c) for c, _ in plan.skips]
         stored = store.keyed_results(run_id)
         history = {i: history_of(stored[k]) for i, k in enumerate(keys[:len(plan.cells)]) if k in stored}
-        states.append(PartState(part, run_id, keys, stored, Orchestrator(plan, history=history,
-                                                                         retry_failed=retry_failed)))
+        states.append(PartState(part, run_id, keys, stored, launcher(plan, history=history,
+                                                                     retry_failed=retry_failed)))
     return states
+
+
+def _ray_launcher(address: str):
+    from enginebench.launchers.ray import RayLauncher
+
+    return lambda plan, **kwargs: RayLauncher(plan, address, **kwargs)
 
 
 def _owner() -> dict:
@@ -107,12 +115,17 @@ def _alive(owner: dict) -> bool:
 
 
 def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=None, on_result=None,
-              on_total=None) -> SweepReport:
+              on_total=None, ray: str | None = None) -> SweepReport:
     """Measure what is missing of the sweep, storing each result as it arrives. `on_total(n)` is told how many
     results will arrive; `on_start(cell)` and `on_result(index, result)` see progress. Ctrl-C propagates
-    (KeyboardInterrupt) after the launcher has ended its child; what was stored stays."""
+    (KeyboardInterrupt) after the launcher has ended its child; what was stored stays. `ray`: the address of a
+    Ray cluster (or "local") whose nodes run the jobs, every part's at once (launchers/ray.py)."""
     from enginebench.measure.machine import machine_info
 
+    if ray:
+        from enginebench.launchers.ray import connect
+
+        connect(ray)  # a missing Ray or a wrong address fails here, before the sweep is claimed
     store = ResultStore(db)
     owner = _owner()
     holder = store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, _alive)
@@ -122,15 +135,20 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
                          f"{holder['host']}, since {holder['since']}): wait for it, or end it and run this again")
     report = SweepReport(sweep.sweep_id)
     try:
-        states = part_states(sweep, store, retry_failed)
+        states = part_states(sweep, store, retry_failed, ray)
         report.cells = sum(len(s.keys) for s in states)
         if on_total:
             on_total(sum(s.launcher.deliveries() for s in states if s.to_measure or s.unsaved_skips))
         machine = machine_info()
-        for state in states:
-            if not state.to_measure and not state.unsaved_skips:
-                continue
-            _run_part(sweep, state, store, machine, on_start, on_result, report)
+        todo = [s for s in states if s.to_measure or s.unsaved_skips]
+        if ray and todo:  # every part's jobs at once, over the cluster's nodes
+            from enginebench.launchers.ray import run_together
+
+            run_together([(state.launcher, _start_part(sweep, state, store, machine, on_start, on_result, report))
+                          for state in todo])
+        else:
+            for state in todo:
+                state.launcher.run(_start_part(sweep, state, store, machine, on_start, on_result, report))
     except KeyboardInterrupt:
         report.interrupted = True
         raise
@@ -141,8 +159,9 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
     return report
 
 
-def _run_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dict, on_start, on_result,
-              report: SweepReport) -> None:
+def _start_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dict, on_start, on_result,
+                report: SweepReport):
+    """Store the part's run (once) and give the emit that stores its results under their cell keys."""
     part, plan, launcher = state.part, state.part.plan, state.launcher
     now = datetime.now(timezone.utc)
     store.add_run_once(Run(
@@ -152,7 +171,7 @@ def _run_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dict,
                 "engine_options": plan.engine_options,
                 "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
                 "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": launcher.cell_order(),
-                "retries": plan.retries, "max_memory_mb": plan.max_memory_mb,
+                "retries": plan.retries, "max_memory_mb": plan.max_memory_mb, "launcher": launcher.where,
                 "sweep": {"id": sweep.sweep_id, "file": sweep.file, "part": part.key, "label": part.label}}))
     if on_start:
         launcher.on_start = on_start
@@ -165,7 +184,7 @@ def _run_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dict,
         if on_result:
             on_result(index, result)
 
-    launcher.run(emit)
+    return emit
 
 
 def resume_command(file: str, db: str, extra: list[str] = ()) -> str:
