@@ -10,11 +10,11 @@ The names below load on first use, so `import enginebench` stays cheap.
 """
 
 __version__ = "0.1.0"
-__all__ = ["run", "load", "compare", "recommend", "command_line", "Run", "Result", "UsageError"]
+__all__ = ["run", "resume", "load", "compare", "recommend", "command_line", "Run", "Result", "UsageError"]
 
 
 def __getattr__(name):
-    if name in ("run", "load", "compare", "recommend", "command_line"):
+    if name in ("run", "resume", "load", "compare", "recommend", "command_line"):
         from enginebench import api
 
         return getattr(api, name)

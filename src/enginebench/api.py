@@ -4,6 +4,7 @@
     run = eb.run(model="minilm", engines=["torch", "onnxruntime"], batch_size=[1, 16], duration="2s")
     frame = run.to_pandas()            # one row per result
     old = eb.load("20261125-101500-ab12cd", db="enginebench.db")
+    done = eb.resume("20261125-101500-ab12cd", db="enginebench.db")   # finish a stopped run: what is missing
 
 Options are those of `enginebench run` (see `enginebench run --help`), named as keywords: a list or a comma
 string where the command takes a list, durations as numbers of seconds or with units ("500ms", "2m").
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from enginebench.errors import UsageError
@@ -79,17 +81,23 @@ def _argv(opts) -> list[str]:
     return argv
 
 
+def new_run_id() -> str:
+    """A fresh run id: the UTC time it starts, and a random tail."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
 def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool = False, on_start=None,
-            on_result=None, launcher=None) -> Run:
+            on_result=None, launcher=None, run_id: str | None = None, resuming: Resumption | None = None) -> Run:
     """Run a checked Plan: one child process per cell and repetition; each result is stored the moment it
     arrives (a crash later loses nothing measured). `launcher`: one made for this plan that runs it elsewhere,
-    e.g. launchers.ray.RayLauncher(plan, "local") [the local orchestrator]."""
+    e.g. launchers.ray.RayLauncher(plan, "local") [the local orchestrator]. `run_id`: the new run's id [a fresh
+    one]. `resuming`: a stored run to finish instead (see resume()), whose launcher must carry its history."""
     from enginebench.measure.machine import machine_info
     from enginebench.launchers.local import Orchestrator
     from enginebench.results.store import ResultStore
 
     store = ResultStore(db if db is not None else ":memory:")
-    orchestrator = launcher or Orchestrator(plan)
+    orchestrator = launcher or (resuming.launcher() if resuming else Orchestrator(plan))
     if plan.model.kind == "decoder" and orchestrator.where == "local":  # another machine's speed is not known here
         import socket
 
@@ -97,20 +105,23 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
         plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
     if on_start:
         orchestrator.on_start = on_start
-    now = datetime.now(timezone.utc)
-    run = Run(
-        run_id=now.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-        created_at=now.isoformat(timespec="seconds"),
-        machine=machine_info(),
-        config={"argv": argv, "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(),
-                "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": quick,
-                "engine_options": plan.engine_options,
-                "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
-                "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": orchestrator.cell_order(),
-                "launcher": orchestrator.where},
-    )
-    store.add_run(run)
-    by_cell: dict[int, object] = {}
+    if resuming:  # the same run, its stored results kept; only what is missing arrives
+        run, by_cell = resuming.run, dict(resuming.stored)
+    else:
+        now = datetime.now(timezone.utc)
+        run = Run(
+            run_id=run_id or new_run_id(),
+            created_at=now.isoformat(timespec="seconds"),
+            machine=machine_info(),
+            config={"argv": argv, "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(),
+                    "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": quick,
+                    "engine_options": plan.engine_options,
+                    "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
+                    "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": orchestrator.cell_order(),
+                    "launcher": orchestrator.where},
+        )
+        store.add_run(run)
+        by_cell = {}
 
     def emit(index, result):
         store.add_result(run.run_id, result, cell=index)  # committed before anything else can go wrong
@@ -120,10 +131,166 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
 
     try:
         orchestrator.run(emit)
+    except KeyboardInterrupt as e:
+        e.add_note(f"enginebench: {len(by_cell)} results of run {run.run_id} are stored"
+                   + (f" in {db}; eb.resume({run.run_id!r}, db={db!r}) finishes it" if db is not None else ""))
+        raise
     finally:
         run.results = [by_cell[i] for i in sorted(by_cell)]
         store.close()
     return run
+
+
+@dataclass
+class Resumption:
+    """A stored run read back to be finished: the plan its options give now and what is stored of each cell."""
+
+    run: Run  # as stored
+    plan: object  # enginebench.plan.Plan
+    quick: bool
+    stored: dict = field(default_factory=dict)  # plan index (cells, then planned skips) -> stored Result
+    history: dict = field(default_factory=dict)  # plan index -> launchers.records.CellHistory
+    retry_failed: bool = False
+
+    def launcher(self, ray: str | None = None):
+        """The launcher that measures only what is missing: here, or on the Ray cluster at `ray`."""
+        if ray:
+            from enginebench.launchers.ray import RayLauncher
+
+            return RayLauncher(self.plan, ray, history=self.history, retry_failed=self.retry_failed)
+        from enginebench.launchers.local import Orchestrator
+
+        return Orchestrator(self.plan, history=self.history, retry_failed=self.retry_failed)
+
+    @property
+    def left(self) -> int:
+        """Measurements still to make (cell x repetition), plus skipped cells not stored yet: 0 when complete."""
+        launcher = self.launcher()
+        cells = self.plan.cells
+        skipped = [i for i, c in enumerate(cells) if launcher.unsupported(c)]
+        skipped += range(len(cells), len(cells) + len(self.plan.skips))
+        return (sum(launcher.measurements_left(i) for i, c in enumerate(cells) if not launcher.unsupported(c))
+                + sum(i not in self.stored for i in skipped))
+
+    @property
+    def failed(self) -> int:
+        """Repetitions stored as failed for good (--retry-failed measures them again)."""
+        return sum(len(h.failed) for h in self.history.values())
+
+
+def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, pin: bool = False) -> Resumption:
+    """Read a stored run back to finish it: its options (config["argv"]) planned again and checked to give the
+    same cells in the same order, on the same machine. `pin`: first pin this process to the run's --cpus, as
+    the command line does (thread counts default to the CPUs this process may use). Raises UsageError when it
+    cannot be resumed."""
+    from enginebench.launchers.records import history_of
+    from enginebench.measure.machine import machine_info
+    from enginebench.planning import plan_from_options
+    from enginebench.results.store import ResultStore
+
+    if not os.path.exists(db):
+        raise UsageError(f"no database at {db}: pass the --db run {run_id} was stored in")
+    with ResultStore(db) as store:
+        run = store.load_run(run_id)  # an unknown id: a UsageError naming `enginebench runs`
+        stored = store.cell_results(run_id)
+    config = run.config
+    if config.get("sweep"):
+        sweep = config["sweep"]
+        raise UsageError(f"run {run_id} is a part of sweep {sweep['id']}: resume the sweep with "
+                         f"`enginebench sweep {sweep['file']} --db {db}`")
+    argv = config.get("argv")
+    if argv is None or argv[:1] == ["tune"]:
+        command = config.get("command") or (argv[0] if argv else "another command")
+        raise UsageError(f"run {run_id} was made by `enginebench {command}`, not `enginebench run`: only a run "
+                         "can be resumed")
+    if None in stored:
+        raise UsageError(f"run {run_id} was stored before results kept their place in the plan, so what is "
+                         f"missing cannot be told: run it again with `{command_line(run)}`")
+    here, there = machine_info(), run.machine
+    if (there.get("hostname"), there.get("cpu")) != (here["hostname"], here["cpu"]):
+        raise UsageError(f"run {run_id} was measured on {there.get('hostname')} ({there.get('cpu')}), not on "
+                         f"this machine ({here['hostname']}, {here['cpu']}): resume it there, or measure anew "
+                         f"here with `{command_line(run)}`")
+    try:
+        options = _options_from_argv(argv)
+        if pin:
+            pin_cpus(options.cpus)
+        plan, quick = plan_from_options(options)
+    except UsageError as e:
+        raise UsageError(f"run {run_id}'s options no longer hold here: {e}") from None
+    _check_same_plan(run, plan, stored)
+    history = {i: history_of(r) for i, r in stored.items() if i < len(plan.cells)}
+    return Resumption(run, plan, quick, stored, history, retry_failed)
+
+
+def _options_from_argv(argv: list[str]):
+    """RunOptions from stored `enginebench run` arguments: what _argv writes, or (older runs) the whole command
+    line after `enginebench`, whose other arguments (--db, --json, --ray) are left out."""
+    from dataclasses import asdict, fields
+
+    from enginebench.cli.args import Parser
+    from enginebench.planning import RunOptions
+
+    parser = Parser(prog="enginebench run", add_help=False, allow_abbrev=False)
+    for f in fields(RunOptions):
+        flags = ["--" + f.name.replace("_", "-")] + (["-o"] if f.name == "option" else [])
+        action = "store_true" if f.type == "bool" else "append" if f.type.startswith("list") else "store"
+        parser.add_argument(*flags, dest=f.name, action=action)
+    parser.set_defaults(**asdict(RunOptions()))
+    given, _ = parser.parse_known_args(argv[1:] if argv[:1] == ["run"] else argv)
+    return RunOptions(**vars(given))
+
+
+def pin_cpus(cpus: str | None) -> None:
+    """Pin this process (and the children it starts) to `cpus`, taskset syntax: 0-7 or 0,2,4."""
+    from enginebench.measure.machine import parse_cpu_list
+
+    if cpus:
+        try:
+            os.sched_setaffinity(0, parse_cpu_list(cpus))
+        except (ValueError, OSError) as e:
+            raise UsageError(f"--cpus {cpus!r} is not usable here ({e}): give CPUs this machine has, e.g. "
+                             f"--cpus 0-{(os.cpu_count() or 1) - 1}") from None
+
+
+def _check_same_plan(run: Run, plan, stored: dict) -> None:
+    """The options planned again must give the run's cells in its order (the installed engines, the model or
+    the corpus may have changed since): else its stored results and the new ones would not belong together."""
+    import json
+
+    from enginebench.launchers.local import Orchestrator
+
+    planned = plan.cells + [cell for cell, _ in plan.skips]
+    config = run.config
+    workloads = json.loads(json.dumps({k: w.spec.to_dict() for k, w in plan.workloads.items()}))
+    same = (config.get("repeat", plan.repeat) == plan.repeat
+            and config.get("workloads", workloads) == workloads
+            and config.get("cell_order") in (None, Orchestrator(plan).cell_order())
+            and all(index < len(planned) and _is_cell(result, planned[index], plan.model.name)
+                    for index, result in stored.items()))
+    if not same:
+        raise UsageError(f"run {run.run_id}'s options no longer plan the same cells here (the installed engines, "
+                         f"the model or the corpus changed?), so it cannot be resumed: measure anew with "
+                         f"`{command_line(run)}`")
+
+
+def _is_cell(result, cell, model: str) -> bool:
+    return (result.model, result.engine, result.precision, result.scenario, result.workload, result.batch_size,
+            result.workers, result.threads) == (model, cell.engine, cell.precision, cell.scenario, cell.workload,
+                                                cell.batch_size, cell.workers, cell.threads)
+
+
+def resume(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, on_start=None,
+           on_result=None) -> Run:
+    """Finish a run stopped by Ctrl-C, kill -9 or a reboot, into the same run id: only the cells and
+    repetitions not stored yet are measured, in the run's own order; a stored repetition is never measured
+    again (nor, unless `retry_failed`, one stored as failed). Returns the whole run (as stored when it was
+    complete). Raises UsageError for an unknown run, another machine's, or options that no longer hold."""
+    resuming = resumption(run_id, db=db, retry_failed=retry_failed)
+    if not resuming.left:
+        return resuming.run
+    return execute(resuming.plan, db=db, argv=resuming.run.config["argv"], quick=resuming.quick,
+                   on_start=on_start, on_result=on_result, resuming=resuming)
 
 
 def load(run_id: str | None = None, db: str = DEFAULT_DB) -> Run:
@@ -179,4 +346,5 @@ def command_line(run: Run) -> str:
     return " ".join(["enginebench", command, *(shlex.quote(a) for a in argv)])
 
 
-__all__ = ["run", "load", "compare", "recommend", "execute", "command_line", "DEFAULT_DB"]
+__all__ = ["run", "resume", "load", "compare", "recommend", "execute", "resumption", "Resumption", "new_run_id",
+           "command_line", "DEFAULT_DB"]

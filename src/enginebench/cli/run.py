@@ -1,8 +1,7 @@
-"""`enginebench run`: measure engines on a model (a thin layer over enginebench.api.run)."""
+"""`enginebench run`: measure engines on a model, or finish a stopped run with --resume RUN_ID (a thin layer
+over enginebench.api)."""
 
 from __future__ import annotations
-
-import os
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
@@ -46,6 +45,10 @@ def add_parsers(sub) -> None:
     run.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
                      "HOST:PORT of its head, ray://HOST:PORT, or local (a Ray started here) [this machine]")
     run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database for results [{DEFAULT_DB}]")
+    run.add_argument("--resume", metavar="RUN_ID", help="finish a stopped run (Ctrl-C, kill -9, a reboot) with its "
+                     "stored options: only the cells and repetitions not stored yet, into the same run")
+    run.add_argument("--retry-failed", action="store_true", help="with --resume: measure again the repetitions "
+                     "stored as failed")
     run.add_argument("--json", action="store_true", help="print the run as one JSON object on stdout")
     run.add_argument("--until", metavar="NODE", help="run the model cut at this ONNX node's output (see `enginebench nodes`); "
                      "only engines that load ONNX run it, compared with onnxruntime fp32 on the same cut")
@@ -53,20 +56,16 @@ def add_parsers(sub) -> None:
 
 def cmd_run(args) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from enginebench.api import _argv, execute
-    from enginebench.measure.machine import parse_cpu_list
+    from enginebench.api import _argv, new_run_id, pin_cpus
     from enginebench.planning import RunOptions, plan_from_options
-    from enginebench.results.export import to_json
-    from enginebench.results.report import render
     from enginebench.results.store import ResultStore
 
-    if args.cpus:
-        try:
-            os.sched_setaffinity(0, parse_cpu_list(args.cpus))
-        except (ValueError, OSError) as e:
-            raise UsageError(f"--cpus {args.cpus!r} is not usable here ({e}): give CPUs this machine has, e.g. --cpus 0-{(os.cpu_count() or 1) - 1}") from None
+    if args.resume:
+        return _resume(args)
+    if args.retry_failed:
+        raise UsageError("--retry-failed is for --resume RUN_ID: it measures again a stopped run's failed repetitions")
+    pin_cpus(args.cpus)
     ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
     opts = RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__})
     plan, quick = plan_from_options(opts)
@@ -75,6 +74,50 @@ def cmd_run(args) -> int:
         engines = sorted({c.engine for c in plan.cells})
         err.print(f"[dim]quick suite: {plan.model.name} on {', '.join(engines)}; {len(plan.cells)} cells of "
                   f"{plan.rule.duration_s:g} s (drop --quick for the full defaults; see enginebench run --help)[/dim]")
+    return _measure(args, plan, _launcher(plan, args.ray), err, run_id=new_run_id(), argv=_argv(opts), quick=quick)
+
+
+def _resume(args) -> int:
+    """`run --resume RUN_ID`: the stored run's options, only what is missing, into the same run."""
+    from rich.console import Console
+
+    from enginebench.api import resumption
+    from enginebench.planning import RunOptions
+
+    default = RunOptions()
+    given = [f"--{name.replace('_', '-')}" for name in RunOptions.__dataclass_fields__
+             if getattr(args, name, None) not in (None, getattr(default, name))]
+    if given:
+        raise UsageError(f"--resume measures with run {args.resume}'s stored options: drop {', '.join(given)}")
+    resuming = resumption(args.resume, db=args.db, retry_failed=args.retry_failed, pin=True)
+    err = Console(stderr=True)
+    run = resuming.run
+    if not resuming.left:
+        failed = (f"; {resuming.failed} repetitions failed (--retry-failed measures them again)"
+                  if resuming.failed else "")
+        err.print(f"enginebench: run {run.run_id} is already complete: all its {len(resuming.stored)} results are "
+                  f"stored in {args.db}{failed}; `enginebench show {run.run_id} --db {args.db}` shows it",
+                  highlight=False, markup=False, soft_wrap=True)
+        if args.json:
+            from enginebench.results.export import to_json
+
+            print(to_json(run))
+        return 0
+    err.print(f"[dim]resuming run {run.run_id}: {resuming.left} measurements left ({len(resuming.stored)} results "
+              "stored)[/dim]")
+    return _measure(args, resuming.plan, _launcher(resuming.plan, args.ray, resuming), err, run_id=run.run_id,
+                    argv=run.config["argv"], quick=resuming.quick, resuming=resuming)
+
+
+def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
+    """Measure with a progress bar, then print the run; Ctrl-C prints the command that resumes it (exit 130)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from enginebench.api import execute
+    from enginebench.results.export import to_json
+    from enginebench.results.report import render
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, auto_refresh=False, transient=True)
     task = progress.add_task("starting", total=None)
@@ -87,11 +130,13 @@ def cmd_run(args) -> int:
         progress.advance(task)
         progress.refresh()
 
-    launcher = _launcher(plan, args.ray)
-    with progress:
-        progress.update(task, total=launcher.deliveries())
-        run = execute(plan, db=args.db, argv=_argv(opts), quick=quick, on_start=on_start, on_result=on_result,
-                      launcher=launcher)
+    try:
+        with progress:
+            progress.update(task, total=launcher.deliveries())
+            run = execute(plan, db=args.db, on_start=on_start, on_result=on_result, launcher=launcher, run_id=run_id,
+                          **execute_args)
+    except KeyboardInterrupt:
+        return _interrupted(run_id, args, err)
     if args.json:
         print(to_json(run))
     else:
@@ -100,14 +145,37 @@ def cmd_run(args) -> int:
     return 0 if any(r.status == "ok" for r in run.results) else 1
 
 
-def _launcher(plan, ray: str | None):
+def _interrupted(run_id: str, args, err) -> int:
+    """Say what is stored and the exact command that finishes the run (exit 130)."""
+    import shlex
+
+    from enginebench.results.store import ResultStore
+
+    with ResultStore(args.db) as store:
+        stored = {run: n for run, _, n in store.run_ids()}
+    if run_id not in stored:  # stopped before the run was stored: nothing to resume
+        raise KeyboardInterrupt
+    command = ["enginebench", "run", "--resume", run_id, "--db", args.db] + (["--ray", args.ray] if args.ray else [])
+    n = stored[run_id]
+    err.print(f"enginebench: interrupted; {n} result{' is' if n == 1 else 's are'} stored in {args.db} as run "
+              f"{run_id}. Resume with: {shlex.join(command)}", highlight=False, markup=False, soft_wrap=True)
+    return 130
+
+
+def _launcher(plan, ray: str | None, resuming=None):
+    """The launcher of a new run, or of a resumed one (which measures only what is missing)."""
+    if ray:
+        from enginebench.launchers.ray import connect
+
+        connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
+    if resuming:
+        return resuming.launcher(ray)
     if not ray:
         from enginebench.launchers.local import Orchestrator
 
         return Orchestrator(plan)
-    from enginebench.launchers.ray import RayLauncher, connect
+    from enginebench.launchers.ray import RayLauncher
 
-    connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
     return RayLauncher(plan, ray)
 
 

@@ -213,6 +213,13 @@ class ResultStore:
                                  "cell_key IS NOT NULL", (run_id,)).fetchall()
         return {key: self._result(result_id, result_json, blob) for result_id, result_json, blob, key in rows}
 
+    def cell_results(self, run_id: str) -> dict[int | None, Result]:
+        """A run's results by their cell index in its plan, with their samples (what resumes a run). Results
+        stored before the index was kept are under None (the last of them)."""
+        rows = self.conn.execute("SELECT id, result, samples, cell FROM results WHERE run_id = ? ORDER BY id",
+                                 (run_id,)).fetchall()
+        return {cell: self._result(result_id, result_json, blob) for result_id, result_json, blob, cell in rows}
+
     def sweep_cell_counts(self, sweep_id: str) -> dict[str, int]:
         """Stored cells of a sweep by status (its keys start with the sweep's id)."""
         return dict(self.conn.execute(
