@@ -169,3 +169,18 @@ def test_when_every_result_is_noisy_the_report_also_judges_them_with_their_warni
     section = section[section.index('id="recommendation"'):section.index('id="charts"')]
     assert "<li>no recommendation: " in section
     assert "Judging the results with warnings too" in section and "<li>best: openvino" in section
+
+
+def test_results_measured_on_ray_nodes_are_grouped_by_machine():
+    run = encoder_run(run_id="ray1")
+    nodes = [{"hostname": "node-a", "cpu": "Xeon <b>8480C</b>", "logical_cores": 8, "ray_node_id": "aaaa1111bbbb"},
+             {"hostname": "node-b", "cpu": "EPYC 9654", "logical_cores": 16, "ray_node_id": "cccc2222dddd"}]
+    for i, r in enumerate(run.results):
+        r.details = {**r.details, "node": nodes[i % 2]}
+    page = html_report([run])
+    headings = re.findall(r"<h4>measured on (.*?)</h4>", page)
+    assert len(headings) == 2 and headings[0].startswith("node-a") and headings[1].startswith("node-b")
+    assert "Xeon &lt;b&gt;8480C&lt;/b&gt;" in headings[0] and "<b>8480C" not in page
+    counts = {label: n for label, n in re.findall(r"<li>(node-\w .*?): (\d+) results</li>", page)}
+    assert sorted(int(n) for n in counts.values()) == sorted(
+        [len(run.results[0::2]), len(run.results[1::2])])

@@ -150,6 +150,12 @@ def _run_tables(run: Run) -> str:
     from enginebench.results.report import MEASURE_HEADERS, encoder_title, measured_how, table_rows
 
     out = [f"<h3>run {escape(run.run_id)}</h3>"] if run.results else [f"<h3>run {escape(run.run_id)}: no results</h3>"]
+    groups = by_node(run.results)
+    if len(groups) > 1:  # a Ray run: one table per machine that measured, so no row is read against another's
+        for label, results in groups:
+            out.append(f"<h4>measured on {escape(label)}</h4>")
+            out.append(_run_tables(_with_results(run, results)).split("\n", 1)[1])
+        return "\n".join(out)
     decoders = [r for r in run.results if is_decoder_result(r)]
     encoders = [r for r in run.results if not is_decoder_result(r)]
     if decoders:
@@ -164,6 +170,21 @@ def _run_tables(run: Run) -> str:
                           [[str(i)] + row for i, row in enumerate(rows, 1)], [r.status for r in encoders],
                           text_columns=params))
     return "\n".join(out)
+
+
+def node_label(node: dict) -> str:
+    return (f"{node.get('hostname')} ({node.get('cpu')}, {node.get('logical_cores')} cores"
+            + (f", Ray node {str(node['ray_node_id'])[:8]}" if node.get("ray_node_id") else "") + ")")
+
+
+def by_node(results) -> list[tuple[str, list]]:
+    """Results grouped by the machine that measured them (details.node, set by the Ray launcher); one group
+    labelled "this machine" when no result names a node."""
+    groups: dict[str, list] = {}
+    for r in results:
+        node = (r.details or {}).get("node")
+        groups.setdefault(node_label(node) if node else "this machine", []).append(r)
+    return list(groups.items())
 
 
 def _warnings(runs: list[Run]) -> str:
@@ -210,6 +231,10 @@ def _machines(runs: list[Run]) -> str:
         rows = "".join(f'<tr><th class="text">{escape(k)}</th><td class="text">{escape(str(v))}</td></tr>'
                        for k, v in facts if v is not None)
         out.append(f"<table>{rows}</table>")
+        nodes = [(label, len(results)) for label, results in by_node(run.results) if label != "this machine"]
+        if nodes:
+            out.append("<p>Measured on Ray nodes (the run's machine above orchestrated):</p>")
+            out.append(_list([f"{label}: {n} results" for label, n in nodes]))
     return "\n".join(out)
 
 
