@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from enginebench.plan import Cell, Job
+from enginebench.plan import SERVING_SCENARIOS, Cell, Job
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
 
@@ -129,8 +129,12 @@ def _measure(job: Job, out) -> None:
             else:
                 want = None if cell.workload in fidelity_by_workload else workload.fidelity_inputs()
                 out.put(("loading", index))  # each worker loads its own session
-                m, outputs = run_throughput(factory, workload, cell.batch_size, cell.workers, job.rule, want,
-                                            on_loaded=lambda: out.put(("loaded", index)))
+                loaded = lambda: out.put(("loaded", index))  # noqa: E731
+                if cell.scenario in SERVING_SCENARIOS:
+                    m, outputs = _run_serving_cell(factory, workload, cell, job.rule, want, loaded)
+                else:
+                    m, outputs = run_throughput(factory, workload, cell.batch_size, cell.workers, job.rule, want,
+                                                on_loaded=loaded)
                 if want is not None:
                     fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)
             m.fidelity = fidelity_by_workload.get(cell.workload)
@@ -138,6 +142,15 @@ def _measure(job: Job, out) -> None:
         except Exception as e:  # one cell's failure is recorded; the next cell still runs
             out.put(("error", index, f"{type(e).__name__}: {e}", traceback.format_exc()))
     out.put(("done",))
+
+
+def _run_serving_cell(factory, workload, cell: Cell, rule, fidelity_inputs, on_loaded):
+    """server or offline: LoadGen drives the workers (scenarios/loadgen_sut.py)."""
+    if cell.scenario == "server":
+        from enginebench.scenarios.server import run_server as run
+    else:
+        from enginebench.scenarios.offline import run_offline as run
+    return run(factory, workload, cell, rule, fidelity_inputs, on_loaded=on_loaded)
 
 
 DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)

@@ -13,6 +13,33 @@ from enginebench.workloads import WorkloadData
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How the serving scenarios (server, offline) drive the engine; LoadGen issues the queries.
+
+    qps: the Poisson arrival rate (server), or the starting point of --find-max-qps; slo_p99_ms: the p99
+    latency target counted from arrival; max_batch / max_wait_ms: the dynamic batcher (1 / 0: none)."""
+
+    qps: float | None = None
+    slo_p99_ms: float | None = None
+    max_batch: int = 1
+    max_wait_ms: float = 0.0
+    find_max_qps: bool = False
+    seed: int = 0  # LoadGen's schedule, QSL and sample-index seeds
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        parts = ["find max qps" if self.find_max_qps else (f"{self.qps:g} q/s" if self.qps else "")]
+        if self.max_batch > 1:
+            parts.append(f"batcher {self.max_batch}/{self.max_wait_ms:g} ms")
+        return " ".join(p for p in parts if p)
+
+
+SERVING_SCENARIOS = ("server", "offline")
+
+
+@dataclass(frozen=True)
 class Cell:
     engine: str
     precision: str
@@ -21,13 +48,18 @@ class Cell:
     batch_size: int
     workers: int
     threads: int  # per session (per worker in the throughput scenario)
+    serving: Serving | None = None  # the server and offline scenarios' settings
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.serving is None:  # cells of the other scenarios keep their old shape
+            d.pop("serving")
+        return d
 
     def label(self) -> str:
-        w = f" x{self.workers}" if self.scenario == "throughput" else ""
-        return f"{self.engine} {self.precision} {self.scenario}{w} {self.workload} b{self.batch_size}"
+        w = f" x{self.workers}" if self.scenario in ("throughput",) + SERVING_SCENARIOS else ""
+        extra = f" {self.serving.label()}" if self.serving and self.serving.label() else ""
+        return f"{self.engine} {self.precision} {self.scenario}{w}{extra} {self.workload} b{self.batch_size}"
 
 
 @dataclass
@@ -47,20 +79,24 @@ class Job:
 
 
 def make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers_list, threads_list,
-               cores: int) -> list[Cell]:
+               cores: int, serving: Serving | None = None) -> list[Cell]:
     """Latency cells use --threads per session; throughput cells split the cores over the workers unless
-    --threads-per-worker says otherwise (threads_list entries of None)."""
+    --threads-per-worker says otherwise (threads_list entries of None). Server and offline cells are planned
+    like throughput cells and carry `serving`; their batch size is the batcher's largest batch."""
     cells = []
     for engine, precision in itertools.product(engines, precisions):
         for scenario in scenarios:
-            for workload, batch in itertools.product(workloads, batch_sizes):
+            sizes = [serving.max_batch] if scenario in SERVING_SCENARIOS and serving else batch_sizes
+            for workload, batch in itertools.product(workloads, sizes):
                 if scenario == "latency":
                     for threads in threads_list["latency"] or [cores]:
                         cells.append(Cell(engine, precision, "latency", workload, batch, 1, threads))
                 else:
+                    settings = serving if scenario in SERVING_SCENARIOS else None
                     for workers in workers_list:
                         for threads in threads_list["throughput"] or [max(1, cores // workers)]:
-                            cells.append(Cell(engine, precision, "throughput", workload, batch, workers, threads))
+                            cells.append(Cell(engine, precision, scenario, workload, batch, workers, threads,
+                                              settings))
     return cells
 
 

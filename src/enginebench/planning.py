@@ -51,6 +51,12 @@ class RunOptions:
     until: str | None = None
     max_memory: str | None = None  # resident memory a child (with its workers) may hold: 500MB, 4GB
     retries: str = "0"  # further attempts for a cell that failed, each in a fresh child
+    # the server and offline scenarios (MLPerf LoadGen): see cli/serving_args.py
+    qps: str | None = None  # Poisson arrival rate, queries/s
+    slo_p99: str | None = None  # p99 latency target from arrival: 50 (ms), 50ms, 0.05s
+    max_batch: str | None = None  # the dynamic batcher's largest batch (offline: queries per call)
+    max_wait: str | None = None  # how long the batcher may hold a query to fill a batch (ms)
+    find_max_qps: bool = False  # search the highest VALID rate instead of running one
 
 
 def _options(raw) -> dict[str, dict[str, str]]:
@@ -68,7 +74,7 @@ def plan_from_options(args: RunOptions):
     from enginebench.engines import engine_class, installed_engines, require_engine
     from enginebench.measure.timing import StoppingRule
     from enginebench.plan import Plan, make_cells
-    from enginebench.scenarios import DECODER_SCENARIOS, SCENARIOS
+    from enginebench.scenarios import DECODER_SCENARIOS, SCENARIOS, SERVING
     from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
 
     defaults = QUICK if args.quick else FULL
@@ -91,9 +97,11 @@ def plan_from_options(args: RunOptions):
         if w not in WORKLOADS:
             raise UsageError(f"unknown workload {w!r}: use one of {', '.join(WORKLOADS)}")
     scenarios = comma_list(args.scenario) or list(SCENARIOS)
+    every = SCENARIOS + SERVING + DECODER_SCENARIOS
     for s in scenarios:
-        if s not in SCENARIOS + DECODER_SCENARIOS:
-            raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(SCENARIOS + DECODER_SCENARIOS)}")
+        if s not in every:
+            raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(every)}")
+    serving = serving_options(args, scenarios, seed=int(args.seed) if str(args.seed).isdigit() else 0)
     batch_sizes = [positive_int("--batch-size", b) for b in comma_list(given("batch_size"))]
     workers = [positive_int("--workers", w) for w in comma_list(args.workers) or []] or [cores]
     threads = {
@@ -130,9 +138,63 @@ def plan_from_options(args: RunOptions):
         model = cut_model_spec(model, args.until)
     data = {w: build_workload(w, model.path, seq_len=seq_len, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
                               max_positions=model.max_positions) for w in workloads}
-    cells = make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers, threads, cores)
+    cells = make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers, threads, cores, serving)
     reference = CUT_REFERENCE_ENGINE if model.until else "torch"
     return Plan(model, data, cells, reference_engine=reference, **common), args.quick
+
+
+def milliseconds(name: str, text, allow_zero: bool = False) -> float:
+    """A time in ms from a bare number of ms (50) or a duration with its unit (50ms, 0.05s)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return seconds(name, text, allow_zero=allow_zero) * 1000
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise UsageError(f"{name} {text!r} must be a positive number of milliseconds: give e.g. {name} 50")
+    return value
+
+
+def serving_options(args: RunOptions, scenarios: list[str], seed: int):
+    """The server and offline scenarios' settings (plan.Serving), or None when neither is asked for; every
+    option that belongs to them is refused elsewhere, and LoadGen must be importable."""
+    import importlib.util
+
+    from enginebench.plan import SERVING_SCENARIOS, Serving
+
+    asked = [s for s in scenarios if s in SERVING_SCENARIOS]
+    given = {"--qps": args.qps, "--slo-p99": args.slo_p99, "--find-max-qps": args.find_max_qps or None,
+             "--max-batch": args.max_batch, "--max-wait": args.max_wait}
+    server_only = [k for k in ("--qps", "--slo-p99", "--find-max-qps") if given[k] is not None]
+    if not asked:
+        stray = [k for k, v in given.items() if v is not None]
+        if stray:
+            raise UsageError(f"{stray[0]} is for the serving scenarios: add --scenario "
+                             f"{'server' if stray[0] in server_only else 'server or offline'}")
+        return None
+    if "server" not in asked and server_only:
+        raise UsageError(f"{server_only[0]} is for the server scenario: add --scenario server")
+    if importlib.util.find_spec("mlperf_loadgen") is None:
+        raise UsageError(f"scenario {asked[0]} needs MLPerf LoadGen: pip install 'enginebench[loadgen]'")
+    max_batch = positive_int("--max-batch", args.max_batch) if args.max_batch is not None else 1
+    max_wait = milliseconds("--max-wait", args.max_wait, allow_zero=True) if args.max_wait is not None else 0.0
+    if max_wait and max_batch == 1:
+        raise UsageError("--max-wait holds queries to fill a batch: give --max-batch too (e.g. --max-batch 8)")
+    qps = slo = None
+    if "server" in asked:
+        if args.qps is None and not args.find_max_qps:
+            raise UsageError("scenario server needs an arrival rate: give --qps N (queries/s) or --find-max-qps")
+        if args.slo_p99 is None:
+            raise UsageError("scenario server needs a latency target: give --slo-p99 MS (p99 from arrival, e.g. 50)")
+        slo = milliseconds("--slo-p99", args.slo_p99)
+        if args.qps is not None:
+            try:
+                qps = float(args.qps)
+            except ValueError:
+                qps = -1.0
+            if not qps > 0 or qps == float("inf"):
+                raise UsageError(f"--qps {args.qps!r} must be a positive number of queries/s: give e.g. --qps 100")
+    return Serving(qps=qps, slo_p99_ms=slo, max_batch=max_batch, max_wait_ms=max_wait,
+                   find_max_qps=bool(args.find_max_qps), seed=seed)
 
 
 def _retries(text) -> int:

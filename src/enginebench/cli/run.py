@@ -4,6 +4,7 @@ over enginebench.api)."""
 from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
+from enginebench.cli.serving_args import add_serving_arguments
 from enginebench.errors import UsageError
 
 
@@ -52,6 +53,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--json", action="store_true", help="print the run as one JSON object on stdout")
     run.add_argument("--until", metavar="NODE", help="run the model cut at this ONNX node's output (see `enginebench nodes`); "
                      "only engines that load ONNX run it, compared with onnxruntime fp32 on the same cut")
+    add_serving_arguments(run)
 
 
 def cmd_run(args) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 
 from enginebench.measure.stats import summarize
 from enginebench.measure.verdict import repetitions_disagree, verdict
-from enginebench.plan import Cell
+from enginebench.plan import SERVING_SCENARIOS, Cell
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
 
@@ -81,6 +81,39 @@ def generate_fields(cell: Cell, measurements: list[Measurement], details: dict) 
 
 
 _PER_PROCESS_DETAILS = ("ttft_ns", "generation_steps")  # kept in each repetition's record, not in details
+_SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
+
+
+def serving_fields(cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
+    """Result.serving for the server and offline scenarios (their figures come from the child, one dict per
+    process: scenarios/server.py), with the throughput and verdict that replace the closed-loop ones."""
+    from enginebench.scenarios.server import percentiles
+
+    figures = [m.details["serving"] for m in measurements]
+    serving = {**figures[0], "settings": cell.serving.to_dict() if cell.serving else None}
+    if measurements[0].details.get("find_max_qps"):
+        serving["find_max_qps"] = measurements[0].details["find_max_qps"]
+    reasons = [reason + (f" (repetition {r + 1})" if len(figures) > 1 else "")
+               for r, f in zip(indices, figures) for reason in f["reasons"]]
+    if len(figures) > 1:
+        serving["repetitions"] = [{k: v for k, v in f.items() if k != "queue"} for f in figures]
+        serving["valid"] = all(f["valid"] for f in figures)
+    m0 = measurements[0]
+    if cell.scenario == "server":
+        pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
+        if len(figures) > 1:
+            serving["latency_ms"] = percentiles(pooled)
+            serving["achieved_qps"] = float(np.mean([f["achieved_qps"] for f in figures]))
+            serving["achieved_qps_ci95"] = None
+        rate = serving["achieved_qps"]
+        throughput = {"items_per_s": rate, "tokens_per_s": rate * m0.tokens_per_item,
+                      "ci95": serving["achieved_qps_ci95"], "wall_items_per_s": rate}
+        return {"serving": serving, "throughput": throughput, "reasons": reasons}
+    items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
+    serving["samples_per_s"] = float(np.mean([f["samples_per_s"] for f in figures]))
+    throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * m0.tokens_per_item,
+                  "ci95": list(ci) if ci else None, "wall_items_per_s": serving["samples_per_s"]}
+    return {"serving": serving, "throughput": throughput, "reasons": reasons}
 
 
 def repetition_record(index: int, m: Measurement) -> dict:
@@ -134,18 +167,27 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     groups = [np.concatenate([np.asarray(s, dtype=np.int64) for s in m.worker_samples]) for m in measurements]
     all_ns = np.concatenate(groups)
     latency = summarize(None, [g / 1e6 for g in groups]).to_dict()
-    items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
-    total_items = sum(s.size for s in groups) * m0.items_per_call
     wall = sum(m.wall_s for m in measurements)
-    throughput = {
-        "items_per_s": items_per_s,
-        "tokens_per_s": items_per_s * m0.tokens_per_item,
-        "ci95": list(ci) if ci else None,
-        "wall_items_per_s": total_items / wall if wall > 0 else None,
-    }
-    reasons = _verdict_reasons(cell, measurements, indices, list(errors))
-    extra = generate_fields(cell, measurements, details) if cell.scenario == "generate" else {}
-    merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS}
+    if cell.scenario in SERVING_SCENARIOS:
+        served = serving_fields(cell, measurements, indices)
+        throughput = served["throughput"]
+        # latencies from arrival vary by design (queueing): the server is judged by its SLO verdict alone
+        reasons = served["reasons"] + ([] if cell.scenario == "server" else
+                                       _verdict_reasons(cell, measurements, indices, []))
+        reasons += [f"repetition {r + 1} failed ({error})" for r, error in errors]
+        extra = {"serving": served["serving"]}
+    else:
+        items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
+        total_items = sum(s.size for s in groups) * m0.items_per_call
+        throughput = {
+            "items_per_s": items_per_s,
+            "tokens_per_s": items_per_s * m0.tokens_per_item,
+            "ci95": list(ci) if ci else None,
+            "wall_items_per_s": total_items / wall if wall > 0 else None,
+        }
+        reasons = _verdict_reasons(cell, measurements, indices, list(errors))
+        extra = generate_fields(cell, measurements, details) if cell.scenario == "generate" else {}
+    merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS}
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
     executed = sorted({m.executed_precision for m in measurements})
     if len(executed) > 1:

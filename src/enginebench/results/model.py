@@ -15,6 +15,12 @@ Schema history (SCHEMA_VERSION):
       repetitions); details.attempts lists every failed attempt ({repetition, attempt, kind, error}; kind is
       error, signal, exit, timeout or memory) and a failed result's details.failure its kind. v1-v3 read back
       unchanged (no key, no measurement, no attempts). The database is opened in WAL mode.
+  4 (unchanged number, an optional field) — serving: scenarios "server" and "offline" (MLPerf LoadGen) fill
+      `serving` (None elsewhere; older results read back with it None): the settings (target_qps, slo_p99_ms,
+      max_batch, max_wait_ms), achieved_qps, latency_ms {p50, p90, p99: {value, ci95}} from arrival, queue
+      depth, batching, LoadGen's own result, valid and reasons, and find_max_qps {max_qps, bracket, trials};
+      `samples` holds every query's latency from arrival (server) or every batch call (offline), and
+      details.loadgen LoadGen's settings, summary text and detail log (key -> value).
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Result:
     # for decoders ttft_ns [per generation] and generation_steps [decode steps per generation], and (schema 4)
     # measurement: the rest of the process's Measurement (launchers/records.py)
     repetitions: list[dict] = field(default_factory=list)
+    serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
 
     def __post_init__(self):
         if self.status not in STATUSES:

@@ -15,6 +15,7 @@ _PARAMS = [  # (header, getter)
     ("seq", lambda r: str(r.seq_len)),
     ("batch", lambda r: str(r.batch_size)),
     ("workers×threads", lambda r: threads_label(r)),
+    ("serving", lambda r: serving_label(r)),
 ]
 ALWAYS_SHOWN = {"engine"}
 
@@ -47,6 +48,27 @@ def threads_label(r: Result) -> str:
     return text if used == r.threads else f"{text}→{used}"
 
 
+def serving_label(r: Result) -> str:
+    """What a server or offline row was asked: `100 q/s · p99 ≤ 50 ms`, `max q/s under p99 ≤ 50 ms: 392
+    [392, 402]`, with `· batch ≤8, wait ≤5 ms` for the dynamic batcher; empty for the other scenarios."""
+    s = r.serving or {}
+    settings = s.get("settings") or {}
+    if not s:
+        return ""
+    parts = []
+    search = s.get("find_max_qps")
+    if search:
+        lo, hi = search["bracket"]
+        found = f"{_num(lo)} [{_num(lo)}, {_num(hi) if hi else '?'}]" if lo else "none VALID"
+        parts.append(f"max q/s under p99 ≤ {settings.get('slo_p99_ms'):g} ms: {found}")
+    elif r.scenario == "server":
+        parts.append(f"{_num(s['target_qps'])} q/s · p99 ≤ {s['slo_p99_ms']:g} ms")
+    if settings.get("max_batch", 1) > 1:
+        wait = settings.get("max_wait_ms") or 0
+        parts.append(f"batch ≤{settings['max_batch']}" + (f", wait ≤{wait:g} ms" if wait else ""))
+    return " · ".join(parts)
+
+
 def _num(x: float, digits: int = 3) -> str:
     """3 significant digits, but never in exponent form: 6,910 rather than 6.91e+03."""
     text = f"{x:.{digits}g}"
@@ -75,6 +97,8 @@ def _fidelity(r: Result) -> str:
 def _verdict(r: Result) -> str:
     if r.status != "ok":
         return r.status.upper()
+    if r.scenario == "server" and r.serving:  # LoadGen's words: VALID / INVALID against the SLO
+        return "VALID" if r.verdict["ok"] else f"INVALID ({len(r.verdict['reasons'])})"
     return "ok" if r.verdict["ok"] else f"warn ({len(r.verdict['reasons'])})"
 
 
@@ -86,9 +110,14 @@ def _measures(r: Result) -> list[str]:
     if r.status != "ok":
         return ["—"] * (len(MEASURE_HEADERS) - 1) + [_verdict(r)]
     lat, thr = r.latency_ms, r.throughput
+    if r.scenario == "server" and r.serving:  # from arrival, queueing included; items/s: achieved q/s
+        p = r.serving["latency_ms"]
+        median, p99 = _pm(p["p50"]["value"], p["p50"]["ci95"]), _pm(p["p99"]["value"], p["p99"]["ci95"])
+    else:
+        median, p99 = _pm(lat["median"], lat["ci95"]), _num(lat["p99"])
     return [
-        _pm(lat["median"], lat["ci95"]),
-        _num(lat["p99"]),
+        median,
+        p99,
         _pm(thr["items_per_s"], thr["ci95"]),
         _num(thr["tokens_per_s"]),
         f"{r.load_s:.2f}" if r.load_s is not None else "—",
@@ -105,7 +134,7 @@ def table_rows(results: list[Result]) -> tuple[list[str], list[list[str]], dict[
         values = {get(r) for r in results}
         if header in ALWAYS_SHOWN or len(values) > 1:
             varying.append((header, get))
-        elif values:
+        elif values and values != {""}:  # a parameter no result has (serving, for the other scenarios)
             constants[header] = values.pop()
     rows = [[get(r) for _, get in varying] + _measures(r) for r in results]
     return [h for h, _ in varying] + MEASURE_HEADERS, rows, constants
@@ -142,11 +171,25 @@ def result_notes(results: list[Result], tag_of, fidelity_text) -> list[str]:
 
 
 def notes(results: list[Result]) -> list[str]:
-    return result_notes(
-        results,
-        lambda i, r: f"[{i}] {r.engine} {r.precision} {r.scenario} {r.workload} b{r.batch_size}",
-        lambda f: f"fidelity below threshold {f.get('threshold')}: outputs differ from the reference",
-    )
+    tag = lambda i, r: f"[{i}] {r.engine} {r.precision} {r.scenario} {r.workload} b{r.batch_size}"  # noqa: E731
+    lines = result_notes(results, tag,
+                         lambda f: f"fidelity below threshold {f.get('threshold')}: outputs differ from the reference")
+    return lines + [f"{tag(i, r)}: {serving_note(r)}" for i, r in enumerate(results, 1)
+                    if r.status == "ok" and r.serving]
+
+
+def serving_note(r: Result) -> str:
+    """How to read a serving row, with what LoadGen itself said."""
+    s = r.serving
+    said = (s.get("loadgen") or {}).get("validity", "no result")
+    batches = s.get("batching") or {}
+    batched = f"; {batches['mean_size']:.2g} queries per call" if batches.get("mean_size", 1) > 1 else ""
+    if r.scenario == "offline":
+        return f"offline: {_num(s['samples_per_s'])} samples/s over the run{batched}; LoadGen {said}"
+    queue = s.get("queue") or {}
+    return (f"server: median/p99 from arrival, queueing included; items/s = achieved {_num(s['achieved_qps'])} q/s "
+            f"of {_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the system"
+            f"{batched}; LoadGen {said}")
 
 
 def render(run: Run, console=None) -> None:
@@ -158,6 +201,11 @@ def render(run: Run, console=None) -> None:
     from enginebench.results.terminal import is_screen, print_lines, print_table
 
     console = console or Console()
+    if run.results and all(r.scenario == "op" for r in run.results):  # an `enginebench ops` run: its own table
+        from enginebench.results.ops_table import render_stored
+
+        render_stored(run, console)
+        return
     if not is_screen(console):
         from enginebench.results.export import to_markdown
 

@@ -2,7 +2,8 @@
 
 from enginebench.scenarios.base import Measurement
 
-SCENARIOS = ("latency", "throughput")  # encoders
+SCENARIOS = ("latency", "throughput")  # encoders, run by default
+SERVING = ("server", "offline")  # encoders, driven by MLPerf LoadGen (the loadgen extra): asked for by name
 DECODER_SCENARIOS = ("generate",)  # decoders (LLMs): prefill and decode tokens/s
 
-__all__ = ["SCENARIOS", "DECODER_SCENARIOS", "Measurement"]
+__all__ = ["SCENARIOS", "SERVING", "DECODER_SCENARIOS", "Measurement"]

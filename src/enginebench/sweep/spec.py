@@ -61,8 +61,11 @@ class Part:
     argv: list[str]  # the `enginebench run` arguments measuring the same cells
 
     def cell_key(self, sweep_id: str, cell: Cell) -> str:
+        serving = ""  # serving cells differ by their load too (rate, SLO, batcher)
+        if cell.serving is not None:
+            serving = "/" + ",".join(f"{k}={v}" for k, v in sorted(cell.serving.to_dict().items()))
         return (f"{sweep_id}/{self.key}/{cell.engine}/{cell.precision}/{cell.scenario}/{cell.workload}"
-                f"/b{cell.batch_size}/w{cell.workers}/t{cell.threads}")
+                f"/b{cell.batch_size}/w{cell.workers}/t{cell.threads}{serving}")
 
 
 @dataclass
