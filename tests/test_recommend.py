@@ -241,3 +241,14 @@ def test_end_to_end_on_real_runs(tmp_path):
     if rec.best.engine != "sentence-transformers":
         assert "sentence-transformers" in {v.other.engine for v in rec.versus}
     print("\n".join(rec.lines()))
+
+
+def test_a_faster_result_left_out_only_for_noise_is_named_beside_the_pick(mixed):
+    rec = recommend([mixed], Constraints(objective="latency", min_fidelity=0.97, batch_size=1))
+    assert rec.best.engine == "openvino"  # tinygrad (3 ms) is faster but warns
+    note = next(n for n in rec.notes if n.startswith("left out for its warn verdict only"))
+    assert "tinygrad" in note and "1.3× quicker than the pick" in note and "--accept-warn" in note
+    slower_noise = _run([_result("torch", 20.0, warn=True), _result("onnxruntime", 10.0)])
+    assert not recommend([slower_noise], Constraints(objective="latency")).notes  # it would not beat the pick
+    only_noise = recommend([_run([_result("torch", 20.0, warn=True)])], Constraints(objective="latency"))
+    assert only_noise.best is None and "torch" in only_noise.notes[0]

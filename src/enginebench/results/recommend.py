@@ -19,7 +19,7 @@ What is judged, and against what:
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
@@ -177,12 +177,17 @@ def recommend(runs: list[Run], constraints: Constraints) -> Recommendation:
     in_scope = _scope(pairs, c, model, _machine_key(newest), decoder, rec)
     qualified = [(r, run) for r, run in in_scope if _disqualify(r, c, rec.excluded) is None]
     rec.qualified = len(qualified)
+    kind = _figure_kind(c, decoder)
+    noisy = _noisy_leader(in_scope, c, kind)
     if not qualified:
         rec.why_none = _why_none(rec)
+        if noisy:
+            rec.notes.append(_noisy_text(noisy, kind))
         return rec
-    kind = _figure_kind(c, decoder)
     qualified.sort(key=lambda pair: _figure(pair[0], kind).value, reverse=kind != "latency")
     best, best_run = qualified[0]
+    if noisy and _beats(_figure(noisy, kind).value, _figure(best, kind).value, kind):
+        rec.notes.append(_noisy_text(noisy, kind, best))
     rec.best, rec.run_id, rec.figure = best, best_run.run_id, _figure(best, kind)
     rec.machine = _machine_line(best_run)
     rec.command = reproduce_command(best, best_run)
@@ -198,6 +203,34 @@ def recommend(runs: list[Run], constraints: Constraints) -> Recommendation:
         rec.notes.append("the best result's verdict is warn (accepted): its figures are noisy; "
                          + "; ".join(best.verdict.get("reasons", [])[:1]))
     return rec
+
+
+def _noisy_leader(in_scope, c: Constraints, kind: str) -> Result | None:
+    """The best result left out only for its warn verdict (None when warn verdicts are accepted)."""
+    if c.accept_warn:
+        return None
+    strict_but_warn = replace(c, accept_warn=True)
+    noisy = [r for r, _ in in_scope
+             if r.status == "ok" and not r.verdict.get("ok") and _disqualify(r, strict_but_warn, {}) is None]
+    if not noisy:
+        return None
+    return sorted(noisy, key=lambda r: _figure(r, kind).value, reverse=kind != "latency")[0]
+
+
+def _beats(a: float, b: float, kind: str) -> bool:
+    return a < b if kind == "latency" else a > b
+
+
+def _noisy_text(noisy: Result, kind: str, best: Result | None = None) -> str:
+    """Say loudly that a faster configuration was left out for noise alone, so the pick is not misread."""
+    figure = _figure(noisy, kind)
+    than = ""
+    if best is not None:
+        a, b = figure.value, _figure(best, kind).value
+        than = f", {max(a, b) / min(a, b):.2g}× {'faster' if kind != 'latency' else 'quicker'} than the pick"
+    return (f"left out for its warn verdict only: {configuration_text(noisy, options=False)} at {figure.text()}"
+            f"{than}; its figures are noisy ({(noisy.verdict.get('reasons') or ['?'])[0]}): re-measure on a "
+            "quieter machine, or pass --accept-warn to judge it")
 
 
 def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec: Recommendation):
