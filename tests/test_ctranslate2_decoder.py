@@ -141,10 +141,10 @@ def test_int8_path_without_vnni_is_recorded():
 def test_int8_path_follows_the_cpu():
     if reason := engine_class("ctranslate2").unsupported_reason("int8"):
         pytest.skip(reason)
-    from enginebench.engines.ctranslate2_cpu import _cpu_flags
+    from enginebench.measure.machine import cpu_flags
 
     details = _int8_details({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": ""})
-    has_vnni = bool({"avx512_vnni", "avx_vnni"} & _cpu_flags())
+    has_vnni = bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
     assert details["int8_gemm"]["vnni"] is has_vnni
     assert details["int8_gemm"]["int16_saturation"] is (not has_vnni and details["int8_gemm"]["u8s8"])
     assert ("notes" in details) is details["int8_gemm"]["int16_saturation"]

@@ -8,23 +8,11 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+from processes import marked_processes
 
 pytestmark = pytest.mark.slow
-
-
-def _marked_processes(mark: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"ENGINEBENCH_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_ctrl_c_stops_the_run_and_keeps_finished_cells(tmp_path):
@@ -59,4 +47,4 @@ def test_ctrl_c_stops_the_run_and_keeps_finished_cells(tmp_path):
         stored = conn.execute("SELECT COUNT(*) FROM results WHERE status = 'ok'").fetchone()[0]
     assert 1 <= stored < 4
     time.sleep(0.5)
-    assert _marked_processes(mark) == [], "a child process outlived the interrupted run"
+    assert marked_processes(mark) == [], "a child process outlived the interrupted run"

@@ -21,6 +21,7 @@ import pytest
 import enginebench as eb
 from enginebench.cli import main
 from enginebench.results.store import ResultStore
+from processes import marked_processes, wait_for_results
 from fault_engines import PLUGINS, env
 
 BATCHES, REPEAT = 6, 2
@@ -33,35 +34,6 @@ def _start(args: list[str], mark: str = "") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "enginebench", *args], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(ENGINEBENCH_TEST_MARK=mark),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-
-
-def _count(db: Path, where: str = "") -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=30) as conn:
-        try:
-            return conn.execute(f"SELECT COUNT(*) FROM results {where}").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
-def _wait_for(proc, db: Path, results: int, where: str = "") -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None and _count(db, where) < results:
-        time.sleep(0.1)
-    assert proc.poll() is None, f"the run ended before it could be stopped: {proc.communicate()[1].decode()}"
-
-
-def _marked(mark: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"ENGINEBENCH_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def _stored(db: Path) -> tuple[list[str], dict[int, dict[int, list]]]:
@@ -97,7 +69,7 @@ def _resume_and_check(db: Path, run_id: str, before: dict[int, dict[int, list]])
 def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_path):
     db, mark = tmp_path / "c.db", uuid.uuid4().hex
     proc = _start([*RUN, "--db", str(db)], mark)
-    _wait_for(proc, db, 2)
+    wait_for_results(proc, db, 2)
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -109,7 +81,7 @@ def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_p
     n, where, run_id, resume_id, resume_db = said.groups()
     assert where == resume_db == str(db) and run_id == resume_id
     time.sleep(0.5)
-    assert _marked(mark) == [], "a child process outlived the interrupted run"
+    assert marked_processes(mark) == [], "a child process outlived the interrupted run"
     runs, before = _stored(db)
     assert runs == [run_id] and len(before) == int(n) >= 2
     _resume_and_check(db, run_id, before)
@@ -125,11 +97,11 @@ def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_p
 def test_kill_9_of_the_orchestrator_then_resume_measures_only_what_is_missing(tmp_path):
     db, mark = tmp_path / "k.db", uuid.uuid4().hex
     proc = _start([*RUN, "--db", str(db)], mark)
-    _wait_for(proc, db, 2, f"WHERE json_array_length(result, '$.repetitions') = {REPEAT}")  # in repetition 2
+    wait_for_results(proc, db, 2, f"WHERE json_array_length(result, '$.repetitions') = {REPEAT}")  # in repetition 2
     os.kill(proc.pid, signal.SIGKILL)  # the orchestrator only: its children must not outlive it
     proc.wait(timeout=10)
     time.sleep(1)
-    assert _marked(mark) == [], "a child process outlived the killed orchestrator"
+    assert marked_processes(mark) == [], "a child process outlived the killed orchestrator"
     runs, before = _stored(db)
     assert len(runs) == 1 and len(before) == BATCHES  # every cell has its first repetition
     assert 2 <= sum(len(reps) == REPEAT for reps in before.values()) < BATCHES

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from enginebench.results.store import ResultStore
+from processes import marked_processes, wait_for_results
 from fault_engines import env
 
 pytestmark = pytest.mark.slow
@@ -51,35 +51,6 @@ def _start(file: Path, db: Path, mark: str = "", *extra) -> subprocess.Popen:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
 
 
-def _count(db: Path, where: str = "") -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=30) as conn:
-        try:
-            return conn.execute(f"SELECT COUNT(*) FROM results {where}").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
-def _wait_for(proc, db: Path, results: int, where: str = "") -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None and _count(db, where) < results:
-        time.sleep(0.1)
-    assert proc.poll() is None, f"the sweep ended before it could be stopped: {proc.communicate()[1].decode()}"
-
-
-def _marked(mark: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"ENGINEBENCH_TEST_MARK={mark}".encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def _cells(db: Path) -> dict[str, object]:
     with ResultStore(db) as store:
         runs = [r for r, in store.conn.execute("SELECT run_id FROM runs")]
@@ -91,11 +62,11 @@ def _cells(db: Path) -> dict[str, object]:
 def test_kill_9_mid_sweep_then_the_same_command_finishes_without_losing_or_repeating(tmp_path):
     file, db, mark = _file(tmp_path, "k.toml", batches=6, call_ms=(1, 2)), tmp_path / "k.db", uuid.uuid4().hex
     proc = _start(file, db, mark)
-    _wait_for(proc, db, 8, "WHERE json_array_length(result, '$.repetitions') = 2")  # in the second repetition
+    wait_for_results(proc, db, 8, "WHERE json_array_length(result, '$.repetitions') = 2", what="sweep")  # in the second repetition
     os.kill(proc.pid, signal.SIGKILL)  # the orchestrator only: its children must not outlive it
     proc.wait(timeout=10)
     time.sleep(1)
-    assert _marked(mark) == [], "a child process outlived the killed orchestrator"
+    assert marked_processes(mark) == [], "a child process outlived the killed orchestrator"
     before = _cells(db)
     assert 0 < len(before) <= 12
     kept = {k: [(rep["index"], rep["worker_samples"]) for rep in r.repetitions] for k, r in before.items()}
@@ -116,7 +87,7 @@ def test_kill_9_mid_sweep_then_the_same_command_finishes_without_losing_or_repea
 def test_ctrl_c_stops_the_sweep_at_once_and_prints_the_command_that_resumes_it(tmp_path):
     file, db, mark = _file(tmp_path, "c.toml", batches=8), tmp_path / "c.db", uuid.uuid4().hex
     proc = _start(file, db, mark)
-    _wait_for(proc, db, 2)
+    wait_for_results(proc, db, 2, what="sweep")
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -124,7 +95,7 @@ def test_ctrl_c_stops_the_sweep_at_once_and_prints_the_command_that_resumes_it(t
     assert proc.returncode == 130, err.decode()
     assert f"Resume with: enginebench sweep {file} --db {db}" in err.decode()
     time.sleep(0.5)
-    assert _marked(mark) == []
+    assert marked_processes(mark) == []
     again = _start(file, db)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err.decode()
@@ -147,7 +118,7 @@ def test_the_same_sweep_started_twice_at_once_is_refused_while_the_first_runs(tm
     file, db = _file(tmp_path, "t.toml", batches=8), tmp_path / "t.db"
     first = _start(file, db)
     try:
-        _wait_for(first, db, 1)
+        wait_for_results(first, db, 1, what="sweep")
         second = _start(file, db)
         _, err = second.communicate(timeout=60)
         assert second.returncode == 2 and "is already running (process" in err.decode()

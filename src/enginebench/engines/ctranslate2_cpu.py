@@ -20,20 +20,11 @@ import os
 import re
 import tempfile
 
+from enginebench.measure.machine import cpu_flags
+
 _CONFIG: dict | None = None
 # oneDNN ISA caps that exclude every VNNI instruction (AVX2_VNNI and AVX512_CORE_VNNI and above include it)
 _CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
 
 
 def onednn_isa_cap() -> str | None:
@@ -45,7 +36,7 @@ def onednn_isa_cap() -> str | None:
 
 def vnni_available(flags: set[str] | None = None, cap: str | None = None) -> bool:
     """VNNI instructions that oneDNN may use here: the CPU has them and no ISA cap rules them out."""
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     if not ({"avx512_vnni", "avx_vnni"} & flags):
         return False
     return cap is None or cap not in _CAPS_WITHOUT_VNNI

@@ -15,6 +15,18 @@ LIBRARIES = (
 _INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
 
 
+def cpu_flags() -> set[str]:
+    """Every flag of the first CPU in /proc/cpuinfo (`Features` on ARM); empty where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
 def _cpuinfo() -> dict:
     info: dict = {}
     cores = set()

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from enginebench.measure.machine import cpu_flags
+
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
 TRIAD_BLOCK = 1 << 15  # 256 KiB per array block: three blocks fit in L2
 GEMM_N = 2048
@@ -94,17 +96,6 @@ def _best_seconds(call, runs: int) -> tuple[float, list[float]]:
         call()
         seconds.append(time.perf_counter() - t0)
     return min(seconds[1:]), [round(x, 5) for x in seconds[1:]]
-
-
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
 
 
 class GemmUnavailable(Exception):
@@ -194,7 +185,7 @@ def int8_gemm(n: int, runs: int, flags: set) -> dict:
 
 def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = None) -> dict[str, dict]:
     """{precision: figure dict or {"skipped": why}} for bf16 and int8."""
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     out = {}
     for precision, measure in (("bf16", torch_bf16_gemm), ("int8", int8_gemm)):
         try:
