@@ -114,29 +114,18 @@ def _resume(args) -> int:
 def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     """Measure with a progress bar, then print the run; Ctrl-C prints the command that resumes it (exit 130)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from enginebench.api import execute
+    from enginebench.cli.progress import cell_progress
     from enginebench.results.export import to_json
     from enginebench.results.report import render
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, auto_refresh=False, transient=True)
-    task = progress.add_task("starting", total=None)
-
-    def on_start(cell):
-        progress.update(task, description=cell.label())
-        progress.refresh()
-
-    def on_result(index, result):
-        progress.advance(task)
-        progress.refresh()
-
+    bar = cell_progress(err)
     try:
-        with progress:
-            progress.update(task, total=launcher.deliveries())
-            run = execute(plan, db=args.db, on_start=on_start, on_result=on_result, launcher=launcher, run_id=run_id,
-                          **execute_args)
+        with bar.progress:
+            bar.on_total(launcher.deliveries())
+            run = execute(plan, db=args.db, on_start=bar.on_start, on_result=bar.on_result, launcher=launcher,
+                          run_id=run_id, **execute_args)
     except KeyboardInterrupt:
         return _interrupted(run_id, args, err)
     if args.json:

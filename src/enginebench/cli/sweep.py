@@ -62,30 +62,13 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _run(sweep, args, err):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
+    from enginebench.cli.progress import cell_progress
     from enginebench.sweep.runner import run_sweep
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(), console=err, auto_refresh=False, transient=True)
-    task = progress.add_task("starting", total=None)
-
-    def on_total(n):
-        progress.update(task, total=n)
-        progress.refresh()
-
-    def on_start(cell):
-        progress.update(task, description=cell.label())
-        progress.refresh()
-
-    def on_result(index, result):
-        progress.advance(task)
-        progress.refresh()
-
-    with progress:
-        return run_sweep(sweep, args.db, retry_failed=args.retry_failed, on_start=on_start, on_result=on_result,
-                         on_total=on_total, ray=args.ray)
+    bar = cell_progress(err, eta=True)
+    with bar.progress:
+        return run_sweep(sweep, args.db, retry_failed=args.retry_failed, on_start=bar.on_start,
+                         on_result=bar.on_result, on_total=bar.on_total, ray=args.ray)
 
 
 def _summary(sweep, report, args, out, err) -> None:
