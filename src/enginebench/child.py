@@ -102,6 +102,11 @@ def _measure(job: Job, out) -> None:
         out.put(("start", index))
         try:
             workload = job.workloads[cell.workload]
+            if cell.scenario == "server" and job.model.kind == "decoder":
+                out.put(("loading", index))  # each worker loads its own session
+                m = _run_decoder_server_cell(factory, job, cell, workload, lambda: out.put(("loaded", index)))
+                out.put(("result", index, m))
+                continue
             if cell.scenario in ("latency", "generate"):
                 if session is None and load_error is None:
                     out.put(("loading", index))  # the parent applies --load-timeout until "loaded"
@@ -153,6 +158,15 @@ def _run_serving_cell(factory, workload, cell: Cell, rule, fidelity_inputs, on_l
     return run(factory, workload, cell, rule, fidelity_inputs, on_loaded=on_loaded)
 
 
+def _run_decoder_server_cell(factory, job: Job, cell: Cell, prompts, on_loaded):
+    """A decoder under LoadGen's server scenario (scenarios/decoder_server.py); its first worker checks the
+    engine's fidelity against the reference before serving."""
+    from enginebench.scenarios.decoder_server import run_decoder_server
+
+    reference = (job.references or {}).get(DECODER_REFERENCE)
+    return run_decoder_server(factory, prompts, cell, job.rule, reference, job.precision, on_loaded=on_loaded)
+
+
 DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)
 GREEDY_PROMPTS = 2  # prompts the reference generates from for greedy agreement
 
@@ -181,7 +195,7 @@ def _decoder_references(session, job: Job) -> dict:
     from enginebench.measure.llm_fidelity import reference_data
 
     sets = list(job.workloads.values())
-    tg = next((p for p in sets if p.test.kind == "tg"), None)
+    tg = next((p for p in sets if p.test.kind in ("tg", "pg")), None)
     source = tg or sets[0]
     new_tokens = tg.test.gen_len if tg else 16
     prompt_len = min(source.test.prompt_len, max(1, job.model.max_positions - new_tokens))

@@ -17,17 +17,25 @@ class Serving:
     """How the serving scenarios (server, offline) drive the engine; LoadGen issues the queries.
 
     qps: the Poisson arrival rate (server), or the starting point of --find-max-qps; slo_p99_ms: the p99
-    latency target counted from arrival; max_batch / max_wait_ms: the dynamic batcher (1 / 0: none)."""
+    latency target counted from arrival (encoders); slo_ttft_ms / slo_tpot_ms: decoders' p99 targets for the
+    time to first token (from arrival) and the time per output token; max_batch / max_wait_ms: the dynamic
+    batcher (1 / 0: none), for decoders the sequences a worker generates at once."""
 
     qps: float | None = None
     slo_p99_ms: float | None = None
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
     max_batch: int = 1
     max_wait_ms: float = 0.0
     find_max_qps: bool = False
     seed: int = 0  # LoadGen's schedule, QSL and sample-index seeds
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("slo_ttft_ms", "slo_tpot_ms"):  # encoders' cells keep their old shape (and cell keys)
+            if d[key] is None:
+                d.pop(key)
+        return d
 
     def label(self) -> str:
         parts = ["find max qps" if self.find_max_qps else (f"{self.qps:g} q/s" if self.qps else "")]
@@ -106,6 +114,17 @@ def make_decoder_cells(engines, precisions, tests: list[str], batch_sizes, threa
             for engine, precision in itertools.product(engines, precisions)
             for threads in threads_list or [cores]
             for batch in batch_sizes for test in tests]
+
+
+def make_decoder_server_cells(engines, precisions, shapes: list[str], workers_list, threads_list, cores: int,
+                              serving: Serving) -> list[Cell]:
+    """Decoder server cells: engine x precision x workers x threads x request shape (pp128+tg32, ...); the
+    batch size is the most sequences a worker generates at once (--max-batch)."""
+    return [Cell(engine, precision, "server", shape, serving.max_batch, workers, threads, serving)
+            for engine, precision in itertools.product(engines, precisions)
+            for workers in workers_list
+            for threads in threads_list or [max(1, cores // workers)]
+            for shape in shapes]
 
 
 def group_into_jobs(cells: list[Cell], make_job) -> list[Job]:

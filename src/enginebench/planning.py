@@ -54,6 +54,8 @@ class RunOptions:
     # the server and offline scenarios (MLPerf LoadGen): see cli/serving_args.py
     qps: str | None = None  # Poisson arrival rate, queries/s
     slo_p99: str | None = None  # p99 latency target from arrival: 50 (ms), 50ms, 0.05s
+    slo_ttft: str | None = None  # decoders: p99 target of the time to first token, from arrival
+    slo_tpot: str | None = None  # decoders: p99 target of the time per output token
     max_batch: str | None = None  # the dynamic batcher's largest batch (offline: queries per call)
     max_wait: str | None = None  # how long the batcher may hold a query to fill a batch (ms)
     find_max_qps: bool = False  # search the highest VALID rate instead of running one
@@ -129,8 +131,10 @@ def plan_from_options(args: RunOptions):
             raise UsageError(f"no engine that runs {model.kind} models is installed: pip install 'enginebench[all]' (or make bench)")
     # a model that came in its own format (a GGUF file) runs as it is unless asked otherwise, as llama-bench would
     precisions = precisions or ([NATIVE] if model.gguf_path else ["fp32"])
+    if serving is not None:
+        serving = _with_slo(args, serving, model)
     if model.kind == "decoder":
-        return _decoder_plan(args, model, engines, precisions, threads["latency"], cores, seed, common), args.quick
+        return _decoder_plan(args, model, engines, precisions, threads, cores, seed, common, serving), args.quick
     if "generate" in scenarios:
         raise UsageError(f"scenario generate needs a decoder (LLM): {model.name} is an {model.kind}; "
                          "use --model smollm2-135m or latency/throughput")
@@ -162,9 +166,10 @@ def serving_options(args: RunOptions, scenarios: list[str], seed: int):
     from enginebench.plan import SERVING_SCENARIOS, Serving
 
     asked = [s for s in scenarios if s in SERVING_SCENARIOS]
-    given = {"--qps": args.qps, "--slo-p99": args.slo_p99, "--find-max-qps": args.find_max_qps or None,
-             "--max-batch": args.max_batch, "--max-wait": args.max_wait}
-    server_only = [k for k in ("--qps", "--slo-p99", "--find-max-qps") if given[k] is not None]
+    given = {"--qps": args.qps, "--slo-p99": args.slo_p99, "--slo-ttft": args.slo_ttft, "--slo-tpot": args.slo_tpot,
+             "--find-max-qps": args.find_max_qps or None, "--max-batch": args.max_batch, "--max-wait": args.max_wait}
+    server_only = [k for k in ("--qps", "--slo-p99", "--slo-ttft", "--slo-tpot", "--find-max-qps")
+                   if given[k] is not None]
     if not asked:
         stray = [k for k, v in given.items() if v is not None]
         if stray:
@@ -179,13 +184,12 @@ def serving_options(args: RunOptions, scenarios: list[str], seed: int):
     max_wait = milliseconds("--max-wait", args.max_wait, allow_zero=True) if args.max_wait is not None else 0.0
     if max_wait and max_batch == 1:
         raise UsageError("--max-wait holds queries to fill a batch: give --max-batch too (e.g. --max-batch 8)")
-    qps = slo = None
+    qps = None
+    slo = {name: milliseconds(f"--{name.replace('_', '-')}", getattr(args, name))
+           for name in ("slo_p99", "slo_ttft", "slo_tpot") if getattr(args, name) is not None}
     if "server" in asked:
         if args.qps is None and not args.find_max_qps:
             raise UsageError("scenario server needs an arrival rate: give --qps N (queries/s) or --find-max-qps")
-        if args.slo_p99 is None:
-            raise UsageError("scenario server needs a latency target: give --slo-p99 MS (p99 from arrival, e.g. 50)")
-        slo = milliseconds("--slo-p99", args.slo_p99)
         if args.qps is not None:
             try:
                 qps = float(args.qps)
@@ -193,8 +197,32 @@ def serving_options(args: RunOptions, scenarios: list[str], seed: int):
                 qps = -1.0
             if not qps > 0 or qps == float("inf"):
                 raise UsageError(f"--qps {args.qps!r} must be a positive number of queries/s: give e.g. --qps 100")
-    return Serving(qps=qps, slo_p99_ms=slo, max_batch=max_batch, max_wait_ms=max_wait,
+    return Serving(qps=qps, slo_p99_ms=slo.get("slo_p99"), slo_ttft_ms=slo.get("slo_ttft"),
+                   slo_tpot_ms=slo.get("slo_tpot"), max_batch=max_batch, max_wait_ms=max_wait,
                    find_max_qps=bool(args.find_max_qps), seed=seed)
+
+
+def _with_slo(args: RunOptions, serving, model):
+    """The server's latency targets, checked against the model's kind: an encoder's query is judged on its
+    p99 from arrival (--slo-p99), a decoder's request on its time to first token and time per output token."""
+    if "server" not in (comma_list(args.scenario) or []):
+        return serving
+    if model.kind == "decoder":
+        if serving.slo_p99_ms is not None:
+            raise UsageError("a decoder's requests are judged on --slo-ttft and --slo-tpot (p99 targets of the "
+                             "time to first token and per output token), not --slo-p99")
+        for option, value in (("--slo-ttft", serving.slo_ttft_ms), ("--slo-tpot", serving.slo_tpot_ms)):
+            if value is None:
+                raise UsageError(f"scenario server for a decoder needs {option} MS: the p99 targets of the time "
+                                 "to first token (from arrival) and per output token, e.g. --slo-ttft 2000 "
+                                 "--slo-tpot 100")
+        return serving
+    stray = [o for o, v in (("--slo-ttft", serving.slo_ttft_ms), ("--slo-tpot", serving.slo_tpot_ms)) if v is not None]
+    if stray:
+        raise UsageError(f"{stray[0]} is for decoders (LLMs): {model.name}'s queries are judged on --slo-p99")
+    if serving.slo_p99_ms is None:
+        raise UsageError("scenario server needs a latency target: give --slo-p99 MS (p99 from arrival, e.g. 50)")
+    return serving
 
 
 def _retries(text) -> int:
@@ -242,24 +270,36 @@ def _resolve_run_model(args):
     return resolve_model(args.model or "minilm")
 
 
-def _decoder_plan(args, model, engines, precisions, threads, cores, seed, common):
+def _decoder_plan(args, model, engines, precisions, threads, cores, seed, common, serving=None):
     """The plan for a decoder: scenario generate, one cell per engine x precision x batch x test; the tests
-    that do not fit the model's positions become skipped cells with the reason."""
-    from enginebench.plan import Plan, make_decoder_cells
+    that do not fit the model's positions become skipped cells with the reason. Scenario server: one cell per
+    engine x precision x workers x request shape (--prompt-len x --gen-len)."""
+    from enginebench.plan import Plan, make_decoder_cells, make_decoder_server_cells
     from enginebench.workloads import DEFAULT_CORPUS
-    from enginebench.workloads.prompts import build_prompt_sets, decoder_tests
+    from enginebench.workloads.prompts import build_prompt_sets, decoder_tests, request_shapes
 
     scenarios = comma_list(args.scenario) or ["generate"]
-    if scenarios != ["generate"]:
-        raise UsageError(f"{model.name} is a decoder (LLM): only scenario generate runs it, not "
-                         f"{', '.join(s for s in scenarios if s != 'generate')}")
+    wrong = [s for s in scenarios if s not in ("generate", "server")]
+    if wrong:
+        raise UsageError(f"{model.name} is a decoder (LLM): it runs scenarios generate and server, not "
+                         f"{', '.join(wrong)}")
     if args.workload or args.seq_len:
         raise UsageError("--workload/--seq-len are for encoders: decoders take --prompt-len and --gen-len")
-    prompt_lens = [positive_int("--prompt-len", n) for n in comma_list(args.prompt_len) or []] or DEFAULT_PROMPT_LENS
+    prompt_lens = [positive_int("--prompt-len", n) for n in comma_list(args.prompt_len) or []]
     gen_lens = [positive_int("--gen-len", n) for n in comma_list(args.gen_len) or []] or DEFAULT_GEN_LENS
     if min(gen_lens) < 2:
         raise UsageError("--gen-len must be at least 2: decode steps follow the first token")
-    tests, dropped = decoder_tests(prompt_lens, gen_lens, model.max_positions)
+    corpus = args.corpus or DEFAULT_CORPUS
+    server_sets, server_cells = {}, []
+    if "server" in scenarios:
+        shapes = request_shapes(prompt_lens or DEFAULT_PROMPT_LENS[:1], gen_lens, model.max_positions)
+        server_sets = build_prompt_sets(model.path, shapes, seed=seed, corpus=corpus, max_positions=model.max_positions)
+        workers = [positive_int("--workers", w) for w in comma_list(args.workers) or []] or [1]
+        server_cells = make_decoder_server_cells(engines, precisions, list(server_sets), workers,
+                                                 threads["throughput"], cores, serving)
+        if scenarios == ["server"]:
+            return Plan(model, server_sets, server_cells, reference_engine="torch", **common)
+    tests, dropped = decoder_tests(prompt_lens or DEFAULT_PROMPT_LENS, gen_lens, model.max_positions)
     if not tests:
         raise UsageError(f"no test fits {model.name}'s {model.max_positions} positions: " + "; ".join(dropped))
     kept = {t.name for t in tests}
@@ -269,9 +309,9 @@ def _decoder_plan(args, model, engines, precisions, threads, cores, seed, common
             print(f"enginebench: {reason}", file=sys.stderr)
     missing = [name for name in reasons if name not in kept]
     batch_sizes = [positive_int("--batch-size", b) for b in comma_list(args.batch_size) or []] or [1]
-    sets = build_prompt_sets(model.path, tests, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
-                             max_positions=model.max_positions)
-    cells = make_decoder_cells(engines, precisions, list(sets), batch_sizes, threads, cores)
+    sets = build_prompt_sets(model.path, tests, seed=seed, corpus=corpus, max_positions=model.max_positions)
+    cells = make_decoder_cells(engines, precisions, list(sets), batch_sizes, threads["latency"], cores)
     skips = [(cell, reasons[cell.workload])
-             for cell in make_decoder_cells(engines, precisions, missing, batch_sizes, threads, cores)]
-    return Plan(model, sets, cells, reference_engine="torch", skips=skips, **common)
+             for cell in make_decoder_cells(engines, precisions, missing, batch_sizes, threads["latency"], cores)]
+    return Plan(model, {**sets, **server_sets}, cells + server_cells, reference_engine="torch", skips=skips,
+                **common)

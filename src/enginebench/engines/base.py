@@ -213,7 +213,7 @@ def options_dict(options: EngineOptions) -> dict:
     return dataclasses.asdict(options)
 
 
-__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "options_dict"]
+__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "DecoderSession", "SlotDecoding", "options_dict"]
 
 
 class DecoderSession(ABC):
@@ -259,3 +259,27 @@ class DecoderSession(ABC):
 
     def close(self) -> None:
         pass
+
+
+class SlotDecoding(ABC):
+    """A decoder that serves sequences side by side, each in its own slot of one KV cache, joining and leaving
+    between decode steps: continuous batching (llama.cpp's parallel sequences, vLLM's iteration-level
+    scheduling). The decoder server scenario uses it where a session offers it, and otherwise batches only
+    requests that start together."""
+
+    @abstractmethod
+    def open_slots(self, slots: int) -> None:
+        """Make room for `slots` sequences and empty them all."""
+
+    @abstractmethod
+    def prefill_slot(self, slot: int, tokens: np.ndarray) -> np.ndarray:
+        """Start sequence `slot` (emptied first) from prompt ids [n]; return its last position's logits [vocab]."""
+
+    @abstractmethod
+    def decode_slots(self, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Append token tokens[k] to sequence slots[k], all in one call; return their logits [k, vocab]."""
+
+    @abstractmethod
+    def free_slot(self, slot: int) -> None:
+        """Forget sequence `slot`'s cached tokens."""
+

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enginebench.engines.base import DecoderSession, Engine, EngineOptions
+from enginebench.engines.base import DecoderSession, Engine, EngineOptions, SlotDecoding
 from enginebench.errors import UsageError
 from enginebench.models.artifacts import artifact_key, cached_artifact
 from enginebench.models.spec import ModelSpec
@@ -125,7 +125,7 @@ def file_type_name(path: Path) -> str:
     return {"ALL_F32": "fp32", "MOSTLY_F16": "fp16"}.get(name, name.removeprefix("MOSTLY_").lower())
 
 
-class LlamaCppSession(DecoderSession):
+class LlamaCppSession(DecoderSession, SlotDecoding):
     #: what a timed call runs (recorded with each generate result)
     timed_calls = {
         "prefill": "llama_decode of the prompt batch (chunks of n_batch tokens), including filling the llama_batch "
@@ -302,6 +302,70 @@ class LlamaCppSession(DecoderSession):
             rows.append(self._feed(row[None, :], "all")[0])
         self.reset()
         return np.stack(rows)
+
+    # -- continuous batching (the decoder server scenario): each slot is a sequence id of the one context ------
+    def open_slots(self, slots: int) -> None:
+        if slots > self._n_seq:
+            self._open_context(slots)
+        self.reset()
+
+    def prefill_slot(self, slot: int, tokens: np.ndarray) -> np.ndarray:
+        self.free_slot(slot)
+        tokens = np.asarray(tokens).reshape(-1)
+        n = len(tokens)
+        if n > self._n_ctx:
+            raise RuntimeError(f"llama.cpp context of {self._n_ctx} tokens is full: raise --option llamacpp.n_ctx")
+        out = np.empty((1, self.vocab_size), dtype=np.float32)
+        for start in range(0, n, self._options.n_batch):
+            chunk = tokens[start:start + self._options.n_batch]
+            last = start + len(chunk) == n
+            self._write_slots(np.full(len(chunk), slot), chunk, np.arange(start, start + len(chunk)),
+                              keep_last_only=True, keep=last)
+            self._decode_batch()
+            if last:
+                self._read(out[:, None], (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)), "last")
+        self._positions[slot] = n
+        return out[0]
+
+    def decode_slots(self, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        slots = np.asarray(slots, dtype=np.int64)
+        positions = self._positions[slots]
+        if int(positions.max()) + 1 > self._n_ctx:
+            raise RuntimeError(f"llama.cpp context of {self._n_ctx} tokens is full: raise --option llamacpp.n_ctx")
+        self._write_slots(slots, np.asarray(tokens).reshape(-1), positions, keep_last_only=False, keep=True)
+        self._decode_batch()
+        out = np.empty((len(slots), 1, self.vocab_size), dtype=np.float32)
+        self._read(out, (np.arange(len(slots)), np.zeros(len(slots), dtype=np.int64)), "last")
+        self._positions[slots] += 1
+        return out[:, 0]
+
+    def free_slot(self, slot: int) -> None:
+        self._lc.llama_memory_seq_rm(self._lc.llama_get_memory(self._ctx), int(slot), -1, -1)
+        self._positions[slot] = 0
+
+    def _write_slots(self, seqs: np.ndarray, tokens: np.ndarray, positions: np.ndarray, keep_last_only: bool,
+                     keep: bool) -> None:
+        """Fill the llama_batch with (sequence, token, position) triples; logits for every one, for the last one
+        only, or (keep False) for none. The layout cache of _fill is invalidated: this writes seq ids itself."""
+        count = len(tokens)
+        self._token_view[:count] = tokens
+        self._pos_view[:count] = positions
+        self._n_seq_id_view[:count] = 1
+        flags = np.zeros(count, dtype=np.int8)
+        if keep:
+            flags[-1 if keep_last_only else slice(None)] = 1
+        self._logits_view[:count] = flags
+        changed = np.flatnonzero(self._seq_written[:count] != seqs)
+        for j in changed.tolist():
+            self._batch.seq_id[j][0] = int(seqs[j])
+        self._seq_written[changed] = seqs[changed]
+        self._written_layout = None
+        self._batch.n_tokens = count
+
+    def _decode_batch(self) -> None:
+        status = self._lc.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed (status {status})")
 
     def close(self) -> None:
         self._close_context()

@@ -80,7 +80,7 @@ def generate_fields(cell: Cell, measurements: list[Measurement], details: dict) 
             "ttft_ms": summarize(None, [g / 1e6 for g in ttft]).to_dict() if any(g.size for g in ttft) else None}
 
 
-_PER_PROCESS_DETAILS = ("ttft_ns", "generation_steps")  # kept in each repetition's record, not in details
+_PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
 
 
@@ -103,6 +103,9 @@ def serving_fields(cell: Cell, measurements: list[Measurement], indices: list[in
         pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
         if len(figures) > 1:
             serving["latency_ms"] = percentiles(pooled)
+            for key in ("ttft", "tpot"):  # a decoder's token latencies, pooled over the processes likewise
+                if f"{key}_ms" in serving:
+                    serving[f"{key}_ms"] = percentiles(np.concatenate([m.details[f"{key}_ns"] for m in measurements]) / 1e6)
             serving["achieved_qps"] = float(np.mean([f["achieved_qps"] for f in figures]))
             serving["achieved_qps_ci95"] = None
         rate = serving["achieved_qps"]

@@ -74,10 +74,11 @@ def read_parquet_metadata(path: str | Path) -> dict:
 def to_markdown(run: Run) -> str:
     from enginebench.results.decoder_table import decoder_markdown, is_decoder_result
     from enginebench.results.report import machine_line, measured_how, notes, table_rows
+    from enginebench.results.serving_table import is_decoder_serving, serving_markdown
     from enginebench.results.terminal import markdown_table
 
-    encoders = [r for r in run.results if not is_decoder_result(r)]
-    decoders = decoder_markdown(run)
+    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]
+    decoders = decoder_markdown(run) + serving_markdown(run)
     parts = []
     if encoders:
         headers, rows, constants = table_rows(encoders)

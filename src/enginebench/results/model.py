@@ -21,6 +21,9 @@ Schema history (SCHEMA_VERSION):
       depth, batching, LoadGen's own result, valid and reasons, and find_max_qps {max_qps, bracket, trials};
       `samples` holds every query's latency from arrival (server) or every batch call (offline), and
       details.loadgen LoadGen's settings, summary text and detail log (key -> value).
+      Decoders' server results add to `serving`: kind "decoder", slo_ttft_ms, slo_tpot_ms, ttft_ms and tpot_ms
+      {p50, p90, p99}, output_tokens_per_s and batching.mode (continuous or static); latency_ms and `samples`
+      are each request's arrival-to-last-token time, and each repetition keeps ttft_ns and tpot_ns per request.
 """
 
 from __future__ import annotations

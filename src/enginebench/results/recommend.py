@@ -282,6 +282,8 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
                    else "other workload")
         elif batch is not None and r.batch_size != batch:
             _count(excluded, "other batch size")
+        elif r.scenario == "server":  # its items/s is the rate it was offered: judged by its SLO verdict
+            _count(excluded, "server scenario (judged VALID/INVALID against its SLO, not ranked)")
         elif latency and r.scenario != "latency":
             _count(excluded, f"{r.scenario} scenario (the latency objective judges the latency scenario)")
         else:

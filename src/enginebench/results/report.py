@@ -198,6 +198,7 @@ def render(run: Run, console=None) -> None:
     from rich.console import Console
 
     from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
+    from enginebench.results.serving_table import is_decoder_serving, render_serving_table
     from enginebench.results.terminal import is_screen, print_lines, print_table
 
     console = console or Console()
@@ -215,8 +216,10 @@ def render(run: Run, console=None) -> None:
         print_lines(console, [f"run {run.run_id} has no results: it stopped before its first cell finished"])
     if any(map(is_decoder_result, run.results)):
         render_decoder_table(run, console)
+    render_serving_table(run, console)
     encoders = Run(run.run_id, run.created_at, run.machine, run.config,
-                   [r for r in run.results if not is_decoder_result(r)], run.schema_version)
+                   [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)],
+                   run.schema_version)
     if encoders.results:
         headers, rows, constants = table_rows(encoders.results)
         styles = ["red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (

@@ -171,17 +171,28 @@ class Search:
                 "trials": self.trials, "stopped": self.stopped}
 
 
+def calls_alone_miss(figures: dict) -> str | None:
+    """Why no lower rate can be VALID, or None: the p99 misses the target with little queueing."""
+    p99, wait99 = figures["latency_ms"]["p99"]["value"], figures["wait_ms"]["p99"]
+    if p99 > figures["slo_p99_ms"] and wait99 < QUEUEING_SHARE * p99:
+        return (f"p99 {p99:.3g} ms > {figures['slo_p99_ms']:g} ms with little queueing "
+                f"(p99 wait {wait99:.3g} ms): the calls alone miss the target")
+    return None
+
+
 def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, step: float = SEARCH_STEP,
-                 max_trials: int = SEARCH_TRIALS) -> tuple[Search, object]:
+                 max_trials: int = SEARCH_TRIALS, hopeless=calls_alone_miss) -> tuple[Search, object]:
     """Bracket, then bisect (geometrically), the highest rate `trial(qps) -> figures` judges VALID; returns the
-    search and the figures of the best VALID trial (None if none was)."""
+    search and the figures of the best VALID trial (None if none was). `hopeless(figures)` says why no lower
+    rate can help, or None. Each trial keeps the figures' `headline` (default: the p99 from arrival)."""
     search = Search()
     best = None
     qps = start_qps
     while len(search.trials) < max_trials:
         figures = trial(qps)
+        headline = figures.get("headline") or {"p99_ms": figures["latency_ms"]["p99"]["value"]}
         search.trials.append({"qps": qps, "valid": figures["valid"], "achieved_qps": figures["achieved_qps"],
-                              "p99_ms": figures["latency_ms"]["p99"]["value"], "reasons": figures["reasons"]})
+                              **headline, "reasons": figures["reasons"]})
         if figures["valid"]:
             search.lo, best = qps, figures
         else:
@@ -189,10 +200,9 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
         if search.lo is None:
             # a lower rate only shortens the queue: stop where the queue is not what misses the target, and
             # before the runs grow long (a run lasts at least its minimum count of queries / the rate)
-            p99, wait99 = figures["latency_ms"]["p99"]["value"], figures["wait_ms"]["p99"]
-            if p99 > figures["slo_p99_ms"] and wait99 < QUEUEING_SHARE * p99:
-                search.stopped = (f"p99 {p99:.3g} ms > {figures['slo_p99_ms']:g} ms with little queueing "
-                                  f"(p99 wait {wait99:.3g} ms): the calls alone miss the target")
+            why = hopeless(figures)
+            if why:
+                search.stopped = why
                 break
             if qps / step < SEARCH_FLOOR * start_qps:
                 search.stopped = f"no VALID rate down to {qps:.4g} q/s"

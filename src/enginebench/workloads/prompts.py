@@ -47,12 +47,14 @@ def corpus_token_rows(model_path: str, rows: int, length: int, seed: int = 0,
 class DecoderTest:
     """One llama-bench style test: pp<N> times a prefill of N tokens, tg<N> times N decode steps."""
 
-    kind: str  # "pp" or "tg"
+    kind: str  # "pp", "tg", or "pg": a whole request (prompt then generation) of the server scenario
     prompt_len: int  # tokens prefilled (for tg: the context the decode steps start from)
-    gen_len: int  # tokens generated (tg), 1 for pp
+    gen_len: int  # tokens generated (tg, pg), 1 for pp
 
     @property
     def name(self) -> str:
+        if self.kind == "pg":  # llama-bench's name for a prompt followed by a generation
+            return f"pp{self.prompt_len}+tg{self.gen_len}"
         return f"pp{self.prompt_len}" if self.kind == "pp" else f"tg{self.gen_len}"
 
 
@@ -95,6 +97,14 @@ def decoder_tests(prompt_lens: list[int], gen_lens: list[int], max_positions: in
     return tests, dropped
 
 
+def request_shapes(prompt_lens: list[int], gen_lens: list[int], max_positions: int) -> list[DecoderTest]:
+    """The server scenario's requests: every prompt length x generation length that fits the model."""
+    shapes = [DecoderTest("pg", p, g) for p in prompt_lens for g in gen_lens if p + g <= max_positions]
+    if not shapes:
+        raise UsageError(f"no request of --prompt-len + --gen-len fits the model's {max_positions} positions")
+    return shapes
+
+
 def build_prompt_sets(model_path: str, tests: list[DecoderTest], *, seed: int = 0, corpus: str = DEFAULT_CORPUS,
                       max_positions: int = 2048) -> dict[str, PromptSet]:
     fidelity_len = min(FIDELITY_TOKENS, max_positions)
@@ -107,4 +117,4 @@ def build_prompt_sets(model_path: str, tests: list[DecoderTest], *, seed: int = 
     return sets
 
 
-__all__ = ["DecoderTest", "PromptSet", "corpus_token_rows", "decoder_tests", "build_prompt_sets"]
+__all__ = ["DecoderTest", "PromptSet", "corpus_token_rows", "decoder_tests", "request_shapes", "build_prompt_sets"]
