@@ -11,6 +11,9 @@ MAX_CV = 0.10
 MAX_OUTLIER_FRACTION = 0.10
 MIN_DRIFT = 0.05  # halves must differ by more than this (relative) as well as statistically
 MIN_SPREAD = 0.02  # repetitions' medians must differ by more than this (relative) as well as statistically
+# Processes that differ by up to this much are a note, not a warning: the CI is taken over the processes and
+# covers their spread (a shared machine's processes often differ by a few percent); beyond it, a warning
+MAX_SPREAD = 0.10
 
 
 def verdict(samples_ns) -> dict:
@@ -44,9 +47,16 @@ def verdict(samples_ns) -> dict:
     return {"ok": not reasons, "reasons": reasons, "codes": codes}
 
 
+def process_spread(groups: list) -> float:
+    """How far apart the slowest and the fastest process's medians are, relative to the fastest."""
+    medians = [float(np.median(g)) for g in groups if len(g)]
+    return max(medians) / min(medians) - 1 if medians and min(medians) > 0 else 0.0
+
+
 def repetitions_disagree(groups: list) -> str | None:
     """A reason when independent processes measured different things: the fastest and the slowest process's
-    medians have disjoint CIs (within-process spread cannot explain the gap) and differ by > MIN_SPREAD."""
+    medians have disjoint CIs (within-process spread cannot explain the gap) and differ by > MIN_SPREAD.
+    Whether it warns or is a note is the caller's choice (MAX_SPREAD)."""
     groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g) >= 2]
     if len(groups) < 2:
         return None

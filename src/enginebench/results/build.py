@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from enginebench.measure.stats import summarize
-from enginebench.measure.verdict import repetitions_disagree, verdict
+from enginebench.measure.verdict import MAX_SPREAD, process_spread, repetitions_disagree, verdict
 from enginebench.plan import SERVING_SCENARIOS, Cell
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
@@ -151,9 +151,6 @@ def _verdict_reasons(cell: Cell, measurements: list[Measurement], indices: list[
         total = sets["TTFT: " if key.startswith("TTFT: ") else ""]
         reasons.append(messages[0] if len(messages) == 1 else f"{messages[0]}; the same in {len(messages) - 1} "
                        f"more of {total} sample sets")
-    disagree = repetitions_disagree([np.concatenate(m.worker_samples) for m in measurements])
-    if disagree:
-        reasons.append(disagree)
     reasons.extend(f"repetition {r + 1} failed ({error}): the figures come from {len(measurements)} processes"
                    for r, error in errors)
     return reasons
@@ -192,6 +189,12 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         extra = generate_fields(cell, measurements, details) if cell.scenario == "generate" else {}
     merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS}
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
+    if cell.scenario != "server":  # a server's latencies vary by design: its SLO verdict judges it
+        disagree = repetitions_disagree(groups)
+        if disagree and process_spread(groups) > MAX_SPREAD:
+            reasons.append(f"{disagree}; beyond {MAX_SPREAD:.0%}: measure again on a quieter machine")
+        elif disagree:
+            notes.append(disagree)
     executed = sorted({m.executed_precision for m in measurements})
     if len(executed) > 1:
         notes.append(f"repetitions ran different precisions: {', '.join(executed)}")
