@@ -194,3 +194,34 @@ def test_the_search_stops_when_the_calls_alone_miss_the_target():
 
     search, best = find_max_qps(trial, 100.0)
     assert best is None and len(search.trials) == 1 and "the calls alone miss the target" in search.stopped
+
+
+def test_loadgens_early_stopping_advice_is_read_only_when_nothing_else_failed():
+    from enginebench.scenarios.server import more_queries_needed
+
+    said = (" * Run unsuccessful.\n * Processed 459 queries.\n * Would need to run at least 542 more queries,\n"
+            " with the run being successful if every additional\n query were under latency.")
+    unsure = {"validity": "INVALID", "early_stopping_met": False, "perf_constraints_met": True,
+              "min_duration_met": True, "min_queries_met": True, "early_stopping_result": said}
+    assert more_queries_needed(unsure, []) == 542
+    assert more_queries_needed(unsure, ["SLO missed: p99 60 ms from arrival > 50 ms"]) is None
+    assert more_queries_needed({**unsure, "perf_constraints_met": False}, []) is None
+
+
+def test_a_rate_left_unsure_by_early_stopping_is_run_again_with_the_queries_loadgen_asks_for():
+    from enginebench.scenarios.server import find_max_qps
+
+    calls = []
+
+    def trial(qps, min_queries=None):  # up to 120 q/s meets the target; below 100 even a short run is sure of it
+        calls.append((qps, min_queries))
+        met = qps <= 120
+        sure = met and (min_queries is not None or qps < 100)
+        return {"valid": sure, "achieved_qps": qps, "queries": min_queries or 459, "slo_p99_ms": 50.0,
+                "latency_ms": {"p99": {"value": 40.0 if met else 80.0}}, "wait_ms": {"p99": 30.0},
+                "reasons": [] if sure else ["LoadGen: INVALID"], "more_queries": 542 if met and not sure else None}
+
+    search, best = find_max_qps(trial, 100.0)
+    assert (100.0, 459 + 542) in calls  # run again at the same rate, with LoadGen's count
+    assert best is not None and 100 <= search.lo <= 120 < search.hi
+    assert any(t["queries"] == 1001 and t["valid"] for t in search.trials)

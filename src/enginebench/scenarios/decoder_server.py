@@ -30,8 +30,8 @@ from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.decoder_workers import DecoderWorkers, Request
 from enginebench.scenarios.loadgen_sut import loadgen_version, read_detail_log, require_loadgen
 from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, find_max_qps,
-                                          loadgen_reasons, percentiles, poisson_rate_ci, queue_depth,
-                                          serving_min_queries)
+                                          loadgen_reasons, more_queries_needed, percentiles, poisson_rate_ci,
+                                          queue_depth, serving_min_queries)
 
 _POLL_S = 0.2
 SEARCH_START = 0.7  # of the capacity the warm-up suggests, when --qps does not say where to start
@@ -229,6 +229,7 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
     early = _early_stopping_text(result)
     if result.get("early_stopping_met") is False and early and reasons:
         reasons[0] = reasons[0].rstrip(")") + f"; {early})"
+    said = len(reasons)
     if n < MIN_QUERIES_P99:
         reasons.append(f"only {n} requests: a p99 needs >= {MIN_QUERIES_P99} (LoadGen's early-stopping minimum); "
                        "raise --min-samples or --duration")
@@ -255,6 +256,7 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
         "batching": {"running_at_admission": {"mean": float(t.running.mean()), "max": int(t.running.max())},
                      "mean_decoding": float(decoding_s / span_s)},  # sequences decoding at once, on average
         "loadgen": result, "valid": not reasons, "reasons": reasons,
+        "more_queries": more_queries_needed(result, reasons[said:]),
         "hopeless": _hopeless(figures, wait, serving),
         "headline": {"ttft_p99_ms": figures["ttft_ms"]["p99"]["value"],
                      "tpot_p99_ms": figures["tpot_ms"]["p99"]["value"]},
@@ -302,11 +304,11 @@ def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, re
         with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
             runs: dict[float, TokenRun] = {}
 
-            def trial(qps: float) -> dict:
+            def trial(qps: float, min_queries: int | None = None) -> dict:
                 run = run_token_loadgen(workers, outdir=outdir, gen_len=test.gen_len,
                                         prompt_count=len(prompts.prompts), qps=qps, ttft_ms=serving.slo_ttft_ms,
                                         tpot_ms=serving.slo_tpot_ms, min_duration_s=rule.duration_s,
-                                        min_queries=serving_min_queries(rule), seed=serving.seed)
+                                        min_queries=min_queries or serving_min_queries(rule), seed=serving.seed)
                 runs[qps] = run
                 return decoder_server_figures(run, qps, serving, test.gen_len)
 
