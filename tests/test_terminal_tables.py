@@ -50,7 +50,7 @@ import re  # noqa: E402
 
 import pytest  # noqa: E402
 
-from enginebench.results.report import render  # noqa: E402
+from enginebench.results.show import render  # noqa: E402
 from enginebench.results.terminal import header_lines, markdown_table  # noqa: E402
 
 from test_export import sample_run  # noqa: E402

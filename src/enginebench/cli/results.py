@@ -124,7 +124,7 @@ def cmd_runs(args) -> int:
 
 def cmd_show(args) -> int:
     from enginebench.results.export import export, to_parquet
-    from enginebench.results.report import render
+    from enginebench.results.show import render
 
     if args.format == "parquet" and not args.output:
         raise UsageError("--format parquet writes a binary file: give --output FILE.parquet")

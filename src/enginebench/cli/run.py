@@ -118,7 +118,7 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.api import execute
     from enginebench.cli.progress import cell_progress
     from enginebench.results.export import to_json
-    from enginebench.results.report import render
+    from enginebench.results.show import render
 
     bar = cell_progress(err)
     try:

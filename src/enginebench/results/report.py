@@ -192,46 +192,6 @@ def serving_note(r: Result) -> str:
             f"{batched}; LoadGen {said}")
 
 
-def render(run: Run, console=None) -> None:
-    """The run's tables, notes and machine on a console: rich tables folded to the width in a terminal, the
-    Markdown of `show --format md` anywhere else (a pipe, a log)."""
-    from rich.console import Console
-
-    from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
-    from enginebench.results.serving_table import is_decoder_serving, render_serving_table
-    from enginebench.results.terminal import is_screen, print_lines, print_table
-
-    console = console or Console()
-    if run.results and all(r.scenario == "op" for r in run.results):  # an `enginebench ops` run: its own table
-        from enginebench.results.ops_table import render_stored
-
-        render_stored(run, console)
-        return
-    if not is_screen(console):
-        from enginebench.results.export import to_markdown
-
-        console.out(to_markdown(run), highlight=False, end="")
-        return
-    if not run.results:
-        print_lines(console, [f"run {run.run_id} has no results: it stopped before its first cell finished"])
-    if any(map(is_decoder_result, run.results)):
-        render_decoder_table(run, console)
-    render_serving_table(run, console)
-    encoders = Run(run.run_id, run.created_at, run.machine, run.config,
-                   [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)],
-                   run.schema_version)
-    if encoders.results:
-        headers, rows, constants = table_rows(encoders.results)
-        styles = ["red" if r.status == "failed" or (r.fidelity and not r.fidelity.get("ok")) else (
-            "dim" if r.status == "skipped" else None) for r in encoders.results]
-        # the row number names the row in the notes ([1] ...) and, with the engine, in every fold
-        print_table(console, encoder_title(encoders, constants), ["#"] + headers,
-                    [[str(i)] + row for i, row in enumerate(rows, 1)], keys=1 + len(headers) - len(MEASURE_HEADERS),
-                    left={"#"} | set(dict(_PARAMS)), styles=styles, repeat=2)
-        print_lines(console, notes(encoders.results), style="yellow")
-    print_lines(console, [machine_line(run)])
-
-
 def encoder_title(run: Run, constants: dict[str, str]) -> str:
     models = sorted({r.model for r in run.results})
     title = f"run {run.run_id} — model {', '.join(models) or '?'}"
