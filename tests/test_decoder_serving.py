@@ -169,3 +169,7 @@ def test_a_decoder_server_run_end_to_end(tiny_config):
     assert r.fidelity and r.fidelity["ok"]
     text = to_markdown(run)
     assert "TTFT" in text and "TPOT" in text
+    from enginebench.results.html_report import html_report
+
+    page = html_report([run])
+    assert "decoders served" in page and "TTFT p99 (ms)" in page

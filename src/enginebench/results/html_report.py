@@ -148,6 +148,8 @@ def _charts(charts) -> str:
 def _run_tables(run: Run) -> str:
     from enginebench.results.decoder_table import decoder_table, is_decoder_result
     from enginebench.results.report import MEASURE_HEADERS, encoder_title, measured_how, table_rows
+    from enginebench.results.serving_table import is_decoder_serving
+    from enginebench.results.serving_table import table as serving_table
 
     out = [f"<h3>run {escape(run.run_id)}</h3>"] if run.results else [f"<h3>run {escape(run.run_id)}: no results</h3>"]
     groups = by_node(run.results)
@@ -157,7 +159,13 @@ def _run_tables(run: Run) -> str:
             out.append(_run_tables(_with_results(run, results)).split("\n", 1)[1])
         return "\n".join(out)
     decoders = [r for r in run.results if is_decoder_result(r)]
-    encoders = [r for r in run.results if not is_decoder_result(r)]
+    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]
+    served = serving_table(run)
+    if served:
+        headers, rows, _ = served
+        out.append(_table("decoders served (LoadGen server, token latencies)", headers, rows,
+                          [r.status for r in run.results if is_decoder_serving(r)],
+                          text_columns={"engine", "precision", "request", "batching"}))
     if decoders:
         headers, rows, constants = decoder_table(_with_results(run, decoders))
         caption = "generate (pp = prefill, tg = decode)" + "".join(f" · {k} {v}" for k, v in constants.items())
@@ -190,13 +198,17 @@ def by_node(results) -> list[tuple[str, list]]:
 def _warnings(runs: list[Run]) -> str:
     from enginebench.results.decoder_table import decoder_notes, is_decoder_result
     from enginebench.results.report import notes
+    from enginebench.results.serving_table import is_decoder_serving
+    from enginebench.results.serving_table import table as serving_table
 
     out = []
     mixed = _machine_differences(runs)
     if mixed:
         out.append(f'<p class="warn">{escape(mixed)}</p>')
     for run in runs:
-        lines = decoder_notes(run) + notes([r for r in run.results if not is_decoder_result(r)])
+        served = serving_table(run)
+        lines = (decoder_notes(run) + (served[2] if served else [])
+                 + notes([r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]))
         if not lines:
             continue
         if len(runs) > 1:
