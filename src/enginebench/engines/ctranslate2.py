@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.ctranslate2_cpu import ct2_executed_precision, ct2_quantization
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
@@ -127,39 +128,3 @@ class CTranslate2Engine(Engine):
                        threads_source="requested (CTranslate2 does not report intra_threads back); inter_threads "
                                       "read back as the Encoder's num_encoders")
         return CTranslate2EncoderSession(encoder, ctranslate2, ct2_executed_precision(encoder.compute_type), details)
-
-
-# CTranslate2 compute types -> our precision names (int8_float32: int8 GEMMs, the rest of the layer in float32)
-_COMPUTE_PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int16": "int16", "int8": "int8",
-                       "int8_float32": "int8", "int8_float16": "int8", "int8_bfloat16": "int8"}
-
-
-def ct2_executed_precision(compute_type: str) -> str:
-    """The precision a CTranslate2 model really runs, from the compute_type it reports after loading."""
-    return _COMPUTE_PRECISIONS.get(compute_type, compute_type)
-
-
-def ct2_quantization(folder, compute_type: str) -> dict:
-    """`details["quantization"]` of a converted CTranslate2 model, from the dtypes of the Linear weights stored
-    in its model.bin and the compute type it loaded with (an int8 file loaded as float32 is dequantized)."""
-    import struct
-    from pathlib import Path
-
-    from enginebench.measure.quantization import ct2_variables, ct2_weight_matmuls, quantization_record
-
-    activations = "int8" if compute_type.startswith("int8") else ct2_executed_precision(compute_type)
-    try:
-        layers, facts = ct2_weight_matmuls(ct2_variables(Path(folder) / "model.bin"), compute_type)
-        source = "dtypes of the Linear weights in the converted model.bin, and the loaded compute_type"
-    except (OSError, ValueError, IndexError, struct.error) as e:  # a model.bin format this reader does not know
-        from enginebench.measure.quantization import WeightMatmul
-
-        layers, facts = [WeightMatmul("every Linear layer", 1, 1, compute_type.startswith("int8"))], None
-        source = f"derived from the converter's rule (every Linear weight int8) — model.bin unreadable: {e}"
-    if not any(m.quantized for m in layers):
-        return quantization_record("none: no Linear weight runs int8", activations, activations, layers, source)
-    granularity = facts["weight_granularity"].most_common(1)[0][0] if facts else "per-channel"
-    return quantization_record(
-        f"dynamic w8a8 ({granularity} int8 weights, per-token dynamic int8 activations)", "int8", "int8", layers,
-        source, activations_source="CTranslate2's int8 GEMM quantizes each input row (token) on the fly with its "
-                                   "own scale (ops::Quantize); documented, not read back")

@@ -184,8 +184,8 @@ def load_ctranslate2_decoder(model: ModelSpec, precision: str, quantization: str
     """The engine (engines/ctranslate2.py) has checked that this CPU offers `compute_type`."""
     import ctranslate2
 
-    from enginebench.engines.ctranslate2 import ct2_executed_precision, ct2_quantization
-    from enginebench.engines.ctranslate2_cpu import load_reading_config, session_details
+    from enginebench.engines.ctranslate2_cpu import (ct2_executed_precision, ct2_quantization, load_reading_config,
+                                                     session_details)
     from enginebench.models.ctranslate2_convert import ctranslate2_model
 
     folder, details = ctranslate2_model(model, quantization)  # the same cached conversion as encoders use
