@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import socket
 
 import pytest
 
@@ -18,7 +19,30 @@ def test_bandwidth_and_gemm_are_positive():
     bw = roofline.memory_bandwidth(elements=1 << 20, runs=2, threads=2)
     assert bw["bandwidth_gbs"] > 0 and bw["threads"] == 2 and bw["bytes_per_run"] == 24 << 20
     mm = roofline.gemm_flops(n=128, runs=2)
-    assert mm["gemm_gflops"] > 0 and len(mm["runs_s"]) == 2
+    assert mm["gemm_gflops"] > 0 and len(mm["runs_s"]) == 2 and mm["n"] in (64, 128)
+    assert set(mm["by_n"]) == {64, 128} and mm["gemm_gflops"] == pytest.approx(max(mm["by_n"].values()), rel=1e-3)
+    timed = [t for t in mm["tried"] if "gflops" in t]
+    assert timed[0]["library"].startswith("numpy")  # numpy is always there
+    assert mm["gemm_gflops"] == max(t["gflops"] for t in timed) and mm["library"] in [t["library"] for t in timed]
+
+
+def test_the_ceiling_is_the_fastest_library_and_says_which():
+    from enginebench.measure.peak import gemm_source
+
+    tried = [{"library": "numpy 2 matmul", "gflops": 100.0, "threads": 2, "n": 64, "runs_s": [0.1]},
+             {"library": "torch", "skipped": "not installed"},
+             {"library": "onnxruntime 1 MatMul (MLAS)", "gflops": 141.0, "threads": 2, "n": 64, "runs_s": [0.1]}]
+    best = roofline.best_gemm("fp32", tried, flags=set())
+    assert best["gflops"] == 141.0 and best["library"].startswith("onnxruntime") and best["tried"] == tried
+    assert best["native"] and best["note"] == ""
+    source = gemm_source(best)
+    assert source.startswith("onnxruntime 1 MatMul (MLAS), 2 threads")
+    assert "fastest of numpy 100, onnxruntime 141" in source
+    int8 = roofline.best_gemm("int8", tried[:1], flags={"avx2"})
+    assert int8["gflops"] == 100.0 and not int8["native"] and "emulated" in int8["note"]
+    assert "fastest of" not in gemm_source(int8)  # one library: nothing to compare
+    with pytest.raises(roofline.GemmUnavailable, match="torch: not installed"):
+        roofline.best_gemm("bf16", [tried[1]], flags=set())
 
 
 def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
@@ -31,6 +55,11 @@ def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
         stored = store.machine_speed()
     assert stored["bandwidth_gbs"] == printed["bandwidth_gbs"] > 0
     assert stored["gemm_gflops"] == printed["gemm_gflops"] > 0
+    fp32 = stored["details"]["gemm"]
+    assert stored["details"]["gemm_source"] == fp32["library"] and fp32["n"] == 128
+    assert stored["gemm_gflops"] == max(t["gflops"] for t in fp32["tried"] if "gflops" in t)
+    expected = {"numpy"} | {m for m in ("torch", "onnxruntime") if importlib.util.find_spec(m)}
+    assert {t["library"].split()[0] for t in fp32["tried"] if "gflops" in t} == expected
     assert stored["details"]["triad"]["threads"] >= 1
     by_precision = stored["details"]["gemm_by_precision"]
     assert set(by_precision) == {"bf16", "int8"}
@@ -58,6 +87,19 @@ def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
     ceilings = stored_ceilings(str(db))
     assert ceilings.gemm("bf16") == 123.0 and ceilings.gemm("int8") is None
     assert "emulated" in ceilings.gemm_sources["bf16"] and "not measured" in ceilings.gemm_sources["int8"]
+    assert ceilings.gemm("fp32") == speed["gemm_gflops"]
+    assert ceilings.gemm_sources["fp32"].startswith(speed["details"]["gemm_source"])
+
+
+def test_an_older_record_without_sources_says_numpy(tmp_path):
+    from enginebench.measure.peak import stored_ceilings
+
+    db = tmp_path / "m.db"
+    with ResultStore(db) as store:
+        store.add_machine_speed({"measured_at": "2025-01-01T00:00:00+00:00", "hostname": socket.gethostname(),
+                                 "bandwidth_gbs": 10.0, "gemm_gflops": 100.0,
+                                 "details": {"triad": {"threads": 2}, "gemm": {"n": 2048}}})
+    assert stored_ceilings(str(db)).gemm_sources["fp32"].startswith("numpy float32 matmul (an older record")
 
 
 def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():
@@ -65,6 +107,7 @@ def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():
         pytest.skip("no int8 GEMM installed")
     plain = roofline.int8_gemm(64, 1, flags={"avx2", "fma"})
     assert plain["gflops"] > 0 and not plain["native"] and "emulated" in plain["note"]
+    assert plain["gflops"] == max(t["gflops"] for t in plain["tried"] if "gflops" in t)
     assert roofline.int8_gemm(64, 1, flags={"avx512_vnni"})["native"]
 
 

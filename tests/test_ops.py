@@ -14,9 +14,9 @@ from enginebench.errors import UsageError
 from enginebench.measure.peak import Ceilings, measure_ceilings, parse_peak, roofline_bound
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.ops.backends import BACKENDS, Unsupported, backend
-from enginebench.scenarios.ops.definitions import (OPERATORS, TOLERANCE, check_output, make_inputs, relative_error,
-                                                   round_to_bf16)
-from enginebench.scenarios.ops.runner import OpCase, OpMeasurement, run_ops
+from enginebench.scenarios.ops.definitions import (INT8_ACTIVATIONS, INT8_WEIGHTS, OPERATORS, TOLERANCE, check_output,
+                                                   make_inputs, relative_error, round_to_bf16)
+from enginebench.scenarios.ops.runner import OpCase, OpMeasurement, measure_case, run_ops
 
 # (shape, FLOPs, elements read + written), counted by hand
 WORK = {
@@ -31,6 +31,10 @@ WORK = {
     "add": [((2, 3), 6, 18)],
     "sum": [((2, 3), 6, 6 + 2)],
 }
+# int8: int8 inputs 1 byte, int32 bias and output 4 bytes
+INT8_BYTES = {(("matmul", (2, 3, 4))): 6 + 12 + 4 * 8, ("matmul", (2, 2, 3, 4)): 2 * (6 + 12 + 4 * 8),
+              ("linear", (2, 3, 4)): 6 + 12 + 4 * 4 + 4 * 8}
+INT8_OPS = ("matmul", "linear")
 SMALL = {"matmul": (5, 8, 6), "linear": (5, 8, 6), "softmax": (4, 16), "layernorm": (4, 16), "gelu": (4, 16),
          "attention": (2, 8, 4), "add": (4, 16), "sum": (4, 16)}
 
@@ -94,6 +98,43 @@ def test_bf16_rounding_is_to_nearest_even():
     assert np.all(np.abs(round_to_bf16(x) - x) <= np.abs(x) * 2 ** -8)  # half of bf16's 2^-7 spacing
     torch = pytest.importorskip("torch")
     assert np.array_equal(round_to_bf16(x), torch.from_numpy(x).to(torch.bfloat16).float().numpy())
+
+
+@pytest.mark.parametrize("name,shape", INT8_BYTES)
+def test_int8_work_counts_integer_ops_and_int32_sums(name, shape):
+    op = OPERATORS[name]
+    assert op.bytes_for(shape, "int8") == INT8_BYTES[(name, shape)]
+    assert op.bytes_for(shape, "fp32") == op.bytes_moved(shape, 4) and op.bytes_for(shape, "bf16", 4) == op.bytes_moved(
+        shape, 4)
+    assert op.flops(shape) == next(f for s, f, _ in WORK[name] if s == shape)  # a multiply-add is 2 ops in int8 too
+
+
+def test_int8_inputs_are_integers_in_the_ranges_that_cannot_saturate():
+    x = make_inputs(OPERATORS["linear"], (64, 256, 32), "int8")
+    assert (x["x"].dtype, x["w"].dtype, x["b"].dtype) == (np.int8, np.int8, np.int32)
+    assert x["w"].min() == INT8_WEIGHTS[0] and x["w"].max() == INT8_WEIGHTS[1]  # seeded: both ends drawn
+    assert x["x"].min() == INT8_ACTIVATIONS[0] and x["x"].max() == INT8_ACTIVATIONS[1]
+    # without VNNI, vpmaddubsw adds two (activation + 128) × weight products in an int16
+    widest = 2 * (INT8_ACTIVATIONS[1] + 128) * max(-INT8_WEIGHTS[0], INT8_WEIGHTS[1])
+    assert widest <= 2 ** 15 - 1
+
+
+def test_int8_reference_is_exact_integers():
+    op = OPERATORS["matmul"]
+    x = make_inputs(op, (4, 300, 5), "int8")
+    exact = x["a"].astype(np.int64) @ x["b"].astype(np.int64)
+    assert check_output(op, x, exact) == 0
+    off_by_one = exact.copy()
+    off_by_one[0, 0] += 1
+    assert check_output(op, x, off_by_one) > TOLERANCE["int8"]
+
+
+def test_operators_without_int8_kernels_say_so():
+    assert [n for n, op in OPERATORS.items() if not op.unsupported_in("int8")] == list(INT8_OPS)
+    assert all(op.unsupported_in(p) is None for op in OPERATORS.values() for p in ("fp32", "bf16"))
+    skipped = measure_case(backend("numpy"), OpCase("softmax", (4, 16), "int8"), RULE)
+    assert skipped.samples_ns is None and skipped.error is None
+    assert "softmax has no int8 kernel" in skipped.unsupported and "matmul, linear" in skipped.unsupported
 
 
 def test_relative_error_is_normwise():
@@ -196,6 +237,83 @@ def test_engine_output_matches_numpy(backends, engine, name, precision):
         assert prepared.io_itemsize in (2, 4)
 
 
+def _saturating_int8(name):
+    """Inputs at the corners of the int8 ranges, where an int16 pair of products would overflow if it could:
+    rows of all 127, all -128 and alternating, against weights of all 63, all -64 and alternating."""
+    lo, hi = INT8_ACTIVATIONS
+    wlo, whi = INT8_WEIGHTS
+    k = 64
+    acts = np.array([[hi] * k, [lo] * k, [hi, lo] * (k // 2), [lo, hi] * (k // 2)], dtype=np.int8)
+    weights = np.array([[whi] * k, [wlo] * k, [whi, wlo] * (k // 2), [wlo, whi] * (k // 2)], dtype=np.int8)
+    if name == "matmul":
+        return {"a": acts, "b": np.ascontiguousarray(weights.T)}
+    return {"x": acts, "w": weights, "b": np.array([-(1 << 15), 0, 1, (1 << 15) - 1], dtype=np.int32)}
+
+
+@pytest.mark.parametrize("name", INT8_OPS)
+@pytest.mark.parametrize("engine", BACKENDS)
+def test_int8_gemm_is_exact_against_numpy_int64(backends, engine, name):
+    if engine not in backends:
+        pytest.skip(f"{engine} is not installed")
+    op = OPERATORS[name]
+    cases = [make_inputs(op, SMALL[name], "int8"), make_inputs(op, (2, 5, 8, 6), "int8") if name == "matmul" else None,
+             _saturating_int8(name)]
+    for inputs in filter(None, cases):
+        try:
+            prepared = backends[engine].prepare(op, inputs, "int8")
+        except Unsupported as e:
+            batched = inputs.get("a") is not None and inputs["a"].ndim == 3
+            no_clang = engine == "tinygrad" and ("no usable CPU device" in str(e) or "could not compile" in str(e))
+            assert (engine == "torch" and batched) or no_clang, f"{engine} has int8 kernels: {e}"
+            assert "int8" in str(e)
+            continue
+        out = np.asarray(prepared.fetch(prepared.run(prepared.arg)))
+        ref = op.reference({k: v.astype(np.int64) for k, v in inputs.items()})
+        assert out.shape == ref.shape and np.array_equal(out.astype(np.int64), ref)
+        assert check_output(op, inputs, out) == 0
+        assert prepared.io_itemsize == 1 and prepared.note
+
+
+_AVX2_PROBE = """
+import json, sys
+import numpy as np
+from enginebench.scenarios.ops.backends import backend
+from enginebench.scenarios.ops.definitions import OPERATORS, check_output, make_inputs
+errors = {}
+for engine in sys.argv[1:]:
+    be = backend(engine)
+    be.setup(1)
+    for name, shape in (("linear", (8, 512, 16)), ("matmul", (8, 512, 16))):
+        op = OPERATORS[name]
+        inputs = make_inputs(op, shape, "int8")
+        prepared = be.prepare(op, inputs, "int8")
+        errors[f"{engine} {name}"] = [check_output(op, inputs, prepared.fetch(prepared.run(prepared.arg))),
+                                      prepared.note]
+from enginebench.measure.roofline import _torch_int8
+errors["roofline torch int8"] = [0.0 if _torch_int8(256, 1)["gflops"] > 0 else 1.0, ""]
+print(json.dumps(errors))
+"""
+
+
+def test_int8_is_exact_on_avx2_kernels_too():
+    """oneDNN (torch._int_mm, OpenVINO's int8 MatMul) capped at AVX2: no VNNI, vpmaddubsw's saturating int16 pairs."""
+    import subprocess
+    import sys
+
+    engines = [e for e in ("torch", "openvino") if backend(e).installed()]
+    if "torch" not in engines:
+        pytest.skip("torch is not installed")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", _AVX2_PROBE, *engines], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {k: err for k, (err, _) in errors.items() if err != 0} == {}
+    if "openvino" in engines:  # the capped ISA reached OpenVINO's kernels, still in int8
+        note = errors["openvino linear"][1]
+        assert "avx512" not in note and ("i8" in note or "u8" in note)
+
+
 def test_a_wrong_kernel_is_caught():
     op = OPERATORS["matmul"]
     inputs = make_inputs(op, (4, 5, 6), "fp32")
@@ -216,14 +334,19 @@ def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
     assert all("timed out" in m.error for m in late)
 
 
-def _stored_ceilings(db):
+def _stored_ceilings(db, int8_gops=None):
+    """Short measured ceilings stored as `enginebench machine` would (with an int8 GEMM figure if given)."""
     from enginebench.results.store import ResultStore
 
     c = measure_ceilings(triad_elements=1 << 22, gemm_n=512, runs=2)
+    int8 = {"int8": {"gflops": int8_gops, "library": "test int8 GEMM", "threads": 1}} if int8_gops else {}
     with ResultStore(str(db)) as store:
         store.add_machine_speed({"measured_at": "2025-01-01T00:00:00+00:00", "hostname": socket.gethostname(),
                                  "bandwidth_gbs": c.bandwidth_gbs, "gemm_gflops": c.gemm_gflops,
-                                 "details": {"triad": {"threads": c.threads}}})
+                                 "details": {"triad": {"threads": c.threads},
+                                             "gemm": {"library": "test fp32 GEMM", "n": 512, "threads": 1},
+                                             "gemm_gflops_by_precision": {p: f["gflops"] for p, f in int8.items()},
+                                             "gemm_by_precision": int8}})
     return c
 
 
@@ -307,6 +430,42 @@ def test_rates_and_shares_follow_from_the_samples():
     cells, styles = table_rows([row, memory])
     assert cells[1][HEADERS.index("max rel. error")].startswith("5.0e-01 ✗") and styles[1] == "red"
     assert styles[0] is None and "±" in cells[0][HEADERS.index("µs per call")]
+
+
+def test_int8_rows_are_gops_against_the_int8_ceiling():
+    from enginebench.results.ops_table import HEADERS, analyse, headers, row_dict, table_rows
+
+    cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)  # int8: 256 ops a cycle
+    ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=1.0, source="test", threads=1,
+                        gemm_by_precision={"int8": 8.0}, gemm_sources={"int8": "test int8 GEMM"})
+    # 2000 ops, 100 + 100 int8 bytes in, 100 int32 sums out
+    int8 = OpMeasurement(OpCase("matmul", (10, 10, 10), "int8"), "onnxruntime", [1000] * 7, 0.0, 1, "MatMulInteger")
+    row = analyse(int8, cpu, ceilings, threads=1)
+    assert row.bytes_moved == 600 and row.bound == "memory"  # 3.3 ops a byte < the int8 ridge, 8
+    assert row.gbs == pytest.approx(0.6) and row.pct_measured == pytest.approx(60.0)
+    big = analyse(OpMeasurement(OpCase("matmul", (100, 100, 100), "int8"), "torch", [1000] * 7, 0.0, 1), cpu,
+                  ceilings, threads=1)  # 2e6 ops over 60 kB: compute-bound
+    assert big.bound == "compute" and big.gflops == pytest.approx(2000.0)
+    assert big.pct_measured == pytest.approx(100 * 2000 / 8.0) and big.measured_ceiling_source == "test int8 GEMM"
+    assert big.pct_theoretical == pytest.approx(100 * 2000 / 256)
+    cells, styles = table_rows([row, big])
+    assert cells[0][HEADERS.index("max rel. error")] == "exact" and styles == [None, None]
+    assert "GOP/s" in headers([row])[HEADERS.index("GFLOP/s")] and headers([])[HEADERS.index("GFLOP/s")] == "GFLOP/s"
+    assert row_dict(big)["rate_unit"] == "GOP/s" and row_dict(big)["tolerance"] == TOLERANCE["int8"]
+
+
+def test_the_fp32_share_is_of_the_fastest_library():
+    """The ceiling `enginebench machine` stored is the fastest library's, named; rows are shares of it."""
+    from enginebench.results.ops_table import analyse, machine_lines
+
+    cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)
+    ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=4.0, source="test", threads=1,
+                        gemm_sources={"fp32": "onnxruntime MatMul, fastest of numpy 2, onnxruntime 4"})
+    row = analyse(OpMeasurement(OpCase("matmul", (10, 10, 10), "fp32"), "numpy", [1000] * 7, 0.0, 4), cpu,
+                  ceilings, threads=1)
+    assert row.pct_measured == pytest.approx(50.0) and row.measured_ceiling_source.startswith("onnxruntime")
+    lines = "\n".join(machine_lines(cpu, ceilings, 1, {"fp32"}))
+    assert "measured fp32 GEMM: onnxruntime MatMul, fastest of numpy 2" in lines and "numpy fp32" not in lines
 
 
 def test_lopsided_intervals_show_their_ends():
@@ -398,6 +557,20 @@ def test_bad_model_choices_exit_2(with_ops, capsys, argv, says):
     assert says in err and len(err.strip().splitlines()) == 1
 
 
+def test_int8_cases_are_the_gemms_unless_an_operator_is_named(tmp_path):
+    from enginebench.cli.ops import _cases
+
+    folder = tmp_path / "tiny-bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(BERT))
+    cases = _cases(None, [], ["fp32", "int8"], [str(folder)])
+    assert {c.op for c in cases if c.precision == "int8"} == set(INT8_OPS)
+    assert {c.op for c in cases if c.precision == "fp32"} == set(OPERATORS)
+    named = _cases(["softmax,linear"], [], ["int8"], [str(folder)])
+    assert {c.op for c in named} == {"softmax", "linear"}  # asked for: rows that say why softmax has none
+    assert {c.op for c in _cases(None, ["gelu=4x8"], ["int8"])} == {"gelu"}
+
+
 def test_model_shapes_become_cases_and_shape_replaces_them():
     from enginebench.cli.ops import _cases
 
@@ -434,6 +607,31 @@ def test_the_ridge_follows_the_precision():
 
 
 # --- stored like model results --------------------------------------------------------------------------------
+
+def test_int8_ops_command_and_show(with_ops, tmp_path, capsys):
+    from enginebench.api import load
+
+    db = tmp_path / "eb.db"
+    _stored_ceilings(db, int8_gops=50.0)
+    argv = ["ops", "--op", "linear,softmax", "--shape", "linear=32x64x48", "--shape", "softmax=8x32",
+            "--engine", "numpy", "--precision", "int8", "--threads", "1", "--duration", "0.02s", "--warmup", "0",
+            "--min-samples", "3", "--db", str(db)]
+    assert with_ops(argv) == 0
+    live = capsys.readouterr().out
+    linear = next(line for line in live.splitlines() if line.startswith("| linear"))
+    assert "| int8 |" in linear and "| exact |" in linear and "numpy's loop" in linear
+    assert "GFLOP/s (int8: GOP/s)" in live and "int8 50.0 GOP/s" in live
+    assert "cannot: softmax has no int8 kernel" in live
+    run = load(db=str(db))
+    ok, skipped = run.results
+    assert ok.details["op"]["rate_unit"] == "GOP/s" and ok.details["op"]["bytes_moved"] == 32 * 64 + 48 * 64 + 4 * (
+        48 + 32 * 48)
+    assert ok.fidelity["value"] == 0 and ok.fidelity["ok"] and skipped.status == "skipped"
+    assert ok.details["op"]["pct_of_measured_ceiling"] > 0
+    assert with_ops(["show", run.run_id, "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert linear in shown and "GFLOP/s (int8: GOP/s)" in shown and "int8: the GEMMs only" in shown
+
 
 def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
     from enginebench.api import load

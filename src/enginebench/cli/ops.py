@@ -25,7 +25,9 @@ def add_parsers(sub) -> None:
     ops.add_argument("--engine", action="append", default=None,
                      help=f"engines, comma list [every installed one of {','.join(BACKENDS)}]")
     ops.add_argument("--precision", action="append", default=None,
-                     help=f"comma list of {','.join(PRECISIONS)} [fp32]")
+                     help=f"comma list of {','.join(PRECISIONS)} [fp32]; int8 times the GEMMs (matmul, linear: int8 × "
+                          "int8 summed in int32, GOP/s), the other operators only when --op or --shape names them (as "
+                          "skipped rows saying why)")
     ops.add_argument("--threads", help="threads per engine [number of usable CPUs]")
     ops.add_argument("--duration", default="1s", help="time to measure each operator, at least [1s]")
     ops.add_argument("--min-samples", default="10", help="calls to measure each operator, at least [10]")
@@ -55,7 +57,9 @@ def _explicit_shapes(shape_args, chosen) -> dict[str, list]:
 
 
 def _cases(op_args, shape_args, precisions, model_args=None):
-    """Every (operator, shape, precision) to time: the models' shapes, or --shape's for the operators it names."""
+    """Every (operator, shape, precision) to time: the models' shapes, or --shape's for the operators it names.
+    An operator with no kernel in a precision (softmax in int8) is left out, unless --op or --shape names it: then
+    its rows say why."""
     from enginebench.scenarios.ops.definitions import OPERATORS, require_operator
     from enginebench.scenarios.ops.runner import OpCase
     from enginebench.scenarios.ops.shapes import shapes_for
@@ -75,8 +79,14 @@ def _cases(op_args, shape_args, precisions, model_args=None):
     if missing:
         raise UsageError(f"{', '.join(models)} runs no {', '.join(missing)}: give --shape "
                          f"{missing[0]}=DIMS, or another --model")
-    cases = [OpCase(s.op, s.shape, p, s.label, s.batch, s.tokens) for s in found for p in precisions]
-    return cases + [OpCase(name, shape, p) for name in names for shape in shapes.get(name, ()) for p in precisions]
+
+    def wanted(name, precision):
+        return name in (chosen or ()) or name in shapes or not OPERATORS[name].unsupported_in(precision)
+
+    cases = [OpCase(s.op, s.shape, p, s.label, s.batch, s.tokens) for s in found for p in precisions
+             if wanted(s.op, p)]
+    return cases + [OpCase(name, shape, p) for name in names for shape in shapes.get(name, ()) for p in precisions
+                    if wanted(name, p)]
 
 
 def _engines(engine_args) -> list[str]:

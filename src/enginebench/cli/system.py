@@ -53,16 +53,20 @@ def machine_lines(speed: dict, db: str) -> list[str]:
     cpu = cpu_peak()
     lines = [f"memory bandwidth {speed['bandwidth_gbs']:.1f} GB/s (triad, {triad['threads']} threads, best of "
              f"{len(triad['runs_s'])})",
-             f"GEMM fp32 {speed['gemm_gflops']:.1f} GFLOP/s (numpy float32 {details['gemm']['n']}²)"]
+             f"GEMM fp32 {speed['gemm_gflops']:.1f} GFLOP/s ("
+             + (gemm_source(details["gemm"]) if "library" in details["gemm"]  # older records: numpy alone
+                else f"numpy float32 {details['gemm']['n']}²") + ")"]
     for precision, figure in details.get("gemm_by_precision", {}).items():
+        if precision == "fp32" and "library" in details["gemm"]:
+            continue  # the line above
         unit = "GOP/s" if precision == "int8" else "GFLOP/s"
         rate = f"{figure['gflops']:.1f} {unit}" if "gflops" in figure else "—"
         lines.append(f"GEMM {precision} {rate} ({gemm_source(figure)})")
-    peaks = [f"{p} {cpu.gflops(p, threads):.0f} ({cpu.instructions[p]})" for p in cpu.flops_per_cycle
-             if cpu.gflops(p, threads)]
+    peaks = [f"{p} {cpu.gflops(p, threads):.0f} {'GOP/s' if p == 'int8' else 'GFLOP/s'} ({cpu.instructions[p]})"
+             for p in cpu.flops_per_cycle if cpu.gflops(p, threads)]
     if peaks:
         lines.append(f"theoretical, {min(threads, cpu.physical_cores)} cores × {cpu.clock_ghz:.2f} GHz "
-                     f"({cpu.clock_source}): " + "; ".join(peaks) + " GFLOP/s")
+                     f"({cpu.clock_source}): " + "; ".join(peaks))
     lines.append(f"stored in {db}")
     return lines
 

@@ -11,8 +11,8 @@ The clock is cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), /proc/cpuin
 may be below the boost clock); without either, the peak is unknown.
 
 Measured ceilings: the newest `enginebench machine` figures of this host in the database (STREAM triad GB/s,
-GEMM GFLOP/s per precision: numpy float32, torch bfloat16, int8), or a short fp32 measurement on the spot when
-there are none.
+GEMM GFLOP/s per precision, int8 in GOP/s: each the fastest library of numpy, torch and onnxruntime, the one
+that gave it recorded), or a short measurement on the spot when there are none.
 """
 
 from __future__ import annotations
@@ -133,12 +133,12 @@ def cpu_peak() -> CpuPeak:
 class Ceilings:
     """The measured roofline: GEMM GFLOP/s (fp32) and memory bandwidth GB/s."""
 
-    gemm_gflops: float
+    gemm_gflops: float  # fp32: the fastest library's
     bandwidth_gbs: float
     source: str
     threads: int | None  # threads the triad used
-    gemm_by_precision: dict = field(default_factory=dict)  # GEMM GFLOP/s measured in other precisions, if any
-    gemm_sources: dict = field(default_factory=dict)  # precision -> how it was measured (library, emulated, skipped)
+    gemm_by_precision: dict = field(default_factory=dict)  # GEMM GFLOP/s (int8: GOP/s) in other precisions, if any
+    gemm_sources: dict = field(default_factory=dict)  # precision -> which library gave it (threads, emulated, skipped)
 
     def gemm(self, precision: str) -> float | None:
         """The measured GEMM ceiling of this precision; None where only another precision was measured."""
@@ -168,35 +168,41 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
     if not speed:
         return None
     details = speed.get("details", {})
+    fp32 = details.get("gemm", {})
     return Ceilings(speed["gemm_gflops"], speed["bandwidth_gbs"],
                     f"`enginebench machine` of {speed['measured_at']} in {db}", details.get("triad", {}).get("threads"),
                     dict(details.get("gemm_gflops_by_precision", {})),
-                    {p: gemm_source(r) for p, r in details.get("gemm_by_precision", {}).items()})
+                    {"fp32": gemm_source(fp32) if "library" in fp32 else "numpy float32 matmul (an older record: "
+                     "numpy alone; run `enginebench machine` again for the fastest library's)",
+                     **{p: gemm_source(r) for p, r in details.get("gemm_by_precision", {}).items()}})
 
 
 def gemm_source(figure: dict) -> str:
-    """How one precision's GEMM ceiling was measured, in a few words (roofline.gemm_by_precision's record)."""
+    """How one precision's GEMM ceiling was measured, in a few words (roofline.best_gemm's record): the library
+    that gave it, its threads, emulated or not, and the others' figures when several were timed."""
     if "skipped" in figure:
         return f"not measured: {figure['skipped']}"
-    return ", ".join(x for x in (figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads")
-                                 else "", figure.get("note")) if x)
+    others = [t for t in figure.get("tried", ()) if "gflops" in t]
+    return ", ".join(x for x in (
+        figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads") else "", figure.get("note"),
+        "fastest of " + ", ".join(f"{t['library'].split()[0]} {t['gflops']:.0f}" for t in others)
+        if len(others) > 1 else "") if x)
 
 
 def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3,
                      precisions=()) -> Ceilings:
-    """A short measurement: triad on 3 × 64 MiB and a 1024² GEMM (also in each of `precisions` other than fp32),
-    best of 3 (`enginebench machine` is longer)."""
-    from enginebench.measure.roofline import gemm_by_precision, gemm_flops, memory_bandwidth
+    """A short measurement: triad on 3 × 64 MiB, best of 3, and a 1024² GEMM, the fastest library's, in fp32 and
+    in each of `precisions` (`enginebench machine` is longer)."""
+    from enginebench.measure.roofline import GEMM_RUNS, gemm_by_precision, gemm_flops, memory_bandwidth
 
     bw = memory_bandwidth(triad_elements, runs)
-    mm = gemm_flops(gemm_n, runs)
-    reduced = {p: r for p, r in gemm_by_precision(gemm_n, runs).items() if p in precisions} if set(precisions) - {
-        "fp32"} else {}
+    mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
+    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"])
     return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
                     f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
                     "`enginebench machine` stores a longer measurement)", bw["threads"],
                     {p: r["gflops"] for p, r in reduced.items() if "gflops" in r},
-                    {p: gemm_source(r) for p, r in reduced.items()})
+                    {"fp32": gemm_source(mm), **{p: gemm_source(r) for p, r in reduced.items()}})
 
 
 def machine_ceilings(db: str | None, precisions=()) -> Ceilings:

@@ -7,13 +7,16 @@ a slice the triad runs block by block (blocks small enough to stay in L2), so th
 the cache: DRAM sees b and c read and a written once. Bytes counted as STREAM counts them: 3 x 8 bytes per
 element (the write-allocate read of `a` is not counted, so the figure is conservative). Best of several runs.
 
-GEMM: numpy float32 matmul of two n x n matrices (2 n^3 FLOPs), best of several runs; numpy's BLAS uses all
-cores it is allowed (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it). Reduced precisions, where the libraries
-are installed (each with the threads it uses by default, recorded): bf16 — torch.matmul on bfloat16 tensors
-(oneDNN), marked emulated when the CPU lacks AVX512_BF16 and AMX-BF16 (the figure is then a conversion to
-fp32, not a bf16 peak); int8 — the faster of torch._int_mm (int8 × int8 -> int32) and onnxruntime's
-MatMulInteger (uint8 × int8 -> int32, the VNNI layout), integer operations counted like FLOPs (2 n^3); marked
-emulated without AVX-VNNI, AVX512_VNNI or AMX-INT8. Each is checked exact (int8) or close (bf16) first.
+GEMM, per precision: the fastest of the libraries installed, each timed alike (a warm-up call, then the best
+of several) on the same n x n matrices at n/2 and n (gemm_sizes), 2 n^3 operations, checked first against
+numpy in float64 or int64 (exact for int8); the library that won is recorded as the ceiling's source, with
+every library tried. fp32 — numpy's matmul (its BLAS), torch.matmul, onnxruntime's MatMul (MLAS): MLAS was
+seen well above numpy's BLAS, and a ceiling from numpy alone put engines at 141% of it. bf16 — torch.matmul on
+bfloat16 tensors (oneDNN), marked emulated when the CPU lacks AVX512_BF16 and AMX-BF16 (the figure is then a
+conversion to fp32, not a bf16 peak). int8 — torch._int_mm (int8 x int8 -> int32, oneDNN) and onnxruntime's
+MatMulInteger (uint8 x int8 -> int32, the VNNI layout), integer operations counted like FLOPs (GOP/s); marked
+emulated without AVX-VNNI, AVX512_VNNI or AMX-INT8. Each library uses the threads it takes by default
+(recorded); numpy's BLAS all it is allowed (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it).
 
 A decode step must read every weight once, so tokens/s per sequence cannot exceed bandwidth / weight bytes:
 `decode_roofline` reports that bound and the share of it a result reached.
@@ -74,122 +77,222 @@ def memory_bandwidth(elements: int = TRIAD_ELEMENTS, runs: int = RUNS, threads: 
             "runs_s": [round(s, 5) for s in seconds[1:]]}
 
 
-def gemm_flops(n: int = GEMM_N, runs: int = RUNS) -> dict:
-    """float32 matmul GFLOP/s, best of `runs` (after one warm-up)."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, n), dtype=np.float32)
-    y = rng.standard_normal((n, n), dtype=np.float32)
-    out = np.empty((n, n), dtype=np.float32)
-    seconds = []
-    for _ in range(runs + 1):
-        t0 = time.perf_counter()
-        np.matmul(x, y, out=out)
-        seconds.append(time.perf_counter() - t0)
-    best = min(seconds[1:])
-    return {"gemm_gflops": 2 * n ** 3 / best / 1e9, "n": n, "runs_s": [round(s, 5) for s in seconds[1:]]}
-
-
-def _best_seconds(call, runs: int) -> tuple[float, list[float]]:
-    seconds = []
-    for _ in range(runs + 1):  # the first call warms up
-        t0 = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - t0)
-    return min(seconds[1:]), [round(x, 5) for x in seconds[1:]]
-
-
 class GemmUnavailable(Exception):
     """This precision's GEMM cannot be measured here (the message says why)."""
 
 
-def torch_bf16_gemm(n: int, runs: int, flags: set) -> dict:
+GEMM_BUDGET_S = 0.3  # a library's timed calls at a size stop here (after one): a slow one is not the ceiling
+GEMM_RUNS = 10  # timed calls a library gets at most within the budget: on a busy machine the best needs several
+CHECKED_ROWS = 16  # rows of each product checked against numpy in float64 / int64 (the whole would take seconds)
+
+
+def _best_seconds(call, runs: int, budget_s: float = GEMM_BUDGET_S) -> tuple[float, list[float]]:
+    """The fastest of up to `runs` timed calls after a warm-up one, stopping early once `budget_s` is spent."""
+    call()
+    seconds: list[float] = []
+    started = time.perf_counter()
+    while len(seconds) < runs and (not seconds or time.perf_counter() - started < budget_s):
+        t0 = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - t0)
+    return min(seconds), [round(x, 5) for x in seconds]
+
+
+def _figure(n: int, call, runs: int, library: str, threads: int | None) -> dict:
+    best, runs_s = _best_seconds(call, runs)
+    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "runs_s": runs_s, "library": library, "threads": threads}
+
+
+def _check(out, x: np.ndarray, y: np.ndarray, tolerance: float, what: str) -> None:
+    """The first rows of `out` against numpy in float64 (integers: int64, exact when tolerance is 0)."""
+    wide = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64
+    ref = x[:CHECKED_ROWS].astype(wide) @ y.astype(wide)
+    got = np.asarray(out)[:CHECKED_ROWS].astype(wide)
+    if np.abs(got - ref).max() > tolerance * np.abs(ref).max():
+        raise GemmUnavailable(f"{what} gave wrong values")
+
+
+def _float_operands(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+
+
+def _int8_operands(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Activations 0..127 (uint8 and int8 alike), weights -64..63: without VNNI, oneDNN and MLAS add pairs of
+    uint8 × int8 products in a saturating int16 (vpmaddubsw), with int8 activations shifted to 0..255 first;
+    2·255·64 fits, full-range weights do not (seen with ONEDNN_MAX_CPU_ISA=AVX2)."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 127, (n, n), dtype=np.int8, endpoint=True), rng.integers(-64, 63, (n, n), dtype=np.int8,
+                                                                                      endpoint=True)
+
+
+def _blas_threads() -> int | None:
     try:
-        import torch
+        from threadpoolctl import threadpool_info
     except ImportError:
-        raise GemmUnavailable("torch is not installed (pip install 'enginebench[torch]')") from None
-    rng = np.random.default_rng(0)
-    x32, y32 = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-    x, y = (torch.from_numpy(a).to(torch.bfloat16) for a in (x32, y32))
-    out = torch.matmul(x, y).float().numpy()
-    ref = x.float().numpy().astype(np.float64) @ y.float().numpy().astype(np.float64)
-    if np.abs(out - ref).max() > 2e-2 * np.abs(ref).max():
-        raise GemmUnavailable("torch's bfloat16 matmul gave wrong values")
-    best, runs_s = _best_seconds(lambda: torch.matmul(x, y), runs)
-    native = bool(flags & {"avx512_bf16", "amx_bf16"})
-    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "runs_s": runs_s, "library": f"torch {torch.__version__} "
-            "matmul", "threads": torch.get_num_threads(), "native": native,
-            "note": "" if native else "emulated: the CPU has neither AVX512_BF16 nor AMX-BF16"}
+        return None
+    return next((pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"), None)
 
 
-def _int8_operands(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 128, (n, n), dtype=np.int64)  # fits uint8 and int8 alike
-    b = rng.integers(-127, 128, (n, n), dtype=np.int64)
-    return a, b, a @ b
+def _numpy_fp32(n: int, runs: int) -> dict:
+    x, y = _float_operands(n)
+    out = np.empty((n, n), dtype=np.float32)
+    figure = _figure(n, lambda: np.matmul(x, y, out=out), runs, f"numpy {np.__version__} matmul", _blas_threads())
+    _check(out, x, y, 1e-4, "numpy's float32 matmul")
+    return figure
+
+
+def _torch_fp32(n: int, runs: int) -> dict:
+    import torch
+
+    x, y = _float_operands(n)
+    tx, ty, out = torch.from_numpy(x), torch.from_numpy(y), torch.empty((n, n))
+    figure = _figure(n, lambda: torch.matmul(tx, ty, out=out), runs, f"torch {torch.__version__} matmul",
+                     torch.get_num_threads())
+    _check(out.numpy(), x, y, 1e-4, "torch's float32 matmul")
+    return figure
+
+
+def _onnxruntime_session(node: str, a_type: int, b_type: int, out_type: int, n: int):
+    import onnxruntime as ort
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node(node, ["a", "b"], ["c"])], f"gemm_{node}",
+                              [helper.make_tensor_value_info("a", a_type, [n, n]),
+                               helper.make_tensor_value_info("b", b_type, [n, n])],
+                              [helper.make_tensor_value_info("c", out_type, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 10
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime_threads(session) -> int:
+    return session.get_session_options().intra_op_num_threads or usable_cpus()
+
+
+def _onnxruntime_fp32(n: int, runs: int) -> dict:
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    session = _onnxruntime_session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, n)
+    x, y = _float_operands(n)
+    feeds = {"a": x, "b": y}
+    _check(session.run(None, feeds)[0], x, y, 1e-4, "onnxruntime's float32 MatMul")
+    return _figure(n, lambda: session.run(None, feeds), runs, f"onnxruntime {ort.__version__} MatMul (MLAS)",
+                   _onnxruntime_threads(session))
+
+
+def _torch_bf16(n: int, runs: int) -> dict:
+    import torch
+
+    x, y = (torch.from_numpy(a).to(torch.bfloat16) for a in _float_operands(n))
+    _check(torch.matmul(x, y).float().numpy(), x.float().numpy(), y.float().numpy(), 2e-2, "torch's bfloat16 matmul")
+    return _figure(n, lambda: torch.matmul(x, y), runs, f"torch {torch.__version__} matmul", torch.get_num_threads())
 
 
 def _torch_int8(n: int, runs: int) -> dict:
     import torch
 
-    a, b, ref = _int8_operands(n)
-    x, y = torch.from_numpy(a.astype(np.int8)), torch.from_numpy(b.astype(np.int8))
-    if not np.array_equal(torch._int_mm(x, y).numpy(), ref):
-        raise GemmUnavailable("torch._int_mm gave wrong values")
-    best, runs_s = _best_seconds(lambda: torch._int_mm(x, y), runs)
-    return {"gflops": 2 * n ** 3 / best / 1e9, "runs_s": runs_s, "library": f"torch {torch.__version__} _int_mm",
-            "threads": torch.get_num_threads()}
+    a, b = _int8_operands(n)
+    x, y = torch.from_numpy(a), torch.from_numpy(b)
+    _check(torch._int_mm(x, y).numpy(), a, b, 0, "torch._int_mm")
+    return _figure(n, lambda: torch._int_mm(x, y), runs, f"torch {torch.__version__} _int_mm (int8 × int8)",
+                   torch.get_num_threads())
 
 
 def _onnxruntime_int8(n: int, runs: int) -> dict:
     import onnxruntime as ort
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "gemm_u8s8",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
-         helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
-        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 10
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    a, b, ref = _int8_operands(n)
-    feeds = {"a": a.astype(np.uint8), "b": b.astype(np.int8)}
-    if not np.array_equal(session.run(None, feeds)[0], ref):
-        raise GemmUnavailable("onnxruntime's MatMulInteger gave wrong values")
-    best, runs_s = _best_seconds(lambda: session.run(None, feeds), runs)
-    return {"gflops": 2 * n ** 3 / best / 1e9, "runs_s": runs_s,
-            "library": f"onnxruntime {ort.__version__} MatMulInteger (uint8 × int8)",
-            "threads": session.get_session_options().intra_op_num_threads or usable_cpus()}
+    session = _onnxruntime_session("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, n)
+    a, b = _int8_operands(n)
+    feeds = {"a": a.view(np.uint8), "b": b}  # 0..127: the same bits in uint8
+    _check(session.run(None, feeds)[0], a, b, 0, "onnxruntime's MatMulInteger")
+    return _figure(n, lambda: session.run(None, feeds), runs,
+                   f"onnxruntime {ort.__version__} MatMulInteger (uint8 × int8)", _onnxruntime_threads(session))
+
+
+# each precision's GEMM in every library that has one, timed alike on the same n × n operands; numpy has no
+# bfloat16 and no integer BLAS (its int8 matmul is a plain loop, never the ceiling)
+GEMM_LIBRARIES = {
+    "fp32": (("numpy", _numpy_fp32), ("torch", _torch_fp32), ("onnxruntime", _onnxruntime_fp32)),
+    "bf16": (("torch", _torch_bf16),),
+    "int8": (("torch", _torch_int8), ("onnxruntime", _onnxruntime_int8)),
+}
+# precision -> (flags of instructions that compute it natively, what a figure without them is)
+NATIVE_FLAGS = {"bf16": ({"avx512_bf16", "amx_bf16"}, "emulated: the CPU has neither AVX512_BF16 nor AMX-BF16"),
+                "int8": ({"avx512_vnni", "avx_vnni", "amx_int8"},
+                         "emulated: the CPU has no AVX-VNNI, AVX512_VNNI or AMX-INT8")}
+
+
+def gemm_sizes(n: int) -> tuple[int, ...]:
+    """The squares timed for a ceiling of size n: n/2 and n. The smaller one sits in cache as most operators'
+    shapes do (on a 2-core Zen 5, 1024² ran up to 4× faster than 2048² in int8), and on a busy machine its
+    shorter calls more often run undisturbed; the larger one keeps many cores busy."""
+    return (n // 2, n) if n >= 64 else (n,)
+
+
+def time_gemms(precision: str, sizes: tuple[int, ...], runs: int) -> list[dict]:
+    """Every installed library's GEMM of this precision at each size: one figure per library, its fastest size
+    (the others' GFLOP/s under `by_n`), or {"library", "skipped": why}."""
+    import importlib.util
+
+    tried = []
+    for module, measure in GEMM_LIBRARIES[precision]:
+        if importlib.util.find_spec(module) is None:
+            tried.append({"library": module, "skipped": "not installed"})
+            continue
+        try:
+            figures = [measure(n, runs) for n in sizes]
+        except (GemmUnavailable, RuntimeError, AttributeError) as e:  # e.g. torch._int_mm missing on a build
+            tried.append({"library": module, "skipped": str(e).strip().splitlines()[0] if str(e).strip() else
+                          type(e).__name__})
+            continue
+        best = max(figures, key=lambda f: f["gflops"])
+        tried.append({**best, "by_n": {f["n"]: round(f["gflops"], 1) for f in figures}})
+    return tried
+
+
+def best_gemm(precision: str, tried: list[dict], flags: set) -> dict:
+    """The ceiling of a precision: the fastest library's figure (its `library` is the ceiling's source), with
+    every library `tried` kept beside it, and whether the CPU computes the precision natively."""
+    measured = [t for t in tried if "gflops" in t]
+    if not measured:
+        raise GemmUnavailable("; ".join(f"{t['library']}: {t['skipped']}" for t in tried) or "no library")
+    best = max(measured, key=lambda t: t["gflops"])
+    needs, emulated = NATIVE_FLAGS.get(precision, (None, ""))
+    native = needs is None or bool(flags & needs)
+    return {**best, "native": native, "note": "" if native else emulated, "tried": tried}
+
+
+def gemm_ceiling(precision: str, n: int = GEMM_N, runs: int = RUNS, flags: set | None = None) -> dict:
+    """This precision's ceiling: every library timed at the squares of gemm_sizes(n), the fastest kept."""
+    return best_gemm(precision, time_gemms(precision, gemm_sizes(n), runs), cpu_flags() if flags is None else flags)
+
+
+def gemm_flops(n: int = GEMM_N, runs: int = RUNS) -> dict:
+    """The fp32 ceiling: the fastest float32 GEMM among numpy, torch and onnxruntime, in GFLOP/s."""
+    figure = gemm_ceiling("fp32", n, runs, set())
+    return {"gemm_gflops": figure.pop("gflops"), **figure}
+
+
+def torch_bf16_gemm(n: int, runs: int, flags: set) -> dict:
+    return gemm_ceiling("bf16", n, runs, flags)
 
 
 def int8_gemm(n: int, runs: int, flags: set) -> dict:
     """The faster of the int8 GEMMs installed; every one tried is kept under `tried`."""
-    import importlib.util
-
-    tried, why = [], []
-    for module, measure in (("torch", _torch_int8), ("onnxruntime", _onnxruntime_int8)):
-        if importlib.util.find_spec(module) is None:
-            why.append(f"{module} is not installed")
-            continue
-        try:
-            tried.append(measure(n, runs))
-        except (GemmUnavailable, RuntimeError) as e:  # torch._int_mm is missing on some CPU builds
-            why.append(f"{module}: {str(e).splitlines()[0]}")
-    if not tried:
-        raise GemmUnavailable("; ".join(why) or "no int8 GEMM")
-    best = max(tried, key=lambda t: t["gflops"])
-    native = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    return {**best, "n": n, "native": native, "tried": tried,
-            "note": "" if native else "emulated: the CPU has no AVX-VNNI, AVX512_VNNI or AMX-INT8"}
+    return gemm_ceiling("int8", n, runs, flags)
 
 
-def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = None) -> dict[str, dict]:
-    """{precision: figure dict or {"skipped": why}} for bf16 and int8."""
+def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = None,
+                      precisions=("bf16", "int8")) -> dict[str, dict]:
+    """{precision: ceiling figure or {"skipped": why}} for the reduced precisions."""
     flags = cpu_flags() if flags is None else flags
     out = {}
-    for precision, measure in (("bf16", torch_bf16_gemm), ("int8", int8_gemm)):
+    for precision in precisions:
         try:
-            out[precision] = measure(n, runs, flags)
+            out[precision] = gemm_ceiling(precision, n, runs, flags)
         except GemmUnavailable as e:
             out[precision] = {"skipped": str(e)}
     return out
@@ -197,8 +300,8 @@ def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = Non
 
 def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, runs: int = RUNS) -> dict:
     bw = memory_bandwidth(triad_elements, runs)
-    mm = gemm_flops(gemm_n, runs)
-    reduced = gemm_by_precision(gemm_n, runs)
+    mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
+    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS))
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
@@ -206,11 +309,13 @@ def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, 
         "gemm_gflops": mm["gemm_gflops"],
         "details": {"triad": {k: v for k, v in bw.items() if k != "bandwidth_gbs"},
                     "gemm": {k: v for k, v in mm.items() if k != "gemm_gflops"},
+                    "gemm_source": mm["library"],  # which library's float32 GEMM gave gemm_gflops
                     # what ops' % of measured peak divides by, per precision (fp32 is gemm_gflops)
                     "gemm_gflops_by_precision": {p: r["gflops"] for p, r in reduced.items() if "gflops" in r},
                     "gemm_by_precision": reduced,
-                    "method": "triad a=b+s*c float64, one thread per usable CPU, 24 bytes/element; "
-                              "numpy float32 matmul 2n^3 FLOPs; best of runs",
+                    "method": "triad a=b+s*c float64, one thread per usable CPU, 24 bytes/element; GEMM 2n^3 "
+                              "FLOPs at n/2 and n, per precision the fastest library (numpy, torch, onnxruntime); "
+                              "best of runs",
                     "numpy_threads_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                                      "MKL_NUM_THREADS") if k in os.environ}},
     }
@@ -237,5 +342,6 @@ def decode_roofline(tokens_per_s: float, batch: int, params: int, precision: str
             "bound_tokens_per_s": bound, "pct_of_bound": 100.0 * tokens_per_s / bound}
 
 
-__all__ = ["measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "torch_bf16_gemm", "int8_gemm",
-           "GemmUnavailable", "decode_roofline", "weight_bytes", "BYTES_PER_PARAM"]
+__all__ = ["measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "gemm_ceiling", "best_gemm",
+           "time_gemms", "GEMM_LIBRARIES", "torch_bf16_gemm", "int8_gemm", "GemmUnavailable", "decode_roofline",
+           "weight_bytes", "BYTES_PER_PARAM"]

@@ -6,6 +6,9 @@ A row's bound comes from the roofline: FLOPs per byte moved against the ridge po
 (theoretical for the precision, and the measured GEMM of that precision); memory-bound rows are shares of the
 triad bandwidth (Linux does not tell the memory's theoretical bandwidth, so that share is not given). An
 operator whose data fits in cache can beat the DRAM ceiling: over 100% there means cache, not a wrong figure.
+The measured GEMM ceiling of a precision is the fastest library's (numpy, torch, onnxruntime), named below the
+table. int8 rows count integer operations (a multiply-add is 2): GOP/s, against the int8 ceilings; their
+answer must equal numpy's int64 matmul ("exact").
 
 Stored, each row is a Result like a model's (scenario "op", model = the operator, workload = the shape and
 its label), its statistics and verdict built by results/build.py, the output check as its fidelity, and the
@@ -22,7 +25,7 @@ import numpy as np
 from enginebench.measure.peak import Ceilings, CpuPeak, roofline_bound
 from enginebench.measure.stats import Summary, summarize
 from enginebench.measure.timing import StoppingRule
-from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS, TOLERANCE, format_shape
+from enginebench.scenarios.ops.definitions import OPERATORS, TOLERANCE, format_shape
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.ops.runner import OpCase, OpMeasurement
 
@@ -47,6 +50,7 @@ class OpRow:
     theoretical_gflops: float | None = None  # the peak the row was compared with
     measured_ceiling: float | None = None  # GFLOP/s (compute-bound) or GB/s (memory-bound) it was compared with
     within_tolerance: bool | None = None
+    measured_ceiling_source: str | None = None  # the GEMM library that gave the ceiling, or the triad
 
     @property
     def status(self) -> str:
@@ -72,7 +76,7 @@ def analyse(measurement: OpMeasurement, cpu: CpuPeak, ceilings: Ceilings, thread
     case = measurement.case
     op = OPERATORS[case.op]
     row.flops = op.flops(case.shape)
-    row.bytes_moved = op.bytes_moved(case.shape, measurement.io_itemsize or PRECISIONS[case.precision])
+    row.bytes_moved = op.bytes_for(case.shape, case.precision, measurement.io_itemsize)
     row.bound = roofline_bound(row.flops, row.bytes_moved, ceilings, case.precision)
     if not measurement.samples_ns:
         return row
@@ -84,9 +88,10 @@ def analyse(measurement: OpMeasurement, cpu: CpuPeak, ceilings: Ceilings, thread
         row.theoretical_gflops = cpu.gflops(case.precision, used)
         row.pct_theoretical, row.pct_theoretical_ci = _share(row.gflops, row.gflops_ci, row.theoretical_gflops)
         row.measured_ceiling = ceilings.gemm(case.precision)
+        row.measured_ceiling_source = ceilings.gemm_sources.get(case.precision)
         row.pct_measured, row.pct_measured_ci = _share(row.gflops, row.gflops_ci, row.measured_ceiling)
     else:
-        row.measured_ceiling = ceilings.bandwidth_gbs
+        row.measured_ceiling, row.measured_ceiling_source = ceilings.bandwidth_gbs, "triad"
         row.pct_measured, row.pct_measured_ci = _share(row.gbs, row.gbs_ci, ceilings.bandwidth_gbs)
     if measurement.max_rel_error is not None:
         row.within_tolerance = measurement.max_rel_error <= TOLERANCE[case.precision]
@@ -112,6 +117,8 @@ def _error_cell(row: OpRow) -> str:
     err = row.measurement.max_rel_error
     if err is None:
         return "—"
+    if err == 0 and row.measurement.case.precision == "int8":
+        return "exact"
     tol = TOLERANCE[row.measurement.case.precision]
     return f"{err:.1e}" if row.within_tolerance else f"{err:.1e} ✗ > {tol:.0e}"
 
@@ -127,6 +134,14 @@ def _note(row: OpRow) -> str:
 
 HEADERS = ["op", "shape", "from", "engine", "precision", "µs per call", "GFLOP/s", "GB/s", "FLOP per byte", "bound",
            "% of theoretical peak", "% of measured ceiling", "max rel. error", "note"]
+INT8_RATE = "GFLOP/s (int8: GOP/s)"
+
+
+def headers(rows: list[OpRow]) -> list[str]:
+    """HEADERS, the rate's unit saying GOP/s for int8 rows when there are any."""
+    if not any(r.measurement.case.precision == "int8" for r in rows):
+        return list(HEADERS)
+    return [INT8_RATE if h == "GFLOP/s" else h for h in HEADERS]
 
 
 def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
@@ -143,23 +158,31 @@ def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
     return cells, styles
 
 
+def unit(precision: str) -> str:
+    return "GOP/s" if precision == "int8" else "GFLOP/s"
+
+
 def machine_lines(cpu: CpuPeak, ceilings: Ceilings, threads: int, precisions: set[str] = frozenset()) -> list[str]:
-    peaks = ", ".join(f"{p} {cpu.gflops(p, threads):.0f} GFLOP/s ({cpu.instructions[p]})" if cpu.gflops(p, threads)
+    peaks = ", ".join(f"{p} {cpu.gflops(p, threads):.0f} {unit(p)} ({cpu.instructions[p]})" if cpu.gflops(p, threads)
                       else f"{p} unknown" for p in cpu.flops_per_cycle) or "unknown (no vector flags found)"
     clock = f"{cpu.clock_ghz:.2f} GHz from {cpu.clock_source}" if cpu.clock_ghz else cpu.clock_source
+    gemms = {"fp32": ceilings.gemm_gflops, **ceilings.gemm_by_precision}
+    no_int8 = [op.name for op in OPERATORS.values() if op.unsupported_in("int8")]
     return [
         f"theoretical peak, {min(threads, cpu.physical_cores)} of {cpu.physical_cores} physical cores × {clock}: {peaks}",
-        f"measured ceilings: GEMM {ceilings.gemm_gflops:.1f} GFLOP/s (numpy fp32"
-        + "".join(f", {p} {g:.1f}" for p, g in ceilings.gemm_by_precision.items())
-        + f"), triad {ceilings.bandwidth_gbs:.1f} GB/s ({ceilings.threads} threads); ridge {ceilings.ridge:.1f} "
+        "measured ceilings: GEMM " + ", ".join(f"{p} {g:.1f} {unit(p)}" for p, g in gemms.items())
+        + f"; triad {ceilings.bandwidth_gbs:.1f} GB/s ({ceilings.threads} threads); ridge {ceilings.ridge:.1f} "
         f"FLOP/byte (fp32); {ceilings.source}",
         *[f"measured {p} GEMM: {how}" for p, how in ceilings.gemm_sources.items() if p in precisions],
         *(["compute-bound rows in a precision without a measured GEMM ceiling show no % of measured ceiling"]
           if any(p != "fp32" and p not in ceilings.gemm_by_precision for p in precisions) else []),
+        *([f"int8: the GEMMs only, int8 × int8 summed in int32, in GOP/s (a multiply-add is 2 ops); "
+           f"{', '.join(no_int8)} have no int8 kernel and are left out unless --op or --shape names them"]
+          if "int8" in precisions else []),
         "bound: compute when FLOP per byte ≥ the ridge (shares of GFLOP/s), else memory (shares of the triad's "
         "GB/s; no theoretical bandwidth is known, and cache-resident data can pass 100%)",
-        "max rel. error = max |out − ref| / max |ref| against numpy float64; tolerance "
-        + ", ".join(f"{p} {t:.0e}" for p, t in TOLERANCE.items()),
+        "max rel. error = max |out − ref| / max |ref| against numpy float64 (int8: int64, exact); tolerance "
+        + ", ".join(f"{p} {t:.0e}" for p, t in TOLERANCE.items() if p in precisions or not precisions),
     ]
 
 
@@ -172,7 +195,7 @@ def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: Stoppi
     console = console or Console()
     cells, styles = table_rows(rows)
     print_table(console, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
-                HEADERS, cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound", "note"},
+                headers(rows), cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound", "note"},
                 styles=styles, repeat=3)
     print_lines(console, machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows}))
 
@@ -188,6 +211,7 @@ def row_dict(r: OpRow) -> dict:
         "flops": r.flops, "bytes_moved": r.bytes_moved, "io_bytes_per_element": m.io_itemsize,
         "flops_per_byte": r.flops / r.bytes_moved, "bound": r.bound,
         "gflops": r.gflops, "gflops_ci95": r.gflops_ci, "gbs": r.gbs, "gbs_ci95": r.gbs_ci,
+        "rate_unit": unit(m.case.precision), "measured_ceiling_source": r.measured_ceiling_source,
         "theoretical_gflops": r.theoretical_gflops, "measured_ceiling": r.measured_ceiling,
         "pct_of_theoretical_peak": r.pct_theoretical, "pct_of_theoretical_peak_ci95": r.pct_theoretical_ci,
         "pct_of_measured_ceiling": r.pct_measured, "pct_of_measured_ceiling_ci95": r.pct_measured_ci,
@@ -255,7 +279,8 @@ def stored_rows(results: list[Result]) -> list[OpRow]:
                           d.get("bytes_moved", 1), d.get("bound"), d.get("gflops"), ci["gflops_ci95"], d.get("gbs"),
                           ci["gbs_ci95"], d.get("pct_of_theoretical_peak"), ci["pct_of_theoretical_peak_ci95"],
                           d.get("pct_of_measured_ceiling"), ci["pct_of_measured_ceiling_ci95"],
-                          d.get("theoretical_gflops"), d.get("measured_ceiling"), d.get("within_tolerance")))
+                          d.get("theoretical_gflops"), d.get("measured_ceiling"), d.get("within_tolerance"),
+                          d.get("measured_ceiling_source")))
     return rows
 
 
@@ -267,12 +292,13 @@ def render_stored(run: Run, console=None) -> None:
 
     console = console or Console()
     ops = run.config.get("ops") or {}
-    cells, styles = table_rows(stored_rows(run.results))
+    rows = stored_rows(run.results)
+    cells, styles = table_rows(rows)
     print_table(console, f"run {run.run_id} — operators, {ops.get('threads', '?')} threads: median ± 95% CI "
-                f"half-width", HEADERS, cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound",
-                                                               "note"}, styles=styles, repeat=3)
+                f"half-width", headers(rows), cells, keys=5,
+                left={"op", "shape", "from", "engine", "precision", "bound", "note"}, styles=styles, repeat=3)
     print_lines(console, ops.get("machine_lines") or [])
 
 
 __all__ = ["OpRow", "analyse", "to_result", "stored_rows", "render_stored", "FIDELITY_METRIC", "table_rows",
-           "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS"]
+           "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS", "headers", "unit"]

@@ -8,6 +8,17 @@ Work is counted as the roofline counts it:
 
 Inputs are seeded standard normals, the same for every engine. The reference is numpy float64 on the very
 values the engine receives (rounded to bfloat16 first when the precision is bf16).
+
+int8 is for the GEMMs only (matmul, linear), where engines have integer kernels: int8 activations, int8
+weights, int32 accumulation and output (linear's bias is int32). Work is counted the same way (a multiply-add
+is 2 integer ops: GOP/s); bytes are 1 per int8 element read and 4 per int32 element. The reference is numpy's
+int64 matmul of the same integers, so an engine's answer must be exact.
+
+The int8 ranges keep every engine exact on every x86 CPU. Without VNNI (AVX2, AVX-512 without VNNI), oneDNN
+and onnxruntime's MLAS multiply uint8 by int8 with vpmaddubsw, which adds two products into a saturating int16:
+signed activations are shifted to uint8 first (0..255), so the weights must keep |w| ≤ 64 for 2·255·64 =
+32640 to fit (the "reduce_range" of onnxruntime's quantizer, and oneDNN's advice for non-VNNI CPUs). Seen with
+ONEDNN_MAX_CPU_ISA=AVX2: full-range weights made torch._int_mm wrong by 10^4 and more; 7-bit weights were exact.
 """
 
 from __future__ import annotations
@@ -23,10 +34,17 @@ from enginebench.errors import UsageError
 
 Shape = tuple[int, ...]
 LAYERNORM_EPS = 1e-5
-PRECISIONS = {"fp32": 4, "bf16": 2}  # precision -> bytes per element
+PRECISIONS = {"fp32": 4, "bf16": 2, "int8": 1}  # precision -> bytes per input element
 # max |out - ref| / max |ref| an engine may reach before its row is flagged: fp32 accumulates rounding of
-# 2^-24 per step; bf16 keeps 8 significant bits (2^-8 ≈ 4e-3 per rounding, the output rounded once more)
-TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
+# 2^-24 per step; bf16 keeps 8 significant bits (2^-8 ≈ 4e-3 per rounding, the output rounded once more).
+# int8 accumulates in int32, exactly: the one error allowed is an engine handing the int32 sums back as float32
+# (OpenVINO dequantizes at scale 1), rounded only where a sum passes 2^24, by at most 2^-24 of it. A sum off by
+# one still fails while max |ref| < 2^24: always for K ≤ 2000 (2000·128·64 + 2^15 < 2^24), and in practice for
+# the largest models' K too, where random signs keep the sums far smaller.
+TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "int8": 2 ** -24}
+INT8_ACTIVATIONS = (-128, 127)  # the full int8 range
+INT8_WEIGHTS = (-64, 63)  # 7 bits: see the module's docstring (vpmaddubsw's int16 saturation without VNNI)
+INT32_BIAS = (-(1 << 15), (1 << 15) - 1)
 
 
 @dataclass(frozen=True)
@@ -38,10 +56,27 @@ class Operator:
     flops: Callable[[Shape], int]
     elements: Callable[[Shape], int]  # elements read + written (compulsory traffic)
     inputs: Callable[[Shape, np.random.Generator], dict[str, np.ndarray]]  # float32 arrays, in argument order
-    reference: Callable[[dict[str, np.ndarray]], np.ndarray]  # on float64 copies of the inputs
+    reference: Callable[[dict[str, np.ndarray]], np.ndarray]  # on float64 (int8: int64) copies of the inputs
+    # int8 integer inputs (int8, int32 bias) and the bytes they and the int32 output take; None: no int8 kernel
+    int8_inputs: Callable[[Shape, np.random.Generator], dict[str, np.ndarray]] | None = None
+    int8_bytes: Callable[[Shape], int] | None = None
 
     def bytes_moved(self, shape: Shape, itemsize: int) -> int:
         return self.elements(shape) * itemsize
+
+    def bytes_for(self, shape: Shape, precision: str, itemsize: int | None = None) -> int:
+        """Compulsory bytes in this precision: int8 counts 1-byte inputs and 4-byte sums; the float precisions
+        `itemsize` bytes an element (the engine's, else the precision's)."""
+        if precision == "int8" and self.int8_bytes:
+            return self.int8_bytes(shape)
+        return self.bytes_moved(shape, itemsize or PRECISIONS[precision])
+
+    def unsupported_in(self, precision: str) -> str | None:
+        """Why no engine runs this operator in `precision`, or None."""
+        if precision == "int8" and self.int8_inputs is None:
+            gemms = ", ".join(op.name for op in OPERATORS.values() if op.int8_inputs)
+            return f"{self.name} has no int8 kernel in these engines: int8 rows are the GEMMs ({gemms})"
+        return None
 
     def intensity(self, shape: Shape, itemsize: int) -> float:
         """FLOPs per byte moved: the roofline's x axis."""
@@ -85,6 +120,21 @@ def _mm_inputs(s, rng):
     return {"a": _normal(rng, *lead, m, k), "b": _normal(rng, *lead, k, n)}
 
 
+def _integers(rng: np.random.Generator, bounds: tuple[int, int], *shape: int, dtype=np.int8) -> np.ndarray:
+    return rng.integers(bounds[0], bounds[1], shape, dtype=dtype, endpoint=True)
+
+
+def _mm_int8_inputs(s, rng):
+    b, m, k, n = _mm_dims(s)
+    lead = (b,) if len(s) == 4 else ()
+    return {"a": _integers(rng, INT8_ACTIVATIONS, *lead, m, k), "b": _integers(rng, INT8_WEIGHTS, *lead, k, n)}
+
+
+def _mm_int8_bytes(s):
+    b, m, k, n = _mm_dims(s)
+    return b * (m * k + k * n + 4 * m * n)
+
+
 MATMUL = Operator(
     "matmul", "C = A @ B", (("M", "K", "N"), ("B", "M", "K", "N")),
     (128, 384, 384),
@@ -92,6 +142,8 @@ MATMUL = Operator(
     elements=lambda s: (lambda b, m, k, n: b * (m * k + k * n + m * n))(*_mm_dims(s)),
     inputs=_mm_inputs,
     reference=lambda x: x["a"] @ x["b"],
+    int8_inputs=_mm_int8_inputs,
+    int8_bytes=_mm_int8_bytes,
 )
 
 # linear: x[M,K] @ W[N,K]^T + bias[N] (a torch nn.Linear: weights stored output-major)
@@ -102,6 +154,10 @@ LINEAR = Operator(
     elements=lambda s: s[0] * s[1] + s[2] * s[1] + s[2] + s[0] * s[2],
     inputs=lambda s, rng: {"x": _normal(rng, s[0], s[1]), "w": _normal(rng, s[2], s[1]), "b": _normal(rng, s[2])},
     reference=lambda x: x["x"] @ x["w"].T + x["b"],
+    int8_inputs=lambda s, rng: {"x": _integers(rng, INT8_ACTIVATIONS, s[0], s[1]),
+                                "w": _integers(rng, INT8_WEIGHTS, s[2], s[1]),
+                                "b": _integers(rng, INT32_BIAS, s[2], dtype=np.int32)},
+    int8_bytes=lambda s: s[0] * s[1] + s[2] * s[1] + 4 * s[2] + 4 * s[0] * s[2],
 )
 
 
@@ -219,7 +275,12 @@ def round_to_bf16(x: np.ndarray) -> np.ndarray:
 
 
 def make_inputs(op: Operator, shape: Shape, precision: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """The operator's float32 inputs for this shape; in bf16, already rounded to bf16 values."""
+    """The operator's float32 inputs for this shape; in bf16, already rounded to bf16 values; in int8, integers
+    (int8, and int32 for a bias)."""
+    if precision == "int8":
+        if op.int8_inputs is None:
+            raise ValueError(op.unsupported_in(precision))
+        return op.int8_inputs(shape, np.random.default_rng(seed))
     arrays = op.inputs(shape, np.random.default_rng(seed))
     return {k: round_to_bf16(v) for k, v in arrays.items()} if precision == "bf16" else arrays
 
@@ -234,9 +295,12 @@ def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 def check_output(op: Operator, inputs: dict[str, np.ndarray], out: np.ndarray) -> float:
-    ref = op.reference({k: v.astype(np.float64) for k, v in inputs.items()})
+    """Against numpy float64 on the same values; integer inputs (int8) against numpy's exact int64 matmul."""
+    exact = all(np.issubdtype(v.dtype, np.integer) for v in inputs.values())
+    ref = op.reference({k: v.astype(np.int64 if exact else np.float64) for k, v in inputs.items()})
     return relative_error(out, ref)
 
 
-__all__ = ["Operator", "OPERATORS", "PRECISIONS", "TOLERANCE", "require_operator", "format_shape", "make_inputs",
+__all__ = ["Operator", "OPERATORS", "PRECISIONS", "TOLERANCE", "INT8_ACTIVATIONS", "INT8_WEIGHTS", "INT32_BIAS",
+           "require_operator", "format_shape", "make_inputs",
            "round_to_bf16", "relative_error", "check_output"]

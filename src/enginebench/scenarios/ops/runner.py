@@ -1,7 +1,8 @@
 """Timing operators: one spawned process per engine, as breakdown.py does for blocks.
 
 In the engine's process, for each case (operator × shape × precision): inputs made and converted, the graph
-built and compiled, one call checked against numpy float64, then the call timed under the stopping rule.
+built and compiled, one call checked against numpy float64 (int8: numpy's exact int64 matmul), then the call
+timed under the stopping rule.
 Engines never share a thread pool or a heap; one that crashes or hangs costs its own rows only.
 """
 
@@ -78,6 +79,8 @@ def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
     op = OPERATORS[case.op]
     result = OpMeasurement(case, be.name)
     try:
+        if op.unsupported_in(case.precision):  # e.g. softmax in int8: the same reason on every engine
+            raise Unsupported(op.unsupported_in(case.precision))
         inputs = make_inputs(op, case.shape, case.precision)
         started = time.perf_counter()
         prepared = be.prepare(op, inputs, case.precision)
