@@ -20,6 +20,18 @@ def limit_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
+# Libraries that log, in every measuring process, what does not concern a CPU benchmark: torchao (imported by
+# transformers whenever it is installed) about its CUDA-only extensions, torch's pytree about deprecations.
+_QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def quiet_library_logs() -> None:
+    import logging
+
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def die_with_parent() -> None:
     """Be killed when the process that started this one dies (Linux's PR_SET_PDEATHSIG): an orchestrator
     ended by `kill -9` or a closed terminal leaves no child measuring on, unseen, beside the resumed sweep."""
@@ -51,6 +63,7 @@ class SessionFactory:
         from enginebench.engines import engine_class
 
         die_with_parent()  # a throughput worker: its parent is the child
+        quiet_library_logs()
         limit_threads(self.threads)
         cls = engine_class(self.engine)
         options = cls.make_options(self.threads, self.options)
@@ -66,6 +79,7 @@ def child_main(job: Job, out) -> None:
     except OSError:
         pass
     die_with_parent()
+    quiet_library_logs()
     _measure(job, out)
     # Flush every message, then leave without interpreter teardown: some engines' destructors abort at exit
     # (seen: "terminate called ... Resource deadlock avoided"), which must not cost results already sent.
