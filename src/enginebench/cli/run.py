@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
     ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
     opts = RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__})
     plan, quick = plan_from_options(opts)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     if quick:
         engines = sorted({c.engine for c in plan.cells})
         err.print(f"[dim]quick suite: {plan.model.name} on {', '.join(engines)}; {len(plan.cells)} cells of "
@@ -92,7 +92,7 @@ def _resume(args) -> int:
     if given:
         raise UsageError(f"--resume measures with run {args.resume}'s stored options: drop {', '.join(given)}")
     resuming = resumption(args.resume, db=args.db, retry_failed=args.retry_failed, pin=True)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     run = resuming.run
     if not resuming.left:
         failed = (f"; {resuming.failed} repetitions failed (--retry-failed measures them again)"
@@ -132,7 +132,8 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
         print(to_json(run))
     else:
         render(run, Console())
-        err.print(f"[dim]stored in {args.db} as run {run.run_id}: `enginebench show --format json` to export[/dim]")
+        err.print(f"[dim]stored in {args.db} as run {run.run_id}: `enginebench show {run.run_id} --format json` "
+                  "to export[/dim]")
     return 0 if any(r.status == "ok" for r in run.results) else 1
 
 

@@ -33,7 +33,7 @@ def cmd_sweep(args) -> int:
     if not args.dry_run:
         ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
     sweep = load_sweep(args.file, retries=args.retries, max_memory=args.max_memory)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     if args.dry_run:
         return _dry_run(sweep, args, Console())
     extra = [x for flag, value in (("--retries", args.retries), ("--max-memory", args.max_memory),

@@ -40,7 +40,7 @@ def cmd_tune(args) -> int:
                             batch_size=args.batch_size, workload=args.workload, engines=args.engine,
                             precisions=args.precision, budget=args.budget, seed=args.seed, db=args.db)
     request.argv = sys.argv[2:] if sys.argv[1:2] == ["tune"] else []
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.fields[left]} left of {task.fields[budget]}"),
                         console=err, transient=True)

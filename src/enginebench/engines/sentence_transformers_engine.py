@@ -90,7 +90,7 @@ class SentenceTransformersEngine(Engine):
         import torch
         from transformers.utils import logging as hf_logging
 
-        from enginebench.engines.torch_eager import torch_executed_precision, torch_threads
+        from enginebench.engines.torch_readback import torch_executed_precision, torch_threads
         from enginebench.workloads.tokenize import load_tokenizer
 
         hf_logging.disable_progress_bar()

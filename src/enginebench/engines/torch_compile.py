@@ -24,7 +24,8 @@ from typing import Iterable
 import numpy as np
 
 from enginebench.engines.base import Engine, Session
-from enginebench.engines.torch_eager import TorchOptions, reduce_precision, torch_threads
+from enginebench.engines.torch_eager import TorchOptions, reduce_precision
+from enginebench.engines.torch_readback import torch_threads
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData

@@ -93,8 +93,14 @@ class TorchDecoderSession(DecoderSession):
 
 
 def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecoderSession:
+    import warnings
+
     import torch
     from transformers import LlamaForCausalLM
+
+    # transformers 5 renames the forward's past_key_values to `cache` and warns on every call; the old name
+    # still works and is what transformers 4.45+ (the extra's floor) understands
+    warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
 
     reason = decoder_unsupported_reason(model, precision)
     if reason:
@@ -110,13 +116,13 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
         with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated (torchao replaces it)
             warnings.filterwarnings("ignore", message=".*(deprecated|torchao).*")
             llm = quantize_dynamic(llm, {torch.nn.Linear}, dtype=torch.qint8)
-    from enginebench.engines.torch_eager import (_TORCH_SOURCE, torch_executed_precision, torch_quantization,
-                                                 torch_threads, torch_weight_matmuls)
+    from enginebench.engines.torch_readback import (TORCH_SOURCE, torch_executed_precision, torch_quantization,
+                                                    torch_threads, torch_weight_matmuls)
 
     layers, facts = torch_weight_matmuls(llm)
     details = {"attention": options.attention, "cache": "DynamicCache",
                "weights": "int8 Linear (dynamic quantization), fp32 embeddings" if precision == "int8" else str(dtype),
-               "executed_precision_source": _TORCH_SOURCE, **torch_threads(torch)}
+               "executed_precision_source": TORCH_SOURCE, **torch_threads(torch)}
     if precision == "int8":
         details["quantization"] = torch_quantization(llm, layers, facts)
     return TorchDecoderSession(llm, torch, torch_executed_precision(llm, layers, facts), details)
