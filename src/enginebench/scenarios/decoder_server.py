@@ -15,7 +15,6 @@ included; TPOT = (completion - first token) / (gen_len - 1), as LoadGen counts i
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.decoder_workers import DecoderWorkers, Request
-from enginebench.scenarios.loadgen_sut import loadgen_version, read_detail_log, require_loadgen
+from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, start_test
 from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, find_max_qps,
                                           loadgen_reasons, more_queries_needed, percentiles, poisson_rate_ci,
                                           queue_depth, serving_min_queries)
@@ -88,7 +87,7 @@ class TokenDispatcher:
 
     def _respond(self) -> None:
         while not self._stop.is_set():
-            for conn in wait_connections(self.workers.events, timeout=_POLL_S):
+            for conn in wait_connections(self.workers.dones, timeout=_POLL_S):
                 try:
                     msg = self.workers.recv(conn)
                 except RuntimeError as e:
@@ -167,27 +166,9 @@ def run_token_loadgen(workers: DecoderWorkers, *, outdir: str, gen_len: int, pro
     ts.min_duration_ms = settings["min_duration_ms"]
     ts.min_query_count = settings["min_query_count"]
     ts.schedule_rng_seed = ts.qsl_rng_seed = ts.sample_index_rng_seed = seed
-    os.makedirs(outdir, exist_ok=True)
-    log_settings = lg.LogSettings()
-    log_settings.log_output.outdir = outdir
-    log_settings.log_output.copy_summary_to_stdout = False
-    log_settings.enable_trace = False
     dispatcher = TokenDispatcher(workers, gen_len, prompt_count)
-    sut = lg.ConstructSUT(dispatcher.issue, dispatcher.flush)
-    qsl = lg.ConstructQSL(prompt_count, prompt_count, lambda indices: None, lambda indices: None)
-    dispatcher.start()
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, ts, log_settings)
-    finally:
-        dispatcher.stop()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    if dispatcher.error:
-        raise RuntimeError(dispatcher.error)
-    with open(os.path.join(outdir, "mlperf_log_summary.txt"), encoding="utf-8", errors="replace") as f:
-        summary = f.read()
-    return TokenRun(dispatcher.trace(), settings, read_detail_log(os.path.join(outdir, "mlperf_log_detail.txt")),
-                    summary)
+    summary, log = start_test(dispatcher, prompt_count, ts, outdir)
+    return TokenRun(dispatcher.trace(), settings, log, summary)
 
 
 # -- figures ---------------------------------------------------------------------------------------------------

@@ -12,21 +12,17 @@ A worker schedules its requests in one of two ways, recorded with the result:
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import queue as queue_mod
 import threading
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import wait as wait_connections
 
 import numpy as np
 
-from enginebench.scenarios.loadgen_sut import LOAD_TIMEOUT_S
-
-_STOP = None
-_POLL_S = 0.2
+from enginebench.scenarios.process_pool import STOP as _STOP
+from enginebench.scenarios.process_pool import ProcessPool
 
 
 @dataclass
@@ -159,8 +155,8 @@ def _warm_up(session, prompts: np.ndarray, gen_len: int, max_batch: int, continu
     return {s: {k: float(np.median(v[-20:])) / 1e6 for k, v in t.items()} for s, t in times.items()}
 
 
-def _worker_main(index: int, load_session, prompts: np.ndarray, gen_len: int, max_batch: int, max_wait_ns: int,
-                 warmup_s: float, tasks, events, reference, precision: str) -> None:
+def _worker_main(index: int, tasks, events, load_session, prompts: np.ndarray, gen_len: int, max_batch: int,
+                 max_wait_ns: int, warmup_s: float, reference, precision: str) -> None:
     from enginebench.engines.base import DecoderSession, SlotDecoding
     from enginebench.measure.memory import peak_rss_mb, start_peak_window
 
@@ -199,83 +195,15 @@ def _worker_main(index: int, load_session, prompts: np.ndarray, gen_len: int, ma
             pass
 
 
-class DecoderWorkers:
+class DecoderWorkers(ProcessPool):
     """`workers` processes, each loading its own session, warmed up once, then serving any number of runs."""
+
+    what = "decoder worker"
 
     def __init__(self, load_session, prompts: np.ndarray, gen_len: int, workers: int, max_batch: int,
                  max_wait_ms: float, warmup_s: float, reference=None, precision: str = "fp32"):
-        ctx = mp.get_context("spawn")
-        self.tasks, self.events, self.procs = [], [], []
-        for i in range(workers):
-            task_r, task_w = ctx.Pipe(duplex=False)
-            event_r, event_w = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker_main, daemon=True,
-                               args=(i, load_session, prompts, gen_len, max_batch, int(max_wait_ms * 1e6),
-                                     warmup_s, task_r, event_w, reference if i == 0 else None, precision))
-            proc.start()
-            task_r.close()
-            event_w.close()
-            self.tasks.append(task_w)
-            self.events.append(event_r)
-            self.procs.append(proc)
-        self.ready: list[dict] = []
-
-    @property
-    def size(self) -> int:
-        return len(self.procs)
-
-    def start(self) -> list[dict]:
-        reports: dict[int, dict] = {}
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while len(reports) < self.size:
-            for conn in wait_connections(self.events, timeout=_POLL_S):
-                msg = self.recv(conn)
-                if msg[0] != "ready":
-                    raise RuntimeError(f"decoder worker {msg[1]} before serving: {msg[0]}")
-                reports[msg[1]] = msg[2]
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"decoder workers did not load within {LOAD_TIMEOUT_S} s")
-        self.ready = [reports[i] for i in range(self.size)]
-        return self.ready
-
-    def recv(self, conn):
-        try:
-            msg = conn.recv()
-        except EOFError:
-            w = self.events.index(conn)
-            raise RuntimeError(f"decoder worker {w} ended without a word (exit code {self.procs[w].exitcode})") from None
-        if msg[0] == "error":
-            raise RuntimeError(f"decoder worker {msg[1]}: {msg[2]}")
-        return msg
-
-    def check_alive(self) -> None:
-        for i, p in enumerate(self.procs):
-            if not p.is_alive() and p.exitcode not in (0, None):
-                raise RuntimeError(f"decoder worker {i} died with exit code {p.exitcode}")
-
-    def close(self) -> list[dict]:
-        byes: dict[int, dict] = {}
-        for conn in self.tasks:
-            try:
-                conn.send(_STOP)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 10
-        while len(byes) < self.size and time.monotonic() < deadline:
-            for conn in wait_connections([c for i, c in enumerate(self.events) if i not in byes], timeout=_POLL_S):
-                try:
-                    msg = conn.recv()
-                except EOFError:
-                    byes[self.events.index(conn)] = {}
-                    continue
-                if msg[0] == "bye":
-                    byes[msg[1]] = msg[2]
-        for p in self.procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-        return [byes.get(i, {}) for i in range(self.size)]
+        super().__init__(_worker_main, [(load_session, prompts, gen_len, max_batch, int(max_wait_ms * 1e6), warmup_s,
+                                         reference if i == 0 else None, precision) for i in range(workers)])
 
 
 __all__ = ["DecoderWorkers", "Request"]

@@ -14,7 +14,6 @@ served by the workers (an M/G/c queue under Poisson arrivals).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import queue as queue_mod
 import threading
@@ -26,11 +25,11 @@ from multiprocessing.connection import wait as wait_connections
 import numpy as np
 
 from enginebench.errors import UsageError
+from enginebench.scenarios.process_pool import POLL_S, STOP, ProcessPool
 from enginebench.workloads import TokenBatch
 
-LOAD_TIMEOUT_S = 1800
-_STOP = None
-_POLL_S = 0.2
+_STOP = STOP
+_POLL_S = POLL_S
 
 
 def require_loadgen():
@@ -79,7 +78,7 @@ def _warm_up(session, pool: TokenBatch, max_batch: int, warmup_s: float) -> dict
     return {s: int(np.median(t[-20:])) for s, t in times.items()}
 
 
-def _worker_main(index: int, load_session, pool: TokenBatch, max_batch: int, warmup_s: float, tasks, done,
+def _worker_main(index: int, tasks, done, load_session, pool: TokenBatch, max_batch: int, warmup_s: float,
                  fidelity_inputs) -> None:
     from enginebench.measure.memory import peak_rss_mb, start_peak_window
 
@@ -110,91 +109,18 @@ def _worker_main(index: int, load_session, pool: TokenBatch, max_batch: int, war
             pass
 
 
-class WorkerPool:
+class WorkerPool(ProcessPool):
     """`workers` processes, each with its own session (a fresh load by the picklable `load_session`), loaded
     and warmed up once and then serving any number of LoadGen runs."""
 
     def __init__(self, load_session, pool: TokenBatch, workers: int, max_batch: int, warmup_s: float,
                  fidelity_inputs: TokenBatch | None = None):
-        ctx = mp.get_context("spawn")
+        super().__init__(_worker_main, [(load_session, pool, max_batch, warmup_s, fidelity_inputs if i == 0 else None)
+                                        for i in range(workers)])
         self.pool = pool
-        self.tasks, self.dones, self.procs = [], [], []
-        for i in range(workers):
-            task_r, task_w = ctx.Pipe(duplex=False)
-            done_r, done_w = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker_main, daemon=True,
-                               args=(i, load_session, pool, max_batch, warmup_s, task_r, done_w,
-                                     fidelity_inputs if i == 0 else None))
-            proc.start()
-            task_r.close()
-            done_w.close()
-            self.tasks.append(task_w)
-            self.dones.append(done_r)
-            self.procs.append(proc)
-        self.ready: list[dict] = []
-
-    @property
-    def size(self) -> int:
-        return len(self.procs)
-
-    def start(self) -> list[dict]:
-        """Wait until every worker has loaded and warmed up; their reports, in worker order."""
-        reports: dict[int, dict] = {}
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        while len(reports) < self.size:
-            for conn in wait_connections(self.dones, timeout=_POLL_S):
-                msg = self._recv(conn)
-                if msg[0] != "ready":
-                    raise RuntimeError(f"worker {msg[1]} before serving: {msg[0]} {msg[2:]}")
-                reports[msg[1]] = msg[2]
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not load within {LOAD_TIMEOUT_S} s")
-        self.ready = [reports[i] for i in range(self.size)]
-        return self.ready
-
-    def _recv(self, conn):
-        try:
-            msg = conn.recv()
-        except EOFError:
-            raise RuntimeError(f"worker {self.dones.index(conn)} ended without a word "
-                               f"(exit code {self.procs[self.dones.index(conn)].exitcode})") from None
-        if msg[0] == "error":
-            raise RuntimeError(f"worker {msg[1]}: {msg[2]}")
-        return msg
-
-    def check_alive(self) -> None:
-        for i, p in enumerate(self.procs):
-            if not p.is_alive() and p.exitcode not in (0, None):
-                raise RuntimeError(f"worker {i} died with exit code {p.exitcode}")
 
     def send(self, worker: int, batch_id: int, rows: list[int]) -> None:
         self.tasks[worker].send((batch_id, rows))
-
-    def close(self) -> list[dict]:
-        """Stop the workers; their last words (peak memory), where they could still say them."""
-        byes: dict[int, dict] = {}
-        for conn in self.tasks:
-            try:
-                conn.send(_STOP)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 10
-        while len(byes) < self.size and time.monotonic() < deadline:
-            ready = wait_connections([c for i, c in enumerate(self.dones) if i not in byes], timeout=_POLL_S)
-            for conn in ready:
-                try:
-                    msg = conn.recv()
-                except EOFError:
-                    byes[self.dones.index(conn)] = {}
-                    continue
-                if msg[0] == "bye":
-                    byes[msg[1]] = msg[2]
-        for p in self.procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-        return [byes.get(i, {}) for i in range(self.size)]
 
 
 # -- one LoadGen run --------------------------------------------------------------------------------------------
@@ -282,7 +208,7 @@ class Dispatcher:
         while not self._stop.is_set():
             for conn in wait_connections(self.pool.dones, timeout=_POLL_S):
                 try:
-                    msg = self.pool._recv(conn)
+                    msg = self.pool.recv(conn)
                 except RuntimeError as e:
                     self._fail(str(e))
                     continue
@@ -347,6 +273,31 @@ def read_detail_log(path: str) -> dict:
     return log
 
 
+def start_test(dispatcher, samples: int, ts, outdir: str) -> tuple[str, dict]:
+    """One LoadGen test with `dispatcher` as the SUT (its issue, flush, start, stop and error) and a QSL of
+    `samples` resident samples; LoadGen's summary text and detail log (key -> value), written in `outdir`."""
+    lg = require_loadgen()
+    os.makedirs(outdir, exist_ok=True)
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = outdir
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+    sut = lg.ConstructSUT(dispatcher.issue, dispatcher.flush)
+    qsl = lg.ConstructQSL(samples, samples, lambda indices: None, lambda indices: None)  # inputs stay resident
+    dispatcher.start()
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, ts, log_settings)
+    finally:
+        dispatcher.stop()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    if dispatcher.error:
+        raise RuntimeError(dispatcher.error)
+    with open(os.path.join(outdir, "mlperf_log_summary.txt"), encoding="utf-8", errors="replace") as f:
+        summary = f.read()
+    return summary, read_detail_log(os.path.join(outdir, "mlperf_log_detail.txt"))
+
+
 def run_loadgen(pool: WorkerPool, *, scenario: str, max_batch: int, max_wait_ms: float, outdir: str,
                 min_duration_s: float, min_queries: int, seed: int, qps: float | None = None,
                 slo_ms: float | None = None, expected_qps: float | None = None) -> LoadgenRun:
@@ -371,25 +322,6 @@ def run_loadgen(pool: WorkerPool, *, scenario: str, max_batch: int, max_wait_ms:
         ts.scenario = lg.TestScenario.Offline
         ts.offline_expected_qps = float(expected_qps)
         settings["offline_expected_qps"] = float(expected_qps)
-    os.makedirs(outdir, exist_ok=True)
-    log_settings = lg.LogSettings()
-    log_settings.log_output.outdir = outdir
-    log_settings.log_output.copy_summary_to_stdout = False
-    log_settings.enable_trace = False
     dispatcher = Dispatcher(pool, max_batch, int(max_wait_ms * 1e6))
-    size = pool.pool.size
-    sut = lg.ConstructSUT(dispatcher.issue, dispatcher.flush)
-    qsl = lg.ConstructQSL(size, size, lambda indices: None, lambda indices: None)  # the pool stays resident
-    dispatcher.start()
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, ts, log_settings)
-    finally:
-        dispatcher.stop()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    if dispatcher.error:
-        raise RuntimeError(dispatcher.error)
-    with open(os.path.join(outdir, "mlperf_log_summary.txt"), encoding="utf-8", errors="replace") as f:
-        summary = f.read()
-    log = read_detail_log(os.path.join(outdir, "mlperf_log_detail.txt"))
+    summary, log = start_test(dispatcher, pool.pool.size, ts, outdir)
     return LoadgenRun(dispatcher.trace(), settings, log, summary)
