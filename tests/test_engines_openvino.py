@@ -67,3 +67,18 @@ def test_bf16_needs_the_cpu_capability(monkeypatch):
     assert "no bf16" in cls.unsupported_reason("bf16")
     assert cls.unsupported_reason("fp32") is None
     assert "does not offer fp16" in cls.unsupported_reason("fp16")
+
+
+def test_a_session_that_shares_the_cpus_is_not_pinned(minilm):
+    """OpenVINO pins a process's threads from the first core: two single-threaded workers pinned would share
+    one core. auto pins only a session whose threads cover every CPU this process may use."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    whole = load_session("openvino", minilm, "fp32", threads=cpus)
+    assert whole.details["cpu_pinning"] is True and whole.details["cpu_pinning_requested"] == "auto"
+    if cpus > 1:
+        shared = load_session("openvino", minilm, "fp32", threads=1)
+        assert shared.details["cpu_pinning"] is False
+    forced = load_session("openvino", minilm, "fp32", threads=1, pinning="true")
+    assert forced.details["cpu_pinning"] is True
