@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from enginebench.engines.ctranslate2_cpu import parse_system_config, vnni_available
+from enginebench.engines.ctranslate2_cpu import parse_system_config
+from enginebench.measure.cpu_features import vnni_available
 
 LOG = """\
 [2026-11-25 19:00:43.500] [ctranslate2] [thread 3904] [info] CPU: AuthenticAMD (SSE4.1=true, AVX=true, AVX2=true, AVX512=true)

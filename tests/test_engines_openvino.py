@@ -57,14 +57,22 @@ def test_bad_hint_is_refused_with_the_allowed_values(minilm):
         load_session("openvino", minilm, "fp32", hint="FASTEST")
 
 
-def test_bf16_needs_the_cpu_capability(monkeypatch):
+def test_bf16_needs_the_cpu_capability(monkeypatch, cpu_features):
+    """Offered only where the CPU features in use have bf16 instructions and OpenVINO's own report lists BF16."""
     import openvino as ov
 
     cls = engine_class("openvino")
+    reported = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    has_bf16 = cpu_features.has_any({"avx512_bf16", "amx_bf16"})
+    reason = cls.unsupported_reason("bf16")
+    assert (reason is None) is (has_bf16 and reported)
+    if not has_bf16:  # the CPU features decide first, and the reason says which
+        assert "avx512_bf16" in reason
+        assert (cpu_features.narrowed_to is not None) is ("ENGINEBENCH_CPU_FEATURES=avx2" in reason)
     real = ov.Core.get_property
     monkeypatch.setattr(ov.Core, "get_property", lambda self, device, name: ["FP32", "INT8"]
                         if name == "OPTIMIZATION_CAPABILITIES" else real(self, device, name))
-    assert "no bf16" in cls.unsupported_reason("bf16")
+    assert "bf16" in cls.unsupported_reason("bf16")  # OpenVINO's own report without BF16
     assert cls.unsupported_reason("fp32") is None
     assert "does not offer fp16" in cls.unsupported_reason("fp16")
 

@@ -96,6 +96,23 @@ def test_quantized_files_shrink_and_stay_close(tiny, tokens, reference):
     assert agreement["fp16"] >= 0.98 and agreement["q8_0"] >= 0.9, agreement
 
 
+def test_extra_buffer_types_follow_the_builds_own_report(tiny):
+    """llama.cpp's AMX buffer type segfaults on quantized weights: auto leaves the extra buffer types out where
+    the build reports AMX_INT8, and uses them elsewhere; the option overrides; the session records which."""
+    from enginebench.engines.llamacpp import extra_buffers_decision
+
+    amx = "CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
+    assert extra_buffers_decision("auto", amx)[0] is False and "20824" in extra_buffers_decision("auto", amx)[1]
+    assert extra_buffers_decision("auto", "CPU : AVX2 = 1 | REPACK = 1 |")[0] is True
+    assert extra_buffers_decision("on", amx) == (True, "-o llamacpp.extra_buffers=on")
+    session = load_session("llamacpp", tiny, "q8_0")
+    used = session.details["extra_buffers"]["used"]
+    assert used is ("AMX_INT8 = 1" not in session.details["system_info"])
+    session.close()
+    with pytest.raises(ValueError, match="auto, on, off"):
+        load_session("llamacpp", tiny, "q8_0", extra_buffers="maybe")
+
+
 def test_quantized_file_is_cached(tiny):
     first = load_session("llamacpp", tiny, "q8_0")
     again = load_session("llamacpp", tiny, "q8_0")

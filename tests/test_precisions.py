@@ -59,7 +59,7 @@ def test_onnx_int8_keeps_down_projections_fp32(minilm):
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
-def test_offered_precisions_have_no_unsupported_reason(engine):
+def test_offered_precisions_have_no_unsupported_reason(engine, cpu_features):
     cls = engine_class(engine)
     for precision in cls.precisions:
         assert cls.unsupported_reason(precision) is None, precision

@@ -87,7 +87,7 @@ def test_halving_keeps_the_true_best_through_noisy_rounds():
 
 # -- the candidate list ---------------------------------------------------------------------------------------
 
-def test_candidates_come_from_the_engine_classes(synthetic):
+def test_candidates_come_from_the_engine_classes(synthetic, cpu_features):
     from enginebench.engines import engine_class
     from enginebench.models import resolve_model
 
@@ -97,10 +97,17 @@ def test_candidates_come_from_the_engine_classes(synthetic):
     assert {c.options for c in space if c.engine == "syn"} == {(), (("mode", "fast"),)}  # metadata "tune": True
     assert {(c.scenario, c.workers, c.threads) for c in space} == {("latency", 1, 2), ("latency", 1, 1),
                                                                     ("throughput", 2, 1)}
-    # the real engines: every precision they list, int8-static included where an engine offers it
+    # the real engines: every precision they offer on this CPU (narrowed or not), int8-static included
     real = candidates(["onnxruntime", "openvino"], model, "latency", [1], cores=2)
     for engine in ("onnxruntime", "openvino"):
-        assert {c.precision for c in real if c.engine == engine} == set(engine_class(engine).precisions)
+        cls = engine_class(engine)
+        offered = {p for p in cls.precisions if cls.unsupported_reason(p) is None}
+        assert {c.precision for c in real if c.engine == engine} == offered
+    # OpenVINO's bf16 follows the CPU's bf16 instructions as the features in use say: never on an AVX2-only CPU
+    if not cpu_features.has_any(engine_class("openvino").cpu_needs["bf16"]):
+        assert "bf16" not in {c.precision for c in real if c.engine == "openvino"}
+    if cpu_features.narrowed_to == "avx2":
+        assert not cpu_features.has_any({"avx512_bf16", "amx_bf16", "avx512f"})
     assert {dict(c.options).get("graph_optimization", "all") for c in real if c.engine == "onnxruntime"} == {
         "disable", "basic", "extended", "all"}
     assert {dict(c.options).get("hint", "LATENCY") for c in real if c.engine == "openvino"} == {"LATENCY", "THROUGHPUT"}

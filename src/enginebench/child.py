@@ -10,14 +10,18 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from enginebench.measure import cpu_features
 from enginebench.plan import SERVING_SCENARIOS, Cell, Job
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 def limit_threads(threads: int) -> None:
+    """Set what the libraries read when they load: their thread pools, and the kernel caps of a narrowed CPU
+    (ENGINEBENCH_CPU_FEATURES). Call before any engine library is imported."""
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
+    cpu_features.apply_kernel_caps()
 
 
 # Libraries that log, in every measuring process, what does not concern a CPU benchmark: torchao (imported by

@@ -10,6 +10,7 @@ import sys
 
 from enginebench.cli.args import Parser, attach_negative_durations
 from enginebench.errors import UsageError
+from enginebench.measure import cpu_features
 
 GROUPS = ["run", "sweep", "tune", "results", "compare", "recommend", "report", "ops", "system", "graph"]  # modules of this package, in the order --help lists them
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help()
             return 2
         commands = {name: f for module in _modules() for name, f in module.COMMANDS.items()}
+        cpu_features.apply_kernel_caps()  # a bad ENGINEBENCH_CPU_FEATURES stops here, before anything runs
         return commands[args.command](args)
     except UsageError as e:
         print(f"enginebench: error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
+from enginebench.measure import cpu_features
 
 
 def add_parsers(sub) -> None:
@@ -67,8 +68,20 @@ def machine_lines(speed: dict, db: str) -> list[str]:
     if peaks:
         lines.append(f"theoretical, {min(threads, cpu.physical_cores)} cores × {cpu.clock_ghz:.2f} GHz "
                      f"({cpu.clock_source}): " + "; ".join(peaks))
+    lines.extend(cpu_features_lines(cpu_features.current()))
     lines.append(f"stored in {db}")
     return lines
+
+
+def cpu_features_lines(features) -> list[str]:
+    """What ENGINEBENCH_CPU_FEATURES changed, and which libraries it cannot reach; nothing for the whole CPU."""
+    if not features.narrowed_to:
+        return []
+    caps = " ".join(f"{k}={v}" for k, v in features.caps.items())
+    return [f"CPU features: {features.describe()}",
+            f"  decisions (precisions offered, VNNI, bf16, theoretical peak) and kernels capped by {caps}",
+            "  not capped, their kernels read the CPU themselves: "
+            + "; ".join(f"{name} ({why})" for name, why in cpu_features.UNCAPPED.items())]
 
 
 def cmd_models(args) -> int:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from enginebench.measure import cpu_features
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -89,6 +90,10 @@ class Engine(ABC):
     cuts_graph: ClassVar[bool] = False
     #: the kinds of model it runs: "encoder" (sentence embeddings), "decoder" (causal LMs)
     model_kinds: ClassVar[tuple[str, ...]] = ("encoder",)
+    #: precision -> CPU flags of which it needs one to offer that precision (e.g. bf16 instructions where the
+    #: library would otherwise fall back to fp32 silently); read through measure/cpu_features, so
+    #: ENGINEBENCH_CPU_FEATURES=avx2 asks what an AVX2-only machine is offered
+    cpu_needs: ClassVar[dict[str, frozenset[str]]] = {}
 
     @classmethod
     def missing(cls) -> list[str]:
@@ -158,6 +163,8 @@ class Engine(ABC):
         """Why this engine cannot run `precision` here, or None if it can."""
         if precision not in cls.precisions:
             return f"{cls.name} does not offer {precision} (it offers {', '.join(cls.precisions)})"
+        if precision in cls.cpu_needs:
+            return cpu_features.current().missing(cls.cpu_needs[precision], f"{cls.name} {precision}")
         return None
 
     @classmethod

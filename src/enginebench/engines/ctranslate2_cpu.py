@@ -21,28 +21,9 @@ import os
 import re
 import tempfile
 
-from enginebench.measure.machine import cpu_flags
+from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
 
 _CONFIG: dict | None = None
-# oneDNN ISA caps that exclude every VNNI instruction (AVX2_VNNI and AVX512_CORE_VNNI and above include it)
-_CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
-
-
-def onednn_isa_cap() -> str | None:
-    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        if os.environ.get(var):
-            return os.environ[var].strip().upper()
-    return None
-
-
-def vnni_available(flags: set[str] | None = None, cap: str | None = None) -> bool:
-    """VNNI instructions that oneDNN may use here: the CPU has them and no ISA cap rules them out."""
-    flags = cpu_flags() if flags is None else flags
-    if not ({"avx512_vnni", "avx_vnni"} & flags):
-        return False
-    return cap is None or cap not in _CAPS_WITHOUT_VNNI
-
-
 def parse_system_config(log: str) -> dict:
     """CTranslate2's system-config log lines -> {cpu_vendor, ct2_isa, int8_backend, u8s8, ...}."""
     out: dict = {}
@@ -150,5 +131,5 @@ def ct2_quantization(folder, compute_type: str) -> dict:
                                    "own scale (ops::Quantize); documented, not read back")
 
 
-__all__ = ["load_reading_config", "session_details", "int8_gemm_path", "parse_system_config", "vnni_available",
-           "onednn_isa_cap", "ct2_executed_precision", "ct2_quantization"]
+__all__ = ["load_reading_config", "session_details", "int8_gemm_path", "parse_system_config",
+           "ct2_executed_precision", "ct2_quantization"]

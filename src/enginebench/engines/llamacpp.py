@@ -56,6 +56,24 @@ class LlamaCppOptions(EngineOptions):
     n_batch: int = field(default=512, metadata={"min": 1})
     # sequences the context is sized for; a larger batch rebuilds the context once
     max_batch: int = field(default=1, metadata={"min": 1})
+    # llama.cpp's extra weight buffer types (AMX tiles, repacked quantized blocks); auto: all but on a build
+    # with AMX_INT8, whose AMX matmul segfaults on quantized models (see amx_extra_buffers_crash)
+    extra_buffers: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
+
+
+AMX_CRASH = ("llama.cpp's AMX buffer type segfaults in ggml_backend_amx_mul_mat on quantized weights "
+             "(ggml-org/llama.cpp#20824; seen on a Xeon with AMX-INT8, llama-cpp-python 0.3.36: SmolLM2 Q8_0 and "
+             "the tiny Llama q8_0/q4_0): extra buffer types off, -o llamacpp.extra_buffers=on to try them")
+
+
+def extra_buffers_decision(setting: str, system_info: str) -> tuple[bool, str]:
+    """(use llama.cpp's extra buffer types, why), from the option and the build's own report of its CPU
+    features (llama_print_system_info): the build, not the CPU flags, decides whether the AMX path exists."""
+    if setting != "auto":
+        return setting == "on", f"-o llamacpp.extra_buffers={setting}"
+    if "AMX_INT8 = 1" in system_info:
+        return False, AMX_CRASH
+    return True, "auto: this build has no AMX path"
 
 
 def _silence_llama_logs() -> None:
@@ -141,7 +159,10 @@ class LlamaCppSession(DecoderSession, SlotDecoding):
         self._lc = llama_cpp
         self._options = options
         llama_cpp.llama_backend_init()
+        system_info = llama_cpp.llama_print_system_info().decode().strip()
+        extra_buffers, extra_why = extra_buffers_decision(options.extra_buffers, system_info)
         params = llama_cpp.llama_model_default_params()
+        params.use_extra_bufts = extra_buffers
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}")
@@ -153,7 +174,8 @@ class LlamaCppSession(DecoderSession, SlotDecoding):
         self.executed_precision = file_type_name(path)
         self.details = {**details, "requested_precision": precision, "n_ctx": self._n_ctx, "n_batch": options.n_batch,
                         "gguf_bytes": path.stat().st_size, "weight_bytes": path.stat().st_size,
-                        "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+                        "system_info": system_info,
+                        "extra_buffers": {"used": extra_buffers, "why": extra_why},
                         "threads_used": int(llama_cpp.llama_n_threads(self._ctx))}  # read back from the context
         self.reset()
 

@@ -16,6 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.measure.cpu_features import current as current_cpu, vnni_available
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
@@ -157,11 +158,10 @@ def _static_session(path, details: dict, options: OnnxRuntimeOptions) -> OnnxRun
 
 def _mlas_int8_path(path) -> dict:
     """What decides MLAS's u8s8 sums here: VNNI (exact int32 sums) or not (int16 byte-pair sums, which 7-bit
-    weights keep from saturating); the weights' integer range read from the quantized file."""
+    weights keep from saturating); the weights' integer range read from the quantized file. MLAS reads the CPU
+    itself, so ENGINEBENCH_CPU_FEATURES does not narrow it: VNNI is the whole CPU's."""
     import onnx
     from onnx import numpy_helper
-
-    from enginebench.engines.ctranslate2_cpu import vnni_available
 
     model = onnx.load(str(path))
     lowest, highest = 0, 0
@@ -169,7 +169,7 @@ def _mlas_int8_path(path) -> dict:
         if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2:
             values = numpy_helper.to_array(init)
             lowest, highest = min(lowest, int(values.min())), max(highest, int(values.max()))
-    return {"library": "MLAS", "u8s8": True, "vnni": vnni_available(), "weight_range": [lowest, highest],
+    return {"library": "MLAS", "u8s8": True, "vnni": vnni_available(current_cpu().real), "weight_range": [lowest, highest],
             "saturation_free": max(-lowest, highest) * 255 * 2 <= 32767}
 
 

@@ -86,6 +86,7 @@ class OpenVinoEngine(Engine):
     formats = ("onnx", "openvino-ir")
     Options = OpenVinoOptions
     library_precisions = ("fp16", "int4")
+    cpu_needs = {"bf16": frozenset({"avx512_bf16", "amx_bf16"})}  # without them OpenVINO runs bf16 as f32
     backend = "oneDNN + its own JIT kernels (CPU plugin)"
     parallelism = "no (streams run requests in parallel on one device)"
     training = "no"
@@ -372,7 +373,7 @@ def _int8_weight_range(ov_model) -> list[int]:
 
 def _int8_gemm(kernels) -> dict:
     """The kernels the int8 MatMuls run (oneDNN's brgemm with VNNI; jit_gemm without: byte-pair sums in int16)."""
-    from enginebench.engines.ctranslate2_cpu import onednn_isa_cap, vnni_available
+    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
 
     cap = onednn_isa_cap()
     return {"kernels": {kernel: n for (_, kernel), n in kernels.items()}, "kernels_read_after": "one call, batch 1",

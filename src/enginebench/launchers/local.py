@@ -26,6 +26,7 @@ from enginebench.child import child_main
 from enginebench.engines import engine_class
 from enginebench.launchers.faults import Failure, describe_exit, over_memory
 from enginebench.launchers.records import CellHistory, measurement_record
+from enginebench.measure import cpu_features
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.results.build import build_result, failed_result
 from enginebench.results.model import Result
@@ -46,6 +47,7 @@ class Orchestrator:
         self.on_start = on_start or (lambda cell: None)
         self.on_result = on_result or (lambda result: None)
         self.ctx = mp.get_context("spawn")
+        cpu_features.apply_kernel_caps()  # the measuring processes inherit them (Python API callers too)
         self.reference_error: str | None = None
         self.prior = {i: CellHistory(list(h.measured), {} if retry_failed else dict(h.failed), list(h.attempts))
                       for i, h in (history or {}).items()}  # what was stored before this launcher ran

@@ -7,24 +7,16 @@ import platform
 import socket
 from importlib import metadata
 
+from enginebench.measure import cpu_features
+
 # Distributions whose versions matter to a result; absent ones are simply not listed.
 LIBRARIES = (
     "enginebench", "numpy", "tokenizers", "torch", "transformers", "onnx", "onnxruntime", "openvino",
     "jax", "jaxlib", "ctranslate2", "tinygrad", "llama_cpp_python", "gguf",
 )
+# what changes the kernels a library runs: thread pools, ISA caps (ENGINEBENCH_CPU_FEATURES sets them)
+_RECORDED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CT2_USE_MKL", cpu_features.ENV, *cpu_features.KERNEL_CAPS)
 _INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
-
-
-def cpu_flags() -> set[str]:
-    """Every flag of the first CPU in /proc/cpuinfo (`Features` on ARM); empty where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _cpuinfo() -> dict:
@@ -38,14 +30,13 @@ def _cpuinfo() -> dict:
                     if block:
                         cores.add((block.get("physical id"), block.get("core id")))
                         info.setdefault("model", block.get("model name") or block.get("Model") or block.get("cpu model"))
-                        info.setdefault("flags", block.get("flags") or block.get("Features") or "")
                     block = {}
                     continue
                 key, _, value = line.partition(":")
                 block[key.strip()] = value.strip()
     except OSError:
         pass
-    flags = set(str(info.get("flags", "")).split())
+    flags = cpu_features.cpu_flags()
     return {
         "model": info.get("model") or platform.processor() or "unknown",
         "physical_cores": len(cores) if cores and None not in next(iter(cores)) else None,
@@ -89,6 +80,7 @@ def machine_info() -> dict:
         "hostname": socket.gethostname(),
         "cpu": cpu["model"],
         "cpu_flags": cpu["flags"],
+        **({"cpu_features": cpu_features.current().record()} if cpu_features.current().narrowed_to else {}),
         "logical_cores": os.cpu_count(),
         "physical_cores": cpu["physical_cores"],
         "affinity": affinity,
@@ -97,7 +89,7 @@ def machine_info() -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": library_versions(),
-        "env": {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA", "CT2_USE_MKL", "ATEN_CPU_CAPABILITY")},
+        "env": {k: v for k, v in os.environ.items() if k in _RECORDED_ENV},
     }
 
 

@@ -22,6 +22,8 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from enginebench.measure.cpu_features import cpu_flags, current as current_cpu
+
 FMA_UNITS = 2
 # flags -> (FLOPs per cycle per core, the instructions that give them), widest first
 _FP32 = (("avx512f", 16 * 2 * FMA_UNITS, "AVX-512 FMA"), ("fma", 8 * 2 * FMA_UNITS, "AVX2 FMA"),
@@ -85,10 +87,11 @@ def is_zen4(fields: dict, flags: set) -> bool:
     return fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25" and "avx512f" in flags
 
 
-def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int) -> CpuPeak:
+def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: set | None = None) -> CpuPeak:
     """The theoretical peak from /proc/cpuinfo's text and cpufreq's cpuinfo_max_freq (kHz), for a process
-    allowed `usable_cpus` logical CPUs."""
-    first, flags, listed_cores = _cpuinfo_fields(cpuinfo)
+    allowed `usable_cpus` logical CPUs; `flags` replace the text's (a narrowed set, see cpu_features)."""
+    first, listed_flags, listed_cores = _cpuinfo_fields(cpuinfo)
+    flags = listed_flags if flags is None else flags
     siblings, per_package = first.get("siblings"), first.get("cpu cores")
     smt = int(siblings) // int(per_package) if siblings and per_package and int(per_package) else 1
     physical = max(1, usable_cpus // max(1, smt))
@@ -126,7 +129,7 @@ def cpu_peak() -> CpuPeak:
     from enginebench.measure.roofline import usable_cpus
 
     return parse_peak(_read("/proc/cpuinfo") or "", _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
-                      usable_cpus())
+                      usable_cpus(), cpu_flags())
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,9 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
 
     with ResultStore(db) as store:
         speed = store.machine_speed(socket.gethostname())
-    if not speed:
-        return None
+    narrowed = current_cpu().narrowed_to
+    if not speed or speed["details"].get("cpu_features", {}).get("narrowed_to") != narrowed:
+        return None  # measured with other CPU features (ENGINEBENCH_CPU_FEATURES): not this process's ceiling
     details = speed.get("details", {})
     fp32 = details.get("gemm", {})
     return Ceilings(speed["gemm_gflops"], speed["bandwidth_gbs"],

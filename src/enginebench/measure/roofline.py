@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from enginebench.measure.machine import cpu_flags
+from enginebench.measure import cpu_features
+from enginebench.measure.cpu_features import cpu_flags
 
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
 TRIAD_BLOCK = 1 << 15  # 256 KiB per array block: three blocks fit in L2
@@ -316,6 +317,8 @@ def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, 
                     "method": "triad a=b+s*c float64, one thread per usable CPU, 24 bytes/element; GEMM 2n^3 "
                               "FLOPs at n/2 and n, per precision the fastest library (numpy, torch, onnxruntime); "
                               "best of runs",
+                    **({"cpu_features": cpu_features.current().record()} if cpu_features.current().narrowed_to
+                       else {}),
                     "numpy_threads_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                                      "MKL_NUM_THREADS") if k in os.environ}},
     }

@@ -329,7 +329,7 @@ def executed_layers(layers: list, kernels: Counter) -> tuple[list, int]:
 def quantization_readback(graph, kernels: Counter, source: str) -> tuple[str, dict, dict]:
     """(executed precision, details["quantization"], details["int8_gemm"]) from the converted graph and the
     int8 kernels that ran."""
-    from enginebench.engines.ctranslate2_cpu import onednn_isa_cap, vnni_available
+    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
     from enginebench.measure.quantization import quantization_record
 
     layers, facts = program_linears(graph)

@@ -1,0 +1,224 @@
+"""The CPU features that every CPU-dependent decision reads: which precisions an engine offers here, whether an
+int8 GEMM has VNNI, whether bf16 is native, the theoretical peak. One place, so that it can act as a smaller CPU.
+
+ENGINEBENCH_CPU_FEATURES asks "what would this machine offer without AVX-512?". It takes a feature set
+(FEATURE_SETS: avx2, avx512, avx512-vnni, avx512-bf16, amx) and/or flags of this CPU, comma-separated
+(`avx2,avx_vnni`), and only takes away: a flag this CPU lacks stays absent. Every vector-ISA flag outside the
+set is dropped; the other flags (sse4_2, popcnt, ...) stay.
+
+Two things follow a narrowed set:
+- enginebench's own decisions (precisions offered, VNNI, native bf16/int8, the theoretical peak) read the
+  narrowed flags;
+- the kernels follow where a library can be capped from the environment (KERNEL_CAPS: oneDNN in torch and
+  CTranslate2, CTranslate2's own kernels, PyTorch's ATen, XLA, OpenBLAS), which enginebench sets for every measuring
+  process it starts. The caps are read when a library first loads, so they reach processes started after
+  they are set, not a library already imported. Libraries that pick their instructions themselves
+  (UNCAPPED: ONNX Runtime's MLAS, OpenVINO's CPU plugin, llama.cpp's build, tinygrad's clang) still run on the
+  whole CPU: `enginebench machine` says so, and results record the narrowed flags and the caps.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from enginebench.errors import UsageError
+
+ENV = "ENGINEBENCH_CPU_FEATURES"
+
+# x86-64 psABI levels and the AVX-512 generations after them, each a superset of the one before
+_AVX2 = frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe", "abm", "xsave"})
+_AVX512 = _AVX2 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+_AVX512_VNNI = _AVX512 | {"avx512_vnni"}
+_AVX512_BF16 = _AVX512_VNNI | {"avx512_bf16"}
+_AMX = _AVX512_BF16 | {"avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"}
+FEATURE_SETS: dict[str, frozenset[str]] = {
+    "avx2": _AVX2, "avx512": _AVX512, "avx512-vnni": _AVX512_VNNI, "avx512-bf16": _AVX512_BF16, "amx": _AMX,
+}
+# flags that are not vector instructions: kept whatever the set (they change no decision of ours)
+_SCALAR_EXTENSIONS = {"bmi1", "bmi2", "movbe", "abm", "xsave"}
+
+
+def _is_vector_isa(flag: str) -> bool:
+    return flag.startswith(("avx", "amx")) or flag in {"fma", "f16c", "vaes", "vpclmulqdq", "gfni"}
+
+
+def _read_flags() -> set[str]:
+    """Every flag of the first CPU in /proc/cpuinfo (`Features` on ARM); empty where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def parse_request(text: str, real: set[str]) -> frozenset[str] | None:
+    """ENGINEBENCH_CPU_FEATURES's value -> the vector-ISA flags allowed (None: the whole CPU), or UsageError."""
+    tokens = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not tokens or tokens == ["native"]:
+        return None
+    allowed: set[str] = set()
+    for token in tokens:
+        if token in FEATURE_SETS:
+            allowed |= FEATURE_SETS[token]
+        elif token in real:
+            allowed.add(token)
+        else:
+            raise UsageError(f"{ENV}={text}: {token!r} is neither a feature set ({', '.join(FEATURE_SETS)}) nor a "
+                             f"flag of this CPU: write e.g. {ENV}=avx2")
+    return frozenset(allowed)
+
+
+def narrow(real: set[str], allowed: frozenset[str] | None) -> set[str]:
+    if allowed is None:
+        return set(real)
+    return {f for f in real if not _is_vector_isa(f) or f in allowed or f in _SCALAR_EXTENSIONS}
+
+
+def _onednn_isa(flags: set[str]) -> str:
+    """oneDNN's ONEDNN_MAX_CPU_ISA for these flags (its names: the widest ISA it may use)."""
+    avx512_core = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    if avx512_core and {"amx_int8", "amx_bf16", "avx512_bf16", "avx512_vnni"} <= flags:
+        return "AVX512_CORE_AMX"
+    if avx512_core and {"avx512_bf16", "avx512_vnni"} <= flags:
+        return "AVX512_CORE_BF16"
+    if avx512_core and "avx512_vnni" in flags:
+        return "AVX512_CORE_VNNI"
+    if avx512_core:
+        return "AVX512_CORE"
+    if {"avx2", "avx_vnni"} <= flags:
+        return "AVX2_VNNI"
+    return "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else "SSE41"
+
+
+def kernel_caps(flags: set[str]) -> dict[str, str]:
+    """Environment variables that cap the libraries' kernels at these flags."""
+    avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    onednn = _onednn_isa(flags)
+    ct2 = "AVX512" if avx512 else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else "GENERIC"
+    aten = "avx512" if avx512 else "avx2" if {"avx2", "fma"} <= flags else "default"
+    xla = ("AVX512_BF16" if avx512 and "avx512_bf16" in flags else "AVX512_VNNI" if avx512 and "avx512_vnni" in flags
+           else "AVX512" if avx512 else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else "SSE4_2")
+    openblas = ("SapphireRapids" if onednn == "AVX512_CORE_AMX" else "Cooperlake" if onednn == "AVX512_CORE_BF16"
+                else "SkylakeX" if avx512 else "Haswell" if "avx2" in flags else "Sandybridge")
+    return {"ONEDNN_MAX_CPU_ISA": onednn, "DNNL_MAX_CPU_ISA": onednn, "CT2_FORCE_CPU_ISA": ct2,
+            "ATEN_CPU_CAPABILITY": aten, "XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "OPENBLAS_CORETYPE": openblas}
+
+
+# which libraries each cap reaches, and those no environment variable caps
+KERNEL_CAPS = {
+    "ONEDNN_MAX_CPU_ISA": "oneDNN (torch's mkldnn and inductor kernels, CTranslate2's int8 GEMMs)",
+    "DNNL_MAX_CPU_ISA": "oneDNN before 2.x",
+    "CT2_FORCE_CPU_ISA": "CTranslate2's own kernels",
+    "ATEN_CPU_CAPABILITY": "PyTorch's vectorised ATen kernels",
+    "XLA_FLAGS": "XLA's CPU code generation (jax)",
+    "OPENBLAS_CORETYPE": "OpenBLAS's kernels (numpy's matmul)",
+}
+UNCAPPED = {
+    "onnxruntime": "MLAS picks its kernels from the CPU at start-up",
+    "openvino": "its CPU plugin reads the CPU itself: ONEDNN_MAX_CPU_ISA reaches only part of it (seen: FP16 left "
+                "its OPTIMIZATION_CAPABILITIES, BF16 stayed)",
+    "llamacpp": "llama.cpp is compiled for this machine's CPU (-march=native)",
+    "tinygrad": "tinygrad compiles its kernels with clang -march=native",
+}
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    flags: frozenset[str]  # what decisions read: the CPU's flags, narrowed where asked
+    real: frozenset[str]  # the CPU's own
+    narrowed_to: str | None = None  # ENGINEBENCH_CPU_FEATURES's value, or None for the whole CPU
+    caps: dict = field(default_factory=dict)  # kernel caps that follow the narrowed set (empty: none)
+
+    def has_any(self, flags) -> bool:
+        return bool(self.flags & set(flags))
+
+    def missing(self, any_of, what: str) -> str | None:
+        """Why `what` is not offered when the CPU has none of `any_of`, or None when it has one."""
+        if self.has_any(any_of):
+            return None
+        names = " or ".join(sorted(any_of))
+        if self.narrowed_to and set(any_of) & self.real:
+            return f"{what} needs {names}, left out by {ENV}={self.narrowed_to}"
+        return f"{what} needs {names}, which this CPU does not have"
+
+    def describe(self) -> str:
+        if not self.narrowed_to:
+            return "the whole CPU"
+        dropped = sorted(f for f in self.real - self.flags if _is_vector_isa(f))
+        return (f"acting as {self.narrowed_to} ({ENV}): {len(dropped)} flags left out"
+                + (f" ({', '.join(dropped[:6])}{', …' if len(dropped) > 6 else ''})" if dropped else ""))
+
+    def record(self) -> dict:
+        """What a result keeps of this: the narrowed set and the caps that applied."""
+        return {"narrowed_to": self.narrowed_to, "kernel_caps": dict(self.caps)} if self.narrowed_to else {}
+
+
+@lru_cache(maxsize=8)
+def _features(request: str, real: frozenset[str]) -> CpuFeatures:
+    allowed = parse_request(request, set(real))
+    if allowed is None:
+        return CpuFeatures(real, real)
+    flags = frozenset(narrow(set(real), allowed))
+    return CpuFeatures(flags, real, request, kernel_caps(set(flags)))
+
+
+def current() -> CpuFeatures:
+    """This process's CPU features, narrowed by ENGINEBENCH_CPU_FEATURES (read at each call, so a test or a
+    launcher that sets it is followed); UsageError for a value that names neither a set nor a flag."""
+    return _features(os.environ.get(ENV, "").strip(), frozenset(_real_flags()))
+
+
+@lru_cache(maxsize=1)
+def _real_flags() -> frozenset[str]:
+    return frozenset(_read_flags())
+
+
+def cpu_flags() -> set[str]:
+    """The flags decisions read (narrowed where asked)."""
+    return set(current().flags)
+
+
+# oneDNN ISA caps that exclude every VNNI instruction (AVX2_VNNI and AVX512_CORE_VNNI and above include it)
+_CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+
+
+def onednn_isa_cap() -> str | None:
+    """The oneDNN ISA cap this process runs under (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA in older releases)."""
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if os.environ.get(var):
+            return os.environ[var].strip().upper()
+    return None
+
+
+def vnni_available(flags: set[str] | None = None, cap: str | None = None) -> bool:
+    """VNNI instructions that oneDNN may use here: the CPU (narrowed where asked) has them and no ISA cap rules
+    them out. For a library that reads the CPU itself, pass `current().real`."""
+    flags = cpu_flags() if flags is None else flags
+    if not ({"avx512_vnni", "avx_vnni"} & flags):
+        return False
+    return cap is None or cap not in _CAPS_WITHOUT_VNNI
+
+
+def apply_kernel_caps(environ=None) -> dict[str, str]:
+    """Set the kernel caps of a narrowed set in `environ` (os.environ by default) for the processes started
+    after it; a cap the user set already is kept, XLA_FLAGS is extended. Returns what was set."""
+    environ = os.environ if environ is None else environ
+    applied = {}
+    for key, value in current().caps.items():
+        if key == "XLA_FLAGS":
+            present = environ.get(key, "")
+            if "--xla_cpu_max_isa" not in present:
+                applied[key] = f"{present} {value}".strip()
+        elif not environ.get(key):
+            applied[key] = value
+    environ.update(applied)
+    return applied
+
+
+__all__ = ["ENV", "FEATURE_SETS", "KERNEL_CAPS", "UNCAPPED", "CpuFeatures", "current", "cpu_flags",
+           "kernel_caps", "apply_kernel_caps", "onednn_isa_cap", "vnni_available", "parse_request", "narrow"]
