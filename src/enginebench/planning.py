@@ -12,7 +12,7 @@ from enginebench.validate import check_engine_options, comma_list, engine_option
 from enginebench.errors import UsageError
 from enginebench.models.cut import CUT_REFERENCE_ENGINE, cut_model_spec
 from enginebench.scenarios.base import Grid
-from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class
+from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class, scenario_options
 
 # `run`'s defaults for the options below, as they would be typed; `run --quick` (every installed engine, both
 # workloads, both scenarios, short cells: the whole suite in about four minutes on 2 cores) has its own.
@@ -61,6 +61,8 @@ class RunOptions:
     max_batch: str | None = None  # the dynamic batcher's largest batch (offline: queries per call)
     max_wait: str | None = None  # how long the batcher may hold a query to fill a batch (ms)
     find_max_qps: bool = False  # search the highest VALID rate instead of running one
+    # the options scenarios add (scenarios/: Scenario.options), by name: {"concurrency": ["1,2,4"]}
+    scenario_options: dict = field(default_factory=dict)
 
 
 def _options(raw) -> dict[str, dict[str, str]]:
@@ -105,6 +107,7 @@ def plan_from_options(args: RunOptions):
         if s not in every:
             raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(every)}")
     serving = serving_options(args, scenarios, seed=int(args.seed) if str(args.seed).isdigit() else 0)
+    settings = scenario_settings(args.scenario_options or {}, scenarios)
     batch_sizes = [positive_int("--batch-size", b) for b in comma_list(given("batch_size"))]
     workers = [positive_int("--workers", w) for w in comma_list(args.workers) or []] or [cores]
     threads = {
@@ -143,9 +146,29 @@ def plan_from_options(args: RunOptions):
                               max_positions=model.max_positions) for w in workloads}
     grid = Grid(engines, precisions, workloads, batch_sizes, workers, threads["latency"], threads["throughput"],
                 cores, serving)
-    cells = make_cells(grid, scenarios)
+    cells = make_cells(grid, scenarios, settings)
     reference = CUT_REFERENCE_ENGINE if model.until else "torch"
     return Plan(model, data, cells, reference_engine=reference, **common), args.quick
+
+
+def scenario_settings(given: dict, scenarios: list[str]) -> dict[str, list]:
+    """Each asked scenario's typed settings from the options it adds (Scenario.options, checked by the
+    scenario); an option given for a scenario not asked for is refused, naming the scenario to add."""
+    known = scenario_options()
+    for name, value in given.items():
+        if name not in known:
+            raise UsageError(f"unknown option --{name.replace('_', '-')}: see enginebench run --help")
+        owner = known[name][0]
+        if value is not None and owner not in scenarios:
+            raise UsageError(f"--{name.replace('_', '-')} is for the {owner} scenario: add --scenario {owner}")
+    out = {}
+    for s in scenarios:
+        scenario = scenario_class(s)
+        mine = {o.name: given.get(o.name) for o in scenario.options}
+        found = scenario.settings(mine)
+        if found is not None:
+            out[s] = found
+    return out
 
 
 def milliseconds(name: str, text, allow_zero: bool = False) -> float:

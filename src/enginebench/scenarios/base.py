@@ -152,7 +152,7 @@ class Scenario(ABC):
     takes_serving: ClassVar[bool] = False  # its cells carry the LoadGen settings (plan.Serving)
 
     # -- planning -----------------------------------------------------------------------------------
-    def settings(self, given: dict, model_kind: str) -> list[ScenarioSettings] | None:
+    def settings(self, given: dict) -> list[ScenarioSettings] | None:
         """The typed settings from this scenario's options (`given`: option name -> text or list, None when
         not given), one per cell variant; None when it has no settings. Raises UsageError naming the fix."""
         return None

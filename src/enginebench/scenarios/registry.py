@@ -47,6 +47,26 @@ def settings_label(scenario: str, settings: dict | None) -> str:
     return scenario_class(scenario).settings_from_dict(settings).label()
 
 
+def scenario_options() -> dict[str, tuple[str, object]]:
+    """Every run option a scenario adds: option name -> (the scenario's name, its Option)."""
+    return {o.name: (name, o) for name in REGISTRY for o in scenario_class(name).options}
+
+
+def add_scenario_arguments(run_parser) -> None:
+    """The options scenarios add (Scenario.options): each scenario's own group."""
+    groups = {}
+    for name, (scenario, option) in scenario_options().items():
+        if scenario not in groups:
+            groups[scenario] = run_parser.add_argument_group(f"{scenario} (--scenario {scenario})")
+        groups[scenario].add_argument(option.flag, dest=name, metavar=option.metavar, help=option.help,
+                                      **(dict(action="append", default=None) if option.many else {}))
+
+
+def scenario_option_values(args) -> dict:
+    """The scenario options given on the command line: {name: value}."""
+    return {name: getattr(args, name) for name in scenario_options() if getattr(args, name, None) is not None}
+
+
 def runnable_scenarios(kind: str | None = None) -> list[str]:
     """The scenarios `run --scenario` takes (for models of `kind`, or any)."""
     return [n for n in REGISTRY if (kind in scenario_class(n).model_kinds if kind else scenario_class(n).model_kinds)]
@@ -56,4 +76,4 @@ def default_scenarios(kind: str) -> list[str]:
     return [n for n in runnable_scenarios(kind) if scenario_class(n).default]
 
 
-__all__ = ["REGISTRY", "scenario_class", "table_of", "settings_label", "known_scenarios", "runnable_scenarios", "default_scenarios"]
+__all__ = ["REGISTRY", "scenario_class", "scenario_options", "add_scenario_arguments", "scenario_option_values", "table_of", "settings_label", "known_scenarios", "runnable_scenarios", "default_scenarios"]
