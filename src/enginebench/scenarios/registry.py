@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "server": "enginebench.scenarios.serving:Server",
     "offline": "enginebench.scenarios.serving:Offline",
     "generate": "enginebench.scenarios.generate:Generate",
+    "concurrency": "enginebench.scenarios.concurrency:Concurrency",
     "op": "enginebench.scenarios.ops.scenario:Operators",
 }
 
