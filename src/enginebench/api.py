@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 
 from enginebench.errors import UsageError
 from enginebench.results.model import Run
+from enginebench.scenarios.registry import add_scenario_arguments, scenario_option_values, scenario_options
 
 DEFAULT_DB = "enginebench.db"
 _PLURALS = {"engines": "engine", "precisions": "precision", "workloads": "workload", "scenarios": "scenario",
@@ -31,15 +32,18 @@ def run(model: str | None = None, *, db: str | None = DEFAULT_DB, on_start=None,
     `on_start(cell)` and `on_result(index, result)` see progress; every result is stored as it arrives."""
     from enginebench.planning import RunOptions, plan_from_options
 
-    fields = set(RunOptions.__dataclass_fields__)
-    given = {}
+    fields = set(RunOptions.__dataclass_fields__) - {"scenario_options"}
+    given, added = {}, {}
     for key, value in options.items():
         name = _PLURALS.get(key, key)
+        if name in scenario_options():  # an option a scenario adds (concurrency=[1, 2, 4])
+            added[name] = _as_text(value)
+            continue
         if name not in fields:
             raise UsageError(f"eb.run() got an unknown option {key!r}: use the names of `enginebench run --help` "
                              f"({', '.join(sorted(fields))})")
         given[name] = _as_text(value)
-    opts = RunOptions(model=model, **given)
+    opts = RunOptions(model=model, **given, scenario_options=added)
     plan, quick = plan_from_options(opts)
     argv = _argv(opts)
     return execute(plan, db=db, argv=argv, quick=quick, on_start=on_start, on_result=on_result)
@@ -67,6 +71,10 @@ def _argv(opts) -> list[str]:
         if value == getattr(default, f.name) or value is None:
             continue
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "scenario_options":  # {name: text or list}: each the scenario's own flag
+            for name, given in value.items():
+                argv += ["--" + name.replace("_", "-"), ",".join(given) if isinstance(given, list) else given]
+            continue
         if isinstance(value, bool):
             argv.append(flag)
         elif isinstance(value, dict):  # {engine: {key: value}}
@@ -233,12 +241,18 @@ def _options_from_argv(argv: list[str]):
 
     parser = Parser(prog="enginebench run", add_help=False, allow_abbrev=False)
     for f in fields(RunOptions):
+        if f.name == "scenario_options":
+            continue
         flags = ["--" + f.name.replace("_", "-")] + (["-o"] if f.name == "option" else [])
         action = "store_true" if f.type == "bool" else "append" if f.type.startswith("list") else "store"
         parser.add_argument(*flags, dest=f.name, action=action)
-    parser.set_defaults(**asdict(RunOptions()))
+    add_scenario_arguments(parser)
+    defaults = asdict(RunOptions())
+    defaults.pop("scenario_options")
+    parser.set_defaults(**defaults)
     given, _ = parser.parse_known_args(argv[1:] if argv[:1] == ["run"] else argv)
-    return RunOptions(**vars(given))
+    return RunOptions(**{k: v for k, v in vars(given).items() if k in RunOptions.__dataclass_fields__},
+                      scenario_options=scenario_option_values(given))
 
 
 def pin_cpus(cpus: str | None) -> None:

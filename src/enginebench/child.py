@@ -11,7 +11,10 @@ import traceback
 from dataclasses import dataclass
 
 from enginebench.measure import cpu_features
-from enginebench.plan import SERVING_SCENARIOS, Cell, Job
+from enginebench.measure.memory import peak_rss_mb
+from enginebench.plan import Cell, Job
+from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, LoadFailed
+from enginebench.scenarios.registry import scenario_class
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
 
@@ -100,113 +103,41 @@ def _measure(job: Job, out) -> None:
         _send_references(factory, job, out)
         out.put(("done",))
         return
-    from enginebench.measure.fidelity import compare_embeddings
-    from enginebench.measure.memory import peak_rss_mb
-    from enginebench.scenarios.latency import run_latency
-    from enginebench.scenarios.throughput import run_throughput
+    cache: dict = {}  # the job's: its shared session, its load facts, fidelity by workload
 
-    session = None
-    load_s = 0.0
-    load_error = None
-    load_peak = None
-    fidelity_by_workload: dict[str, dict | None] = {}
-
-    def fidelity(workload: str, outputs) -> dict | None:
-        if job.references is None or workload not in job.references:
-            return None
-        return compare_embeddings(outputs, job.references[workload], job.precision)
+    def session():
+        """The job's one session, loaded on first use (the parent applies --load-timeout until "loaded")."""
+        if "session" not in cache and "load_error" not in cache:
+            out.put(("loading", cache["index"]))
+            try:
+                t0 = time.perf_counter()
+                cache["session"] = factory()
+                cache["load_s"] = time.perf_counter() - t0
+                cache["load_peak_rss_mb"] = peak_rss_mb()
+            except Exception as e:
+                cache["load_error"] = f"load failed: {type(e).__name__}: {e}"
+            out.put(("loaded", cache["index"]))
+        if "load_error" in cache:
+            raise LoadFailed(cache["load_error"])
+        return cache["session"]
 
     for index, cell in job.cells:
         out.put(("start", index))
+        cache["index"] = index
+        run = CellRun(cell=cell, workload=job.workloads.get(cell.workload), rule=job.rule, factory=factory,
+                      model_kind=job.model.kind, precision=job.precision, references=job.references,
+                      session=session, loading=lambda i=index: out.put(("loading", i)),
+                      loaded=lambda i=index: out.put(("loaded", i)), cache=cache)
         try:
-            workload = job.workloads[cell.workload]
-            if cell.scenario == "server" and job.model.kind == "decoder":
-                out.put(("loading", index))  # each worker loads its own session
-                m = _run_decoder_server_cell(factory, job, cell, workload, lambda: out.put(("loaded", index)))
-                out.put(("result", index, m))
-                continue
-            if cell.scenario in ("latency", "generate"):
-                if session is None and load_error is None:
-                    out.put(("loading", index))  # the parent applies --load-timeout until "loaded"
-                    try:
-                        t0 = time.perf_counter()
-                        session = factory()
-                        load_s = time.perf_counter() - t0
-                        load_peak = peak_rss_mb()
-                    except Exception as e:
-                        load_error = f"load failed: {type(e).__name__}: {e}"
-                    out.put(("loaded", index))
-                if load_error:
-                    out.put(("error", index, load_error, ""))
-                    continue
-                if cell.scenario == "generate":
-                    m = _run_generate_cell(session, job, cell, workload, load_s, fidelity_by_workload)
-                    m.details["load_peak_rss_mb"] = round(load_peak, 1)
-                    out.put(("result", index, m))
-                    continue
-                if cell.workload not in fidelity_by_workload:
-                    outputs = session.run(session.prepare(workload.fidelity_inputs()))
-                    fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)
-                m = run_latency(session, workload, cell.batch_size, job.rule, load_s)
-                m.details["load_peak_rss_mb"] = round(load_peak, 1)
-            else:
-                want = None if cell.workload in fidelity_by_workload else workload.fidelity_inputs()
-                out.put(("loading", index))  # each worker loads its own session
-                loaded = lambda: out.put(("loaded", index))  # noqa: E731
-                if cell.scenario in SERVING_SCENARIOS:
-                    m, outputs = _run_serving_cell(factory, workload, cell, job.rule, want, loaded)
-                else:
-                    m, outputs = run_throughput(factory, workload, cell.batch_size, cell.workers, job.rule, want,
-                                                on_loaded=loaded)
-                if want is not None:
-                    fidelity_by_workload[cell.workload] = fidelity(cell.workload, outputs)
-            m.fidelity = fidelity_by_workload.get(cell.workload)
-            out.put(("result", index, m))
+            out.put(("result", index, scenario_class(cell.scenario).measure(run)))
+        except LoadFailed as e:
+            out.put(("error", index, str(e), ""))
         except Exception as e:  # one cell's failure is recorded; the next cell still runs
             out.put(("error", index, f"{type(e).__name__}: {e}", traceback.format_exc()))
     out.put(("done",))
 
 
-def _run_serving_cell(factory, workload, cell: Cell, rule, fidelity_inputs, on_loaded):
-    """server or offline: LoadGen drives the workers (scenarios/loadgen_sut.py)."""
-    if cell.scenario == "server":
-        from enginebench.scenarios.server import run_server as run
-    else:
-        from enginebench.scenarios.offline import run_offline as run
-    return run(factory, workload, cell, rule, fidelity_inputs, on_loaded=on_loaded)
-
-
-def _run_decoder_server_cell(factory, job: Job, cell: Cell, prompts, on_loaded):
-    """A decoder under LoadGen's server scenario (scenarios/decoder_server.py); its first worker checks the
-    engine's fidelity against the reference before serving."""
-    from enginebench.scenarios.decoder_server import run_decoder_server
-
-    reference = (job.references or {}).get(DECODER_REFERENCE)
-    return run_decoder_server(factory, prompts, cell, job.rule, reference, job.precision, on_loaded=on_loaded)
-
-
-DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)
 GREEDY_PROMPTS = 2  # prompts the reference generates from for greedy agreement
-
-
-def _run_generate_cell(session, job: Job, cell: Cell, prompts, load_s: float, fidelity_cache: dict):
-    """One decoder cell; the fidelity against the reference is computed once per job, before timing."""
-    from enginebench.engines.base import DecoderSession
-    from enginebench.measure.llm_fidelity import compare_decoder
-    from enginebench.scenarios.generate import run_generate
-
-    if not isinstance(session, DecoderSession):
-        raise TypeError(f"{job.engine} does not run decoder (LLM) models: its load gave a {type(session).__name__}")
-    if DECODER_REFERENCE not in fidelity_cache:
-        reference = (job.references or {}).get(DECODER_REFERENCE)
-        try:
-            fidelity_cache[DECODER_REFERENCE] = compare_decoder(session, reference, job.precision) if reference else None
-        except NotImplementedError as e:
-            fidelity_cache[DECODER_REFERENCE] = {"metric": "top1_agreement", "value": None, "ok": False,
-                                                 "threshold": None, "error": str(e)}
-    m = run_generate(session, prompts, cell.batch_size, job.rule, load_s)
-    m.fidelity = fidelity_cache[DECODER_REFERENCE]
-    return m
 
 
 def _decoder_references(session, job: Job) -> dict:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from enginebench.measure.timing import StoppingRule
 from enginebench.models.spec import ModelSpec
+from enginebench.scenarios.base import Grid, ScenarioSettings
+from enginebench.scenarios.registry import scenario_class
 from enginebench.workloads import WorkloadData
 
 
@@ -44,9 +46,6 @@ class Serving:
         return " ".join(p for p in parts if p)
 
 
-SERVING_SCENARIOS = ("server", "offline")
-
-
 @dataclass(frozen=True)
 class Cell:
     engine: str
@@ -57,16 +56,21 @@ class Cell:
     workers: int
     threads: int  # per session (per worker in the throughput scenario)
     serving: Serving | None = None  # the server and offline scenarios' settings
+    settings: ScenarioSettings | None = None  # a scenario's own typed settings (e.g. concurrency's clients)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if self.serving is None:  # cells of the other scenarios keep their old shape
-            d.pop("serving")
+        for key in ("serving", "settings"):  # cells without them keep their old shape (and cell keys)
+            if getattr(self, key) is None:
+                d.pop(key)
+            elif key == "settings":
+                d[key] = self.settings.to_dict()
         return d
 
     def label(self) -> str:
-        w = f" x{self.workers}" if self.scenario in ("throughput",) + SERVING_SCENARIOS else ""
+        w = f" x{self.workers}" if scenario_class(self.scenario).shows_workers else ""
         extra = f" {self.serving.label()}" if self.serving and self.serving.label() else ""
+        extra += f" {self.settings.label()}" if self.settings else ""
         return f"{self.engine} {self.precision} {self.scenario}{w}{extra} {self.workload} b{self.batch_size}"
 
 
@@ -86,34 +90,14 @@ class Job:
     reference_only: bool = False  # compute reference embeddings instead of measuring
 
 
-def make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers_list, threads_list,
-               cores: int, serving: Serving | None = None) -> list[Cell]:
-    """Latency cells use --threads per session; throughput cells split the cores over the workers unless
-    --threads-per-worker says otherwise (threads_list entries of None). Server and offline cells are planned
-    like throughput cells and carry `serving`; their batch size is the batcher's largest batch."""
+def make_cells(grid: Grid, scenarios: list[str], settings: dict[str, list | None] | None = None) -> list[Cell]:
+    """Every scenario's cells on the grid (scenarios/: each makes its own), engine x precision outermost."""
     cells = []
-    for engine, precision in itertools.product(engines, precisions):
+    for engine, precision in itertools.product(grid.engines, grid.precisions):
+        one = replace(grid, engines=[engine], precisions=[precision])
         for scenario in scenarios:
-            sizes = [serving.max_batch] if scenario in SERVING_SCENARIOS and serving else batch_sizes
-            for workload, batch in itertools.product(workloads, sizes):
-                if scenario == "latency":
-                    for threads in threads_list["latency"] or [cores]:
-                        cells.append(Cell(engine, precision, "latency", workload, batch, 1, threads))
-                else:
-                    settings = serving if scenario in SERVING_SCENARIOS else None
-                    for workers in workers_list:
-                        for threads in threads_list["throughput"] or [max(1, cores // workers)]:
-                            cells.append(Cell(engine, precision, scenario, workload, batch, workers, threads,
-                                              settings))
+            cells += scenario_class(scenario).cells(one, (settings or {}).get(scenario))
     return cells
-
-
-def make_decoder_cells(engines, precisions, tests: list[str], batch_sizes, threads_list, cores: int) -> list[Cell]:
-    """Decoder cells: engine x precision x threads x batch x test (pp128, pp512, tg128), scenario generate."""
-    return [Cell(engine, precision, "generate", test, batch, 1, threads)
-            for engine, precision in itertools.product(engines, precisions)
-            for threads in threads_list or [cores]
-            for batch in batch_sizes for test in tests]
 
 
 def make_decoder_server_cells(engines, precisions, shapes: list[str], workers_list, threads_list, cores: int,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from enginebench.validate import check_engine_options, comma_list, engine_options, positive_int, seconds
 from enginebench.errors import UsageError
 from enginebench.models.cut import CUT_REFERENCE_ENGINE, cut_model_spec
+from enginebench.scenarios.base import Grid
+from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class, scenario_options
 
 # `run`'s defaults for the options below, as they would be typed; `run --quick` (every installed engine, both
 # workloads, both scenarios, short cells: the whole suite in about four minutes on 2 cores) has its own.
@@ -59,6 +61,8 @@ class RunOptions:
     max_batch: str | None = None  # the dynamic batcher's largest batch (offline: queries per call)
     max_wait: str | None = None  # how long the batcher may hold a query to fill a batch (ms)
     find_max_qps: bool = False  # search the highest VALID rate instead of running one
+    # the options scenarios add (scenarios/: Scenario.options), by name: {"concurrency": ["1,2,4"]}
+    scenario_options: dict = field(default_factory=dict)
 
 
 def _options(raw) -> dict[str, dict[str, str]]:
@@ -76,7 +80,6 @@ def plan_from_options(args: RunOptions):
     from enginebench.engines import engine_class, installed_engines, require_engine
     from enginebench.measure.timing import StoppingRule
     from enginebench.plan import Plan, make_cells
-    from enginebench.scenarios import DECODER_SCENARIOS, SCENARIOS, SERVING
     from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
 
     defaults = QUICK if args.quick else FULL
@@ -98,12 +101,13 @@ def plan_from_options(args: RunOptions):
     for w in workloads:
         if w not in WORKLOADS:
             raise UsageError(f"unknown workload {w!r}: use one of {', '.join(WORKLOADS)}")
-    scenarios = comma_list(args.scenario) or list(SCENARIOS)
-    every = SCENARIOS + SERVING + DECODER_SCENARIOS
+    scenarios = comma_list(args.scenario) or default_scenarios("encoder")
+    every = runnable_scenarios()
     for s in scenarios:
         if s not in every:
             raise UsageError(f"unknown scenario {s!r}: use one of {', '.join(every)}")
     serving = serving_options(args, scenarios, seed=int(args.seed) if str(args.seed).isdigit() else 0)
+    settings = scenario_settings(args.scenario_options or {}, scenarios)
     batch_sizes = [positive_int("--batch-size", b) for b in comma_list(given("batch_size"))]
     workers = [positive_int("--workers", w) for w in comma_list(args.workers) or []] or [cores]
     threads = {
@@ -135,16 +139,36 @@ def plan_from_options(args: RunOptions):
         serving = _with_slo(args, serving, model)
     if model.kind == "decoder":
         return _decoder_plan(args, model, engines, precisions, threads, cores, seed, common, serving), args.quick
-    if "generate" in scenarios:
-        raise UsageError(f"scenario generate needs a decoder (LLM): {model.name} is an {model.kind}; "
-                         "use --model smollm2-135m or latency/throughput")
+    _check_kinds(scenarios, model)
     if getattr(args, "until", None):
         model = cut_model_spec(model, args.until)
     data = {w: build_workload(w, model.path, seq_len=seq_len, seed=seed, corpus=args.corpus or DEFAULT_CORPUS,
                               max_positions=model.max_positions) for w in workloads}
-    cells = make_cells(engines, precisions, workloads, batch_sizes, scenarios, workers, threads, cores, serving)
+    grid = Grid(engines, precisions, workloads, batch_sizes, workers, threads["latency"], threads["throughput"],
+                cores, serving)
+    cells = make_cells(grid, scenarios, settings)
     reference = CUT_REFERENCE_ENGINE if model.until else "torch"
     return Plan(model, data, cells, reference_engine=reference, **common), args.quick
+
+
+def scenario_settings(given: dict, scenarios: list[str]) -> dict[str, list]:
+    """Each asked scenario's typed settings from the options it adds (Scenario.options, checked by the
+    scenario); an option given for a scenario not asked for is refused, naming the scenario to add."""
+    known = scenario_options()
+    for name, value in given.items():
+        if name not in known:
+            raise UsageError(f"unknown option --{name.replace('_', '-')}: see enginebench run --help")
+        owner = known[name][0]
+        if value is not None and owner not in scenarios:
+            raise UsageError(f"--{name.replace('_', '-')} is for the {owner} scenario: add --scenario {owner}")
+    out = {}
+    for s in scenarios:
+        scenario = scenario_class(s)
+        mine = {o.name: given.get(o.name) for o in scenario.options}
+        found = scenario.settings(mine)
+        if found is not None:
+            out[s] = found
+    return out
 
 
 def milliseconds(name: str, text, allow_zero: bool = False) -> float:
@@ -163,9 +187,9 @@ def serving_options(args: RunOptions, scenarios: list[str], seed: int):
     option that belongs to them is refused elsewhere, and LoadGen must be importable."""
     import importlib.util
 
-    from enginebench.plan import SERVING_SCENARIOS, Serving
+    from enginebench.plan import Serving
 
-    asked = [s for s in scenarios if s in SERVING_SCENARIOS]
+    asked = [s for s in scenarios if s in runnable_scenarios() and scenario_class(s).takes_serving]
     given = {"--qps": args.qps, "--slo-p99": args.slo_p99, "--slo-ttft": args.slo_ttft, "--slo-tpot": args.slo_tpot,
              "--find-max-qps": args.find_max_qps or None, "--max-batch": args.max_batch, "--max-wait": args.max_wait}
     server_only = [k for k in ("--qps", "--slo-p99", "--slo-ttft", "--slo-tpot", "--find-max-qps")
@@ -270,19 +294,29 @@ def _resolve_run_model(args):
     return resolve_model(args.model or "minilm")
 
 
+_KIND_WORDS = {"encoder": "an encoder", "decoder": "a decoder (LLM)"}
+
+
+def _check_kinds(scenarios: list[str], model) -> None:
+    """Every scenario asked for runs this kind of model (a one-line error naming those that do)."""
+    for s in scenarios:
+        kinds = scenario_class(s).model_kinds
+        if model.kind not in kinds:
+            them = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
+            raise UsageError(f"scenario {s} needs {them}: {model.name} is {_KIND_WORDS.get(model.kind, model.kind)}"
+                             f", which runs scenarios {', '.join(runnable_scenarios(model.kind))}")
+
+
 def _decoder_plan(args, model, engines, precisions, threads, cores, seed, common, serving=None):
     """The plan for a decoder: scenario generate, one cell per engine x precision x batch x test; the tests
     that do not fit the model's positions become skipped cells with the reason. Scenario server: one cell per
     engine x precision x workers x request shape (--prompt-len x --gen-len)."""
-    from enginebench.plan import Plan, make_decoder_cells, make_decoder_server_cells
+    from enginebench.plan import Plan, make_cells, make_decoder_server_cells
     from enginebench.workloads import DEFAULT_CORPUS
     from enginebench.workloads.prompts import build_prompt_sets, decoder_tests, request_shapes
 
-    scenarios = comma_list(args.scenario) or ["generate"]
-    wrong = [s for s in scenarios if s not in ("generate", "server")]
-    if wrong:
-        raise UsageError(f"{model.name} is a decoder (LLM): it runs scenarios generate and server, not "
-                         f"{', '.join(wrong)}")
+    scenarios = comma_list(args.scenario) or default_scenarios("decoder")
+    _check_kinds(scenarios, model)
     if args.workload or args.seq_len:
         raise UsageError("--workload/--seq-len are for encoders: decoders take --prompt-len and --gen-len")
     prompt_lens = [positive_int("--prompt-len", n) for n in comma_list(args.prompt_len) or []]
@@ -310,8 +344,8 @@ def _decoder_plan(args, model, engines, precisions, threads, cores, seed, common
     missing = [name for name in reasons if name not in kept]
     batch_sizes = [positive_int("--batch-size", b) for b in comma_list(args.batch_size) or []] or [1]
     sets = build_prompt_sets(model.path, tests, seed=seed, corpus=corpus, max_positions=model.max_positions)
-    cells = make_decoder_cells(engines, precisions, list(sets), batch_sizes, threads["latency"], cores)
-    skips = [(cell, reasons[cell.workload])
-             for cell in make_decoder_cells(engines, precisions, missing, batch_sizes, threads["latency"], cores)]
+    grid = Grid(engines, precisions, list(sets), batch_sizes, [1], threads["latency"], [], cores)
+    cells = make_cells(grid, ["generate"])
+    skips = [(cell, reasons[cell.workload]) for cell in make_cells(replace(grid, workloads=missing), ["generate"])]
     return Plan(model, {**sets, **server_sets}, cells + server_cells, reference_engine="torch", skips=skips,
                 **common)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.cli.serving_args import add_serving_arguments
 from enginebench.errors import UsageError
+from enginebench.scenarios.registry import (add_scenario_arguments, default_scenarios, runnable_scenarios,
+                                             scenario_option_values)
 
 
 def add_parsers(sub) -> None:
@@ -16,7 +18,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--precision", **lst,
                      help="precisions [the model's own where it has one (a GGUF file: native), else fp32]")
     run.add_argument("--workload", **lst, help="corpus, titles [both]")
-    run.add_argument("--scenario", **lst, help="latency, throughput [both]")
+    run.add_argument("--scenario", **lst, help=f"{', '.join(runnable_scenarios())} "
+                     f"[{', '.join(default_scenarios('encoder'))}; decoders: {', '.join(default_scenarios('decoder'))}]")
     run.add_argument("--batch-size", **lst, help="batch sizes [1,16,32,64; decoders and --quick: 1]")
     run.add_argument("--workers", **lst, help="parallel workers in the throughput scenario [number of CPUs]")
     run.add_argument("--threads", **lst, help="threads per session in the latency scenario [number of CPUs]")
@@ -54,6 +57,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--until", metavar="NODE", help="run the model cut at this ONNX node's output (see `enginebench nodes`); "
                      "only engines that load ONNX run it, compared with onnxruntime fp32 on the same cut")
     add_serving_arguments(run)
+    add_scenario_arguments(run)
 
 
 def cmd_run(args) -> int:
@@ -69,7 +73,8 @@ def cmd_run(args) -> int:
         raise UsageError("--retry-failed is for --resume RUN_ID: it measures again a stopped run's failed repetitions")
     pin_cpus(args.cpus)
     ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
-    opts = RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__})
+    opts = RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__},
+                      scenario_options=scenario_option_values(args))
     plan, quick = plan_from_options(opts)
     err = Console(stderr=True, soft_wrap=True)
     if quick:

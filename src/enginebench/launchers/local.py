@@ -30,6 +30,7 @@ from enginebench.measure import cpu_features
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.results.build import build_result, failed_result
 from enginebench.results.model import Result
+from enginebench.scenarios.registry import scenario_class
 
 _POLL_S = 0.2
 _MEMORY_POLL_S = 0.1  # under --max-memory: what a child can allocate between two looks is what it may overshoot
@@ -72,7 +73,7 @@ class Orchestrator:
         }
 
     def _decoder_context(self, cell: Cell) -> dict:
-        if cell.scenario != "generate":
+        if not scenario_class(cell.scenario).uses_roofline:
             return {}
         return {"model_params": self.plan.model.params, "model_size_bytes": self.plan.model.size_bytes,
                 "machine_speed": self.plan.machine_speed}

@@ -7,9 +7,10 @@ import numpy as np
 
 from enginebench.measure.stats import summarize
 from enginebench.measure.verdict import MAX_SPREAD, process_spread, repetitions_disagree, verdict
-from enginebench.plan import SERVING_SCENARIOS, Cell
+from enginebench.plan import Cell
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
+from enginebench.scenarios.registry import scenario_class
 
 _THROUGHPUT_RESAMPLES = 1000
 
@@ -168,11 +169,12 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     all_ns = np.concatenate(groups)
     latency = summarize(None, [g / 1e6 for g in groups]).to_dict()
     wall = sum(m.wall_s for m in measurements)
-    if cell.scenario in SERVING_SCENARIOS:
+    scenario = scenario_class(cell.scenario)
+    if scenario.takes_serving:
         served = serving_fields(cell, measurements, indices)
         throughput = served["throughput"]
         # latencies from arrival vary by design (queueing): the server is judged by its SLO verdict alone
-        reasons = served["reasons"] + ([] if cell.scenario == "server" else
+        reasons = served["reasons"] + ([] if not scenario.judged_by_spread else
                                        _verdict_reasons(cell, measurements, indices, []))
         reasons += [f"repetition {r + 1} failed ({error})" for r, error in errors]
         extra = {"serving": served["serving"]}
@@ -187,9 +189,10 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         }
         reasons = _verdict_reasons(cell, measurements, indices, list(errors))
         extra = generate_fields(cell, measurements, details) if cell.scenario == "generate" else {}
+    extra.update(scenario.figures(cell, measurements))
     merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS}
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
-    if cell.scenario != "server":  # a server's latencies vary by design: its SLO verdict judges it
+    if scenario.judged_by_spread:  # a server's latencies vary by design: its SLO verdict judges it
         disagree = repetitions_disagree(groups)
         if disagree and process_spread(groups) > MAX_SPREAD:
             reasons.append(f"{disagree}; beyond {MAX_SPREAD:.0%}: measure again on a quieter machine")
@@ -205,7 +208,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         **extra,
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
-        status="ok", engine_version=engine_version, executed_precision=m0.executed_precision,
+        settings=cell.settings.to_dict() if cell.settings else None, status="ok", engine_version=engine_version, executed_precision=m0.executed_precision,
         samples=all_ns.tolist(), latency_ms=latency, throughput=throughput, load_s=round(float(np.median(loads)), 4),
         peak_rss_mb=round(max(m.peak_rss_mb for m in measurements), 1),
         fidelity=next((m.fidelity for m in measurements if m.fidelity is not None), None),
@@ -221,6 +224,6 @@ def failed_result(cell: Cell, *, model: str, seq_len: int, error: str, status: s
     return Result(
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
-        status=status, error=error, engine_version=engine_version, engine_options=engine_options or {},
+        settings=cell.settings.to_dict() if cell.settings else None, status=status, error=error, engine_version=engine_version, engine_options=engine_options or {},
         details=details or {},
     )

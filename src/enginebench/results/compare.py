@@ -26,6 +26,7 @@ import numpy as np
 
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_side, side_ratio
 from enginebench.results.model import Result, Run
+from enginebench.scenarios.registry import scenario_class, settings_label
 
 MATCH_KEYS = ("engine", "model", "precision", "scenario", "workload", "batch_size", "threads", "workers")
 ONE_PROCESS_NOTE = ("one process per cell: its CIs cover within-process variance only (independent processes "
@@ -49,9 +50,10 @@ TTFT = Metric("median time to first token", "ms", False, "ttft_ms")
 
 def metric_of(r: Result) -> Metric:
     """The figure a result is judged on (see the module's docstring)."""
-    if r.scenario == "throughput":
+    judged_on = scenario_class(r.scenario).judged_on
+    if judged_on == "throughput":
         return THROUGHPUT
-    if r.scenario == "generate":
+    if judged_on == "tokens":
         if r.prefill_tokens_per_s:
             return PREFILL
         if r.decode_tokens_per_s:
@@ -61,7 +63,14 @@ def metric_of(r: Result) -> Metric:
 
 
 def cell_of(r: Result) -> dict:
-    return {key: getattr(r, key) for key in MATCH_KEYS}
+    cell = {key: getattr(r, key) for key in MATCH_KEYS}
+    if r.settings:  # a scenario's own settings are part of the cell (results without them keep their shape)
+        cell["settings"] = r.settings
+    return cell
+
+
+def _match_key(r: Result) -> tuple:
+    return (*(getattr(r, k) for k in MATCH_KEYS), json.dumps(r.settings, sort_keys=True) if r.settings else "")
 
 
 @dataclass
@@ -241,7 +250,7 @@ def _keyed(results: list[Result]) -> dict[tuple, Result]:
     """Results by their cell; a cell seen twice in one run is told apart by its occurrence."""
     out: dict[tuple, Result] = {}
     for r in results:
-        key = tuple(getattr(r, k) for k in MATCH_KEYS)
+        key = _match_key(r)
         n = 0
         while (*key, n) in out:
             n += 1
@@ -362,6 +371,7 @@ _CELL_COLUMNS = [  # (header, getter of a cell dict)
     ("workload", lambda c: c["workload"]),
     ("batch", lambda c: str(c["batch_size"])),
     ("workers×threads", lambda c: f"{c['workers']}×{c['threads']}"),
+    ("settings", lambda c: settings_label(c["scenario"], c.get("settings"))),
 ]
 MEASURE_HEADERS = ["base → new", "new/base (95% CI)", "change", "verdict"]
 _SHORT_VERDICT = {"faster": "faster", "slower": "SLOWER", "no significant change": "no sig. change"}
@@ -369,7 +379,8 @@ _SHORT_VERDICT = {"faster": "faster", "slower": "SLOWER", "no significant change
 
 def cell_label(cell: dict) -> str:
     return (f"{cell['engine']} {cell['precision']} {cell['scenario']} {cell['workload']} b{cell['batch_size']} "
-            f"{cell['workers']}×{cell['threads']}")
+            f"{cell['workers']}×{cell['threads']}" + (f" {settings_label(cell['scenario'], cell.get('settings'))}"
+                                                       if cell.get("settings") else ""))
 
 
 def _x(value: float) -> str:

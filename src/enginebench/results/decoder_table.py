@@ -8,13 +8,14 @@ torch fp32 reference and, for tg, the share of the memory-bandwidth bound follow
 from __future__ import annotations
 
 from enginebench.results.model import Result, Run
+from enginebench.scenarios.registry import table_of
 
 HEADERS = ["model", "size", "params", "engine", "precision", "threads", "batch", "test", "t/s",
            "TTFT (ms)", "ITL p99 (ms)", "% BW bound", "peak RSS (MB)", "load (s)", "top-1 / greedy / cache", "verdict"]
 
 
 def is_decoder_result(r: Result) -> bool:
-    return r.scenario == "generate"
+    return table_of(r) == "decoders"
 
 
 def _size(nbytes) -> str:

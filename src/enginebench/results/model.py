@@ -24,6 +24,10 @@ Schema history (SCHEMA_VERSION):
       Decoders' server results add to `serving`: kind "decoder", slo_ttft_ms, slo_tpot_ms, ttft_ms and tpot_ms
       {p50, p90, p99}, output_tokens_per_s and batching.mode (continuous or static); latency_ms and `samples`
       are each request's arrival-to-last-token time, and each repetition keeps ttft_ns and tpot_ns per request.
+  4 (unchanged number, two optional fields) — scenarios as plug-ins (scenarios/registry.py): `settings`, a
+      scenario's own typed settings, part of the cell's identity (concurrency: {"clients": N}), and
+      `figures`, the figures of its own it derives from the samples (concurrency: latency_ms {p50, p90, p99:
+      {value, ci95}}, achieved_qps, littles_law_clients); both None elsewhere and in older results.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class Result:
     # measurement: the rest of the process's Measurement (launchers/records.py)
     repetitions: list[dict] = field(default_factory=list)
     serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
+    settings: dict | None = None  # a scenario's own settings, part of the cell's identity (schema history)
+    figures: dict | None = None  # a scenario's own figures, derived from the samples (schema history)
 
     def __post_init__(self):
         if self.status not in STATUSES:

@@ -6,6 +6,7 @@ Only the parameters that vary across the results become columns; the constant on
 from __future__ import annotations
 
 from enginebench.results.model import Result, Run
+from enginebench.scenarios.registry import scenario_class, settings_label
 
 _PARAMS = [  # (header, getter)
     ("engine", lambda r: r.engine),
@@ -16,6 +17,7 @@ _PARAMS = [  # (header, getter)
     ("batch", lambda r: str(r.batch_size)),
     ("workers×threads", lambda r: threads_label(r)),
     ("serving", lambda r: serving_label(r)),
+    ("settings", lambda r: settings_label(r.scenario, r.settings)),  # a scenario's own (concurrency: clients)
 ]
 ALWAYS_SHOWN = {"engine"}
 
@@ -97,7 +99,7 @@ def _fidelity(r: Result) -> str:
 def _verdict(r: Result) -> str:
     if r.status != "ok":
         return r.status.upper()
-    if r.scenario == "server" and r.serving:  # LoadGen's words: VALID / INVALID against the SLO
+    if r.serving and not scenario_class(r.scenario).judged_by_spread:  # LoadGen's words: VALID / INVALID
         return "VALID" if r.verdict["ok"] else f"INVALID ({len(r.verdict['reasons'])})"
     return "ok" if r.verdict["ok"] else f"warn ({len(r.verdict['reasons'])})"
 
@@ -110,8 +112,10 @@ def _measures(r: Result) -> list[str]:
     if r.status != "ok":
         return ["—"] * (len(MEASURE_HEADERS) - 1) + [_verdict(r)]
     lat, thr = r.latency_ms, r.throughput
-    if r.scenario == "server" and r.serving:  # from arrival, queueing included; items/s: achieved q/s
-        p = r.serving["latency_ms"]
+    # percentiles with their CIs where the scenario derived them: a server's from arrival, queueing included
+    # (its items/s: the achieved q/s), a concurrency's per query as its clients saw them
+    p = (r.figures or {}).get("latency_ms") or (r.serving or {}).get("latency_ms")
+    if p:
         median, p99 = _pm(p["p50"]["value"], p["p50"]["ci95"]), _pm(p["p99"]["value"], p["p99"]["ci95"])
     else:
         median, p99 = _pm(lat["median"], lat["ci95"]), _num(lat["p99"])

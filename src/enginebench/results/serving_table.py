@@ -5,6 +5,7 @@ with the p99's CI) beside the verdict against those targets."""
 from __future__ import annotations
 
 from enginebench.results.model import Result, Run
+from enginebench.scenarios.registry import table_of
 
 HEADERS = ["engine", "precision", "request", "workers×threads", "batching", "req/s", "out tok/s", "TTFT p50 (ms)",
            "TTFT p99 (ms)", "TPOT p50 (ms)", "TPOT p99 (ms)", "top-1", "verdict"]
@@ -12,7 +13,7 @@ KEYS = 5  # engine .. batching identify a row
 
 
 def is_decoder_serving(r: Result) -> bool:
-    return r.scenario == "server" and (r.serving or {}).get("kind") == "decoder"
+    return table_of(r) == "decoder serving"
 
 
 def _num(x) -> str:

@@ -10,6 +10,7 @@ from enginebench.results.ops_table import render_stored
 from enginebench.results.report import _PARAMS, MEASURE_HEADERS, encoder_title, machine_line, notes, table_rows
 from enginebench.results.serving_table import is_decoder_serving, render_serving_table
 from enginebench.results.terminal import is_screen, print_lines, print_table
+from enginebench.scenarios.registry import table_of
 
 
 def render(run: Run, console=None) -> None:
@@ -18,7 +19,7 @@ def render(run: Run, console=None) -> None:
     from rich.console import Console
 
     console = console or Console()
-    if run.results and all(r.scenario == "op" for r in run.results):  # an `enginebench ops` run: its own table
+    if run.results and all(table_of(r) == "operators" for r in run.results):  # an `enginebench ops` run: its own table
         render_stored(run, console)
         return
     if not is_screen(console):

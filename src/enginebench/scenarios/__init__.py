@@ -1,9 +1,7 @@
-"""Scenarios: how a loaded session is driven. Each returns a Measurement of raw samples; statistics come later."""
+"""Scenarios: how a loaded session is driven. Each is a class registered by name (registry.py) that keeps the
+contract in base.py; each returns a Measurement of raw samples, statistics come later."""
 
-from enginebench.scenarios.base import Measurement
+from enginebench.scenarios.base import Measurement, Scenario
+from enginebench.scenarios.registry import default_scenarios, known_scenarios, runnable_scenarios, scenario_class
 
-SCENARIOS = ("latency", "throughput")  # encoders, run by default
-SERVING = ("server", "offline")  # encoders, driven by MLPerf LoadGen (the loadgen extra): asked for by name
-DECODER_SCENARIOS = ("generate",)  # decoders (LLMs): prefill and decode tokens/s
-
-__all__ = ["SCENARIOS", "SERVING", "DECODER_SCENARIOS", "Measurement"]
+__all__ = ["Measurement", "Scenario", "scenario_class", "known_scenarios", "runnable_scenarios", "default_scenarios"]

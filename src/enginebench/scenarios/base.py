@@ -1,10 +1,29 @@
-"""What a scenario hands back to the orchestrator: raw facts, no statistics."""
+"""The one contract every scenario keeps, and what a scenario hands back to the orchestrator.
+
+A scenario is a class registered by name (scenarios/registry.py), as engines are. It says:
+  - its name, the model kinds it runs and whether it runs when no --scenario is given;
+  - the run options it adds (`options`) and its typed settings, checked once (`settings`);
+  - the cells it makes from the run's grid (`cells`);
+  - how it measures one cell in the measuring process (`measure(run) -> Measurement`);
+  - the Result fields it derives from a cell's measurements (`figures`);
+  - how it is shown: which table a result belongs to (`table`), its label in a cell's line and in the
+    tables' `settings` column, and the figure compare and recommend judge it on (`judged_on`).
+
+This module imports nothing of the plan or of the results: both read scenarios, never the reverse.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
+
+from enginebench.measure.fidelity import compare_embeddings
+
+if TYPE_CHECKING:  # types only: the plan and the results sit above the scenarios
+    from enginebench.plan import Cell
 
 
 @dataclass
@@ -18,3 +37,149 @@ class Measurement:
     wall_s: float  # measured wall-clock span, all workers together
     details: dict = field(default_factory=dict)
     fidelity: dict | None = None
+
+
+@dataclass(frozen=True)
+class ScenarioSettings:
+    """A scenario's own typed settings, carried by its cells (Cell.settings) and stored with each result
+    (Result.settings): everything in them changes the work, so it is part of the cell's identity."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        """A few words for a cell's line and the tables' settings column: `4 clients`."""
+        return " ".join(f"{k} {v}" for k, v in self.to_dict().items())
+
+
+@dataclass(frozen=True)
+class Option:
+    """A run option a scenario adds: `--NAME` on the command line, NAME= in eb.run() and sweep files."""
+
+    name: str  # e.g. "concurrency" -> --concurrency
+    help: str
+    metavar: str | None = None
+    many: bool = False  # a comma list (or the option repeated)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What cells are made from: the run's checked options."""
+
+    engines: list[str]
+    precisions: list[str]
+    workloads: list[str]
+    batch_sizes: list[int]
+    workers: list[int]  # --workers
+    threads: list[int]  # --threads: per session of a single-stream scenario ([] = every core)
+    threads_per_worker: list[int]  # --threads-per-worker ([] = the cores split over the workers)
+    cores: int
+    serving: object | None = None  # plan.Serving, for the LoadGen scenarios
+
+
+@dataclass
+class CellRun:
+    """What a scenario's `measure` is given in the measuring process for one cell.
+
+    `session()` is the job's shared session, loaded on first use and reused by the cells after (a load
+    failure raises LoadFailed, every time it is asked again); `factory` is the picklable recipe for scenarios
+    whose workers each load their own (tell the parent with `loading()` before, `loaded()` once they have);
+    `fidelity(outputs)` compares a workload's outputs with the reference once per workload and job."""
+
+    cell: "Cell"
+    workload: object  # WorkloadData (encoders) or PromptSet (decoders)
+    rule: object  # measure.timing.StoppingRule
+    factory: Callable[[], object]
+    model_kind: str
+    precision: str
+    references: dict | None
+    session: Callable[[], object]
+    loading: Callable[[], None]
+    loaded: Callable[[], None]
+    cache: dict  # per job: the scenario's own (fidelity by workload, the shared session's load facts)
+
+    def fidelity_known(self) -> bool:
+        return self.cell.workload in self.cache.setdefault("fidelity", {})
+
+    def fidelity_inputs(self):
+        """The inputs whose outputs judge fidelity, or None when this workload's fidelity is known already."""
+        return None if self.fidelity_known() else self.workload.fidelity_inputs()
+
+    def set_fidelity(self, outputs) -> None:
+        """Judge `outputs` (of fidelity_inputs()) against the reference; kept for the workload's next cells."""
+        refs = self.references or {}
+        found = compare_embeddings(outputs, refs[self.cell.workload], self.precision) \
+            if self.cell.workload in refs and outputs is not None else None
+        self.cache["fidelity"][self.cell.workload] = found
+
+    def fidelity(self) -> dict | None:
+        return self.cache.setdefault("fidelity", {}).get(self.cell.workload)
+
+
+    def shared_session(self):
+        """The job's shared session and its load facts: (session, load_s, peak RSS after the load, MB)."""
+        session = self.session()
+        return session, self.cache["load_s"], self.cache["load_peak_rss_mb"]
+
+
+DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)
+
+
+class LoadFailed(RuntimeError):
+    """The job's shared session did not load: every cell that needs it fails with the same words."""
+
+
+TABLES = ("encoders", "decoders", "decoder serving", "operators")  # the tables `show` prints, in this order
+
+
+class Scenario(ABC):
+    name: ClassVar[str]
+    model_kinds: ClassVar[tuple[str, ...]] = ("encoder",)
+    default: ClassVar[bool] = False  # run when no --scenario is given (for the kinds it runs)
+    needs: ClassVar[str | None] = None  # an importable module it needs (LoadGen), with `install`
+    install: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()  # the run options it adds (see `settings`)
+    workers_load_sessions: ClassVar[bool] = False  # each worker process loads its own session
+    shows_workers: ClassVar[bool] = False  # its cells' lines say `xN` workers
+    judged_on: ClassVar[str] = "latency"  # what compare and recommend rank it on: latency, throughput, tokens
+    judged_by_spread: ClassVar[bool] = True  # repetitions that disagree are a warning (not for a server)
+    counts_as_throughput: ClassVar[bool] = False  # recommend may pick it for the throughput objective
+    uses_roofline: ClassVar[bool] = False  # its results need the model's size and the machine's bandwidth
+    takes_serving: ClassVar[bool] = False  # its cells carry the LoadGen settings (plan.Serving)
+
+    # -- planning -----------------------------------------------------------------------------------
+    def settings(self, given: dict) -> list[ScenarioSettings] | None:
+        """The typed settings from this scenario's options (`given`: option name -> text or list, None when
+        not given), one per cell variant; None when it has no settings. Raises UsageError naming the fix."""
+        return None
+
+    @abstractmethod
+    def cells(self, grid: Grid, settings: list[ScenarioSettings] | None) -> list["Cell"]:
+        """The cells this scenario measures on the grid."""
+
+    # -- measuring (in the measuring process) ---------------------------------------------------------
+    @abstractmethod
+    def measure(self, run: CellRun) -> Measurement:
+        """Drive the session(s) under `run.rule`; raw samples only, statistics come later."""
+
+    # -- deriving and showing ---------------------------------------------------------------------------
+    def figures(self, cell: "Cell", measurements: list[Measurement]) -> dict:
+        """Result fields of this scenario's own, beyond the ones every scenario gets (latency_ms from every
+        sample, closed-loop throughput, the verdict): e.g. {"figures": {...}}. Derived from the raw
+        measurements only, so they can be derived again from what is stored."""
+        return {}
+
+    def table(self, result) -> str:
+        """Which of TABLES a result of this scenario belongs to."""
+        return "encoders"
+
+    def settings_from_dict(self, d: dict) -> ScenarioSettings:
+        """The typed settings back from a stored result's `settings` (or a cell's dict)."""
+        raise NotImplementedError(f"scenario {self.name} has no settings")
+
+
+__all__ = ["Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "TABLES", "DECODER_REFERENCE"]

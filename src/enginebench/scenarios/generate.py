@@ -28,14 +28,17 @@ inside_timed_call.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
+from enginebench.measure.llm_fidelity import compare_decoder
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule
-from enginebench.scenarios.base import Measurement
+from enginebench.plan import Cell
+from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario
 from enginebench.workloads.prompts import PromptSet
 
 _clock = time.perf_counter_ns
@@ -200,4 +203,43 @@ def run_generate(session: DecoderSession, prompts: PromptSet, batch_size: int, r
     )
 
 
-__all__ = ["run_generate", "owns_generation_loop", "timed_call", "measure_host_side", "HOST_SIDE_REPEATS"]
+class Generate(Scenario):
+    """Decoders (LLMs), llama-bench's tests: pp<N> prefill tokens/s, tg<N> decode tokens/s with TTFT and ITL.
+    The grid's workloads are the tests; one session (--threads) per job."""
+
+    name = "generate"
+    model_kinds = ("decoder",)
+    default = True
+    judged_on = "tokens"
+    uses_roofline = True
+
+    def cells(self, grid: Grid, settings=None) -> list[Cell]:
+        return [Cell(engine, precision, self.name, test, batch, 1, threads)
+                for engine, precision in itertools.product(grid.engines, grid.precisions)
+                for threads in grid.threads or [grid.cores]
+                for batch in grid.batch_sizes for test in grid.workloads]
+
+    def measure(self, run: CellRun) -> Measurement:
+        """The fidelity against the reference is computed once per job, before timing."""
+        session, load_s, load_peak = run.shared_session()
+        if not isinstance(session, DecoderSession):
+            raise TypeError(f"{run.cell.engine} does not run decoder (LLM) models: its load gave a "
+                            f"{type(session).__name__}")
+        known = run.cache.setdefault("fidelity", {})
+        if DECODER_REFERENCE not in known:
+            reference = (run.references or {}).get(DECODER_REFERENCE)
+            try:
+                known[DECODER_REFERENCE] = compare_decoder(session, reference, run.precision) if reference else None
+            except NotImplementedError as e:
+                known[DECODER_REFERENCE] = {"metric": "top1_agreement", "value": None, "ok": False,
+                                            "threshold": None, "error": str(e)}
+        m = run_generate(session, run.workload, run.cell.batch_size, run.rule, load_s)
+        m.fidelity = known[DECODER_REFERENCE]
+        m.details["load_peak_rss_mb"] = round(load_peak, 1)
+        return m
+
+    def table(self, result) -> str:
+        return "decoders"
+
+
+__all__ = ["Generate", "run_generate", "owns_generation_loop", "timed_call", "measure_host_side", "HOST_SIDE_REPEATS"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from enginebench.engines.base import Session
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
-from enginebench.scenarios.base import Measurement
+from enginebench.plan import Cell
+from enginebench.scenarios.base import CellRun, Grid, Measurement, Scenario
 from enginebench.workloads import WorkloadData
 
 
@@ -30,3 +32,25 @@ def run_latency(session: Session, workload: WorkloadData, batch_size: int, rule:
         wall_s=wall,
         details=details,
     )
+
+
+class Latency(Scenario):
+    """One session (--threads each, every core by default), one batch at a time: the median call."""
+
+    name = "latency"
+    default = True
+
+    def cells(self, grid: Grid, settings=None) -> list[Cell]:
+        return [Cell(engine, precision, self.name, workload, batch, 1, threads)
+                for engine, precision in itertools.product(grid.engines, grid.precisions)
+                for workload, batch in itertools.product(grid.workloads, grid.batch_sizes)
+                for threads in grid.threads or [grid.cores]]
+
+    def measure(self, run: CellRun) -> Measurement:
+        session, load_s, load_peak = run.shared_session()
+        if not run.fidelity_known():
+            run.set_fidelity(session.run(session.prepare(run.workload.fidelity_inputs())))
+        m = run_latency(session, run.workload, run.cell.batch_size, run.rule, load_s)
+        m.details["load_peak_rss_mb"] = round(load_peak, 1)
+        m.fidelity = run.fidelity()
+        return m

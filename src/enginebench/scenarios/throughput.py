@@ -6,6 +6,7 @@ warm up independently, meet at a barrier, and then measure over the same wall-cl
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import queue as queue_mod
 import time
@@ -15,7 +16,8 @@ import numpy as np
 
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
-from enginebench.scenarios.base import Measurement
+from enginebench.plan import Cell
+from enginebench.scenarios.base import CellRun, Grid, Measurement, Scenario
 
 BARRIER_TIMEOUT_S = 600
 
@@ -106,3 +108,37 @@ def run_throughput(load_session, workload, batch_size: int, workers: int, rule: 
                  "barrier_spread_ms": round((max(r["start_ns"] for r in ordered) - start) / 1e6, 3)},
     )
     return measurement, ordered[0]["outputs"]
+
+
+def worker_cells(name: str, grid: Grid, batch_sizes=None, *, serving=None, settings=None) -> list[Cell]:
+    """Cells of a scenario whose workers each load a session: workers x threads per worker (the cores split
+    over the workers unless --threads-per-worker says otherwise)."""
+    return [Cell(engine, precision, name, workload, batch, workers, threads, serving, settings)
+            for engine, precision in itertools.product(grid.engines, grid.precisions)
+            for workload, batch in itertools.product(grid.workloads, batch_sizes or grid.batch_sizes)
+            for workers in grid.workers
+            for threads in grid.threads_per_worker or [max(1, grid.cores // workers)]]
+
+
+class Throughput(Scenario):
+    """--workers processes, each with its own session, driving batches back to back: items/s."""
+
+    name = "throughput"
+    default = True
+    workers_load_sessions = True
+    shows_workers = True
+    judged_on = "throughput"
+    counts_as_throughput = True
+
+    def cells(self, grid: Grid, settings=None) -> list[Cell]:
+        return worker_cells(self.name, grid)
+
+    def measure(self, run: CellRun) -> Measurement:
+        want = run.fidelity_inputs()
+        run.loading()  # each worker loads its own session
+        m, outputs = run_throughput(run.factory, run.workload, run.cell.batch_size, run.cell.workers, run.rule,
+                                    want, on_loaded=run.loaded)
+        if want is not None:
+            run.set_fidelity(outputs)
+        m.fidelity = run.fidelity()
+        return m

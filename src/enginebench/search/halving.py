@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
 from enginebench.measure.timing import StoppingRule
+from enginebench.scenarios.registry import scenario_class
 from enginebench.search.space import Candidate
 
 ETA = 2  # each round keeps 1/ETA of the candidates and measures them ETA times longer
@@ -108,7 +109,7 @@ class CostModel:
     def cell(self, c: Candidate, rule: StoppingRule) -> float:
         call = self.call_s.get(c, 0.0)
         s = rule.warmup_s + max(rule.duration_s, rule.min_samples * call) + max(rule.min_warmup, 1) * call
-        return s + (self.load(c) if c.scenario == "throughput" else 0.0)
+        return s + (self.load(c) if scenario_class(c.scenario).workers_load_sessions else 0.0)
 
     def _known(self, cands: list[Candidate], rule: StoppingRule, repeat: int) -> tuple[float, int]:
         jobs = {c.job: c for c in cands}

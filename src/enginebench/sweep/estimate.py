@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from enginebench.scenarios.registry import scenario_class
 from enginebench.sweep.runner import PartState
 
 DEFAULT_LOAD_S = 10.0  # a model load (with conversion) nothing stored tells us about
@@ -59,7 +60,7 @@ def estimate(states: list[PartState], load_times: dict[tuple[str, str], float]) 
                 for _, cell in job.cells:
                     left += 1
                     est.measure_s += per_cell
-                    if cell.scenario == "throughput":  # its workers load their own sessions
+                    if scenario_class(cell.scenario).workers_load_sessions:  # each worker loads its own
                         est.loads += 1
                         est.load_s += load(job.engine)
         if left:

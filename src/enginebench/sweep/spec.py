@@ -64,8 +64,11 @@ class Part:
         serving = ""  # serving cells differ by their load too (rate, SLO, batcher)
         if cell.serving is not None:
             serving = "/" + ",".join(f"{k}={v}" for k, v in sorted(cell.serving.to_dict().items()))
+        settings = ""  # a scenario's own settings (concurrency's clients) tell its cells apart
+        if cell.settings is not None:
+            settings = "/" + ",".join(f"{k}={v}" for k, v in sorted(cell.settings.to_dict().items()))
         return (f"{sweep_id}/{self.key}/{cell.engine}/{cell.precision}/{cell.scenario}/{cell.workload}"
-                f"/b{cell.batch_size}/w{cell.workers}/t{cell.threads}{serving}")
+                f"/b{cell.batch_size}/w{cell.workers}/t{cell.threads}{serving}{settings}")
 
 
 @dataclass
