@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "parquet": "enginebench.formats.parquet:Parquet",
     "html": "enginebench.formats.html:Html",
     "png": "enginebench.formats.png:Png",
+    "junit": "enginebench.formats.junit:JUnit",
 }
 
 
