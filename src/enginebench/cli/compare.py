@@ -9,6 +9,8 @@ import re
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
 from enginebench.formats import COMPARISON, Choices, get_format
+from enginebench.results.compare import compare_runs
+from enginebench.results.store import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -47,9 +49,6 @@ def threshold(text: str) -> float:
 
 
 def cmd_compare(args) -> int:
-    from enginebench.results.compare import compare_runs  # numpy, scipy: not at every command's parse
-    from enginebench.results.store import ResultStore
-
     fmt = get_format(args.format)
     fmt.check_output(args.output)
     limit = threshold(args.threshold)
