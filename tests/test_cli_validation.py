@@ -228,3 +228,13 @@ def test_gguf_run_stores_native_results_and_skipped_tests(tiny_gguf, tmp_path):
     assert stored(db) == (1, 6)
     table = " ".join(enginebench("show", "--db", str(db)).stdout.split())
     assert "native" in table and "cells ≥0.2 s & ≥10 calls after 0.05 s warm-up · 1 process per cell" in table
+
+
+def test_the_top_level_help_lists_every_command(capsys):
+    """Every command's help is an argparse template: a bare `%` broke `enginebench --help`."""
+    from enginebench.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "% of" in out and all(c in out for c in ("show", "compare", "report", "ops"))

@@ -153,7 +153,7 @@ def test_a_decoder_server_run_end_to_end(tiny_config):
     """Through the API and a child process, on llama.cpp: the Result's token figures, LoadGen's log, the table."""
     pytest.importorskip("llama_cpp")
     from enginebench import api
-    from enginebench.results.export import to_markdown
+    from enginebench.formats.md import to_markdown
 
     run = api.run(llm_config=tiny_config, db=None, engines="llamacpp", precision="fp32", scenario="server",
                   qps="40", slo_ttft="200", slo_tpot="50", prompt_len="16", gen_len="4", max_batch="2",
@@ -169,7 +169,7 @@ def test_a_decoder_server_run_end_to_end(tiny_config):
     assert r.fidelity and r.fidelity["ok"]
     text = to_markdown(run)
     assert "TTFT" in text and "TPOT" in text
-    from enginebench.results.html_report import html_report
+    from enginebench.formats.html import html_report
 
     page = html_report([run])
     assert "decoders served" in page and "TTFT p99 (ms)" in page

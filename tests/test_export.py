@@ -13,8 +13,10 @@ import pytest
 from enginebench.cli import main
 from enginebench.plan import Cell
 from enginebench.results.build import build_result
-from enginebench.results.export import (from_json, read_parquet_metadata, run_notes, to_csv, to_json, to_markdown,
-                                        to_parquet)
+from enginebench.formats.csv import to_csv
+from enginebench.formats.json import from_json, run_notes, to_json
+from enginebench.formats.md import to_markdown
+from enginebench.formats.parquet import read_parquet_metadata, to_parquet
 from enginebench.results.frame import to_frame
 from enginebench.results.model import Run
 from enginebench.results.store import ResultStore

@@ -274,7 +274,7 @@ def test_run_end_to_end_json(tiny, tmp_path):
 def test_generate_results_and_decoder_table():
     from enginebench.plan import Cell
     from enginebench.results.build import build_result
-    from enginebench.results.export import to_markdown
+    from enginebench.formats.md import to_markdown
     from enginebench.results.model import Run
     from enginebench.scenarios.base import Measurement
 

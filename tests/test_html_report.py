@@ -4,14 +4,13 @@ every warning and failure shown, and the recommendation when there is one."""
 from __future__ import annotations
 
 import re
-import sys
-import types
 from html import escape
 
 import pytest
 
 from enginebench.errors import UsageError
-from enginebench.results.html_report import html_report, write_html_report
+from enginebench.formats import html as html_format
+from enginebench.formats.html import html_report, write_html_report
 from test_plots import HOSTILE, _cli, decoder_run, encoder_run, store_runs
 
 
@@ -109,10 +108,8 @@ def test_the_recommendation_is_shown_escaped(monkeypatch):
         def lines(self):
             return ["Use onnxruntime int8 <fast>: 2.4× torch's items/s"]
 
-    module = types.ModuleType("enginebench.results.recommend")
-    module.Constraints = lambda model: None
-    module.recommend = lambda runs, constraints: Recommendation()
-    monkeypatch.setitem(sys.modules, "enginebench.results.recommend", module)
+    monkeypatch.setattr(html_format, "Constraints", lambda model: None)
+    monkeypatch.setattr(html_format, "recommend", lambda runs, constraints: Recommendation())
     page = html_report([encoder_run()])
     section = page[page.index('id="recommendation"'):page.index('id="charts"')]
     assert "Use onnxruntime int8 &lt;fast&gt;" in section
@@ -133,10 +130,8 @@ def test_a_recommendation_that_cannot_be_made_says_why(monkeypatch):
     def refuse(runs, constraints):
         raise UsageError("no result meets the constraints")
 
-    module = types.ModuleType("enginebench.results.recommend")
-    module.Constraints = lambda model: None
-    module.recommend = refuse
-    monkeypatch.setitem(sys.modules, "enginebench.results.recommend", module)
+    monkeypatch.setattr(html_format, "Constraints", lambda model: None)
+    monkeypatch.setattr(html_format, "recommend", refuse)
     assert "No recommendation for minilm: no result meets the constraints" in html_report([encoder_run()])
 
 

@@ -12,7 +12,7 @@ import pytest
 from enginebench.plan import Cell
 from enginebench.results.build import build_result, failed_result
 from enginebench.results.model import Result, Run
-from enginebench.results.plots import build_charts, pareto_front, write_pngs
+from enginebench.formats.charts import build_charts, pareto_front, write_pngs
 from enginebench.scenarios.base import Measurement
 
 HOSTILE = "/tmp/<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from enginebench.results.html_report import write_html_report
+from enginebench.formats.html import write_html_report
 from test_plots import HOSTILE, decoder_run, encoder_run
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")

@@ -50,7 +50,7 @@ import re  # noqa: E402
 
 import pytest  # noqa: E402
 
-from enginebench.results.show import render  # noqa: E402
+from enginebench.formats.console import render  # noqa: E402
 from enginebench.results.terminal import header_lines, markdown_table  # noqa: E402
 
 from test_export import sample_run  # noqa: E402
@@ -97,7 +97,7 @@ def test_a_runs_tables_keep_every_figure_on_a_narrow_terminal(width):
 
 
 def test_off_a_terminal_a_run_is_its_markdown_with_notes_and_machine():
-    from enginebench.results.export import to_markdown
+    from enginebench.formats.md import to_markdown
 
     run = sample_run()
     out = io.StringIO()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
+from enginebench.formats import COMPARISON, Choices, get_format
+from enginebench.results.compare import compare_runs
+from enginebench.results.store import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -24,7 +26,9 @@ def add_parsers(sub) -> None:
                               "when its whole 95%% CI lies beyond it [5%%]")
     compare.add_argument("--fail-on", choices=["regression"],
                          help="exit 1 when a cell is slower beyond --threshold (a CI gate)")
-    compare.add_argument("--format", default="table", choices=["table", "json", "md"])
+    compare.add_argument("--format", default="table", choices=Choices(COMPARISON), metavar="FORMAT",
+                         help="%(choices)s (table: rich in a terminal, Markdown in a pipe) [table]")
+    compare.add_argument("--output", metavar="FILE", help="write to this file instead of stdout")
     compare.add_argument("--seed", default="0", help="seeds the bootstrap of one-process cells [0]")
     compare.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database holding both runs [{DEFAULT_DB}]")
 
@@ -45,9 +49,8 @@ def threshold(text: str) -> float:
 
 
 def cmd_compare(args) -> int:
-    from enginebench.results.compare import compare_runs, render, to_json, to_markdown
-    from enginebench.results.store import ResultStore
-
+    fmt = get_format(args.format)
+    fmt.check_output(args.output)
     limit = threshold(args.threshold)
     if not str(args.seed).isdigit():
         raise UsageError(f"--seed {args.seed!r} is not a whole number >= 0: give e.g. --seed 0")
@@ -56,12 +59,7 @@ def cmd_compare(args) -> int:
     with ResultStore(args.db) as store:
         base, new = store.load_run(args.base), store.load_run(args.new)
     comparison = compare_runs(base, new, threshold=limit, seed=int(args.seed))
-    if args.format == "json":
-        print(to_json(comparison))
-    elif args.format == "md":
-        sys.stdout.write(to_markdown(comparison))
-    else:
-        render(comparison)
+    fmt.render(comparison, args.output)
     return 1 if args.fail_on == "regression" and comparison.regressions() else 0
 
 

@@ -11,7 +11,7 @@ def add_parsers(sub) -> None:
     from enginebench.scenarios.ops.backends import BACKENDS
     from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS
 
-    ops = sub.add_parser("ops", help="time single operators (GEMM, softmax, attention, …) per engine, with % of "
+    ops = sub.add_parser("ops", help="time single operators (GEMM, softmax, attention, …) per engine, with %% of "
                                      "the machine's peak")
     ops.add_argument("--op", action="append", default=None,
                      help=f"operators, comma list [{','.join(OPERATORS)}]")

@@ -1,12 +1,15 @@
-"""The commands that draw stored runs: `enginebench report --html FILE` and `enginebench plot --output DIR`."""
+"""The commands that draw stored runs: `enginebench report --html FILE` and `enginebench plot --output DIR`,
+kept for the scripts that use them: each is the html or png format (formats/), as `show --format html|png
+--output` is, over one or more runs."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
+from enginebench.formats import get_format
+from enginebench.results.store import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -22,8 +25,6 @@ def add_parsers(sub) -> None:
 
 
 def _load_runs(args):
-    from enginebench.results.store import ResultStore
-
     if not os.path.exists(args.db):
         raise UsageError(f"no database at {args.db}: run `enginebench run` first or pass --db")
     with ResultStore(args.db) as store:
@@ -31,29 +32,19 @@ def _load_runs(args):
 
 
 def cmd_report(args) -> int:
-    from enginebench.results.html_report import write_html_report
-
+    html = get_format("html")
+    html.check_output(args.html, "--html")
     runs = _load_runs(args)
-    write_html_report(runs, args.html)
+    html.render(runs, args.html)
     print(f"wrote {args.html} ({', '.join('run ' + run.run_id for run in runs)})")
     return 0
 
 
 def cmd_plot(args) -> int:
-    from enginebench.results.plots import build_charts, write_pngs
-
-    runs = _load_runs(args)
-    charts = build_charts(runs)
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise UsageError(f"--output {args.output} is a file: pass a folder")
-    try:
-        paths = write_pngs(charts, args.output)
-    except OSError as e:
-        raise UsageError(f"cannot write into {args.output}: {e.strerror}; choose a writable folder") from None
-    for path in paths:
+    png = get_format("png")
+    png.check_output(args.output)
+    for path in png.render(_load_runs(args), args.output):
         print(path)
-    for line in charts.not_drawn:
-        print(f"not drawn: {line}", file=sys.stderr)
     return 0
 
 

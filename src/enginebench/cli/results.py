@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from datetime import datetime, timedelta, timezone
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
+from enginebench.formats import RUNS, Choices, get_format
 from enginebench.validate import comma_list
 
 
@@ -22,9 +22,10 @@ def add_parsers(sub) -> None:
 
     show = sub.add_parser("show", help="show or export a stored run")
     show.add_argument("run_id", nargs="?", help="run id [the newest]")
-    show.add_argument("--format", default="table", choices=["table", "json", "csv", "md", "parquet"],
-                      help="table: rich in a terminal, Markdown in a pipe; parquet needs --output")
-    show.add_argument("--output", help="write to this file instead of stdout")
+    show.add_argument("--format", default="table", choices=Choices(RUNS), metavar="FORMAT",
+                      help="%(choices)s (table: rich in a terminal, Markdown in a pipe) [table]; parquet needs "
+                           "--output FILE, png --output DIR")
+    show.add_argument("--output", metavar="FILE|DIR", help="write to this file (png: this folder) instead of stdout")
     show.add_argument("--db", default=DEFAULT_DB)
 
     rm = sub.add_parser("rm", help="delete stored runs with their results and samples")
@@ -123,26 +124,14 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from enginebench.results.export import export, to_parquet
-    from enginebench.results.show import render
-
-    if args.format == "parquet" and not args.output:
-        raise UsageError("--format parquet writes a binary file: give --output FILE.parquet")
+    fmt = get_format(args.format)
+    fmt.check_output(args.output)  # before the store is opened
     with _store(args.db) as store:
         run = store.load_run(args.run_id)
-    if args.format == "table":
-        render(run)
-        return 0
-    try:
-        if args.format == "parquet":
-            to_parquet(run, args.output)
-        elif args.output:
-            with open(args.output, "w") as f:
-                f.write(export(run, args.format))
-        else:
-            sys.stdout.write(export(run, args.format))
-    except OSError as e:
-        raise UsageError(f"cannot write {args.output}: {e.strerror or e}; choose a writable path") from None
+    written = fmt.render([run], args.output)
+    if fmt.folder:  # several files: say which
+        for path in written:
+            print(path)
     return 0
 
 

@@ -106,7 +106,7 @@ def _resume(args) -> int:
                   f"stored in {args.db}{failed}; `enginebench show {run.run_id} --db {args.db}` shows it",
                   highlight=False, markup=False, soft_wrap=True)
         if args.json:
-            from enginebench.results.export import to_json
+            from enginebench.formats.json import to_json
 
             print(to_json(run))
         return 0
@@ -122,8 +122,8 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
 
     from enginebench.api import execute
     from enginebench.cli.progress import cell_progress
-    from enginebench.results.export import to_json
-    from enginebench.results.show import render
+    from enginebench.formats.console import render
+    from enginebench.formats.json import to_json
 
     bar = cell_progress(err)
     try:

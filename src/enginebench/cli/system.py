@@ -12,7 +12,7 @@ def add_parsers(sub) -> None:
 
     sub.add_parser("models", help="the models enginebench knows by name")
     machine = sub.add_parser("machine", help="measure memory bandwidth and GEMM FLOP/s per precision once (the "
-                                             "decode roofline; ops' % of peak)")
+                                             "decode roofline; ops' %% of peak)")
     machine.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database to store them in [{DEFAULT_DB}]")
     machine.add_argument("--json", action="store_true", help="print the measurement as JSON")
 

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
+from typing import ClassVar
 
 from enginebench.errors import UsageError
+from enginebench.formats.base import RUNS, Format, Subject
+from enginebench.results.decoder_table import decoder_notes, decoder_table, is_decoder_result
 from enginebench.results.model import Run
+from enginebench.results.recommend import Constraints, recommend
+from enginebench.results.report import MEASURE_HEADERS, affinity_text, encoder_title, measured_how, notes, table_rows
+from enginebench.results.serving_table import is_decoder_serving
+from enginebench.results.serving_table import table as serving_table
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = """
@@ -34,7 +42,7 @@ ul.notes li { margin: .2em 0; }
 
 def html_report(runs: list[Run]) -> str:
     """The whole report as one HTML document."""
-    from enginebench.results.plots import build_charts
+    from enginebench.formats.charts import build_charts  # matplotlib: only when a report is drawn
 
     if not runs:
         raise UsageError("no runs to report: pass run ids (see `enginebench runs`)")
@@ -93,11 +101,6 @@ def _summary(runs: list[Run]) -> str:
 
 def _recommendation(runs: list[Run]) -> str:
     """The recommender's verdict for each model in the runs, under its default constraints."""
-    try:
-        from enginebench.results.recommend import Constraints, recommend
-    except ImportError:
-        return ('<p class="muted">No recommendation: this enginebench has no recommender '
-                "(enginebench.results.recommend).</p>")
     out = []
     for model in dict.fromkeys(r.model for run in runs for r in run.results):
         try:
@@ -146,11 +149,6 @@ def _charts(charts) -> str:
 
 
 def _run_tables(run: Run) -> str:
-    from enginebench.results.decoder_table import decoder_table, is_decoder_result
-    from enginebench.results.report import MEASURE_HEADERS, encoder_title, measured_how, table_rows
-    from enginebench.results.serving_table import is_decoder_serving
-    from enginebench.results.serving_table import table as serving_table
-
     out = [f"<h3>run {escape(run.run_id)}</h3>"] if run.results else [f"<h3>run {escape(run.run_id)}: no results</h3>"]
     groups = by_node(run.results)
     if len(groups) > 1:  # a Ray run: one table per machine that measured, so no row is read against another's
@@ -196,11 +194,6 @@ def by_node(results) -> list[tuple[str, list]]:
 
 
 def _warnings(runs: list[Run]) -> str:
-    from enginebench.results.decoder_table import decoder_notes, is_decoder_result
-    from enginebench.results.report import notes
-    from enginebench.results.serving_table import is_decoder_serving
-    from enginebench.results.serving_table import table as serving_table
-
     out = []
     mixed = _machine_differences(runs)
     if mixed:
@@ -218,8 +211,6 @@ def _warnings(runs: list[Run]) -> str:
 
 
 def _machines(runs: list[Run]) -> str:
-    from enginebench.results.report import affinity_text
-
     out = []
     for run in runs:
         m = run.machine or {}
@@ -295,4 +286,15 @@ def _machine_differences(runs: list[Run]) -> str | None:
     return None
 
 
-__all__ = ["html_report", "write_html_report"]
+class Html(Format):
+    name = "html"
+    help = "one self-contained page: charts, tables, warnings, machine (`report --html FILE`)"
+    renders: ClassVar[frozenset[str]] = frozenset({RUNS})
+    suffix = ".html"
+    several_runs = True
+
+    def text(self, subject: Subject) -> str:
+        return html_report(subject)
+
+
+__all__ = ["Html", "html_report", "write_html_report"]

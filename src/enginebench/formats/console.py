@@ -1,10 +1,18 @@
-"""`show`: a run's tables on a console, each kind of result in its own table (encoders, decoders' generate
-tests, decoders served, operators), then the notes and the machine. The one module that knows every table."""
+"""table: a run's tables on a console, each kind of result in its own table (encoders, decoders' generate
+tests, decoders served, operators), then the notes and the machine; or a comparison's. The one module that knows
+every table. Rich tables folded to the width on a screen, the Markdown of md anywhere else (a pipe, a log, a
+file)."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from rich.console import Console
+
+from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
+from enginebench.formats.md import Markdown, to_markdown
+from enginebench.results import compare
 from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
-from enginebench.results.export import to_markdown
 from enginebench.results.model import Run
 from enginebench.results.ops_table import render_stored
 from enginebench.results.report import _PARAMS, MEASURE_HEADERS, encoder_title, machine_line, notes, table_rows
@@ -16,8 +24,6 @@ from enginebench.scenarios.registry import table_of
 def render(run: Run, console=None) -> None:
     """The run's tables, notes and machine on a console: rich tables folded to the width in a terminal, the
     Markdown of `show --format md` anywhere else (a pipe, a log)."""
-    from rich.console import Console
-
     console = console or Console()
     if run.results and all(table_of(r) == "operators" for r in run.results):  # an `enginebench ops` run: its own table
         render_stored(run, console)
@@ -45,4 +51,23 @@ def render(run: Run, console=None) -> None:
     print_lines(console, [machine_line(run)])
 
 
-__all__ = ["render"]
+class ConsoleTable(Format):
+    name = "table"
+    help = "rich tables folded to the terminal's width; Markdown in a pipe or a file"
+    renders: ClassVar[frozenset[str]] = frozenset({RUNS, COMPARISON})
+    suffix = ".md"
+
+    def __init__(self, console: Console | None = None):
+        self.console = console
+
+    def show(self, subject: Subject) -> None:
+        if subject_kind(subject) == COMPARISON:
+            compare.render(subject, self.console)
+        else:
+            render(subject[0], self.console)
+
+    def text(self, subject: Subject) -> str:
+        return Markdown().text(subject)
+
+
+__all__ = ["ConsoleTable", "render"]

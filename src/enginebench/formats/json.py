@@ -1,0 +1,48 @@
+"""json: a run's whole data model (`Run.to_dict`, machine included) plus `notes` (`from_json` reads it back),
+or a comparison's every cell, verdict and difference."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
+from enginebench.results import compare
+from enginebench.results.decoder_table import decoder_notes, is_decoder_result
+from enginebench.results.model import Result, Run
+from enginebench.results.report import notes
+
+
+def run_notes(run: Run) -> list[str]:
+    """Every footnote the tables print: the encoder table's, then the decoder table's."""
+    encoders = [r for r in run.results if not is_decoder_result(r)]
+    decoders = any(map(is_decoder_result, run.results))
+    return notes(encoders) + (decoder_notes(run) if decoders else [])
+
+
+def to_json(run: Run, with_samples: bool = True) -> str:
+    d = run.to_dict(with_samples)
+    return json.dumps({**{k: v for k, v in d.items() if k != "results"}, "notes": run_notes(run),
+                       "results": d["results"]}, indent=2)
+
+
+def from_json(text: str) -> Run:
+    """The Run a `to_json` text holds (its notes are derived, so they are not read back)."""
+    d = json.loads(text)
+    return Run(d["run_id"], d["created_at"], d["machine"], d["config"],
+               [Result.from_dict(r) for r in d["results"]], d.get("schema_version", 1))
+
+
+class Json(Format):
+    name = "json"
+    help = "the whole data model, samples included"
+    renders: ClassVar[frozenset[str]] = frozenset({RUNS, COMPARISON})
+    suffix = ".json"
+
+    def text(self, subject: Subject) -> str:
+        if subject_kind(subject) == COMPARISON:
+            return compare.to_json(subject) + "\n"
+        return to_json(subject[0])
+
+
+__all__ = ["Json", "to_json", "from_json", "run_notes"]

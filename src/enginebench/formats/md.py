@@ -1,0 +1,48 @@
+"""md: a run's tables, their notes as a list under each, and a `machine:` line; or a comparison's table, its
+notes and the gate's line. What the console format prints anywhere but a screen."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
+from enginebench.results import compare
+from enginebench.results.decoder_table import decoder_markdown, is_decoder_result
+from enginebench.results.model import Run
+from enginebench.results.report import machine_line, measured_how, notes, table_rows
+from enginebench.results.serving_table import is_decoder_serving, serving_markdown
+from enginebench.results.terminal import markdown_table
+
+
+def to_markdown(run: Run) -> str:
+    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]
+    decoders = decoder_markdown(run) + serving_markdown(run)
+    parts = []
+    if encoders:
+        headers, rows, constants = table_rows(encoders)
+        models = sorted({r.model for r in encoders})
+        title = (f"**run {run.run_id}** · model {', '.join(models)}"
+                 + "".join(f" · {k} {v}" for k, v in constants.items()) + measured_how(run.config))
+        parts.append(f"{title}\n\n{markdown_table(headers, rows)}")
+        parts += ["".join(f"- {line}\n" for line in notes(encoders))] if notes(encoders) else []
+    else:
+        parts.append(f"**run {run.run_id}**" + (" · decoders" if decoders else " · no results") + "\n")
+    if decoders:
+        parts.append(decoders)
+    parts.append(machine_line(run) + "\n")
+    return "\n".join(parts)
+
+
+class Markdown(Format):
+    name = "md"
+    help = "the tables as GitHub Markdown, notes and machine included"
+    renders: ClassVar[frozenset[str]] = frozenset({RUNS, COMPARISON})
+    suffix = ".md"
+
+    def text(self, subject: Subject) -> str:
+        if subject_kind(subject) == COMPARISON:
+            return compare.to_markdown(subject)
+        return to_markdown(subject[0])
+
+
+__all__ = ["Markdown", "to_markdown"]
