@@ -25,7 +25,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not engine" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -13,6 +13,8 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.models.onnx_export import onnx_encoder
 from enginebench.models.onnx_graph import find_blocks
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 TINY_RULE = StoppingRule(duration_s=0.05, min_samples=3, warmup_s=0.0, min_warmup=1)
 
 

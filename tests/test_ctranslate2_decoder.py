@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 ctranslate2 = pytest.importorskip("ctranslate2")
 pytest.importorskip("transformers")
 

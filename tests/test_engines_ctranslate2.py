@@ -7,6 +7,8 @@ from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models import resolve_model
 from tiny_bert import make_tiny_bert, mixed_batch
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 ctranslate2 = pytest.importorskip("ctranslate2")
 
 

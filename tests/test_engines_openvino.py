@@ -6,6 +6,8 @@ from conftest import embed, load_session
 from enginebench.engines import engine_class
 from enginebench.measure.fidelity import compare_embeddings
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 pytest.importorskip("openvino")
 
 

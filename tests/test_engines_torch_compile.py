@@ -6,6 +6,8 @@ from conftest import load_session
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.workloads.batch import TokenBatch
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 
 def _rows(batch: TokenBatch, count: int) -> TokenBatch:
     return TokenBatch(batch.input_ids[:count], batch.attention_mask[:count], batch.token_type_ids[:count])

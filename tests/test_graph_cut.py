@@ -19,6 +19,8 @@ from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models.onnx_export import onnx_encoder
 from enginebench.models.onnx_graph import list_nodes
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 LAYER = 2
 NODE = f"/transformer/encoder/layer.{LAYER}/output/LayerNorm/LayerNormalization"
 

@@ -13,6 +13,8 @@ from tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
 
 from enginebench.engines.base import DecoderSession  # noqa: E402
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 # fp32 differs from transformers only by summation order; logits are O(1..10)
 FP32_MAX_ABS = 1e-4
 # bf16 (8-bit mantissa weights, activations and cache; float32 accumulation): measured max |diff| ~0.1

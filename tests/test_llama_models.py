@@ -12,6 +12,8 @@ from enginebench.models import resolve_model
 from enginebench.models.decoder_folder import decoder_from_config_file
 from enginebench.models.llama_synthetic import LLAMA2_7B, TINY_LLAMA, full_config, parameter_count, write_synthetic_llama
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

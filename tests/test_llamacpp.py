@@ -10,6 +10,8 @@ from enginebench.errors import UsageError
 from enginebench.models import resolve_model
 from enginebench.models.llama_synthetic import TINY_LLAMA, write_synthetic_llama
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")

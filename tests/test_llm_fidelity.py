@@ -12,6 +12,8 @@ from enginebench.measure.llm_fidelity import (
 )
 from enginebench.workloads.prompts import corpus_token_rows
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -7,6 +7,8 @@ from conftest import embed, load_session
 from enginebench.engines import engine_class
 from enginebench.measure.fidelity import REDUCED_PRECISION_THRESHOLD, compare_embeddings
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 
 def _fidelity(session, corpus, reference, precision):
     out = embed(session, corpus.fidelity_inputs())

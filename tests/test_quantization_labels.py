@@ -8,6 +8,8 @@ from enginebench.measure.quantization import (WeightMatmul, matmul_summary, name
 from enginebench.results.model import Result, Run
 from enginebench.results.report import precision_label, table_rows
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 KEYS = {"scheme", "weights", "activations", "share_of_matmul_flops", "layers_kept", "matmuls"}
 
 

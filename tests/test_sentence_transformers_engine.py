@@ -8,6 +8,8 @@ from enginebench.engines import REGISTRY, engine_class
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.workloads.tokenize import load_tokenizer
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def st_session(minilm):

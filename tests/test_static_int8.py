@@ -18,6 +18,8 @@ from enginebench.workloads.calibration import calibration_set
 
 from conftest import embed, load_session
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 
 def load_static(engine, model, measured, threads=2, **options):
     cls = require_engine(engine)

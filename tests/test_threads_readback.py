@@ -6,6 +6,8 @@ from conftest import load_session
 from enginebench.results.model import Result
 from enginebench.results.report import table_rows, threads_label
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 
 def test_torch_reports_torch_get_num_threads(minilm):
     import torch

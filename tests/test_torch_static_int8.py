@@ -22,6 +22,8 @@ from enginebench.measure.quantization import WeightMatmul
 from enginebench.models.torch_static_quantize import SCHEME, WEIGHT_RANGE, executed_layers, pt2e_unsupported_reason
 from enginebench.workloads.calibration import calibration_set
 
+pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
+
 needs_pt2e = pytest.mark.skipif(pt2e_unsupported_reason() is not None, reason=str(pt2e_unsupported_reason()))
 
 
