@@ -18,6 +18,7 @@ def small_run(tmp_path_factory):
     return run, db, seen
 
 
+@pytest.mark.engine
 def test_run_measures_stores_and_loads_back(small_run):
     run, db, seen = small_run
     assert [(r.batch_size, r.status) for r in run.results] == [(1, "ok"), (2, "ok")]
@@ -28,6 +29,7 @@ def test_run_measures_stores_and_loads_back(small_run):
     assert eb.load(db=db).run_id == run.run_id  # the newest
 
 
+@pytest.mark.engine
 def test_stored_command_reproduces_the_options(small_run):
     run, _, _ = small_run
     command = eb.command_line(run)
@@ -51,6 +53,7 @@ def test_bad_options_fail_before_measuring(tmp_path):
         eb.load(db=str(tmp_path / "missing.db"))
 
 
+@pytest.mark.engine
 def test_frame_compare_and_recommend_from_python(small_run):
     run, db, _ = small_run
     frame = eb.load(run.run_id, db=db).to_pandas()

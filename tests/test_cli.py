@@ -97,6 +97,7 @@ def test_unwritable_database_is_exit_2(tmp_path, populated_db):
         assert p.returncode == 2 and "--db" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+@pytest.mark.slow
 def test_end_to_end_run_json_schema_and_storage(tmp_path):
     db = tmp_path / "e2e.db"
     p = enginebench("run", "--engine", "torch,onnxruntime", "--batch-size", "1,2", "--workers", "2",
@@ -131,6 +132,7 @@ def test_end_to_end_run_json_schema_and_storage(tmp_path):
     assert md.stdout.count("| torch") == 4
 
 
+@pytest.mark.slow
 def test_crash_hang_and_raise_are_recorded_and_the_run_goes_on(tmp_path):
     db = tmp_path / "iso.db"
     p = enginebench("run", "--engine", "fake-crash,fake-hang,fake-raise,fake-wrong", "--workload", "titles",
@@ -156,6 +158,7 @@ def test_failed_engine_shows_in_the_table(tmp_path):
     assert "FAILED" in p.stdout and "engine exploded" in p.stdout
 
 
+@pytest.mark.slow
 def test_cpus_pins_the_run(tmp_path):
     p = enginebench("run", "--engine", "fake-wrong", "--workload", "titles", "--scenario", "latency",
                     "--batch-size", "1", *FAST, "--cpus", "0", "--db", str(tmp_path / "c.db"), "--json")

@@ -76,6 +76,7 @@ def test_make_bench_runs_the_quick_suite():
     assert bench and "enginebench run --quick" in bench.group(1)
 
 
+@pytest.mark.slow
 def test_quick_run_records_its_rule_and_repeat_and_the_title_says_them(tmp_path):
     db = tmp_path / "q.db"
     p = enginebench("run", "--quick", "--engine", "fake-wrong", "--workload", "titles", "--scenario", "latency",

@@ -42,6 +42,7 @@ def serve(factory, qps: float, max_batch: int = 1, gen_len: int = GEN, **slo):
     return run_decoder_server(factory, prompts, cell, StoppingRule(duration_s=0.5, min_samples=10, warmup_s=0.1))
 
 
+@pytest.mark.slow
 def test_first_token_and_output_token_times_match_the_known_service():
     # prefill 3 ms, decode steps 1 ms, 60 requests/s: the worker is busy 48% of the time
     m = serve(SleepDecoderFactory(0.003, 0.001), qps=60)
@@ -57,6 +58,7 @@ def test_first_token_and_output_token_times_match_the_known_service():
     assert f["output_tokens_per_s"] == pytest.approx(f["achieved_qps"] * GEN)
 
 
+@pytest.mark.slow
 def test_a_missed_tpot_target_is_invalid_with_its_reason():
     m = serve(SleepDecoderFactory(0.001, 0.004), qps=40, tpot=2.0)
     f = m.details["serving"]

@@ -20,6 +20,7 @@ def _distribution_installed(name: str) -> bool:
         return False
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("engine", sorted(REGISTRY))
 def test_an_installed_engine_imports(engine):
     cls = engine_class(engine)

@@ -368,6 +368,7 @@ def test_ops_table_has_units_and_confidence_intervals(with_ops, tmp_path, capsys
     assert "in " + str(db) in out  # the stored ceilings were used
 
 
+@pytest.mark.slow
 def test_ops_json_gives_shares_of_peak(with_ops, tmp_path, capsys):
     engines = ["numpy"] + (["torch"] if backend("torch").installed() else [])
     code = with_ops(["ops", "--op", "matmul,add", "--shape", "matmul=96x96x96", "--shape", "add=64x64",
@@ -637,6 +638,7 @@ def test_int8_ops_command_and_show(with_ops, tmp_path, capsys):
     assert linear in shown and "GFLOP/s (int8: GOP/s)" in shown and "int8: the GEMMs only" in shown
 
 
+@pytest.mark.slow
 def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
     from enginebench.api import load
     from enginebench.results.ops_table import FIDELITY_METRIC, render_stored

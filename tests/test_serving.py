@@ -93,6 +93,7 @@ def md1_max_qps(service_s: float, slo_s: float) -> float:
     return lo
 
 
+@pytest.mark.slow
 def test_find_max_qps_lands_on_the_md1_answer():
     from enginebench.scenarios.server import run_server
 
@@ -158,6 +159,7 @@ def test_bad_serving_options_are_refused_before_measuring(options, message):
         plan_from_options(RunOptions(**options))
 
 
+@pytest.mark.slow
 def test_a_server_run_end_to_end_keeps_loadgens_logs():
     """Through the API and a child process: the Result's serving figures, LoadGen's summary and the table."""
     import fault_engines
