@@ -120,6 +120,18 @@ class CellRun:
         return self.cache.setdefault("fidelity", {}).get(self.cell.workload)
 
 
+    def in_worker_processes(self, drive) -> "Measurement":
+        """Measure through worker processes that each load their own session: `drive(fidelity_inputs,
+        on_loaded)` returns (Measurement, the outputs of fidelity_inputs or None); fidelity is judged once per
+        workload and job."""
+        want = self.fidelity_inputs()
+        self.loading()  # the parent hears of the load before the workers start it
+        m, outputs = drive(want, self.loaded)
+        if want is not None:
+            self.set_fidelity(outputs)
+        m.fidelity = self.fidelity()
+        return m
+
     def shared_session(self):
         """The job's shared session and its load facts: (session, load_s, peak RSS after the load, MB)."""
         session = self.session()

@@ -158,13 +158,8 @@ class Concurrency(Scenario):
                 for s in settings or [Clients(n) for n in DEFAULT_CLIENTS]]
 
     def measure(self, run: CellRun) -> Measurement:
-        want = run.fidelity_inputs()
-        run.loading()  # each worker loads its own session
-        m, outputs = run_concurrency(run.factory, run.workload, run.cell, run.rule, want, on_loaded=run.loaded)
-        if want is not None:
-            run.set_fidelity(outputs)
-        m.fidelity = run.fidelity()
-        return m
+        return run.in_worker_processes(lambda want, loaded: run_concurrency(
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
 
     def figures(self, cell: Cell, measurements: list[Measurement]) -> dict:
         """Per query: p50, p90, p99 with their CIs; the achieved queries/s over the measured windows and the

@@ -29,17 +29,13 @@ class Server(Scenario):
         return worker_cells(self.name, grid, [grid.serving.max_batch], serving=grid.serving)
 
     def measure(self, run: CellRun) -> Measurement:
-        run.loading()  # each worker loads its own session
         if run.model_kind == "decoder":  # its first worker checks the fidelity before serving
+            run.loading()  # each worker loads its own session
             reference = (run.references or {}).get(DECODER_REFERENCE)
             return run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
                                       on_loaded=run.loaded)
-        want = run.fidelity_inputs()
-        m, outputs = run_server(run.factory, run.workload, run.cell, run.rule, want, on_loaded=run.loaded)
-        if want is not None:
-            run.set_fidelity(outputs)
-        m.fidelity = run.fidelity()
-        return m
+        return run.in_worker_processes(lambda want, loaded: run_server(
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
 
     def table(self, result) -> str:
         return "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders"
@@ -53,13 +49,8 @@ class Offline(Server):
     judged_by_spread = True
 
     def measure(self, run: CellRun) -> Measurement:
-        want = run.fidelity_inputs()
-        run.loading()  # each worker loads its own session
-        m, outputs = run_offline(run.factory, run.workload, run.cell, run.rule, want, on_loaded=run.loaded)
-        if want is not None:
-            run.set_fidelity(outputs)
-        m.fidelity = run.fidelity()
-        return m
+        return run.in_worker_processes(lambda want, loaded: run_offline(
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
 
     def table(self, result) -> str:
         return "encoders"

@@ -134,11 +134,5 @@ class Throughput(Scenario):
         return worker_cells(self.name, grid)
 
     def measure(self, run: CellRun) -> Measurement:
-        want = run.fidelity_inputs()
-        run.loading()  # each worker loads its own session
-        m, outputs = run_throughput(run.factory, run.workload, run.cell.batch_size, run.cell.workers, run.rule,
-                                    want, on_loaded=run.loaded)
-        if want is not None:
-            run.set_fidelity(outputs)
-        m.fidelity = run.fidelity()
-        return m
+        return run.in_worker_processes(lambda want, loaded: run_throughput(
+            run.factory, run.workload, run.cell.batch_size, run.cell.workers, run.rule, want, on_loaded=loaded))
