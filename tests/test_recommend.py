@@ -252,3 +252,29 @@ def test_a_faster_result_left_out_only_for_noise_is_named_beside_the_pick(mixed)
     assert not recommend([slower_noise], Constraints(objective="latency")).notes  # it would not beat the pick
     only_noise = recommend([_run([_result("torch", 20.0, warn=True)])], Constraints(objective="latency"))
     assert only_noise.best is None and "torch" in only_noise.notes[0]
+
+
+@pytest.mark.parametrize("scenario", ["offline", "server", "concurrency"])
+def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, scenario):
+    """The command a scenario writes is the cell: workers and threads per worker, the batcher, the rate and
+    target, the clients; an offline pick once lost --max-batch and wrote --threads for its workers."""
+    from enginebench.cli import build_parser
+    from enginebench.plan import Serving
+    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.scenarios.concurrency import Clients
+
+    serving = {"offline": Serving(max_batch=4), "server": Serving(qps=50.0, slo_p99_ms=20.0, max_batch=2,
+                                                                  max_wait_ms=1.5)}.get(scenario)
+    settings = Clients(3) if scenario == "concurrency" else None
+    batch = serving.max_batch if serving else 1
+    cell = Cell("onnxruntime", "fp32", scenario, "titles", batch, 2, 1, serving, settings)
+    result = dataclasses.replace(_result("onnxruntime", 5.0, scenario="throughput", workers=2, threads=1, batch=batch),
+                                 scenario=scenario, serving={"kind": "encoder", "settings": serving.to_dict()} if serving else None,
+                                 settings=settings.to_dict() if settings else None)
+    argv = shlex.split(reproduce_command(result, mixed))
+    args = vars(build_parser().parse_args(argv[1:]))
+    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
+    if scenario == "concurrency":
+        opts = dataclasses.replace(opts, scenario_options={"concurrency": args["concurrency"]})
+    plan, _ = plan_from_options(opts)
+    assert plan.cells == [cell]

@@ -18,6 +18,16 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from enginebench.results.model import Result, Run
+from enginebench.scenarios.registry import REGISTRY, scenario_class, table_of
+
+# the charts a scenario's results may feed (Scenario.charts)
+LATENCY_BY_ENGINE, THROUGHPUT_BY_WORKERS = "latency by engine", "throughput by workers"
+
+
+def feeds(pair, chart: str) -> bool:
+    """Whether a (run id, result) pair belongs on `chart`, as its scenario says."""
+    scenario = pair[1].scenario
+    return scenario in REGISTRY and chart in scenario_class(scenario).charts
 
 Pair = tuple[str, Result]  # (run id, result)
 
@@ -66,14 +76,14 @@ class Charts:
 def build_charts(runs: list[Run]) -> Charts:
     """Every chart the runs' results support, in reading order."""
     pairs = [(run.run_id, r) for run in runs for r in run.results if r.status == "ok"]
-    encoders = [p for p in pairs if p[1].scenario != "generate"]
-    decoders = [p for p in pairs if p[1].scenario == "generate"]
+    encoders = [p for p in pairs if table_of(p[1]) == "encoders"]
+    decoders = [p for p in pairs if table_of(p[1]) == "decoders"]
     charts = Charts()
     with _style():
         if encoders:
             _add(charts, latency_by_engine(encoders), "latency by engine and batch: no latency-scenario results")
             _add(charts, latency_distribution(encoders), "latency distributions: no raw samples stored")
-            scaling = any(p[1].scenario == "throughput" for p in encoders)
+            scaling = any(feeds(p, THROUGHPUT_BY_WORKERS) for p in encoders)
             _add(charts, throughput_by_workers(encoders), "throughput by workers: " + (
                 "one worker count per configuration (`--workers 1,2,4` draws it)" if scaling else
                 "not measured in this run (`--scenario throughput --workers 1,2,4`)"))
@@ -107,7 +117,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def latency_by_engine(pairs: list[Pair]) -> Chart | None:
     """Median latency per call with its 95% CI: a group per engine (× precision, ...), a bar per batch size."""
-    pairs = [p for p in pairs if p[1].scenario == "latency"]
+    pairs = [p for p in pairs if feeds(p, LATENCY_BY_ENGINE)]
     if not pairs:
         return None
     group_of = _labeller(pairs, exclude={"batch", "scenario", "workers"})
@@ -169,7 +179,7 @@ def latency_distribution(pairs: list[Pair]) -> Chart | None:
 def throughput_by_workers(pairs: list[Pair]) -> Chart | None:
     """Items/s against the number of workers with 95% CIs: a panel per batch size, a line per engine
     (colour) × precision (line style)."""
-    pairs = [p for p in pairs if p[1].scenario == "throughput"]
+    pairs = [p for p in pairs if feeds(p, THROUGHPUT_BY_WORKERS)]
     # threads often shrink as workers grow (the same cores shared out): one line across them
     series_of = _labeller(pairs, exclude={"workers", "threads", "scenario", "batch"})
     series: dict[tuple[int, str], list[Pair]] = {}

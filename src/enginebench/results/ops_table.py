@@ -28,6 +28,7 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.ops.definitions import OPERATORS, TOLERANCE, format_shape
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.ops.runner import OpCase, OpMeasurement
+from enginebench.scenarios.registry import table_of
 
 Interval = tuple[float, float] | None
 
@@ -263,7 +264,7 @@ def stored_rows(results: list[Result]) -> list[OpRow]:
     """A stored run's op results back as rows (the figures as they were computed when measured)."""
     rows = []
     for res in results:
-        if res.scenario != "op":
+        if table_of(res) != "operators":
             continue
         d = res.details.get("op") or {}
         case = OpCase(res.model, tuple(d.get("shape") or ()), res.precision, d.get("label") or "",

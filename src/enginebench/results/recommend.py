@@ -25,6 +25,7 @@ from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
 from enginebench.results.model import Result, Run
+from enginebench.scenarios.registry import scenario_class, table_of
 
 OBJECTIVES = ("latency", "throughput")
 DEFAULT_PATH = "torch"  # PyTorch eager: what a model runs on when nobody chose an engine
@@ -173,7 +174,7 @@ def recommend(runs: list[Run], constraints: Constraints) -> Recommendation:
     model = c.model or _run_model(newest)
     pairs = [(r, run) for run in runs for r in run.results]
     rec = Recommendation(None, None, None, None, {}, constraints=c, model=model, considered=len(pairs))
-    decoder = any(r.scenario == "generate" for r, _ in pairs if r.model == model)
+    decoder = any(table_of(r) == "decoders" for r, _ in pairs if r.model == model)
     in_scope = _scope(pairs, c, model, _machine_key(newest), decoder, rec)
     qualified = [(r, run) for r, run in in_scope if _disqualify(r, c, rec.excluded) is None]
     rec.qualified = len(qualified)
@@ -266,7 +267,8 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
     batch = c.batch_size
     latency = c.objective == "latency" and not decoder
     if batch is None and latency:
-        sizes = sorted({r.batch_size for r, _ in same if r.workload == workload and r.scenario == "latency"})
+        sizes = sorted({r.batch_size for r, _ in same
+                        if r.workload == workload and scenario_class(r.scenario).per_call_latency})
         if sizes:
             batch = sizes[0]
             if len(sizes) > 1:
@@ -282,9 +284,9 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
                    else "other workload")
         elif batch is not None and r.batch_size != batch:
             _count(excluded, "other batch size")
-        elif r.scenario == "server":  # its items/s is the rate it was offered: judged by its SLO verdict
-            _count(excluded, "server scenario (judged VALID/INVALID against its SLO, not ranked)")
-        elif latency and r.scenario != "latency":
+        elif scenario_class(r.scenario).unranked_because:
+            _count(excluded, scenario_class(r.scenario).unranked_because)
+        elif latency and not scenario_class(r.scenario).per_call_latency:
             _count(excluded, f"{r.scenario} scenario (the latency objective judges the latency scenario)")
         else:
             kept.append((r, run))
@@ -365,7 +367,7 @@ def speedup(base: Result, new: Result, kind: str) -> Ratio:
     from enginebench.measure.compare import closed_loop_ratio_ci
     from enginebench.results.compare import compare_results
 
-    if kind == "items" and "latency" in (base.scenario, new.scenario):
+    if kind == "items" and any(scenario_class(r.scenario).per_call_latency for r in (base, new)):
         (base_processes, base_items), (new_processes, new_items) = _closed_loop(base), _closed_loop(new)
         return closed_loop_ratio_ci(base_processes, new_processes, base_items, new_items)
     return compare_results(base, new).speedup
@@ -542,19 +544,7 @@ def reproduce_command(r: Result, run: Run) -> str:
     else:
         out += ["--model", r.model if r.model in KNOWN_MODELS else (model.get("path") or r.model)]
     out += ["--engine", r.engine, "--precision", r.precision, "--scenario", r.scenario]
-    if r.scenario == "generate":  # a tg test decodes after a prompt of its context length (seq_len)
-        out += ["--prompt-len", str(r.seq_len)]
-        out += ["--gen-len", r.workload[2:]] if r.workload.startswith("tg") else []
-    else:
-        out += ["--workload", r.workload]
-        if r.workload == "corpus":
-            corpus = _argv_value(argv, "--corpus")
-            out += ["--seq-len", str(r.seq_len)] + (["--corpus", corpus] if corpus else [])
-    out += ["--batch-size", str(r.batch_size)]
-    if r.scenario == "throughput":
-        out += ["--workers", str(r.workers), "--threads-per-worker", str(r.threads)]
-    else:
-        out += ["--threads", str(r.threads)]
+    out += scenario_class(r.scenario).reproduce_args(r, _argv_value(argv, "--corpus"))
     seed = config.get("order_seed")  # --seed: the workload's sampling and the cells' order
     if seed:
         out += ["--seed", str(seed)]

@@ -5,6 +5,7 @@ Only the parameters that vary across the results become columns; the constant on
 
 from __future__ import annotations
 
+from enginebench.display import significant as _num
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, settings_label
 
@@ -63,18 +64,12 @@ def serving_label(r: Result) -> str:
         lo, hi = search["bracket"]
         found = f"{_num(lo)} [{_num(lo)}, {_num(hi) if hi else '?'}]" if lo else "none VALID"
         parts.append(f"max q/s under p99 ≤ {settings.get('slo_p99_ms'):g} ms: {found}")
-    elif r.scenario == "server":
+    elif not scenario_class(r.scenario).judged_by_spread:  # a server judged against its target at one rate
         parts.append(f"{_num(s['target_qps'])} q/s · p99 ≤ {s['slo_p99_ms']:g} ms")
     if settings.get("max_batch", 1) > 1:
         wait = settings.get("max_wait_ms") or 0
         parts.append(f"batch ≤{settings['max_batch']}" + (f", wait ≤{wait:g} ms" if wait else ""))
     return " · ".join(parts)
-
-
-def _num(x: float, digits: int = 3) -> str:
-    """3 significant digits, but never in exponent form: 6,910 rather than 6.91e+03."""
-    text = f"{x:.{digits}g}"
-    return f"{x:,.0f}" if "e+" in text else text
 
 
 def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
@@ -183,17 +178,8 @@ def notes(results: list[Result]) -> list[str]:
 
 
 def serving_note(r: Result) -> str:
-    """How to read a serving row, with what LoadGen itself said."""
-    s = r.serving
-    said = (s.get("loadgen") or {}).get("validity", "no result")
-    batches = s.get("batching") or {}
-    batched = f"; {batches['mean_size']:.2g} queries per call" if batches.get("mean_size", 1) > 1 else ""
-    if r.scenario == "offline":
-        return f"offline: {_num(s['samples_per_s'])} samples/s over the run{batched}; LoadGen {said}"
-    queue = s.get("queue") or {}
-    return (f"server: median/p99 from arrival, queueing included; items/s = achieved {_num(s['achieved_qps'])} q/s "
-            f"of {_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the system"
-            f"{batched}; LoadGen {said}")
+    """How to read a serving row, with what LoadGen itself said (the scenario's own words)."""
+    return scenario_class(r.scenario).note(r)
 
 
 def encoder_title(run: Run, constants: dict[str, str]) -> str:

@@ -138,6 +138,18 @@ class CellRun:
         return session, self.cache["load_s"], self.cache["load_peak_rss_mb"]
 
 
+def workload_args(result, corpus: str | None = None) -> list[str]:
+    """An encoder result's workload as `run` options: the corpus keeps its length and its file."""
+    out = ["--workload", result.workload]
+    if result.workload == "corpus":
+        out += ["--seq-len", str(result.seq_len)] + (["--corpus", corpus] if corpus else [])
+    return out
+
+
+def worker_args(result) -> list[str]:
+    return ["--workers", str(result.workers), "--threads-per-worker", str(result.threads)]
+
+
 DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)
 
 
@@ -162,6 +174,10 @@ class Scenario(ABC):
     counts_as_throughput: ClassVar[bool] = False  # recommend may pick it for the throughput objective
     uses_roofline: ClassVar[bool] = False  # its results need the model's size and the machine's bandwidth
     takes_serving: ClassVar[bool] = False  # its cells carry the LoadGen settings (plan.Serving)
+    per_call_latency: ClassVar[bool] = False  # its latency is one call's alone: what the latency objective ranks
+    #: why recommend does not rank its results (None: it ranks them on judged_on)
+    unranked_because: ClassVar[str | None] = None
+    charts: ClassVar[tuple[str, ...]] = ()  # the charts its results feed (formats/charts.py CHARTS)
 
     # -- planning -----------------------------------------------------------------------------------
     def settings(self, given: dict) -> list[ScenarioSettings] | None:
@@ -189,9 +205,19 @@ class Scenario(ABC):
         """Which of TABLES a result of this scenario belongs to."""
         return "encoders"
 
+    def note(self, result) -> str:
+        """How to read one of its rows, for the table's notes; empty when the row says it all."""
+        return ""
+
+    def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
+        """The `run` options that remake a result's cell beyond engine, precision, scenario and model: its
+        workload (`corpus`: the --corpus file it read, if any), batch, workers and threads, its own settings."""
+        return workload_args(result, corpus) + ["--batch-size", str(result.batch_size), "--threads",
+                                                str(result.threads)]
+
     def settings_from_dict(self, d: dict) -> ScenarioSettings:
         """The typed settings back from a stored result's `settings` (or a cell's dict)."""
         raise NotImplementedError(f"scenario {self.name} has no settings")
 
 
-__all__ = ["Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "TABLES", "DECODER_REFERENCE"]
+__all__ = ["workload_args", "worker_args", "Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "TABLES", "DECODER_REFERENCE"]

@@ -21,7 +21,8 @@ import numpy as np
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell
-from enginebench.scenarios.base import CellRun, Grid, Measurement, Option, Scenario, ScenarioSettings
+from enginebench.scenarios.base import (CellRun, Grid, Measurement, Option, Scenario, ScenarioSettings, worker_args,
+                                        workload_args)
 from enginebench.scenarios.loadgen_sut import WorkerPool
 from enginebench.scenarios.process_pool import POLL_S
 from enginebench.scenarios.server import percentiles
@@ -152,6 +153,10 @@ class Concurrency(Scenario):
 
     def settings_from_dict(self, d: dict) -> Clients:
         return Clients(**d)
+
+    def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
+        return (workload_args(result, corpus) + ["--batch-size", str(result.batch_size)] + worker_args(result)
+                + ["--concurrency", str(self.settings_from_dict(result.settings).clients)])
 
     def cells(self, grid: Grid, settings: list[Clients] | None = None) -> list[Cell]:
         return [replace(cell, settings=s) for cell in worker_cells(self.name, grid)

@@ -241,5 +241,11 @@ class Generate(Scenario):
     def table(self, result) -> str:
         return "decoders"
 
+    def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
+        """A tg test decodes after a prompt of its context length (seq_len)."""
+        gen = ["--gen-len", result.workload[2:]] if result.workload.startswith("tg") else []
+        return ["--prompt-len", str(result.seq_len), *gen, "--batch-size", str(result.batch_size), "--threads",
+                str(result.threads)]
+
 
 __all__ = ["Generate", "run_generate", "owns_generation_loop", "timed_call", "measure_host_side", "HOST_SIDE_REPEATS"]

@@ -39,6 +39,8 @@ class Latency(Scenario):
 
     name = "latency"
     default = True
+    per_call_latency = True
+    charts = ("latency by engine",)
 
     def cells(self, grid: Grid, settings=None) -> list[Cell]:
         return [Cell(engine, precision, self.name, workload, batch, 1, threads)
