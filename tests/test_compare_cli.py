@@ -63,7 +63,9 @@ def db(tmp_path_factory):
 def test_a_run_measured_again_passes_the_gate(db, capsys):
     assert cli(["compare", "base", "same", "--db", db, "--fail-on", "regression"]) == 0
     out = capsys.readouterr().out
-    assert "no cell is slower by more than 5% with 95% confidence" in out
+    assert ("no cell is slower by more than 5% with 95% confidence, and the new run vouches for every cell the "
+            "base measured") in out
+    assert "Holm's correction over 4 cells" in out
     assert "THE RUNS DIFFER" not in out and "The runs differ" not in out
     assert "ms →" in out or " → " in out  # base → new with units
     assert "items/s" in out
@@ -74,10 +76,15 @@ def test_a_slower_cell_fails_the_gate_and_is_named(db, capsys):
     out = capsys.readouterr().out
     assert "1 cell slower by more than 5% with 95% confidence: onnxruntime fp32 latency titles b8" in out
     assert "slower" in out and "SLOWER" in out
-    # without --fail-on the comparison is only reported; a threshold above the slowdown lets it pass
+    assert "2 cells missing from the new run: openvino fp32 latency titles b1 1×2, onnxruntime fp32 throughput" in out
+    # without --fail-on the comparison is only reported; a threshold above the slowdown and allowing the cells
+    # gone from the new run let it pass, either alone does not
     assert cli(["compare", "base", "slow", "--db", db]) == 0
-    assert cli(["compare", "base", "slow", "--db", db, "--threshold", "50%", "--fail-on", "regression"]) == 0
-    capsys.readouterr()
+    assert cli(["compare", "base", "slow", "--db", db, "--threshold", "50%", "--fail-on", "regression"]) == 1
+    assert cli(["compare", "base", "slow", "--db", db, "--allow", "missing", "--fail-on", "regression"]) == 1
+    assert cli(["compare", "base", "slow", "--db", db, "--threshold", "50%", "--fail-on", "regression",
+                "--allow", "missing"]) == 0
+    assert "but those allowed (2 missing)" in capsys.readouterr().out
 
 
 def test_differences_cells_in_one_run_and_one_process_are_said(db, capsys):
@@ -87,8 +94,10 @@ def test_differences_cells_in_one_run_and_one_process_are_said(db, capsys):
     assert "CPU: Intel Xeon 8480 → AMD EPYC 9654" in head
     assert "onnxruntime: 1.0 → 1.2" in head and "engine onnxruntime: 1.0 → 1.2" in head
     assert "processes per cell (--repeat): 3 → 1" in head
-    assert "only in base (base): openvino fp32 latency titles b1 1×2" in out
-    assert "only in base (base): onnxruntime fp32 throughput titles b8 2×1" in out
+    # the cells base measured that slow lacks come before the table, each with its kind and reason
+    assert "MISSING openvino fp32 latency titles b1 1×2: measured in base, absent from new (slow)" in head
+    assert "MISSING onnxruntime fp32 throughput titles b8 2×1: measured in base, absent from new (slow)" in head
+    assert "only in base" not in out  # said once
     assert "only in new (slow): torch fp32 latency titles b1 1×2" in out
     assert "new (slow): one process per cell: its CIs cover within-process variance only" in out
 
@@ -119,6 +128,11 @@ def test_markdown_and_the_same_run_twice(db, capsys):
     (["compare", "base", "same", "--threshold=-5%"], "must be 0% or more"),
     (["compare", "base", "same", "--threshold", "five%"], "is not a percentage"),
     (["compare", "base", "same", "--fail-on", "everything"], "invalid choice"),
+    (["compare", "base", "same", "--allow", "missing,slower"],
+     "--allow slower: not a kind of cell the gate fails on; give a comma list of missing, failed, skipped, "
+     "fidelity, no-ci"),
+    (["compare", "base", "nope", "--allow", "everything"], "--allow everything"),  # before the runs are read
+    (["compare", "base", "same", "--correction", "bonferroni"], "invalid choice"),
     (["compare", "base"], "required"),
 ])
 def test_bad_input_is_a_one_line_usage_error(db, capsys, argv, message):
