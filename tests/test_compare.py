@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enginebench.measure.compare import Ratio, closed_loop_ratio_ci, ratio_ci
+from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_ratio_ci, ratio_ci
 from enginebench.plan import Cell
 from enginebench.results.build import build_result, closed_loop_throughput
-from enginebench.results.compare import compare_results, compare_runs, judge, machine_differences
+from enginebench.results.compare import (compare_results, compare_runs, compare_sides, correct, judge,
+                                         machine_differences)
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.base import Measurement
 
@@ -310,3 +311,56 @@ def test_fidelity_unchecked_in_new_counts_and_fidelity_never_ok_does_not():
                                           _with_fidelity(make_result(batch=8, seed=12), {**FIDELITY_OK, "ok": False})])
     [issue] = compare_runs(base, new).issues
     assert issue.kind == "fidelity" and issue.cell["batch_size"] == 1 and "unchecked in new (not checked)" in issue.reason
+
+
+# --- many cells, one comparison: Holm's correction ------------------------------------------------------------
+
+def unchanged_cells(rng, cells: int, processes: int = 3) -> list:
+    """`cells` comparisons of two draws of one distribution, built like the cells above (3 processes of 20 calls)."""
+    return [compare_sides(bootstrap_side(cell_samples(rng, processes, 20)),
+                          bootstrap_side(cell_samples(rng, processes, 20))) for _ in range(cells)]
+
+
+def family_alarms(cells: int, trials: int, correction: str) -> float:
+    """The share of simulated comparisons of `cells` unchanged cells, at threshold 0%, that call any cell changed."""
+    alarms = 0
+    for seed in range(trials):
+        family = unchanged_cells(np.random.default_rng(seed), cells)
+        correct(family, 0.0, correction)
+        alarms += any(c.verdict != "no significant change" for c in family)
+    return alarms / trials
+
+
+def test_holm_keeps_the_chance_that_any_of_200_unchanged_cells_is_called_changed_at_5_percent():
+    assert family_alarms(200, 10, "none") >= 0.9  # each cell at 95%: about 10 of 200 called changed every time
+    assert family_alarms(200, 40, "holm") <= 0.05
+
+
+@pytest.mark.parametrize("cells, processes", [(20, 3), (200, 5)])
+def test_a_30_percent_slower_cell_is_still_caught_among_unchanged_ones(cells, processes):
+    """Holm's price is power: the more cells, the wider each one's interval — with 3 processes a cell and 200
+    cells, a 30% slowdown is caught in about 3 of 4 comparisons (README); 5 processes a cell catch it always."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        family = unchanged_cells(rng, cells - 1, processes)
+        slow = compare_sides(bootstrap_side(cell_samples(rng, processes, 20)),
+                             bootstrap_side(cell_samples(rng, processes, 20, scale=1.3)))
+        assert correct(family + [slow], 0.0) == cells
+        assert slow.verdict == "slower" and slow.confidence > 0.95 and "Holm's correction over" in slow.reasons[0]
+        assert slow.slower_beyond(0.0) and slow.decision.ci95[1] >= slow.speedup.ci95[1]  # judged on a wider interval
+
+
+def test_a_change_95_percent_sees_but_the_family_does_not_is_no_change_and_says_why():
+    def cells():
+        still = [compare_sides(Side(1.0, 1e-4, 4.0, 3, 60), Side(1.0, 1e-4, 4.0, 3, 60)) for _ in range(9)]
+        return still + [compare_sides(Side(1.0, 1e-4, 4.0, 3, 60), Side(1.04, 1e-4, 4.0, 3, 60))]
+
+    family = cells()
+    assert family[-1].verdict == "slower"  # its 95% interval alone lies beyond 1
+    assert correct(family, 0.0) == 10
+    last = family[-1]
+    assert last.verdict == "no significant change" and last.confidence == pytest.approx(0.995)
+    assert "but not its 99.5% CI" in last.reasons[0] and "Holm's correction over 10 cells" in last.reasons[0]
+    family = cells()
+    correct(family, 0.0, "none")
+    assert family[-1].verdict == "slower" and family[-1].confidence == 0.95

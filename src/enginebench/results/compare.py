@@ -19,12 +19,15 @@ items/s), 5% faster that it takes 1/1.05 of it.
 The threshold is the noise floor (5% by default): two runs minutes or days apart differ by machine drift that
 the spread within a run does not see, so a change smaller than it is never called, however narrow its CI.
 
-Many cells, one comparison: at 95% a cell each, 200 unchanged cells at threshold 0% would call about 10 of them
-changed. compare_runs judges the cells of one comparison as one family with Holm's step-down correction: with
+Many cells, one comparison: at 95% a cell each, 200 unchanged cells at threshold 0% call 3-5% of them changed,
+so nearly every such comparison calls some cell changed (tests/test_compare.py: 10 of 10). compare_runs judges the cells of one comparison as one family with Holm's step-down correction: with
 m cells a CI, a cell is called changed only when its interval at confidence 1 - 0.05/k lies beyond the
 threshold, k = m at the first step and one less for each cell called at an earlier step — the family-wise
-confidence stays 95% (the chance that any unchanged cell is called changed is at most 5%).
-tests/test_compare.py simulates 200 unchanged cells a comparison.
+confidence stays 95% (the chance that any unchanged cell is called changed is at most 5%; simulated with 200
+unchanged cells a comparison: 0 of 40 comparisons, 1 of 100). The price is power, as the intervals widen with
+the number of cells and with few degrees of freedom (3 processes a side): among 200 cells a 30% slowdown is
+caught in 3 of 4 comparisons with 3 processes a cell, always with 5 (and 10% in 95%); among 20 cells, 20% in
+95% with 3. `correction="none"` judges each cell at 95%.
 
 The gate (`--fail-on regression`) fails on a slower cell and on every cell the base measured (ok) that the new
 run cannot vouch for, each of a kind (GATE_KINDS) the user may allow: missing from the new run, failed, skipped,
