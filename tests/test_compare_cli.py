@@ -4,11 +4,15 @@ code and bad input."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_compare import CONFIG, MACHINE, make_result
 
+import enginebench
 from enginebench.results.model import Run
 from enginebench.results.store import ResultStore
 
@@ -145,3 +149,38 @@ def test_a_missing_database_is_a_usage_error(tmp_path, capsys):
     assert cli(["compare", "a", "b", "--db", str(tmp_path / "none.db")]) == 2
     assert "no database at" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()  # and none was created
+
+
+def enginebench_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The installed command as a user runs it, on this checkout's sources, in a pipe at 80 columns."""
+    src = str(Path(enginebench.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+           "COLUMNS": "80"}
+    return subprocess.run([sys.executable, "-m", "enginebench", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_a_two_runs_of_one_configuration_back_to_back_change_nothing(tmp_path):
+    """The A/A figure: onnxruntime on MiniLM measured twice with the same options, one run after the other, then
+    compared through the gate: every cell "no significant change", nothing the new run cannot vouch for, exit 0.
+    The machine's drift between the runs is what the noise floor (5%) and the processes' spread are for."""
+    db = str(tmp_path / "aa.db")
+    ids = []
+    for _ in range(2):
+        run = enginebench_cli("run", "--engine", "onnxruntime", "--quick", "--workload", "titles", "--scenario",
+                              "latency,throughput", "--duration", "1s", "--repeat", "3", "--db", db, "--json")
+        assert run.returncode == 0, run.stderr
+        stored = json.loads(run.stdout)
+        assert [r["status"] for r in stored["results"]] == ["ok", "ok"], stored["results"]
+        ids.append(stored["run_id"])
+    cmp = enginebench_cli("compare", *ids, "--db", db, "--fail-on", "regression", "--format", "json")
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    d = json.loads(cmp.stdout)
+    assert [c["verdict"] for c in d["cells"]] == ["no significant change"] * 2, [c["reasons"] for c in d["cells"]]
+    assert d["gate"] == {"fails": False, "allow": [], "issues": [], "slower": []}
+    assert d["correction"]["method"] == "holm" and d["correction"]["cells"] == 2
+    assert all(c["processes"] == [3, 3] for c in d["cells"])
+    table = enginebench_cli("compare", *ids, "--db", db, "--fail-on", "regression")  # in a pipe: Markdown
+    assert table.returncode == 0 and "…" not in table.stdout
+    assert "Holm's correction over 2 cells" in table.stdout and "the new run vouches for every cell" in table.stdout
