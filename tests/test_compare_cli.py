@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_compare import CONFIG, MACHINE, make_result
+from rich.console import Console
+from test_compare import CONFIG, MACHINE, broken_runs, make_result
 
 import enginebench
+from enginebench.results.compare import compare_runs, render
 from enginebench.results.model import Run
 from enginebench.results.store import ResultStore
 
@@ -184,3 +186,50 @@ def test_a_a_two_runs_of_one_configuration_back_to_back_change_nothing(tmp_path)
     table = enginebench_cli("compare", *ids, "--db", db, "--fail-on", "regression")  # in a pipe: Markdown
     assert table.returncode == 0 and "…" not in table.stdout
     assert "Holm's correction over 2 cells" in table.stdout and "the new run vouches for every cell" in table.stdout
+
+
+@pytest.fixture(scope="module")
+def broken_db(tmp_path_factory):
+    """test_compare.broken_runs: new lost, crashed, skipped, lost fidelity on and cannot put a CI on a cell each."""
+    path = tmp_path_factory.mktemp("gate") / "runs.db"
+    with ResultStore(path) as store:
+        for run in broken_runs():
+            store.add_run(run)
+            for i, r in enumerate(run.results):
+                store.add_result(run.run_id, r, cell=i)
+    return str(path)
+
+
+def test_the_gate_fails_on_a_broken_run_and_lists_its_cells_first(broken_db, capsys):
+    assert cli(["compare", "a", "b", "--db", broken_db, "--fail-on", "regression", "--format", "md"]) == 1
+    out = capsys.readouterr().out
+    head = out[:out.index("| # |")]  # before the table
+    assert "5 cells the base measured that the new run cannot vouch for (5 fail --fail-on regression" in head
+    order = [head.index(line) for line in (
+        "- FAILED torch fp32 latency titles b1 1×2: new failed: child exited with signal 11",
+        "- SKIPPED openvino fp32 latency titles b1 1×2: new skipped: fp32 unsupported here",
+        "- MISSING tinygrad fp32 latency titles b1 1×2: measured in base, absent from new (b)",
+        "- FIDELITY [2] ctranslate2 fp32 latency titles b1 1×2: fidelity ok in base",
+        "- NO-CI [3] jax fp32 latency titles b1 1×2: no confidence interval")]
+    assert order == sorted(order)
+    assert "not compared: tvm fp32 latency titles b1 1×2: base failed: boom" in out  # no regression: base failed
+    # each kind alone keeps the gate shut; all of them allowed open it, the cells still listed
+    for kind in ("missing", "failed", "skipped", "fidelity", "no-ci"):
+        others = ",".join(k for k in ("missing", "failed", "skipped", "fidelity", "no-ci") if k != kind)
+        assert cli(["compare", "a", "b", "--db", broken_db, "--fail-on", "regression", "--allow", others]) == 1, kind
+    capsys.readouterr()
+    assert cli(["compare", "a", "b", "--db", broken_db, "--fail-on", "regression",
+                "--allow", "missing, failed,skipped,fidelity,no-ci"]) == 0
+    out = capsys.readouterr().out
+    assert "(all allowed by --allow;" in out and "(allowed: --allow no-ci)" in out
+    assert "but those allowed (1 missing, 1 failed, 1 skipped, 1 fidelity, 1 no-ci)" in out
+
+
+def test_on_an_80_column_screen_nothing_is_cut(broken_db):
+    with ResultStore(broken_db) as store:
+        cmp = compare_runs(store.load_run("a"), store.load_run("b"), allow={"skipped"})
+    console = Console(width=80, force_terminal=True, color_system=None, record=True)
+    render(cmp, console)
+    text = console.export_text()
+    assert "…" not in text.replace("… continued", "")
+    assert text.index("FAILED torch") < text.index("┏") and "(allowed: --allow skipped)" in text.replace("\n", " ")
