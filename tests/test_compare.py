@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from enginebench.measure.compare import Ratio, closed_loop_ratio_ci, ratio_ci
+from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_ratio_ci, ratio_ci
 from enginebench.plan import Cell
 from enginebench.results.build import build_result, closed_loop_throughput
-from enginebench.results.compare import compare_results, compare_runs, judge, machine_differences
+from enginebench.results.compare import (compare_results, compare_runs, compare_sides, correct, judge,
+                                         machine_differences)
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.base import Measurement
 
@@ -236,3 +237,130 @@ def test_machine_and_setup_differences_are_spelled_out():
     assert "processes per cell (--repeat): 3 → 1" in cmp.setup_differences
     assert any(line.startswith("stopping rule: cells ≥10 s") and "→ cells ≥1 s" in line for line in cmp.setup_differences)
     assert cmp.one_process == ["new"]
+
+
+# --- the gate: what a new run cannot vouch for ----------------------------------------------------------------
+
+FIDELITY_OK = {"metric": "min_cosine", "value": 0.9999, "ok": True, "threshold": 0.999}
+
+
+def _not_ok(status: str, engine: str, error: str) -> Result:
+    return Result(engine=engine, model="minilm", precision="fp32", scenario="latency", workload="titles",
+                  batch_size=1, seq_len=16, workers=1, threads=2, status=status, error=error)
+
+
+def _with_fidelity(r: Result, fidelity: dict | None) -> Result:
+    r.fidelity = fidelity
+    return r
+
+
+def broken_runs() -> tuple[Run, Run]:
+    """`base` measured six cells well; `new` lost one, crashed one, skipped one, lost fidelity on one and has a
+    single call in another; its batch-8 cell is measured again with the same code. Base also had a cell that
+    failed there, which new measures fine, and one that failed in both."""
+    base = Run("a", "t", MACHINE, CONFIG, [
+        make_result(seed=1), make_result(engine="torch", seed=2), make_result(engine="openvino", seed=3),
+        make_result(engine="tinygrad", seed=4), _with_fidelity(make_result(engine="ctranslate2", seed=5), FIDELITY_OK),
+        make_result(engine="jax", seed=6), make_result(batch=8, seed=7), _not_ok("failed", "tvm", "boom"),
+        _not_ok("failed", "mlx", "no device")])
+    new = Run("b", "t", MACHINE, CONFIG, [
+        make_result(seed=11), _not_ok("failed", "torch", "child exited with signal 11"),
+        _not_ok("skipped", "openvino", "fp32 unsupported here"),
+        _with_fidelity(make_result(engine="ctranslate2", seed=15),
+                       {**FIDELITY_OK, "value": 0.93, "ok": False}),
+        make_result(engine="jax", seed=16, processes=1, calls=1), make_result(batch=8, seed=17),
+        make_result(engine="tvm", seed=18), _not_ok("failed", "mlx", "no device")])
+    return base, new
+
+
+def test_every_cell_new_cannot_vouch_for_is_a_regression_of_its_kind_listed_first():
+    cmp = compare_runs(*broken_runs())
+    kinds = [(x.kind, x.cell["engine"]) for x in cmp.issues]
+    assert kinds == [("failed", "torch"), ("skipped", "openvino"), ("missing", "tinygrad"),
+                     ("fidelity", "ctranslate2"), ("no-ci", "jax")]
+    reasons = {x.kind: x.reason for x in cmp.issues}
+    assert reasons["failed"] == "new failed: child exited with signal 11"
+    assert reasons["skipped"] == "new skipped: fp32 unsupported here"
+    assert reasons["missing"] == "measured in base, absent from new (b)"
+    assert "min_cosine 0.9999" in reasons["fidelity"] and "fails in new (min_cosine 0.93" in reasons["fidelity"]
+    assert "no confidence interval" in reasons["no-ci"]
+    assert not cmp.regressions() and cmp.fails_gate()  # nothing is slower, yet the gate fails
+    # a cell the base could not measure is no regression: tvm (failed in base) and mlx (failed in both)
+    assert {x["cell"]["engine"] for x in cmp.not_compared} >= {"tvm", "mlx"}
+    assert not {"tvm", "mlx"} & {x.cell["engine"] for x in cmp.issues}
+    d = cmp.to_dict()
+    assert list(d)[:4] == ["base", "new", "threshold", "gate"] and d["gate"]["fails"]
+    assert [x["kind"] for x in d["gate"]["issues"]] == ["failed", "skipped", "missing", "fidelity", "no-ci"]
+
+
+def test_allowed_kinds_are_listed_but_pass_the_gate():
+    base, new = broken_runs()
+    cmp = compare_runs(base, new, allow={"missing", "failed", "skipped", "fidelity"})
+    assert [x.kind for x in cmp.blocking()] == ["no-ci"] and cmp.fails_gate()
+    assert [x.kind for x in cmp.issues] == ["no-ci", "failed", "skipped", "missing", "fidelity"]  # blocking first
+    cmp = compare_runs(base, new, allow={"missing", "failed", "skipped", "fidelity", "no-ci"})
+    assert cmp.issues and not cmp.blocking() and not cmp.fails_gate()
+    with pytest.raises(ValueError, match="unknown gate kind 'slower'"):
+        compare_runs(base, new, allow={"slower"})
+
+
+def test_fidelity_unchecked_in_new_counts_and_fidelity_never_ok_does_not():
+    base = Run("a", "t", MACHINE, CONFIG, [_with_fidelity(make_result(seed=1), FIDELITY_OK),
+                                           _with_fidelity(make_result(batch=8, seed=2), {**FIDELITY_OK, "ok": False})])
+    new = Run("b", "t", MACHINE, CONFIG, [make_result(seed=11),
+                                          _with_fidelity(make_result(batch=8, seed=12), {**FIDELITY_OK, "ok": False})])
+    [issue] = compare_runs(base, new).issues
+    assert issue.kind == "fidelity" and issue.cell["batch_size"] == 1 and "unchecked in new (not checked)" in issue.reason
+
+
+# --- many cells, one comparison: Holm's correction ------------------------------------------------------------
+
+def unchanged_cells(rng, cells: int, processes: int = 3) -> list:
+    """`cells` comparisons of two draws of one distribution, built like the cells above (3 processes of 20 calls)."""
+    return [compare_sides(bootstrap_side(cell_samples(rng, processes, 20)),
+                          bootstrap_side(cell_samples(rng, processes, 20))) for _ in range(cells)]
+
+
+def family_alarms(cells: int, trials: int, correction: str) -> float:
+    """The share of simulated comparisons of `cells` unchanged cells, at threshold 0%, that call any cell changed."""
+    alarms = 0
+    for seed in range(trials):
+        family = unchanged_cells(np.random.default_rng(seed), cells)
+        correct(family, 0.0, correction)
+        alarms += any(c.verdict != "no significant change" for c in family)
+    return alarms / trials
+
+
+def test_holm_keeps_the_chance_that_any_of_200_unchanged_cells_is_called_changed_at_5_percent():
+    assert family_alarms(200, 10, "none") >= 0.9  # each cell at 95%: about 10 of 200 called changed every time
+    assert family_alarms(200, 40, "holm") <= 0.05
+
+
+@pytest.mark.parametrize("cells, processes", [(20, 3), (200, 5)])
+def test_a_30_percent_slower_cell_is_still_caught_among_unchanged_ones(cells, processes):
+    """Holm's price is power: the more cells, the wider each one's interval — with 3 processes a cell and 200
+    cells, a 30% slowdown is caught in about 3 of 4 comparisons (README); 5 processes a cell catch it always."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        family = unchanged_cells(rng, cells - 1, processes)
+        slow = compare_sides(bootstrap_side(cell_samples(rng, processes, 20)),
+                             bootstrap_side(cell_samples(rng, processes, 20, scale=1.3)))
+        assert correct(family + [slow], 0.0) == cells
+        assert slow.verdict == "slower" and slow.confidence > 0.95 and "Holm's correction over" in slow.reasons[0]
+        assert slow.slower_beyond(0.0) and slow.decision.ci95[1] >= slow.speedup.ci95[1]  # judged on a wider interval
+
+
+def test_a_change_95_percent_sees_but_the_family_does_not_is_no_change_and_says_why():
+    def cells():
+        still = [compare_sides(Side(1.0, 1e-4, 4.0, 3, 60), Side(1.0, 1e-4, 4.0, 3, 60)) for _ in range(9)]
+        return still + [compare_sides(Side(1.0, 1e-4, 4.0, 3, 60), Side(1.04, 1e-4, 4.0, 3, 60))]
+
+    family = cells()
+    assert family[-1].verdict == "slower"  # its 95% interval alone lies beyond 1
+    assert correct(family, 0.0) == 10
+    last = family[-1]
+    assert last.verdict == "no significant change" and last.confidence == pytest.approx(0.995)
+    assert "but not its 99.5% CI" in last.reasons[0] and "Holm's correction over 10 cells" in last.reasons[0]
+    family = cells()
+    correct(family, 0.0, "none")
+    assert family[-1].verdict == "slower" and family[-1].confidence == 0.95

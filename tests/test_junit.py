@@ -1,6 +1,8 @@
 """`compare --format junit`: what a CI system reads back with a real JUnit reader (junitparser) is the
-comparison: one case per cell, the slower cell a failure carrying its ratio and 95% CI, a cell failed in one run
-an error with the reason, a cell in one run only skipped, and the suite's counts right."""
+comparison: one case per cell, the cells the gate counts first; the slower cell a failure carrying its ratio and
+95% CI, a cell failed in the new run an error with the reason, a cell gone from the new run a failure, a cell
+added in the new run skipped, `--allow` turning a kind into skipped, and the suite's counts right: the report
+fails exactly where `--fail-on regression` does."""
 
 from __future__ import annotations
 
@@ -81,8 +83,13 @@ def test_each_cell_is_a_case_and_the_slower_one_fails_with_its_ratio_and_ci(db, 
     assert error.message == "new failed: child exited with signal 11 <SIGSEGV> & no result"
     [gone] = cases["torch.minilm.fp32 :: latency titles b1 1×2"]
     [added] = cases["tinygrad.minilm.fp32 :: latency titles b1 1×2"]
-    assert isinstance(gone, Skipped) and gone.message == "only in base (base): not measured in new"
+    assert isinstance(gone, Failure) and gone.type == "missing"
+    assert gone.message == "measured in base, absent from new (new)"
     assert isinstance(added, Skipped) and added.message == "only in new (new): not measured in base"
+    # the cells the gate counts besides slower ones lead the report: the failed one, then the missing one
+    [suite] = list(xml)
+    assert [f"{case.classname} :: {case.name}" for case in suite][:2] == [
+        "openvino.minilm.fp32 :: latency titles b1 1×2", "torch.minilm.fp32 :: latency titles b1 1×2"]
 
 
 def test_the_suite_counts_are_the_cases(db, capsys):
@@ -90,16 +97,27 @@ def test_the_suite_counts_are_the_cases(db, capsys):
     xml = JUnitXml.fromstring(out.encode())
     [suite] = list(xml)
     results = [type(r) for case in suite for r in case.result]
-    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (6, 1, 1, 2)
-    assert (results.count(Failure), results.count(Error), results.count(Skipped)) == (1, 1, 2)
-    assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (6, 1, 1, 2)
-    assert {p.name: p.value for p in suite.properties()}["threshold"] == "5%"
+    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (6, 2, 1, 1)
+    assert (results.count(Failure), results.count(Error), results.count(Skipped)) == (2, 1, 1)
+    assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (6, 2, 1, 1)
+    properties = {p.name: p.value for p in suite.properties()}
+    assert properties["threshold"] == "5%" and properties["allow"] == "none"
+    assert properties["correction"].startswith("Holm's correction over 3 cells")
 
 
 def test_a_threshold_above_the_slowdown_or_the_same_run_twice_fails_nothing(db, capsys):
     code, out = _compare(db, capsys, "--format", "junit", "--threshold", "50%", "--fail-on", "regression")
     [suite] = list(JUnitXml.fromstring(out.encode()))
-    assert code == 0 and (suite.tests, suite.failures, suite.errors, suite.skipped) == (6, 0, 1, 2)
+    # the slowdown is below 50%, but the crashed and the missing cell still fail the gate and the report
+    assert code == 1 and (suite.tests, suite.failures, suite.errors, suite.skipped) == (6, 1, 1, 1)
+    code, out = _compare(db, capsys, "--format", "junit", "--threshold", "50%", "--fail-on", "regression",
+                         "--allow", "missing,failed")
+    [suite] = list(JUnitXml.fromstring(out.encode()))
+    assert code == 0 and (suite.tests, suite.failures, suite.errors, suite.skipped) == (6, 0, 0, 3)
+    cases = _cases(JUnitXml.fromstring(out.encode()))
+    [crashed] = cases["openvino.minilm.fp32 :: latency titles b1 1×2"]
+    assert isinstance(crashed, Skipped) and crashed.message == (
+        "new failed: child exited with signal 11 <SIGSEGV> & no result (allowed: --allow failed)")
     assert main(["compare", "base", "base", "--db", db, "--format", "junit", "--fail-on", "regression"]) == 0
     [suite] = list(JUnitXml.fromstring(capsys.readouterr().out.encode()))
     assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (5, 0, 0, 0)
@@ -108,7 +126,7 @@ def test_a_threshold_above_the_slowdown_or_the_same_run_twice_fails_nothing(db, 
 def test_the_report_goes_to_a_file_and_show_does_not_offer_it(db, tmp_path, capsys):
     out = tmp_path / "report.xml"
     assert main(["compare", "base", "new", "--db", db, "--format", "junit", "--output", str(out)]) == 0
-    assert JUnitXml.fromfile(str(out)).failures == 1 and capsys.readouterr().out == ""
+    assert JUnitXml.fromfile(str(out)).failures == 2 and capsys.readouterr().out == ""
     assert main(["show", "base", "--db", db, "--format", "junit"]) == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'junit'" in err and len(err.strip().splitlines()) == 1

@@ -1,7 +1,11 @@
 """junit: a comparison as JUnit XML, what CI systems (Jenkins, GitLab, GitHub test reporters) read as a test
-report: one <testcase> per cell (classname engine.model.precision, name the rest of the cell). A cell slower
-beyond the threshold with 95% confidence is a <failure> (the change, new/base with its 95% CI); a cell failed
-in either run, or judged on different figures, an <error> with the reason; a cell in one run only is <skipped>.
+report: one <testcase> per cell (classname engine.model.precision, name the rest of the cell), the cells the gate
+counts first. A report fails exactly where `--fail-on regression` does: a cell slower beyond the threshold is a
+<failure type="regression"> (the change, new/base with its 95% CI); a cell the base measured that the new run
+lacks, skipped, lost fidelity on or has no CI for is a <failure> of that kind (missing, skipped, fidelity, no-ci),
+one that failed in the new run an <error type="failed">, each with the reason — unless `--allow` names its kind,
+when it is <skipped> (or passes, when it was compared) with the reason. Cells in one run only or not compared
+for another reason (the base failed) are <skipped>.
 `enginebench compare A B --format junit > report.xml` (exit 1 with --fail-on regression as ever)."""
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from typing import ClassVar
 from xml.etree import ElementTree as ET
 
 from enginebench.formats.base import COMPARISON, Format, Subject
-from enginebench.results.compare import CellComparison, RunComparison, cell_label, notes, percent, ratio_text
+from enginebench.results.compare import (CellComparison, GateIssue, RunComparison, cell_label, notes, percent,
+                                         ratio_text)
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0 forbids the rest
 
@@ -40,38 +45,72 @@ def _judged(c: CellComparison) -> str:
             f"(95% CI), speed-up {ratio_text(c.speedup)}")
 
 
+def _cell_id(cell: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in cell.items()))
+
+
+def _issue_text(x: GateIssue) -> str:
+    return f"{x.reason} (allowed: --allow {x.kind})" if x.allowed else x.reason
+
+
+def _gated_case(suite: ET.Element, cell: dict, c: CellComparison | None, issues: list[GateIssue], slower: bool,
+                threshold: float) -> str:
+    """A cell the gate counts (or could): its <error>, <failure>, <skipped> or nothing; which one it was."""
+    case = _case(suite, cell)
+    blocking = [x for x in issues if not x.allowed]
+    detail = "\n".join(([_judged(c)] + c.reasons if c else []) + [f"{x.kind}: {_issue_text(x)}" for x in issues])
+    messages = [x.reason for x in blocking]
+    if slower:
+        messages.insert(0, f"{_judged(c)}: beyond the {percent(threshold)} threshold with 95% confidence")
+    if any(x.kind == "failed" for x in blocking):
+        element, kind = ET.SubElement(case, "error", type="failed", message=_text("; ".join(messages))), "errors"
+    elif messages:
+        kinds = ["regression"] * slower + [x.kind for x in blocking]
+        element = ET.SubElement(case, "failure", type=",".join(kinds), message=_text("; ".join(messages)))
+        kind = "failures"
+    elif c is None:
+        element, kind = ET.SubElement(case, "skipped", message=_text("; ".join(map(_issue_text, issues)))), "skipped"
+    else:
+        ET.SubElement(case, "system-out").text = _text(detail)
+        return "passed"
+    element.text = _text(detail)
+    return kind
+
+
 def junit_xml(cmp: RunComparison) -> str:
     suite = ET.Element("testsuite", name=_text(f"enginebench compare {cmp.base_id} (base) → {cmp.new_id} (new)"))
     properties = ET.SubElement(suite, "properties")
-    for name, value in [("base", cmp.base_id), ("new", cmp.new_id), ("threshold", percent(cmp.threshold))] + [
+    for name, value in [("base", cmp.base_id), ("new", cmp.new_id), ("threshold", percent(cmp.threshold)),
+                        ("correction", cmp.correction_text()), ("allow", ",".join(sorted(cmp.allow)) or "none")] + [
             ("difference", d) for d in cmp.differences()]:
         ET.SubElement(properties, "property", name=name, value=_text(value))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    compared = {_cell_id(c.cell): c for c in cmp.cells}
     slower = {id(c) for c in cmp.regressions()}
+    issues: dict[tuple, list[GateIssue]] = {}
+    for x in cmp.issues:  # blocking first: their cases lead the report
+        issues.setdefault(_cell_id(x.cell), []).append(x)
+    for key, found in issues.items():
+        c = compared.get(key)
+        kind = _gated_case(suite, found[0].cell, c, found, c is not None and id(c) in slower, cmp.threshold)
+        counts[kind] = counts.get(kind, 0) + 1
     for c in cmp.cells:
-        case = _case(suite, c.cell)
-        detail = "\n".join([_judged(c)] + c.reasons)
-        if id(c) in slower:
-            counts["failures"] += 1
-            failure = ET.SubElement(case, "failure", type="regression", message=_text(
-                f"{_judged(c)}: beyond the {percent(cmp.threshold)} threshold with 95% confidence"))
-            failure.text = _text(detail)
-        else:
-            ET.SubElement(case, "system-out").text = _text(detail)
-    for x in cmp.not_compared:
-        counts["errors"] += 1
-        ET.SubElement(_case(suite, x["cell"]), "error", type="not compared", message=_text(x["why"]))
-    for side, cells, other in (("base", cmp.only_in_base, cmp.new_id), ("new", cmp.only_in_new, cmp.base_id)):
-        for cell in cells:
+        if _cell_id(c.cell) not in issues:
+            kind = _gated_case(suite, c.cell, c, [], id(c) in slower, cmp.threshold)
+            counts[kind] = counts.get(kind, 0) + 1
+    others = [(x["cell"], f"not compared: {x['why']}") for x in cmp.not_compared]
+    others += [(cell, f"only in base ({cmp.base_id}): not measured in {cmp.new_id}") for cell in cmp.only_in_base]
+    others += [(cell, f"only in new ({cmp.new_id}): not measured in {cmp.base_id}") for cell in cmp.only_in_new]
+    for cell, why in others:
+        if _cell_id(cell) not in issues:
             counts["skipped"] += 1
-            run = cmp.base_id if side == "base" else cmp.new_id
-            ET.SubElement(_case(suite, cell), "skipped",
-                          message=_text(f"only in {side} ({run}): not measured in {other}"))
+            ET.SubElement(_case(suite, cell), "skipped", message=_text(why))
+    counts.pop("passed", None)
     counts["tests"] = len(suite.findall("testcase"))
     suite.attrib.update({k: str(v) for k, v in counts.items()}, time="0")
-    if cmp.differences() or notes(cmp):
-        lines = ([f"the runs differ in more than the code measured: {d}" for d in cmp.differences()] + notes(cmp))
-        ET.SubElement(suite, "system-out").text = _text("\n".join(lines))
+    lines = ([f"the runs differ in more than the code measured: {d}" for d in cmp.differences()] + notes(cmp)
+             + [cmp.correction_text()])
+    ET.SubElement(suite, "system-out").text = _text("\n".join(lines))
     root = ET.Element("testsuites", name="enginebench compare", **{k: str(v) for k, v in counts.items()})
     root.append(suite)
     ET.indent(root)
@@ -80,7 +119,7 @@ def junit_xml(cmp: RunComparison) -> str:
 
 class JUnit(Format):
     name = "junit"
-    help = "JUnit XML for CI: a cell slower beyond the threshold is a failure"
+    help = "JUnit XML for CI: a failure or error wherever --fail-on regression fails"
     renders: ClassVar[frozenset[str]] = frozenset({COMPARISON})
     suffix = ".xml"
 

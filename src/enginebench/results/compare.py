@@ -15,11 +15,29 @@ On synthetic cells shaped like the default stopping rule (tests/test_compare.py)
 never failed the 5% gate in 400 seeded trials, and at threshold 0% were called different in 4-5% of them.
 Slowdown and speed-up are in time: 5% slower means the new takes 1.05× the time per call (or gives 1/1.05 the
 items/s), 5% faster that it takes 1/1.05 of it.
+
+The threshold is the noise floor (5% by default): two runs minutes or days apart differ by machine drift that
+the spread within a run does not see, so a change smaller than it is never called, however narrow its CI.
+
+Many cells, one comparison: at 95% a cell each, 200 unchanged cells at threshold 0% call 3-5% of them changed,
+so nearly every such comparison calls some cell changed (tests/test_compare.py: 10 of 10). compare_runs judges the cells of one comparison as one family with Holm's step-down correction: with
+m cells a CI, a cell is called changed only when its interval at confidence 1 - 0.05/k lies beyond the
+threshold, k = m at the first step and one less for each cell called at an earlier step — the family-wise
+confidence stays 95% (the chance that any unchanged cell is called changed is at most 5%; simulated with 200
+unchanged cells a comparison: 0 of 40 comparisons, 1 of 100). The price is power, as the intervals widen with
+the number of cells and with few degrees of freedom (3 processes a side): among 200 cells a 30% slowdown is
+caught in 3 of 4 comparisons with 3 processes a cell, always with 5 (and 10% in 95%); among 20 cells, 20% in
+95% with 3. `correction="none"` judges each cell at 95%.
+
+The gate (`--fail-on regression`) fails on a slower cell and on every cell the base measured (ok) that the new
+run cannot vouch for, each of a kind (GATE_KINDS) the user may allow: missing from the new run, failed, skipped,
+fidelity (ok in base, not ok or unchecked in new) and no-ci (no interval to judge it by). Outputs list them first.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +46,9 @@ from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, settings_label
 
+GATE_KINDS = ("missing", "failed", "skipped", "fidelity", "no-ci")  # besides "slower": what fails the gate
+CORRECTIONS = ("holm", "none")
+FAMILY_CONFIDENCE = 0.95
 MATCH_KEYS = ("engine", "model", "precision", "scenario", "workload", "batch_size", "threads", "workers")
 ONE_PROCESS_NOTE = ("one process per cell: its CIs cover within-process variance only (independent processes "
                     "often differ by 1-2%, which such a CI does not include); measure with --repeat 3")
@@ -82,7 +103,7 @@ class CellComparison:
     base: float
     new: float
     ratio: Ratio  # new/base of the metric
-    speedup: Ratio  # > 1 means `new` is faster (ratio, or its inverse for latencies), with its CI
+    speedup: Ratio  # > 1 means `new` is faster (ratio, or its inverse for latencies), with its 95% CI
     verdict: str  # "faster" | "slower" | "no significant change"
     reasons: list[str]
     processes: tuple[int, int]
@@ -90,10 +111,21 @@ class CellComparison:
     new_ci: tuple[float, float] | None = None
     threshold: float = 0.0
     warnings: dict = field(default_factory=dict)  # {"base": [...], "new": [...]}: the results' verdict reasons
+    confidence: float = FAMILY_CONFIDENCE  # of the interval the verdict stands on (above 95% under Holm's correction)
+    decision: Ratio | None = None  # the speed-up's interval at `confidence` (None: `speedup`'s own)
+    sides: tuple[Side, Side] | None = field(default=None, repr=False, compare=False)
+    tokens_scale: float = field(default=1.0, repr=False, compare=False)  # tokens per call, new / base
+
+    def interval_at(self, confidence: float) -> Ratio:
+        """The speed-up with its interval at another confidence (Holm's correction asks for more than 95%)."""
+        if self.sides is None:
+            raise ValueError("this comparison kept no sides to widen its interval from")
+        return _speedup(self.sides, self.metric, self.higher_is_better, self.tokens_scale, confidence)[1]
 
     def slower_beyond(self, threshold: float) -> bool:
-        """Slower by more than `threshold` (0.05 = 5%) with 95% confidence: the whole CI beyond it."""
-        return self.speedup.ci95 is not None and self.speedup.ci95[1] < 1 / (1 + threshold)
+        """Slower by more than `threshold` (0.05 = 5%) at the verdict's confidence: the whole interval beyond it."""
+        ci = (self.decision or self.speedup).ci95
+        return ci is not None and ci[1] < 1 / (1 + threshold)
 
     def change(self) -> str:
         """`5.3% faster`, `4.8% slower` (in time per call), or `no change`."""
@@ -106,8 +138,22 @@ class CellComparison:
             "ratio": {"value": self.ratio.value, "ci95": _list(self.ratio.ci95)},
             "speedup": {"value": self.speedup.value, "ci95": _list(self.speedup.ci95)},
             "change": self.change(), "verdict": self.verdict, "reasons": self.reasons,
+            "verdict_confidence": self.confidence, "verdict_ci": _list((self.decision or self.speedup).ci95),
             "processes": list(self.processes), "threshold": self.threshold, "warnings": self.warnings,
         }
+
+
+@dataclass(frozen=True)
+class GateIssue:
+    """A cell the base measured that the new run cannot vouch for: a regression of `kind` (GATE_KINDS)."""
+
+    cell: dict
+    kind: str
+    reason: str
+    allowed: bool = False  # by --allow KIND: listed, but the gate passes it
+
+    def to_dict(self) -> dict:
+        return {"cell": self.cell, "kind": self.kind, "reason": self.reason, "allowed": self.allowed}
 
 
 def _list(ci) -> list[float] | None:
@@ -142,9 +188,32 @@ def _stored_ci(r: Result, metric: Metric) -> tuple[float, float] | None:
     return (float(ci[0]), float(ci[1])) if ci else None
 
 
+def _speedup(sides: tuple[Side, Side], metric: str, higher_is_better: bool, tokens_scale: float,
+             confidence: float) -> tuple[Ratio, Ratio]:
+    """(new/base of the figure, the speed-up) with their intervals at `confidence`."""
+    ratio = side_ratio(*sides, confidence)  # of median call times, or of closed-loop items/s
+    if higher_is_better and metric != THROUGHPUT.name:  # tokens/s: tokens per call / call time
+        ratio = ratio.inverse().scaled(tokens_scale)
+    return ratio, ratio if higher_is_better else ratio.inverse()
+
+
+def compare_sides(base: Side, new: Side, metric: Metric = LATENCY, *, threshold: float = 0.0,
+                  tokens_scale: float = 1.0, cell: dict | None = None) -> CellComparison:
+    """A cell's comparison from its two sides (measure/compare.py): the verdict at 95%, without the reasons the
+    Results would add. The points are ns per call for latencies, the figure itself for throughput."""
+    sides = (base, new)
+    ratio, speedup = _speedup(sides, metric.name, metric.higher_is_better, tokens_scale, FAMILY_CONFIDENCE)
+    verdict, reasons = judge(speedup, threshold)
+    return CellComparison(
+        cell=cell or {}, metric=metric.name, unit=metric.unit, higher_is_better=metric.higher_is_better,
+        base=base.point, new=new.point, ratio=ratio, speedup=speedup, verdict=verdict, reasons=reasons,
+        processes=(base.processes, new.processes), threshold=threshold, sides=sides, tokens_scale=tokens_scale)
+
+
 def compare_results(base: Result, new: Result, *, threshold: float = 0.0, seed: int = 0,
                     resamples: int = 2000) -> CellComparison:
-    """`new` against `base`: two ok results judged on the same figure (any two, not only one cell of two runs)."""
+    """`new` against `base`: two ok results judged on the same figure (any two, not only one cell of two runs),
+    at 95% (compare_runs corrects for the number of cells)."""
     for side, r in (("base", base), ("new", new)):
         if r.status != "ok":
             raise ValueError(f"the {side} result is {r.status}: only ok results can be compared")
@@ -152,38 +221,40 @@ def compare_results(base: Result, new: Result, *, threshold: float = 0.0, seed: 
     if metric_of(new) != metric:
         raise ValueError(f"cannot compare {metric.name} with {metric_of(new).name}")
     rng = np.random.default_rng(seed)
+    scale = 1.0
     if metric is THROUGHPUT:
         sides = [closed_loop_side(*_closed_loop(r), resamples=resamples, rng=rng) for r in (base, new)]
-        ratio = side_ratio(*sides)
         values = sides[0].point, sides[1].point
     else:
         sides = [bootstrap_side(r.process_samples(), resamples=resamples, rng=rng) for r in (base, new)]
-        ratio = side_ratio(*sides)  # of median call times
-        if metric.higher_is_better:  # tokens/s: tokens per call / call time
+        if metric.higher_is_better:
             tokens = [_tokens_per_call(r, metric, s.point) for r, s in ((base, sides[0]), (new, sides[1]))]
-            ratio = ratio.inverse().scaled(tokens[1] / tokens[0])
+            scale = tokens[1] / tokens[0]
             values = tokens[0] * 1e9 / sides[0].point, tokens[1] * 1e9 / sides[1].point
         else:
             values = sides[0].point / 1e6, sides[1].point / 1e6
-    speedup = ratio if metric.higher_is_better else ratio.inverse()
-    verdict, reasons = judge(speedup, threshold)
-    reasons += _side_reasons(base, new, sides)
-    return CellComparison(
-        cell=cell_of(new), metric=metric.name, unit=metric.unit, higher_is_better=metric.higher_is_better,
-        base=float(values[0]), new=float(values[1]), ratio=ratio, speedup=speedup, verdict=verdict, reasons=reasons,
-        processes=(sides[0].processes, sides[1].processes), base_ci=_stored_ci(base, metric),
-        new_ci=_stored_ci(new, metric), threshold=threshold,
-        warnings={name: list(r.verdict["reasons"]) for name, r in (("base", base), ("new", new))
-                  if r.verdict and r.verdict.get("reasons")})
+    c = compare_sides(sides[0], sides[1], metric, threshold=threshold, tokens_scale=scale, cell=cell_of(new))
+    c.base, c.new = float(values[0]), float(values[1])
+    c.reasons += _side_reasons(base, new, sides)
+    c.base_ci, c.new_ci = _stored_ci(base, metric), _stored_ci(new, metric)
+    c.warnings = {name: list(r.verdict["reasons"]) for name, r in (("base", base), ("new", new))
+                  if r.verdict and r.verdict.get("reasons")}
+    return c
 
 
-def judge(speedup: Ratio, threshold: float) -> tuple[str, list[str]]:
-    """The verdict on a speed-up and the reason for it (see the module's docstring)."""
+def confidence_text(confidence: float) -> str:
+    """`95%`, `98.333%`, `99.975%`."""
+    return f"{confidence * 100:.5g}%"
+
+
+def judge(speedup: Ratio, threshold: float, confidence: float = FAMILY_CONFIDENCE) -> tuple[str, list[str]]:
+    """The verdict on a speed-up, its interval at `confidence`, and the reason for it (see the module's
+    docstring): a change is called only when the whole interval lies beyond the threshold."""
     if speedup.ci95 is None:
         return "no significant change", ["no confidence interval (a side has a single sample): cannot judge; "
                                          "raise --min-samples"]
     lo, hi = speedup.ci95
-    ci = f"95% CI of the speed-up [{lo:.3f}, {hi:.3f}]"
+    ci = f"{confidence_text(confidence)} CI of the speed-up [{lo:.3f}, {hi:.3f}]"
     beyond = f" and beyond the {percent(threshold)} threshold" if threshold else ""
     if lo > 1 + threshold:
         return "faster", [f"{ci} lies above 1{beyond}"]
@@ -193,6 +264,43 @@ def judge(speedup: Ratio, threshold: float) -> tuple[str, list[str]]:
         return "no significant change", [f"{ci} excludes 1 but reaches inside the {percent(threshold)} threshold: "
                                          "a change too small to count"]
     return "no significant change", [f"{ci} includes 1"]
+
+
+def correct(cells: list[CellComparison], threshold: float, method: str = "holm") -> int:
+    """Judge `cells` as one family (see the module's docstring): Holm's step-down, each cell's verdict, reason,
+    `confidence` and `decision` set from the interval it was judged on. Returns the family's size: the cells
+    with an interval. `none` leaves every verdict at 95%."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}: use one of {', '.join(CORRECTIONS)}")
+    family = [c for c in cells if c.speedup.ci95 is not None]
+    m = len(family)
+    if method == "none" or m <= 1:
+        return m
+    alpha = 1 - FAMILY_CONFIDENCE
+    # a cell whose 95% interval calls no change calls none at any higher confidence (the intervals are nested)
+    remaining = [c for c in family if c.verdict != "no significant change"]
+    k = m
+    while remaining:
+        confidence = 1 - alpha / k
+        judged = [(c, c.interval_at(confidence)) for c in remaining]
+        called = [(c, interval, judge(interval, threshold, confidence)) for c, interval in judged]
+        called = [x for x in called if x[2][0] != "no significant change"]
+        if not called:
+            break
+        for c, interval, (verdict, reasons) in called:
+            c.verdict, c.confidence, c.decision = verdict, confidence, interval
+            c.reasons[0] = f"{reasons[0]} (Holm's correction over {m} cells)"
+        done = {id(c) for c, _, _ in called}
+        remaining = [c for c in remaining if id(c) not in done]
+        k -= len(called)
+    confidence = 1 - alpha / k
+    for c in remaining:  # beyond the threshold at 95% alone: within what m cells' noise gives by chance
+        interval = c.interval_at(confidence)
+        lo, hi = interval.ci95
+        c.reasons[0] = (f"{c.reasons[0]}, but not its {confidence_text(confidence)} CI [{lo:.3f}, "
+                        f"{hi:.3f}] that Holm's correction over {m} cells asks: a change within chance")
+        c.verdict, c.confidence, c.decision = "no significant change", confidence, interval
+    return m
 
 
 def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
@@ -226,18 +334,43 @@ class RunComparison:
     version_differences: list[str] = field(default_factory=list)
     setup_differences: list[str] = field(default_factory=list)  # stopping rule, repeat, workloads, options
     one_process: list[str] = field(default_factory=list)  # "base" / "new": sides with a cell of one process
+    issues: list[GateIssue] = field(default_factory=list)  # cells the new run cannot vouch for, blocking first
+    allow: frozenset[str] = frozenset()  # GATE_KINDS the gate lets pass
+    correction: str = "holm"  # over the cells of this comparison (CORRECTIONS)
+    family: int = 0  # cells judged together: those with an interval
 
     def regressions(self, threshold: float | None = None) -> list[CellComparison]:
-        """Cells slower by more than `threshold` (this comparison's when None) with 95% confidence."""
-        t = self.threshold if threshold is None else threshold
-        return [c for c in self.cells if c.slower_beyond(t)]
+        """Cells slower by more than `threshold` (this comparison's when None) at their verdict's confidence."""
+        if threshold is None:
+            return [c for c in self.cells if c.verdict == "slower"]
+        return [c for c in self.cells if c.slower_beyond(threshold)]
+
+    def blocking(self) -> list[GateIssue]:
+        """The issues the gate fails on: those not allowed."""
+        return [i for i in self.issues if not i.allowed]
+
+    def fails_gate(self) -> bool:
+        """What `--fail-on regression` exits 1 on: a slower cell or an issue not allowed."""
+        return bool(self.regressions() or self.blocking())
 
     def differences(self) -> list[str]:
         return self.machine_differences + self.version_differences + self.setup_differences
 
+    def correction_text(self) -> str:
+        if self.correction == "none" or self.family <= 1:
+            return (f"no correction for multiple comparisons ({self.family} cell{'s' * (self.family != 1)} judged, "
+                    "each at 95%)")
+        return (f"Holm's correction over {self.family} cells: family-wise 95% confidence (each cell judged at "
+                f"{confidence_text(1 - (1 - FAMILY_CONFIDENCE) / self.family)} to 95%)")
+
     def to_dict(self) -> dict:
         return {
             "base": self.base_id, "new": self.new_id, "threshold": self.threshold,
+            "gate": {"fails": self.fails_gate(), "allow": sorted(self.allow),
+                     "issues": [i.to_dict() for i in self.issues],
+                     "slower": [c.cell for c in self.regressions()]},
+            "correction": {"method": self.correction, "cells": self.family,
+                           "family_confidence": FAMILY_CONFIDENCE, "text": self.correction_text()},
             "machine_differences": self.machine_differences, "version_differences": self.version_differences,
             "setup_differences": self.setup_differences, "one_process": self.one_process,
             "cells": [c.to_dict() for c in self.cells],
@@ -258,14 +391,53 @@ def _keyed(results: list[Result]) -> dict[tuple, Result]:
     return out
 
 
-def compare_runs(base: Run, new: Run, *, threshold: float = 0.05, seed: int = 0,
-                 resamples: int = 2000) -> RunComparison:
+def check_allow(kinds: Iterable[str]) -> frozenset[str]:
+    kinds = frozenset(kinds)
+    unknown = sorted(kinds - set(GATE_KINDS))
+    if unknown:
+        raise ValueError(f"unknown gate kind {', '.join(map(repr, unknown))}: allow any of {', '.join(GATE_KINDS)}")
+    return kinds
+
+
+def _fidelity_text(f: dict | None) -> str:
+    if not f:
+        return "not checked"
+    value = f.get("value")
+    shown = f"{value:.4g}" if isinstance(value, (int, float)) else "none"
+    return f"{f.get('metric', 'fidelity')} {shown}, threshold {f.get('threshold')}"
+
+
+def _issues(rb: Result, rn: Result | None, c: CellComparison | None, new_id: str) -> list[tuple[str, str]]:
+    """(kind, reason) for a cell the base measured ok (see GATE_KINDS)."""
+    if rn is None:
+        return [("missing", f"measured in base, absent from new ({new_id})")]
+    if rn.status != "ok":
+        return [(rn.status, f"new {rn.status}: {rn.error}")]
+    found = []
+    if (rb.fidelity or {}).get("ok") is True and (rn.fidelity or {}).get("ok") is not True:
+        found.append(("fidelity", f"fidelity ok in base ({_fidelity_text(rb.fidelity)}), "
+                                  f"{'fails' if rn.fidelity else 'unchecked'} in new ({_fidelity_text(rn.fidelity)})"))
+    if c is not None and c.speedup.ci95 is None:
+        found.append(("no-ci", f"no confidence interval to judge it by (processes base {c.processes[0]}, new "
+                               f"{c.processes[1]}; a side with fewer than 2 calls): measure more calls"))
+    return found
+
+
+def compare_runs(base: Run, new: Run, *, threshold: float = 0.05, seed: int = 0, resamples: int = 2000,
+                 correction: str = "holm", allow: Iterable[str] = ()) -> RunComparison:
+    """`new` against `base` cell by cell, the cells judged as one family (`correction`), and what the gate
+    fails on besides slower cells (GATE_KINDS; `allow`: the kinds it lets pass)."""
+    allow = check_allow(allow)
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}: use one of {', '.join(CORRECTIONS)}")
     out = RunComparison(base.run_id, new.run_id, threshold, machine_differences=machine_differences(base.machine,
                         new.machine), version_differences=version_differences(base, new),
-                        setup_differences=setup_differences(base.config, new.config))
+                        setup_differences=setup_differences(base.config, new.config), allow=allow,
+                        correction=correction)
     a, b = _keyed(base.results), _keyed(new.results)
+    issues = []
     for key, rb in a.items():
-        rn = b.get(key)
+        rn, c = b.get(key), None
         if rn is None:
             out.only_in_base.append(cell_of(rb))
         elif rb.status != "ok" or rn.status != "ok":
@@ -276,7 +448,13 @@ def compare_runs(base: Run, new: Run, *, threshold: float = 0.05, seed: int = 0,
             out.not_compared.append({"cell": cell_of(rb), "why": f"base measured {metric_of(rb).name}, new "
                                                                  f"{metric_of(rn).name}"})
         else:
-            out.cells.append(compare_results(rb, rn, threshold=threshold, seed=seed, resamples=resamples))
+            c = compare_results(rb, rn, threshold=threshold, seed=seed, resamples=resamples)
+            out.cells.append(c)
+        if rb.status == "ok":
+            issues += [GateIssue(cell_of(rb), kind, reason, kind in allow) for kind, reason in
+                       _issues(rb, rn, c, new.run_id)]
+    out.issues = sorted(issues, key=lambda i: i.allowed)  # blocking first, each in the base's order
+    out.family = correct(out.cells, threshold, correction)
     out.only_in_new = [cell_of(r) for key, r in b.items() if key not in a]
     out.one_process = [side for side, i in (("base", 0), ("new", 1)) if any(c.processes[i] == 1 for c in out.cells)]
     return out
@@ -410,8 +588,8 @@ def table_rows(cmp: RunComparison) -> tuple[list[str], list[list[str]], dict[str
         values = {get(c.cell) for c in cmp.cells}
         if header == "engine" or len(values) > 1:
             varying.append((header, get))
-        elif values:
-            constants[header] = values.pop()
+        elif values and (value := values.pop()):  # a constant that says nothing (no settings) is left out
+            constants[header] = value
     rows = [[str(i)] + [get(c.cell) for _, get in varying]
             + [_base_to_new(c), ratio_text(c.ratio), c.change(), _SHORT_VERDICT[c.verdict]]
             for i, c in enumerate(cmp.cells, 1)]
@@ -422,34 +600,83 @@ def _side_name(cmp: RunComparison, side: str) -> str:
     return f"{side} ({cmp.base_id if side == 'base' else cmp.new_id})"
 
 
+def _cell_id(cell: dict) -> str:
+    return json.dumps(cell, sort_keys=True)
+
+
+_KIND_TEXT = {"missing": "missing from the new run", "failed": "failed in the new run",
+              "skipped": "skipped in the new run", "fidelity": "that lost fidelity",
+              "no-ci": "without a confidence interval"}
+
+
+def issue_header(cmp: RunComparison) -> str:
+    n, blocking = len(cmp.issues), len(cmp.blocking())
+    fails = (f"{blocking} fail{'s' * (blocking == 1)} --fail-on regression" if blocking
+             else "all allowed by --allow")
+    return (f"{n} cell{'s' * (n != 1)} the base measured that the new run cannot vouch for ({fails}; "
+            f"--allow {','.join(GATE_KINDS)} lets a kind pass):")
+
+
+def issue_lines(cmp: RunComparison) -> list[str]:
+    """One line a cell the gate counts besides slower ones, blocking first: its kind, [row] when it is in the
+    table, the cell and the reason."""
+    rows = {_cell_id(c.cell): i for i, c in enumerate(cmp.cells, 1)}
+    lines = []
+    for x in cmp.issues:
+        row = rows.get(_cell_id(x.cell))
+        lines.append(f"{x.kind.upper()} {f'[{row}] ' if row else ''}{cell_label(x.cell)}: {x.reason}"
+                     + (f" (allowed: --allow {x.kind})" if x.allowed else ""))
+    return lines
+
+
 def notes(cmp: RunComparison) -> list[str]:
-    """Lines under the table: the rows' further reasons, cells not compared, one-process runs."""
+    """Lines under the table: the rows' further reasons, cells not compared (those the issues do not already
+    name), one-process runs."""
     lines = []
     for i, c in enumerate(cmp.cells, 1):
-        telling = c.verdict != "no significant change" or "threshold:" in c.reasons[0] or c.ratio.ci95 is None
+        telling = (c.verdict != "no significant change" or "threshold:" in c.reasons[0] or "Holm" in c.reasons[0]
+                   or c.ratio.ci95 is None)
         extra = [r for r in c.reasons[1:] if "one process" not in r]  # said once for the whole run below
         if telling or extra:
             lines.append(f"[{i}] {cell_label(c.cell)}: " + "; ".join(c.reasons[:1] * telling + extra))
+    named = {(_cell_id(x.cell), x.kind) for x in cmp.issues}
     for side, cells in (("base", cmp.only_in_base), ("new", cmp.only_in_new)):
-        lines += [f"only in {_side_name(cmp, side)}: {cell_label(c)}" for c in cells]
-    lines += [f"not compared: {cell_label(x['cell'])}: {x['why']}" for x in cmp.not_compared]
+        lines += [f"only in {_side_name(cmp, side)}: {cell_label(c)}" for c in cells
+                  if side == "new" or (_cell_id(c), "missing") not in named]
+    lines += [f"not compared: {cell_label(x['cell'])}: {x['why']}" for x in cmp.not_compared
+              if not {(_cell_id(x["cell"]), "failed"), (_cell_id(x["cell"]), "skipped")} & named]
     lines += [f"{_side_name(cmp, side)}: {ONE_PROCESS_NOTE}" for side in cmp.one_process]
     return lines
 
 
 def gate_line(cmp: RunComparison) -> str:
-    slower = cmp.regressions()
-    if not slower:
-        return f"no cell is slower by more than {percent(cmp.threshold)} with 95% confidence"
-    return (f"{len(slower)} cell{'s' if len(slower) > 1 else ''} slower by more than {percent(cmp.threshold)} "
-            f"with 95% confidence: " + ", ".join(f"{cell_label(c.cell)} ({c.change()})" for c in slower))
+    """What `--fail-on regression` makes of this comparison, in one line."""
+    slower, blocking = cmp.regressions(), cmp.blocking()
+    parts = []
+    if slower:
+        parts.append(f"{len(slower)} cell{'s' if len(slower) > 1 else ''} slower by more than "
+                     f"{percent(cmp.threshold)} with 95% confidence: "
+                     + ", ".join(f"{cell_label(c.cell)} ({c.change()})" for c in slower))
+    for kind in GATE_KINDS:
+        cells = [x.cell for x in blocking if x.kind == kind]
+        if cells:
+            parts.append(f"{len(cells)} cell{'s' if len(cells) > 1 else ''} {_KIND_TEXT[kind]}: "
+                         + ", ".join(map(cell_label, cells)))
+    if parts:
+        return "; ".join(parts)
+    line = f"no cell is slower by more than {percent(cmp.threshold)} with 95% confidence"
+    allowed = [x.kind for x in cmp.issues if x.allowed]
+    if allowed:
+        counts = ", ".join(f"{allowed.count(k)} {k}" for k in GATE_KINDS if k in allowed)
+        return line + f", and the new run vouches for every cell but those allowed ({counts})"
+    return line + ", and the new run vouches for every cell the base measured"
 
 
 def _title(cmp: RunComparison, constants: dict) -> str:
     title = f"{cmp.new_id} (new) vs {cmp.base_id} (base)"
     if constants:
         title += " — " + ", ".join(f"{k} {v}" for k, v in constants.items())
-    return title + f" · a change counts beyond {percent(cmp.threshold)}"
+    return title + f" · a change counts beyond {percent(cmp.threshold)} (the noise floor)"
 
 
 def _difference_lines(cmp: RunComparison) -> list[str]:
@@ -460,8 +687,9 @@ def _difference_lines(cmp: RunComparison) -> list[str]:
 
 
 def render(cmp: RunComparison, console=None) -> None:
-    """On a screen: the differences in red, the table folded to the width, notes, the gate's line. Anywhere
-    else (a pipe, a CI log): the Markdown of `--format md`."""
+    """On a screen: the differences in red, the cells the gate counts besides slower ones, the table folded to
+    the width, notes, the correction and the gate's line. Anywhere else (a pipe, a CI log): the Markdown of
+    `--format md`."""
     from rich.console import Console
 
     from enginebench.results.terminal import is_screen, print_lines, print_table
@@ -471,15 +699,21 @@ def render(cmp: RunComparison, console=None) -> None:
         console.out(to_markdown(cmp), highlight=False, end="")
         return
     print_lines(console, _difference_lines(cmp), style="bold red")
+    if cmp.issues:
+        style = "bold red" if cmp.blocking() else "yellow"
+        print_lines(console, [issue_header(cmp)] + [f"  • {line}" for line in issue_lines(cmp)], style=style)
     headers, rows, constants = table_rows(cmp)
     if rows:
-        styles = [{"slower": "red", "faster": "green"}.get(c.verdict) for c in cmp.cells]
+        blocked = {_cell_id(x.cell) for x in cmp.blocking()}
+        styles = [{"slower": "red", "faster": "green"}.get(c.verdict) or ("red" if _cell_id(c.cell) in blocked
+                                                                         else None) for c in cmp.cells]
         print_table(console, _title(cmp, constants), headers, rows, keys=len(headers) - len(MEASURE_HEADERS),
                     left={"#"} | set(dict(_CELL_COLUMNS)), styles=styles, repeat=2)
     else:
         print_lines(console, ["no cell was measured in both runs"], style="bold")
     print_lines(console, notes(cmp), style="yellow")
-    print_lines(console, [gate_line(cmp)], style="bold red" if cmp.regressions() else "green")
+    print_lines(console, [cmp.correction_text()])
+    print_lines(console, [gate_line(cmp)], style="bold red" if cmp.fails_gate() else "green")
 
 
 def to_markdown(cmp: RunComparison) -> str:
@@ -490,9 +724,12 @@ def to_markdown(cmp: RunComparison) -> str:
     if cmp.differences():
         lines += ["**The runs differ in more than the code measured: a change below may come from these:**", ""]
         lines += [f"- {d}" for d in cmp.differences()] + [""]
+    if cmp.issues:
+        lines += [f"**{issue_header(cmp)}**", ""] + [f"- {line}" for line in issue_lines(cmp)] + [""]
     lines += [f"**{_title(cmp, constants)}**", ""]
     lines.append(markdown_table(headers, rows) if rows else "no cell was measured in both runs\n")
     lines += [f"- {line}" for line in notes(cmp)]
+    lines.append(f"- {cmp.correction_text()}")
     lines.append(f"- **{gate_line(cmp)}**")
     return "\n".join(lines) + "\n"
 
@@ -501,5 +738,6 @@ def to_json(cmp: RunComparison) -> str:
     return json.dumps(cmp.to_dict(), indent=2)
 
 
-__all__ = ["CellComparison", "RunComparison", "compare_results", "compare_runs", "metric_of", "judge",
+__all__ = ["CellComparison", "RunComparison", "GateIssue", "GATE_KINDS", "CORRECTIONS", "compare_results",
+           "compare_sides", "compare_runs", "correct", "check_allow", "metric_of", "judge",
            "machine_differences", "version_differences", "setup_differences", "render", "to_markdown", "to_json"]
