@@ -1,11 +1,11 @@
-"""Independent repetitions: the hierarchical CI, the verdict across processes, storage apart, the shuffled order."""
+"""Independent repetitions: the CI over processes, the verdict across processes, storage apart, the shuffled order."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from enginebench.measure.stats import bootstrap_ci, hierarchical_ci, summarize
+from enginebench.measure.stats import bootstrap_ci, median_over_processes, summarize
 from enginebench.measure.timing import StoppingRule
 from enginebench.measure.verdict import repetitions_disagree, verdict
 from enginebench.launchers.local import Orchestrator
@@ -35,13 +35,15 @@ def test_the_ci_over_processes_is_wider_when_processes_differ():
     shifted = [_process(rng, m) for m in (1.00e6, 1.06e6, 0.95e6)]  # each process sits somewhere else
     pooled = np.concatenate(shifted)
     naive = bootstrap_ci(pooled)
-    lo, hi = hierarchical_ci(shifted)
+    point, (lo, hi) = median_over_processes(shifted)
     assert (hi - lo) > 3 * (naive[1] - naive[0])  # the pooled bootstrap hides the between-process spread
-    assert lo <= np.median(pooled) <= hi
-    same = [_process(rng, 1.0e6) for _ in range(3)]  # no shift: about as wide as the pooled CI
-    lo2, hi2 = hierarchical_ci(same)
-    naive2 = bootstrap_ci(np.concatenate(same))
-    assert (hi2 - lo2) < 3 * (naive2[1] - naive2[0])
+    medians = [np.median(g) for g in shifted]
+    assert point == pytest.approx(np.exp(np.mean(np.log(medians))))  # the geometric mean of the processes' medians
+    assert lo < min(medians) and hi > max(medians)  # t with 2 df: beyond [fastest, slowest], as 3 processes need
+    same = [_process(rng, 1.0e6) for _ in range(3)]  # no shift: the processes' medians differ by their noise alone
+    _, (lo2, hi2) = median_over_processes(same)
+    assert (hi2 - lo2) < (hi - lo) / 3
+    assert lo2 <= 1.0e6 <= hi2
 
 
 def test_one_sample_has_no_ci_and_the_verdict_says_so():
