@@ -37,7 +37,7 @@ def test_every_stated_95_percent_interval_covers_93_to_98_percent(dist, spread):
 
 
 @pytest.mark.xfail(strict=True, reason="items/s is items over the mean call time: with spiky, heavy-tailed calls "
-                   "(no third moment) the processes' means are skewed and the t interval covers 88-93%")
+                   "(no third moment) the processes' means are skewed and the t interval covers 87-94%")
 def test_items_per_s_with_heavy_tailed_calls_covers_93_percent():
     rng = np.random.default_rng(7)
     assert all(sim.new_coverage(rng, CELLS, k, "spiky", "comparable")["items/s"] >= 0.93 for k in sim.PROCESSES)

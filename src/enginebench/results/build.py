@@ -7,7 +7,8 @@ import numpy as np
 
 from enginebench.measure.compare import closed_loop_rate, process_rate
 from enginebench.measure.stats import over_processes, summarize
-from enginebench.measure.verdict import MAX_SPREAD, process_spread, repetitions_disagree, verdict
+from enginebench.measure.verdict import (MAX_SPREAD, few_processes_note, process_spread, repetitions_disagree,
+                                         verdict)
 from enginebench.plan import Cell
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
@@ -191,6 +192,9 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
             reasons.append(f"{disagree}; beyond {MAX_SPREAD:.0%}: measure again on a quieter machine")
         elif disagree:
             notes.append(disagree)
+        wide = few_processes_note(latency["ci95"], latency["median"], latency["processes"])
+        if wide:
+            notes.append(f"median latency: {wide}")
     executed = sorted({m.executed_precision for m in measurements})
     if len(executed) > 1:
         notes.append(f"repetitions ran different precisions: {', '.join(executed)}")
