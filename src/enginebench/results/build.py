@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from enginebench.measure.stats import summarize
-from enginebench.measure.verdict import MAX_SPREAD, process_spread, repetitions_disagree, verdict
+from enginebench.measure.compare import closed_loop_rate, process_rate
+from enginebench.measure.stats import over_processes, summarize
+from enginebench.measure.verdict import (MAX_SPREAD, few_processes_note, process_spread, repetitions_disagree,
+                                         verdict)
 from enginebench.plan import Cell
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
@@ -15,40 +17,32 @@ from enginebench.scenarios.registry import scenario_class
 _THROUGHPUT_RESAMPLES = 1000
 
 
-def _rate(worker_samples: list[np.ndarray], items_per_call: int) -> float:
-    return sum(items_per_call / (np.mean(s) / 1e9) for s in worker_samples)
-
-
 def closed_loop_throughput(repetitions: list[list[np.ndarray]], items_per_call: int,
                            seed: int = 0) -> tuple[float, tuple[float, float] | None]:
     """Items/s of workers that each issue calls back to back: per process, the sum over its workers of
-    items / mean call time; the figure is the mean over processes (repetitions).
-
-    The CI is a two-level bootstrap: processes resampled, then each worker's calls within them. None when
-    there is a single call in all."""
-    per_rep = [_rate(ws, items_per_call) for ws in repetitions]
-    point = float(np.mean(per_rep))
-    if sum(len(s) for ws in repetitions for s in ws) < 2:
+    items / mean call time; the figure is the geometric mean over processes (repetitions), its 95% CI the t
+    interval over the processes' log rates (`measure.stats.over_processes`, `measure.compare.closed_loop_rate`).
+    One process: the bootstrap of each worker's calls, which covers the noise within that process only. None
+    when there is a single call in all."""
+    repetitions = [ws for ws in ([np.asarray(s, dtype=np.float64) for s in ws if len(s)] for ws in repetitions) if ws]
+    point = closed_loop_rate(repetitions, items_per_call)
+    if sum(s.size for ws in repetitions for s in ws) < 2:
         return point, None
+    if len(repetitions) > 1:
+        _, lo, hi = over_processes([process_rate(ws, items_per_call) for ws in repetitions])
+        return point, (float(lo), float(hi))
     rng = np.random.default_rng(seed)
-    boots = np.zeros((len(repetitions), _THROUGHPUT_RESAMPLES))  # each process's rate, resampled within it
-    for r, workers in enumerate(repetitions):
-        for s in workers:
-            s = np.asarray(s, dtype=np.float64) / 1e9
-            idx = rng.integers(0, s.size, size=(_THROUGHPUT_RESAMPLES, s.size))
-            boots[r] += items_per_call / s[idx].mean(axis=1)
-    k = len(repetitions)
-    if k == 1:
-        stats = boots[0]
-    else:  # resample the processes, each contributing one of its own resampled rates
-        picked = rng.integers(0, k, size=(_THROUGHPUT_RESAMPLES, k))
-        column = rng.integers(0, _THROUGHPUT_RESAMPLES, size=(_THROUGHPUT_RESAMPLES, k))
-        stats = boots[picked, column].mean(axis=1)
-    return point, (float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975)))
+    boot = np.zeros(_THROUGHPUT_RESAMPLES)  # the one process's rate, its workers' calls resampled
+    for s in repetitions[0]:
+        s = s / 1e9
+        idx = rng.integers(0, s.size, size=(_THROUGHPUT_RESAMPLES, s.size))
+        boot += items_per_call / s[idx].mean(axis=1)
+    return point, (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975)))
 
 
 def rate_summary(groups_ns: list[np.ndarray], tokens_per_call: float) -> dict:
-    """tokens/s of calls: at the median call time (with the CI of the median over processes) and at the mean."""
+    """tokens/s of calls: at the median call time (the geometric mean over processes of their medians, with its
+    CI) and at the mean call time."""
     ms = summarize(None, [np.asarray(g, dtype=np.float64) / 1e6 for g in groups_ns])
     rate = tokens_per_call * 1e3
     ci = [rate / ms.ci95[1], rate / ms.ci95[0]] if ms.ci95 else None
@@ -198,6 +192,9 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
             reasons.append(f"{disagree}; beyond {MAX_SPREAD:.0%}: measure again on a quieter machine")
         elif disagree:
             notes.append(disagree)
+        wide = few_processes_note(latency["ci95"], latency["median"], latency["processes"])
+        if wide:
+            notes.append(f"median latency: {wide}")
     executed = sorted({m.executed_precision for m in measurements})
     if len(executed) > 1:
         notes.append(f"repetitions ran different precisions: {', '.join(executed)}")

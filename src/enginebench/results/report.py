@@ -222,14 +222,15 @@ def machine_line(run: Run) -> str:
 
 
 def measured_how(config: dict) -> str:
-    """For a title: the stopping rule and the processes per cell, e.g. ` · cells ≥1 s & ≥5 calls after 0.3 s
-    warm-up · 1 process per cell`."""
+    """For a title: the stopping rule, the processes per cell and what the CIs cover, e.g. ` · cells ≥1 s & ≥5
+    calls after 0.3 s warm-up · 1 process per cell (CIs cover the noise within a process only)`."""
     from enginebench.measure.timing import StoppingRule
 
     if not config.get("stopping_rule"):
         return ""
     n = config.get("repeat", 1)
-    return f" · {StoppingRule(**config['stopping_rule']).describe()} · {n} process{'' if n == 1 else 'es'} per cell"
+    how = " (CIs cover the noise within a process only)" if n == 1 else " (CIs: t over the processes' medians)"
+    return f" · {StoppingRule(**config['stopping_rule']).describe()} · {n} process{'' if n == 1 else 'es'} per cell{how}"
 
 
 def affinity_text(affinity) -> str:
