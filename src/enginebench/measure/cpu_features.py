@@ -44,16 +44,30 @@ def _is_vector_isa(flag: str) -> bool:
     return flag.startswith(("avx", "amx")) or flag in {"fma", "f16c", "vaes", "vpclmulqdq", "gfni"}
 
 
-def _read_flags() -> set[str]:
-    """Every flag of the first CPU in /proc/cpuinfo (`Features` on ARM); empty where there is none."""
+def cpuinfo_text() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.partition(":")[2].split())
+            return f.read()
     except OSError:
-        pass
-    return set()
+        return ""
+
+
+def parse_cpuinfo(text: str) -> tuple[dict, set[str], int]:
+    """/proc/cpuinfo's text -> the first processor's fields, its flags (`Features` on ARM), and the physical
+    cores listed ((physical id, core id) pairs; 0 where it lists none)."""
+    first: dict = {}
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+        if not fields.get("processor"):
+            continue
+        first = first or fields
+        if "core id" in fields:
+            cores.add((fields.get("physical id"), fields["core id"]))
+    return first, set((first.get("flags") or first.get("Features") or "").split()), len(cores)
 
 
 def parse_request(text: str, real: set[str]) -> frozenset[str] | None:
@@ -175,7 +189,7 @@ def current() -> CpuFeatures:
 
 @lru_cache(maxsize=1)
 def _real_flags() -> frozenset[str]:
-    return frozenset(_read_flags())
+    return frozenset(parse_cpuinfo(cpuinfo_text())[1])
 
 
 def cpu_flags() -> set[str]:
@@ -221,4 +235,4 @@ def apply_kernel_caps(environ=None) -> dict[str, str]:
 
 
 __all__ = ["ENV", "FEATURE_SETS", "KERNEL_CAPS", "UNCAPPED", "CpuFeatures", "current", "cpu_flags",
-           "kernel_caps", "apply_kernel_caps", "onednn_isa_cap", "vnni_available", "parse_request", "narrow"]
+           "kernel_caps", "apply_kernel_caps", "parse_cpuinfo", "cpuinfo_text", "onednn_isa_cap", "vnni_available", "parse_request", "narrow"]

@@ -20,26 +20,12 @@ _INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni
 
 
 def _cpuinfo() -> dict:
-    info: dict = {}
-    cores = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            block: dict = {}
-            for line in f:
-                if not line.strip():
-                    if block:
-                        cores.add((block.get("physical id"), block.get("core id")))
-                        info.setdefault("model", block.get("model name") or block.get("Model") or block.get("cpu model"))
-                    block = {}
-                    continue
-                key, _, value = line.partition(":")
-                block[key.strip()] = value.strip()
-    except OSError:
-        pass
+    first, _, cores = cpu_features.parse_cpuinfo(cpu_features.cpuinfo_text())
     flags = cpu_features.cpu_flags()
     return {
-        "model": info.get("model") or platform.processor() or "unknown",
-        "physical_cores": len(cores) if cores and None not in next(iter(cores)) else None,
+        "model": first.get("model name") or first.get("Model") or first.get("cpu model") or platform.processor()
+        or "unknown",
+        "physical_cores": cores or None,
         "flags": [f for f in _INTERESTING_FLAGS if f in flags],
     }
 

@@ -22,7 +22,7 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from enginebench.measure.cpu_features import cpu_flags, current as current_cpu
+from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, current as current_cpu, parse_cpuinfo
 
 FMA_UNITS = 2
 # flags -> (FLOPs per cycle per core, the instructions that give them), widest first
@@ -57,24 +57,6 @@ class CpuPeak:
         return asdict(self)
 
 
-def _cpuinfo_fields(text: str) -> tuple[dict, set, int]:
-    """The first processor's fields, its flags, and the physical cores listed (physical id, core id pairs)."""
-    first: dict = {}
-    cores = set()
-    for block in text.split("\n\n"):
-        fields = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-        if not fields.get("processor"):
-            continue
-        first = first or fields
-        if "core id" in fields:
-            cores.add((fields.get("physical id"), fields["core id"]))
-    flags = set((first.get("flags") or first.get("Features") or "").split())
-    return first, flags, len(cores)
-
-
 def _pick(table, flags: set, zen4: bool = False) -> tuple[int, str] | None:
     for flag, rate, name in table:
         if flag in flags:
@@ -90,7 +72,7 @@ def is_zen4(fields: dict, flags: set) -> bool:
 def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: set | None = None) -> CpuPeak:
     """The theoretical peak from /proc/cpuinfo's text and cpufreq's cpuinfo_max_freq (kHz), for a process
     allowed `usable_cpus` logical CPUs; `flags` replace the text's (a narrowed set, see cpu_features)."""
-    first, listed_flags, listed_cores = _cpuinfo_fields(cpuinfo)
+    first, listed_flags, listed_cores = parse_cpuinfo(cpuinfo)
     flags = listed_flags if flags is None else flags
     siblings, per_package = first.get("siblings"), first.get("cpu cores")
     smt = int(siblings) // int(per_package) if siblings and per_package and int(per_package) else 1
@@ -128,7 +110,7 @@ def _read(path: str) -> str | None:
 def cpu_peak() -> CpuPeak:
     from enginebench.measure.roofline import usable_cpus
 
-    return parse_peak(_read("/proc/cpuinfo") or "", _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
+    return parse_peak(cpuinfo_text(), _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
                       usable_cpus(), cpu_flags())
 
 
