@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from enginebench.measure.stats import median_over_processes, over_processes, t_quantile
-from enginebench.results.build import closed_loop_throughput
+from enginebench.measure.rates import closed_loop_throughput
 
 _spec = importlib.util.spec_from_file_location("ci_coverage", Path(__file__).parents[1] / "benchmarks" / "ci_coverage.py")
 sim = importlib.util.module_from_spec(_spec)

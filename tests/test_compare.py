@@ -7,7 +7,8 @@ import pytest
 
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_ratio_ci, ratio_ci
 from enginebench.plan import Cell
-from enginebench.results.build import build_result, closed_loop_throughput
+from enginebench.measure.rates import closed_loop_throughput
+from enginebench.results.build import build_result
 from enginebench.results.compare import (compare_results, compare_runs, compare_sides, correct, judge,
                                          machine_differences)
 from enginebench.results.model import Result, Run
@@ -161,7 +162,7 @@ def test_throughput_cells_are_judged_on_items_per_s():
 
 
 def test_decode_cells_are_judged_on_tokens_per_s():
-    from enginebench.results.build import rate_summary
+    from enginebench.measure.rates import rate_summary
 
     def decoder(scale, seed):
         r = make_result(scenario="latency", seed=seed, scale=scale, calls=100)

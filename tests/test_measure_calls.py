@@ -52,7 +52,7 @@ def test_workers_meet_at_the_barrier_and_their_rates_add_up(titles, tmp_path):
     assert max(load_times) - min(load_times) >= 0.7  # one worker loaded 0.8 s longer ...
     assert m.details["barrier_spread_ms"] < 150  # ... yet both started measuring together
     assert m.wall_s < 0.5 + 0.4  # one shared window, not two staggered ones
-    from enginebench.results.build import closed_loop_throughput
+    from enginebench.measure.rates import closed_loop_throughput
 
     items_per_s, ci = closed_loop_throughput([m.worker_samples], batch)
     assert items_per_s == pytest.approx(workers * batch / call_s, rel=0.15)  # Σ over workers: 400 items/s

@@ -114,7 +114,7 @@ def bootstrap_side(groups, statistic=np.median, *, resamples: int = 2000,
 
 def closed_loop_rate(processes, items_per_call: float) -> float:
     """Items/s of workers issuing calls back to back: per process Σ over workers of items / mean call time (ns
-    samples), the geometric mean over processes — the figure `results.build.closed_loop_throughput` stores."""
+    samples), the geometric mean over processes — the figure `measure.rates.closed_loop_throughput` stores."""
     rates = np.array([process_rate(ws, items_per_call) for ws in processes], dtype=np.float64)
     return float(np.exp(np.log(rates).mean())) if (rates > 0).all() else float(rates.mean())
 

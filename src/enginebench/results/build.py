@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from enginebench.measure.compare import closed_loop_rate, process_rate
-from enginebench.measure.stats import over_processes, summarize
+from enginebench.measure.rates import closed_loop_throughput
+from enginebench.measure.stats import summarize
 from enginebench.measure.verdict import (MAX_SPREAD, few_processes_note, process_spread, repetitions_disagree,
                                          verdict)
 from enginebench.plan import Cell
@@ -14,104 +14,8 @@ from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.registry import scenario_class
 
-_THROUGHPUT_RESAMPLES = 1000
-
-
-def closed_loop_throughput(repetitions: list[list[np.ndarray]], items_per_call: int,
-                           seed: int = 0) -> tuple[float, tuple[float, float] | None]:
-    """Items/s of workers that each issue calls back to back: per process, the sum over its workers of
-    items / mean call time; the figure is the geometric mean over processes (repetitions), its 95% CI the t
-    interval over the processes' log rates (`measure.stats.over_processes`, `measure.compare.closed_loop_rate`).
-    One process: the bootstrap of each worker's calls, which covers the noise within that process only. None
-    when there is a single call in all."""
-    repetitions = [ws for ws in ([np.asarray(s, dtype=np.float64) for s in ws if len(s)] for ws in repetitions) if ws]
-    point = closed_loop_rate(repetitions, items_per_call)
-    if sum(s.size for ws in repetitions for s in ws) < 2:
-        return point, None
-    if len(repetitions) > 1:
-        _, lo, hi = over_processes([process_rate(ws, items_per_call) for ws in repetitions])
-        return point, (float(lo), float(hi))
-    rng = np.random.default_rng(seed)
-    boot = np.zeros(_THROUGHPUT_RESAMPLES)  # the one process's rate, its workers' calls resampled
-    for s in repetitions[0]:
-        s = s / 1e9
-        idx = rng.integers(0, s.size, size=(_THROUGHPUT_RESAMPLES, s.size))
-        boot += items_per_call / s[idx].mean(axis=1)
-    return point, (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975)))
-
-
-def rate_summary(groups_ns: list[np.ndarray], tokens_per_call: float) -> dict:
-    """tokens/s of calls: at the median call time (the geometric mean over processes of their medians, with its
-    CI) and at the mean call time."""
-    ms = summarize(None, [np.asarray(g, dtype=np.float64) / 1e6 for g in groups_ns])
-    rate = tokens_per_call * 1e3
-    ci = [rate / ms.ci95[1], rate / ms.ci95[0]] if ms.ci95 else None
-    return {"median": rate / ms.median, "mean": rate / ms.mean, "ci95": ci, "n": ms.n, "processes": ms.processes}
-
-
-def _ttft_groups(measurements: list[Measurement]) -> list[np.ndarray]:
-    return [np.asarray(m.details.get("ttft_ns") or [], dtype=np.float64) for m in measurements]
-
-
-def generate_fields(cell: Cell, measurements: list[Measurement], details: dict) -> dict:
-    """The generate scenario's Result fields. pp -> prefill tokens/s, or, for an engine that cannot prefill
-    without generating (timed as a time to first token), ttft_ms and no prefill figure; tg -> decode tokens/s,
-    TTFT, ITL."""
-    from enginebench.measure.roofline import decode_roofline
-
-    m0 = measurements[0]
-    groups = [m.worker_samples[0] for m in measurements]
-    if m0.details.get("test", cell.workload).startswith("pp"):
-        if m0.details.get("pp_timed_as") == "ttft":
-            return {"ttft_ms": summarize(None, [np.asarray(g) / 1e6 for g in groups]).to_dict()}
-        return {"prefill_tokens_per_s": rate_summary(groups, m0.items_per_call * m0.tokens_per_item)}
-    decode = rate_summary(groups, m0.items_per_call)
-    speed = details.get("machine_speed") or {}
-    decode["roofline"] = decode_roofline(decode["median"], m0.items_per_call, details.get("model_params") or 0,
-                                         m0.executed_precision, m0.details, speed.get("bandwidth_gbs"))
-    ttft = _ttft_groups(measurements)
-    return {"decode_tokens_per_s": decode,
-            "itl_ms": summarize(None, [np.asarray(g) / 1e6 for g in groups]).to_dict(),
-            "ttft_ms": summarize(None, [g / 1e6 for g in ttft]).to_dict() if any(g.size for g in ttft) else None}
-
-
 _PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
-
-
-def serving_fields(cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
-    """Result.serving for the server and offline scenarios (their figures come from the child, one dict per
-    process: scenarios/server.py), with the throughput and verdict that replace the closed-loop ones."""
-    from enginebench.scenarios.server import percentiles
-
-    figures = [m.details["serving"] for m in measurements]
-    serving = {**figures[0], "settings": cell.serving.to_dict() if cell.serving else None}
-    if measurements[0].details.get("find_max_qps"):
-        serving["find_max_qps"] = measurements[0].details["find_max_qps"]
-    reasons = [reason + (f" (repetition {r + 1})" if len(figures) > 1 else "")
-               for r, f in zip(indices, figures) for reason in f["reasons"]]
-    if len(figures) > 1:
-        serving["repetitions"] = [{k: v for k, v in f.items() if k != "queue"} for f in figures]
-        serving["valid"] = all(f["valid"] for f in figures)
-    m0 = measurements[0]
-    if cell.scenario == "server":
-        pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
-        if len(figures) > 1:
-            serving["latency_ms"] = percentiles(pooled)
-            for key in ("ttft", "tpot"):  # a decoder's token latencies, pooled over the processes likewise
-                if f"{key}_ms" in serving:
-                    serving[f"{key}_ms"] = percentiles(np.concatenate([m.details[f"{key}_ns"] for m in measurements]) / 1e6)
-            serving["achieved_qps"] = float(np.mean([f["achieved_qps"] for f in figures]))
-            serving["achieved_qps_ci95"] = None
-        rate = serving["achieved_qps"]
-        throughput = {"items_per_s": rate, "tokens_per_s": rate * m0.tokens_per_item,
-                      "ci95": serving["achieved_qps_ci95"], "wall_items_per_s": rate}
-        return {"serving": serving, "throughput": throughput, "reasons": reasons}
-    items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
-    serving["samples_per_s"] = float(np.mean([f["samples_per_s"] for f in figures]))
-    throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * m0.tokens_per_item,
-                  "ci95": list(ci) if ci else None, "wall_items_per_s": serving["samples_per_s"]}
-    return {"serving": serving, "throughput": throughput, "reasons": reasons}
 
 
 def repetition_record(index: int, m: Measurement) -> dict:
@@ -133,7 +37,7 @@ def _verdict_reasons(cell: Cell, measurements: list[Measurement], indices: list[
     for r, m in zip(indices, measurements):
         workers = len(m.worker_samples)
         judged = [("", f" worker {w}" if workers > 1 else "", s) for w, s in enumerate(m.worker_samples)]
-        if cell.scenario == "generate" and m.details.get("ttft_ns") is not None:
+        if m.details.get("ttft_ns") is not None:  # a decoder's time to first token, judged apart
             judged.append(("TTFT: ", "", m.details["ttft_ns"]))
         for prefix, worker, samples in judged:
             sets[prefix] += 1
@@ -164,8 +68,8 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     latency = summarize(None, [g / 1e6 for g in groups]).to_dict()
     wall = sum(m.wall_s for m in measurements)
     scenario = scenario_class(cell.scenario)
-    if scenario.takes_serving:
-        served = serving_fields(cell, measurements, indices)
+    served = scenario.served(cell, measurements, indices)
+    if served is not None:
         throughput = served["throughput"]
         # latencies from arrival vary by design (queueing): the server is judged by its SLO verdict alone
         reasons = served["reasons"] + ([] if not scenario.judged_by_spread else
@@ -182,8 +86,8 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
             "wall_items_per_s": total_items / wall if wall > 0 else None,
         }
         reasons = _verdict_reasons(cell, measurements, indices, list(errors))
-        extra = generate_fields(cell, measurements, details) if cell.scenario == "generate" else {}
-    extra.update(scenario.figures(cell, measurements))
+        extra = {}
+    extra.update(scenario.figures(cell, measurements, details))
     merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS}
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
     if scenario.judged_by_spread:  # a server's latencies vary by design: its SLO verdict judges it

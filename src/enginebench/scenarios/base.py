@@ -195,11 +195,18 @@ class Scenario(ABC):
         """Drive the session(s) under `run.rule`; raw samples only, statistics come later."""
 
     # -- deriving and showing ---------------------------------------------------------------------------
-    def figures(self, cell: "Cell", measurements: list[Measurement]) -> dict:
+    def figures(self, cell: "Cell", measurements: list[Measurement], details: dict) -> dict:
         """Result fields of this scenario's own, beyond the ones every scenario gets (latency_ms from every
         sample, closed-loop throughput, the verdict): e.g. {"figures": {...}}. Derived from the raw
-        measurements only, so they can be derived again from what is stored."""
+        measurements (and `details`: what the launcher knows of the cell, the model's parameters and the
+        machine's stored speed) only, so they can be derived again from what is stored."""
         return {}
+
+    def served(self, cell: "Cell", measurements: list[Measurement], indices: list[int]) -> dict | None:
+        """For a scenario judged by what it served rather than by its calls' spread: {"serving": Result.serving,
+        "throughput": what replaces the closed-loop figure, "reasons": its verdict's}; None for the others.
+        `indices`: each measurement's repetition."""
+        return None
 
     def table(self, result) -> str:
         """Which of TABLES a result of this scenario belongs to."""

@@ -166,7 +166,7 @@ class Concurrency(Scenario):
         return run.in_worker_processes(lambda want, loaded: run_concurrency(
             run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
 
-    def figures(self, cell: Cell, measurements: list[Measurement]) -> dict:
+    def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
         """Per query: p50, p90, p99 with their CIs; the achieved queries/s over the measured windows and the
         clients Little's law gives back from it (X * R: N when the loop was closed and nothing else waited)."""
         pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6

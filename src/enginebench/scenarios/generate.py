@@ -36,6 +36,9 @@ import numpy as np
 from enginebench.engines.base import DecoderSession
 from enginebench.measure.llm_fidelity import compare_decoder
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
+from enginebench.measure.rates import rate_summary
+from enginebench.measure.roofline import decode_roofline
+from enginebench.measure.stats import summarize
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell
 from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario
@@ -240,6 +243,25 @@ class Generate(Scenario):
 
     def table(self, result) -> str:
         return "decoders"
+
+    def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
+        """pp -> prefill tokens/s, or, for an engine that cannot prefill without generating (timed as a time to
+        first token), ttft_ms and no prefill figure; tg -> decode tokens/s (with its share of the memory
+        roofline), TTFT, ITL."""
+        m0 = measurements[0]
+        groups = [m.worker_samples[0] for m in measurements]
+        if m0.details.get("test", cell.workload).startswith("pp"):
+            if m0.details.get("pp_timed_as") == "ttft":
+                return {"ttft_ms": summarize(None, [np.asarray(g) / 1e6 for g in groups]).to_dict()}
+            return {"prefill_tokens_per_s": rate_summary(groups, m0.items_per_call * m0.tokens_per_item)}
+        decode = rate_summary(groups, m0.items_per_call)
+        speed = details.get("machine_speed") or {}
+        decode["roofline"] = decode_roofline(decode["median"], m0.items_per_call, details.get("model_params") or 0,
+                                             m0.executed_precision, m0.details, speed.get("bandwidth_gbs"))
+        ttft = [np.asarray(m.details.get("ttft_ns") or [], dtype=np.float64) for m in measurements]
+        return {"decode_tokens_per_s": decode,
+                "itl_ms": summarize(None, [np.asarray(g) / 1e6 for g in groups]).to_dict(),
+                "ttft_ms": summarize(None, [g / 1e6 for g in ttft]).to_dict() if any(g.size for g in ttft) else None}
 
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         """A tg test decodes after a prompt of its context length (seq_len)."""

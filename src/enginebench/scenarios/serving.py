@@ -3,13 +3,16 @@ is in server.py, offline.py and decoder_server.py, over the kit in loadgen_sut.p
 
 from __future__ import annotations
 
+import numpy as np
+
 from enginebench.display import significant as _num
+from enginebench.measure.rates import closed_loop_throughput
 from enginebench.plan import Cell
 from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
                                         workload_args)
 from enginebench.scenarios.decoder_server import run_decoder_server
 from enginebench.scenarios.offline import run_offline
-from enginebench.scenarios.server import run_server
+from enginebench.scenarios.server import percentiles, run_server
 from enginebench.scenarios.throughput import worker_cells
 
 
@@ -42,6 +45,25 @@ class Server(Scenario):
 
     def table(self, result) -> str:
         return "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders"
+
+    def served(self, cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
+        """Its items/s is the rate it achieved; with several processes the latencies (TTFT and TPOT for
+        decoders) are pooled over them."""
+        serving, reasons = _serving_common(cell, measurements, indices)
+        figures = [m.details["serving"] for m in measurements]
+        if len(figures) > 1:
+            pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
+            serving["latency_ms"] = percentiles(pooled)
+            for key in ("ttft", "tpot"):
+                if f"{key}_ms" in serving:
+                    serving[f"{key}_ms"] = percentiles(
+                        np.concatenate([m.details[f"{key}_ns"] for m in measurements]) / 1e6)
+            serving["achieved_qps"] = float(np.mean([f["achieved_qps"] for f in figures]))
+            serving["achieved_qps_ci95"] = None
+        rate = serving["achieved_qps"]
+        throughput = {"items_per_s": rate, "tokens_per_s": rate * measurements[0].tokens_per_item,
+                      "ci95": serving["achieved_qps_ci95"], "wall_items_per_s": rate}
+        return {"serving": serving, "throughput": throughput, "reasons": reasons}
 
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         s = (result.serving or {}).get("settings") or {}
@@ -86,6 +108,16 @@ class Offline(Server):
     def table(self, result) -> str:
         return "encoders"
 
+    def served(self, cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
+        """Its items/s is the workers' closed loop, as the throughput scenario's; LoadGen's samples/s beside."""
+        serving, reasons = _serving_common(cell, measurements, indices)
+        m0 = measurements[0]
+        items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
+        serving["samples_per_s"] = float(np.mean([m.details["serving"]["samples_per_s"] for m in measurements]))
+        throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * m0.tokens_per_item,
+                      "ci95": list(ci) if ci else None, "wall_items_per_s": serving["samples_per_s"]}
+        return {"serving": serving, "throughput": throughput, "reasons": reasons}
+
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         s = (result.serving or {}).get("settings") or {}
         return workload_args(result, corpus) + worker_args(result) + ["--max-batch", str(s.get("max_batch", 1))]
@@ -93,6 +125,21 @@ class Offline(Server):
     def note(self, result) -> str:
         s = result.serving or {}
         return f"offline: {_num(s['samples_per_s'])} samples/s over the run{_batched(s)}; LoadGen {_said(s)}"
+
+
+def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[int]) -> tuple[dict, list[str]]:
+    """Result.serving from the processes' own figures (the first's, each repetition's beside when several), and
+    the verdict's reasons LoadGen and the targets gave, naming the repetition."""
+    figures = [m.details["serving"] for m in measurements]
+    serving = {**figures[0], "settings": cell.serving.to_dict() if cell.serving else None}
+    if measurements[0].details.get("find_max_qps"):
+        serving["find_max_qps"] = measurements[0].details["find_max_qps"]
+    reasons = [reason + (f" (repetition {r + 1})" if len(figures) > 1 else "")
+               for r, f in zip(indices, figures) for reason in f["reasons"]]
+    if len(figures) > 1:
+        serving["repetitions"] = [{k: v for k, v in f.items() if k != "queue"} for f in figures]
+        serving["valid"] = all(f["valid"] for f in figures)
+    return serving, reasons
 
 
 def _said(serving: dict) -> str:
