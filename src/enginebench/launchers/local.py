@@ -69,7 +69,9 @@ class Orchestrator:
             "engine_options": asdict(cls.make_options(cell.threads, self.plan.engine_options.get(cell.engine, {}))),
             "details": {"workload": workload.spec.to_dict() if workload else {"name": cell.workload},
                         "stopping_rule": self.plan.rule.to_dict(),
-                        "reference_error": self.reference_error, **self._decoder_context(cell)},
+                        "reference_error": self.reference_error, **self._decoder_context(cell),
+                        # a failed serving cell has no Result.serving: its settings, for its identity
+                        **({"serving_settings": cell.serving.to_dict()} if cell.serving else {})},
         }
 
     def _decoder_context(self, cell: Cell) -> dict:

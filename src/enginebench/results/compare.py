@@ -43,13 +43,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_side, side_ratio
+from enginebench.results.identity import Matching, cell_identity
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, settings_label
 
 GATE_KINDS = ("missing", "failed", "skipped", "fidelity", "no-ci")  # besides "slower": what fails the gate
 CORRECTIONS = ("holm", "none")
 FAMILY_CONFIDENCE = 0.95
-MATCH_KEYS = ("engine", "model", "precision", "scenario", "workload", "batch_size", "threads", "workers")
+MATCH_KEYS = ("engine", "model", "precision", "scenario", "workload", "batch_size", "threads", "workers")  # shown
+# cells are matched on their whole identity (results/identity.py); a cell left unmatched is paired, to say what
+# differs, with one the other run measured that agrees on these
+_NEAR_KEYS = ("engine", "precision", "scenario", "workload", "batch_size", "threads", "workers")
 ONE_PROCESS_NOTE = ("one process per cell: its CIs cover within-process variance only (independent processes "
                     "often differ by 1-2%, which such a CI does not include); measure with --repeat 3")
 
@@ -85,13 +89,10 @@ def metric_of(r: Result) -> Metric:
 
 def cell_of(r: Result) -> dict:
     cell = {key: getattr(r, key) for key in MATCH_KEYS}
+    cell["seq_len"] = r.seq_len
     if r.settings:  # a scenario's own settings are part of the cell (results without them keep their shape)
         cell["settings"] = r.settings
     return cell
-
-
-def _match_key(r: Result) -> tuple:
-    return (*(getattr(r, k) for k in MATCH_KEYS), json.dumps(r.settings, sort_keys=True) if r.settings else "")
 
 
 @dataclass
@@ -334,6 +335,8 @@ class RunComparison:
     version_differences: list[str] = field(default_factory=list)
     setup_differences: list[str] = field(default_factory=list)  # stopping rule, repeat, workloads, options
     one_process: list[str] = field(default_factory=list)  # "base" / "new": sides with a cell of one process
+    # cells left unmatched for a difference in their identity: {"base": cell, "new": cell, "differs": [...]}
+    near_misses: list[dict] = field(default_factory=list)
     issues: list[GateIssue] = field(default_factory=list)  # cells the new run cannot vouch for, blocking first
     allow: frozenset[str] = frozenset()  # GATE_KINDS the gate lets pass
     correction: str = "holm"  # over the cells of this comparison (CORRECTIONS)
@@ -376,14 +379,14 @@ class RunComparison:
             "cells": [c.to_dict() for c in self.cells],
             "regressions": [c.cell for c in self.regressions()],
             "only_in_base": self.only_in_base, "only_in_new": self.only_in_new, "not_compared": self.not_compared,
+            "near_misses": self.near_misses,
         }
 
 
-def _keyed(results: list[Result]) -> dict[tuple, Result]:
-    """Results by their cell; a cell seen twice in one run is told apart by its occurrence."""
+def _keyed(results: list[Result], keys: list[tuple]) -> dict[tuple, Result]:
+    """Results by their cell's key; a cell seen twice in one run is told apart by its occurrence."""
     out: dict[tuple, Result] = {}
-    for r in results:
-        key = _match_key(r)
+    for r, key in zip(results, keys):
         n = 0
         while (*key, n) in out:
             n += 1
@@ -407,10 +410,13 @@ def _fidelity_text(f: dict | None) -> str:
     return f"{f.get('metric', 'fidelity')} {shown}, threshold {f.get('threshold')}"
 
 
-def _issues(rb: Result, rn: Result | None, c: CellComparison | None, new_id: str) -> list[tuple[str, str]]:
-    """(kind, reason) for a cell the base measured ok (see GATE_KINDS)."""
+def _issues(rb: Result, rn: Result | None, c: CellComparison | None, new_id: str,
+            differs: list[str] | None = None) -> list[tuple[str, str]]:
+    """(kind, reason) for a cell the base measured ok (see GATE_KINDS); `differs`: how the new run's nearest
+    cell differs from it, when a missing cell has one."""
     if rn is None:
-        return [("missing", f"measured in base, absent from new ({new_id})")]
+        near = f"; not the same cell as new's with {'; '.join(differs)}" if differs else ""
+        return [("missing", f"measured in base, absent from new ({new_id}){near}")]
     if rn.status != "ok":
         return [(rn.status, f"new {rn.status}: {rn.error}")]
     found = []
@@ -434,12 +440,19 @@ def compare_runs(base: Run, new: Run, *, threshold: float = 0.05, seed: int = 0,
                         new.machine), version_differences=version_differences(base, new),
                         setup_differences=setup_differences(base.config, new.config), allow=allow,
                         correction=correction)
-    a, b = _keyed(base.results), _keyed(new.results)
+    ia, ib = ([cell_identity(r, run) for r in run.results] for run in (base, new))
+    matching = Matching(ia, ib)
+    out.setup_differences += matching.notes
+    a, b = _keyed(base.results, [matching.key(i) for i in ia]), _keyed(new.results, [matching.key(i) for i in ib])
+    identity = {id(r): i for r, i in zip(base.results + new.results, ia + ib)}
+    near = _near_misses(a, b, identity, matching)
     issues = []
     for key, rb in a.items():
         rn, c = b.get(key), None
         if rn is None:
             out.only_in_base.append(cell_of(rb))
+            if key in near:
+                out.near_misses.append({"base": cell_of(rb), "new": cell_of(near[key][0]), "differs": near[key][1]})
         elif rb.status != "ok" or rn.status != "ok":
             why = "; ".join(f"{side} {r.status}: {r.error}" for side, r in (("base", rb), ("new", rn))
                             if r.status != "ok")
@@ -452,11 +465,27 @@ def compare_runs(base: Run, new: Run, *, threshold: float = 0.05, seed: int = 0,
             out.cells.append(c)
         if rb.status == "ok":
             issues += [GateIssue(cell_of(rb), kind, reason, kind in allow) for kind, reason in
-                       _issues(rb, rn, c, new.run_id)]
+                       _issues(rb, rn, c, new.run_id, near.get(key, (None, None))[1])]
     out.issues = sorted(issues, key=lambda i: i.allowed)  # blocking first, each in the base's order
     out.family = correct(out.cells, threshold, correction)
     out.only_in_new = [cell_of(r) for key, r in b.items() if key not in a]
     out.one_process = [side for side, i in (("base", 0), ("new", 1)) if any(c.processes[i] == 1 for c in out.cells)]
+    return out
+
+
+def _near_misses(a: dict, b: dict, identity: dict, matching: Matching) -> dict[tuple, tuple[Result, list[str]]]:
+    """For each base cell without a match: a new cell without one that agrees on engine, precision, scenario,
+    workload, batch and workers×threads, and what tells them apart (`base seq 128, new seq 64`)."""
+    unmatched = [r for key, r in b.items() if key not in a]
+    out = {}
+    for key, rb in a.items():
+        if key in b:
+            continue
+        near = [r for r in unmatched if all(getattr(r, k) == getattr(rb, k) for k in _NEAR_KEYS)]
+        if near:
+            rn = near[0]
+            unmatched.remove(rn)
+            out[key] = (rn, matching.differences(identity[id(rb)], identity[id(rn)]))
     return out
 
 
@@ -547,6 +576,7 @@ _CELL_COLUMNS = [  # (header, getter of a cell dict)
     ("precision", lambda c: c["precision"]),
     ("scenario", lambda c: c["scenario"]),
     ("workload", lambda c: c["workload"]),
+    ("seq", lambda c: str(c.get("seq_len", ""))),
     ("batch", lambda c: str(c["batch_size"])),
     ("workers×threads", lambda c: f"{c['workers']}×{c['threads']}"),
     ("settings", lambda c: settings_label(c["scenario"], c.get("settings"))),
@@ -640,9 +670,11 @@ def notes(cmp: RunComparison) -> list[str]:
         if telling or extra:
             lines.append(f"[{i}] {cell_label(c.cell)}: " + "; ".join(c.reasons[:1] * telling + extra))
     named = {(_cell_id(x.cell), x.kind) for x in cmp.issues}
+    differs = {_cell_id(m[side]): "; ".join(m["differs"]) for m in cmp.near_misses for side in ("base", "new")}
     for side, cells in (("base", cmp.only_in_base), ("new", cmp.only_in_new)):
-        lines += [f"only in {_side_name(cmp, side)}: {cell_label(c)}" for c in cells
-                  if side == "new" or (_cell_id(c), "missing") not in named]
+        lines += [f"only in {_side_name(cmp, side)}: {cell_label(c)}"
+                  + (f" (not the same cell: {differs[_cell_id(c)]})" if _cell_id(c) in differs else "")
+                  for c in cells if side == "new" or (_cell_id(c), "missing") not in named]
     lines += [f"not compared: {cell_label(x['cell'])}: {x['why']}" for x in cmp.not_compared
               if not {(_cell_id(x["cell"]), "failed"), (_cell_id(x["cell"]), "skipped")} & named]
     lines += [f"{_side_name(cmp, side)}: {ONE_PROCESS_NOTE}" for side in cmp.one_process]

@@ -3,6 +3,10 @@
 What is judged, and against what:
 - One model, one workload, one machine. The machine is the newest given run's (hostname and CPU): figures
   from another machine are not comparable and are excluded. Several workloads need --workload.
+- One piece of work: results compete only when they did the same work (results/identity.py): the model's content
+  and cut (--until), seq_len, the corpus and its seed as the newest run that measured the workload did them. A
+  model cut at layer 2 or a seq-64 run never competes with full 128-token runs; they are excluded, and a note
+  says so (give their run ids to judge them instead).
 - Only results whose status is ok, whose fidelity reaches --min-fidelity (fp32 results must also pass their
   own check against the reference: a difference there is a bug), whose peak memory is within --max-memory
   and whose verdict is ok (a warn verdict is allowed with accept_warn, and said so).
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
+from enginebench.results.identity import CellIdentity, cell_identity, work_difference, work_text
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, table_of
 
@@ -264,6 +269,15 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
     else:
         raise UsageError(f"the results cover several workloads ({', '.join(workloads)}): pick one with --workload")
     rec.workload = workload
+    reference, reference_run = _reference(same, workload)
+    other_work = {id(r): why for r, run in same if r.workload == workload
+                  and (why := work_difference(reference, cell_identity(r, run)))}
+    if other_work:
+        n = len(other_work)
+        rec.notes.append(f"judged at {work_text(reference)} (run {reference_run.run_id}, the newest that measured "
+                         f"{workload}); {n} result{'s' * (n > 1)} of other work left out ("
+                         f"{', '.join(sorted(set(other_work.values())))}): give their run ids to judge them")
+    same = [(r, run) for r, run in same if id(r) not in other_work or r.workload != workload]
     batch = c.batch_size
     latency = c.objective == "latency" and not decoder
     if batch is None and latency:
@@ -278,6 +292,8 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
         known = sorted({r.batch_size for r, _ in same if r.workload == workload})
         raise UsageError(f"no results at batch size {batch} for {workload}: use one of {', '.join(map(str, known))}")
     kept = []
+    for why in other_work.values():
+        _count(excluded, why)
     for r, run in same:
         if r.workload != workload:
             _count(excluded, "pp test (decoders are judged on tg tests)" if decoder and r.workload.startswith("pp")
@@ -291,6 +307,12 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
         else:
             kept.append((r, run))
     return kept
+
+
+def _reference(same, workload: str) -> tuple[CellIdentity, Run]:
+    """The identity of the work judged: the newest run's that measured `workload` (its first such result)."""
+    r, run = max(((r, run) for r, run in same if r.workload == workload), key=lambda pair: pair[1].created_at)
+    return cell_identity(r, run), run
 
 
 def _disqualify(r: Result, c: Constraints, excluded: dict[str, int]) -> str | None:
@@ -413,10 +435,13 @@ def _baseline(engine: str, best: Result, best_run: Run, pairs, machine: tuple):
     the machine: from the best's own run when it has one, else the newest."""
     if best.engine == engine and best.precision == "fp32":
         return best, best_run
+    work = cell_identity(best, best_run)
     matches = [(r, run) for r, run in pairs
                if r.engine == engine and r.precision == "fp32" and r.status == "ok" and _machine_key(run) == machine
-               and (r.model, r.scenario, r.workload, r.batch_size, r.workers, r.threads)
-               == (best.model, best.scenario, best.workload, best.batch_size, best.workers, best.threads)]
+               and (r.model, r.scenario, r.workload, r.batch_size, r.workers, r.threads, r.settings)
+               == (best.model, best.scenario, best.workload, best.batch_size, best.workers, best.threads,
+                   best.settings)
+               and work_difference(work, cell_identity(r, run)) is None]
     if not matches:
         return None
     return max(matches, key=lambda pair: (pair[1] is best_run, pair[1].created_at))

@@ -9,7 +9,7 @@ import numpy as np
 
 from enginebench.errors import UsageError
 from enginebench.workloads.batch import TokenBatch
-from enginebench.workloads.corpus import DEFAULT_CORPUS, read_corpus
+from enginebench.workloads.corpus import DEFAULT_CORPUS, corpus_digest, read_corpus
 from enginebench.workloads.tokenize import encode_fixed, load_tokenizer
 
 WORKLOADS = ("corpus", "titles")
@@ -29,6 +29,7 @@ class WorkloadSpec:
     seed: int
     seq_len: int
     source: str  # corpus file, "python-docs", or "titles"
+    digest: str | None = None  # the source's text (corpus_digest); None in runs stored before it was recorded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,10 +65,11 @@ def build_workload(name: str, model_path: str, *, seq_len: int = 128, seed: int 
         rng = np.random.default_rng(seed)
         picks = rng.choice(len(docs), size=POOL_SIZE, replace=len(docs) < POOL_SIZE)
         pool = encode_fixed(tokenizer, [docs[i] for i in picks], seq_len)
-        return WorkloadData(WorkloadSpec(name, seed, seq_len, corpus), pool)
+        return WorkloadData(WorkloadSpec(name, seed, seq_len, corpus, corpus_digest(docs)), pool)
     if name == "titles":
-        pool = encode_fixed(tokenizer, titles(), TITLES_SEQ_LEN)
-        return WorkloadData(WorkloadSpec(name, seed, TITLES_SEQ_LEN, "titles"), pool)
+        texts = titles()
+        pool = encode_fixed(tokenizer, texts, TITLES_SEQ_LEN)
+        return WorkloadData(WorkloadSpec(name, seed, TITLES_SEQ_LEN, "titles", corpus_digest(texts)), pool)
     raise UsageError(f"unknown workload {name!r}: use one of {', '.join(WORKLOADS)}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -34,6 +35,12 @@ def python_docs_paragraphs() -> list[str]:
         if current:
             documents.append(" ".join(current))
     return documents
+
+
+def corpus_digest(docs: list[str]) -> str:
+    """Identifies a corpus by its text (part of a cell's identity, results/identity.py): the same file name
+    with other text, or python-docs of another Python version, is another workload."""
+    return hashlib.sha256("\0".join(docs).encode()).hexdigest()[:24]
 
 
 def _text(value, path: str, where: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from enginebench.errors import UsageError
 from enginebench.workloads import WorkloadSpec
-from enginebench.workloads.corpus import DEFAULT_CORPUS, read_corpus
+from enginebench.workloads.corpus import DEFAULT_CORPUS, corpus_digest, read_corpus
 from enginebench.workloads.tokenize import load_tokenizer
 
 PROMPT_COUNT = 8  # distinct prompts cycled through while measuring
@@ -110,9 +110,10 @@ def build_prompt_sets(model_path: str, tests: list[DecoderTest], *, seed: int = 
     fidelity_len = min(FIDELITY_TOKENS, max_positions)
     fidelity = corpus_token_rows(model_path, FIDELITY_SEQUENCES, fidelity_len, seed + FIDELITY_SEED_OFFSET, corpus)
     sets = {}
+    digest = corpus_digest(read_corpus(corpus))
     for test in tests:
         prompts = corpus_token_rows(model_path, PROMPT_COUNT, test.prompt_len, seed, corpus)
-        spec = WorkloadSpec(test.name, seed, test.prompt_len, corpus)
+        spec = WorkloadSpec(test.name, seed, test.prompt_len, corpus, digest)
         sets[test.name] = PromptSet(spec, test, prompts, fidelity)
     return sets
 
