@@ -192,3 +192,22 @@ def test_resume_from_python_keeps_failures_unless_asked_to_retry_them(tmp_path, 
     assert [a["kind"] for a in retried.results[0].details["attempts"]] == ["signal"]  # the failed attempt kept
     assert retried.results[1].repetitions == run.results[1].repetitions  # the finished cell untouched
     assert len(eb.load(run.run_id, db=db).results) == 2
+
+
+def test_a_run_stored_before_the_corpus_digest_resumes_and_one_of_another_corpus_does_not(tmp_path, fault_engines):
+    db = str(tmp_path / "d.db")
+    run = eb.run("minilm", engines="fault", workloads="titles", scenarios="latency", batch_size=[1],
+                 duration="0.2s", warmup="0.05s", min_samples=3, repeat=1, db=db)
+    assert run.config["workloads"]["titles"]["digest"]  # the corpus digest: part of a cell's identity
+
+    def stored_digest(value):
+        spec = {k: v for k, v in run.config["workloads"]["titles"].items() if k != "digest"}
+        config = {**run.config, "workloads": {"titles": spec if value is None else {**spec, "digest": value}}}
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps(config), run.run_id))
+
+    stored_digest(None)  # as an older enginebench stored it
+    assert eb.resume(run.run_id, db=db).run_id == run.run_id
+    stored_digest("0" * 24)  # the titles' text changed since
+    with pytest.raises(eb.UsageError, match="no longer plan the same cells"):
+        eb.resume(run.run_id, db=db)
