@@ -91,7 +91,9 @@ def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
     assert ceilings.gemm_sources["fp32"].startswith(speed["details"]["gemm_source"])
 
 
-def test_an_older_record_without_sources_says_numpy(tmp_path):
+def test_an_older_record_without_sources_says_numpy(tmp_path, cpu_features):
+    """An older record names numpy as its fp32 source; it was measured on the whole CPU, so a process acting as
+    a smaller one (ENGINEBENCH_CPU_FEATURES) does not take it as its ceiling."""
     from enginebench.measure.peak import stored_ceilings
 
     db = tmp_path / "m.db"
@@ -99,6 +101,9 @@ def test_an_older_record_without_sources_says_numpy(tmp_path):
         store.add_machine_speed({"measured_at": "2025-01-01T00:00:00+00:00", "hostname": socket.gethostname(),
                                  "bandwidth_gbs": 10.0, "gemm_gflops": 100.0,
                                  "details": {"triad": {"threads": 2}, "gemm": {"n": 2048}}})
+    if cpu_features.narrowed_to:
+        assert stored_ceilings(str(db)) is None
+        return
     assert stored_ceilings(str(db)).gemm_sources["fp32"].startswith("numpy float32 matmul (an older record")
 
 

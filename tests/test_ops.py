@@ -336,6 +336,7 @@ def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
 
 def _stored_ceilings(db, int8_gops=None):
     """Short measured ceilings stored as `enginebench machine` would (with an int8 GEMM figure if given)."""
+    from enginebench.measure.cpu_features import current as current_cpu
     from enginebench.results.store import ResultStore
 
     c = measure_ceilings(triad_elements=1 << 22, gemm_n=512, runs=2)
@@ -346,7 +347,8 @@ def _stored_ceilings(db, int8_gops=None):
                                  "details": {"triad": {"threads": c.threads},
                                              "gemm": {"library": "test fp32 GEMM", "n": 512, "threads": 1},
                                              "gemm_gflops_by_precision": {p: f["gflops"] for p, f in int8.items()},
-                                             "gemm_by_precision": int8}})
+                                             "gemm_by_precision": int8,
+                                             "cpu_features": current_cpu().record()}})
     return c
 
 

@@ -10,11 +10,11 @@ Two things follow a narrowed set:
 - enginebench's own decisions (precisions offered, VNNI, native bf16/int8, the theoretical peak) read the
   narrowed flags;
 - the kernels follow where a library can be capped from the environment (KERNEL_CAPS: oneDNN in torch and
-  CTranslate2, CTranslate2's own kernels, PyTorch's ATen, XLA, OpenBLAS), which enginebench sets for every measuring
+  CTranslate2, CTranslate2's own kernels, XLA, OpenBLAS), which enginebench sets for every measuring
   process it starts. The caps are read when a library first loads, so they reach processes started after
   they are set, not a library already imported. Libraries that pick their instructions themselves
-  (UNCAPPED: ONNX Runtime's MLAS, OpenVINO's CPU plugin, llama.cpp's build, tinygrad's clang) still run on the
-  whole CPU: `enginebench machine` says so, and results record the narrowed flags and the caps.
+  (UNCAPPED: ONNX Runtime's MLAS, OpenVINO's CPU plugin, llama.cpp's build, tinygrad's clang, torch's own
+  vector kernels) still run on the whole CPU: `enginebench machine` says so, and results record the narrowed flags and the caps.
 """
 
 from __future__ import annotations
@@ -114,13 +114,12 @@ def kernel_caps(flags: set[str]) -> dict[str, str]:
     avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
     onednn = _onednn_isa(flags)
     ct2 = "AVX512" if avx512 else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else "GENERIC"
-    aten = "avx512" if avx512 else "avx2" if {"avx2", "fma"} <= flags else "default"
     xla = ("AVX512_BF16" if avx512 and "avx512_bf16" in flags else "AVX512_VNNI" if avx512 and "avx512_vnni" in flags
            else "AVX512" if avx512 else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags else "SSE4_2")
     openblas = ("SapphireRapids" if onednn == "AVX512_CORE_AMX" else "Cooperlake" if onednn == "AVX512_CORE_BF16"
                 else "SkylakeX" if avx512 else "Haswell" if "avx2" in flags else "Sandybridge")
     return {"ONEDNN_MAX_CPU_ISA": onednn, "DNNL_MAX_CPU_ISA": onednn, "CT2_FORCE_CPU_ISA": ct2,
-            "ATEN_CPU_CAPABILITY": aten, "XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "OPENBLAS_CORETYPE": openblas}
+            "XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "OPENBLAS_CORETYPE": openblas}
 
 
 # which libraries each cap reaches, and those no environment variable caps
@@ -128,7 +127,6 @@ KERNEL_CAPS = {
     "ONEDNN_MAX_CPU_ISA": "oneDNN (torch's mkldnn and inductor kernels, CTranslate2's int8 GEMMs)",
     "DNNL_MAX_CPU_ISA": "oneDNN before 2.x",
     "CT2_FORCE_CPU_ISA": "CTranslate2's own kernels",
-    "ATEN_CPU_CAPABILITY": "PyTorch's vectorised ATen kernels",
     "XLA_FLAGS": "XLA's CPU code generation (jax)",
     "OPENBLAS_CORETYPE": "OpenBLAS's kernels (numpy's matmul)",
 }
@@ -138,6 +136,8 @@ UNCAPPED = {
                 "its OPTIMIZATION_CAPABILITIES, BF16 stayed)",
     "llamacpp": "llama.cpp is compiled for this machine's CPU (-march=native)",
     "tinygrad": "tinygrad compiles its kernels with clang -march=native",
+    "torch": "its vectorised ATen and torch.compile kernels: ATEN_CPU_CAPABILITY=avx2 made torch.compile's MiniLM "
+             "return NaN on an AVX-512/AMX Xeon (torch 2.13), so only oneDNN is capped",
 }
 
 

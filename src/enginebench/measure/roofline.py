@@ -317,8 +317,7 @@ def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, 
                     "method": "triad a=b+s*c float64, one thread per usable CPU, 24 bytes/element; GEMM 2n^3 "
                               "FLOPs at n/2 and n, per precision the fastest library (numpy, torch, onnxruntime); "
                               "best of runs",
-                    **({"cpu_features": cpu_features.current().record()} if cpu_features.current().narrowed_to
-                       else {}),
+                    "cpu_features": cpu_features.current().record(),  # {}: the whole CPU
                     "numpy_threads_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                                      "MKL_NUM_THREADS") if k in os.environ}},
     }
