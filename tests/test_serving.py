@@ -102,19 +102,28 @@ def test_find_max_qps_lands_on_the_md1_answer():
     # flatter the server; 1200 queries per trial keep the run many relaxation times long at this load.
     call_s, slo_ms = 0.003, 30.0
     rule = StoppingRule(duration_s=1.0, min_samples=1200, warmup_s=0.2)
-    m, _ = run_server(SleepFactory(call_s), WORKLOAD, server_cell(slo_p99_ms=slo_ms, find_max_qps=True), rule)
-    search = m.details["find_max_qps"]
-    lo, hi = search["bracket"]
-    assert lo is not None and hi is not None and lo < hi <= lo * 1.05 + 1e-9
-    assert any(t["qps"] == lo and t["valid"] for t in search["trials"])
-    assert any(t["qps"] == hi and not t["valid"] for t in search["trials"])
-    # the service the queue really sees: how long a query holds the worker, transfers included (the sleep
-    # overshoots a little); the service distribution is still deterministic, so the queue is M/D/1
-    held_s = m.details["serving"]["batching"]["hold_ms_median"] / 1e3
-    assert call_s <= held_s < 1.5 * call_s
-    theory = md1_max_qps(held_s, slo_ms / 1e3)
-    print(f"found {lo:.1f} q/s, M/D/1 {theory:.1f} q/s (held {held_s * 1e3:.3f} ms)")
-    assert lo == pytest.approx(theory, rel=0.10), (lo, theory, search["trials"])
+    found = []
+    # A busy machine (other processes, a shared host) only ever adds latency, so it can only lower the answer: a
+    # search may land low on a noisy machine, never high. Every search must not beat M/D/1 (a load generator
+    # that measured from issue instead of arrival would), and one of three must land on it.
+    for _ in range(3):
+        m, _ = run_server(SleepFactory(call_s), WORKLOAD, server_cell(slo_p99_ms=slo_ms, find_max_qps=True), rule)
+        search = m.details["find_max_qps"]
+        lo, hi = search["bracket"]
+        assert lo is not None and hi is not None and lo < hi <= lo * 1.05 + 1e-9
+        assert any(t["qps"] == lo and t["valid"] for t in search["trials"])
+        assert any(t["qps"] == hi and not t["valid"] for t in search["trials"])
+        # the service the queue really sees: how long a query holds the worker, transfers included (the sleep
+        # overshoots a little); the service distribution is still deterministic, so the queue is M/D/1
+        held_s = m.details["serving"]["batching"]["hold_ms_median"] / 1e3
+        assert call_s <= held_s < 1.5 * call_s
+        theory = md1_max_qps(held_s, slo_ms / 1e3)
+        print(f"found {lo:.1f} q/s, M/D/1 {theory:.1f} q/s (held {held_s * 1e3:.3f} ms)")
+        assert lo <= 1.10 * theory, (lo, theory, search["trials"])
+        found.append((lo, theory))
+        if lo >= 0.90 * theory:
+            return
+    pytest.fail(f"three searches all landed over 10% below M/D/1 (found, theory): {found}")
 
 
 # -- the dynamic batcher ---------------------------------------------------------------------------------------
