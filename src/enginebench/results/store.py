@@ -227,9 +227,9 @@ class ResultStore:
             (sweep_id + "/", sweep_id + "0")).fetchall())
 
     # -- sweeps: one process at a time runs a sweep ------------------------------------------------
-    def claim_sweep(self, sweep_id: str, file: str, spec: dict, owner: dict, alive) -> dict | None:
+    def claim_sweep(self, sweep_id: str, file: str, spec: dict, owner: dict, keeps) -> dict | None:
         """Record the sweep (once) and make `owner` the process running it. If another process holds it and
-        `alive(owner)` says it still runs, nothing changes and that owner is returned; else None."""
+        `keeps(holder)` says it keeps it (it still runs), nothing changes and that holder is returned; else None."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             row = self.conn.execute("SELECT owner FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
@@ -238,7 +238,7 @@ class ResultStore:
                                   (sweep_id, owner["since"], file, json.dumps(spec), json.dumps(owner)))
                 return None
             holder = json.loads(row[0]) if row[0] else None
-            if holder and alive(holder):
+            if holder and keeps(holder):
                 return holder
             self.conn.execute("UPDATE sweeps SET owner = ?, file = ? WHERE sweep_id = ?",
                               (json.dumps(owner), file, sweep_id))
@@ -246,8 +246,24 @@ class ResultStore:
 
     def release_sweep(self, sweep_id: str, owner: dict) -> None:
         with self.conn:
-            self.conn.execute("UPDATE sweeps SET owner = NULL WHERE sweep_id = ? AND owner = ?",
-                              (sweep_id, json.dumps(owner)))
+            self.conn.execute("BEGIN IMMEDIATE")
+            if _same_owner(self._sweep_owner(sweep_id), owner):
+                self.conn.execute("UPDATE sweeps SET owner = NULL WHERE sweep_id = ?", (sweep_id,))
+
+    def beat_sweep(self, sweep_id: str, owner: dict, beat: str) -> bool:
+        """Record that `owner` still runs the sweep (its heartbeat, an ISO time); False if it no longer owns it
+        (another process took it over)."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if not _same_owner(self._sweep_owner(sweep_id), owner):
+                return False
+            self.conn.execute("UPDATE sweeps SET owner = ? WHERE sweep_id = ?",
+                              (json.dumps({**owner, "beat": beat}), sweep_id))
+        return True
+
+    def _sweep_owner(self, sweep_id: str) -> dict | None:
+        row = self.conn.execute("SELECT owner FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def run_ids(self) -> list[tuple[str, str, int]]:
         """(run_id, created_at, number of results), newest first."""
@@ -328,6 +344,11 @@ class ResultStore:
             else:
                 rep[kind] = values
         return out
+
+
+def _same_owner(holder: dict | None, owner: dict) -> bool:
+    """The same process (its heartbeat aside)."""
+    return holder is not None and all(holder.get(k) == owner.get(k) for k in ("host", "pid", "started"))
 
 
 def _busy_s(result: dict) -> float:
