@@ -1,0 +1,45 @@
+"""A run writing to a pipe or a log shows each finished cell at once on stderr: its figure with its interval
+and the time left, one line per result delivered, before the run ends; stdout keeps the table alone."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+from fault_engines import env
+
+
+def test_each_finished_cell_is_a_line_on_stderr_while_the_run_goes_on(tmp_path):
+    cmd = [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "--workload", "titles", "--scenario",
+           "latency", "--batch-size", "1,2,4", "--duration", "1s", "--warmup", "0.05s", "--min-samples", "3",
+           "--repeat", "1", "-o", "fault.call_ms=1", "--db", str(tmp_path / "r.db")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        first = proc.stderr.readline()
+        running = proc.poll() is None  # the first cell's line came while the others were still to measure
+        out, rest = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    assert running, "the first line came only when the run had ended"
+    lines = [first] + [line for line in rest.splitlines() if line.startswith("[")]
+    assert len(lines) == 3
+    pattern = r"\[(\d)/3 \d+:\d\d(, ~\d+:\d\d left)?\] fault fp32 latency titles b(\d): median latency [\d.]+ ms"
+    found = [re.match(pattern, line) for line in lines]
+    assert all(found), lines
+    assert [m.group(1) for m in found] == ["1", "2", "3"]
+    assert sorted(m.group(3) for m in found) == ["1", "2", "4"]
+    assert found[0].group(2) and not found[2].group(2)  # the time left, until nothing is
+    assert "(95% CI " in lines[0]
+    assert "median latency" not in out
+
+
+def test_a_failed_cell_says_so_in_its_line(tmp_path):
+    cmd = [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "--workload", "titles", "--scenario",
+           "latency", "--batch-size", "1", "--duration", "0.2s", "--warmup", "0.05s", "--min-samples", "3",
+           "--repeat", "1", "-o", "fault.behaviour=segfault", "--db", str(tmp_path / "r.db")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("[1/1")]
+    assert len(lines) == 1 and "fault fp32 latency titles b1: failed: " in lines[0], done.stderr
