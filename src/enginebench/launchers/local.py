@@ -227,8 +227,8 @@ class Orchestrator:
         """Start a child for `job` and yield its messages; ends with ("died", Failure) if it did not finish.
         `timed_out()` returns why the child is abandoned (or None while it may go on); the child is also
         abandoned when it and its workers hold more than plan.max_memory_mb."""
-        out = self.ctx.Queue()
-        proc = self.ctx.Process(target=child_main, args=(job, out), daemon=False)
+        out, go = self.ctx.Queue(), self.ctx.Queue()
+        proc = self.ctx.Process(target=child_main, args=(job, out, go), daemon=False)
         proc.start()
         checked = time.monotonic()
         finished = False  # it sent "done": let it exit on its own; abandoned any other way, it is killed at once
@@ -240,7 +240,9 @@ class Orchestrator:
                 except queue_mod.Empty:
                     msg = None
                 if msg is not None:
-                    yield msg
+                    yield msg  # resumed once the caller has recorded it: only then may the child measure on
+                    if msg[0] in ("result", "error"):
+                        go.put(True)
                     if msg[0] == "done":
                         finished = True
                         return
@@ -270,6 +272,7 @@ class Orchestrator:
                 proc.join(timeout=10)
             self._kill(proc)
             out.close()
+            go.close()
 
     @staticmethod
     def _kill(proc) -> None:
