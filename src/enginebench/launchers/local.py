@@ -88,7 +88,8 @@ class Orchestrator:
     def schedule(self) -> list[list[Job]]:
         """Per repetition, the jobs in the order they run. With several repetitions each one shuffles the jobs
         and the cells within them (seeded by Plan.order_seed), so no engine always runs first or right after
-        a heavy one; each job is a fresh child process, so every repetition is an independent process.
+        a heavy one; each job is a fresh child process, so every repetition is an independent process. The
+        first repetition runs the engines with nothing to prepare (Engine.prepares) before the others.
         Repetitions already in the history are left out."""
         runnable = [(i, c) for i, c in enumerate(self.plan.cells) if not self.unsupported(c)]
         order = []
@@ -101,6 +102,8 @@ class Orchestrator:
                 jobs = [jobs[k] for k in rng.permutation(len(jobs))]
                 for job in jobs:
                     job.cells = [job.cells[k] for k in rng.permutation(len(job.cells))]
+            if repetition == 0:  # engines that run the model as it comes first, so the first figure comes early
+                jobs.sort(key=lambda job: bool(engine_class(job.engine).prepares))
             for job in jobs:
                 job.cells = [(i, c) for i, c in job.cells if self._missing(i, repetition)]
             order.append([job for job in jobs if job.cells])
