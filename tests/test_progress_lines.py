@@ -43,3 +43,51 @@ def test_a_failed_cell_says_so_in_its_line(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.startswith("[1/1")]
     assert len(lines) == 1 and "fault fp32 latency titles b1: failed: " in lines[0], done.stderr
+
+
+def test_a_long_load_says_what_it_prepared_and_how_long_it_took():
+    import io
+
+    from rich.console import Console
+
+    from enginebench.cli.progress import cell_progress
+    from enginebench.plan import Cell
+
+    text = io.StringIO()
+    bar = cell_progress(Console(file=text, width=80))
+    cell = Cell("onnxruntime", "int8", "latency", "titles", 1, 1, 1)
+    with bar.progress:
+        bar.on_load(cell, None)
+        assert bar.progress.tasks[0].description.endswith(": loading (exports the model to ONNX, cached after "
+                                                          "the first time)")
+        bar.on_load(cell, 2.0)  # quick: no line
+        bar.on_load(cell, 42.4)
+    lines = [line for line in text.getvalue().splitlines() if line.strip()]  # the bar leaves a blank line
+    assert lines == ["  onnxruntime int8 loaded in 42 s (exports the model to ONNX; cached after the first time)"]
+
+
+def test_the_orchestrator_reports_each_load_with_its_time(titles, minilm):
+    from enginebench.launchers.local import Orchestrator
+    from enginebench.measure.timing import StoppingRule
+    from enginebench.plan import Cell, Plan
+    from test_orchestrator import _measurement
+
+    cells = [Cell("onnxruntime", "fp32", "latency", "titles", b, 1, 1) for b in (1, 2)]
+    orch = Orchestrator(Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {},
+                             timeout_s=60))
+
+    def child(job, timed_out):
+        yield ("start", 0)
+        yield ("loading", 0)
+        time.sleep(0.2)
+        yield ("loaded", 0)
+        yield ("result", 0, _measurement())
+        yield ("start", 1)
+        yield ("result", 1, _measurement())
+        yield ("done",)
+
+    orch._child_messages, orch._references = child, lambda: None
+    loads = []
+    orch.on_load = lambda cell, seconds: loads.append((cell.batch_size, seconds))
+    orch.run(lambda index, result: None)
+    assert [b for b, _ in loads] == [1, 1] and loads[0][1] is None and 0.2 <= loads[1][1] < 5

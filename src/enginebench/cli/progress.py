@@ -15,6 +15,9 @@ from enginebench.results.compare import metric_of
 from enginebench.scenarios.registry import settings_label
 
 
+LONG_LOAD_S = 5.0  # a load at least this long gets its own line
+
+
 def _clock(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
@@ -69,6 +72,20 @@ class CellProgress:
 
     def on_start(self, cell) -> None:
         self.progress.update(self.task, description=cell.label())
+        self.progress.refresh()
+
+    def on_load(self, cell, seconds: float | None) -> None:
+        """A load that prepares the model says what it does; one that took long says how long, once done."""
+        from enginebench.engines import engine_class
+
+        prepares = engine_class(cell.engine).prepares
+        if seconds is None:
+            self.progress.update(self.task, description=f"{cell.label()}: loading" + (
+                f" ({prepares}, cached after the first time)" if prepares else ""))
+        elif seconds >= LONG_LOAD_S:
+            what = f" ({prepares}; cached after the first time)" if prepares else ""
+            self.progress.console.print(f"  {cell.engine} {cell.precision} loaded in {seconds:.0f} s{what}",
+                                        markup=False, highlight=False, soft_wrap=True)
         self.progress.refresh()
 
     def on_result(self, index, result) -> None:

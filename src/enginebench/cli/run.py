@@ -126,6 +126,7 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.formats.json import to_json
 
     bar = cell_progress(err)
+    launcher.on_load = bar.on_load
     try:
         with bar.progress:
             bar.on_total(launcher.deliveries())

@@ -47,6 +47,8 @@ class Orchestrator:
         self.plan = plan
         self.on_start = on_start or (lambda cell: None)
         self.on_result = on_result or (lambda result: None)
+        #: on_load(cell, seconds): a cell's child starts loading its session (seconds None), then has loaded it
+        self.on_load: Callable[[Cell, float | None], None] = lambda cell, seconds: None
         self.ctx = mp.get_context("spawn")
         cpu_features.apply_kernel_caps()  # the measuring processes inherit them (Python API callers too)
         self.reference_error: str | None = None
@@ -336,7 +338,10 @@ class Orchestrator:
                     current.update(index=msg[1], since=time.monotonic(), loading=False)
                     self.on_start(pending[msg[1]])
                 elif kind in ("loading", "loaded"):
+                    took = time.monotonic() - current["since"] if kind == "loaded" else None
                     current.update(since=time.monotonic(), loading=kind == "loading")
+                    if msg[1] in pending:
+                        self.on_load(pending[msg[1]], took)
                 elif kind == "result":
                     pending.pop(msg[1])
                     record(msg[1], msg[2])
