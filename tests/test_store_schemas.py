@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from enginebench.cli import main
 from enginebench.launchers.faults import Failure
 from enginebench.launchers.local import Orchestrator
 from enginebench.launchers.records import CellHistory, history_of
@@ -21,6 +22,7 @@ from enginebench.plan import Cell, Plan
 from enginebench.results import build, store as store_module
 from enginebench.results.model import Result, Run
 from enginebench.results.store import ResultStore
+from enginebench.scenarios import registry
 from enginebench.scenarios.base import Measurement
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -57,6 +59,15 @@ def test_a_database_of_each_older_schema_shows_what_its_own_code_showed(version,
         for new, was in zip(now, old["results"]):
             assert {k: new[k] for k in was} == was  # every field the old code had, as it had it
             assert all(new[k] is None for k in set(new) - set(was) - {"repetitions"})
+
+
+@pytest.mark.parametrize("version", [2, 3, 4])
+def test_show_prints_the_cells_of_an_older_database_as_its_own_code_stored_them(version, tmp_path, capsys):
+    db, expected = _old_database(version, tmp_path)
+    for old in expected:
+        assert main(["show", old["run_id"], "--db", str(db), "--format", "json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert [_cell(r) for r in shown["results"]] == [_cell(r) for r in old["results"]]
 
 
 def test_the_schema_4_fixture_holds_serving_and_a_scenarios_own_settings(tmp_path):
@@ -164,6 +175,19 @@ def test_a_stored_result_is_derived_again_when_the_deriving_code_changes_and_rea
         cached = store.conn.execute("SELECT digest FROM derived").fetchall()
     assert back.latency_ms["median"] == pytest.approx(2 * launched[0].latency_ms["median"])
     assert cached == [("changed code",)]  # derived once more, kept for the next read
+
+
+def test_a_result_of_a_scenario_this_version_does_not_know_reads_back_as_the_version_that_stored_it_derived_it(
+        launched, tmp_path, monkeypatch):
+    db = _stored(tmp_path, list(launched))
+    monkeypatch.setattr(store_module, "derivation_digest", lambda: "older code")
+    monkeypatch.delitem(registry.REGISTRY, "latency")
+    registry.scenario_class.cache_clear()  # it would still know the scenario
+    try:
+        with ResultStore(db) as store:
+            assert store.load_run("run1").results == list(launched)
+    finally:
+        registry.scenario_class.cache_clear()
 
 
 def test_the_derivation_digest_follows_the_source_of_the_statistics(tmp_path):
