@@ -112,8 +112,8 @@ def test_every_scenario_of_the_schema_4_fixture_derives_its_stored_figures_again
 def _measurement(median_ns: float, seed: int, fidelity: dict | None = None) -> Measurement:
     samples = (median_ns * (1 + 0.02 * np.random.default_rng(seed).standard_normal(60))).astype(np.int64)
     return Measurement(worker_samples=[samples], items_per_call=2, tokens_per_item=12.0, load_s=0.25,
-                       peak_rss_mb=120.5, executed_precision="fp32", wall_s=0.5,
-                       details={"threads_used": 1, "notes": ["a note of the measuring process"]}, fidelity=fidelity)
+                       peak_rss_mb=120.5, executed_precision="fp32", wall_s=0.5, fidelity=fidelity,
+                       details={"threads_used": 1, "notes": ["a note of the measuring process"], "node": f"n{seed}"})
 
 
 @pytest.fixture
@@ -130,6 +130,7 @@ def launched(titles, minilm):
         failed={1: Failure("RuntimeError: boom")},
         attempts=[{"repetition": 1, "attempt": 1, "kind": "error", "error": "RuntimeError: boom"}]))
     killed = {"repetition": 0, "attempt": 1, "kind": "signal", "error": "killed"}
+    ok.details["node"] = "n2"  # as the Ray launcher sets it after build_result: the last repetition's node
     failed = orch._result(1, CellHistory(failed={0: Failure("killed", "signal")}, attempts=[killed]))
     return ok, failed
 

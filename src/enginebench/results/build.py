@@ -171,10 +171,12 @@ def stored_form(result: Result) -> dict | None:
     reps = result.repetitions
     if result.status != "ok" or not reps or not all("measurement" in rep for rep in reps):
         return None
-    measured = set(reps[0]["measurement"]["details"]) - set(_PER_PROCESS_DETAILS + _SERVING_DETAILS)
+    first = reps[0]["measurement"]["details"]  # merged into details by build_result: kept there only
+    details = {k: v for k, v in result.details.items() if k not in _DERIVED_DETAILS and not (
+        k in first and k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS and first[k] == v)}
     return {"kept": "measurements", **{k: getattr(result, k) for k in _IDENTITY},
             "status": "ok", "engine_version": result.engine_version, "engine_options": result.engine_options,
-            "details": {k: v for k, v in result.details.items() if k not in measured and k not in _DERIVED_DETAILS},
+            "details": details,
             "reference": bool((result.fidelity or {}).get("reference")), "load_s": result.load_s,
             "repetitions": reps}
 
@@ -191,6 +193,8 @@ def rebuilt(d: dict) -> Result:
                           engine_version=d["engine_version"], engine_options=d["engine_options"], details=details,
                           errors=failed_repetitions(details.get("attempts") or [], {r for r, _ in measured}))
     result.repetitions = d["repetitions"]  # with their measurement records: what a resume reads
+    # what a launcher set after build_result (Ray: the node of the last repetition) wins over the first's
+    result.details.update(d["details"])
     if d.get("reference") and result.fidelity:
         result.fidelity = {**result.fidelity, "reference": True}
     return result
