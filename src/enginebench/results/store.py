@@ -188,11 +188,12 @@ class ResultStore:
         return cursor.rowcount == 1
 
     def add_result(self, run_id: str, result: Result, cell: int | None = None, key: str | None = None) -> None:
-        """Store a result, committed at once. With `cell`, a result already stored for that cell of the run
+        """Store a result, committed at once; one with measurements is what build_result derived from them (as
+        a launcher gives it), cached as this code's derivation. With `cell`, a result already stored for that cell of the run
         (an earlier repetition's) is replaced, so the store always holds the newest figures. With `key` (a
         sweep's cell), the result stored under that key is replaced: one row per key, whatever the run."""
         raw = stored_form(result)
-        derived = None if raw is None else _derived_json(rebuilt(raw))  # before the write lock: ~0.1 s
+        derived = None if raw is None else _derived_json(result)  # what build_result derived from `raw`
         values = (result.engine, result.model, result.precision, result.scenario, result.workload,
                   result.batch_size, result.workers, result.status, *_row_figures(result, raw))
         with self.conn:  # one transaction: the row and its samples, or nothing
