@@ -18,6 +18,8 @@ def test_each_finished_cell_is_a_line_on_stderr_while_the_run_goes_on(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     try:
         first = proc.stderr.readline()
+        while first and not first.startswith("["):  # what it expects to take comes before
+            first = proc.stderr.readline()
         running = proc.poll() is None  # the first cell's line came while the others were still to measure
         out, rest = proc.communicate(timeout=300)
     finally:
@@ -34,6 +36,21 @@ def test_each_finished_cell_is_a_line_on_stderr_while_the_run_goes_on(tmp_path):
     assert found[0].group(2) and not found[2].group(2)  # the time left, until nothing is
     assert "(95% CI " in lines[0]
     assert "median latency" not in out
+
+
+def test_a_run_says_first_how_long_it_expects_to_take_from_the_stored_load_times(tmp_path):
+    cmd = [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "--workload", "titles", "--scenario",
+           "latency", "--batch-size", "1,2", "--duration", "0.5s", "--warmup", "0.1s", "--min-samples", "3",
+           "--repeat", "2", "-o", "fault.call_ms=1", "--db", str(tmp_path / "r.db")]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    lines = [done.stderr.splitlines()[0] for done in (first, again)]
+    # 4 measurements of 0.6 s, a load per child (one engine, two rounds) and the fidelity reference's
+    assert lines[0] == ("expected: about 32 s (4 measurements of 0.6 s, 3 model loads; never loaded with this "
+                        "database: fault, counted at 10 s each, though a first load may export, convert or compile "
+                        "the model for minutes (cached after))")
+    m = re.fullmatch(r"expected: about (\d+) s \(4 measurements of 0.6 s, 3 model loads\)", lines[1])
+    assert m and int(m.group(1)) < 15, lines[1]  # the fake engine loads at once: its stored time says so
 
 
 def test_a_failed_cell_says_so_in_its_line(tmp_path):

@@ -123,8 +123,12 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.api import execute
     from enginebench.cli.progress import cell_progress
     from enginebench.formats.console import render
+    from enginebench.results.store import ResultStore
+    from enginebench.sweep.estimate import expected_line
     from enginebench.formats.json import to_json
 
+    with ResultStore(args.db) as store:
+        err.print(expected_line(plan, launcher, store), style="dim", highlight=False, soft_wrap=True)
     bar = cell_progress(err)
     launcher.on_load = bar.on_load
     try:
