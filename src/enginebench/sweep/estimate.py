@@ -83,13 +83,17 @@ def expected_line(plan, launcher, store) -> str:
     """What a run expects to take, said before it starts."""
     est = Estimate()
     unknown = add_plan(est, plan, launcher, stored_load_times(store))
-    line = (f"expected: about {duration_text(est.total_s)} ({est.to_measure} measurements of "
-            f"{plan.rule.warmup_s + plan.rule.duration_s:g} s, {est.loads} model loads")
+    line = (f"expected: about {duration_text(est.total_s)} ({_count(est.to_measure, 'measurement')} of "
+            f"{plan.rule.warmup_s + plan.rule.duration_s:g} s, {_count(est.loads, 'model load')}")
     if unknown:
         line += (f"; never loaded with this database: {', '.join(sorted(unknown))}, counted at "
                  f"{DEFAULT_LOAD_S:g} s each, though a first load may export, convert or compile the model for "
                  "minutes (cached after)")
     return line + ")"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def duration_text(seconds: float) -> str:
