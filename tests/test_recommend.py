@@ -278,3 +278,35 @@ def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, sc
         opts = dataclasses.replace(opts, scenario_options={"concurrency": args["concurrency"]})
     plan, _ = plan_from_options(opts)
     assert plan.cells == [cell]
+
+
+def _launched(engine: str, median_ms: float, seed: int) -> Result:
+    """A result as the launcher stores it: each process's fidelity and measurement record kept."""
+    from enginebench.results.build import measurement_record
+
+    rng = np.random.default_rng(seed)
+    fidelity = {"metric": "min_cosine", "value": 1.0, "ok": True, "threshold": threshold_for("fp32")}
+    measured = [(rep, Measurement(worker_samples=[(median_ms * 1e6 * (1 + 0.01 * rng.standard_normal(60)))
+                                                  .astype(np.int64)], items_per_call=1, tokens_per_item=13.0,
+                                  load_s=1.0, peak_rss_mb=200.0, executed_precision="fp32", wall_s=1.0,
+                                  fidelity=fidelity)) for rep in range(3)]
+    r = build_result(Cell(engine, "fp32", "latency", "titles", 1, 1, 2), measured, model="minilm", seq_len=16,
+                     engine_version="1", engine_options={"threads": 2}, details={})
+    for rep, (_, m) in zip(r.repetitions, measured):
+        rep["measurement"] = measurement_record(m)
+    return r
+
+
+def test_five_runs_of_one_configuration_are_one_candidate_not_five_lottery_tickets():
+    # onnxruntime measured five times, at 10 ms and once luckily at 9.3 ms (within the spread runs show);
+    # openvino once at 9.7 ms: the lucky draw would win if each run were a candidate of its own
+    runs = [_run([_launched("onnxruntime", 9.3 if i == 4 else 10.0, seed=i)], run_id=f"ort-{i}",
+                 created=f"2026-11-2{i}T10:00:00+00:00") for i in range(5)]
+    runs.append(_run([_launched("openvino", 9.7, seed=9)], run_id="ov", created="2026-11-26T10:00:00+00:00"))
+    rec = recommend(runs, Constraints(model="minilm", objective="latency"))
+    assert (rec.best.engine, rec.run_id) == ("openvino", "ov")
+    ort = rec.runner_up.other
+    assert ort.engine == "onnxruntime" and len(ort.repetitions) == 15
+    # the geometric mean of all 15 processes' medians: 12 at 10 ms and 3 at 9.3 ms
+    assert ort.latency_ms["median"] == pytest.approx(np.exp((12 * np.log(10) + 3 * np.log(9.3)) / 15), rel=0.005)
+    assert any("pooled over all their processes (6 results, 2 configurations)" in n for n in rec.notes)

@@ -181,6 +181,19 @@ def stored_form(result: Result) -> dict | None:
             "repetitions": reps}
 
 
+def pooled(results: list[Result]) -> Result | None:
+    """One Result from the processes of several results of the same work (each measured in its own processes:
+    runs minutes or days apart), its figures derived from them all as if one run had measured them; None when
+    one of them keeps no measurement records (a result stored before schema 4)."""
+    forms = [stored_form(r) for r in results]
+    if any(f is None for f in forms):
+        return None
+    newest = forms[-1]
+    reps = [{**rep, "index": i} for i, rep in enumerate(rep for f in forms for rep in f["repetitions"])]
+    details = {k: v for k, v in newest["details"].items() if k != "attempts"}  # attempts name old indices
+    return rebuilt({**newest, "details": details, "repetitions": reps})
+
+
 def is_stored_form(d: dict) -> bool:
     return d.get("kept") == "measurements"
 

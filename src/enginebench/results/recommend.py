@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
+from enginebench.results.build import pooled
 from enginebench.results.identity import CellIdentity, cell_identity, work_difference, work_text
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, table_of
@@ -180,7 +181,7 @@ def recommend(runs: list[Run], constraints: Constraints) -> Recommendation:
     pairs = [(r, run) for run in runs for r in run.results]
     rec = Recommendation(None, None, None, None, {}, constraints=c, model=model, considered=len(pairs))
     decoder = any(table_of(r) == "decoders" for r, _ in pairs if r.model == model)
-    in_scope = _scope(pairs, c, model, _machine_key(newest), decoder, rec)
+    in_scope = _pool_same_work(_scope(pairs, c, model, _machine_key(newest), decoder, rec), rec)
     qualified = [(r, run) for r, run in in_scope if _disqualify(r, c, rec.excluded) is None]
     rec.qualified = len(qualified)
     kind = _figure_kind(c, decoder)
@@ -307,6 +308,31 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
         else:
             kept.append((r, run))
     return kept
+
+
+def _pool_same_work(pairs: list[tuple[Result, Run]], rec: Recommendation) -> list[tuple[Result, Run]]:
+    """One candidate per work: results of the same cell identity (several runs of one configuration) are pooled
+    into one result over all their processes, attributed to the newest run, so that five runs of a configuration
+    are not five chances to draw a lucky figure. Results that cannot be pooled (stored before schema 4) leave
+    the newest of their work to compete."""
+    groups: dict[str, list[tuple[Result, Run]]] = {}
+    for r, run in pairs:
+        groups.setdefault(cell_identity(r, run).text() + r.status, []).append((r, run))
+    out, merged = [], 0
+    for members in groups.values():
+        members.sort(key=lambda pair: pair[1].created_at)
+        if len(members) == 1 or members[0][0].status != "ok":  # a failed cell has nothing to pool
+            out.extend(members)
+            continue
+        together = pooled([r for r, _ in members])
+        out.append((together, members[-1][1]) if together is not None else members[-1])
+        merged += len(members) - 1
+    if merged:
+        n = len(out)
+        rec.notes.append(f"results of the same work in several runs are pooled over all their processes "
+                         f"({len(pairs)} results, {n} configuration{'s' * (n > 1)}): a configuration measured "
+                         "often does not get more chances to draw a lucky figure")
+    return out
 
 
 def _reference(same, workload: str) -> tuple[CellIdentity, Run]:
