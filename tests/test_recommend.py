@@ -310,3 +310,56 @@ def test_five_runs_of_one_configuration_are_one_candidate_not_five_lottery_ticke
     # the geometric mean of all 15 processes' medians: 12 at 10 ms and 3 at 9.3 ms
     assert ort.latency_ms["median"] == pytest.approx(np.exp((12 * np.log(10) + 3 * np.log(9.3)) / 15), rel=0.005)
     assert any("pooled over all their processes (6 results, 2 configurations)" in n for n in rec.notes)
+
+
+def test_the_ray_launchers_result_keeps_one_machine(titles, minilm):
+    from enginebench.launchers.ray import RayLauncher
+    from enginebench.launchers.records import CellHistory
+    from enginebench.measure.timing import StoppingRule
+    from enginebench.plan import Plan
+    from enginebench.results.build import measurement_from_record
+
+    r = _launched("onnxruntime", 10.0, seed=1)
+    measured = []
+    for rep, host in zip(r.repetitions, ("node-a", "node-b", "node-b")):
+        m = measurement_from_record(rep)
+        m.details["node"] = {"hostname": host, "ray_node_id": host}
+        measured.append((rep["index"], m))
+    plan = Plan(minilm, {"titles": titles}, [Cell("onnxruntime", "fp32", "latency", "titles", 1, 1, 2)],
+                StoppingRule(duration_s=0, min_samples=1), {}, timeout_s=60, repeat=3)
+    result = RayLauncher(plan)._result(0, CellHistory(measured))
+    assert [rep["index"] for rep in result.repetitions] == [1, 2] and result.details["processes"] == 2
+    assert [rep["index"] for rep in result.details["set_apart"]] == [0]
+    assert any("1 repetition measured on node-a" in n for n in result.details["notes"])
+
+
+def test_processes_of_two_machines_never_make_one_figure():
+    """A Ray job whose node was lost: repetitions 0 and 1 on node-a, 2 on node-b. The result is node-a's, with
+    node-b's repetition set apart; recommend then judges per measuring machine."""
+    from enginebench.launchers.ray import RayLauncher, one_machine
+    from enginebench.launchers.records import CellHistory
+    from enginebench.results.build import measurement_from_record
+
+    r = _launched("onnxruntime", 10.0, seed=1)
+    measured = []
+    for rep, host in zip(r.repetitions, ("node-a", "node-a", "node-b")):
+        m = measurement_from_record(rep)
+        m.details["node"] = {"hostname": host, "ray_node_id": host}
+        measured.append((rep["index"], m))
+    kept, apart = one_machine(CellHistory(measured))
+    assert [rr for rr, _ in kept.measured] == [0, 1]
+    assert [a["index"] for a in apart] == [2] and apart[0]["measurement"]["details"]["node"]["hostname"] == "node-b"
+    assert len(apart[0]["worker_samples"][0]) == 60  # nothing measured is lost
+    # a tie keeps the machine that measured first
+    kept, apart = one_machine(CellHistory(measured[1:]))
+    assert [rr for rr, _ in kept.measured] == [1] and [a["index"] for a in apart] == [2]
+    # recommend: results measured by two nodes of different machines compete per machine
+    fast, slow = _launched("openvino", 5.0, seed=2), _launched("onnxruntime", 10.0, seed=3)
+    fast.details["node"] = {"hostname": "big-node", "cpu": "Big CPU"}
+    slow.details["node"] = {"hostname": "box", "cpu": "Test CPU"}
+    also = _launched("torch", 12.0, seed=4)
+    also.details["node"] = {"hostname": "box", "cpu": "Test CPU"}
+    rec = recommend([_run([fast, slow, also])], Constraints(model="minilm", objective="latency"))
+    assert rec.best.engine == "onnxruntime" and "Test CPU" in rec.machine
+    assert rec.excluded.get("other machine") == 1
+    assert any("results measured on big-node are left out" in n for n in rec.notes)
