@@ -29,11 +29,12 @@ $(STAMP): $(BENCH_STAMP)
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/enginebench run --quick
 
+# every extra is installed here: a test that would skip for a module that does not import fails instead
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	ENGINEBENCH_REQUIRE_ALL=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not engine" $(PYTEST_ARGS)
+	ENGINEBENCH_REQUIRE_ALL=1 $(PY) -m pytest -m "not slow and not engine" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

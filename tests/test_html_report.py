@@ -118,7 +118,6 @@ def test_the_recommendation_is_shown_escaped(monkeypatch):
 
 
 def test_each_model_gets_the_real_recommenders_verdict():
-    pytest.importorskip("enginebench.results.recommend", reason="the recommender is not in this enginebench yet")
     page = html_report([encoder_run(), decoder_run()])
     section = page[page.index('id="recommendation"'):page.index('id="charts"')]
     # minilm's latency and throughput questions, smollm2-135m's tg16
@@ -170,7 +169,6 @@ def test_the_report_command_says_what_is_wrong_in_one_line(stored, tmp_path):
 
 
 def test_when_every_result_is_noisy_the_report_also_judges_them_with_their_warnings():
-    pytest.importorskip("enginebench.results.recommend", reason="the recommender is not in this enginebench yet")
     from dataclasses import replace
 
     run = encoder_run()

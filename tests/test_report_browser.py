@@ -11,7 +11,7 @@ import pytest
 from enginebench.formats.html import write_html_report
 from test_plots import HOSTILE, decoder_run, encoder_run
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+sync_api = pytest.importorskip("playwright.sync_api")  # pip install 'enginebench[test]'; `make test` has it
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome"))), None)
 
 
