@@ -353,6 +353,14 @@ def test_processes_of_two_machines_never_make_one_figure():
     # a tie keeps the machine that measured first
     kept, apart = one_machine(CellHistory(measured[1:]))
     assert [rr for rr, _ in kept.measured] == [1] and [a["index"] for a in apart] == [2]
+    # measured here (a sweep begun locally, no node) and on a node of this same machine: one machine
+    import socket
+
+    here = measurement_from_record(r.repetitions[0])
+    node_here = measurement_from_record(r.repetitions[1])
+    node_here.details["node"] = {"hostname": socket.gethostname()}
+    kept, apart = one_machine(CellHistory([(0, here), (1, node_here)]))
+    assert len(kept.measured) == 2 and apart == []
     # recommend: results measured by two nodes of different machines compete per machine
     fast, slow = _launched("openvino", 5.0, seed=2), _launched("onnxruntime", 10.0, seed=3)
     fast.details["node"] = {"hostname": "big-node", "cpu": "Big CPU"}

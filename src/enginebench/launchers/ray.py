@@ -215,8 +215,10 @@ class RayLauncher(Orchestrator):
         return result
 
 
-def _host(m: Measurement) -> str | None:
-    return (m.details.get("node") or {}).get("hostname")
+def _host(m: Measurement) -> str:
+    """The machine that measured `m`: its node's, or this one for a repetition measured here (a sweep begun
+    locally and finished on Ray)."""
+    return (m.details.get("node") or {}).get("hostname") or socket.gethostname()
 
 
 def one_machine(history: CellHistory) -> tuple[CellHistory, list[dict]]:
