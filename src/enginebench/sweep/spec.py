@@ -189,10 +189,12 @@ def _entries(checker: _Checker, spec: dict) -> list[tuple[tuple, dict]]:
 
 
 def _message_key(message: str, kinds) -> str | None:
-    """The option a planning error is about, from the flag or the noun it names."""
-    for name in sorted(kinds, key=len, reverse=True):
-        if re.search(rf"(?<![\w-])--{name.replace('_', '-')}\b", message):
-            return name
+    """The option a planning error is about: the first flag it names (`--qps is for …: add --scenario server`
+    is about --qps), else the noun it names."""
+    found = {name: m.start() for name in kinds
+             if (m := re.search(rf"(?<![\w-])--{name.replace('_', '-')}(?![\w-])", message))}
+    if found:
+        return min(found, key=found.get)
     nouns = {"engine": "engine", "precision": "precision", "workload": "workload", "scenario": "scenario",
              "model": "name", "decoder": "scenario"}
     for noun, key in nouns.items():
