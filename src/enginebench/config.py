@@ -17,8 +17,10 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from enginebench.engines import engine_class, known_engines
 from enginebench.errors import UsageError
 from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class, scenario_options
+from enginebench.workloads import WORKLOADS
 
 VERSION = 1  # of the stored JSON; from_dict refuses another
 
@@ -104,7 +106,6 @@ def comma_list(values) -> list[str] | None:
 
 def engine_options(raw: list[str]) -> dict[str, dict[str, str]]:
     """`ENGINE.KEY=VALUE` items -> {engine: {key: value}}, each checked against the engine's options."""
-    from enginebench.engines import engine_class
 
     options: dict[str, dict[str, str]] = {}
     for item in raw:
@@ -124,7 +125,6 @@ def option_text(value) -> str:
 
 
 def check_engine_options(options: dict[str, dict]) -> None:
-    from enginebench.engines import engine_class
 
     for engine, overrides in options.items():
         try:
@@ -371,8 +371,6 @@ def _duration(name: str, value, allow_zero: bool = False, default: float | None 
 
 def _names(g: dict) -> tuple[list[str] | None, ...]:
     """Engines, precisions, workloads and scenarios: each a name this enginebench knows."""
-    from enginebench.engines import engine_class
-    from enginebench.workloads import WORKLOADS
 
     engines = comma_list(g.get("engine")) or None
     for name in engines or []:
@@ -396,7 +394,6 @@ def _names(g: dict) -> tuple[list[str] | None, ...]:
 
 def known_precisions() -> list[str]:
     """Every precision some engine offers (installed or not), in first-seen order."""
-    from enginebench.engines import engine_class, known_engines
 
     known: list[str] = []
     for name in known_engines():

@@ -9,10 +9,17 @@ import sys
 from dataclasses import replace
 
 from enginebench.config import RunConfig
+from enginebench.engines import engine_class, installed_engines, require_engine
 from enginebench.errors import UsageError
+from enginebench.measure.timing import StoppingRule
+from enginebench.models import resolve_model
 from enginebench.models.cut import CUT_REFERENCE_ENGINE, cut_model_spec
+from enginebench.models.decoder_folder import decoder_from_config_file
+from enginebench.plan import Plan, Serving, make_cells, make_decoder_server_cells
 from enginebench.scenarios.base import Grid
 from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class
+from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
+from enginebench.workloads.prompts import build_prompt_sets, decoder_tests, request_shapes
 
 # `run`'s defaults for the options below; `run --quick` (every installed engine, both workloads, both
 # scenarios, short cells: the whole suite in about four minutes on 2 cores) has its own.
@@ -27,11 +34,6 @@ def plan_from_config(config: RunConfig):
     """The Plan of a checked configuration (raises UsageError for what the model or the machine refuse).
 
     The cheap checks come first: resolving the model may convert or write gigabytes."""
-    from enginebench.engines import engine_class, installed_engines, require_engine
-    from enginebench.measure.timing import StoppingRule
-    from enginebench.plan import Plan, make_cells
-    from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
-
     defaults = QUICK if config.quick else FULL
 
     def given(name):
@@ -47,7 +49,8 @@ def plan_from_config(config: RunConfig):
     threads = {"latency": config.threads or [], "throughput": config.threads_per_worker or []}
     rule = StoppingRule(duration_s=given("duration_s"), min_samples=given("min_samples"),
                         warmup_s=given("warmup_s"))
-    common = dict(rule=rule, engine_options=config.engine_options, repeat=given("repeat"),
+    common = dict(rule=rule, engine_options={e: dict(kv) for e, kv in config.engine_options.items()},
+                  repeat=given("repeat"),
                   timeout_s=config.timeout_s, load_timeout_s=config.load_timeout_s,
                   order_seed=config.seed,  # --seed also seeds each repetition's shuffle of the cells' order
                   retries=config.retries, max_memory_mb=config.max_memory_mb)
@@ -93,8 +96,6 @@ def scenario_settings(config: RunConfig, scenarios: list[str]) -> dict[str, list
 def _serving(config: RunConfig, scenarios: list[str]):
     """plan.Serving for the server and offline scenarios (None when neither is asked for): LoadGen must be
     importable."""
-    from enginebench.plan import Serving
-
     asked = [s for s in scenarios if scenario_class(s).takes_serving]
     if not asked:
         return None
@@ -130,11 +131,7 @@ def _with_slo(config: RunConfig, serving, model):
 
 
 def _resolve_run_model(config: RunConfig):
-    from enginebench.models import resolve_model
-
     if config.llm_config:
-        from enginebench.models.decoder_folder import decoder_from_config_file
-
         return decoder_from_config_file(config.llm_config)
     return resolve_model(config.model or "minilm")
 
@@ -156,10 +153,6 @@ def _decoder_plan(config: RunConfig, model, engines, precisions, threads, cores,
     """The plan for a decoder: scenario generate, one cell per engine x precision x batch x test; the tests
     that do not fit the model's positions become skipped cells with the reason. Scenario server: one cell per
     engine x precision x workers x request shape (--prompt-len x --gen-len)."""
-    from enginebench.plan import Plan, make_cells, make_decoder_server_cells
-    from enginebench.workloads import DEFAULT_CORPUS
-    from enginebench.workloads.prompts import build_prompt_sets, decoder_tests, request_shapes
-
     scenarios = config.scenarios or default_scenarios("decoder")
     _check_kinds(scenarios, model)
     if config.workloads or config.seq_len:
