@@ -178,7 +178,12 @@ def test_a_run_stored_with_only_its_argv_still_resumes(tmp_path, monkeypatch, ca
     _store_config(db, run, {k: v for k, v in run.config.items() if k != "run_config"})  # as runs were stored
     read = []
     from_argv = RunConfig.from_argv.__func__
-    monkeypatch.setattr(RunConfig, "from_argv", classmethod(lambda cls, argv: read.append(argv) or from_argv(cls, argv)))
+
+    def reading(cls, argv):
+        read.append(argv)
+        return from_argv(cls, argv)
+
+    monkeypatch.setattr(RunConfig, "from_argv", classmethod(reading))
     assert main(["run", "--resume", run.run_id, "--db", db, "--retry-failed", "--json"]) == 0
     assert read == [run.config["argv"]]
     assert [r["status"] for r in json.loads(capsys.readouterr().out)["results"]] == ["ok", "ok"]

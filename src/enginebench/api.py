@@ -13,6 +13,7 @@ string where the command takes a list, durations as numbers of seconds or with u
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -57,13 +58,6 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
 
     store = ResultStore(db if db is not None else ":memory:")
     orchestrator = launcher or (resuming.launcher() if resuming else Orchestrator(plan))
-    if plan.model.kind == "decoder" and orchestrator.where == "local":  # another machine's speed is not known here
-        import socket
-
-        speed = store.machine_speed(socket.gethostname())
-        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
-    if on_start:
-        orchestrator.on_start = on_start
     if resuming:  # the same run, its stored results kept; only what is missing arrives
         run, by_cell = resuming.run, dict(resuming.stored)
     else:
@@ -77,12 +71,12 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
         store.add_run(run)
         by_cell = {}
 
-    def emit(index, result):
-        store.add_result(run.run_id, result, cell=index)  # committed before anything else can go wrong
+    def arrived(index, result):
         by_cell[index] = result
         if on_result:
             on_result(index, result)
 
+    emit = start_run(store, plan, orchestrator, run.run_id, on_start=on_start, on_result=arrived)
     try:
         orchestrator.run(emit)
     except KeyboardInterrupt as e:
@@ -93,6 +87,26 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
         run.results = [by_cell[i] for i in sorted(by_cell)]
         store.close()
     return run
+
+
+def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = None, on_start=None,
+              on_result=None):
+    """Ready `launcher` to measure `plan` into the stored run `run_id` (every run, a sweep's parts too, is
+    measured through here): a decoder's plan gets this machine's stored speed for its roofline, `on_start` sees
+    each cell, and the emit returned stores each result the moment it arrives (under its sweep key when `keys`
+    are given), then tells `on_result`."""
+    if plan.model.kind == "decoder" and launcher.where == "local":  # another machine's speed is not known here
+        speed = store.machine_speed(socket.gethostname())
+        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
+    if on_start:
+        launcher.on_start = on_start
+
+    def emit(index, result):
+        store.add_result(run_id, result, cell=index, key=keys[index] if keys else None)  # committed at once
+        if on_result:
+            on_result(index, result)
+
+    return emit
 
 
 def run_record(plan, launcher, *, config: RunConfig | None, argv: list[str] | None = None) -> dict:
@@ -310,4 +324,4 @@ def command_line(run: Run) -> str:
 
 
 __all__ = ["run", "resume", "load", "compare", "recommend", "execute", "resumption", "Resumption", "new_run_id",
-           "command_line", "run_record", "stored_config", "DEFAULT_DB"]
+           "command_line", "run_record", "start_run", "stored_config", "DEFAULT_DB"]

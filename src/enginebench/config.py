@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 from enginebench.engines import engine_class, known_engines
 from enginebench.errors import UsageError
-from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class, scenario_options
+from enginebench.scenarios.registry import (default_scenarios, runnable_scenarios, scenario_class,
+                                             scenario_option_values, scenario_options)
 from enginebench.workloads import WORKLOADS
 
 VERSION = 1  # of the stored JSON; from_dict refuses another
@@ -189,8 +190,7 @@ class RunConfig:
     def from_cli(cls, args) -> RunConfig:
         """From `enginebench run`'s parsed arguments (an argparse namespace; other commands' keys ignored)."""
         given = {o.name: getattr(args, o.name, None) for o in OPTIONS}
-        given |= {name: getattr(args, name) for name in scenario_options() if getattr(args, name, None) is not None}
-        return parse(given)
+        return parse(given | scenario_option_values(args))
 
     @classmethod
     def from_argv(cls, argv: list[str]) -> RunConfig:

@@ -33,20 +33,23 @@ def add_parsers(sub) -> None:
     run.add_argument("--llm-config", metavar="FILE", help="decoders: a JSON file of Llama config fields; "
                      "benchmarks a Llama of that shape with random weights (instead of --model)")
     run.add_argument("--corpus", help="corpus file: .txt (a document per line), .jsonl (field text), .parquet (column text) [Python's docs]")
-    run.add_argument("--seed", default=DEFAULTS["seed"], help="seeds the workload sampling and the order of cells per repetition [0]")
+    run.add_argument("--seed", default=DEFAULTS["seed"],
+                     help="seeds the workload sampling and the order of cells per repetition [0]")
     run.add_argument("--quick", action="store_true", help="the quick suite: batch 1, cells of 1s and 5 calls after "
                      "0.3s warm-up, 1 process per cell; options given still apply")
     run.add_argument("--duration", help="time to measure each cell, at least: 10s, 500ms, 2m, 1.5h [10s; --quick: 1s]")
     run.add_argument("--min-samples", help="calls to measure each cell, at least [10; --quick: 5]")
     run.add_argument("--warmup", help="warm-up time per cell, not counted [1s; --quick: 0.3s]")
     run.add_argument("--repeat", help="independent processes that measure each cell [3; --quick: 1]")
-    run.add_argument("--timeout", default=DEFAULTS["timeout"], help="time before a cell's measurement is abandoned as hung [10m]")
-    run.add_argument("--load-timeout", default=DEFAULTS["load_timeout"], help="time a model's load (conversion, compilation) may take [30m]")
+    run.add_argument("--timeout", default=DEFAULTS["timeout"],
+                     help="time before a cell's measurement is abandoned as hung [10m]")
+    run.add_argument("--load-timeout", default=DEFAULTS["load_timeout"],
+                     help="time a model's load (conversion, compilation) may take [30m]")
     run.add_argument("--max-memory", metavar="SIZE", help="end a cell's process (with its workers) holding more "
                      "resident memory than this, recorded as failed: 500MB, 4GB [no limit]")
-    run.add_argument("--retries", default=DEFAULTS["retries"], help="further attempts for a failed cell (crash, timeout, memory), "
-                     "each in a fresh process and recorded [0]")
-    run.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE",
+    run.add_argument("--retries", default=DEFAULTS["retries"], help="further attempts for a failed cell (crash, "
+                     "timeout, memory), each in a fresh process and recorded [0]")
+    run.add_argument("--option", "-o", action="append", default=DEFAULTS["option"], metavar="ENGINE.KEY=VALUE",
                      help="engine option, e.g. onnxruntime.graph_optimization=basic (see `enginebench engines`)")
     run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
     run.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "

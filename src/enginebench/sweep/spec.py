@@ -295,7 +295,8 @@ def _expand(checker: _Checker, where: tuple, name: str | None, given: dict, orig
         plan = replace(base, cells=plain, skips=plain_skips,
                        engine_options={e: kv for e, kv in base.engine_options.items() if e not in varied})
         kept = {e: kv for e, kv in fixed.items() if kv and e not in varied}
-        engines = list(dict.fromkeys(c.engine for c in plain + [c for c, _ in plain_skips])) if varied else config.engines
+        engines = (list(dict.fromkeys(c.engine for c in plain + [c for c, _ in plain_skips])) if varied
+                   else config.engines)
         parts.append(_part(identity, kept, name or base.model.name, plan,
                            replace(config, engines=engines, engine_options=_texts(kept))))
     engines_run = {c.engine for c in base.cells} | {c.engine for c, _ in base.skips}
