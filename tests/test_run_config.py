@@ -236,3 +236,28 @@ def test_bad_engine_options_and_serving_combinations_are_refused_by_the_config()
                            ({"model": "minilm", "llm_config": "x.json"}, "not both")):
         with pytest.raises(UsageError, match=says):
             RunConfig.from_keywords(**keywords)
+
+
+# -- one way results are stored ------------------------------------------------------------------------------------
+
+def test_start_run_gives_a_decoders_plan_this_machines_speed_and_sees_each_cell(tmp_path):
+    import socket
+    from types import SimpleNamespace
+
+    from enginebench.api import start_run
+    from enginebench.results.store import ResultStore
+
+    speed = {"measured_at": "2026-12-01T00:00:00+00:00", "bandwidth_gbs": 20.0, "gemm_gflops": 300.0}
+    with ResultStore(str(tmp_path / "m.db")) as store:
+        store.add_machine_speed({**speed, "hostname": "elsewhere", "bandwidth_gbs": 1.0})
+        store.add_machine_speed({**speed, "hostname": socket.gethostname()})
+        plans = {kind: SimpleNamespace(model=SimpleNamespace(kind=kind), machine_speed=None)
+                 for kind in ("decoder", "encoder")}
+        for kind, plan in plans.items():
+            launcher = SimpleNamespace(where="local", on_start=None)
+            start_run(store, plan, launcher, "r", on_start=print)
+            assert launcher.on_start is print
+        remote = SimpleNamespace(model=SimpleNamespace(kind="decoder"), machine_speed=None)
+        start_run(store, remote, SimpleNamespace(where="ray", on_start=None), "r")
+    assert plans["decoder"].machine_speed == speed  # this host's, not another's
+    assert plans["encoder"].machine_speed is None and remote.machine_speed is None  # a Ray node's is not known here
