@@ -31,10 +31,7 @@ def run(model: str | None = None, *, db: str | None = DEFAULT_DB, on_start=None,
     `on_start(cell)` and `on_result(index, result)` see progress; every result is stored as it arrives."""
     from enginebench.planning import plan_from_config
 
-    try:
-        config = RunConfig.from_keywords(model, **options)
-    except UsageError as e:
-        raise UsageError(f"eb.run() got an {e}" if str(e).startswith("unknown option") else str(e)) from None
+    config = RunConfig.from_keywords(model, **options)
     return execute(plan_from_config(config), db=db, config=config, on_start=on_start, on_result=on_result)
 
 
