@@ -107,7 +107,6 @@ def comma_list(values) -> list[str] | None:
 
 def engine_options(raw: list[str]) -> dict[str, dict[str, str]]:
     """`ENGINE.KEY=VALUE` items -> {engine: {key: value}}, each checked against the engine's options."""
-
     options: dict[str, dict[str, str]] = {}
     for item in raw:
         key, eq, value = item.partition("=")
@@ -121,12 +120,12 @@ def engine_options(raw: list[str]) -> dict[str, dict[str, str]]:
 
 
 def option_text(value) -> str:
-    """An engine option's value as its engine reads it: true/false as a sweep file and the command line write them."""
+    """An engine option's value as its engine reads it: true/false as sweep files and the command line write
+    them."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def check_engine_options(options: dict[str, dict]) -> None:
-
     for engine, overrides in options.items():
         try:
             engine_class(engine).make_options(1, {k: option_text(v) for k, v in overrides.items()})
@@ -371,7 +370,6 @@ def _duration(name: str, value, allow_zero: bool = False, default: float | None 
 
 def _names(g: dict) -> tuple[list[str] | None, ...]:
     """Engines, precisions, workloads and scenarios: each a name this enginebench knows."""
-
     engines = comma_list(g.get("engine")) or None
     for name in engines or []:
         engine_class(name)  # unknown -> UsageError naming the known ones; installed or not is the plan's to say
@@ -394,7 +392,6 @@ def _names(g: dict) -> tuple[list[str] | None, ...]:
 
 def known_precisions() -> list[str]:
     """Every precision some engine offers (installed or not), in first-seen order."""
-
     known: list[str] = []
     for name in known_engines():
         try:
