@@ -151,7 +151,8 @@ def test_bad_constraints_are_usage_errors(bad, message):
 
 def test_the_command_reproduces_the_configuration(mixed):
     from enginebench.cli import build_parser
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
 
     throughput = _result("onnxruntime", 12.0, scenario="throughput", workers=2, threads=1,
                          options={"graph_optimization": "basic", "inter_op_threads": 1})
@@ -159,8 +160,7 @@ def test_the_command_reproduces_the_configuration(mixed):
         argv = shlex.split(reproduce_command(result, mixed))
         assert argv[:2] == ["enginebench", "run"]
         args = build_parser().parse_args(argv[1:])
-        plan, _ = plan_from_options(RunOptions(**{k: v for k, v in vars(args).items()
-                                                  if k in RunOptions.__dataclass_fields__}))
+        plan = plan_from_config(RunConfig.from_cli(args))
         assert plan.cells == [Cell(result.engine, result.precision, result.scenario, result.workload,
                                    result.batch_size, result.workers, result.threads)]
         assert plan.engine_options == {"onnxruntime": {"graph_optimization": "basic"}}  # defaults left out
@@ -260,7 +260,8 @@ def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, sc
     target, the clients; an offline pick once lost --max-batch and wrote --threads for its workers."""
     from enginebench.cli import build_parser
     from enginebench.plan import Serving
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
     from enginebench.scenarios.concurrency import Clients
 
     serving = {"offline": Serving(max_batch=4), "server": Serving(qps=50.0, slo_p99_ms=20.0, max_batch=2,
@@ -272,11 +273,7 @@ def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, sc
                                  scenario=scenario, serving={"kind": "encoder", "settings": serving.to_dict()} if serving else None,
                                  settings=settings.to_dict() if settings else None)
     argv = shlex.split(reproduce_command(result, mixed))
-    args = vars(build_parser().parse_args(argv[1:]))
-    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
-    if scenario == "concurrency":
-        opts = dataclasses.replace(opts, scenario_options={"concurrency": args["concurrency"]})
-    plan, _ = plan_from_options(opts)
+    plan = plan_from_config(RunConfig.from_cli(build_parser().parse_args(argv[1:])))
     assert plan.cells == [cell]
 
 

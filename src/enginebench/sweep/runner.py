@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from enginebench.api import run_record, start_run
 from enginebench.errors import UsageError
 from enginebench.launchers.local import Orchestrator
 from enginebench.launchers.records import history_of
@@ -232,25 +233,18 @@ def _start_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dic
     now = datetime.now(timezone.utc)
     store.add_run_once(Run(
         run_id=state.run_id, created_at=now.isoformat(timespec="seconds"), machine=machine,
-        config={"argv": ["run", *part.argv], "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(),
-                "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": part.quick,
-                "engine_options": plan.engine_options,
-                "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
-                "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": launcher.cell_order(),
-                "retries": plan.retries, "max_memory_mb": plan.max_memory_mb, "launcher": launcher.where,
+        config={**run_record(plan, launcher, config=part.config), "retries": plan.retries,
+                "max_memory_mb": plan.max_memory_mb,
                 "sweep": {"id": sweep.sweep_id, "file": sweep.file, "part": part.key, "label": part.label}}))
-    if on_start:
-        launcher.on_start = on_start
     cells = len(plan.cells)
 
-    def emit(index, result):
-        store.add_result(state.run_id, result, cell=index, key=state.keys[index])
+    def arrived(index, result):
         if index < cells and result.status != "skipped":
             report.measured_now += 1
         if on_result:
             on_result(index, result)
 
-    return emit
+    return start_run(store, plan, launcher, state.run_id, keys=state.keys, on_start=on_start, on_result=arrived)
 
 
 def resume_command(file: str, db: str, extra: list[str] = ()) -> str:
