@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 from enginebench.launchers.local import Orchestrator
-from enginebench.planning import RunOptions, plan_from_options
+from enginebench.config import RunConfig
+from enginebench.planning import plan_from_config
 from fault_engines import PLUGINS
 
 HEAVY_STORE_S = 1.0  # a result that takes the parent this long to build and store (a big run, a slow disk)
@@ -15,9 +16,9 @@ HEAVY_STORE_S = 1.0  # a result that takes the parent this long to build and sto
 
 def test_no_cell_is_measured_while_the_parent_stores_a_result(monkeypatch):
     monkeypatch.setenv("ENGINEBENCH_ENGINES", PLUGINS)
-    plan, _ = plan_from_options(RunOptions(engine=["fault"], workload=["titles"], scenario=["latency"],
-                                           batch_size=["1,2,4"], duration="0.3s", warmup="0.05s", min_samples="3",
-                                           repeat="1", option=["fault.call_ms=1"]))
+    plan = plan_from_config(RunConfig.from_keywords(engine="fault", workload="titles", scenario="latency",
+                                                    batch_size=[1, 2, 4], duration=0.3, warmup=0.05, min_samples=3,
+                                                    repeat=1, option={"fault": {"call_ms": 1}}))
     storing, results = [], []
 
     def emit(index, result):
