@@ -106,11 +106,12 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
 
     store = ResultStore(db if db is not None else ":memory:")
     orchestrator = launcher or (resuming.launcher() if resuming else Orchestrator(plan))
-    if plan.model.kind == "decoder" and orchestrator.where == "local":  # another machine's speed is not known here
+    if orchestrator.where == "local":  # another machine's speed is not known here
         import socket
 
-        speed = store.machine_speed(socket.gethostname())
-        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
+        from enginebench.measure.peak import run_speed
+
+        plan.machine_speed = run_speed(store.machine_speed(socket.gethostname()))
     if on_start:
         orchestrator.on_start = on_start
     if resuming:  # the same run, its stored results kept; only what is missing arrives

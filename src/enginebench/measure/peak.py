@@ -163,6 +163,23 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
                      **{p: gemm_source(r) for p, r in details.get("gemm_by_precision", {}).items()}})
 
 
+def run_speed(speed: dict | None) -> dict | None:
+    """What a run's results carry of a stored `enginebench machine` row (details.machine_speed): the decode
+    roofline's bandwidth, and the GEMM ceilings per precision (with which were emulated) that the encoders'
+    compute roofline divides by, only when measured under this process's CPU features."""
+    if not speed:
+        return None
+    out = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")}
+    details = speed.get("details") or {}
+    if details.get("cpu_features", {}).get("narrowed_to") != current_cpu().narrowed_to:
+        out["gemm_unknown"] = "measured under other CPU features (ENGINEBENCH_CPU_FEATURES)"
+        return out
+    out["gemm_gflops_by_precision"] = {"fp32": speed["gemm_gflops"], **details.get("gemm_gflops_by_precision", {})}
+    out["gemm_emulated"] = {p: r.get("note", "") for p, r in details.get("gemm_by_precision", {}).items()
+                            if "gflops" in r and not r.get("native", True)}
+    return out
+
+
 def gemm_source(figure: dict) -> str:
     """How one precision's GEMM ceiling was measured, in a few words (roofline.best_gemm's record): the library
     that gave it, its threads, emulated or not, and the others' figures when several were timed."""
@@ -201,5 +218,5 @@ def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: s
 
 
 __all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "stored_ceilings",
-           "measure_ceilings",
+           "measure_ceilings", "run_speed",
            "machine_ceilings", "roofline_bound"]
