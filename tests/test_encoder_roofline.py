@@ -181,3 +181,31 @@ def test_a_run_carries_ceilings_only_when_measured_under_its_cpu_features(cpu_fe
         assert speed["gemm_gflops_by_precision"] == {"fp32": 200.0, "int8": 300.0}
         assert speed["gemm_emulated"] == {"int8": "emulated"}
     assert speed["bandwidth_gbs"] == 20.0
+
+
+def test_recommend_says_the_picks_share_of_the_roofline_of_its_main_precision():
+    from enginebench.results.build import build_result
+    from enginebench.results.model import Run
+    from enginebench.results.recommend import Constraints, recommend
+
+    def result(precision, call_s, quantization=None, speed=_speed()):
+        measured = [(r, _measurement(call_s * (1 + 0.001 * r), 32, precision, quantization)) for r in range(3)]
+        cell = Cell("onnxruntime", precision, "throughput", "corpus", 32, 1, 2)
+        out = build_result(cell, measured, model="minilm", seq_len=SEQ, engine_version="1",
+                           engine_options={"threads": 2}, details=_details(speed))
+        out.fidelity = {"metric": "min_cosine", "value": 0.999, "ok": True, "threshold": 0.99}
+        out.verdict = {"ok": True, "reasons": []}
+        return out
+
+    int8 = result("int8", 0.5, {"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 1.0})
+    run = Run("r", "2026-12-03T00:00:00+00:00", {"hostname": "h", "cpu": "c"}, {"argv": []},
+              [result("fp32", 0.9), int8])
+    rec = recommend([run], Constraints(objective="throughput", min_fidelity=0.99))
+    assert rec.best is int8
+    text = "\n".join(rec.lines())
+    assert f", {int8.roofline['pct_of_roofline']:.0f}% of this machine's int8 roofline" in text
+    assert rec.to_dict()["roofline"]["pct_of_roofline"] == pytest.approx(int8.roofline["pct_of_roofline"])
+    unknown = result("int8", 0.5, {"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 1.0}, None)
+    rec = recommend([Run("r", "2026-12-03T00:00:00+00:00", {"hostname": "h", "cpu": "c"}, {"argv": []}, [unknown])],
+                    Constraints(objective="throughput", min_fidelity=0.99))
+    assert rec.best is unknown and not any("roofline" in line for line in rec.lines())
