@@ -209,3 +209,25 @@ def test_recommend_says_the_picks_share_of_the_roofline_of_its_main_precision():
     rec = recommend([Run("r", "2026-12-03T00:00:00+00:00", {"hostname": "h", "cpu": "c"}, {"argv": []}, [unknown])],
                     Constraints(objective="throughput", min_fidelity=0.99))
     assert rec.best is unknown and not any("roofline" in line for line in rec.lines())
+
+
+def test_the_fidelity_against_speed_chart_draws_the_roofline_as_a_vertical_line():
+    from enginebench.formats.charts import fidelity_vs_speed
+    from enginebench.results.build import build_result
+
+    def result(precision, call_s, speed):
+        cell = Cell("onnxruntime", precision, "latency", "corpus", 32, 1, 2)
+        out = build_result(cell, [(0, _measurement(call_s, 32, precision))], model="minilm", seq_len=SEQ,
+                           engine_version="1", engine_options={}, details=_details(speed))
+        out.fidelity = {"metric": "min_cosine", "value": 0.9999, "ok": True, "threshold": 0.999}
+        return out
+
+    def vertical(chart) -> list[float]:
+        return [line.get_xdata()[0] for line in chart.figure.axes[0].get_lines()
+                if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2]
+
+    known = [result("fp32", 1.0, _speed()), result("fp32", 0.8, _speed())]
+    assert vertical(fidelity_vs_speed([("r", r) for r in known], decoder=False)) == pytest.approx(
+        [known[0].roofline["roofline_items_per_s"]])
+    unknown = [result("fp32", 1.0, None), result("fp32", 0.8, None)]
+    assert vertical(fidelity_vs_speed([("r", r) for r in unknown], decoder=False)) == []
