@@ -231,3 +231,31 @@ def test_the_fidelity_against_speed_chart_draws_the_roofline_as_a_vertical_line(
         [known[0].roofline["roofline_items_per_s"]])
     unknown = [result("fp32", 1.0, None), result("fp32", 0.8, None)]
     assert vertical(fidelity_vs_speed([("r", r) for r in unknown], decoder=False)) == []
+
+
+def test_machine_stops_timing_a_clearly_slower_gemm_at_the_larger_size(monkeypatch):
+    from enginebench.measure import roofline
+    from enginebench.measure.peak import gemm_source
+
+    calls: list[tuple[str, int]] = []
+
+    def library(name: str, gflops: float):
+        def measure(n: int, runs: int) -> dict:
+            calls.append((name, n))
+            return {"gflops": gflops, "n": n, "runs_s": [0.1], "library": f"{name} 1", "threads": 2}
+        return measure
+
+    monkeypatch.setitem(roofline.GEMM_LIBRARIES, "int8", (("slow", library("slow", 2.0)),
+                                                         ("fast", library("fast", 356.0))))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    tried = roofline.time_gemms("int8", (1024, 2048), runs=3)
+    assert calls == [("slow", 1024), ("fast", 1024), ("fast", 2048)]
+    assert tried[0]["stopped"] and set(tried[0]["by_n"]) == {1024} and "stopped" not in tried[1]
+    assert "slow timed at n=1024 only" in gemm_source(roofline.best_gemm("int8", tried, {"avx2"}))
+    calls.clear()  # within 4x of the best, or of the fp32 floor: timed at every size
+    monkeypatch.setitem(roofline.GEMM_LIBRARIES, "bf16", (("bf16", library("bf16", 60.0)),))
+    roofline.time_gemms("bf16", (1024, 2048), runs=3, floor_gflops=189.0)
+    assert calls == [("bf16", 1024), ("bf16", 2048)]
+    calls.clear()
+    roofline.time_gemms("bf16", (1024, 2048), runs=3, floor_gflops=1000.0)
+    assert calls == [("bf16", 1024)]

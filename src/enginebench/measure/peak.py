@@ -186,10 +186,12 @@ def gemm_source(figure: dict) -> str:
     if "skipped" in figure:
         return f"not measured: {figure['skipped']}"
     others = [t for t in figure.get("tried", ()) if "gflops" in t]
+    stopped = [t for t in figure.get("tried", ()) if t.get("stopped")]
     return ", ".join(x for x in (
         figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads") else "", figure.get("note"),
         "fastest of " + ", ".join(f"{t['library'].split()[0]} {t['gflops']:.0f}" for t in others)
-        if len(others) > 1 else "") if x)
+        if len(others) > 1 else "",
+        "; ".join(f"{t['library'].split()[0]} timed at n={t['n']} only (clearly slower)" for t in stopped)) if x)
 
 
 def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3,
@@ -200,7 +202,8 @@ def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: in
 
     bw = memory_bandwidth(triad_elements, runs)
     mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
-    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"])
+    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"],
+                                fp32_gflops=mm["gemm_gflops"])
     return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
                     f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
                     "`enginebench machine` stores a longer measurement)", bw["threads"],
