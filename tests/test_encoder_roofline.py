@@ -259,3 +259,21 @@ def test_machine_stops_timing_a_clearly_slower_gemm_at_the_larger_size(monkeypat
     calls.clear()
     roofline.time_gemms("bf16", (1024, 2048), runs=3, floor_gflops=1000.0)
     assert calls == [("bf16", 1024)]
+
+
+def test_the_frame_has_the_share_and_its_interval_and_nan_without_ceilings():
+    from enginebench.results.build import build_result
+    from enginebench.results.frame import to_frame
+    from enginebench.results.model import Run
+
+    def result(speed):
+        cell = Cell("x", "fp32", "latency", "corpus", 32, 1, 1)
+        return build_result(cell, [(0, _measurement(1.0, 32))], model="minilm", seq_len=SEQ, engine_version=None,
+                            engine_options={}, details=_details(speed))
+
+    known, unknown = result(_speed()), result(None)
+    frame = to_frame(Run("r", "2026-12-03T00:00:00+00:00", {}, {}, [known, unknown]))
+    assert frame["pct_of_roofline"][0] == pytest.approx(known.roofline["pct_of_roofline"])
+    assert [frame["pct_of_roofline_ci95_lo"][0], frame["pct_of_roofline_ci95_hi"][0]] == pytest.approx(
+        known.roofline["ci95"])
+    assert np.isnan(frame["pct_of_roofline"][1])
