@@ -87,8 +87,7 @@ def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | No
         ceiling = ceiling_of(speed, p["precision"])
         out["parts"].append({**p, "ceiling_gflops": ceiling, "share_of_flops": p["flops"] / total if total else None})
         if not ceiling:
-            out["unknown"] = NO_CEILINGS if not ceiling_of(speed, "fp32") else (
-                f"no {p['precision']} GEMM ceiling stored for this machine: run `enginebench machine` again")
+            out["unknown"] = _missing_ceiling(speed, p["precision"])
             continue
         seconds += p["flops"] / (ceiling * 1e9)
     if out["unknown"] or seconds <= 0:
@@ -101,6 +100,15 @@ def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | No
                emulated=[p for p, note in ((speed or {}).get("gemm_emulated") or {}).items()
                          if any(x["precision"] == p for x in parts) and note])
     return out
+
+
+def _missing_ceiling(speed: dict | None, precision: str) -> str:
+    if (speed or {}).get("gemm_unknown"):  # stored, but under other CPU features (ENGINEBENCH_CPU_FEATURES)
+        return (f"the stored GEMM ceilings were {speed['gemm_unknown']}: run `enginebench machine` under this "
+                "process's CPU features")
+    if not ceiling_of(speed, "fp32"):
+        return NO_CEILINGS
+    return f"no {precision} GEMM ceiling stored for this machine: run `enginebench machine` again"
 
 
 def _no_figure(why: str | None) -> dict:
