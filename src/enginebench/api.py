@@ -89,12 +89,13 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
 def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = None, on_start=None,
               on_result=None):
     """Ready `launcher` to measure `plan` into the stored run `run_id` (every run, a sweep's parts too, is
-    measured through here): a decoder's plan gets this machine's stored speed for its roofline, `on_start` sees
+    measured through here): the plan gets this machine's stored speed for its rooflines, `on_start` sees
     each cell, and the emit returned stores each result the moment it arrives (under its sweep key when `keys`
     are given), then tells `on_result`."""
-    if plan.model.kind == "decoder" and launcher.where == "local":  # another machine's speed is not known here
-        speed = store.machine_speed(socket.gethostname())
-        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
+    if launcher.where == "local":  # another machine's speed is not known here
+        from enginebench.measure.peak import run_speed
+
+        plan.machine_speed = run_speed(store.machine_speed(socket.gethostname()))
     if on_start:
         launcher.on_start = on_start
 

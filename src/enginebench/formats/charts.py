@@ -312,6 +312,8 @@ def fidelity_vs_speed(pairs: list[Pair], decoder: bool) -> Chart | None:
     for k, (precision, threshold) in enumerate(sorted(_thresholds([p for p, _, _ in points]).items())):
         ax.axhline(threshold, color="C3", linestyle=(":", "-.", "--")[k % 3], linewidth=1,
                    label=f"pass threshold ({precision})" if precision else "pass threshold")
+    if not decoder:
+        _roofline_lines(ax, [p[1] for p, _, _ in points])
     # fidelity to the table's 6 decimals: 1 - 3e-13 ties with the reference rather than trailing it
     front = pareto_front([(s[0], round(f, 6)) for _, s, f in points])
     fx, fy = [points[i][1][0] for i in front], [points[i][2] for i in front]
@@ -329,7 +331,24 @@ def fidelity_vs_speed(pairs: list[Pair], decoder: bool) -> Chart | None:
     name = "decoder-fidelity-vs-speed" if decoder else "fidelity-vs-speed"
     return Chart(name, "Decoder fidelity against speed" if decoder else "Fidelity against speed",
                  "Up and to the right is better; circled points are the Pareto front (no other result is both "
-                 "faster and closer to the reference); the reference itself sits at 1. Horizontal bars: 95% CI.", fig)
+                 "faster and closer to the reference); the reference itself sits at 1. Horizontal bars: 95% CI."
+                 + ("" if decoder else " Vertical lines: the machine's compute roofline (items/s if every matrix "
+                    "product ran at its precision's measured GEMM ceiling), where known."), fig)
+
+
+def _roofline_lines(ax, results: list[Result]) -> None:
+    """The machine's compute roofline in items/s as vertical lines: one per precision mix (an int8 result whose
+    FFN down-projections stayed fp32 has a lower roofline than one with every Linear in int8)."""
+    rooflines = {}
+    for r in results:
+        figure = r.roofline or {}
+        if figure.get("roofline_items_per_s"):
+            int8 = sum(p["flops"] for p in figure["parts"] if p["precision"] == "int8") / figure["flops_per_item"]
+            label = figure["precision"] + (f", {int8:.0%} of FLOPs int8" if 0 < int8 < 1 else "")
+            rooflines.setdefault(label, figure["roofline_items_per_s"])
+    for k, (label, items_per_s) in enumerate(rooflines.items()):
+        ax.axvline(items_per_s, color="C7", linestyle=("-", "--", ":", "-.")[k % 4], linewidth=1,
+                   label=f"roofline ({label})")
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

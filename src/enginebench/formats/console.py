@@ -15,7 +15,7 @@ from enginebench.results import compare
 from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
 from enginebench.results.model import Run
 from enginebench.results.ops_table import render_stored
-from enginebench.results.report import _PARAMS, MEASURE_HEADERS, encoder_title, machine_line, notes, table_rows
+from enginebench.results.report import _PARAMS, encoder_title, machine_line, measure_headers, notes, table_rows
 from enginebench.results.serving_table import is_decoder_serving, render_serving_table
 from enginebench.results.terminal import is_screen, print_lines, print_table
 from enginebench.scenarios.registry import table_of
@@ -45,7 +45,7 @@ def render(run: Run, console=None) -> None:
             "dim" if r.status == "skipped" else None) for r in encoders.results]
         # the row number names the row in the notes ([1] ...) and, with the engine, in every fold
         print_table(console, encoder_title(encoders, constants), ["#"] + headers,
-                    [[str(i)] + row for i, row in enumerate(rows, 1)], keys=1 + len(headers) - len(MEASURE_HEADERS),
+                    [[str(i)] + row for i, row in enumerate(rows, 1)], keys=1 + len(headers) - len(measure_headers(encoders.results)),
                     left={"#"} | set(dict(_PARAMS)), styles=styles, repeat=2)
         print_lines(console, notes(encoders.results), style="yellow")
     print_lines(console, [machine_line(run)])

@@ -17,7 +17,8 @@ from enginebench.formats.base import RUNS, Format, Subject
 from enginebench.results.decoder_table import decoder_notes, decoder_table, is_decoder_result
 from enginebench.results.model import Run
 from enginebench.results.recommend import Constraints, recommend
-from enginebench.results.report import MEASURE_HEADERS, affinity_text, encoder_title, measured_how, notes, table_rows
+from enginebench.results.report import (affinity_text, encoder_title, measure_headers, measured_how, notes,
+                                        table_rows)
 from enginebench.results.serving_table import is_decoder_serving
 from enginebench.results.serving_table import table as serving_table
 from enginebench.scenarios.registry import scenario_class, table_of
@@ -197,7 +198,7 @@ def _run_tables(run: Run) -> str:
                           text_columns={"model", "engine", "precision", "test"}))
     if encoders:
         headers, rows, constants = table_rows(encoders)
-        params = set(headers[:len(headers) - len(MEASURE_HEADERS)])
+        params = set(headers[:len(headers) - len(measure_headers(encoders))])
         out.append(_table(encoder_title(_with_results(run, encoders), constants), ["#"] + headers,
                           [[str(i)] + row for i, row in enumerate(rows, 1)], [r.status for r in encoders],
                           text_columns=params))

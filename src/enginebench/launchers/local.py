@@ -18,6 +18,7 @@ import queue as queue_mod
 import signal
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -71,16 +72,26 @@ class Orchestrator:
             "engine_options": asdict(cls.make_options(cell.threads, self.plan.engine_options.get(cell.engine, {}))),
             "details": {"workload": workload.spec.to_dict() if workload else {"name": cell.workload},
                         "stopping_rule": self.plan.rule.to_dict(),
-                        "reference_error": self.reference_error, **self._decoder_context(cell),
+                        "reference_error": self.reference_error, **self._roofline_context(cell),
                         # a failed serving cell has no Result.serving: its settings, for its identity
                         **({"serving_settings": cell.serving.to_dict()} if cell.serving else {})},
         }
 
-    def _decoder_context(self, cell: Cell) -> dict:
+    def _roofline_context(self, cell: Cell) -> dict:
+        """What a roofline figure is derived from besides the measurements: the model's size (decoders: bytes
+        read per token) or structure (encoders: FLOPs per item) and the machine's stored speed."""
         if not scenario_class(cell.scenario).uses_roofline:
             return {}
-        return {"model_params": self.plan.model.params, "model_size_bytes": self.plan.model.size_bytes,
-                "machine_speed": self.plan.machine_speed}
+        model = self.plan.model
+        if model.kind == "decoder":
+            return {"model_params": model.params, "model_size_bytes": model.size_bytes,
+                    "machine_speed": self.plan.machine_speed}
+        return {"model_structure": self._encoder_structure(), "machine_speed": self.plan.machine_speed}
+
+    def _encoder_structure(self) -> dict | None:
+        if not hasattr(self, "_structure"):
+            self._structure = model_structure(self.plan.model.path)
+        return self._structure
 
     # -- running ----------------------------------------------------------------------------------
     def _missing(self, index: int, repetition: int) -> bool:
@@ -360,6 +371,19 @@ class Orchestrator:
                         self.on_start(cell)
                     record(index, _failure(msg))
                     break
+
+
+def model_structure(folder: str) -> dict | None:
+    """An encoder's dimensions from its config.json (measure/compute_roofline.py), None when unreadable."""
+    import json
+
+    from enginebench.measure.compute_roofline import encoder_structure
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return encoder_structure(config) if isinstance(config, dict) else None
 
 
 def _failure(died: tuple) -> Failure:

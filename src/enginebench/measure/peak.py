@@ -163,16 +163,35 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
                      **{p: gemm_source(r) for p, r in details.get("gemm_by_precision", {}).items()}})
 
 
+def run_speed(speed: dict | None) -> dict | None:
+    """What a run's results carry of a stored `enginebench machine` row (details.machine_speed): the decode
+    roofline's bandwidth, and the GEMM ceilings per precision (with which were emulated) that the encoders'
+    compute roofline divides by, only when measured under this process's CPU features."""
+    if not speed:
+        return None
+    out = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")}
+    details = speed.get("details") or {}
+    if details.get("cpu_features", {}).get("narrowed_to") != current_cpu().narrowed_to:
+        out["gemm_unknown"] = "measured under other CPU features (ENGINEBENCH_CPU_FEATURES)"
+        return out
+    out["gemm_gflops_by_precision"] = {"fp32": speed["gemm_gflops"], **details.get("gemm_gflops_by_precision", {})}
+    out["gemm_emulated"] = {p: r.get("note", "") for p, r in details.get("gemm_by_precision", {}).items()
+                            if "gflops" in r and not r.get("native", True)}
+    return out
+
+
 def gemm_source(figure: dict) -> str:
     """How one precision's GEMM ceiling was measured, in a few words (roofline.best_gemm's record): the library
     that gave it, its threads, emulated or not, and the others' figures when several were timed."""
     if "skipped" in figure:
         return f"not measured: {figure['skipped']}"
     others = [t for t in figure.get("tried", ()) if "gflops" in t]
+    stopped = [t for t in figure.get("tried", ()) if t.get("stopped")]
     return ", ".join(x for x in (
         figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads") else "", figure.get("note"),
         "fastest of " + ", ".join(f"{t['library'].split()[0]} {t['gflops']:.0f}" for t in others)
-        if len(others) > 1 else "") if x)
+        if len(others) > 1 else "",
+        "; ".join(f"{t['library'].split()[0]} timed at n={t['n']} only (clearly slower)" for t in stopped)) if x)
 
 
 def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3,
@@ -183,7 +202,8 @@ def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: in
 
     bw = memory_bandwidth(triad_elements, runs)
     mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
-    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"])
+    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"],
+                                fp32_gflops=mm["gemm_gflops"])
     return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
                     f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
                     "`enginebench machine` stores a longer measurement)", bw["threads"],
@@ -201,5 +221,5 @@ def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: s
 
 
 __all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "stored_ceilings",
-           "measure_ceilings",
+           "measure_ceilings", "run_speed",
            "machine_ceilings", "roofline_bound"]

@@ -233,25 +233,57 @@ def gemm_sizes(n: int) -> tuple[int, ...]:
     return (n // 2, n) if n >= 64 else (n,)
 
 
-def time_gemms(precision: str, sizes: tuple[int, ...], runs: int) -> list[dict]:
+CLEARLY_SLOWER = 4  # a library this many times below the best figure is not timed at the larger sizes
+
+
+def time_gemms(precision: str, sizes: tuple[int, ...], runs: int, floor_gflops: float | None = None) -> list[dict]:
     """Every installed library's GEMM of this precision at each size: one figure per library, its fastest size
-    (the others' GFLOP/s under `by_n`), or {"library", "skipped": why}."""
+    (the others' GFLOP/s under `by_n`), or {"library", "skipped": why}. Every library is timed at a size before
+    any at the next; one that falls CLEARLY_SLOWER times below the best figure so far (or below `floor_gflops`,
+    the fp32 ceiling for a reduced precision) is not timed at the larger sizes, where an emulated kernel spends
+    seconds a call (torch._int_mm without VNNI: 2 GOP/s), and says so under `stopped`."""
     import importlib.util
 
-    tried = []
-    for module, measure in GEMM_LIBRARIES[precision]:
+    skipped: dict[str, str] = {}
+    figures: dict[str, list[dict]] = {}
+    stopped: dict[str, str] = {}
+    libraries = GEMM_LIBRARIES[precision]
+    for module, _ in libraries:
         if importlib.util.find_spec(module) is None:
-            tried.append({"library": module, "skipped": "not installed"})
+            skipped[module] = "not installed"
+    for k, n in enumerate(sizes):
+        for module, measure in libraries:
+            if module in skipped or module in stopped:
+                continue
+            try:
+                figures.setdefault(module, []).append(measure(n, runs))
+            except (GemmUnavailable, RuntimeError, AttributeError) as e:  # e.g. torch._int_mm missing on a build
+                skipped[module] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if k + 1 < len(sizes):
+            stopped.update(_clearly_slower(figures, skipped, stopped, floor_gflops, sizes[k + 1:]))
+    tried = []
+    for module, _ in libraries:
+        if module in skipped:
+            tried.append({"library": module, "skipped": skipped[module]})
             continue
-        try:
-            figures = [measure(n, runs) for n in sizes]
-        except (GemmUnavailable, RuntimeError, AttributeError) as e:  # e.g. torch._int_mm missing on a build
-            tried.append({"library": module, "skipped": str(e).strip().splitlines()[0] if str(e).strip() else
-                          type(e).__name__})
-            continue
-        best = max(figures, key=lambda f: f["gflops"])
-        tried.append({**best, "by_n": {f["n"]: round(f["gflops"], 1) for f in figures}})
+        best = max(figures[module], key=lambda f: f["gflops"])
+        tried.append({**best, "by_n": {f["n"]: round(f["gflops"], 1) for f in figures[module]},
+                      **({"stopped": stopped[module]} if module in stopped else {})})
     return tried
+
+
+def _clearly_slower(figures: dict[str, list[dict]], skipped: dict, stopped: dict, floor_gflops: float | None,
+                    larger: tuple[int, ...]) -> dict[str, str]:
+    """{library: why it is not timed at the `larger` sizes} for those far below the best figure so far."""
+    timed = {m: fs for m, fs in figures.items() if m not in skipped and m not in stopped}
+    best = max([f["gflops"] for fs in timed.values() for f in fs] + [floor_gflops or 0.0])
+    out = {}
+    for module, fs in timed.items():
+        got = max(f["gflops"] for f in fs)
+        if got * CLEARLY_SLOWER < best:
+            out[module] = (f"not timed at n={', '.join(map(str, larger))}: {got:.1f} GFLOP/s is under 1/"
+                           f"{CLEARLY_SLOWER} of {best:.0f} (an emulated or unoptimized kernel)")
+    return out
 
 
 def best_gemm(precision: str, tried: list[dict], flags: set) -> dict:
@@ -266,9 +298,11 @@ def best_gemm(precision: str, tried: list[dict], flags: set) -> dict:
     return {**best, "native": native, "note": "" if native else emulated, "tried": tried}
 
 
-def gemm_ceiling(precision: str, n: int = GEMM_N, runs: int = RUNS, flags: set | None = None) -> dict:
+def gemm_ceiling(precision: str, n: int = GEMM_N, runs: int = RUNS, flags: set | None = None,
+                 floor_gflops: float | None = None) -> dict:
     """This precision's ceiling: every library timed at the squares of gemm_sizes(n), the fastest kept."""
-    return best_gemm(precision, time_gemms(precision, gemm_sizes(n), runs), cpu_flags() if flags is None else flags)
+    return best_gemm(precision, time_gemms(precision, gemm_sizes(n), runs, floor_gflops),
+                     cpu_flags() if flags is None else flags)
 
 
 def gemm_flops(n: int = GEMM_N, runs: int = RUNS) -> dict:
@@ -287,13 +321,14 @@ def int8_gemm(n: int, runs: int, flags: set) -> dict:
 
 
 def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = None,
-                      precisions=("bf16", "int8")) -> dict[str, dict]:
-    """{precision: ceiling figure or {"skipped": why}} for the reduced precisions."""
+                      precisions=("bf16", "int8"), fp32_gflops: float | None = None) -> dict[str, dict]:
+    """{precision: ceiling figure or {"skipped": why}} for the reduced precisions; a library far below the fp32
+    ceiling (`fp32_gflops`) is timed at the smaller size only (time_gemms)."""
     flags = cpu_flags() if flags is None else flags
     out = {}
     for precision in precisions:
         try:
-            out[precision] = gemm_ceiling(precision, n, runs, flags)
+            out[precision] = gemm_ceiling(precision, n, runs, flags, fp32_gflops)
         except GemmUnavailable as e:
             out[precision] = {"skipped": str(e)}
     return out
@@ -302,7 +337,7 @@ def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = Non
 def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, runs: int = RUNS) -> dict:
     bw = memory_bandwidth(triad_elements, runs)
     mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
-    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS))
+    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), fp32_gflops=mm["gemm_gflops"])
     return {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),

@@ -24,6 +24,7 @@ COLUMNS = {
     "median_ms": "float64", "median_ms_ci95_lo": "float64", "median_ms_ci95_hi": "float64", "p99_ms": "float64",
     "items_per_s": "float64", "items_per_s_ci95_lo": "float64", "items_per_s_ci95_hi": "float64",
     "tokens_per_s": "float64",
+    "pct_of_roofline": "float64", "pct_of_roofline_ci95_lo": "float64", "pct_of_roofline_ci95_hi": "float64",
     "prefill_tokens_per_s": "float64", "prefill_tokens_per_s_ci95_lo": "float64",
     "prefill_tokens_per_s_ci95_hi": "float64",
     "decode_tokens_per_s": "float64", "decode_tokens_per_s_ci95_lo": "float64",
@@ -73,6 +74,8 @@ def result_row(run: Run, r: Result) -> dict:
     }
     row.update(_with_ci("median_ms", lat.get("median"), lat.get("ci95")))
     row.update(_with_ci("items_per_s", thr.get("items_per_s"), thr.get("ci95")))
+    roofline = r.roofline or {}  # encoders: share of the machine's compute roofline (measure/compute_roofline.py)
+    row.update(_with_ci("pct_of_roofline", roofline.get("pct_of_roofline"), roofline.get("ci95")))
     for name in ("prefill_tokens_per_s", "decode_tokens_per_s"):
         rate = getattr(r, name) or {}
         row.update(_with_ci(name, rate.get("median"), rate.get("ci95")))

@@ -35,6 +35,12 @@ Schema history (SCHEMA_VERSION):
       SQL readers); reading it derives the figures with today's code (results/build.py `rebuilt`), so a
       changed statistic applies to every such result. Failed and skipped results, and results of schemas
       1-4, are stored and read back as they are (tests/fixtures holds a database of schemas 2, 3 and 4).
+  5 (unchanged number, an optional field) — `roofline`: an encoder result's share of the machine's compute
+      roofline, derived on read like every figure (measure/compute_roofline.py): flops_per_item, parts
+      [{what, precision, flops, ceiling_gflops, share_of_flops}], roofline_items_per_s, pct_of_roofline and its
+      ci95, precision (the one holding most FLOPs), emulated (precisions whose ceiling was emulated),
+      ceilings_from (the `enginebench machine` measurement's time) and unknown (why there is no figure: no
+      ceilings stored, ...). None for decoders, operators and results whose launcher gave no model structure.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class Result:
     serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
     settings: dict | None = None  # a scenario's own settings, part of the cell's identity (schema history)
     figures: dict | None = None  # a scenario's own figures, derived from the samples (schema history)
+    roofline: dict | None = None  # encoders: share of the machine's compute roofline (schema history)
 
     def __post_init__(self):
         if self.status not in STATUSES:

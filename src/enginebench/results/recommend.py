@@ -139,7 +139,8 @@ class Recommendation:
             return out + [f"no recommendation: {self.why_none}"]
         b = self.best
         out.append(f"best: {configuration_text(b)}")
-        out.append(f"  {self.figure.text()} · {_fidelity_text(b)} · peak RSS {_memory_text(b)} · {_verdict_text(b)}")
+        out.append(f"  {self.figure.text()}{roofline_clause(b)} · {_fidelity_text(b)} · peak RSS {_memory_text(b)} · "
+                   f"{_verdict_text(b)}")
         out += [f"  {v.text()}" for v in self.versus]
         if self.runner_up:
             r = self.runner_up
@@ -163,6 +164,7 @@ class Recommendation:
             "excluded": dict(self.excluded), "constraints": vars(self.constraints).copy(),
             "model": self.model, "workload": self.workload, "machine": self.machine,
             "figure": self.figure.to_dict() if self.figure else None,
+            "roofline": self.best.roofline if self.best else None,  # its share of the compute roofline
             "versus": [v.to_dict() for v in self.versus],
             "runner_up": self.runner_up.to_dict() if self.runner_up else None,
             "runner_up_figure": self.runner_up_figure.to_dict() if self.runner_up_figure else None,
@@ -493,6 +495,15 @@ def configuration_text(r: Result, options: bool = True) -> str:
     given = ", ".join(f"{k}={_option_text(v)}" for k, v in c["options"].items())
     return " · ".join([r.engine, c["precision"], f"{r.scenario} scenario", f"batch {r.batch_size}",
                        f"{c['workers_x_threads']} workers×threads"] + ([f"options {given}"] if options and given else []))
+
+
+def roofline_clause(r: Result) -> str:
+    """`, 54% of this machine's int8 roofline` (the precision holding most of its FLOPs); `` when unknown."""
+    figure = r.roofline or {}
+    if figure.get("pct_of_roofline") is None:
+        return ""
+    emulated = " (emulated)" if figure["precision"] in (figure.get("emulated") or ()) else ""
+    return f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline"
 
 
 def _fidelity_text(r: Result) -> str:

@@ -101,9 +101,42 @@ def _verdict(r: Result) -> str:
 
 MEASURE_HEADERS = ["median (ms)", "p99 (ms)", "items/s", "tokens/s", "load (s)", "peak RSS (MB)",
                    "fidelity (min cos)", "verdict"]
+ROOFLINE_HEADER = "% roofline"
 
 
-def _measures(r: Result) -> list[str]:
+def shows_roofline(results: list[Result]) -> bool:
+    """The % roofline column is shown where a result has the figure or says why it has none (encoders)."""
+    return any(r.roofline for r in results)
+
+
+def measure_headers(results: list[Result]) -> list[str]:
+    if not shows_roofline(results):
+        return MEASURE_HEADERS
+    at = MEASURE_HEADERS.index("items/s") + 1
+    return MEASURE_HEADERS[:at] + [ROOFLINE_HEADER] + MEASURE_HEADERS[at:]
+
+
+def roofline_text(r: Result) -> str:
+    """`54 ± 3` (% of the machine's compute roofline, its CI carried from items/s); — when unknown."""
+    figure = r.roofline or {}
+    pct, ci = figure.get("pct_of_roofline"), figure.get("ci95")
+    if pct is None:
+        return "—"
+    if not ci:
+        return f"{pct:.0f}"
+    half = max(pct - ci[0], ci[1] - pct)
+    return f"{pct:.0f} ± {half:.1f}" if half < 1 else f"{pct:.0f} ± {half:.0f}"
+
+
+def _measures(r: Result, roofline: bool = False) -> list[str]:
+    figures = _figures(r)
+    if roofline:
+        at = MEASURE_HEADERS.index("items/s") + 1
+        figures = figures[:at] + [roofline_text(r) if r.status == "ok" else "—"] + figures[at:]
+    return figures
+
+
+def _figures(r: Result) -> list[str]:
     if r.status != "ok":
         return ["—"] * (len(MEASURE_HEADERS) - 1) + [_verdict(r)]
     lat, thr = r.latency_ms, r.throughput
@@ -135,8 +168,9 @@ def table_rows(results: list[Result]) -> tuple[list[str], list[list[str]], dict[
             varying.append((header, get))
         elif values and values != {""}:  # a parameter no result has (serving, for the other scenarios)
             constants[header] = values.pop()
-    rows = [[get(r) for _, get in varying] + _measures(r) for r in results]
-    return [h for h, _ in varying] + MEASURE_HEADERS, rows, constants
+    roofline = shows_roofline(results)
+    rows = [[get(r) for _, get in varying] + _measures(r, roofline) for r in results]
+    return [h for h, _ in varying] + measure_headers(results), rows, constants
 
 
 def skipped_notes(results: list[Result]) -> list[str]:
@@ -174,7 +208,25 @@ def notes(results: list[Result]) -> list[str]:
     lines = result_notes(results, tag,
                          lambda f: f"fidelity below threshold {f.get('threshold')}: outputs differ from the reference")
     return lines + [f"{tag(i, r)}: {serving_note(r)}" for i, r in enumerate(results, 1)
-                    if r.status == "ok" and r.serving]
+                    if r.status == "ok" and r.serving] + roofline_notes(results)
+
+
+def roofline_notes(results: list[Result]) -> list[str]:
+    """How % roofline reads (the ceilings it divides by), and why a row has none: each reason once."""
+    figures = [r.roofline for r in results if r.status == "ok" and r.roofline]
+    known = [f for f in figures if f.get("pct_of_roofline") is not None]
+    lines = []
+    if known:
+        ceilings = {p["precision"]: p["ceiling_gflops"] for f in known for p in f["parts"]}
+        emulated = sorted({p for f in known for p in f.get("emulated") or ()})
+        lines.append("% roofline: items/s ÷ the machine's compute roofline, 1 / Σ FLOPs ÷ GEMM ceiling over the "
+                     "model's matrix products in the precision each ran (int8 where quantized); ceilings of "
+                     f"`enginebench machine` {known[0].get('ceilings_from')}: "
+                     + ", ".join(f"{p} {_num(c)} {'GOP' if p == 'int8' else 'GFLOP'}/s" for p, c in ceilings.items())
+                     + (f" ({', '.join(emulated)} emulated on this CPU)" if emulated else ""))
+    for why in dict.fromkeys(f["unknown"] for f in figures if f.get("unknown")):
+        lines.append(f"% roofline unknown: {why}")
+    return lines
 
 
 def serving_note(r: Result) -> str:

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 
+from enginebench.measure.compute_roofline import encoder_roofline
 from enginebench.measure.fidelity import compare_embeddings
+from enginebench.measure.rates import closed_loop_throughput
 
 if TYPE_CHECKING:  # types only: the plan and the results sit above the scenarios
     from enginebench.plan import Cell
@@ -150,6 +152,17 @@ def worker_args(result) -> list[str]:
     return ["--workers", str(result.workers), "--threads-per-worker", str(result.threads)]
 
 
+def encoder_roofline_of(cell: "Cell", measurements: list[Measurement], details: dict) -> dict | None:
+    """Result.roofline of an encoder cell: its closed-loop items/s (as build_result derives it, with its CI)
+    against the compute roofline of the model's structure and the machine's ceilings in `details`."""
+    seq_len = (details.get("workload") or {}).get("seq_len")
+    if not details.get("model_structure") or not seq_len:
+        return None
+    m0 = measurements[0]
+    items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
+    return encoder_roofline(items_per_s, ci, seq_len, m0.executed_precision, cell.precision, details, m0.details)
+
+
 DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)
 
 
@@ -172,7 +185,7 @@ class Scenario(ABC):
     judged_on: ClassVar[str] = "latency"  # what compare and recommend rank it on: latency, throughput, tokens
     judged_by_spread: ClassVar[bool] = True  # repetitions that disagree are a warning (not for a server)
     counts_as_throughput: ClassVar[bool] = False  # recommend may pick it for the throughput objective
-    uses_roofline: ClassVar[bool] = False  # its results need the model's size and the machine's bandwidth
+    uses_roofline: ClassVar[bool] = False  # its results need the model's size or structure and the machine's speed
     takes_serving: ClassVar[bool] = False  # its cells carry the LoadGen settings (plan.Serving)
     per_call_latency: ClassVar[bool] = False  # its latency is one call's alone: what the latency objective ranks
     #: why recommend does not rank its results (None: it ranks them on judged_on)
@@ -227,4 +240,4 @@ class Scenario(ABC):
         raise NotImplementedError(f"scenario {self.name} has no settings")
 
 
-__all__ = ["workload_args", "worker_args", "Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "TABLES", "DECODER_REFERENCE"]
+__all__ = ["encoder_roofline_of", "workload_args", "worker_args", "Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "TABLES", "DECODER_REFERENCE"]

@@ -21,8 +21,8 @@ import numpy as np
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell
-from enginebench.scenarios.base import (CellRun, Grid, Measurement, Option, Scenario, ScenarioSettings, worker_args,
-                                        workload_args)
+from enginebench.scenarios.base import (CellRun, Grid, Measurement, Option, Scenario, ScenarioSettings,
+                                        encoder_roofline_of, worker_args, workload_args)
 from enginebench.scenarios.loadgen_sut import WorkerPool
 from enginebench.scenarios.process_pool import POLL_S
 from enginebench.scenarios.server import percentiles
@@ -136,6 +136,7 @@ class Concurrency(Scenario):
     workers_load_sessions = True
     shows_workers = True
     judged_on = "throughput"
+    uses_roofline = True
 
     def settings(self, given: dict) -> list[Clients]:
         texts = [t for item in given.get("concurrency") or [] for t in str(item).split(",") if t.strip()]
@@ -172,7 +173,8 @@ class Concurrency(Scenario):
         pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
         qps = float(np.mean([sum(s.size for s in m.worker_samples) / m.wall_s for m in measurements]))
         return {"figures": {"clients": cell.settings.clients, "latency_ms": percentiles(pooled),
-                            "achieved_qps": qps, "littles_law_clients": qps * float(pooled.mean()) / 1e3}}
+                            "achieved_qps": qps, "littles_law_clients": qps * float(pooled.mean()) / 1e3},
+                "roofline": encoder_roofline_of(cell, measurements, details)}
 
 
 __all__ = ["Concurrency", "Clients", "closed_loop", "run_concurrency", "ClosedLoop"]

@@ -9,7 +9,7 @@ from enginebench.engines.base import Session
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.plan import Cell
-from enginebench.scenarios.base import CellRun, Grid, Measurement, Scenario
+from enginebench.scenarios.base import CellRun, Grid, Measurement, Scenario, encoder_roofline_of
 from enginebench.workloads import WorkloadData
 
 
@@ -40,7 +40,11 @@ class Latency(Scenario):
     name = "latency"
     default = True
     per_call_latency = True
+    uses_roofline = True
     charts = ("latency by engine",)
+
+    def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
+        return {"roofline": encoder_roofline_of(cell, measurements, details)}
 
     def cells(self, grid: Grid, settings=None) -> list[Cell]:
         return [Cell(engine, precision, self.name, workload, batch, 1, threads)

@@ -17,7 +17,8 @@ import numpy as np
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.plan import Cell
-from enginebench.scenarios.base import CellRun, Grid, Measurement, Scenario, worker_args, workload_args
+from enginebench.scenarios.base import (CellRun, Grid, Measurement, Scenario, encoder_roofline_of, worker_args,
+                                        workload_args)
 
 BARRIER_TIMEOUT_S = 600
 
@@ -129,7 +130,11 @@ class Throughput(Scenario):
     shows_workers = True
     judged_on = "throughput"
     counts_as_throughput = True
+    uses_roofline = True
     charts = ("throughput by workers",)
+
+    def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
+        return {"roofline": encoder_roofline_of(cell, measurements, details)}
 
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         return workload_args(result, corpus) + ["--batch-size", str(result.batch_size)] + worker_args(result)

@@ -1,0 +1,140 @@
+"""Where an encoder result sits under the machine's compute roofline (`enginebench machine`'s GEMM ceilings).
+
+FLOPs per item (one sequence) are counted from the model's structure (config.json: layers, hidden size, heads,
+FFN size) at the executed sequence length, a multiply-add as 2:
+  - linear: the weight MatMuls of every token, 2·L·S·(4·H² + 2·H·F) (q, k, v, out; FFN up and down);
+  - attention: the two products of activations per layer, Q·Kᵀ and P·V, 2·L·2·S²·H (the S² terms).
+Embeddings, softmax, layer norm, GELU, residual adds and the pooler (one token per sequence) are left out: they
+are not GEMMs, cost a few % of the FLOPs, and their time counts against the result, so the roofline is an
+upper bound. MiniLM-L6 at 128 tokens: 2.87 GFLOP, 95% of it linear.
+
+Each part runs in the precision the engine executed: the share of the weight MatMuls' FLOPs the quantization
+read-back found quantized (details.quantization.share_of_matmul_flops, measure/quantization.py) runs in int8,
+the rest of the linear part and the attention products in the float precision (bf16 where the executed
+precision says bf16, else fp32). A part's time is FLOPs ÷ that precision's measured GEMM ceiling, so
+
+    roofline items/s = 1 / Σ_parts FLOPs_part / ceiling_part,   share = measured items/s ÷ roofline items/s,
+
+the share's 95% CI the items/s one divided by the same constant. Without a ceiling a part needs, or without
+knowing which MatMuls ran int8, there is no figure and `unknown` says why.
+"""
+
+from __future__ import annotations
+
+NO_CEILINGS = "no GEMM ceilings stored for this machine: run `enginebench machine` (once per machine)"
+_STRUCTURE_KEYS = {"layers": "num_hidden_layers", "hidden_size": "hidden_size", "heads": "num_attention_heads",
+                   "intermediate_size": "intermediate_size"}
+
+
+def encoder_structure(config: dict) -> dict | None:
+    """The dimensions the FLOP count needs, from a BERT-like config.json; None when one is missing."""
+    try:
+        return {key: int(config[name]) for key, name in _STRUCTURE_KEYS.items()}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def encoder_flops(structure: dict, seq_len: int) -> dict[str, float]:
+    """{"linear": FLOPs, "attention": FLOPs} of one sequence of `seq_len` tokens (see the module's docstring)."""
+    layers, hidden, ffn = structure["layers"], structure["hidden_size"], structure["intermediate_size"]
+    linear = 2.0 * layers * seq_len * (4 * hidden * hidden + 2 * hidden * ffn)
+    attention = 2.0 * layers * 2 * seq_len * seq_len * hidden
+    return {"linear": linear, "attention": attention}
+
+
+def float_precision(executed: str | None) -> str:
+    """The precision the unquantized MatMuls ran in: bf16 where the executed precision says so, else fp32."""
+    return "bf16" if executed and "bf16" in executed else "fp32"
+
+
+def _runs_int8(executed: str | None, precision: str | None) -> bool:
+    return "int8" in f"{executed or ''} {precision or ''}"
+
+
+def _integer(dtype: str | None) -> bool:
+    return bool(dtype) and dtype.startswith(("int", "uint"))
+
+
+def flop_parts(flops: dict[str, float], executed: str | None, quantization: dict | None,
+               precision: str | None = None) -> list[dict] | str:
+    """[{what, precision, flops}] split by the precision each part ran in, or why that is not known."""
+    floating = float_precision(executed)
+    share = (quantization or {}).get("share_of_matmul_flops")
+    if share is None:
+        if _runs_int8(executed, precision):
+            return "which MatMuls ran int8 is not known (no quantization read-back)"
+        share = 0.0
+    if not _integer((quantization or {}).get("activations")):  # weights-only int8: the products run in float
+        share = 0.0
+    parts = [{"what": "linear (int8)", "precision": "int8", "flops": flops["linear"] * share},
+             {"what": f"linear ({floating})", "precision": floating, "flops": flops["linear"] * (1 - share)},
+             {"what": f"attention Q·Kᵀ, P·V ({floating})", "precision": floating, "flops": flops["attention"]}]
+    return [p for p in parts if p["flops"] > 0]
+
+
+def ceiling_of(speed: dict | None, precision: str) -> float | None:
+    """This precision's measured GEMM GFLOP/s (int8: GOP/s) from a run's machine speed, or None."""
+    ceilings = (speed or {}).get("gemm_gflops_by_precision") or {}
+    return ceilings.get(precision)
+
+
+def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | None) -> dict:
+    """The roofline items/s of `parts` under the machine's ceilings and the share `items_per_s` reaches."""
+    total = sum(p["flops"] for p in parts)
+    out = {**_no_figure(None), "flops_per_item": total, "ceilings_from": (speed or {}).get("measured_at")}
+    seconds = 0.0
+    for p in parts:
+        ceiling = ceiling_of(speed, p["precision"])
+        out["parts"].append({**p, "ceiling_gflops": ceiling, "share_of_flops": p["flops"] / total if total else None})
+        if not ceiling:
+            out["unknown"] = _missing_ceiling(speed, p["precision"])
+            continue
+        seconds += p["flops"] / (ceiling * 1e9)
+    if out["unknown"] or seconds <= 0:
+        out["unknown"] = out["unknown"] or "no FLOPs counted"
+        return out
+    bound = 1.0 / seconds
+    out.update(roofline_items_per_s=bound, pct_of_roofline=100.0 * items_per_s / bound,
+               ci95=[100.0 * c / bound for c in ci95] if ci95 else None,
+               precision=main_precision(out["parts"]),
+               emulated=[p for p, note in ((speed or {}).get("gemm_emulated") or {}).items()
+                         if any(x["precision"] == p for x in parts) and note])
+    return out
+
+
+def _missing_ceiling(speed: dict | None, precision: str) -> str:
+    if (speed or {}).get("gemm_unknown"):  # stored, but under other CPU features (ENGINEBENCH_CPU_FEATURES)
+        return (f"the stored GEMM ceilings were {speed['gemm_unknown']}: run `enginebench machine` under this "
+                "process's CPU features")
+    if not ceiling_of(speed, "fp32"):
+        return NO_CEILINGS
+    return f"no {precision} GEMM ceiling stored for this machine: run `enginebench machine` again"
+
+
+def _no_figure(why: str | None) -> dict:
+    """Result.roofline's fields, none known yet; `unknown` says why when it stays so."""
+    return {"flops_per_item": None, "parts": [], "roofline_items_per_s": None, "pct_of_roofline": None, "ci95": None,
+            "precision": None, "emulated": [], "ceilings_from": None, "unknown": why}
+
+
+def main_precision(parts: list[dict]) -> str:
+    """The precision that holds most of the FLOPs: what a sentence names ("54% of the int8 roofline")."""
+    return max(parts, key=lambda p: p["flops"])["precision"] if parts else "fp32"
+
+
+def encoder_roofline(items_per_s: float, ci95, seq_len: int, executed: str | None, precision: str | None,
+                     details: dict, measurement_details: dict) -> dict | None:
+    """A result's compute-roofline figure (Result.roofline), from the launcher's details (model_structure,
+    machine_speed) and the measuring process's (quantization); None where the model's structure is unknown."""
+    structure = details.get("model_structure")
+    if not structure:
+        return None
+    parts = flop_parts(encoder_flops(structure, seq_len), executed, measurement_details.get("quantization"),
+                       precision)
+    if isinstance(parts, str):
+        return _no_figure(parts)
+    return roofline_share(items_per_s, ci95, parts, details.get("machine_speed"))
+
+
+__all__ = ["encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
+           "float_precision", "main_precision", "NO_CEILINGS"]
