@@ -240,7 +240,7 @@ def test_bad_engine_options_and_serving_combinations_are_refused_by_the_config()
 
 # -- one way results are stored ------------------------------------------------------------------------------------
 
-def test_start_run_gives_a_decoders_plan_this_machines_speed_and_sees_each_cell(tmp_path):
+def test_start_run_gives_a_plan_this_machines_speed_and_sees_each_cell(tmp_path):
     import socket
     from types import SimpleNamespace
 
@@ -259,5 +259,7 @@ def test_start_run_gives_a_decoders_plan_this_machines_speed_and_sees_each_cell(
             assert launcher.on_start is print
         remote = SimpleNamespace(model=SimpleNamespace(kind="decoder"), machine_speed=None)
         start_run(store, remote, SimpleNamespace(where="ray", on_start=None), "r")
-    assert plans["decoder"].machine_speed == speed  # this host's, not another's
-    assert plans["encoder"].machine_speed is None and remote.machine_speed is None  # a Ray node's is not known here
+    for plan in plans.values():  # this host's, not another's: the decoders' bandwidth, the encoders' ceilings
+        assert {k: plan.machine_speed[k] for k in speed} == speed
+        assert plan.machine_speed["gemm_gflops_by_precision"] == {"fp32": 300.0}
+    assert remote.machine_speed is None  # a Ray node's is not known here
