@@ -89,7 +89,7 @@ def reference(minilm, corpus):
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A few-MB synthetic Llama folder (models/llama_synthetic.py) as a decoder ModelSpec."""
-    from tiny_llama import tiny_llama_spec
+    from helpers.tiny_llama import tiny_llama_spec
 
     return tiny_llama_spec()
 
@@ -97,6 +97,6 @@ def tiny_llama():
 @pytest.fixture(scope="session")
 def llama_reference(tiny_llama):
     """transformers LlamaForCausalLM fp32 on the tiny Llama: the logits every decoder engine is checked against."""
-    from tiny_llama import TransformersReference
+    from helpers.tiny_llama import TransformersReference
 
     return TransformersReference(tiny_llama)
