@@ -4,21 +4,13 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
-from helpers import TESTS
-from helpers.fake_engines import PLUGINS
+from helpers.cli import FAST, enginebench
+from helpers.fake_engines import CLI_PLUGINS, FAKE_TORCH
 
-FAST = ["--duration", "0.2", "--min-samples", "3", "--warmup", "0.05", "--repeat", "1"]
-
-
-def enginebench(*args, env=None, timeout=300):
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS), "ENGINEBENCH_ENGINES": PLUGINS, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "enginebench", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+FAKES = f"{CLI_PLUGINS},{FAKE_TORCH}"  # runs of fake engines check them against a fake torch, not the real one
 
 
 def result_count(db) -> int:
@@ -33,7 +25,7 @@ def result_count(db) -> int:
 def populated_db(tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "bench.db"
     p = enginebench("run", "--engine", "fake-wrong", "--workload", "titles", "--scenario", "latency",
-                    "--batch-size", "1", *FAST, "--db", str(db))
+                    "--batch-size", "1", *FAST, "--db", str(db), plugins=FAKES)
     assert p.returncode == 0, p.stderr
     assert result_count(db) == 1
     return db
@@ -135,7 +127,8 @@ def test_end_to_end_run_json_schema_and_storage(tmp_path):
 def test_crash_hang_and_raise_are_recorded_and_the_run_goes_on(tmp_path):
     db = tmp_path / "iso.db"
     p = enginebench("run", "--engine", "fake-crash,fake-hang,fake-raise,fake-wrong", "--workload", "titles",
-                    "--scenario", "latency", "--batch-size", "1,2", *FAST, "--timeout", "5", "--db", str(db), "--json")
+                    "--scenario", "latency", "--batch-size", "1,2", *FAST, "--timeout", "5", "--db", str(db), "--json",
+                    plugins=FAKES)
     assert p.returncode == 0, p.stderr
     by = {(r["engine"], r["batch_size"]): r for r in json.loads(p.stdout)["results"]}
     assert len(by) == 8 and result_count(db) == 8
@@ -152,7 +145,7 @@ def test_crash_hang_and_raise_are_recorded_and_the_run_goes_on(tmp_path):
 def test_failed_engine_shows_in_the_table(tmp_path):
     db = tmp_path / "t.db"
     enginebench("run", "--engine", "fake-raise", "--workload", "titles", "--scenario", "latency",
-                "--batch-size", "1", *FAST, "--db", str(db))
+                "--batch-size", "1", *FAST, "--db", str(db), plugins=FAKES)
     p = enginebench("show", "--db", str(db))
     assert "FAILED" in p.stdout and "engine exploded" in p.stdout
 
@@ -160,7 +153,7 @@ def test_failed_engine_shows_in_the_table(tmp_path):
 @pytest.mark.slow
 def test_cpus_pins_the_run(tmp_path):
     p = enginebench("run", "--engine", "fake-wrong", "--workload", "titles", "--scenario", "latency",
-                    "--batch-size", "1", *FAST, "--cpus", "0", "--db", str(tmp_path / "c.db"), "--json")
+                    "--batch-size", "1", *FAST, "--cpus", "0", "--db", str(tmp_path / "c.db"), "--json", plugins=FAKES)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["machine"]["affinity"] == [0]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import enginebench
+from helpers.cli import enginebench
 
 ROOT = Path(__file__).parents[2]
 

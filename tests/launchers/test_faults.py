@@ -11,7 +11,7 @@ from enginebench.results.store import ResultStore
 from enginebench.sweep.runner import run_sweep
 from enginebench.sweep.spec import load_sweep
 from helpers import child_pythonpath
-from helpers.fault_engines import PLUGINS
+from helpers.fake_engines import FAULT_PLUGINS
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ repeat = 1
 
 @pytest.fixture(autouse=True)
 def _fault_engine(monkeypatch, tmp_path):
-    monkeypatch.setenv("ENGINEBENCH_ENGINES", PLUGINS)
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
     monkeypatch.setenv("PYTHONPATH", child_pythonpath())
     monkeypatch.setenv("ENGINEBENCH_TEST_FLAKY_DIR", str(tmp_path))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.fault_engines import env
+from helpers.fake_engines import env
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ import enginebench as eb
 from enginebench.cli import main
 from enginebench.results.store import ResultStore
 from helpers.processes import marked_processes, wait_for_results
-from helpers.fault_engines import PLUGINS, env
+from helpers.fake_engines import FAULT_PLUGINS, env
 
 BATCHES, REPEAT = 6, 2
 RUN = ["run", "--engine", "fault", "--workload", "titles", "--scenario", "latency",
@@ -112,7 +112,7 @@ def test_kill_9_of_the_orchestrator_then_resume_measures_only_what_is_missing(tm
 
 @pytest.fixture
 def fault_engines(monkeypatch):
-    monkeypatch.setenv("ENGINEBENCH_ENGINES", PLUGINS)
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
 
 
 def _stored_run(db: Path, argv: list[str], **machine) -> str:

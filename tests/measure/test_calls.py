@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers.synthetic_engine import SleepFactory, SleepSession
+from helpers.fake_engines import SleepFactory, SleepSession
 
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.scenarios.latency import run_latency

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers.synthetic_engine import SleepFactory
+from helpers.fake_engines import SleepFactory
 
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
@@ -87,14 +87,14 @@ def test_cells_one_per_client_count_with_their_settings():
 def test_a_concurrency_run_is_stored_shown_and_compared():
     """Through eb.run and child processes (a synthetic 5 ms engine, one worker): one result per N, with its
     settings and figures, in the table, in JSON, and matched cell by cell by compare."""
-    from helpers import fault_engines
+    from helpers import fake_engines
 
     from enginebench import api
     from enginebench.results.compare import compare_runs
     from enginebench.results.report import table_rows
 
     saved = dict(os.environ)
-    os.environ.update(fault_engines.env())
+    os.environ.update(fake_engines.env())
     try:
         run = api.run("minilm", db=None, engines="fault", scenario="concurrency", concurrency=[1, 3],
                       workload="titles", batch_size="1", duration="0.5s", warmup="0.1s", repeat="1", workers="1",

@@ -17,7 +17,7 @@ from enginebench.planning import RunOptions, plan_from_options
 from enginebench.workloads.prompts import DecoderTest, PromptSet
 from enginebench.workloads import WorkloadSpec
 
-from helpers.synthetic_engine import SleepDecoderFactory
+from helpers.fake_engines import SleepDecoderFactory
 
 pytest.importorskip("mlperf_loadgen")
 

@@ -16,7 +16,7 @@ from enginebench.scenarios.loadgen_sut import LoadgenRun, Trace
 from enginebench.scenarios.server import MIN_QUERIES_P99, server_figures
 from enginebench.workloads import TokenBatch, WorkloadData, WorkloadSpec
 
-from helpers.synthetic_engine import SleepFactory
+from helpers.fake_engines import SleepFactory
 
 pytest.importorskip("mlperf_loadgen")
 
@@ -169,13 +169,13 @@ def test_bad_serving_options_are_refused_before_measuring(options, message):
 @pytest.mark.slow
 def test_a_server_run_end_to_end_keeps_loadgens_logs():
     """Through the API and a child process: the Result's serving figures, LoadGen's summary and the table."""
-    from helpers import fault_engines
+    from helpers import fake_engines
 
     from enginebench import api
     from enginebench.results.report import table_rows
 
     saved = dict(os.environ)
-    os.environ.update(fault_engines.env())
+    os.environ.update(fake_engines.env())
     try:
         run = api.run("minilm", db=None, engines="fault", scenario="server", workload="titles", qps="100",
                       slo_p99="50", duration="0.5s", warmup="0.1s", repeat="1", workers="1",

@@ -1,4 +1,4 @@
-"""`enginebench tune`: successive halving on synthetic engines with known speeds and fidelity (tune_engines.py),
+"""`enginebench tune`: successive halving on synthetic engines with known speeds and fidelity (helpers/fake_engines.py),
 the budget, reproducibility, and bad input refused before anything is measured."""
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from enginebench.search import halving
 from enginebench.search.space import Candidate, admission_order, candidates, pack_runs
 from enginebench.search.tune import Tuner, check_request
 
-from helpers import TESTS
-from helpers.tune_engines import PLUGINS
+from helpers import child_pythonpath
+from helpers.fake_engines import TUNE_PLUGINS
 
 
 @pytest.fixture
 def synthetic(monkeypatch):
     """The synthetic engines, for this process and the spawned children."""
-    monkeypatch.setenv("ENGINEBENCH_ENGINES", PLUGINS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", TUNE_PLUGINS)
+    monkeypatch.setenv("PYTHONPATH", child_pythonpath())
 
 
 def _result(c: Candidate, median_ms: float, fidelity: float = 1.0, status: str = "ok") -> Result:
@@ -179,7 +179,7 @@ def test_bad_input_from_python_raises_usage_error():
 
 @pytest.mark.slow
 def test_tune_finds_the_true_best_within_the_budget_and_stores_every_cell(synthetic, tmp_path):
-    """Known speeds (tune_engines.BASE_MS): syn int8 mode=fast on both cores is the fastest faithful (2 ms);
+    """Known speeds (fake_engines.BASE_MS): syn int8 mode=fast on both cores is the fastest faithful (2 ms);
     syn-wrong is 4× faster still but unfaithful (cosine 0.6)."""
     db = str(tmp_path / "tune.db")
     seen = []

@@ -17,7 +17,7 @@ import pytest
 
 from enginebench.results.store import ResultStore
 from helpers.processes import marked_processes, wait_for_results
-from helpers.fault_engines import env
+from helpers.fake_engines import env
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from enginebench.errors import UsageError
 from enginebench.sweep.spec import load_sweep, sweep_id_of
 from enginebench.sweep.toml_lines import key_lines
-from helpers.fault_engines import PLUGINS
+from helpers.fake_engines import FAULT_PLUGINS
 
 BASE = """\
 engine = "fault"
@@ -22,7 +22,7 @@ duration = "0.2s"
 
 @pytest.fixture(autouse=True)
 def _fault_engine(monkeypatch):
-    monkeypatch.setenv("ENGINEBENCH_ENGINES", PLUGINS)
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
 
 
 def _file(tmp_path, text: str, name: str = "s.toml"):
