@@ -84,6 +84,7 @@ def test_continuous_batching_admits_requests_between_decode_steps():
     assert continuous["ttft_ms"]["p90"]["value"] < static["ttft_ms"]["p90"]["value"]
 
 
+@pytest.mark.engine  # loads a real engine or model: not in `make test-fast`
 def test_llamacpp_slots_generate_what_one_sequence_alone_does():
     pytest.importorskip("llama_cpp")
     from helpers.tiny_llama import prompt_ids, tiny_llama_spec

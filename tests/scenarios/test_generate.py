@@ -38,6 +38,7 @@ def _incremental_logits(session, ids: np.ndarray, prefill_len: int) -> np.ndarra
     return np.stack(steps, axis=1)  # logits of positions prefill_len-1 .. n-1
 
 
+@pytest.mark.engine  # loads a real engine or model: not in `make test-fast`
 def test_prefill_then_decode_equals_full_forward(tiny, fp32_session):
     session = fp32_session
     ids = prompt_ids(tiny, batch=2, length=20)
@@ -49,6 +50,7 @@ def test_prefill_then_decode_equals_full_forward(tiny, fp32_session):
     np.testing.assert_allclose(_incremental_logits(session, ids, 12), cached, atol=1e-6)
 
 
+@pytest.mark.engine  # loads a real engine or model: not in `make test-fast`
 def test_int8_cache_is_consistent(tiny):
     """Dynamic int8 quantizes activations with a scale per call, so one token at a time cannot equal a full
     forward bit for bit; the cache must still carry the context: the same tokens win almost everywhere."""
@@ -61,6 +63,7 @@ def test_int8_cache_is_consistent(tiny):
     assert session.executed_precision == "int8"
 
 
+@pytest.mark.engine  # loads a real engine or model: not in `make test-fast`
 def test_fp32_decoder_is_transformers(tiny, fp32_session):
     ids = prompt_ids(tiny, batch=1, length=16, seed=3)
     np.testing.assert_allclose(fp32_session.forward_logits(ids), TransformersReference(tiny).logits(ids), atol=1e-5)
@@ -96,6 +99,7 @@ def test_tests_respect_max_positions():
     assert tests[1].prompt_len == 128 and "not 200" in dropped[0]  # tg clamps its context
 
 
+@pytest.mark.engine  # loads a real engine or model: not in `make test-fast`
 def test_generate_scenario_pp_and_tg(tiny, fp32_session):
     sets = build_prompt_sets(tiny.path, [DecoderTest("pp", 24, 1), DecoderTest("tg", 24, 6)], max_positions=256)
     pp = run_generate(fp32_session, sets["pp24"], batch_size=2, rule=FAST, load_s=0.5)
@@ -191,6 +195,7 @@ def test_prepared_prompts_and_host_side_are_recorded(tiny):
     assert m.details["timed_call"].endswith("the fake loop")
 
 
+@pytest.mark.engine  # loads a real engine or model: not in `make test-fast`
 def test_llamacpp_host_side_is_measured(tiny):
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gguf")

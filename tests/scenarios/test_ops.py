@@ -216,6 +216,7 @@ def _torch_threads():
     return torch.get_num_threads()
 
 
+@pytest.mark.engine  # runs every installed engine's kernels: not in `make test-fast`
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", OPERATORS)
 @pytest.mark.parametrize("engine", BACKENDS)
@@ -250,6 +251,7 @@ def _saturating_int8(name):
     return {"x": acts, "w": weights, "b": np.array([-(1 << 15), 0, 1, (1 << 15) - 1], dtype=np.int32)}
 
 
+@pytest.mark.engine  # runs every installed engine's kernels: not in `make test-fast`
 @pytest.mark.parametrize("name", INT8_OPS)
 @pytest.mark.parametrize("engine", BACKENDS)
 def test_int8_gemm_is_exact_against_numpy_int64(backends, engine, name):
@@ -295,6 +297,7 @@ print(json.dumps(errors))
 """
 
 
+@pytest.mark.engine  # runs every installed engine's kernels: not in `make test-fast`
 def test_int8_is_exact_on_avx2_kernels_too():
     """oneDNN (torch._int_mm, OpenVINO's int8 MatMul) capped at AVX2: no VNNI, vpmaddubsw's saturating int16 pairs."""
     import subprocess
