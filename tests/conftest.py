@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from enginebench.engines import require_engine
 from enginebench.models import resolve_model
 from enginebench.workloads import build_workload
+from helpers.sessions import embed, load_session
 
 
 def pytest_configure(config):
@@ -67,16 +67,6 @@ def corpus(minilm):
 @pytest.fixture(scope="session")
 def titles(minilm):
     return build_workload("titles", minilm.path)
-
-
-def embed(session, batch):
-    """Sentence embeddings of one TokenBatch through an encoder session."""
-    return session.run(session.prepare(batch))
-
-
-def load_session(engine: str, model, precision: str = "fp32", threads: int = 2, **options):
-    cls = require_engine(engine)
-    return cls().load(model, precision, cls.make_options(threads, {k: str(v) for k, v in options.items()}))
 
 
 @pytest.fixture(scope="session")

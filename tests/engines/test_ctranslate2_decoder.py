@@ -12,7 +12,7 @@ pytestmark = pytest.mark.engine  # loads real engines and models: not in `make t
 ctranslate2 = pytest.importorskip("ctranslate2")
 pytest.importorskip("transformers")
 
-from conftest import load_session  # noqa: E402
+from helpers.sessions import load_session  # noqa: E402
 from helpers.tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
 
 from enginebench.engines import engine_class  # noqa: E402
@@ -105,7 +105,7 @@ def test_int8_stays_close_to_fp32_reference(tiny_llama, llama_reference):
 _INT8_PROBE = """
 import json, sys
 sys.path[:0] = sys.argv[1:]
-from conftest import load_session
+from helpers.sessions import load_session
 from helpers.tiny_llama import tiny_llama_spec
 from enginebench.child import limit_threads
 limit_threads(2)  # as every measuring process: threads, and the kernel caps of ENGINEBENCH_CPU_FEATURES

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 from enginebench.errors import UsageError
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models import resolve_model

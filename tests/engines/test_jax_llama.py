@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("transformers")
 
-from conftest import load_session  # noqa: E402
+from helpers.sessions import load_session  # noqa: E402
 from helpers.tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
 
 from enginebench.engines.base import DecoderSession  # noqa: E402

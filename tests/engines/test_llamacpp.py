@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import load_session
+from helpers.sessions import load_session
 from enginebench.errors import UsageError
 from enginebench.models import resolve_model
 from enginebench.models.llama_synthetic import TINY_LLAMA, write_synthetic_llama

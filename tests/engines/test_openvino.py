@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 from enginebench.engines import engine_class
 from enginebench.measure.fidelity import compare_embeddings
 

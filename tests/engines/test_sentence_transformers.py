@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 from enginebench.engines import REGISTRY, engine_class
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.workloads.tokenize import load_tokenizer

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import load_session
+from helpers.sessions import load_session
 from enginebench.results.model import Result
 from enginebench.results.report import table_rows, threads_label
 

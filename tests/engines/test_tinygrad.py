@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.models import resolve_model
 from helpers.tiny_bert import make_tiny_bert, mixed_batch

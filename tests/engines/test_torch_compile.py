@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import load_session
+from helpers.sessions import load_session
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.workloads.batch import TokenBatch
 

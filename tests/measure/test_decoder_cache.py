@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_session
+from helpers.sessions import load_session
 from helpers.tiny_llama import tiny_llama_spec
 
 from enginebench.engines.base import DecoderSession

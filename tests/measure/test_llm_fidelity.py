@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_session
+from helpers.sessions import load_session
 from helpers.tiny_llama import tiny_llama_spec
 
 from enginebench.measure.llm_fidelity import (

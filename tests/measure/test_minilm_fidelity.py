@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 from enginebench.measure.fidelity import compare_embeddings, threshold_for
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`

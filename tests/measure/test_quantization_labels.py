@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import load_session
+from helpers.sessions import load_session
 from enginebench.measure.quantization import (WeightMatmul, matmul_summary, name_patterns, onnx_outline,
                                               onnx_weight_matmuls, short_label)
 from enginebench.results.model import Result, Run

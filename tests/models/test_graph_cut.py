@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import load_session
+from helpers.sessions import load_session
 
 from enginebench.cli import main
 from enginebench.engines import engine_class

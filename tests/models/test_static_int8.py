@@ -16,7 +16,7 @@ from enginebench.measure.quantization import onnx_outline
 from enginebench.workloads import build_workload
 from enginebench.workloads.calibration import calibration_set
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
 

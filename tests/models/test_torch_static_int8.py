@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import embed, load_session
+from helpers.sessions import embed, load_session
 from enginebench.engines import require_engine
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.measure.quantization import WeightMatmul

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import load_session
+from helpers.sessions import load_session
 from helpers.tiny_llama import TransformersReference, prompt_ids, tiny_llama_spec
 
 from enginebench.cli import main
