@@ -20,7 +20,8 @@ def test_bandwidth_and_gemm_are_positive():
     assert bw["bandwidth_gbs"] > 0 and bw["threads"] == 2 and bw["bytes_per_run"] == 24 << 20
     mm = roofline.gemm_flops(n=128, runs=2)
     assert mm["gemm_gflops"] > 0 and len(mm["runs_s"]) == 2 and mm["n"] in (64, 128)
-    assert set(mm["by_n"]) == {64, 128} and mm["gemm_gflops"] == pytest.approx(max(mm["by_n"].values()), rel=1e-3)
+    # by_n holds each size's GFLOP/s to 0.1: the figure is the best of them (at 42.25 a relative 1e-3 failed)
+    assert set(mm["by_n"]) == {64, 128} and max(mm["by_n"].values()) == round(mm["gemm_gflops"], 1)
     timed = [t for t in mm["tried"] if "gflops" in t]
     assert timed[0]["library"].startswith("numpy")  # numpy is always there
     assert mm["gemm_gflops"] == max(t["gflops"] for t in timed) and mm["library"] in [t["library"] for t in timed]
