@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import enginebench
+from helpers.fake_engines import CLI_PLUGINS, FAKE_TORCH
 
 ROOT = Path(__file__).parents[2]
 
@@ -80,7 +81,8 @@ def test_make_bench_runs_the_quick_suite():
 def test_quick_run_records_its_rule_and_repeat_and_the_title_says_them(tmp_path):
     db = tmp_path / "q.db"
     p = enginebench("run", "--quick", "--engine", "fake-wrong", "--workload", "titles", "--scenario", "latency",
-                    "--duration", "200ms", "--repeat", "1", "--load-timeout", "2m", "--db", str(db), "--json")
+                    "--duration", "200ms", "--repeat", "1", "--load-timeout", "2m", "--db", str(db), "--json",
+                    plugins=f"{CLI_PLUGINS},{FAKE_TORCH}")  # a fake torch checks fake-wrong: no real engine loads
     assert p.returncode == 0, p.stderr
     config = json.loads(p.stdout)["config"]
     assert config["stopping_rule"]["duration_s"] == 0.2 and config["stopping_rule"]["min_samples"] == 5
