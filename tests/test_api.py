@@ -5,7 +5,7 @@ import pytest
 
 import enginebench as eb
 from enginebench.cli import build_parser
-from enginebench.planning import RunOptions
+from enginebench.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,10 @@ def test_stored_command_reproduces_the_options(small_run):
     run, _, _ = small_run
     command = eb.command_line(run)
     assert command.startswith("enginebench run ")
-    args = vars(build_parser().parse_args(command.split()[1:]))
-    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
-    assert opts.engine == ["torch"] and opts.workload == ["titles"] and opts.batch_size == ["1,2"]
-    assert opts.duration == "0.2" and opts.repeat == "2" and opts.seed == "3" and opts.warmup == "0.1s"
+    config = RunConfig.from_cli(build_parser().parse_args(command.split()[1:]))
+    assert config == RunConfig.from_dict(run.config["run_config"])  # the command gives the stored configuration
+    assert config.engines == ["torch"] and config.workloads == ["titles"] and config.batch_sizes == [1, 2]
+    assert (config.duration_s, config.repeat, config.seed, config.warmup_s) == (0.2, 2, 3, 0.1)
 
 
 def test_bad_options_fail_before_measuring(tmp_path):

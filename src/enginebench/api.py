@@ -13,80 +13,26 @@ string where the command takes a list, durations as numbers of seconds or with u
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 from enginebench.results.model import Run
-from enginebench.scenarios.registry import add_scenario_arguments, scenario_option_values, scenario_options
 
 DEFAULT_DB = "enginebench.db"
-_PLURALS = {"engines": "engine", "precisions": "precision", "workloads": "workload", "scenarios": "scenario",
-            "options": "option"}  # keyword spellings a Python user reaches for -> RunOptions fields
 
 
 def run(model: str | None = None, *, db: str | None = DEFAULT_DB, on_start=None, on_result=None, **options) -> Run:
     """Measure, store (unless db=None: then in memory only) and return the Run.
 
     `on_start(cell)` and `on_result(index, result)` see progress; every result is stored as it arrives."""
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.planning import plan_from_config
 
-    fields = set(RunOptions.__dataclass_fields__) - {"scenario_options"}
-    given, added = {}, {}
-    for key, value in options.items():
-        name = _PLURALS.get(key, key)
-        if name in scenario_options():  # an option a scenario adds (concurrency=[1, 2, 4])
-            added[name] = _as_text(value)
-            continue
-        if name not in fields:
-            raise UsageError(f"eb.run() got an unknown option {key!r}: use the names of `enginebench run --help` "
-                             f"({', '.join(sorted(fields))})")
-        given[name] = _as_text(value)
-    opts = RunOptions(model=model, **given, scenario_options=added)
-    plan, quick = plan_from_options(opts)
-    argv = _argv(opts)
-    return execute(plan, db=db, argv=argv, quick=quick, on_start=on_start, on_result=on_result)
-
-
-def _as_text(value):
-    """Numbers and lists of numbers as the command line would give them: the checks read text."""
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    if isinstance(value, (bool, dict)) or value is None:
-        return value
-    return str(value)
-
-
-def _argv(opts) -> list[str]:
-    """The `enginebench run` arguments that reproduce these options."""
-    from dataclasses import fields
-
-    from enginebench.planning import RunOptions
-
-    default = RunOptions()
-    argv: list[str] = []
-    for f in fields(opts):
-        value = getattr(opts, f.name)
-        if value == getattr(default, f.name) or value is None:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "scenario_options":  # {name: text or list}: each the scenario's own flag
-            for name, given in value.items():
-                argv += ["--" + name.replace("_", "-"), ",".join(given) if isinstance(given, list) else given]
-            continue
-        if isinstance(value, bool):
-            argv.append(flag)
-        elif isinstance(value, dict):  # {engine: {key: value}}
-            argv += [x for engine, kv in value.items() for k, v in kv.items() for x in ("-o", f"{engine}.{k}={v}")]
-        elif isinstance(value, list):
-            if f.name == "option":
-                argv += [x for item in value for x in ("-o", item)]
-            else:
-                argv += [flag, ",".join(value)]
-        else:
-            argv += [flag, value]
-    return argv
+    config = RunConfig.from_keywords(model, **options)
+    return execute(plan_from_config(config), db=db, config=config, on_start=on_start, on_result=on_result)
 
 
 def new_run_id() -> str:
@@ -94,10 +40,13 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool = False, on_start=None,
-            on_result=None, launcher=None, run_id: str | None = None, resuming: Resumption | None = None) -> Run:
+def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = None, argv: list[str] | None = None,
+            on_start=None, on_result=None, launcher=None, run_id: str | None = None,
+            resuming: Resumption | None = None) -> Run:
     """Run a checked Plan: one child process per cell and repetition; each result is stored the moment it
-    arrives (a crash later loses nothing measured). `launcher`: one made for this plan that runs it elsewhere,
+    arrives (a crash later loses nothing measured). `config`: the configuration the plan came from, stored with
+    the run (resume reads it back); `argv`: the command stored instead for a plan no configuration gives (tune's
+    rounds). `launcher`: one made for this plan that runs it elsewhere,
     e.g. launchers.ray.RayLauncher(plan, "local") [the local orchestrator]. `run_id`: the new run's id [a fresh
     one]. `resuming`: a stored run to finish instead (see resume()), whose launcher must carry its history."""
     from enginebench.measure.machine import machine_info
@@ -106,13 +55,6 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
 
     store = ResultStore(db if db is not None else ":memory:")
     orchestrator = launcher or (resuming.launcher() if resuming else Orchestrator(plan))
-    if plan.model.kind == "decoder" and orchestrator.where == "local":  # another machine's speed is not known here
-        import socket
-
-        speed = store.machine_speed(socket.gethostname())
-        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
-    if on_start:
-        orchestrator.on_start = on_start
     if resuming:  # the same run, its stored results kept; only what is missing arrives
         run, by_cell = resuming.run, dict(resuming.stored)
     else:
@@ -121,22 +63,17 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
             run_id=run_id or new_run_id(),
             created_at=now.isoformat(timespec="seconds"),
             machine=machine_info(),
-            config={"argv": argv, "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(),
-                    "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": quick,
-                    "engine_options": plan.engine_options,
-                    "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
-                    "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": orchestrator.cell_order(),
-                    "launcher": orchestrator.where},
+            config=run_record(plan, orchestrator, config=config, argv=argv),
         )
         store.add_run(run)
         by_cell = {}
 
-    def emit(index, result):
-        store.add_result(run.run_id, result, cell=index)  # committed before anything else can go wrong
+    def arrived(index, result):
         by_cell[index] = result
         if on_result:
             on_result(index, result)
 
+    emit = start_run(store, plan, orchestrator, run.run_id, on_start=on_start, on_result=arrived)
     try:
         orchestrator.run(emit)
     except KeyboardInterrupt as e:
@@ -149,13 +86,56 @@ def execute(plan, *, db: str | None = DEFAULT_DB, argv: list[str], quick: bool =
     return run
 
 
+def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = None, on_start=None,
+              on_result=None):
+    """Ready `launcher` to measure `plan` into the stored run `run_id` (every run, a sweep's parts too, is
+    measured through here): a decoder's plan gets this machine's stored speed for its roofline, `on_start` sees
+    each cell, and the emit returned stores each result the moment it arrives (under its sweep key when `keys`
+    are given), then tells `on_result`."""
+    if plan.model.kind == "decoder" and launcher.where == "local":  # another machine's speed is not known here
+        speed = store.machine_speed(socket.gethostname())
+        plan.machine_speed = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")} if speed else None
+    if on_start:
+        launcher.on_start = on_start
+
+    def emit(index, result):
+        store.add_result(run_id, result, cell=index, key=keys[index] if keys else None)  # committed at once
+        if on_result:
+            on_result(index, result)
+
+    return emit
+
+
+def run_record(plan, launcher, *, config: RunConfig | None, argv: list[str] | None = None) -> dict:
+    """What a run stores of how it was asked and planned: the configuration (resume reads it back), the
+    command that gives it (for people: show, runs, recommend's reproduce command), the plan's resolved
+    settings and the launcher's order of cells."""
+    record = {"argv": config.to_argv() if config is not None else list(argv or [])}
+    if config is not None:
+        record["run_config"] = config.to_dict()
+    return record | {
+        "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(), "timeout_s": plan.timeout_s,
+        "load_timeout_s": plan.load_timeout_s, "quick": config is not None and config.quick,
+        "engine_options": plan.engine_options, "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
+        "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": launcher.cell_order(),
+        "launcher": launcher.where}
+
+
+def stored_config(run: Run) -> RunConfig:
+    """The configuration a run was stored with; a run stored before configurations were (argv only) has its
+    command line read back."""
+    stored = run.config.get("run_config")
+    return RunConfig.from_dict(stored) if stored is not None else RunConfig.from_argv(run.config["argv"])
+
+
 @dataclass
 class Resumption:
-    """A stored run read back to be finished: the plan its options give now and what is stored of each cell."""
+    """A stored run read back to be finished: the plan its configuration gives now and what is stored of each
+    cell."""
 
     run: Run  # as stored
+    config: RunConfig  # as stored
     plan: object  # enginebench.plan.Plan
-    quick: bool
     stored: dict = field(default_factory=dict)  # plan index (cells, then planned skips) -> stored Result
     history: dict = field(default_factory=dict)  # plan index -> launchers.records.CellHistory
     retry_failed: bool = False
@@ -187,13 +167,13 @@ class Resumption:
 
 
 def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, pin: bool = False) -> Resumption:
-    """Read a stored run back to finish it: its options (config["argv"]) planned again and checked to give the
-    same cells in the same order, on the same machine. `pin`: first pin this process to the run's --cpus, as
+    """Read a stored run back to finish it: its configuration planned again and checked to give the same cells
+    in the same order, on the same machine. `pin`: first pin this process to the run's --cpus, as
     the command line does (thread counts default to the CPUs this process may use). Raises UsageError when it
     cannot be resumed."""
     from enginebench.launchers.records import history_of
     from enginebench.measure.machine import machine_info
-    from enginebench.planning import plan_from_options
+    from enginebench.planning import plan_from_config
     from enginebench.results.store import ResultStore
 
     if not os.path.exists(db):
@@ -207,7 +187,7 @@ def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False,
         raise UsageError(f"run {run_id} is a part of sweep {sweep['id']}: resume the sweep with "
                          f"`enginebench sweep {sweep['file']} --db {db}`")
     argv = config.get("argv")
-    if argv is None or argv[:1] == ["tune"]:
+    if (argv is None and "run_config" not in config) or (argv or [])[:1] == ["tune"]:
         command = config.get("command") or (argv[0] if argv else "another command")
         raise UsageError(f"run {run_id} was made by `enginebench {command}`, not `enginebench run`: only a run "
                          "can be resumed")
@@ -220,39 +200,15 @@ def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False,
                          f"this machine ({here['hostname']}, {here['cpu']}): resume it there, or measure anew "
                          f"here with `{command_line(run)}`")
     try:
-        options = _options_from_argv(argv)
+        run_config = stored_config(run)
         if pin:
-            pin_cpus(options.cpus)
-        plan, quick = plan_from_options(options)
+            pin_cpus(run_config.cpus)
+        plan = plan_from_config(run_config)
     except UsageError as e:
         raise UsageError(f"run {run_id}'s options no longer hold here: {e}") from None
     _check_same_plan(run, plan, stored)
     history = {i: history_of(r) for i, r in stored.items() if i < len(plan.cells)}
-    return Resumption(run, plan, quick, stored, history, retry_failed)
-
-
-def _options_from_argv(argv: list[str]):
-    """RunOptions from stored `enginebench run` arguments: what _argv writes, or (older runs) the whole command
-    line after `enginebench`, whose other arguments (--db, --json, --ray) are left out."""
-    from dataclasses import asdict, fields
-
-    from enginebench.cli.args import Parser
-    from enginebench.planning import RunOptions
-
-    parser = Parser(prog="enginebench run", add_help=False, allow_abbrev=False)
-    for f in fields(RunOptions):
-        if f.name == "scenario_options":
-            continue
-        flags = ["--" + f.name.replace("_", "-")] + (["-o"] if f.name == "option" else [])
-        action = "store_true" if f.type == "bool" else "append" if f.type.startswith("list") else "store"
-        parser.add_argument(*flags, dest=f.name, action=action)
-    add_scenario_arguments(parser)
-    defaults = asdict(RunOptions())
-    defaults.pop("scenario_options")
-    parser.set_defaults(**defaults)
-    given, _ = parser.parse_known_args(argv[1:] if argv[:1] == ["run"] else argv)
-    return RunOptions(**{k: v for k, v in vars(given).items() if k in RunOptions.__dataclass_fields__},
-                      scenario_options=scenario_option_values(given))
+    return Resumption(run, run_config, plan, stored, history, retry_failed)
 
 
 def pin_cpus(cpus: str | None) -> None:
@@ -307,8 +263,8 @@ def resume(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, on_
     resuming = resumption(run_id, db=db, retry_failed=retry_failed)
     if not resuming.left:
         return resuming.run
-    return execute(resuming.plan, db=db, argv=resuming.run.config["argv"], quick=resuming.quick,
-                   on_start=on_start, on_result=on_result, resuming=resuming)
+    return execute(resuming.plan, db=db, config=resuming.config, on_start=on_start, on_result=on_result,
+                   resuming=resuming)
 
 
 def load(run_id: str | None = None, db: str = DEFAULT_DB) -> Run:
@@ -365,4 +321,4 @@ def command_line(run: Run) -> str:
 
 
 __all__ = ["run", "resume", "load", "compare", "recommend", "execute", "resumption", "Resumption", "new_run_id",
-           "command_line", "DEFAULT_DB"]
+           "command_line", "run_record", "start_run", "stored_config", "DEFAULT_DB"]

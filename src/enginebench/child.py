@@ -79,15 +79,17 @@ class SessionFactory:
         return cls().load(self.model, self.precision, options)
 
 
-def child_main(job: Job, out) -> None:
-    """Entry point of the child process. Messages: start, loading, loaded, result, error, reference, done."""
+def child_main(job: Job, out, go=None) -> None:
+    """Entry point of the child process. Messages: start, loading, loaded, result, error, reference, done.
+    With `go`, after each result or error the child waits for the parent's word before measuring on: the parent
+    builds and stores results while no cell is measured, so its work never shares the cores with a measurement."""
     try:
         os.setpgrp()  # the parent can kill this process and its workers as one group
     except OSError:
         pass
     die_with_parent()
     quiet_library_logs()
-    _measure(job, out)
+    _measure(job, out, go)
     # Flush every message, then leave without interpreter teardown: some engines' destructors abort at exit
     # (seen: "terminate called ... Resource deadlock avoided"), which must not cost results already sent.
     out.close()
@@ -95,7 +97,7 @@ def child_main(job: Job, out) -> None:
     os._exit(0)
 
 
-def _measure(job: Job, out) -> None:
+def _measure(job: Job, out, go=None) -> None:
     limit_threads(job.threads)
     factory = SessionFactory(job.engine, job.model, job.precision, job.threads, job.options,
                              tuple(job.workloads.values()))
@@ -129,11 +131,16 @@ def _measure(job: Job, out) -> None:
                       session=session, loading=lambda i=index: out.put(("loading", i)),
                       loaded=lambda i=index: out.put(("loaded", i)), cache=cache)
         try:
-            out.put(("result", index, scenario_class(cell.scenario).measure(run)))
+            started = time.time()
+            m = scenario_class(cell.scenario).measure(run)
+            m.details["measured_between"] = [started, time.time()]  # epoch s: loading included, if it loaded
+            out.put(("result", index, m))
         except LoadFailed as e:
             out.put(("error", index, str(e), ""))
         except Exception as e:  # one cell's failure is recorded; the next cell still runs
             out.put(("error", index, f"{type(e).__name__}: {e}", traceback.format_exc()))
+        if go is not None:
+            go.get()
     out.put(("done",))
 
 

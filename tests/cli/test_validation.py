@@ -28,10 +28,11 @@ def stored(db: Path) -> tuple[int, int]:
 
 def plan_for(*argv):
     from enginebench.cli import build_parser
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
 
-    args = vars(build_parser().parse_args(["run", *argv]))
-    return plan_from_options(RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__}))
+    config = RunConfig.from_cli(build_parser().parse_args(["run", *argv]))
+    return plan_from_config(config), config.quick
 
 
 def assert_usage_error(tmp_path, args, *fragments):
@@ -104,7 +105,7 @@ def test_repeat_sets_the_plan_and_must_be_a_positive_whole_number(tmp_path):
 @pytest.mark.parametrize("text, expected", [("10s", 10), ("500ms", 0.5), ("2m", 120), ("1.5h", 5400), ("10", 10),
                                            ("0.25", 0.25), ("3 s", 3), ("1e3ms", 1)])
 def test_durations_take_units(text, expected):
-    from enginebench.validate import seconds
+    from enginebench.config import seconds
 
     assert seconds("--duration", text) == pytest.approx(expected)
 

@@ -47,7 +47,8 @@ def test_nothing_is_fetched_from_elsewhere(page):
 
 
 def test_the_charts_the_data_supports_are_inline_svg(page):
-    for name in ("latency-by-engine", "latency-distribution", "throughput-by-workers", "fidelity-vs-speed",
+    for name in ("latency-by-engine", "latency-distribution", "throughput-by-workers",
+                 "fidelity-vs-speed-latency-scenario", "fidelity-vs-speed-throughput-scenario",
                  "decoder-tokens-per-s", "decoder-fidelity-vs-speed"):
         figure = re.search(rf'<figure id="{name}">(.*?)</figure>', page, flags=re.S)
         assert figure and "<svg" in figure.group(1) and "<path" in figure.group(1), name
@@ -108,7 +109,7 @@ def test_the_recommendation_is_shown_escaped(monkeypatch):
         def lines(self):
             return ["Use onnxruntime int8 <fast>: 2.4× torch's items/s"]
 
-    monkeypatch.setattr(html_format, "Constraints", lambda model: None)
+    monkeypatch.setattr(html_format, "Constraints", lambda **constraints: None)
     monkeypatch.setattr(html_format, "recommend", lambda runs, constraints: Recommendation())
     page = html_report([encoder_run()])
     section = page[page.index('id="recommendation"'):page.index('id="charts"')]
@@ -117,10 +118,11 @@ def test_the_recommendation_is_shown_escaped(monkeypatch):
 
 
 def test_each_model_gets_the_real_recommenders_verdict():
-    pytest.importorskip("enginebench.results.recommend", reason="the recommender is not in this enginebench yet")
     page = html_report([encoder_run(), decoder_run()])
     section = page[page.index('id="recommendation"'):page.index('id="charts"')]
-    assert section.count("<li>recommend: ") == 2  # minilm and smollm2-135m
+    # minilm's latency and throughput questions, smollm2-135m's tg16
+    assert section.count("<li>recommend: ") == 3
+    assert "<li>recommend: minilm · workload titles · objective latency: median" in section
     assert "<li>best: openvino · fp32 · throughput scenario · batch 8" in section
     assert "<li>best: llamacpp · fp32 · generate scenario" in section
     assert "<li>reproduce: <code>enginebench run --model minilm --engine openvino" in section
@@ -130,9 +132,22 @@ def test_a_recommendation_that_cannot_be_made_says_why(monkeypatch):
     def refuse(runs, constraints):
         raise UsageError("no result meets the constraints")
 
-    monkeypatch.setattr(html_format, "Constraints", lambda model: None)
+    monkeypatch.setattr(html_format, "Constraints", lambda **constraints: None)
     monkeypatch.setattr(html_format, "recommend", refuse)
-    assert "No recommendation for minilm: no result meets the constraints" in html_report([encoder_run()])
+    assert "No recommendation for minilm · titles · latency: no result meets the constraints" in html_report(
+        [encoder_run()])
+
+
+def test_a_run_over_two_workloads_gets_an_answer_per_workload_and_objective():
+    from test_plots import two_workload_run
+
+    section = html_report([two_workload_run()])
+    section = section[section.index('id="recommendation"'):section.index('id="charts"')]
+    assert "several workloads" not in section
+    heads = re.findall(r"<li>recommend: minilm · workload (\w+) · objective (\w+)", section)
+    assert heads == [("titles", "latency"), ("titles", "throughput"),
+                                                      ("corpus", "latency"), ("corpus", "throughput")]
+    assert section.count("<li>best: ") == 4
 
 
 def test_the_report_command_writes_the_newest_run_by_default(stored, tmp_path, capsys):
@@ -154,7 +169,6 @@ def test_the_report_command_says_what_is_wrong_in_one_line(stored, tmp_path):
 
 
 def test_when_every_result_is_noisy_the_report_also_judges_them_with_their_warnings():
-    pytest.importorskip("enginebench.results.recommend", reason="the recommender is not in this enginebench yet")
     from dataclasses import replace
 
     run = encoder_run()

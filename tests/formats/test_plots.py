@@ -96,8 +96,9 @@ def _names(charts) -> list[str]:
 
 def test_an_encoder_run_gets_every_encoder_chart():
     charts = build_charts([encoder_run()])
+    # a single stream and a pool of workers are different work: fidelity against speed is drawn for each
     assert _names(charts) == ["latency-by-engine", "latency-distribution", "throughput-by-workers",
-                              "fidelity-vs-speed"]
+                              "fidelity-vs-speed-latency-scenario", "fidelity-vs-speed-throughput-scenario"]
     assert charts.not_drawn == []
     latency = charts.drawn[0].figure.axes[0]
     assert latency.get_ylabel() == "median latency per call (ms)"
@@ -107,6 +108,34 @@ def test_an_encoder_run_gets_every_encoder_chart():
     # one violin per successful result; the failed and skipped cells have no samples to draw
     distribution = charts.drawn[1].figure.axes[0]
     assert len(distribution.get_yticklabels()) == 14
+
+
+def two_workload_run() -> Run:
+    """The encoder run, and the same cells again on a corpus at 128 tokens with every call 5x slower."""
+    from dataclasses import replace
+
+    run = encoder_run()
+    longer = [replace(r, workload="corpus", seq_len=128, latency_ms=r.latency_ms and {
+        **r.latency_ms, "median": 5 * r.latency_ms["median"]}) for r in run.results]
+    return Run(run.run_id, run.created_at, run.machine, run.config, list(run.results) + longer)
+
+
+def test_each_chart_holds_one_work_alone():
+    charts = build_charts([two_workload_run()])
+    names = _names(charts)
+    assert names == ["latency-by-engine-titles-seq-16", "latency-distribution-titles-seq-16",
+                     "throughput-by-workers-titles-seq-16", "fidelity-vs-speed-titles-seq-16-latency-scenario",
+                     "fidelity-vs-speed-titles-seq-16-throughput-scenario",
+                     "latency-by-engine-corpus-seq-128", "latency-distribution-corpus-seq-128",
+                     "throughput-by-workers-corpus-seq-128", "fidelity-vs-speed-corpus-seq-128-latency-scenario",
+                     "fidelity-vs-speed-corpus-seq-128-throughput-scenario"]
+    by_name = {c.name: c for c in charts.drawn}
+    assert by_name["latency-by-engine-corpus-seq-128"].title == "Latency by engine and batch size · corpus (seq 128)"
+    for work, factor in (("titles-seq-16", 1), ("corpus-seq-128", 5)):
+        bars = by_name[f"latency-by-engine-{work}"].figure.axes[0].patches
+        assert len(bars) == 8  # 4 engines x 2 batch sizes: the other work's bars are on its own chart
+        torch_b1 = [r for r in encoder_run().results if (r.engine, r.batch_size, r.scenario) == ("torch", 1, "latency")]
+        assert bars[0].get_height() == pytest.approx(factor * torch_b1[0].latency_ms["median"])
 
 
 def test_the_worker_chart_is_left_out_when_one_worker_count_ran():
@@ -188,7 +217,8 @@ def test_the_plot_command_prints_the_paths_it_wrote(stored, tmp_path, capsys):
     assert _cli()("plot", "enc1", "--output", str(out), "--db", str(stored)) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(out / f"{name}.png") for name in
-                       ("latency-by-engine", "latency-distribution", "throughput-by-workers", "fidelity-vs-speed")]
+                       ("latency-by-engine", "latency-distribution", "throughput-by-workers",
+                        "fidelity-vs-speed-latency-scenario", "fidelity-vs-speed-throughput-scenario")]
     assert all((out / p).exists() for p in printed)
 
 

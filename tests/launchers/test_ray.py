@@ -25,8 +25,6 @@ from helpers.fake_engines import env
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-CLI = ("import sys, enginebench.cli as c; 'sweep' in c.GROUPS or c.GROUPS.append('sweep'); "
-       "sys.exit(c.main(sys.argv[1:]))")
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -145,7 +143,7 @@ def _file(tmp_path: Path, batches: int, duration: str = "0.3s") -> Path:
 
 def _sweep(file: Path, db: Path, cluster: Cluster | None, **popen) -> subprocess.Popen:
     ray = ["--ray", cluster.address] if cluster else []
-    return subprocess.Popen([sys.executable, "-c", CLI, "sweep", str(file), "--db", str(db), *ray],
+    return subprocess.Popen([sys.executable, "-m", "enginebench", "sweep", str(file), "--db", str(db), *ray],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=cluster.env if cluster else env(), **popen)
 

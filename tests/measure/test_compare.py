@@ -151,6 +151,13 @@ def test_latency_cells_compare_medians_and_say_which_is_faster():
     assert compare_results(new, base).verdict == "slower"
 
 
+def test_results_measured_by_ray_nodes_on_different_machines_say_so():
+    base, new = make_result(seed=1), make_result(seed=2)
+    assert not any("different machines" in r for r in compare_results(base, new).reasons)
+    base.details["node"], new.details["node"] = {"hostname": "node-a"}, {"hostname": "node-b"}
+    assert "measured on different machines: node-a → node-b" in compare_results(base, new).reasons
+
+
 def test_throughput_cells_are_judged_on_items_per_s():
     base = make_result(scenario="throughput", workers=2, threads=1, batch=8, seed=1)
     new = make_result(scenario="throughput", workers=2, threads=1, batch=8, seed=2, scale=1.15)

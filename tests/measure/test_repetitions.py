@@ -160,6 +160,19 @@ def test_each_repetition_is_a_fresh_child_in_a_seeded_shuffled_order(titles, min
     assert Orchestrator(_plan(titles, minilm, repeat=1)).cell_order() == [[0, 1, 2, 3]]  # one: plan order
 
 
+def test_the_first_round_runs_engines_with_nothing_to_prepare_first(titles, minilm):
+    from enginebench.engines import engine_class
+
+    engines = ("onnxruntime", "openvino", "ctranslate2", "torch")  # torch eager: the model as it comes
+    assert [bool(engine_class(e).prepares) for e in engines] == [True, True, True, False]
+    cells = [Cell(engine, "fp32", "latency", "titles", 1, 1, 1) for engine in engines]
+    for repeat in (1, 3):
+        for seed in range(5):
+            plan = Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {},
+                        timeout_s=60, repeat=repeat, order_seed=seed)
+            assert Orchestrator(plan).cell_order()[0][0] == 3
+
+
 def test_a_failed_repetition_is_reported_and_the_others_kept(titles, minilm):
     orch = Orchestrator(_plan(titles, minilm, repeat=2))
     first_child = orch.schedule()[0][0]

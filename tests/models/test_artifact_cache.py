@@ -52,3 +52,35 @@ def test_a_failed_build_leaves_nothing_to_trust(tmp_path, monkeypatch):
     assert not (tmp_path / "demo" / "k2").exists()
     folder, cached = cached_artifact("demo", "k2", _build_slowly)
     assert not cached and (folder / "part2").read_text() == "whole"
+
+
+def test_a_same_size_fine_tune_over_2_gib_gets_its_own_digest(tmp_path, monkeypatch):
+    from enginebench.models.artifacts import file_digest
+
+    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path / "cache"))
+    size = (2 << 30) + (64 << 20)  # past the size where the head and tail alone were once hashed
+    base, tuned = tmp_path / "base.gguf", tmp_path / "tuned.gguf"
+    for path in (base, tuned):
+        with open(path, "wb") as f:  # sparse: no disk is written for the zeros
+            f.truncate(size)
+    with open(tuned, "r+b") as f:  # one weight changed, far from both ends
+        f.seek(size // 2)
+        f.write(b"\x01")
+    assert file_digest(base) != file_digest(tuned)
+
+
+def test_a_digest_is_computed_once_per_file_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    from enginebench.models.artifacts import file_digest
+
+    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"a" * 1000)
+    first = file_digest(model)
+    st = model.stat()
+    model.write_bytes(b"b" * 1000)  # same size; the mtime put back: the remembered digest is used, unread
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_digest(model) == first
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a rewrite moves the mtime
+    assert file_digest(model) != first

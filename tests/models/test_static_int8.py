@@ -82,9 +82,9 @@ def ov_static(minilm, corpus):
 
 
 def test_int8_static_is_a_known_precision_of_both_engines():
-    from enginebench.planning import _known_precisions
+    from enginebench.config import known_precisions
 
-    assert "int8-static" in _known_precisions()
+    assert "int8-static" in known_precisions()
     for engine in ("onnxruntime", "openvino"):
         assert "int8-static" in require_engine(engine).describe().precisions
     assert threshold_for("int8-static") == 0.99

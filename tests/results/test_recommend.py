@@ -151,7 +151,8 @@ def test_bad_constraints_are_usage_errors(bad, message):
 
 def test_the_command_reproduces_the_configuration(mixed):
     from enginebench.cli import build_parser
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
 
     throughput = _result("onnxruntime", 12.0, scenario="throughput", workers=2, threads=1,
                          options={"graph_optimization": "basic", "inter_op_threads": 1})
@@ -159,8 +160,7 @@ def test_the_command_reproduces_the_configuration(mixed):
         argv = shlex.split(reproduce_command(result, mixed))
         assert argv[:2] == ["enginebench", "run"]
         args = build_parser().parse_args(argv[1:])
-        plan, _ = plan_from_options(RunOptions(**{k: v for k, v in vars(args).items()
-                                                  if k in RunOptions.__dataclass_fields__}))
+        plan = plan_from_config(RunConfig.from_cli(args))
         assert plan.cells == [Cell(result.engine, result.precision, result.scenario, result.workload,
                                    result.batch_size, result.workers, result.threads)]
         assert plan.engine_options == {"onnxruntime": {"graph_optimization": "basic"}}  # defaults left out
@@ -260,7 +260,8 @@ def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, sc
     target, the clients; an offline pick once lost --max-batch and wrote --threads for its workers."""
     from enginebench.cli import build_parser
     from enginebench.plan import Serving
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
     from enginebench.scenarios.concurrency import Clients
 
     serving = {"offline": Serving(max_batch=4), "server": Serving(qps=50.0, slo_p99_ms=20.0, max_batch=2,
@@ -272,9 +273,98 @@ def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, sc
                                  scenario=scenario, serving={"kind": "encoder", "settings": serving.to_dict()} if serving else None,
                                  settings=settings.to_dict() if settings else None)
     argv = shlex.split(reproduce_command(result, mixed))
-    args = vars(build_parser().parse_args(argv[1:]))
-    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
-    if scenario == "concurrency":
-        opts = dataclasses.replace(opts, scenario_options={"concurrency": args["concurrency"]})
-    plan, _ = plan_from_options(opts)
+    plan = plan_from_config(RunConfig.from_cli(build_parser().parse_args(argv[1:])))
     assert plan.cells == [cell]
+
+
+def _launched(engine: str, median_ms: float, seed: int) -> Result:
+    """A result as the launcher stores it: each process's fidelity and measurement record kept."""
+    from enginebench.results.build import measurement_record
+
+    rng = np.random.default_rng(seed)
+    fidelity = {"metric": "min_cosine", "value": 1.0, "ok": True, "threshold": threshold_for("fp32")}
+    measured = [(rep, Measurement(worker_samples=[(median_ms * 1e6 * (1 + 0.01 * rng.standard_normal(60)))
+                                                  .astype(np.int64)], items_per_call=1, tokens_per_item=13.0,
+                                  load_s=1.0, peak_rss_mb=200.0, executed_precision="fp32", wall_s=1.0,
+                                  fidelity=fidelity)) for rep in range(3)]
+    r = build_result(Cell(engine, "fp32", "latency", "titles", 1, 1, 2), measured, model="minilm", seq_len=16,
+                     engine_version="1", engine_options={"threads": 2}, details={})
+    for rep, (_, m) in zip(r.repetitions, measured):
+        rep["measurement"] = measurement_record(m)
+    return r
+
+
+def test_five_runs_of_one_configuration_are_one_candidate_not_five_lottery_tickets():
+    # onnxruntime measured five times, at 10 ms and once luckily at 9.3 ms (within the spread runs show);
+    # openvino once at 9.7 ms: the lucky draw would win if each run were a candidate of its own
+    runs = [_run([_launched("onnxruntime", 9.3 if i == 4 else 10.0, seed=i)], run_id=f"ort-{i}",
+                 created=f"2026-11-2{i}T10:00:00+00:00") for i in range(5)]
+    runs.append(_run([_launched("openvino", 9.7, seed=9)], run_id="ov", created="2026-11-26T10:00:00+00:00"))
+    rec = recommend(runs, Constraints(model="minilm", objective="latency"))
+    assert (rec.best.engine, rec.run_id) == ("openvino", "ov")
+    ort = rec.runner_up.other
+    assert ort.engine == "onnxruntime" and len(ort.repetitions) == 15
+    # the geometric mean of all 15 processes' medians: 12 at 10 ms and 3 at 9.3 ms
+    assert ort.latency_ms["median"] == pytest.approx(np.exp((12 * np.log(10) + 3 * np.log(9.3)) / 15), rel=0.005)
+    assert any("pooled over all their processes (6 results, 2 configurations)" in n for n in rec.notes)
+
+
+def test_the_ray_launchers_result_keeps_one_machine(titles, minilm):
+    from enginebench.launchers.ray import RayLauncher
+    from enginebench.launchers.records import CellHistory
+    from enginebench.measure.timing import StoppingRule
+    from enginebench.plan import Plan
+    from enginebench.results.build import measurement_from_record
+
+    r = _launched("onnxruntime", 10.0, seed=1)
+    measured = []
+    for rep, host in zip(r.repetitions, ("node-a", "node-b", "node-b")):
+        m = measurement_from_record(rep)
+        m.details["node"] = {"hostname": host, "ray_node_id": host}
+        measured.append((rep["index"], m))
+    plan = Plan(minilm, {"titles": titles}, [Cell("onnxruntime", "fp32", "latency", "titles", 1, 1, 2)],
+                StoppingRule(duration_s=0, min_samples=1), {}, timeout_s=60, repeat=3)
+    result = RayLauncher(plan)._result(0, CellHistory(measured))
+    assert [rep["index"] for rep in result.repetitions] == [1, 2] and result.details["processes"] == 2
+    assert [rep["index"] for rep in result.details["set_apart"]] == [0]
+    assert any("1 repetition measured on node-a" in n for n in result.details["notes"])
+
+
+def test_processes_of_two_machines_never_make_one_figure():
+    """A Ray job whose node was lost: repetitions 0 and 1 on node-a, 2 on node-b. The result is node-a's, with
+    node-b's repetition set apart; recommend then judges per measuring machine."""
+    from enginebench.launchers.ray import RayLauncher, one_machine
+    from enginebench.launchers.records import CellHistory
+    from enginebench.results.build import measurement_from_record
+
+    r = _launched("onnxruntime", 10.0, seed=1)
+    measured = []
+    for rep, host in zip(r.repetitions, ("node-a", "node-a", "node-b")):
+        m = measurement_from_record(rep)
+        m.details["node"] = {"hostname": host, "ray_node_id": host}
+        measured.append((rep["index"], m))
+    kept, apart = one_machine(CellHistory(measured))
+    assert [rr for rr, _ in kept.measured] == [0, 1]
+    assert [a["index"] for a in apart] == [2] and apart[0]["measurement"]["details"]["node"]["hostname"] == "node-b"
+    assert len(apart[0]["worker_samples"][0]) == 60  # nothing measured is lost
+    # a tie keeps the machine that measured first
+    kept, apart = one_machine(CellHistory(measured[1:]))
+    assert [rr for rr, _ in kept.measured] == [1] and [a["index"] for a in apart] == [2]
+    # measured here (a sweep begun locally, no node) and on a node of this same machine: one machine
+    import socket
+
+    here = measurement_from_record(r.repetitions[0])
+    node_here = measurement_from_record(r.repetitions[1])
+    node_here.details["node"] = {"hostname": socket.gethostname()}
+    kept, apart = one_machine(CellHistory([(0, here), (1, node_here)]))
+    assert len(kept.measured) == 2 and apart == []
+    # recommend: results measured by two nodes of different machines compete per machine
+    fast, slow = _launched("openvino", 5.0, seed=2), _launched("onnxruntime", 10.0, seed=3)
+    fast.details["node"] = {"hostname": "big-node", "cpu": "Big CPU"}
+    slow.details["node"] = {"hostname": "box", "cpu": "Test CPU"}
+    also = _launched("torch", 12.0, seed=4)
+    also.details["node"] = {"hostname": "box", "cpu": "Test CPU"}
+    rec = recommend([_run([fast, slow, also])], Constraints(model="minilm", objective="latency"))
+    assert rec.best.engine == "onnxruntime" and "Test CPU" in rec.machine
+    assert rec.excluded.get("other machine") == 1
+    assert any("results measured on big-node are left out" in n for n in rec.notes)

@@ -14,7 +14,8 @@ from helpers.fake_engines import SleepFactory
 
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
-from enginebench.planning import RunOptions, plan_from_options
+from enginebench.config import RunConfig
+from enginebench.planning import plan_from_config
 from enginebench.scenarios.concurrency import closed_loop
 from enginebench.scenarios.loadgen_sut import WorkerPool
 from enginebench.workloads import TokenBatch
@@ -49,13 +50,13 @@ def test_throughput_rises_until_the_workers_are_busy_and_latency_follows_littles
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"scenario": ["concurrency"], "scenario_options": {"concurrency": ["0"]}}, "--concurrency '0'"),
-    ({"scenario": ["concurrency"], "scenario_options": {"concurrency": ["1,two"]}}, "--concurrency 'two'"),
-    ({"scenario": ["latency"], "scenario_options": {"concurrency": ["2"]}}, "add --scenario concurrency"),
+    ({"scenario": ["concurrency"], "concurrency": ["0"]}, "--concurrency '0'"),
+    ({"scenario": ["concurrency"], "concurrency": ["1,two"]}, "--concurrency 'two'"),
+    ({"scenario": ["latency"], "concurrency": ["2"]}, "add --scenario concurrency"),
 ])
 def test_bad_concurrency_options_are_refused_before_measuring(options, message):
     with pytest.raises(UsageError, match=message):
-        plan_from_options(RunOptions(**options))
+        plan_from_config(RunConfig.from_keywords(**options))
 
 
 def test_bad_concurrency_is_one_line_and_exit_2(capsys):
@@ -71,13 +72,13 @@ def test_concurrency_on_a_decoder_is_refused():
 
     spec = tiny_llama_spec()
     with pytest.raises(UsageError, match="scenario concurrency needs an encoder"):
-        plan_from_options(RunOptions(model=spec.path, scenario=["concurrency"]))
+        plan_from_config(RunConfig.from_keywords(model=spec.path, scenario=["concurrency"]))
 
 
 def test_cells_one_per_client_count_with_their_settings():
-    plan, _ = plan_from_options(RunOptions(model="minilm", engine=["torch"], workload=["titles"],
-                                           scenario=["concurrency"], batch_size=["1"], workers=["2"],
-                                           scenario_options={"concurrency": ["1,4", "2"]}))
+    plan = plan_from_config(RunConfig.from_keywords(model="minilm", engine=["torch"], workload=["titles"],
+                                                    scenario=["concurrency"], batch_size=["1"], workers=["2"],
+                                                    concurrency=["1,4", "2"]))
     assert [c.settings.clients for c in plan.cells] == [1, 4, 2]
     assert {c.workers for c in plan.cells} == {2}
     assert plan.cells[1].label() == "torch fp32 concurrency x2 4 clients titles b1"

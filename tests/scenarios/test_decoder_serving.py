@@ -13,7 +13,8 @@ import pytest
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
-from enginebench.planning import RunOptions, plan_from_options
+from enginebench.config import RunConfig
+from enginebench.planning import plan_from_config
 from enginebench.workloads.prompts import DecoderTest, PromptSet
 from enginebench.workloads import WorkloadSpec
 
@@ -131,18 +132,18 @@ def tiny_config(tmp_path):
 ])
 def test_bad_decoder_serving_options_are_refused(tiny_config, options, message):
     with pytest.raises(UsageError, match=message.replace("-", r"\-")):
-        plan_from_options(RunOptions(llm_config=tiny_config, scenario=["server"], qps="10", **options))
+        plan_from_config(RunConfig.from_keywords(llm_config=tiny_config, scenario=["server"], qps="10", **options))
 
 
 def test_an_encoder_is_not_judged_on_token_latencies():
     with pytest.raises(UsageError, match="for decoders"):
-        plan_from_options(RunOptions(scenario=["server"], qps="10", slo_p99="50", slo_ttft="100"))
+        plan_from_config(RunConfig.from_keywords(scenario=["server"], qps="10", slo_p99="50", slo_ttft="100"))
 
 
 def test_decoder_server_cells_are_one_per_request_shape_and_workers(tiny_config):
-    plan, _ = plan_from_options(RunOptions(llm_config=tiny_config, scenario=["server"], qps="10", slo_ttft="100",
-                                           slo_tpot="20", prompt_len=["16", "32"], gen_len=["8"], workers=["1", "2"],
-                                           max_batch="4", engine=["torch"]))
+    plan = plan_from_config(RunConfig.from_keywords(
+        llm_config=tiny_config, scenario=["server"], qps="10", slo_ttft="100", slo_tpot="20", prompt_len=["16", "32"],
+        gen_len=["8"], workers=["1", "2"], max_batch="4", engine=["torch"]))
     assert sorted((c.workload, c.workers, c.batch_size) for c in plan.cells) == [
         ("pp16+tg8", 1, 4), ("pp16+tg8", 2, 4), ("pp32+tg8", 1, 4), ("pp32+tg8", 2, 4)]
     assert all(c.serving.slo_ttft_ms == 100 and c.serving.slo_tpot_ms == 20 for c in plan.cells)

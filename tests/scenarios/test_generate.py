@@ -225,14 +225,15 @@ def test_decoder_scenario_mismatch_is_a_one_line_error(tiny, capsys):
 
 def test_decoder_plan_cells(tiny, tmp_path):
     from enginebench.cli import build_parser
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
 
     config = tmp_path / "shape.json"
     config.write_text(json.dumps({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
                                   "num_attention_heads": 4, "vocab_size": 400, "max_position_embeddings": 300}))
     args = build_parser().parse_args(["run", "--llm-config", str(config), "--engine", "torch", "--precision",
                                       "fp32,bf16", "--batch-size", "1,2", "--gen-len", "64"])
-    plan, _ = plan_from_options(RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__}))
+    plan = plan_from_config(RunConfig.from_cli(args))
     assert plan.model.kind == "decoder" and plan.reference_engine == "torch"
     assert {c.workload for c in plan.cells} == {"pp128", "tg64"}  # pp512 does not fit 300 positions
     assert len(plan.cells) == 2 * 2 * 2 and {c.scenario for c in plan.cells} == {"generate"}

@@ -11,7 +11,8 @@ import pytest
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
-from enginebench.planning import RunOptions, plan_from_options
+from enginebench.config import RunConfig
+from enginebench.planning import plan_from_config
 from enginebench.scenarios.loadgen_sut import LoadgenRun, Trace
 from enginebench.scenarios.server import MIN_QUERIES_P99, server_figures
 from enginebench.workloads import TokenBatch, WorkloadData, WorkloadSpec
@@ -163,7 +164,7 @@ def test_offline_fills_every_batch():
 ])
 def test_bad_serving_options_are_refused_before_measuring(options, message):
     with pytest.raises(UsageError, match=message.replace("-", r"\-")):
-        plan_from_options(RunOptions(**options))
+        plan_from_config(RunConfig.from_keywords(**options))
 
 
 @pytest.mark.slow

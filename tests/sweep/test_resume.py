@@ -21,9 +21,6 @@ from helpers.fake_engines import env
 
 pytestmark = pytest.mark.slow
 
-# `sweep` joins the command groups if cli/__init__ does not list it yet
-CLI = ("import sys, enginebench.cli as c; 'sweep' in c.GROUPS or c.GROUPS.append('sweep'); "
-       "sys.exit(c.main(sys.argv[1:]))")
 
 
 def _file(tmp_path, name: str, batches: int, call_ms=(1,)) -> Path:
@@ -45,7 +42,7 @@ def _file(tmp_path, name: str, batches: int, call_ms=(1,)) -> Path:
 
 
 def _start(file: Path, db: Path, mark: str = "", *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI, "sweep", str(file), "--db", str(db), *extra],
+    return subprocess.Popen([sys.executable, "-m", "enginebench", "sweep", str(file), "--db", str(db), *extra],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env(ENGINEBENCH_TEST_MARK=mark),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal

@@ -6,7 +6,7 @@ import argparse
 import re
 
 from enginebench.errors import UsageError
-from enginebench.validate import DURATION_OPTIONS
+from enginebench.config import DURATION_OPTIONS
 
 DEFAULT_DB = "enginebench.db"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from enginebench.errors import UsageError
-from enginebench.validate import comma_list, engine_options, positive_int, seconds
+from enginebench.config import comma_list, engine_options, positive_int, seconds
 
 def add_parsers(sub) -> None:
     nodes = sub.add_parser("nodes", help="the exported ONNX graph's nodes and outputs (cut points for run --until)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
-from enginebench.validate import comma_list, positive_int, seconds
+from enginebench.config import comma_list, positive_int, seconds
 
 
 def add_parsers(sub) -> None:

@@ -8,7 +8,7 @@ import os
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
-from enginebench.validate import positive_int
+from enginebench.config import positive_int
 
 
 def add_parsers(sub) -> None:

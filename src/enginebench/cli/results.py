@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
 from enginebench.formats import RUNS, Choices, get_format
-from enginebench.validate import comma_list
+from enginebench.config import comma_list
 
 
 def add_parsers(sub) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.cli.serving_args import add_serving_arguments
 from enginebench.errors import UsageError
-from enginebench.scenarios.registry import (add_scenario_arguments, default_scenarios, runnable_scenarios,
-                                             scenario_option_values)
+from enginebench.scenarios.registry import add_scenario_arguments, default_scenarios, runnable_scenarios
+
+# the options given a default here (the others default to None: not given)
+DEFAULTS = {"seed": "0", "timeout": "10m", "load_timeout": "30m", "retries": "0", "option": [], "quick": False,
+            "find_max_qps": False}
 
 
 def add_parsers(sub) -> None:
@@ -30,20 +33,23 @@ def add_parsers(sub) -> None:
     run.add_argument("--llm-config", metavar="FILE", help="decoders: a JSON file of Llama config fields; "
                      "benchmarks a Llama of that shape with random weights (instead of --model)")
     run.add_argument("--corpus", help="corpus file: .txt (a document per line), .jsonl (field text), .parquet (column text) [Python's docs]")
-    run.add_argument("--seed", default="0", help="seeds the workload sampling and the order of cells per repetition [0]")
+    run.add_argument("--seed", default=DEFAULTS["seed"],
+                     help="seeds the workload sampling and the order of cells per repetition [0]")
     run.add_argument("--quick", action="store_true", help="the quick suite: batch 1, cells of 1s and 5 calls after "
                      "0.3s warm-up, 1 process per cell; options given still apply")
     run.add_argument("--duration", help="time to measure each cell, at least: 10s, 500ms, 2m, 1.5h [10s; --quick: 1s]")
     run.add_argument("--min-samples", help="calls to measure each cell, at least [10; --quick: 5]")
     run.add_argument("--warmup", help="warm-up time per cell, not counted [1s; --quick: 0.3s]")
     run.add_argument("--repeat", help="independent processes that measure each cell [3; --quick: 1]")
-    run.add_argument("--timeout", default="10m", help="time before a cell's measurement is abandoned as hung [10m]")
-    run.add_argument("--load-timeout", default="30m", help="time a model's load (conversion, compilation) may take [30m]")
+    run.add_argument("--timeout", default=DEFAULTS["timeout"],
+                     help="time before a cell's measurement is abandoned as hung [10m]")
+    run.add_argument("--load-timeout", default=DEFAULTS["load_timeout"],
+                     help="time a model's load (conversion, compilation) may take [30m]")
     run.add_argument("--max-memory", metavar="SIZE", help="end a cell's process (with its workers) holding more "
                      "resident memory than this, recorded as failed: 500MB, 4GB [no limit]")
-    run.add_argument("--retries", default="0", help="further attempts for a failed cell (crash, timeout, memory), "
-                     "each in a fresh process and recorded [0]")
-    run.add_argument("--option", "-o", action="append", default=[], metavar="ENGINE.KEY=VALUE",
+    run.add_argument("--retries", default=DEFAULTS["retries"], help="further attempts for a failed cell (crash, "
+                     "timeout, memory), each in a fresh process and recorded [0]")
+    run.add_argument("--option", "-o", action="append", default=DEFAULTS["option"], metavar="ENGINE.KEY=VALUE",
                      help="engine option, e.g. onnxruntime.graph_optimization=basic (see `enginebench engines`)")
     run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
     run.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
@@ -63,8 +69,9 @@ def add_parsers(sub) -> None:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from enginebench.api import _argv, new_run_id, pin_cpus
-    from enginebench.planning import RunOptions, plan_from_options
+    from enginebench.api import new_run_id, pin_cpus
+    from enginebench.config import RunConfig
+    from enginebench.planning import plan_from_config
     from enginebench.results.store import ResultStore
 
     if args.resume:
@@ -73,15 +80,14 @@ def cmd_run(args) -> int:
         raise UsageError("--retry-failed is for --resume RUN_ID: it measures again a stopped run's failed repetitions")
     pin_cpus(args.cpus)
     ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
-    opts = RunOptions(**{k: v for k, v in vars(args).items() if k in RunOptions.__dataclass_fields__},
-                      scenario_options=scenario_option_values(args))
-    plan, quick = plan_from_options(opts)
+    config = RunConfig.from_cli(args)
+    plan = plan_from_config(config)
     err = Console(stderr=True, soft_wrap=True)
-    if quick:
+    if config.quick:
         engines = sorted({c.engine for c in plan.cells})
         err.print(f"[dim]quick suite: {plan.model.name} on {', '.join(engines)}; {len(plan.cells)} cells of "
                   f"{plan.rule.duration_s:g} s (drop --quick for the full defaults; see enginebench run --help)[/dim]")
-    return _measure(args, plan, _launcher(plan, args.ray), err, run_id=new_run_id(), argv=_argv(opts), quick=quick)
+    return _measure(args, plan, _launcher(plan, args.ray), err, run_id=new_run_id(), config=config)
 
 
 def _resume(args) -> int:
@@ -89,11 +95,12 @@ def _resume(args) -> int:
     from rich.console import Console
 
     from enginebench.api import resumption
-    from enginebench.planning import RunOptions
+    from enginebench.config import OPTIONS
+    from enginebench.scenarios.registry import scenario_options
 
-    default = RunOptions()
-    given = [f"--{name.replace('_', '-')}" for name in RunOptions.__dataclass_fields__
-             if getattr(args, name, None) not in (None, getattr(default, name))]
+    names = [o.name for o in OPTIONS] + list(scenario_options())
+    given = [f"--{name.replace('_', '-')}" for name in names
+             if getattr(args, name, None) not in (None, DEFAULTS.get(name))]
     if given:
         raise UsageError(f"--resume measures with run {args.resume}'s stored options: drop {', '.join(given)}")
     resuming = resumption(args.resume, db=args.db, retry_failed=args.retry_failed, pin=True)
@@ -113,7 +120,7 @@ def _resume(args) -> int:
     err.print(f"[dim]resuming run {run.run_id}: {resuming.left} measurements left ({len(resuming.stored)} results "
               "stored)[/dim]")
     return _measure(args, resuming.plan, _launcher(resuming.plan, args.ray, resuming), err, run_id=run.run_id,
-                    argv=run.config["argv"], quick=resuming.quick, resuming=resuming)
+                    config=resuming.config, resuming=resuming)
 
 
 def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
@@ -123,9 +130,14 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.api import execute
     from enginebench.cli.progress import cell_progress
     from enginebench.formats.console import render
+    from enginebench.results.store import ResultStore
+    from enginebench.sweep.estimate import expected_line
     from enginebench.formats.json import to_json
 
+    with ResultStore(args.db) as store:
+        err.print(expected_line(plan, launcher, store), style="dim", highlight=False, soft_wrap=True)
     bar = cell_progress(err)
+    launcher.on_load = bar.on_load
     try:
         with bar.progress:
             bar.on_total(launcher.deliveries())

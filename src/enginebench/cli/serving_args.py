@@ -1,6 +1,6 @@
 """`enginebench run`'s options for the serving scenarios (server, offline), driven by MLPerf LoadGen.
 
-Their destinations are RunOptions' fields of the same names (planning.py checks them)."""
+Their destinations are the names of config.OPTIONS (config.py checks them)."""
 
 from __future__ import annotations
 

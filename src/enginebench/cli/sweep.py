@@ -18,6 +18,8 @@ def add_parsers(sub) -> None:
     sweep.add_argument("--max-memory", metavar="SIZE", help="end a cell's process holding more resident memory "
                        "than this (500MB, 4GB), recorded as failed [the file's, else no limit]")
     sweep.add_argument("--retry-failed", action="store_true", help="measure again the repetitions stored as failed")
+    sweep.add_argument("--take-over", action="store_true", help="run a sweep held by a process on another machine "
+                       "whose heartbeat stopped (that machine crashed); never one seen alive")
     sweep.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
                        "HOST:PORT of its head, ray://HOST:PORT, or local (a Ray started here); results come back "
                        "into --db [this machine, one process at a time]")
@@ -68,7 +70,8 @@ def _run(sweep, args, err):
     bar = cell_progress(err, eta=True)
     with bar.progress:
         return run_sweep(sweep, args.db, retry_failed=args.retry_failed, on_start=bar.on_start,
-                         on_result=bar.on_result, on_total=bar.on_total, ray=args.ray)
+                         on_result=bar.on_result, on_total=bar.on_total, ray=args.ray,
+                         take_over=args.take_over)
 
 
 def _summary(sweep, report, args, out, err) -> None:

@@ -94,6 +94,10 @@ class Engine(ABC):
     #: library would otherwise fall back to fp32 silently); read through measure/cpu_features, so
     #: ENGINEBENCH_CPU_FEATURES=avx2 asks what an AVX2-only machine is offered
     cpu_needs: ClassVar[dict[str, frozenset[str]]] = {}
+    #: what its first load does before a call can run (an export, a conversion, a compile; cached or not), or
+    #: "" when it runs the model as it comes: such engines run first in a run's first round, so the first
+    #: figure comes early
+    prepares: ClassVar[str] = ""
 
     @classmethod
     def missing(cls) -> list[str]:

@@ -63,6 +63,7 @@ class CTranslate2EncoderSession(Session):
 
 class CTranslate2Engine(Engine):
     name = "ctranslate2"
+    prepares = "converts the model to CTranslate2"
     library = "ctranslate2"
     requires = ("ctranslate2", "torch", "transformers")  # transformers (with torch) converts the checkpoint
     extra = "ctranslate2"

@@ -108,6 +108,7 @@ class JaxSession(Session):
 
 class JaxEngine(Engine):
     name = "jax"
+    prepares = "compiles the model with XLA"
     library = "jax"
     requires = ("jax", "jaxlib", "safetensors")
     extra = "jax"

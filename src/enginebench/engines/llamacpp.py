@@ -398,6 +398,7 @@ class LlamaCppSession(DecoderSession, SlotDecoding):
 
 class LlamaCppEngine(Engine):
     name = "llamacpp"
+    prepares = "converts the model to GGUF"
     library = "llama_cpp_python"
     requires = ("llama_cpp", "gguf")
     extra = "llamacpp"

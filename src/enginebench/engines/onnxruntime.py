@@ -46,6 +46,7 @@ class OnnxRuntimeSession(Session):
 
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
+    prepares = "exports the model to ONNX"
     library = "onnxruntime"
     requires = ("onnxruntime", "onnx", "torch", "transformers")  # torch exports the ONNX file
     extra = "onnxruntime"

@@ -79,6 +79,7 @@ class OpenVinoSession(Session):
 
 class OpenVinoEngine(Engine):
     name = "openvino"
+    prepares = "exports the model to ONNX and compiles it"
     library = "openvino"
     requires = ("openvino", "onnx", "torch", "transformers")  # torch exports the ONNX file
     extra = "openvino"

@@ -104,6 +104,7 @@ class TinygradSession(Session):
 
 class TinygradEngine(Engine):
     name = "tinygrad"
+    prepares = "compiles its kernels with clang"
     library = "tinygrad"
     requires = ("tinygrad", "safetensors")
     extra = "tinygrad"

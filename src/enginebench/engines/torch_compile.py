@@ -114,6 +114,7 @@ class TorchCompileSession(Session):
 
 class TorchCompileEngine(Engine):
     name = "torch-compile"
+    prepares = "compiles the model with torch.compile"
     library = "torch"
     requires = ("torch", "transformers")
     extra = "torch"

@@ -74,26 +74,55 @@ class Charts:
 
 
 def build_charts(runs: list[Run]) -> Charts:
-    """Every chart the runs' results support, in reading order."""
+    """Every chart the runs' results support, in reading order. Encoder charts are drawn once per work (a
+    workload at its sequence length), and fidelity against speed once per work and scenario, so that an axis
+    never holds a 16-token and a 128-token figure, or a single stream and a worker pool, side by side."""
     pairs = [(run.run_id, r) for run in runs for r in run.results if r.status == "ok"]
     encoders = [p for p in pairs if table_of(p[1]) == "encoders"]
     decoders = [p for p in pairs if table_of(p[1]) == "decoders"]
     charts = Charts()
     with _style():
-        if encoders:
-            _add(charts, latency_by_engine(encoders), "latency by engine and batch: no latency-scenario results")
-            _add(charts, latency_distribution(encoders), "latency distributions: no raw samples stored")
-            scaling = any(feeds(p, THROUGHPUT_BY_WORKERS) for p in encoders)
-            _add(charts, throughput_by_workers(encoders), "throughput by workers: " + (
+        works = _facets(encoders, lambda p: (p[1].workload, p[1].seq_len), lambda k: f"{k[0]} (seq {k[1]})")
+        for tag, title, members in works:
+            _add(charts, _faceted(latency_by_engine(members), tag, title),
+                 f"latency by engine and batch{title}: no latency-scenario results")
+            _add(charts, _faceted(latency_distribution(members), tag, title),
+                 f"latency distributions{title}: no raw samples stored")
+            scaling = any(feeds(p, THROUGHPUT_BY_WORKERS) for p in members)
+            _add(charts, _faceted(throughput_by_workers(members), tag, title), f"throughput by workers{title}: " + (
                 "one worker count per configuration (`--workers 1,2,4` draws it)" if scaling else
                 "not measured in this run (`--scenario throughput --workers 1,2,4`)"))
-            _add(charts, fidelity_vs_speed(encoders, decoder=False),
-                 "fidelity against speed: fewer than two results with a fidelity figure")
+            for stag, stitle, same in _facets(members, lambda p: p[1].scenario, lambda k: f"{k} scenario",
+                                              always=len(works) > 1):
+                _add(charts, _faceted(fidelity_vs_speed(same, decoder=False), tag + stag, title + stitle),
+                     f"fidelity against speed{title + stitle}: fewer than two results with a fidelity figure")
         if decoders:
             _add(charts, decoder_tokens_per_s(decoders), "decoder tokens/s: no rate measured")
             _add(charts, fidelity_vs_speed(decoders, decoder=True),
                  "decoder fidelity against speed: fewer than two decode results with a fidelity figure")
     return charts
+
+
+def _facets(pairs: list[Pair], key, describe, always: bool = False) -> list[tuple[str, str, list[Pair]]]:
+    """The pairs split by `key`: (file-name tag, title part, members) per value; one facet with no tag or title
+    when all share one value (unless `always`)."""
+    groups: dict = {}
+    for p in pairs:
+        groups.setdefault(key(p), []).append(p)
+    if len(groups) == 1 and not always:
+        return [("", "", pairs)]
+    return [("-" + _slug(describe(k)), " · " + describe(k), members) for k, members in groups.items()]
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def _faceted(chart: Chart | None, tag: str, title: str) -> Chart | None:
+    if chart is not None and tag:
+        chart.name += tag
+        chart.title += title
+    return chart
 
 
 def write_pngs(charts: Charts, folder: str | Path) -> list[Path]:

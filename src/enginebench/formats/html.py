@@ -20,6 +20,7 @@ from enginebench.results.recommend import Constraints, recommend
 from enginebench.results.report import MEASURE_HEADERS, affinity_text, encoder_title, measured_how, notes, table_rows
 from enginebench.results.serving_table import is_decoder_serving
 from enginebench.results.serving_table import table as serving_table
+from enginebench.scenarios.registry import scenario_class, table_of
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = """
@@ -99,20 +100,45 @@ def _summary(runs: list[Run]) -> str:
             f'<p class="muted">{when}</p>')
 
 
-def _recommendation(runs: list[Run]) -> str:
-    """The recommender's verdict for each model in the runs, under its default constraints."""
-    out = []
+def report_questions(runs: list[Run]) -> list[tuple[str, str | None, str]]:
+    """The questions the runs can answer, as (model, workload, objective): per model, each workload it was
+    measured on (decoders: each tg test) and each objective its scenarios serve, so that no answer ranks
+    unlike work together."""
+    questions = []
     for model in dict.fromkeys(r.model for run in runs for r in run.results):
+        ok = [r for run in runs for r in run.results if r.model == model and r.status == "ok"]
+        if not ok:
+            questions.append((model, None, "throughput"))  # the recommender says why there is nothing
+            continue
+        if any(table_of(r) == "decoders" for r in ok):
+            tests = sorted({r.workload for r in ok if r.workload.startswith("tg")})
+            questions += [(model, test, "throughput") for test in tests] or [(model, None, "throughput")]
+            continue
+        for workload in dict.fromkeys(r.workload for r in ok):
+            scenarios = [scenario_class(r.scenario) for r in ok if r.workload == workload]
+            if any(s.per_call_latency for s in scenarios):
+                questions.append((model, workload, "latency"))
+            if any(s.counts_as_throughput for s in scenarios):
+                questions.append((model, workload, "throughput"))
+    return questions
+
+
+def _recommendation(runs: list[Run]) -> str:
+    """The recommender's verdict for each question the runs answer, under its default constraints."""
+    out = []
+    for model, workload, objective in report_questions(runs):
         try:
-            recommendation = recommend(runs, Constraints(model=model))
+            recommendation = recommend(runs, Constraints(model=model, workload=workload, objective=objective))
             out.append(_nested_list(recommendation.lines(), recommendation.command))
             if recommendation.best is None and "warn verdict" in recommendation.excluded:
-                noisy = recommend(runs, Constraints(model=model, accept_warn=True))  # what the noise hides
+                noisy = recommend(runs, Constraints(model=model, workload=workload, objective=objective,
+                                                    accept_warn=True))  # what the noise hides
                 if noisy.best is not None:
                     out.append("<p>Judging the results with warnings too (their figures are noisy):</p>"
                                + _nested_list(noisy.lines(), noisy.command))
         except UsageError as e:
-            out.append(f'<p class="warn">No recommendation for {escape(model)}: {escape(str(e))}</p>')
+            where = " · ".join(x for x in (model, workload, objective) if x)
+            out.append(f'<p class="warn">No recommendation for {escape(where)}: {escape(str(e))}</p>')
     return "\n".join(out) or '<p class="muted">No recommendation: the runs hold no results.</p>'
 
 

@@ -47,6 +47,8 @@ class Orchestrator:
         self.plan = plan
         self.on_start = on_start or (lambda cell: None)
         self.on_result = on_result or (lambda result: None)
+        #: on_load(cell, seconds): a cell's child starts loading its session (seconds None), then has loaded it
+        self.on_load: Callable[[Cell, float | None], None] = lambda cell, seconds: None
         self.ctx = mp.get_context("spawn")
         cpu_features.apply_kernel_caps()  # the measuring processes inherit them (Python API callers too)
         self.reference_error: str | None = None
@@ -88,7 +90,8 @@ class Orchestrator:
     def schedule(self) -> list[list[Job]]:
         """Per repetition, the jobs in the order they run. With several repetitions each one shuffles the jobs
         and the cells within them (seeded by Plan.order_seed), so no engine always runs first or right after
-        a heavy one; each job is a fresh child process, so every repetition is an independent process.
+        a heavy one; each job is a fresh child process, so every repetition is an independent process. The
+        first repetition runs the engines with nothing to prepare (Engine.prepares) before the others.
         Repetitions already in the history are left out."""
         runnable = [(i, c) for i, c in enumerate(self.plan.cells) if not self.unsupported(c)]
         order = []
@@ -101,6 +104,8 @@ class Orchestrator:
                 jobs = [jobs[k] for k in rng.permutation(len(jobs))]
                 for job in jobs:
                     job.cells = [job.cells[k] for k in rng.permutation(len(job.cells))]
+            if repetition == 0:  # engines that run the model as it comes first, so the first figure comes early
+                jobs.sort(key=lambda job: bool(engine_class(job.engine).prepares))
             for job in jobs:
                 job.cells = [(i, c) for i, c in job.cells if self._missing(i, repetition)]
             order.append([job for job in jobs if job.cells])
@@ -227,8 +232,8 @@ class Orchestrator:
         """Start a child for `job` and yield its messages; ends with ("died", Failure) if it did not finish.
         `timed_out()` returns why the child is abandoned (or None while it may go on); the child is also
         abandoned when it and its workers hold more than plan.max_memory_mb."""
-        out = self.ctx.Queue()
-        proc = self.ctx.Process(target=child_main, args=(job, out), daemon=False)
+        out, go = self.ctx.Queue(), self.ctx.Queue()
+        proc = self.ctx.Process(target=child_main, args=(job, out, go), daemon=False)
         proc.start()
         checked = time.monotonic()
         finished = False  # it sent "done": let it exit on its own; abandoned any other way, it is killed at once
@@ -240,7 +245,9 @@ class Orchestrator:
                 except queue_mod.Empty:
                     msg = None
                 if msg is not None:
-                    yield msg
+                    yield msg  # resumed once the caller has recorded it: only then may the child measure on
+                    if msg[0] in ("result", "error"):
+                        go.put(True)
                     if msg[0] == "done":
                         finished = True
                         return
@@ -270,6 +277,7 @@ class Orchestrator:
                 proc.join(timeout=10)
             self._kill(proc)
             out.close()
+            go.close()
 
     @staticmethod
     def _kill(proc) -> None:
@@ -330,7 +338,10 @@ class Orchestrator:
                     current.update(index=msg[1], since=time.monotonic(), loading=False)
                     self.on_start(pending[msg[1]])
                 elif kind in ("loading", "loaded"):
+                    took = time.monotonic() - current["since"] if kind == "loaded" else None
                     current.update(since=time.monotonic(), loading=kind == "loading")
+                    if msg[1] in pending:
+                        self.on_load(pending[msg[1]], took)
                 elif kind == "result":
                     pending.pop(msg[1])
                     record(msg[1], msg[2])

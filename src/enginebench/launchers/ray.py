@@ -8,7 +8,9 @@ the same emit(index, result) calls out as local.py, each job run on a node of a 
   --retries. Each outcome streams back the moment it is measured (a Ray generator task); the Result is built
   and emitted here, in the orchestrating process, with the node's machine_info() in details["node"] and the
   node of each repetition in its record (repetitions[].measurement.details.node).
-- A job's later repetitions run on the node that ran its first, so a result's processes share a machine.
+- A job's later repetitions run on the node that ran its first, so a result's processes share a machine. When
+  that node is lost and another machine finishes them, the result keeps one machine's processes (the one that
+  measured most) and sets the others apart (details.set_apart): processes of two machines never make a figure.
 - A lost node (machine, raylet or worker gone) costs its job's unfinished cells only: they go to another node,
   up to _NODE_LOSSES times per job, then are recorded as failed (kind "node"). An exception raised by the task
   itself fails the job's unfinished cells at once.
@@ -29,7 +31,9 @@ from typing import Callable
 from enginebench.errors import UsageError
 from enginebench.launchers.faults import Failure
 from enginebench.launchers.local import Orchestrator
+from enginebench.launchers.records import CellHistory
 from enginebench.plan import Job, Plan
+from enginebench.results.build import measurement_record, repetition_record
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
 
@@ -196,12 +200,39 @@ class RayLauncher(Orchestrator):
                                       for repetition, jobs in enumerate(schedule) for job in jobs]
 
     def _result(self, index: int, history) -> Result:
-        result = super()._result(index, history)
+        kept, apart = one_machine(history)
+        result = super()._result(index, kept)
+        if apart:
+            result.details["set_apart"] = apart
+            hosts = ", ".join(sorted({rep["measurement"]["details"]["node"]["hostname"] for rep in apart}))
+            result.details["notes"] = result.details.get("notes", []) + [
+                f"{len(apart)} repetition{'s' * (len(apart) > 1)} measured on {hosts} after a node was lost "
+                "are kept apart (details.set_apart), not pooled: processes of two machines never make one figure"]
         if index in self.cell_nodes:
             result.details["node"] = self.cell_nodes[index]
             if self.cell_versions.get(index):
                 result.engine_version = self.cell_versions[index]
         return result
+
+
+def _host(m: Measurement) -> str:
+    """The machine that measured `m`: its node's, or this one for a repetition measured here (a sweep begun
+    locally and finished on Ray)."""
+    return (m.details.get("node") or {}).get("hostname") or socket.gethostname()
+
+
+def one_machine(history: CellHistory) -> tuple[CellHistory, list[dict]]:
+    """The cell's history with the repetitions of one machine only (the one that measured most, and of those
+    the one that measured first), and the records of the others (a lost node's job finished elsewhere)."""
+    hosts = [_host(m) for _, m in history.measured]
+    if len(set(hosts)) < 2:
+        return history, []
+    first = {h: k for k, h in reversed(list(enumerate(hosts)))}
+    chosen = max(first, key=lambda h: (hosts.count(h), -first[h]))
+    kept = [(r, m) for r, m in history.measured if _host(m) == chosen]
+    apart = [{**repetition_record(r, m), "measurement": measurement_record(m)}
+             for r, m in history.measured if _host(m) != chosen]
+    return CellHistory(kept, dict(history.failed), list(history.attempts)), apart
 
 
 @dataclass

@@ -9,32 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from enginebench.launchers.faults import Failure
+from enginebench.results.build import measurement_from_record, measurement_record
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
-
-_ARRAYS = ("ttft_ns", "generation_steps")  # per-process details the repetition record keeps as arrays
-
-
-def measurement_record(m: Measurement) -> dict:
-    return {"items_per_call": m.items_per_call, "tokens_per_item": float(m.tokens_per_item),
-            "executed_precision": m.executed_precision, "fidelity": m.fidelity,
-            "details": {k: v for k, v in m.details.items() if k not in _ARRAYS}}
-
-
-def measurement_from_record(rep: dict) -> Measurement:
-    saved = rep["measurement"]
-    details = dict(saved["details"])
-    for key in _ARRAYS:
-        if rep.get(key) is not None:
-            details[key] = list(rep[key])
-    return Measurement(worker_samples=[np.asarray(w, dtype=np.int64) for w in rep["worker_samples"]],
-                       items_per_call=saved["items_per_call"], tokens_per_item=saved["tokens_per_item"],
-                       load_s=rep["load_s"], peak_rss_mb=rep["peak_rss_mb"],
-                       executed_precision=saved["executed_precision"], wall_s=rep["wall_s"], details=details,
-                       fidelity=saved["fidelity"])
 
 
 @dataclass

@@ -53,16 +53,27 @@ def cached_artifact(kind: str, key: str, build: Callable[[Path], None]) -> tuple
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes; files over 2 GiB are sampled (size, head, tail) to keep this fast."""
+    """sha256 of a file's every byte, computed once per (file, size, mtime): a fine-tune of the same size as
+    its base differs only inside, so no part may be skipped, and the digest is remembered in the cache
+    folder so that a multi-GB model is read once, not on every run."""
+    st = os.stat(path)
+    memo = cache_root() / "digests" / artifact_key(os.path.realpath(path), str(st.st_dev), str(st.st_ino),
+                                                    str(st.st_size), str(st.st_mtime_ns))
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
     h = hashlib.sha256()
-    size = path.stat().st_size
     with open(path, "rb") as f:
-        if size <= 2 << 30:
-            while block := f.read(chunk):
-                h.update(block)
-        else:
-            h.update(str(size).encode())
-            h.update(f.read(16 << 20))
-            f.seek(-(16 << 20), os.SEEK_END)
-            h.update(f.read())
-    return h.hexdigest()
+        while block := f.read(chunk):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".digest-", dir=memo.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(digest)
+        os.replace(tmp, memo)  # whole or absent: a reader never sees half a digest
+    except OSError:
+        pass  # a read-only cache only costs the next run the hashing
+    return digest

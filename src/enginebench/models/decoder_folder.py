@@ -57,7 +57,7 @@ def load_decoder_folder(path: Path, name: str | None = None, content_hash: str |
                 for d in info["shape"]:
                     count *= d
                 params += count
-    if content_hash is None:  # user folders: hash what is there (large shards are sampled by file_digest)
+    if content_hash is None:  # user folders: hash what is there (file_digest remembers each file's digest)
         digest = hashlib.sha256()
         for f in [path / "config.json", path / "tokenizer.json", *weights]:
             digest.update(f.name.encode() + file_digest(f).encode())

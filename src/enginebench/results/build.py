@@ -1,7 +1,16 @@
 """Turn a cell's raw Measurements (one per independent process: its repetitions) into a Result: statistics
-with CIs over processes, throughput, verdict, and every repetition's samples kept apart."""
+with CIs over processes, throughput, verdict, and every repetition's samples kept apart.
+
+The store keeps only what was measured (`stored_form`) and derives the figures again on read (`rebuilt`), so a
+change to a statistic applies to every stored result (schema 5, results/model.py). Deriving costs a bootstrap
+or two per sample set (~0.1 s for a 10 s cell), so the store caches what was derived under
+`derivation_digest()`, the digest of the code that derives it: a cache made by other code is never used."""
 
 from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -9,13 +18,17 @@ from enginebench.measure.rates import closed_loop_throughput
 from enginebench.measure.stats import summarize
 from enginebench.measure.verdict import (MAX_SPREAD, few_processes_note, process_spread, repetitions_disagree,
                                          verdict)
-from enginebench.plan import Cell
+from enginebench.plan import Cell, Serving
 from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.registry import scenario_class
 
 _PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
+_ARRAYS = ("ttft_ns", "generation_steps")  # per-process details the repetition record keeps as arrays
+_DERIVED_DETAILS = ("wall_s", "processes", "notes")  # what build_result adds to the launcher's details
+_IDENTITY = ("engine", "model", "precision", "scenario", "workload", "batch_size", "seq_len", "workers", "threads",
+             "settings")
 
 
 def repetition_record(index: int, m: Measurement) -> dict:
@@ -26,6 +39,26 @@ def repetition_record(index: int, m: Measurement) -> dict:
         if m.details.get(key) is not None:
             record[key] = list(m.details[key])
     return record
+
+
+def measurement_record(m: Measurement) -> dict:
+    """What rebuilds a process's Measurement besides the arrays its repetition record keeps."""
+    return {"items_per_call": m.items_per_call, "tokens_per_item": float(m.tokens_per_item),
+            "executed_precision": m.executed_precision, "fidelity": m.fidelity,
+            "details": {k: v for k, v in m.details.items() if k not in _ARRAYS}}
+
+
+def measurement_from_record(rep: dict) -> Measurement:
+    saved = rep["measurement"]
+    details = dict(saved["details"])
+    for key in _ARRAYS:
+        if rep.get(key) is not None:
+            details[key] = list(rep[key])
+    return Measurement(worker_samples=[np.asarray(w, dtype=np.int64) for w in rep["worker_samples"]],
+                       items_per_call=saved["items_per_call"], tokens_per_item=saved["tokens_per_item"],
+                       load_s=rep["load_s"], peak_rss_mb=rep["peak_rss_mb"],
+                       executed_precision=saved["executed_precision"], wall_s=rep["wall_s"], details=details,
+                       fidelity=saved["fidelity"])
 
 
 def _verdict_reasons(cell: Cell, measurements: list[Measurement], indices: list[int],
@@ -128,3 +161,88 @@ def failed_result(cell: Cell, *, model: str, seq_len: int, error: str, status: s
         settings=cell.settings.to_dict() if cell.settings else None, status=status, error=error, engine_version=engine_version, engine_options=engine_options or {},
         details=details or {},
     )
+
+
+def stored_form(result: Result) -> dict | None:
+    """What the store keeps of an ok result whose every repetition carries its `measurement`: the cell's
+    identity and context (the details the launcher gave build_result, attempts included) and the repetitions,
+    nothing derived; `load_s` stays as an index that SQL readers use (sweep estimates, tune's costs). None for
+    any other result (failed, skipped, built by hand, stored before schema 4): it is kept as it is."""
+    reps = result.repetitions
+    if result.status != "ok" or not reps or not all("measurement" in rep for rep in reps):
+        return None
+    first = reps[0]["measurement"]["details"]  # merged into details by build_result: kept there only
+    details = {k: v for k, v in result.details.items() if k not in _DERIVED_DETAILS and not (
+        k in first and k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS and first[k] == v)}
+    return {"kept": "measurements", **{k: getattr(result, k) for k in _IDENTITY},
+            "status": "ok", "engine_version": result.engine_version, "engine_options": result.engine_options,
+            "details": details,
+            "reference": bool((result.fidelity or {}).get("reference")), "load_s": result.load_s,
+            "repetitions": reps}
+
+
+def pooled(results: list[Result]) -> Result | None:
+    """One Result from the processes of several results of the same work (each measured in its own processes:
+    runs minutes or days apart), its figures derived from them all as if one run had measured them; None when
+    one of them keeps no measurement records (a result stored before schema 4)."""
+    forms = [stored_form(r) for r in results]
+    if any(f is None for f in forms):
+        return None
+    newest = forms[-1]
+    reps = [{**rep, "index": i} for i, rep in enumerate(rep for f in forms for rep in f["repetitions"])]
+    details = {k: v for k, v in newest["details"].items() if k != "attempts"}  # attempts name old indices
+    return rebuilt({**newest, "details": details, "repetitions": reps})
+
+
+def is_stored_form(d: dict) -> bool:
+    return d.get("kept") == "measurements"
+
+
+def rebuilt(d: dict) -> Result:
+    """A result from its stored form (with its repetitions' arrays): its figures derived by today's code."""
+    measured = [(rep["index"], measurement_from_record(rep)) for rep in d["repetitions"]]
+    details = dict(d["details"])
+    result = build_result(stored_cell(d), measured, model=d["model"], seq_len=d["seq_len"],
+                          engine_version=d["engine_version"], engine_options=d["engine_options"], details=details,
+                          errors=failed_repetitions(details.get("attempts") or [], {r for r, _ in measured}))
+    result.repetitions = d["repetitions"]  # with their measurement records: what a resume reads
+    # what a launcher set after build_result (Ray: the node of the last repetition) wins over the first's
+    result.details.update(d["details"])
+    if d.get("reference") and result.fidelity:
+        result.fidelity = {**result.fidelity, "reference": True}
+    return result
+
+
+def stored_cell(d: dict) -> Cell:
+    """The Cell a stored result measured (its serving settings are in details, as the launcher gave them)."""
+    serving = (d.get("details") or {}).get("serving_settings")
+    settings = d.get("settings")
+    return Cell(d["engine"], d["precision"], d["scenario"], d["workload"], d["batch_size"], d["workers"],
+                d["threads"], Serving(**serving) if serving else None,
+                scenario_class(d["scenario"]).settings_from_dict(settings) if settings else None)
+
+
+def failed_repetitions(attempts: list[dict], measured: set[int]) -> list[tuple[int, str]]:
+    """(repetition, its last attempt's error) for each repetition that failed for good."""
+    last = {a["repetition"]: a["error"] for a in attempts if a["repetition"] not in measured}
+    return sorted(last.items())
+
+
+_DERIVING = ("results/build.py", "results/model.py", "plan.py", "measure", "scenarios")  # under enginebench/
+
+
+@cache
+def derivation_digest() -> str:
+    """A digest of the source of the code that derives a result's figures from its measurements (statistics,
+    verdict, rates, every scenario's figures): it changes whenever that code does."""
+    return digest_of(Path(__file__).resolve().parent.parent)
+
+
+def digest_of(root: Path) -> str:
+    """The digest of _DERIVING's source files under `root`, the package's folder."""
+    digest = hashlib.sha256()
+    for part in _DERIVING:
+        path = root / part
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

@@ -319,6 +319,9 @@ def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
                        ("engine options", lambda r: r.engine_options)):
         if get(base) != get(new):
             reasons.append(f"{label} differs: {get(base)} → {get(new)}")
+    hosts = [((r.details or {}).get("node") or {}).get("hostname") for r in (base, new)]
+    if all(hosts) and hosts[0] != hosts[1]:  # Ray nodes: each result's own machine, not the orchestrator's
+        reasons.append(f"measured on different machines: {hosts[0]} → {hosts[1]}")
     return reasons
 
 

@@ -28,6 +28,13 @@ Schema history (SCHEMA_VERSION):
       scenario's own typed settings, part of the cell's identity (concurrency: {"clients": N}), and
       `figures`, the figures of its own it derives from the samples (concurrency: latency_ms {p50, p90, p99:
       {value, ci95}}, achieved_qps, littles_law_clients); both None elsewhere and in older results.
+  5 — measurements stored raw: an ok result whose repetitions all carry `measurement` is stored as its cell's
+      identity and context (engine options, the launcher's details with attempts, engine version), its
+      repetitions and their arrays, marked "kept": "measurements" and without any derived figure (latency_ms,
+      throughput, verdict, serving, figures, ttft_ms, ...; median_ms and items_per_s NULL; load_s kept for
+      SQL readers); reading it derives the figures with today's code (results/build.py `rebuilt`), so a
+      changed statistic applies to every such result. Failed and skipped results, and results of schemas
+      1-4, are stored and read back as they are (tests/fixtures holds a database of schemas 2, 3 and 4).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed", "skipped")
 
 

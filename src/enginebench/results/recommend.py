@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
+from enginebench.results.build import pooled
 from enginebench.results.identity import CellIdentity, cell_identity, work_difference, work_text
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, table_of
@@ -180,7 +181,8 @@ def recommend(runs: list[Run], constraints: Constraints) -> Recommendation:
     pairs = [(r, run) for run in runs for r in run.results]
     rec = Recommendation(None, None, None, None, {}, constraints=c, model=model, considered=len(pairs))
     decoder = any(table_of(r) == "decoders" for r, _ in pairs if r.model == model)
-    in_scope = _scope(pairs, c, model, _machine_key(newest), decoder, rec)
+    machine = _judged_machine(pairs, newest, model, rec)
+    in_scope = _pool_same_work(_scope(pairs, c, model, machine, decoder, rec), rec)
     qualified = [(r, run) for r, run in in_scope if _disqualify(r, c, rec.excluded) is None]
     rec.qualified = len(qualified)
     kind = _figure_kind(c, decoder)
@@ -195,10 +197,10 @@ def recommend(runs: list[Run], constraints: Constraints) -> Recommendation:
     if noisy and _beats(_figure(noisy, kind).value, _figure(best, kind).value, kind):
         rec.notes.append(_noisy_text(noisy, kind, best))
     rec.best, rec.run_id, rec.figure = best, best_run.run_id, _figure(best, kind)
-    rec.machine = _machine_line(best_run)
+    rec.machine = _machine_line(best, best_run)
     rec.command = reproduce_command(best, best_run)
     for engine, label in BASELINES:
-        found = _baseline(engine, best, best_run, pairs, _machine_key(newest))
+        found = _baseline(engine, best, best_run, pairs, machine)
         if found:
             rec.versus.append(_compare(label, best, *found, kind))
     if len(qualified) > 1:
@@ -243,9 +245,9 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
     """The results of the model, workload, batch size and scenario being judged, on the machine; the others
     are counted in rec.excluded by why."""
     excluded = rec.excluded
-    same = [(r, run) for r, run in pairs if r.model == model and _machine_key(run) == machine]
+    same = [(r, run) for r, run in pairs if r.model == model and _machine_key(r, run) == machine]
     for r, run in pairs:
-        if _machine_key(run) != machine:
+        if _machine_key(r, run) != machine:
             _count(excluded, "other machine")
         elif r.model != model:
             _count(excluded, "other model")
@@ -307,6 +309,31 @@ def _scope(pairs, c: Constraints, model: str, machine: tuple, decoder: bool, rec
         else:
             kept.append((r, run))
     return kept
+
+
+def _pool_same_work(pairs: list[tuple[Result, Run]], rec: Recommendation) -> list[tuple[Result, Run]]:
+    """One candidate per work: results of the same cell identity (several runs of one configuration) are pooled
+    into one result over all their processes, attributed to the newest run, so that five runs of a configuration
+    are not five chances to draw a lucky figure. Results that cannot be pooled (stored before schema 4) leave
+    the newest of their work to compete."""
+    groups: dict[str, list[tuple[Result, Run]]] = {}
+    for r, run in pairs:
+        groups.setdefault(cell_identity(r, run).text() + r.status, []).append((r, run))
+    out, merged = [], 0
+    for members in groups.values():
+        members.sort(key=lambda pair: pair[1].created_at)
+        if len(members) == 1 or members[0][0].status != "ok":  # a failed cell has nothing to pool
+            out.extend(members)
+            continue
+        together = pooled([r for r, _ in members])
+        out.append((together, members[-1][1]) if together is not None else members[-1])
+        merged += len(members) - 1
+    if merged:
+        n = len(out)
+        rec.notes.append(f"results of the same work in several runs are pooled over all their processes "
+                         f"({len(pairs)} results, {n} configuration{'s' * (n > 1)}): a configuration measured "
+                         "often does not get more chances to draw a lucky figure")
+    return out
 
 
 def _reference(same, workload: str) -> tuple[CellIdentity, Run]:
@@ -437,7 +464,7 @@ def _baseline(engine: str, best: Result, best_run: Run, pairs, machine: tuple):
         return best, best_run
     work = cell_identity(best, best_run)
     matches = [(r, run) for r, run in pairs
-               if r.engine == engine and r.precision == "fp32" and r.status == "ok" and _machine_key(run) == machine
+               if r.engine == engine and r.precision == "fp32" and r.status == "ok" and _machine_key(r, run) == machine
                and (r.model, r.scenario, r.workload, r.batch_size, r.workers, r.threads, r.settings)
                == (best.model, best.scenario, best.workload, best.batch_size, best.workers, best.threads,
                    best.settings)
@@ -511,15 +538,39 @@ def _newest_run(runs: list[Run], model: str | None) -> Run:
     return max(candidates, key=lambda run: run.created_at)
 
 
-def _machine_key(run: Run) -> tuple:
-    m = run.machine or {}
+def _machine_of(r: Result, run: Run) -> dict:
+    """The machine that measured `r`: its Ray node's when a node did (details.node), else the run's."""
+    return (r.details or {}).get("node") or run.machine or {}
+
+
+def _machine_key(r: Result, run: Run) -> tuple:
+    m = _machine_of(r, run)
     return m.get("hostname"), m.get("cpu")
 
 
-def _machine_line(run: Run) -> str:
+def _judged_machine(pairs, newest: Run, model: str, rec: "Recommendation") -> tuple:
+    """Figures from two machines never compete: the machine judged is the one that measured most of the newest
+    run's results of the model (a Ray run may have measured on several); a note names the others."""
+    counts: dict[tuple, int] = {}
+    for r in newest.results:
+        if r.model == model:
+            key = _machine_key(r, newest)
+            counts[key] = counts.get(key, 0) + 1
+    own = newest.machine or {}
+    machine = max(counts, key=counts.get) if counts else (own.get("hostname"), own.get("cpu"))
+    others = sorted({str(_machine_key(r, run)[0]) for r, run in pairs
+                     if r.model == model and _machine_key(r, run) != machine})
+    if others:
+        rec.notes.append(f"judged on machine {machine[0]} ({machine[1]}); results measured on {', '.join(others)} "
+                         "are left out: figures from different machines never compete (give those runs alone to "
+                         "judge them)")
+    return machine
+
+
+def _machine_line(r: Result, run: Run) -> str:
     from enginebench.results.report import machine_line
 
-    return machine_line(run).removeprefix("machine: ")
+    return machine_line(replace(run, machine=_machine_of(r, run))).removeprefix("machine: ")
 
 
 # -- the command that reproduces a result -------------------------------------------------------------------

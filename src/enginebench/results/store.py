@@ -1,4 +1,9 @@
-"""The embedded SQLite store. Every result is committed the moment it arrives, with its raw samples."""
+"""The embedded SQLite store. Every result is committed the moment it arrives, with its raw samples.
+
+An ok result built from Measurements is kept as what was measured (results/build.py `stored_form`: no derived
+figures, median_ms and items_per_s left NULL) and derived again when read (`rebuilt`), through the `derived`
+cache while the deriving code is unchanged; any other result, and every result stored before schema 5, is kept
+and read back as it is."""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from enginebench.errors import UsageError
+from enginebench.results.build import derivation_digest, is_stored_form, rebuilt, stored_form
 from enginebench.results.model import SAMPLE_ARRAYS, SCHEMA_VERSION, Result, Run
+from enginebench.scenarios.registry import REGISTRY
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,6 +54,11 @@ CREATE TABLE IF NOT EXISTS samples (  -- every repetition's arrays apart, so eve
     kind TEXT NOT NULL,           -- worker_samples (ns per call) | ttft_ns (per generation) | generation_steps
     data BLOB NOT NULL,           -- int64 little-endian
     PRIMARY KEY (result_id, repetition, worker, kind)
+);
+CREATE TABLE IF NOT EXISTS derived (  -- a cache, never the truth: a schema-5 result as the code of `digest` derived it
+    result_id INTEGER PRIMARY KEY REFERENCES results(id),
+    digest TEXT NOT NULL,         -- results/build.py derivation_digest(); another digest's row is derived again
+    result TEXT NOT NULL          -- JSON of the derived Result without its samples
 );
 CREATE TABLE IF NOT EXISTS machine_speed (  -- `enginebench machine`: the roofline's two ceilings
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -176,16 +188,14 @@ class ResultStore:
         return cursor.rowcount == 1
 
     def add_result(self, run_id: str, result: Result, cell: int | None = None, key: str | None = None) -> None:
-        """Store a result, committed at once. With `cell`, a result already stored for that cell of the run
+        """Store a result, committed at once; one with measurements is what build_result derived from them (as
+        a launcher gives it), cached as this code's derivation. With `cell`, a result already stored for that cell of the run
         (an earlier repetition's) is replaced, so the store always holds the newest figures. With `key` (a
         sweep's cell), the result stored under that key is replaced: one row per key, whatever the run."""
-        lat = result.latency_ms or {}
-        thr = result.throughput or {}
-        # samples without repetitions (a result built by hand) keep the pooled blob of schema <= 2
-        pooled = None if result.repetitions else np.asarray(result.samples, dtype="<i8").tobytes()
+        raw = stored_form(result)
+        derived = None if raw is None else _derived_json(result)  # what build_result derived from `raw`
         values = (result.engine, result.model, result.precision, result.scenario, result.workload,
-                  result.batch_size, result.workers, result.status, lat.get("median"), thr.get("items_per_s"),
-                  json.dumps(result.to_dict(with_samples=False)), pooled)
+                  result.batch_size, result.workers, result.status, *_row_figures(result, raw))
         with self.conn:  # one transaction: the row and its samples, or nothing
             self.conn.execute("BEGIN IMMEDIATE")
             if key is not None:
@@ -200,12 +210,15 @@ class ResultStore:
                     " workers=?, status=?, median_ms=?, items_per_s=?, result=?, samples=?, cell=? WHERE id = ?",
                     (*values, cell, result_id))
                 self.conn.execute("DELETE FROM samples WHERE result_id = ?", (result_id,))
+                self.conn.execute("DELETE FROM derived WHERE result_id = ?", (result_id,))
             else:
                 result_id = self.conn.execute(
                     "INSERT INTO results (engine, model, precision, scenario, workload, batch_size, workers, status,"
                     " median_ms, items_per_s, result, samples, run_id, cell, cell_key)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, run_id, cell, key)).lastrowid
             self.conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", _sample_rows(result_id, result))
+            if derived is not None:
+                self.conn.execute("INSERT INTO derived VALUES (?, ?, ?)", (result_id, derivation_digest(), derived))
 
     def keyed_results(self, run_id: str) -> dict[str, Result]:
         """A run's results stored under a cell key (a sweep's), by key, with their samples."""
@@ -227,9 +240,9 @@ class ResultStore:
             (sweep_id + "/", sweep_id + "0")).fetchall())
 
     # -- sweeps: one process at a time runs a sweep ------------------------------------------------
-    def claim_sweep(self, sweep_id: str, file: str, spec: dict, owner: dict, alive) -> dict | None:
+    def claim_sweep(self, sweep_id: str, file: str, spec: dict, owner: dict, keeps) -> dict | None:
         """Record the sweep (once) and make `owner` the process running it. If another process holds it and
-        `alive(owner)` says it still runs, nothing changes and that owner is returned; else None."""
+        `keeps(holder)` says it keeps it (it still runs), nothing changes and that holder is returned; else None."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             row = self.conn.execute("SELECT owner FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
@@ -238,7 +251,7 @@ class ResultStore:
                                   (sweep_id, owner["since"], file, json.dumps(spec), json.dumps(owner)))
                 return None
             holder = json.loads(row[0]) if row[0] else None
-            if holder and alive(holder):
+            if holder and keeps(holder):
                 return holder
             self.conn.execute("UPDATE sweeps SET owner = ?, file = ? WHERE sweep_id = ?",
                               (json.dumps(owner), file, sweep_id))
@@ -246,8 +259,24 @@ class ResultStore:
 
     def release_sweep(self, sweep_id: str, owner: dict) -> None:
         with self.conn:
-            self.conn.execute("UPDATE sweeps SET owner = NULL WHERE sweep_id = ? AND owner = ?",
-                              (sweep_id, json.dumps(owner)))
+            self.conn.execute("BEGIN IMMEDIATE")
+            if _same_owner(self._sweep_owner(sweep_id), owner):
+                self.conn.execute("UPDATE sweeps SET owner = NULL WHERE sweep_id = ?", (sweep_id,))
+
+    def beat_sweep(self, sweep_id: str, owner: dict, beat: str) -> bool:
+        """Record that `owner` still runs the sweep (its heartbeat, an ISO time); False if it no longer owns it
+        (another process took it over)."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if not _same_owner(self._sweep_owner(sweep_id), owner):
+                return False
+            self.conn.execute("UPDATE sweeps SET owner = ? WHERE sweep_id = ?",
+                              (json.dumps({**owner, "beat": beat}), sweep_id))
+        return True
+
+    def _sweep_owner(self, sweep_id: str) -> dict | None:
+        row = self.conn.execute("SELECT owner FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def run_ids(self) -> list[tuple[str, str, int]]:
         """(run_id, created_at, number of results), newest first."""
@@ -279,6 +308,8 @@ class ResultStore:
         if self.conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             raise UsageError(f"no run {run_id!r} in {self.path}: see `enginebench runs --db {self.path}` for the stored runs")
         with self.conn:
+            self.conn.execute("DELETE FROM derived WHERE result_id IN (SELECT id FROM results WHERE run_id = ?)",
+                              (run_id,))
             samples = self.conn.execute(
                 "DELETE FROM samples WHERE result_id IN (SELECT id FROM results WHERE run_id = ?)", (run_id,)).rowcount
             results = self.conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,)).rowcount
@@ -307,13 +338,27 @@ class ResultStore:
     def _result(self, result_id: int, result_json: str, blob: bytes | None) -> Result:
         d = json.loads(result_json)
         arrays = self._arrays(result_id)
-        if arrays:  # schema 3: the repetitions' arrays; the pooled samples are their concatenation
-            for position, rep in enumerate(d.get("repetitions", [])):
-                rep.update(arrays.get(position, {}))
-            d["samples"] = [x for rep in d["repetitions"] for w in rep.get("worker_samples", []) for x in w]
-        else:
-            d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
-        return Result.from_dict(d)
+        if not is_stored_form(d):
+            return _with_samples(d, arrays, blob)
+        cached = self.conn.execute("SELECT result FROM derived WHERE result_id = ? AND digest = ?",
+                                   (result_id, derivation_digest())).fetchone()
+        if cached is None and d["scenario"] not in REGISTRY:  # a newer version's scenario: as it derived it
+            cached = self.conn.execute("SELECT result FROM derived WHERE result_id = ?", (result_id,)).fetchone()
+        if cached is not None:
+            return _with_samples(json.loads(cached[0]), arrays, None)
+        for position, rep in enumerate(d["repetitions"]):
+            rep.update(arrays.get(position, {}))
+        result = rebuilt(d)
+        self._cache(result_id, result)
+        return result
+
+    def _cache(self, result_id: int, result: Result) -> None:
+        try:
+            with self.conn:
+                self.conn.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?)",
+                                  (result_id, derivation_digest(), _derived_json(result)))
+        except sqlite3.OperationalError:  # a read-only database: derived again on the next read
+            pass
 
     def _arrays(self, result_id: int) -> dict[int, dict]:
         """{repetition: {kind: array, "worker_samples": [per worker]}} of one result."""
@@ -328,6 +373,37 @@ class ResultStore:
             else:
                 rep[kind] = values
         return out
+
+
+def _same_owner(holder: dict | None, owner: dict) -> bool:
+    """The same process (its heartbeat aside)."""
+    return holder is not None and all(holder.get(k) == owner.get(k) for k in ("host", "pid", "started"))
+
+
+def _with_samples(d: dict, arrays: dict[int, dict], blob: bytes | None) -> Result:
+    """A Result from its stored JSON (without samples) and its arrays, or (schema <= 2) its pooled blob."""
+    if arrays:  # schema 3: the repetitions' arrays; the pooled samples are their concatenation
+        for position, rep in enumerate(d.get("repetitions", [])):
+            rep.update(arrays.get(position, {}))
+        d["samples"] = [x for rep in d["repetitions"] for w in rep.get("worker_samples", []) for x in w]
+    else:
+        d["samples"] = np.frombuffer(blob or b"", dtype="<i8").tolist()
+    return Result.from_dict(d)
+
+
+def _derived_json(result: Result) -> str:
+    return json.dumps(result.to_dict(with_samples=False))
+
+
+def _row_figures(result: Result, raw: dict | None) -> tuple:
+    """(median_ms, items_per_s, result JSON, pooled samples) of a results row; `raw`: its stored form, if any."""
+    if raw is not None:
+        reps = [{k: v for k, v in rep.items() if k not in SAMPLE_ARRAYS} for rep in raw["repetitions"]]
+        return None, None, json.dumps({**raw, "repetitions": reps}), None
+    # samples without repetitions (a result built by hand) keep the pooled blob of schema <= 2
+    pooled = None if result.repetitions else np.asarray(result.samples, dtype="<i8").tobytes()
+    return ((result.latency_ms or {}).get("median"), (result.throughput or {}).get("items_per_s"),
+            json.dumps(result.to_dict(with_samples=False)), pooled)
 
 
 def _busy_s(result: dict) -> float:

@@ -19,7 +19,7 @@ from enginebench.errors import UsageError
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
 from enginebench.search.space import Candidate, admission_order, baselines, candidates, pack_runs
-from enginebench.validate import comma_list, positive_int, seconds
+from enginebench.config import RunConfig, comma_list, positive_int, seconds
 
 MIN_BUDGET_S = 10.0
 
@@ -156,16 +156,16 @@ class Tuner:
     def prepare(self) -> None:
         """Every check, the base plan and the candidate list; nothing is measured or stored."""
         from enginebench.engines import engine_class, installed_engines, require_engine
-        from enginebench.planning import RunOptions, plan_from_options
+        from enginebench.planning import plan_from_config
         from enginebench.results.store import ResultStore
 
         r = self.request
         for name in r.engines or []:
             require_engine(name)
         scenarios = ["latency"] if r.objective == "latency" else ["latency", "throughput"]
-        opts = RunOptions(model=r.model, engine=r.engines, precision=r.precisions, workload=[r.workload],
-                          scenario=scenarios, batch_size=[str(b) for b in r.batch_sizes], seed=str(r.seed))
-        self.base, _ = plan_from_options(opts)  # the same checks as `run`: model, precisions, workload, ...
+        config = RunConfig.from_keywords(r.model, engines=r.engines, precisions=r.precisions, workloads=[r.workload],
+                                         scenarios=scenarios, batch_sizes=r.batch_sizes, seed=r.seed)
+        self.base = plan_from_config(config)  # the same checks as `run`: model, precisions, workload, ...
         if self.base.model.kind != "encoder":
             raise UsageError(f"tune searches encoder configurations; {self.base.model.name} is a {self.base.model.kind}:"
                              " use `enginebench run` for decoders")

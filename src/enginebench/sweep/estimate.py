@@ -45,29 +45,55 @@ def stored_load_times(store) -> dict[tuple[str, str], float]:
 def estimate(states: list[PartState], load_times: dict[tuple[str, str], float]) -> Estimate:
     est = Estimate()
     for state in states:
-        plan, launcher = state.part.plan, state.launcher
         est.cells += len(state.keys)
-        per_cell = plan.rule.warmup_s + plan.rule.duration_s
-
-        def load(engine: str) -> float:
-            return load_times.get((engine, plan.model.name), DEFAULT_LOAD_S)
-
-        left = 0
-        for jobs in launcher.schedule():
-            for job in jobs:
-                est.loads += 1
-                est.load_s += load(job.engine)
-                for _, cell in job.cells:
-                    left += 1
-                    est.measure_s += per_cell
-                    if scenario_class(cell.scenario).workers_load_sessions:  # each worker loads its own
-                        est.loads += 1
-                        est.load_s += load(job.engine)
-        if left:
-            est.loads += 1
-            est.load_s += load(plan.reference_engine)
-        est.to_measure += left
+        add_plan(est, state.part.plan, state.launcher, load_times)
     return est
+
+
+def add_plan(est: Estimate, plan, launcher, load_times: dict[tuple[str, str], float]) -> set[str]:
+    """Add what `launcher` has left of `plan` to `est`; returns the engines whose load time nothing stored
+    tells (counted at DEFAULT_LOAD_S; a first load may convert or compile the model for minutes)."""
+    per_cell = plan.rule.warmup_s + plan.rule.duration_s
+    unknown: set[str] = set()
+
+    def load(engine: str, measured: bool = True) -> float:
+        if measured and (engine, plan.model.name) not in load_times:
+            unknown.add(engine)
+        return load_times.get((engine, plan.model.name), DEFAULT_LOAD_S)
+
+    left = 0
+    for jobs in launcher.schedule():
+        for job in jobs:
+            est.loads += 1
+            est.load_s += load(job.engine)
+            for _, cell in job.cells:
+                left += 1
+                est.measure_s += per_cell
+                if scenario_class(cell.scenario).workers_load_sessions:  # each worker loads its own
+                    est.loads += 1
+                    est.load_s += load(job.engine)
+    if left:
+        est.loads += 1
+        est.load_s += load(plan.reference_engine, measured=False)
+    est.to_measure += left
+    return unknown
+
+
+def expected_line(plan, launcher, store) -> str:
+    """What a run expects to take, said before it starts."""
+    est = Estimate()
+    unknown = add_plan(est, plan, launcher, stored_load_times(store))
+    line = (f"expected: about {duration_text(est.total_s)} ({_count(est.to_measure, 'measurement')} of "
+            f"{plan.rule.warmup_s + plan.rule.duration_s:g} s, {_count(est.loads, 'model load')}")
+    if unknown:
+        line += (f"; never loaded with this database: {', '.join(sorted(unknown))}, counted at "
+                 f"{DEFAULT_LOAD_S:g} s each, though a first load may export, convert or compile the model for "
+                 "minutes (cached after)")
+    return line + ")"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def duration_text(seconds: float) -> str:

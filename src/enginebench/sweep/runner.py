@@ -4,16 +4,20 @@ same file on the same machine reads back what is stored and runs only the repeti
 
 A repetition in flight when the sweep stops (Ctrl-C, kill -9, a reboot) is lost and measured again on resume;
 a stored one is never measured twice. One process at a time runs a given sweep: the sweeps table records it,
-and a second start is refused while that process lives.
+and a second start is refused while that process lives. A process on another machine cannot be checked from
+here, so the owner writes a heartbeat: one silent for STALE_S is taken to have died, and `--take-over` takes
+its sweep (never one whose owner is seen alive).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from enginebench.api import run_record, start_run
 from enginebench.errors import UsageError
 from enginebench.launchers.local import Orchestrator
 from enginebench.launchers.records import history_of
@@ -91,9 +95,18 @@ def _ray_launcher(address: str):
     return lambda plan, **kwargs: RayLauncher(plan, address, **kwargs)
 
 
+HEARTBEAT_S = 15.0  # how often a running sweep's owner says it is alive
+STALE_S = 120.0  # an owner on another machine silent this long is taken to have died (clocks may differ a little)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def _owner() -> dict:
+    now = _now()
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid()),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "since": now, "beat": now}
 
 
 def _process_start(pid: int) -> str | None:
@@ -105,21 +118,74 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+def silent_s(owner: dict) -> float:
+    """Seconds since the owner's last heartbeat (since it started, for an owner from before heartbeats)."""
+    last = datetime.fromisoformat(owner.get("beat") or owner["since"])
+    return (datetime.now(timezone.utc) - last).total_seconds()
+
+
 def _alive(owner: dict) -> bool:
+    """Whether the owner is seen alive: on this machine its process (pid and start time), elsewhere a recent
+    heartbeat."""
     if owner.get("host") != socket.gethostname():
-        return True  # another machine's process: it cannot be checked from here, so it is respected
+        return silent_s(owner) < STALE_S
     if owner.get("pid") == os.getpid():
         return False
     started = _process_start(owner.get("pid", -1))
     return started is not None and started == owner.get("started")
 
 
+def _keeps(take_over: bool):
+    """Whether a holder keeps the sweep: one seen alive always does; a dead one on this machine never does; a
+    silent one on another machine does until the user says it has died (--take-over)."""
+    def keeps(holder: dict) -> bool:
+        if _alive(holder):
+            return True
+        return holder.get("host") != socket.gethostname() and not take_over
+    return keeps
+
+
+def _refusal(sweep_id: str, holder: dict) -> str:
+    where = f"process {holder['pid']} on {holder['host']}, since {holder['since']}"
+    if _alive(holder):
+        return f"sweep {sweep_id} is already running ({where}): wait for it, or end it and run this again"
+    return (f"sweep {sweep_id} is held by {where}, silent for {silent_s(holder) / 60:.0f} min: if that machine "
+            "stopped, run this again with --take-over")
+
+
+class Heartbeat:
+    """A thread that writes the owner's heartbeat every `every` seconds until stopped (its own connection:
+    SQLite connections stay in their thread)."""
+
+    def __init__(self, db: str, sweep_id: str, owner: dict, every: float = HEARTBEAT_S):
+        self.db, self.sweep_id, self.owner, self.every = db, sweep_id, owner, every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="sweep-heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        with ResultStore(self.db) as store:
+            while not self.stopped.wait(self.every):
+                try:
+                    store.beat_sweep(self.sweep_id, self.owner, _now())
+                except Exception:  # noqa: BLE001 - a missed beat (a locked database) is retried at the next one
+                    pass
+
+
 def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=None, on_result=None,
-              on_total=None, ray: str | None = None) -> SweepReport:
+              on_total=None, ray: str | None = None, take_over: bool = False) -> SweepReport:
     """Measure what is missing of the sweep, storing each result as it arrives. `on_total(n)` is told how many
     results will arrive; `on_start(cell)` and `on_result(index, result)` see progress. Ctrl-C propagates
     (KeyboardInterrupt) after the launcher has ended its child; what was stored stays. `ray`: the address of a
-    Ray cluster (or "local") whose nodes run the jobs, every part's at once (launchers/ray.py)."""
+    Ray cluster (or "local") whose nodes run the jobs, every part's at once (launchers/ray.py). `take_over`: take
+    the sweep from an owner on another machine whose heartbeat stopped."""
     from enginebench.measure.machine import machine_info
 
     if ray:
@@ -128,12 +194,12 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
         connect(ray)  # a missing Ray or a wrong address fails here, before the sweep is claimed
     store = ResultStore(db)
     owner = _owner()
-    holder = store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, _alive)
+    holder = store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, _keeps(take_over))
     if holder:
         store.close()
-        raise UsageError(f"sweep {sweep.sweep_id} is already running (process {holder['pid']} on "
-                         f"{holder['host']}, since {holder['since']}): wait for it, or end it and run this again")
+        raise UsageError(_refusal(sweep.sweep_id, holder))
     report = SweepReport(sweep.sweep_id)
+    heartbeat = Heartbeat(db, sweep.sweep_id, owner).start()
     try:
         states = part_states(sweep, store, retry_failed, ray)
         report.cells = sum(len(s.keys) for s in states)
@@ -153,6 +219,7 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
         report.interrupted = True
         raise
     finally:
+        heartbeat.stop()
         report.counts = store.sweep_cell_counts(sweep.sweep_id)
         store.release_sweep(sweep.sweep_id, owner)
         store.close()
@@ -166,25 +233,18 @@ def _start_part(sweep: Sweep, state: PartState, store: ResultStore, machine: dic
     now = datetime.now(timezone.utc)
     store.add_run_once(Run(
         run_id=state.run_id, created_at=now.isoformat(timespec="seconds"), machine=machine,
-        config={"argv": ["run", *part.argv], "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(),
-                "timeout_s": plan.timeout_s, "load_timeout_s": plan.load_timeout_s, "quick": part.quick,
-                "engine_options": plan.engine_options,
-                "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
-                "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": launcher.cell_order(),
-                "retries": plan.retries, "max_memory_mb": plan.max_memory_mb, "launcher": launcher.where,
+        config={**run_record(plan, launcher, config=part.config), "retries": plan.retries,
+                "max_memory_mb": plan.max_memory_mb,
                 "sweep": {"id": sweep.sweep_id, "file": sweep.file, "part": part.key, "label": part.label}}))
-    if on_start:
-        launcher.on_start = on_start
     cells = len(plan.cells)
 
-    def emit(index, result):
-        store.add_result(state.run_id, result, cell=index, key=state.keys[index])
+    def arrived(index, result):
         if index < cells and result.status != "skipped":
             report.measured_now += 1
         if on_result:
             on_result(index, result)
 
-    return emit
+    return start_run(store, plan, launcher, state.run_id, keys=state.keys, on_start=on_start, on_result=arrived)
 
 
 def resume_command(file: str, db: str, extra: list[str] = ()) -> str:

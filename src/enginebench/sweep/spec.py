@@ -26,11 +26,14 @@ import json
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from enginebench.config import OPTIONS, RunConfig, check_engine_options
 from enginebench.errors import UsageError
 from enginebench.plan import Cell, Plan
+from enginebench.planning import plan_from_config
+from enginebench.scenarios.registry import scenario_options
 from enginebench.sweep.toml_lines import key_lines, line_of
 
 _ENTRY_ONLY = {"name"}  # keys of a model table only
@@ -39,15 +42,9 @@ _NOT_IDENTITY = {"retries", "max_memory"}  # how failures are handled does not c
 
 
 def _run_fields() -> dict[str, str]:
-    """RunOptions' fields -> "list", "bool" or "text" (how a value is given)."""
-    from enginebench.planning import RunOptions
-
-    kinds = {}
-    for f in fields(RunOptions):
-        if f.name in ("model", "option"):
-            continue
-        kinds[f.name] = "bool" if f.type == "bool" else "list" if f.type.startswith("list") else "text"
-    return kinds
+    """`run`'s options (and those scenarios add) -> "list", "bool" or "text" (how a value is given)."""
+    kinds = {o.name: o.kind for o in OPTIONS if o.name not in ("model", "option")}
+    return kinds | {name: "list" if option.many else "text" for name, (_, option) in scenario_options().items()}
 
 
 @dataclass
@@ -57,8 +54,12 @@ class Part:
     key: str  # stable digest of what defines it (the cell keys start with it)
     label: str  # for people: the model, and the engine variant when there is one
     plan: Plan
-    quick: bool
-    argv: list[str]  # the `enginebench run` arguments measuring the same cells
+    config: RunConfig  # the configuration measuring the same cells
+
+    @property
+    def argv(self) -> list[str]:
+        """The `enginebench run` arguments measuring the same cells."""
+        return self.config.to_argv()
 
     def cell_key(self, sweep_id: str, cell: Cell) -> str:
         serving = ""  # serving cells differ by their load too (rate, SLO, batcher)
@@ -130,7 +131,7 @@ def _toml_type(value) -> str:
 
 
 def _run_value(checker: _Checker, path: tuple, kind: str, value):
-    """A value as RunOptions takes it: lists of strings, strings, or a bool."""
+    """A value as RunConfig.from_keywords takes it: lists of texts, a text, or a bool."""
     if kind == "bool":
         if not isinstance(value, bool):
             checker.fail(path, f"{_dotted(path)} takes true or false, not {value!r}")
@@ -188,10 +189,12 @@ def _entries(checker: _Checker, spec: dict) -> list[tuple[tuple, dict]]:
 
 
 def _message_key(message: str, kinds) -> str | None:
-    """The option a planning error is about, from the flag or the noun it names."""
-    for name in sorted(kinds, key=len, reverse=True):
-        if re.search(rf"(?<![\w-])--{name.replace('_', '-')}\b", message):
-            return name
+    """The option a planning error is about: the first flag it names (`--qps is for …: add --scenario server`
+    is about --qps), else the noun it names."""
+    found = {name: m.start() for name in kinds
+             if (m := re.search(rf"(?<![\w-])--{name.replace('_', '-')}(?![\w-])", message))}
+    if found:
+        return min(found, key=found.get)
     nouns = {"engine": "engine", "precision": "precision", "workload": "workload", "scenario": "scenario",
              "model": "name", "decoder": "scenario"}
     for noun, key in nouns.items():
@@ -268,17 +271,13 @@ def _expand(checker: _Checker, where: tuple, name: str | None, given: dict, orig
             options: dict[str, dict[str, list[str]]], kinds: dict) -> list[Part]:
     """One model entry's parts: its engines with their fixed options, then each engine that has lists of
     option values once per combination (only its own cells)."""
-    from enginebench.api import _argv as argv_of
-    from enginebench.planning import RunOptions, plan_from_options
-    from enginebench.validate import check_engine_options
-
     fixed = {e: {k: v[0] for k, v in kv.items() if len(v) == 1} for e, kv in options.items()}
     varied = {e: {k: v for k, v in kv.items() if len(v) > 1} for e, kv in options.items()}
     varied = {e: kv for e, kv in varied.items() if kv}
     first = {e: {**fixed.get(e, {}), **{k: v[0] for k, v in varied.get(e, {}).items()}} for e in options}
-    opts = RunOptions(model=name, option={e: kv for e, kv in first.items() if kv}, **given)
     try:
-        base, quick = plan_from_options(opts)
+        config = RunConfig.from_keywords(name, option={e: kv for e, kv in first.items() if kv}, **given)
+        base = plan_from_config(config)
     except UsageError as e:
         if "--option" in str(e):
             engine_key = re.search(r"([\w-]+)\.([\w-]+)", str(e).split(":", 1)[-1])
@@ -296,9 +295,10 @@ def _expand(checker: _Checker, where: tuple, name: str | None, given: dict, orig
         plan = replace(base, cells=plain, skips=plain_skips,
                        engine_options={e: kv for e, kv in base.engine_options.items() if e not in varied})
         kept = {e: kv for e, kv in fixed.items() if kv and e not in varied}
-        engines = list(dict.fromkeys(c.engine for c in plain + [c for c, _ in plain_skips])) if varied else opts.engine
-        parts.append(_part(identity, kept, name or base.model.name, plan, quick,
-                           argv_of(replace(opts, engine=engines, option=kept))))
+        engines = (list(dict.fromkeys(c.engine for c in plain + [c for c, _ in plain_skips])) if varied
+                   else config.engines)
+        parts.append(_part(identity, kept, name or base.model.name, plan,
+                           replace(config, engines=engines, engine_options=_texts(kept))))
     engines_run = {c.engine for c in base.cells} | {c.engine for c, _ in base.skips}
     for engine, lists in varied.items():
         if engine not in engines_run:
@@ -317,14 +317,18 @@ def _expand(checker: _Checker, where: tuple, name: str | None, given: dict, orig
                            skips=[(c, why) for c, why in base.skips if c.engine == engine],
                            engine_options={engine: {k: str(v) for k, v in chosen.items()}})
             label = f"{name or base.model.name} {engine} " + " ".join(f"{k}={v}" for k, v in zip(keys, values))
-            parts.append(_part(identity, {engine: chosen}, label, plan, quick,
-                               argv_of(replace(opts, engine=[engine], option={engine: chosen}))))
+            parts.append(_part(identity, {engine: chosen}, label, plan,
+                               replace(config, engines=[engine], engine_options=_texts({engine: chosen}))))
     return parts
 
 
-def _part(identity: dict, engine_options: dict, label: str, plan: Plan, quick: bool, argv: list[str]) -> Part:
+def _texts(options: dict[str, dict]) -> dict[str, dict[str, str]]:
+    return {engine: {k: str(v) for k, v in kv.items()} for engine, kv in options.items()}
+
+
+def _part(identity: dict, engine_options: dict, label: str, plan: Plan, config: RunConfig) -> Part:
     digest = hashlib.sha256(json.dumps([identity, engine_options], sort_keys=True).encode()).hexdigest()[:8]
-    return Part(digest, label, plan, quick, argv)
+    return Part(digest, label, plan, config)
 
 
 __all__ = ["Sweep", "Part", "load_sweep", "machine_key", "sweep_id_of"]
