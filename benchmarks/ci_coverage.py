@@ -8,7 +8,7 @@ Prints the coverage of every interval enginebench states, and of the two-level b
 The cell's true value is what the figures estimate: the typical process's figure, exp(mu) with each
 process's true median exp(mu + b), b ~ N(0, spread²) — for a median, and 1 / (exp(mu) · E[call]) for items/s.
 A faster process takes more calls (duration-based stopping): the fastest process of a cell gets the most.
-tests/test_ci_coverage.py runs the same simulation and holds every interval to 93-98%.
+tests/measure/test_ci_coverage.py runs the same simulation and holds every interval to 93-98%.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from enginebench.engines import require_engine
 from enginebench.models import resolve_model
 from enginebench.workloads import build_workload
+from helpers.sessions import embed, load_session
 
 
 def pytest_configure(config):
@@ -108,16 +108,6 @@ def titles(minilm):
     return build_workload("titles", minilm.path)
 
 
-def embed(session, batch):
-    """Sentence embeddings of one TokenBatch through an encoder session."""
-    return session.run(session.prepare(batch))
-
-
-def load_session(engine: str, model, precision: str = "fp32", threads: int = 2, **options):
-    cls = require_engine(engine)
-    return cls().load(model, precision, cls.make_options(threads, {k: str(v) for k, v in options.items()}))
-
-
 @pytest.fixture(scope="session")
 def reference(minilm, corpus):
     """torch fp32 sentence embeddings of the corpus workload's fidelity inputs."""
@@ -128,7 +118,7 @@ def reference(minilm, corpus):
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A few-MB synthetic Llama folder (models/llama_synthetic.py) as a decoder ModelSpec."""
-    from tiny_llama import tiny_llama_spec
+    from helpers.tiny_llama import tiny_llama_spec
 
     return tiny_llama_spec()
 
@@ -136,6 +126,6 @@ def tiny_llama():
 @pytest.fixture(scope="session")
 def llama_reference(tiny_llama):
     """transformers LlamaForCausalLM fp32 on the tiny Llama: the logits every decoder engine is checked against."""
-    from tiny_llama import TransformersReference
+    from helpers.tiny_llama import TransformersReference
 
     return TransformersReference(tiny_llama)

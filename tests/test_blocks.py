@@ -106,7 +106,7 @@ def test_openvino_times_the_same_blocks(minilm, titles):
 def test_a_hung_engine_is_abandoned_after_the_timeout(minilm, corpus, monkeypatch):
     import time
 
-    monkeypatch.setenv("ENGINEBENCH_ENGINES", "fake-hang-graph=fake_engines:HangGraphEngine")
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", "fake-hang-graph=helpers.fake_engines:HangGraphEngine")
     started = time.monotonic()
     result = breakdown(minilm, ["fake-hang-graph"], corpus.batches(1, count=1), TINY_RULE, 1, {}, timeout_s=3)
     assert "timed out after 3 s" in result.engines[0].error

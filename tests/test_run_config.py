@@ -16,12 +16,12 @@ from enginebench.cli import build_parser, main
 from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 from enginebench.sweep.spec import load_sweep
-from fault_engines import PLUGINS
+from helpers.fake_engines import FAULT_PLUGINS
 
 
 @pytest.fixture(autouse=True)
 def _fault_engine(monkeypatch):
-    monkeypatch.setenv("ENGINEBENCH_ENGINES", PLUGINS)
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
 
 
 def _cli(*argv) -> RunConfig:

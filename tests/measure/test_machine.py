@@ -1,0 +1,139 @@
+"""`enginebench machine`: bandwidth and GEMM figures, their storage, and the decode roofline."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import socket
+
+import pytest
+
+from enginebench.cli import main
+from enginebench.measure import roofline
+from enginebench.results.model import SCHEMA_VERSION, Result
+from enginebench.results.store import ResultStore
+
+
+def test_bandwidth_and_gemm_are_positive():
+    bw = roofline.memory_bandwidth(elements=1 << 20, runs=2, threads=2)
+    assert bw["bandwidth_gbs"] > 0 and bw["threads"] == 2 and bw["bytes_per_run"] == 24 << 20
+    mm = roofline.gemm_flops(n=128, runs=2)
+    assert mm["gemm_gflops"] > 0 and len(mm["runs_s"]) == 2 and mm["n"] in (64, 128)
+    # by_n holds each size's GFLOP/s to 0.1: the figure is the best of them (at 42.25 a relative 1e-3 failed)
+    assert set(mm["by_n"]) == {64, 128} and max(mm["by_n"].values()) == round(mm["gemm_gflops"], 1)
+    timed = [t for t in mm["tried"] if "gflops" in t]
+    assert timed[0]["library"].startswith("numpy")  # numpy is always there
+    assert mm["gemm_gflops"] == max(t["gflops"] for t in timed) and mm["library"] in [t["library"] for t in timed]
+
+
+def test_the_ceiling_is_the_fastest_library_and_says_which():
+    from enginebench.measure.peak import gemm_source
+
+    tried = [{"library": "numpy 2 matmul", "gflops": 100.0, "threads": 2, "n": 64, "runs_s": [0.1]},
+             {"library": "torch", "skipped": "not installed"},
+             {"library": "onnxruntime 1 MatMul (MLAS)", "gflops": 141.0, "threads": 2, "n": 64, "runs_s": [0.1]}]
+    best = roofline.best_gemm("fp32", tried, flags=set())
+    assert best["gflops"] == 141.0 and best["library"].startswith("onnxruntime") and best["tried"] == tried
+    assert best["native"] and best["note"] == ""
+    source = gemm_source(best)
+    assert source.startswith("onnxruntime 1 MatMul (MLAS), 2 threads")
+    assert "fastest of numpy 100, onnxruntime 141" in source
+    int8 = roofline.best_gemm("int8", tried[:1], flags={"avx2"})
+    assert int8["gflops"] == 100.0 and not int8["native"] and "emulated" in int8["note"]
+    assert "fastest of" not in gemm_source(int8)  # one library: nothing to compare
+    with pytest.raises(roofline.GemmUnavailable, match="torch: not installed"):
+        roofline.best_gemm("bf16", [tried[1]], flags=set())
+
+
+def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(roofline, "measure_machine",
+                        functools.partial(roofline.measure_machine, triad_elements=1 << 20, gemm_n=128, runs=2))
+    db = tmp_path / "m.db"
+    assert main(["machine", "--db", str(db), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    with ResultStore(db) as store:
+        stored = store.machine_speed()
+    assert stored["bandwidth_gbs"] == printed["bandwidth_gbs"] > 0
+    assert stored["gemm_gflops"] == printed["gemm_gflops"] > 0
+    fp32 = stored["details"]["gemm"]
+    assert stored["details"]["gemm_source"] == fp32["library"] and fp32["n"] == 128
+    assert stored["gemm_gflops"] == max(t["gflops"] for t in fp32["tried"] if "gflops" in t)
+    expected = {"numpy"} | {m for m in ("torch", "onnxruntime") if importlib.util.find_spec(m)}
+    assert {t["library"].split()[0] for t in fp32["tried"] if "gflops" in t} == expected
+    assert stored["details"]["triad"]["threads"] >= 1
+    by_precision = stored["details"]["gemm_by_precision"]
+    assert set(by_precision) == {"bf16", "int8"}
+    for precision, figure in by_precision.items():  # measured where the libraries are, else said why not
+        assert figure.get("gflops", 0) > 0 or figure["skipped"]
+        if "gflops" in figure:
+            assert stored["details"]["gemm_gflops_by_precision"][precision] == figure["gflops"]
+            assert isinstance(figure["native"], bool) and figure["library"]
+    assert main(["machine", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "GB/s" in out and "GEMM bf16" in out and "GEMM int8" in out
+
+
+def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
+    from enginebench.measure.peak import stored_ceilings
+
+    db = tmp_path / "m.db"
+    speed = roofline.measure_machine(triad_elements=1 << 20, gemm_n=64, runs=1)
+    speed["details"]["gemm_gflops_by_precision"] = {"bf16": 123.0}
+    speed["details"]["gemm_by_precision"] = {"bf16": {"gflops": 123.0, "library": "torch matmul", "threads": 2,
+                                                      "native": False, "note": "emulated: no AVX512_BF16"},
+                                             "int8": {"skipped": "torch is not installed"}}
+    with ResultStore(db) as store:
+        store.add_machine_speed(speed)
+    ceilings = stored_ceilings(str(db))
+    assert ceilings.gemm("bf16") == 123.0 and ceilings.gemm("int8") is None
+    assert "emulated" in ceilings.gemm_sources["bf16"] and "not measured" in ceilings.gemm_sources["int8"]
+    assert ceilings.gemm("fp32") == speed["gemm_gflops"]
+    assert ceilings.gemm_sources["fp32"].startswith(speed["details"]["gemm_source"])
+
+
+def test_an_older_record_without_sources_says_numpy(tmp_path, cpu_features):
+    """An older record names numpy as its fp32 source; it was measured on the whole CPU, so a process acting as
+    a smaller one (ENGINEBENCH_CPU_FEATURES) does not take it as its ceiling."""
+    from enginebench.measure.peak import stored_ceilings
+
+    db = tmp_path / "m.db"
+    with ResultStore(db) as store:
+        store.add_machine_speed({"measured_at": "2025-01-01T00:00:00+00:00", "hostname": socket.gethostname(),
+                                 "bandwidth_gbs": 10.0, "gemm_gflops": 100.0,
+                                 "details": {"triad": {"threads": 2}, "gemm": {"n": 2048}}})
+    if cpu_features.narrowed_to:
+        assert stored_ceilings(str(db)) is None
+        return
+    assert stored_ceilings(str(db)).gemm_sources["fp32"].startswith("numpy float32 matmul (an older record")
+
+
+def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():
+    if not any(importlib.util.find_spec(m) for m in ("torch", "onnxruntime")):
+        pytest.skip("no int8 GEMM installed")
+    plain = roofline.int8_gemm(64, 1, flags={"avx2", "fma"})
+    assert plain["gflops"] > 0 and not plain["native"] and "emulated" in plain["note"]
+    assert plain["gflops"] == max(t["gflops"] for t in plain["tried"] if "gflops" in t)
+    assert roofline.int8_gemm(64, 1, flags={"avx512_vnni"})["native"]
+
+
+def test_decode_roofline():
+    line = roofline.decode_roofline(50.0, 1, params=100_000_000, precision="bf16", details={}, bandwidth_gbs=10.0)
+    assert line["weight_bytes"] == 200_000_000 and line["bound_tokens_per_s"] == pytest.approx(50.0)
+    assert line["pct_of_bound"] == pytest.approx(100.0)
+    engine_said = roofline.decode_roofline(25.0, 2, 100_000_000, "q4_1", {"weight_bytes": 1e8}, 10.0)
+    assert engine_said["bound_tokens_per_s"] == pytest.approx(200.0) and engine_said["weight_bytes_from"] == "engine"
+    assert roofline.decode_roofline(50.0, 1, 100, "bf16", {}, None) is None
+
+
+def test_version_1_results_still_read(tmp_path):
+    v1 = {"engine": "torch", "model": "minilm", "precision": "fp32", "scenario": "latency", "workload": "corpus",
+          "batch_size": 1, "seq_len": 128, "workers": 1, "threads": 2, "status": "skipped", "error": "why"}
+    result = Result.from_dict(v1)
+    assert result.decode_tokens_per_s is None and result.prefill_tokens_per_s is None
+    db = tmp_path / "old.db"
+    with ResultStore(db) as store:
+        store.conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        store.conn.commit()
+    with ResultStore(db) as store:  # an older database opens and is marked current
+        assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)

@@ -1,0 +1,231 @@
+"""`enginebench tune`: successive halving on synthetic engines with known speeds and fidelity (helpers/fake_engines.py),
+the budget, reproducibility, and bad input refused before anything is measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+
+import pytest
+
+from enginebench.errors import UsageError
+from enginebench.measure.timing import StoppingRule
+from enginebench.results.model import Result
+from enginebench.search import halving
+from enginebench.search.space import Candidate, admission_order, candidates, pack_runs
+from enginebench.search.tune import Tuner, check_request
+
+from helpers import child_pythonpath
+from helpers.fake_engines import TUNE_PLUGINS
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    """The synthetic engines, for this process and the spawned children."""
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", TUNE_PLUGINS)
+    monkeypatch.setenv("PYTHONPATH", child_pythonpath())
+
+
+def _result(c: Candidate, median_ms: float, fidelity: float = 1.0, status: str = "ok") -> Result:
+    batch = c.batch_size
+    return Result(c.engine, "minilm", c.precision, c.scenario, "corpus", batch, 128, c.workers, c.threads,
+                  status=status, error=None if status == "ok" else "boom", samples=[int(median_ms * 1e6)],
+                  latency_ms={"median": median_ms}, throughput={"items_per_s": 1000 * batch / median_ms},
+                  verdict={"ok": True}, fidelity={"value": fidelity, "ok": fidelity >= 0.9999})
+
+
+def _cand(engine="syn", precision="int8", threads=2, batch=1, **options) -> Candidate:
+    return Candidate(engine, precision, "latency", batch, 1, threads, tuple(sorted(options.items())))
+
+
+# -- ranking --------------------------------------------------------------------------------------------------
+
+def test_a_fast_unfaithful_candidate_is_dropped_whatever_its_speed():
+    fast_wrong, ok, failed = _cand("syn-wrong"), _cand(), _cand("syn", "fp32")
+    ranked, dropped = halving.rank({fast_wrong: _result(fast_wrong, 0.1, fidelity=0.6), ok: _result(ok, 4.0),
+                                    failed: _result(failed, 1.0, status="failed")}, "latency", 0.99)
+    assert [c for c, _ in ranked] == [ok]
+    assert dropped[fast_wrong].startswith("unfaithful: fidelity 0.6000 < 0.99")
+    assert dropped[failed].startswith("failed")
+
+
+def test_fp32_that_differs_from_the_reference_is_dropped_even_above_min_fidelity():
+    c = _cand("syn", "fp32")
+    ranked, dropped = halving.rank({c: _result(c, 1.0, fidelity=0.995)}, "latency", 0.99)
+    assert not ranked and "differs from the reference" in dropped[c]
+
+
+def test_throughput_ranks_items_per_second_higher_first():
+    small, big = _cand(batch=1), _cand(batch=8)
+    ranked, _ = halving.rank({small: _result(small, 2.0), big: _result(big, 8.0)}, "throughput", 0.99)
+    assert [c for c, _ in ranked] == [big, small]  # 1000 items/s against 500
+
+
+def test_halving_keeps_the_true_best_through_noisy_rounds():
+    """64 candidates with known speeds, measured with 5% noise in round 1 and less later: the true best
+    survives every halving, the unfaithful fastest never does."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    cands = [_cand(threads=t, batch=1, mode=str(k)) for k in range(32) for t in (1, 2)]
+    true_ms = {c: 2.0 + 0.1 * i for i, c in enumerate(cands)}
+    wrong = cands[-1]
+    true_ms[wrong] = 0.5
+    alive, noise = cands, 0.05
+    while len(alive) > halving.FINALISTS:
+        measured = {c: _result(c, true_ms[c] * (1 + noise * rng.standard_normal()),
+                               fidelity=0.6 if c == wrong else 1.0) for c in alive}
+        ranked, _ = halving.rank(measured, "latency", 0.99)
+        alive = [c for c, _ in ranked][:halving.survivors(len(ranked))]
+        noise /= halving.ETA
+        assert cands[0] in alive and wrong not in alive
+
+
+# -- the candidate list ---------------------------------------------------------------------------------------
+
+def test_candidates_come_from_the_engine_classes(synthetic, cpu_features):
+    from enginebench.engines import engine_class
+    from enginebench.models import resolve_model
+
+    model = resolve_model("minilm")
+    space = candidates(["syn", "syn-wrong"], model, "throughput", [1, 8], cores=2)
+    assert {(c.engine, c.precision) for c in space} == {("syn", "fp32"), ("syn", "int8"), ("syn-wrong", "int8")}
+    assert {c.options for c in space if c.engine == "syn"} == {(), (("mode", "fast"),)}  # metadata "tune": True
+    assert {(c.scenario, c.workers, c.threads) for c in space} == {("latency", 1, 2), ("latency", 1, 1),
+                                                                    ("throughput", 2, 1)}
+    # the real engines: every precision they offer on this CPU (narrowed or not), int8-static included
+    real = candidates(["onnxruntime", "openvino"], model, "latency", [1], cores=2)
+    for engine in ("onnxruntime", "openvino"):
+        cls = engine_class(engine)
+        offered = {p for p in cls.precisions if cls.unsupported_reason(p) is None}
+        assert {c.precision for c in real if c.engine == engine} == offered
+    # OpenVINO's bf16 follows the CPU's bf16 instructions as the features in use say: never on an AVX2-only CPU
+    if not cpu_features.has_any(engine_class("openvino").cpu_needs["bf16"]):
+        assert "bf16" not in {c.precision for c in real if c.engine == "openvino"}
+    if cpu_features.narrowed_to == "avx2":
+        assert not cpu_features.has_any({"avx512_bf16", "amx_bf16", "avx512f"})
+    assert {dict(c.options).get("graph_optimization", "all") for c in real if c.engine == "onnxruntime"} == {
+        "disable", "basic", "extended", "all"}
+    assert {dict(c.options).get("hint", "LATENCY") for c in real if c.engine == "openvino"} == {"LATENCY", "THROUGHPUT"}
+
+
+def test_same_seed_same_candidates_and_schedule(synthetic):
+    from enginebench.models import resolve_model
+
+    model = resolve_model("minilm")
+    space = candidates(["syn", "syn-wrong"], model, "throughput", [1, 8, 32], cores=2)
+    first = admission_order(space, seed=7, cores=2)
+    assert admission_order(space, seed=7, cores=2) == first
+    assert sorted(first) == sorted(space)
+    assert any(admission_order(space, seed=s, cores=2) != first for s in range(8))
+    # defaults on every core first: each engine × precision is tried before any other setting
+    tier0 = {(c.engine, c.precision) for c in first[:3 * 3 * 2]}
+    assert tier0 == {("syn", "fp32"), ("syn", "int8"), ("syn-wrong", "int8")}
+    cost = halving.CostModel()
+    rule = halving.round_rule(0)
+    assert halving.fit(first, cost, rule, 1, 60.0) == halving.fit(admission_order(space, 7, 2), cost, rule, 1, 60.0)
+    assert [halving.round_rule(i).duration_s for i in range(3)] == [0.5, 1.0, 2.0]
+
+
+def test_runs_give_each_engine_one_option_setting():
+    a, b, c = _cand(mode="fast"), _cand(), _cand("torch", "fp32")
+    assert pack_runs([a, b, c]) == [[a, c], [b]]
+
+
+def test_cost_model_learns_loads_and_overhead():
+    cost = halving.CostModel()
+    c = _cand()
+    rule = StoppingRule(duration_s=1.0, min_samples=3, warmup_s=0.0)
+    r = _result(c, 10.0)
+    r.load_s = 2.0
+    cost.learn([c], rule, 1, {c: r}, wall_s=2.0 + 1.0 + 2 * 0.5 + 0.03)  # load + cell + 2 processes × 0.5
+    assert cost.load(c) == 2.0 and cost.load(_cand("other")) == 2.0  # unknown engines: the median so far
+    assert cost.overhead_s == pytest.approx(0.5, abs=0.05)
+    assert cost.run([c], rule) == pytest.approx(2.0 + 1.03 + 2 * cost.overhead_s, abs=0.05)
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "soon"], "--budget 'soon' is not a duration: give e.g. --budget 20m"),
+    (["--budget", "5s"], "too short"),
+    (["--engine", "nope"], "unknown engine 'nope'"),
+    (["--objective", "speed"], "--objective 'speed' is unknown"),
+    (["--min-fidelity", "2"], "must be a number above 0 and at most 1"),
+    (["--objective", "latency", "--batch-size", "1,8"], "give one --batch-size"),
+    (["--workload", "corpus,titles"], "one --workload"),
+])
+def test_bad_input_exits_2_before_measuring(tmp_path, capsys, argv, message):
+    from enginebench.cli import args as cli_args
+    from enginebench.cli import tune as tune_cli
+
+    db = tmp_path / "t.db"
+    parser = cli_args.Parser(prog="enginebench")
+    tune_cli.add_parsers(parser.add_subparsers(dest="command", parser_class=cli_args.Parser))
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("*", r"\*")) as e:
+        tune_cli.cmd_tune(parser.parse_args(["tune", "--db", str(db), *argv]))
+    assert e.value.exit_code == 2
+    assert not db.exists()  # nothing stored, nothing measured
+
+
+def test_bad_input_from_python_raises_usage_error():
+    with pytest.raises(UsageError, match="not a duration"):
+        check_request("minilm", budget="twenty minutes")
+
+
+# -- end to end on synthetic engines --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tune_finds_the_true_best_within_the_budget_and_stores_every_cell(synthetic, tmp_path):
+    """Known speeds (fake_engines.BASE_MS): syn int8 mode=fast on both cores is the fastest faithful (2 ms);
+    syn-wrong is 4× faster still but unfaithful (cosine 0.6)."""
+    db = str(tmp_path / "tune.db")
+    seen = []
+    tuner = Tuner(check_request("minilm", objective="latency", engines="syn,syn-wrong", budget="45s", seed=3, db=db),
+                  on_progress=lambda text, elapsed, budget: seen.append((elapsed, budget)))
+    tuner.prepare()
+    tuning = tuner.run()
+
+    best = tuning.recommendation.best
+    assert (best.engine, best.precision, best.threads, best.engine_options["mode"]) == ("syn", "int8", 2, "fast")
+    assert all(r.engine != "syn-wrong" for rd in tuning.rounds[1:] for r in rd.candidates)
+    assert any(why.startswith("unfaithful") for why in tuning.rounds[0].dropped.values())
+    # the budget: never over by more than one cell of the final round (warm-up + duration) and the abort
+    final = tuning.rounds[-1]
+    assert final.name == "final" and final.repeat == halving.REPEAT_FINAL
+    assert tuning.elapsed_s <= 45 + final.rule.warmup_s + final.rule.duration_s + 1
+    assert seen and all(b == 45 for _, b in seen)
+    # the baselines measured in the best's cell, and the ratio against them
+    assert {v.label.split(" (")[0] for v in tuning.recommendation.versus} >= {"the default path"}
+    lines = "\n".join(tuning.lines())
+    assert "of the 45s budget" in lines and "reproduce: enginebench run" in lines and "-o syn.mode=fast" in lines
+
+    # every measured cell is stored, and every run of the session says what was tried
+    conn = sqlite3.connect(db)
+    stored = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    assert stored == sum(len(run.results) for rd in tuning.rounds for run in rd.runs)
+    ranked = [c for rd in tuning.rounds for c, _ in rd.ranked]
+    assert stored >= len(ranked) + sum(why.startswith("unfaithful") for rd in tuning.rounds for why in rd.dropped.values())
+    configs = [json.loads(c) for (c,) in conn.execute("SELECT config FROM runs")]
+    assert len(configs) == len(tuning.runs)
+    for config in configs:
+        story = config["tune"]
+        assert story["session"] == tuning.session and story["seed"] == 3
+        assert story["space"] == [c.key for c in tuning.space]
+        assert [rd["name"] for rd in story["schedule"]] == [rd.name for rd in tuning.rounds]
+        assert story["recommended"] == "syn int8 latency b1 1×2 mode=fast"
+        assert set(story["candidates"]) <= set(story["space"]) | {k for rd in story["schedule"] for k in rd["baselines"]}
+
+
+@pytest.mark.slow
+def test_tune_on_real_engines_smoke(tmp_path):
+    """The real thing, tiny: two engines, batch 1, latency, a 90 s budget."""
+    from enginebench.search.tune import tune
+
+    tuning = tune("minilm", objective="latency", engines="onnxruntime,torch", precisions="fp32,int8",
+                  budget="90s", db=str(tmp_path / "t.db"))
+    assert tuning.elapsed_s <= 90 + 15
+    assert tuning.recommendation is not None and tuning.recommendation.best is not None
+    assert tuning.recommendation.best.engine in ("onnxruntime", "torch")

@@ -1,0 +1,124 @@
+"""A sweep survives its orchestrator: `kill -9` or Ctrl-C mid-sweep, then the same command, and every cell is
+stored once with all its repetitions; repetitions stored before the stop are kept as they were. Two sweeps
+write one database at once and both keep every result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from enginebench.results.store import ResultStore
+from helpers.processes import marked_processes, wait_for_results
+from helpers.fake_engines import env
+
+pytestmark = pytest.mark.slow
+
+
+
+def _file(tmp_path, name: str, batches: int, call_ms=(1,)) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(f"""\
+        engine = "fault"
+        workload = "titles"
+        scenario = "latency"
+        batch_size = {list(range(1, batches + 1))}
+        duration = "0.3s"
+        warmup = "0.05s"
+        min_samples = 3
+        repeat = 2
+
+        [options.fault]
+        call_ms = {list(call_ms)}
+        """))
+    return path
+
+
+def _start(file: Path, db: Path, mark: str = "", *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "enginebench", "sweep", str(file), "--db", str(db), *extra],
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env(ENGINEBENCH_TEST_MARK=mark),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+
+
+def _cells(db: Path) -> dict[str, object]:
+    with ResultStore(db) as store:
+        runs = [r for r, in store.conn.execute("SELECT run_id FROM runs")]
+        keys = [k for k, in store.conn.execute("SELECT cell_key FROM results")]
+        assert len(keys) == len(set(keys)), "a cell stored twice"
+        return {k: r for run in runs for k, r in store.keyed_results(run).items()}
+
+
+def test_kill_9_mid_sweep_then_the_same_command_finishes_without_losing_or_repeating(tmp_path):
+    file, db, mark = _file(tmp_path, "k.toml", batches=6, call_ms=(1, 2)), tmp_path / "k.db", uuid.uuid4().hex
+    proc = _start(file, db, mark)
+    wait_for_results(proc, db, 8, "WHERE json_array_length(result, '$.repetitions') = 2", what="sweep")  # in the second repetition
+    os.kill(proc.pid, signal.SIGKILL)  # the orchestrator only: its children must not outlive it
+    proc.wait(timeout=10)
+    time.sleep(1)
+    assert marked_processes(mark) == [], "a child process outlived the killed orchestrator"
+    before = _cells(db)
+    assert 0 < len(before) <= 12
+    kept = {k: [(rep["index"], rep["worker_samples"]) for rep in r.repetitions] for k, r in before.items()}
+
+    done = _start(file, db)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err.decode()
+    after = _cells(db)
+    assert len(after) == 12 and all(r.status == "ok" for r in after.values())
+    assert all(sorted(rep["index"] for rep in r.repetitions) == [0, 1] for r in after.values())
+    for key, reps in kept.items():  # what was stored before the kill is still there, unchanged
+        now = {rep["index"]: rep["worker_samples"] for rep in after[key].repetitions}
+        assert all(now[index] == samples for index, samples in reps)
+    left = 24 - sum(len(r) for r in kept.values())
+    assert f"{left} measurements stored now" in err.decode()
+
+
+def test_ctrl_c_stops_the_sweep_at_once_and_prints_the_command_that_resumes_it(tmp_path):
+    file, db, mark = _file(tmp_path, "c.toml", batches=8), tmp_path / "c.db", uuid.uuid4().hex
+    proc = _start(file, db, mark)
+    wait_for_results(proc, db, 2, what="sweep")
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    assert proc.returncode == 130, err.decode()
+    assert f"Resume with: enginebench sweep {file} --db {db}" in err.decode()
+    time.sleep(0.5)
+    assert marked_processes(mark) == []
+    again = _start(file, db)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err.decode()
+    cells = _cells(db)
+    assert len(cells) == 8 and all(len(r.repetitions) == 2 for r in cells.values())
+
+
+def test_two_sweeps_write_one_database_at_once_and_both_keep_every_result(tmp_path):
+    db = tmp_path / "shared.db"
+    a = _start(_file(tmp_path, "a.toml", batches=8), db)
+    b = _start(_file(tmp_path, "b.toml", batches=8, call_ms=(2,)), db)
+    for proc in (a, b):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    cells = _cells(db)
+    assert len(cells) == 16 and all(r.status == "ok" and len(r.repetitions) == 2 for r in cells.values())
+
+
+def test_the_same_sweep_started_twice_at_once_is_refused_while_the_first_runs(tmp_path):
+    file, db = _file(tmp_path, "t.toml", batches=8), tmp_path / "t.db"
+    first = _start(file, db)
+    try:
+        wait_for_results(first, db, 1, what="sweep")
+        second = _start(file, db)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and "is already running (process" in err.decode()
+    finally:
+        first.kill()
+        first.wait()
