@@ -103,6 +103,7 @@ class Orchestrator:
                     job.cells = [job.cells[k] for k in rng.permutation(len(job.cells))]
             for job in jobs:
                 job.cells = [(i, c) for i, c in job.cells if self._missing(i, repetition)]
+                job.repetition = repetition
             order.append([job for job in jobs if job.cells])
         return order
 

@@ -101,6 +101,7 @@ class CellRun:
     loading: Callable[[], None]
     loaded: Callable[[], None]
     cache: dict  # per job: the scenario's own (fidelity by workload, the shared session's load facts)
+    repetition: int = 0  # which independent process of the cell this is (Job.repetition)
 
     def fidelity_known(self) -> bool:
         return self.cell.workload in self.cache.setdefault("fidelity", {})

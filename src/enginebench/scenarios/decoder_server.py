@@ -27,10 +27,10 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.decoder_workers import DecoderWorkers, Request
-from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, start_test
+from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
 from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, find_max_qps,
-                                          loadgen_reasons, more_queries_needed, percentiles, poisson_rate_ci,
-                                          queue_depth, serving_min_queries)
+                                          loadgen_reasons, loadgen_seeds, more_queries_needed, percentiles,
+                                          poisson_rate_ci, queue_depth, run_seeds, serving_min_queries)
 
 _POLL_S = 0.2
 SEARCH_START = 0.7  # of the capacity the warm-up suggests, when --qps does not say where to start
@@ -146,15 +146,14 @@ class TokenRun:
 
 
 def run_token_loadgen(workers: DecoderWorkers, *, outdir: str, gen_len: int, prompt_count: int, qps: float,
-                      ttft_ms: float, tpot_ms: float, min_duration_s: float, min_queries: int, seed: int) -> TokenRun:
+                      ttft_ms: float, tpot_ms: float, min_duration_s: float, min_queries: int, seeds: dict) -> TokenRun:
     """One LoadGen Server PerformanceOnly run with token latencies."""
     lg = require_loadgen()
     settings = {"scenario": "server", "mode": "PerformanceOnly", "use_token_latencies": True,
                 "server_target_qps": float(qps), "ttft_latency_ns": int(ttft_ms * 1e6),
                 "tpot_latency_ns": int(tpot_ms * 1e6), "server_target_latency_percentile": 0.99,
                 "min_duration_ms": int(min_duration_s * 1000), "min_query_count": int(min_queries),
-                "schedule_rng_seed": seed, "qsl_rng_seed": seed, "sample_index_rng_seed": seed,
-                "loadgen_version": loadgen_version()}
+                **seeds, "loadgen_version": loadgen_version()}
     ts = lg.TestSettings()
     ts.scenario = lg.TestScenario.Server
     ts.mode = lg.TestMode.PerformanceOnly
@@ -165,7 +164,7 @@ def run_token_loadgen(workers: DecoderWorkers, *, outdir: str, gen_len: int, pro
     ts.server_target_latency_percentile = 0.99
     ts.min_duration_ms = settings["min_duration_ms"]
     ts.min_query_count = settings["min_query_count"]
-    ts.schedule_rng_seed = ts.qsl_rng_seed = ts.sample_index_rng_seed = seed
+    set_seeds(ts, seeds)
     dispatcher = TokenDispatcher(workers, gen_len, prompt_count)
     summary, log = start_test(dispatcher, prompt_count, ts, outdir)
     return TokenRun(dispatcher.trace(), settings, log, summary)
@@ -236,7 +235,7 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
         "queue": queue,
         "batching": {"running_at_admission": {"mean": float(t.running.mean()), "max": int(t.running.max())},
                      "mean_decoding": float(decoding_s / span_s)},  # sequences decoding at once, on average
-        "loadgen": result, "valid": not reasons, "reasons": reasons,
+        "loadgen": result, "seeds": run_seeds(run), "valid": not reasons, "reasons": reasons,
         "more_queries": more_queries_needed(result, reasons[said:]),
         "hopeless": _hopeless(figures, wait, serving),
         "headline": {"ttft_p99_ms": figures["ttft_ms"]["p99"]["value"],
@@ -269,7 +268,7 @@ def capacity_estimate(ready: list[dict], gen_len: int, max_batch: int) -> float:
 
 # -- the scenario -------------------------------------------------------------------------------------------
 def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, reference=None, precision="fp32",
-                       on_loaded=None) -> Measurement:
+                       on_loaded=None, repetition: int = 0) -> Measurement:
     """One decoder server cell: a LoadGen Server run at `cell.serving.qps`, or the --find-max-qps search. The
     Measurement's samples are every request's latency from arrival to its last token (ns); details hold
     every request's TTFT and TPOT (ns) and the serving figures."""
@@ -283,13 +282,16 @@ def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, re
         if on_loaded is not None:
             on_loaded()
         with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
-            runs: dict[float, TokenRun] = {}
+            runs: dict[float, TokenRun] = {}  # by rate: the last run at each
+            count = [0]
 
             def trial(qps: float, min_queries: int | None = None) -> dict:
                 run = run_token_loadgen(workers, outdir=outdir, gen_len=test.gen_len,
                                         prompt_count=len(prompts.prompts), qps=qps, ttft_ms=serving.slo_ttft_ms,
                                         tpot_ms=serving.slo_tpot_ms, min_duration_s=rule.duration_s,
-                                        min_queries=min_queries or serving_min_queries(rule), seed=serving.seed)
+                                        min_queries=min_queries or serving_min_queries(rule),
+                                        seeds=loadgen_seeds(serving.seed, repetition, count[0]))
+                count[0] += 1
                 runs[qps] = run
                 return decoder_server_figures(run, qps, serving, test.gen_len)
 

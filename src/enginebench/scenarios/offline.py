@@ -11,7 +11,8 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.loadgen_sut import LoadgenRun, WorkerPool, run_loadgen
-from enginebench.scenarios.server import batching, capacity_estimate, loadgen_reasons, loadgen_result, measurement_from
+from enginebench.scenarios.server import (batching, capacity_estimate, loadgen_reasons, loadgen_result, loadgen_seeds,
+                                          measurement_from, run_seeds)
 
 
 def offline_figures(run: LoadgenRun, expected_qps: float) -> dict:
@@ -21,11 +22,12 @@ def offline_figures(run: LoadgenRun, expected_qps: float) -> dict:
     result = loadgen_result(run.log)
     reasons = loadgen_reasons(result)
     return {"scenario": "offline", "queries": n, "samples_per_s": float(n / span_s), "expected_qps": expected_qps,
-            "batching": batching(run), "loadgen": result, "valid": not reasons, "reasons": reasons}
+            "batching": batching(run), "loadgen": result, "seeds": run_seeds(run), "valid": not reasons,
+            "reasons": reasons}
 
 
 def run_offline(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_inputs=None,
-                on_loaded=None) -> tuple[Measurement, np.ndarray | None]:
+                on_loaded=None, repetition: int = 0) -> tuple[Measurement, np.ndarray | None]:
     """One offline cell. The Measurement's samples are, per worker, its session calls (ns), each on a batch of
     up to `cell.serving.max_batch` queries: the same closed loop as the throughput scenario, fed by LoadGen."""
     max_batch = cell.serving.max_batch
@@ -37,8 +39,8 @@ def run_offline(load_session, workload, cell: Cell, rule: StoppingRule, fidelity
         expected = capacity_estimate(ready, max_batch)  # sets how many queries LoadGen issues (duration x qps)
         with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
             run = run_loadgen(pool, scenario="offline", max_batch=max_batch, max_wait_ms=0.0, outdir=outdir,
-                              min_duration_s=rule.duration_s, min_queries=rule.min_samples, seed=cell.serving.seed,
-                              expected_qps=expected)
+                              min_duration_s=rule.duration_s, min_queries=rule.min_samples, expected_qps=expected,
+                              seeds=loadgen_seeds(cell.serving.seed, repetition, 0))
     finally:
         byes = pool.close()
     b = run.trace.batches

@@ -37,6 +37,14 @@ MORE_QUERIES_FACTOR = 4
 QUEUEING_SHARE = 0.1  # a p99 over the target with waits under this share of it: the calls alone are too slow
 
 
+# -- seeds -------------------------------------------------------------------------------------------------------
+def loadgen_seeds(seed: int, repetition: int, trial: int) -> dict:
+    """LoadGen's three seeds for one run: the cell's --seed, its repetition and the run's number within the
+    cell (a search's trials) each give another arrival schedule and sample order, reproducibly."""
+    state = np.random.SeedSequence([seed, repetition, trial]).generate_state(3)
+    return {key: int(v) for key, v in zip(("schedule_rng_seed", "qsl_rng_seed", "sample_index_rng_seed"), state)}
+
+
 # -- figures -------------------------------------------------------------------------------------------------
 def percentile_ci(values: np.ndarray, q: float, resamples: int = 1000, seed: int = 0) -> list[float] | None:
     """95% CI of the q-th percentile by a moving-block bootstrap: queued queries' latencies are correlated
@@ -100,6 +108,11 @@ def loadgen_result(log: dict) -> dict:
     return {k.removeprefix("result_"): log[k] for k in keys if k in log}
 
 
+def run_seeds(run) -> dict:
+    """The seeds a run was given, as recorded in its settings."""
+    return {k: v for k, v in run.settings.items() if k.endswith("_rng_seed")}
+
+
 def loadgen_reasons(result: dict) -> list[str]:
     if result.get("validity") == "VALID":
         return []
@@ -147,7 +160,7 @@ def server_figures(run: LoadgenRun, qps: float, slo_ms: float, workers: int, max
         "achieved_qps_ci95": poisson_rate_ci(n, span_s),
         "latency_ms": lat, "wait_ms": {"p50": float(np.percentile(wait_ms, 50)),
                                        "p99": float(np.percentile(wait_ms, 99))},
-        "queue": queue, "batching": batching(run), "loadgen": result,
+        "queue": queue, "batching": batching(run), "loadgen": result, "seeds": run_seeds(run),
         "valid": not reasons, "reasons": reasons,
     }
 
@@ -211,7 +224,8 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
     def record(figures: dict) -> None:
         headline = figures.get("headline") or {"p99_ms": figures["latency_ms"]["p99"]["value"]}
         search.trials.append({"qps": qps, "valid": figures["valid"], "achieved_qps": figures["achieved_qps"],
-                              "queries": figures.get("queries"), **headline, "reasons": figures["reasons"]})
+                              "queries": figures.get("queries"), **headline, "reasons": figures["reasons"],
+                              "seeds": figures.get("seeds")})
 
     while len(search.trials) < max_trials:
         figures = trial(qps)
@@ -277,9 +291,10 @@ def measurement_from(run: LoadgenRun, figures: dict, pool: WorkerPool, byes: lis
 
 
 def run_server(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_inputs=None,
-               on_loaded=None) -> tuple[Measurement, np.ndarray | None]:
+               on_loaded=None, repetition: int = 0) -> tuple[Measurement, np.ndarray | None]:
     """One server cell: a LoadGen Server run at `cell.serving.qps`, or the --find-max-qps search. The
-    Measurement's samples are every query's latency from arrival (ns)."""
+    Measurement's samples are every query's latency from arrival (ns). Each LoadGen run has seeds of its own
+    (loadgen_seeds: the repetition and the run's number), recorded with its figures."""
     serving: Serving = cell.serving
     pool = WorkerPool(load_session, workload.pool, cell.workers, serving.max_batch, rule.warmup_s, fidelity_inputs)
     byes: list[dict] = []
@@ -288,12 +303,15 @@ def run_server(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_
         if on_loaded is not None:
             on_loaded()
         with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
-            runs: dict[float, LoadgenRun] = {}
+            runs: dict[float, LoadgenRun] = {}  # by rate: the last run at each
+            count = [0]
 
             def trial(qps: float, min_queries: int | None = None) -> dict:
+                seeds = loadgen_seeds(serving.seed, repetition, count[0])
+                count[0] += 1
                 run = run_loadgen(pool, scenario="server", max_batch=serving.max_batch,
                                   max_wait_ms=serving.max_wait_ms, outdir=outdir, min_duration_s=rule.duration_s,
-                                  min_queries=min_queries or serving_min_queries(rule), seed=serving.seed, qps=qps,
+                                  min_queries=min_queries or serving_min_queries(rule), seeds=seeds, qps=qps,
                                   slo_ms=serving.slo_p99_ms)
                 runs[qps] = run
                 return server_figures(run, qps, serving.slo_p99_ms, cell.workers, serving.max_batch)

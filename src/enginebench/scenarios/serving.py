@@ -39,9 +39,9 @@ class Server(Scenario):
             run.loading()  # each worker loads its own session
             reference = (run.references or {}).get(DECODER_REFERENCE)
             return run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
-                                      on_loaded=run.loaded)
+                                      on_loaded=run.loaded, repetition=run.repetition)
         return run.in_worker_processes(lambda want, loaded: run_server(
-            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition))
 
     def table(self, result) -> str:
         return "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders"
@@ -101,7 +101,7 @@ class Offline(Server):
 
     def measure(self, run: CellRun) -> Measurement:
         return run.in_worker_processes(lambda want, loaded: run_offline(
-            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition))
 
     unranked_because = None  # its items/s is what it achieved with every query available
 
