@@ -71,3 +71,90 @@ def test_each_repetition_knows_its_number_in_the_measuring_process(titles, minil
 
     schedule = Orchestrator(_plan(titles, minilm, repeat=3)).schedule()
     assert [{job.repetition for job in jobs} for jobs in schedule] == [{0}, {1}, {2}]
+
+
+# -- LoadGen's own percentiles, from the scheduled arrival --------------------------------------------------
+def _late_issue_run(loadgen_p99_ms: float):
+    """A server that keeps up by enginebench's own stamp (2 ms calls, no queue), while LoadGen, counting from
+    the scheduled arrival, saw each query issued late: its percentiles are higher."""
+    from test_serving import trace_run
+
+    run = trace_run(np.arange(1000) * 10.0, 2.0)
+    run.log.update({"result_50.00_percentile_latency_ns": 4e6, "result_90.00_percentile_latency_ns": 9e6,
+                    "result_99.00_percentile_latency_ns": loadgen_p99_ms * 1e6})
+    return run
+
+
+def test_loadgens_percentiles_from_scheduled_arrival_are_the_primary_figures():
+    from enginebench.scenarios.server import server_figures
+
+    f = server_figures(_late_issue_run(30.0), 100, 50, 1, 1)
+    assert [f["latency_ms"][q]["value"] for q in ("p50", "p90", "p99")] == [4.0, 9.0, 30.0]
+    assert f["latency_ms"]["from"] == "LoadGen's scheduled arrival"
+    # enginebench's own stamp, with its bootstrap CI, beside them
+    assert f["issue_latency_ms"]["p99"]["value"] == pytest.approx(2.0)
+    assert f["issue_latency_ms"]["p99"]["ci95"] is not None
+    assert f["valid"]
+
+
+def test_the_slo_verdict_judges_loadgens_p99_not_the_issue_callbacks():
+    from enginebench.scenarios.server import server_figures
+
+    f = server_figures(_late_issue_run(60.0), 100, 50, 1, 1)  # own p99 2 ms, LoadGen's 60 ms: over 50
+    assert not f["valid"]
+    assert any("SLO missed: p99 60 ms" in r and "scheduled arrival" in r for r in f["reasons"]), f["reasons"]
+
+
+def test_a_real_server_run_shows_what_loadgen_counted():
+    from enginebench.scenarios.server import run_server
+
+    m, _ = run_server(SleepFactory(0.002), WORKLOAD, server_cell(qps=100, slo_p99_ms=100), QUICK)
+    f, log = m.details["serving"], m.details["loadgen"]["log"]
+    assert f["latency_ms"]["p99"]["value"] == log["result_99.00_percentile_latency_ns"] / 1e6
+    assert f["latency_ms"]["p50"]["value"] == log["result_50.00_percentile_latency_ns"] / 1e6
+    assert f["issue_latency_ms"]["p99"]["ci95"] is not None
+
+
+def _served_result(p99s_ms: list[float], qps_list=None):
+    """A server cell's Result built from processes whose LoadGen p99s were `p99s_ms`."""
+    from enginebench.results.build import build_result
+    from enginebench.scenarios.base import Measurement
+    from enginebench.scenarios.server import server_figures
+
+    measured = []
+    for r, p99 in enumerate(p99s_ms):
+        run = _late_issue_run(p99)
+        f = server_figures(run, 100, 50, 1, 1)
+        m = Measurement(worker_samples=[run.trace.latency_ns], items_per_call=1, tokens_per_item=8.0, load_s=0.1,
+                        peak_rss_mb=10.0, executed_precision="fp32", wall_s=10.0, details={"serving": f})
+        measured.append((r, m))
+    cell = server_cell(qps=100, slo_p99_ms=50)
+    return build_result(cell, measured, model="m", seq_len=8, engine_version="1", engine_options={}, details={})
+
+
+def test_over_processes_loadgens_percentiles_get_an_interval_over_the_processes():
+    r = _served_result([20.0, 24.0, 30.0])
+    p99 = r.serving["latency_ms"]["p99"]
+    assert 20.0 < p99["value"] < 30.0 and p99["ci95"][0] < 20.0 < 30.0 < p99["ci95"][1]
+    assert r.serving["latency_ms"]["from"] == "LoadGen's scheduled arrival"
+    assert r.serving["issue_latency_ms"]["p99"]["value"] == pytest.approx(2.0)  # pooled over the processes
+
+
+def test_a_server_row_shows_loadgens_figures_and_no_n1_label_over_three_processes():
+    from enginebench.results.report import table_rows
+
+    headers, rows, _ = table_rows([_served_result([30.0])])
+    row = dict(zip(headers, rows[0]))
+    assert row["p99 (ms)"] == "30" and row["median (ms)"] == "4"  # LoadGen's, which keeps no CI
+    headers, rows, _ = table_rows([_served_result([20.0, 24.0, 30.0])])
+    row = dict(zip(headers, rows[0]))
+    assert "(n=1)" not in " ".join(rows[0]), row
+    assert "±" in row["items/s"] and "±" in row["p99 (ms)"]
+
+
+def test_the_servers_note_says_where_its_percentiles_count_from_with_the_own_breakdown_beside():
+    from enginebench.results.report import serving_note
+
+    note = serving_note(_served_result([30.0]))
+    assert "from LoadGen's scheduled arrival" in note
+    assert "from enginebench's issue callback: p50 2, p99 2" in note and "wait p99" in note

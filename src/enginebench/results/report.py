@@ -79,6 +79,13 @@ def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
     return f"{_num(value, digits)} ± {_num(half, 2)}"
 
 
+def _percentile(figure: dict, figures: dict) -> str:
+    """A percentile ± its CI; LoadGen's own of one process come bare: LoadGen keeps no per-query latencies."""
+    if figure["ci95"] is None and figures.get("from"):
+        return _num(figure["value"], 3)
+    return _pm(figure["value"], figure["ci95"])
+
+
 def _fidelity(r: Result) -> str:
     f = r.fidelity
     if not f:
@@ -111,7 +118,7 @@ def _measures(r: Result) -> list[str]:
     # (its items/s: the achieved q/s), a concurrency's per query as its clients saw them
     p = (r.figures or {}).get("latency_ms") or (r.serving or {}).get("latency_ms")
     if p:
-        median, p99 = _pm(p["p50"]["value"], p["p50"]["ci95"]), _pm(p["p99"]["value"], p["p99"]["ci95"])
+        median, p99 = _percentile(p["p50"], p), _percentile(p["p99"], p)
     else:
         median, p99 = _pm(lat["median"], lat["ci95"]), _num(lat["p99"])
     return [

@@ -7,6 +7,7 @@ import numpy as np
 
 from enginebench.display import significant as _num
 from enginebench.measure.rates import closed_loop_throughput
+from enginebench.measure.stats import over_processes
 from enginebench.plan import Cell
 from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
                                         workload_args)
@@ -53,13 +54,17 @@ class Server(Scenario):
         figures = [m.details["serving"] for m in measurements]
         if len(figures) > 1:
             pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
-            serving["latency_ms"] = percentiles(pooled)
+            if "issue_latency_ms" in serving:  # LoadGen's percentiles per process; enginebench's stamps pool
+                serving["latency_ms"] = _over_processes([f["latency_ms"] for f in figures])
+                serving["issue_latency_ms"] = percentiles(pooled)
+            else:
+                serving["latency_ms"] = percentiles(pooled)
             for key in ("ttft", "tpot"):
                 if f"{key}_ms" in serving:
                     serving[f"{key}_ms"] = percentiles(
                         np.concatenate([m.details[f"{key}_ns"] for m in measurements]) / 1e6)
-            serving["achieved_qps"] = float(np.mean([f["achieved_qps"] for f in figures]))
-            serving["achieved_qps_ci95"] = None
+            rate, lo, hi = over_processes([f["achieved_qps"] for f in figures])
+            serving["achieved_qps"], serving["achieved_qps_ci95"] = float(rate), [float(lo), float(hi)]
         rate = serving["achieved_qps"]
         throughput = {"items_per_s": rate, "tokens_per_s": rate * measurements[0].tokens_per_item,
                       "ci95": serving["achieved_qps_ci95"], "wall_items_per_s": rate}
@@ -87,9 +92,10 @@ class Server(Scenario):
     def note(self, result) -> str:
         s = result.serving or {}
         queue = s.get("queue") or {}
-        return (f"server: median/p99 from arrival, queueing included; items/s = achieved {_num(s['achieved_qps'])} "
-                f"q/s of {_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the "
-                f"system{_batched(s)}; LoadGen {_said(s)}")
+        return (f"server: median/p99 from {(s['latency_ms'].get('from') or 'arrival')}, queueing included"
+                f"{_issue_stamp(s)}; items/s = achieved {_num(s['achieved_qps'])} q/s of "
+                f"{_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the system"
+                f"{_batched(s)}; LoadGen {_said(s)}")
 
 
 class Offline(Server):
@@ -140,6 +146,29 @@ def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[i
         serving["repetitions"] = [{k: v for k, v in f.items() if k != "queue"} for f in figures]
         serving["valid"] = all(f["valid"] for f in figures)
     return serving, reasons
+
+
+def _over_processes(each: list[dict]) -> dict:
+    """Percentile figures given per process (LoadGen's, which keep no per-query latencies) as one: the
+    processes' geometric mean with a t interval over them (measure.stats.over_processes)."""
+    out = {"from": each[0].get("from")}
+    for q in ("p50", "p90", "p99"):
+        point, lo, hi = over_processes([f[q]["value"] for f in each])
+        out[q] = {"value": float(point), "ci95": [float(lo), float(hi)], "processes": [f[q]["value"] for f in each]}
+    return out
+
+
+def _issue_stamp(serving: dict) -> str:
+    """enginebench's own breakdown beside LoadGen's figures: from its issue callback, the wait for a worker
+    and the call alone (older results have none)."""
+    own = serving.get("issue_latency_ms")
+    if not own:
+        return ""
+    p99 = own["p99"]
+    ci = f" [{_num(p99['ci95'][0])}–{_num(p99['ci95'][1])}]" if p99.get("ci95") else ""
+    call = (serving.get("batching") or {}).get("call_ms_median")
+    return (f" (from enginebench's issue callback: p50 {_num(own['p50']['value'])}, p99 {_num(p99['value'])}{ci} ms;"
+            f" wait p99 {_num(serving['wait_ms']['p99'])} ms" + (f"; call {_num(call)} ms" if call else "") + ")")
 
 
 def _said(serving: dict) -> str:
