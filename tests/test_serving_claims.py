@@ -158,3 +158,24 @@ def test_the_servers_note_says_where_its_percentiles_count_from_with_the_own_bre
     note = serving_note(_served_result([30.0]))
     assert "from LoadGen's scheduled arrival" in note
     assert "from enginebench's issue callback: p50 2, p99 2" in note and "wait p99" in note
+
+
+# -- offline: the items LoadGen completed over its own clock --------------------------------------------------
+def test_offline_items_per_s_are_the_samples_loadgen_completed_over_its_clock():
+    """Batches of 8 from a pool the run does not fill evenly: a closed loop over the calls would count every
+    batch as full and leave out the transfer to the worker."""
+    from enginebench.results.build import build_result
+    from enginebench.scenarios.offline import run_offline
+
+    cell = Cell("sleep", "fp32", "offline", "synthetic", 8, 1, 1, Serving(max_batch=8))
+    measured = [(r, run_offline(SleepFactory(0.004), WORKLOAD, cell, QUICK, repetition=r)[0]) for r in (0, 1)]
+    logs = [m.details["loadgen"]["log"] for _, m in measured]
+    r = build_result(cell, measured, model="m", seq_len=8, engine_version="1", engine_options={}, details={})
+    rates = [log["result_samples_per_second"] for log in logs]
+    assert min(rates) <= r.throughput["items_per_s"] <= max(rates)
+    lo, hi = r.throughput["ci95"]
+    assert lo <= r.throughput["items_per_s"] <= hi
+    for _, m in measured:  # and no faster than the calls could go, transfers left out, batches counted as served
+        b = m.details["serving"]["batching"]
+        served = sum(size * n for size, n in b["sizes"].items())
+        assert m.details["serving"]["samples_per_s"] <= served / (b["batches"] * 0.004)

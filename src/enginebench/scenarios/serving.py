@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from enginebench.display import significant as _num
-from enginebench.measure.rates import closed_loop_throughput
 from enginebench.measure.stats import over_processes
 from enginebench.plan import Cell
 from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
@@ -115,13 +114,17 @@ class Offline(Server):
         return "encoders"
 
     def served(self, cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
-        """Its items/s is the workers' closed loop, as the throughput scenario's; LoadGen's samples/s beside."""
+        """Its items/s is the samples LoadGen completed over its own clock, transfers and partial batches as
+        they were; over processes their geometric mean with a t interval."""
         serving, reasons = _serving_common(cell, measurements, indices)
-        m0 = measurements[0]
-        items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
-        serving["samples_per_s"] = float(np.mean([m.details["serving"]["samples_per_s"] for m in measurements]))
-        throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * m0.tokens_per_item,
-                      "ci95": list(ci) if ci else None, "wall_items_per_s": serving["samples_per_s"]}
+        rates = [m.details["serving"]["samples_per_s"] for m in measurements]
+        items_per_s, ci = rates[0], None
+        if len(rates) > 1:
+            point, lo, hi = over_processes(rates)
+            items_per_s, ci = float(point), [float(lo), float(hi)]
+        serving["samples_per_s"] = items_per_s
+        throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * measurements[0].tokens_per_item,
+                      "ci95": ci, "wall_items_per_s": items_per_s}
         return {"serving": serving, "throughput": throughput, "reasons": reasons}
 
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
