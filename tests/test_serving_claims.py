@@ -179,3 +179,43 @@ def test_offline_items_per_s_are_the_samples_loadgen_completed_over_its_clock():
         b = m.details["serving"]["batching"]
         served = sum(size * n for size, n in b["sizes"].items())
         assert m.details["serving"]["samples_per_s"] <= served / (b["batches"] * 0.004)
+
+
+# -- --find-max-qps over repetitions --------------------------------------------------------------------------
+def _searched_result(brackets: list[tuple[float, float]]):
+    """A --find-max-qps cell's Result from one independent search per process, each ending in `bracket`."""
+    from enginebench.results.build import build_result
+    from enginebench.scenarios.base import Measurement
+    from enginebench.scenarios.server import server_figures
+
+    measured = []
+    for r, (lo, hi) in enumerate(brackets):
+        run = _late_issue_run(20.0)
+        f = server_figures(run, lo, 50, 1, 1)
+        search = {"max_qps": lo, "bracket": [lo, hi], "tolerance": 0.05, "stopped": None,
+                  "trials": [{"qps": lo, "valid": True}, {"qps": hi, "valid": False}]}
+        m = Measurement(worker_samples=[run.trace.latency_ns], items_per_call=1, tokens_per_item=8.0, load_s=0.1,
+                        peak_rss_mb=10.0, executed_precision="fp32", wall_s=10.0,
+                        details={"serving": f, "find_max_qps": search})
+        measured.append((r, m))
+    cell = server_cell(slo_p99_ms=50, find_max_qps=True)
+    return build_result(cell, measured, model="m", seq_len=8, engine_version="1", engine_options={}, details={})
+
+
+def test_the_max_rate_over_repetitions_has_an_interval_over_their_independent_searches():
+    r = _searched_result([(380.0, 395.0), (400.0, 415.0), (420.0, 436.0)])
+    search = r.serving["find_max_qps"]
+    assert [s["max_qps"] for s in search["searches"]] == [380.0, 400.0, 420.0]  # every repetition's kept
+    assert 380.0 < search["max_qps"] < 420.0
+    lo, hi = search["max_qps_ci95"]
+    assert lo < 380.0 and hi > 420.0
+
+
+def test_a_search_shows_its_bracket_as_a_bracket_and_searches_their_interval():
+    from enginebench.results.report import serving_label
+
+    one = serving_label(_searched_result([(392.0, 402.0)]))
+    assert "392" in one and "bracket 392–402" in one, one
+    three = serving_label(_searched_result([(380.0, 395.0), (400.0, 415.0), (420.0, 436.0)]))
+    assert "over 3 searches" in three and "±" in three, three
+    assert max(len(one), len(three)) <= 80

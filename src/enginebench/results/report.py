@@ -5,6 +5,7 @@ Only the parameters that vary across the results become columns; the constant on
 
 from __future__ import annotations
 
+from enginebench.display import max_rate
 from enginebench.display import significant as _num
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, settings_label
@@ -53,7 +54,7 @@ def threads_label(r: Result) -> str:
 
 def serving_label(r: Result) -> str:
     """What a server or offline row was asked: `100 q/s · p99 ≤ 50 ms`, `max q/s under p99 ≤ 50 ms: 392
-    [392, 402]`, with `· batch ≤8, wait ≤5 ms` for the dynamic batcher; empty for the other scenarios."""
+    (bracket 392–402)`, with `· batch ≤8, wait ≤5 ms` for the dynamic batcher; empty for the other scenarios."""
     s = r.serving or {}
     settings = s.get("settings") or {}
     if not s:
@@ -61,9 +62,7 @@ def serving_label(r: Result) -> str:
     parts = []
     search = s.get("find_max_qps")
     if search:
-        lo, hi = search["bracket"]
-        found = f"{_num(lo)} [{_num(lo)}, {_num(hi) if hi else '?'}]" if lo else "none VALID"
-        parts.append(f"max q/s under p99 ≤ {settings.get('slo_p99_ms'):g} ms: {found}")
+        parts.append(f"max q/s under p99 ≤ {settings.get('slo_p99_ms'):g} ms: {max_rate(search)}")
     elif not scenario_class(r.scenario).judged_by_spread:  # a server judged against its target at one rate
         parts.append(f"{_num(s['target_qps'])} q/s · p99 ≤ {s['slo_p99_ms']:g} ms")
     if settings.get("max_batch", 1) > 1:

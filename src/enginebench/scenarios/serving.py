@@ -141,14 +141,31 @@ def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[i
     the verdict's reasons LoadGen and the targets gave, naming the repetition."""
     figures = [m.details["serving"] for m in measurements]
     serving = {**figures[0], "settings": cell.serving.to_dict() if cell.serving else None}
-    if measurements[0].details.get("find_max_qps"):
-        serving["find_max_qps"] = measurements[0].details["find_max_qps"]
+    searches = [m.details["find_max_qps"] for m in measurements if m.details.get("find_max_qps")]
+    if searches:
+        serving["find_max_qps"] = _searches(searches)
     reasons = [reason + (f" (repetition {r + 1})" if len(figures) > 1 else "")
                for r, f in zip(indices, figures) for reason in f["reasons"]]
     if len(figures) > 1:
         serving["repetitions"] = [{k: v for k, v in f.items() if k != "queue"} for f in figures]
         serving["valid"] = all(f["valid"] for f in figures)
     return serving, reasons
+
+
+def _searches(searches: list[dict]) -> dict:
+    """Every repetition's --find-max-qps search kept (`searches`); the first VALID one's trials and bracket
+    at the top, as one search leaves them. A search's bracket is where its last two trials fell, each one
+    noisy run, not an interval: with two or more searches that found a VALID rate, `max_qps` is their
+    geometric mean and `max_qps_ci95` a t interval over them."""
+    out = {**next((s for s in searches if s.get("max_qps")), searches[0])}
+    if len(searches) < 2:
+        return out
+    out["searches"] = searches
+    found = [s["max_qps"] for s in searches if s.get("max_qps")]
+    if len(found) >= 2:
+        point, lo, hi = over_processes(found)
+        out["max_qps"], out["max_qps_ci95"] = float(point), [float(lo), float(hi)]
+    return out
 
 
 def _over_processes(each: list[dict]) -> dict:
