@@ -219,3 +219,65 @@ def test_a_search_shows_its_bracket_as_a_bracket_and_searches_their_interval():
     three = serving_label(_searched_result([(380.0, 395.0), (400.0, 415.0), (420.0, 436.0)]))
     assert "over 3 searches" in three and "±" in three, three
     assert max(len(one), len(three)) <= 80
+
+
+# -- the timeout of a search --------------------------------------------------------------------------------
+def test_each_loadgen_run_of_a_cell_tells_the_parent_how_long_it_will_take():
+    from enginebench.scenarios.server import run_server
+
+    heard = []
+    cell = server_cell(qps=200, slo_p99_ms=100)
+    run_server(SleepFactory(0.001), WORKLOAD, cell, QUICK, on_trial=heard.append)
+    assert heard == [pytest.approx(459 / 200)]  # LoadGen runs until 459 queries at 200 q/s, past its 0.5 s
+
+
+def test_a_search_is_timed_per_loadgen_run_each_allowed_its_expected_length(titles, minilm):
+    """A search's trials each take their minimum count of queries at their rate: the cell's --timeout is
+    counted afresh from each trial's start, beyond the length the trial expects, not over the whole search."""
+    import time
+
+    from enginebench.launchers.local import Orchestrator
+    from test_repetitions import _measurement, _plan
+
+    plan = _plan(titles, minilm, repeat=1)
+    plan.timeout_s = 0.2
+    orch = Orchestrator(plan)
+    seen = []
+
+    def child_messages(job, timed_out):
+        for index, _ in job.cells:
+            yield ("start", index)
+            if not seen:
+                for expected_s in (0.6, 0.6):  # two trials, each longer than --timeout, within their length
+                    yield ("trial", index, expected_s)
+                    time.sleep(0.5)
+                    seen.append(timed_out())
+                yield ("trial", index, 0.0)
+                time.sleep(0.3)
+                seen.append(timed_out())
+            yield ("result", index, _measurement(np.full(12, 1_000_000)))
+        yield ("done",)
+
+    orch._child_messages = child_messages
+    orch._references = lambda: None
+    orch.run(lambda index, result: None)
+    assert seen[:2] == [None, None]
+    assert seen[2] is not None and "raise --timeout" in seen[2].reason, seen[2]
+
+
+@pytest.mark.slow
+def test_a_decoder_server_run_says_its_length_and_uses_its_repetitions_seeds():
+    from enginebench.scenarios.decoder_server import run_decoder_server
+    from enginebench.scenarios.server import loadgen_seeds
+    from synthetic_engine import SleepDecoderFactory
+    from test_decoder_serving import prompt_set
+
+    heard = []
+    prompts = prompt_set()
+    serving = Serving(qps=150, slo_ttft_ms=200.0, slo_tpot_ms=50.0)
+    cell = Cell("sleep", "fp32", "server", prompts.spec.name, 1, 1, 1, serving)
+    m = run_decoder_server(SleepDecoderFactory(0.001, 0.0005), prompts, cell, QUICK, repetition=2,
+                           on_trial=heard.append)
+    assert heard == [pytest.approx(459 / 150)]
+    assert m.details["serving"]["seeds"] == loadgen_seeds(0, 2, 0)
+    assert m.details["loadgen"]["log"]["effective_schedule_rng_seed"] == loadgen_seeds(0, 2, 0)["schedule_rng_seed"]

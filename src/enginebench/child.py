@@ -127,7 +127,8 @@ def _measure(job: Job, out) -> None:
         run = CellRun(cell=cell, workload=job.workloads.get(cell.workload), rule=job.rule, factory=factory,
                       model_kind=job.model.kind, precision=job.precision, references=job.references,
                       session=session, loading=lambda i=index: out.put(("loading", i)),
-                      loaded=lambda i=index: out.put(("loaded", i)), cache=cache, repetition=job.repetition)
+                      loaded=lambda i=index: out.put(("loaded", i)), cache=cache, repetition=job.repetition,
+                      trial_started=lambda expected_s, i=index: out.put(("trial", i, expected_s)))
         try:
             out.put(("result", index, scenario_class(cell.scenario).measure(run)))
         except LoadFailed as e:

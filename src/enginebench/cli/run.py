@@ -37,7 +37,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--min-samples", help="calls to measure each cell, at least [10; --quick: 5]")
     run.add_argument("--warmup", help="warm-up time per cell, not counted [1s; --quick: 0.3s]")
     run.add_argument("--repeat", help="independent processes that measure each cell [3; --quick: 1]")
-    run.add_argument("--timeout", default="10m", help="time before a cell's measurement is abandoned as hung [10m]")
+    run.add_argument("--timeout", default="10m", help="time before a cell's measurement is abandoned "
+                     "as hung; a LoadGen run (a --find-max-qps trial) gets it beyond its least length [10m]")
     run.add_argument("--load-timeout", default="30m", help="time a model's load (conversion, compilation) may take [30m]")
     run.add_argument("--max-memory", metavar="SIZE", help="end a cell's process (with its workers) holding more "
                      "resident memory than this, recorded as failed: 500MB, 4GB [no limit]")

@@ -28,9 +28,9 @@ from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.decoder_workers import DecoderWorkers, Request
 from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
-from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, find_max_qps,
-                                          loadgen_reasons, loadgen_seeds, more_queries_needed, percentiles,
-                                          poisson_rate_ci, queue_depth, run_seeds, serving_min_queries)
+from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, expected_run_s,
+                                          find_max_qps, loadgen_reasons, loadgen_seeds, more_queries_needed,
+                                          percentiles, poisson_rate_ci, queue_depth, run_seeds, serving_min_queries)
 
 _POLL_S = 0.2
 SEARCH_START = 0.7  # of the capacity the warm-up suggests, when --qps does not say where to start
@@ -268,7 +268,7 @@ def capacity_estimate(ready: list[dict], gen_len: int, max_batch: int) -> float:
 
 # -- the scenario -------------------------------------------------------------------------------------------
 def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, reference=None, precision="fp32",
-                       on_loaded=None, repetition: int = 0) -> Measurement:
+                       on_loaded=None, repetition: int = 0, on_trial=None) -> Measurement:
     """One decoder server cell: a LoadGen Server run at `cell.serving.qps`, or the --find-max-qps search. The
     Measurement's samples are every request's latency from arrival to its last token (ns); details hold
     every request's TTFT and TPOT (ns) and the serving figures."""
@@ -286,6 +286,8 @@ def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, re
             count = [0]
 
             def trial(qps: float, min_queries: int | None = None) -> dict:
+                if on_trial is not None:
+                    on_trial(expected_run_s(rule.duration_s, min_queries or serving_min_queries(rule), qps))
                 run = run_token_loadgen(workers, outdir=outdir, gen_len=test.gen_len,
                                         prompt_count=len(prompts.prompts), qps=qps, ttft_ms=serving.slo_ttft_ms,
                                         tpot_ms=serving.slo_tpot_ms, min_duration_s=rule.duration_s,

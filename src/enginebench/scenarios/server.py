@@ -287,6 +287,11 @@ def serving_min_queries(rule: StoppingRule) -> int:
     return max(rule.min_samples, MIN_QUERIES_P99)
 
 
+def expected_run_s(min_duration_s: float, min_queries: int, qps: float) -> float:
+    """How long a LoadGen Server run lasts at least: until both its minimum duration and count are met."""
+    return max(min_duration_s, min_queries / qps)
+
+
 def measurement_from(run: LoadgenRun, figures: dict, pool: WorkerPool, byes: list[dict], samples, wall_s: float,
                      items_per_call: int, extra: dict) -> Measurement:
     ready = pool.ready
@@ -305,10 +310,11 @@ def measurement_from(run: LoadgenRun, figures: dict, pool: WorkerPool, byes: lis
 
 
 def run_server(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_inputs=None,
-               on_loaded=None, repetition: int = 0) -> tuple[Measurement, np.ndarray | None]:
+               on_loaded=None, repetition: int = 0, on_trial=None) -> tuple[Measurement, np.ndarray | None]:
     """One server cell: a LoadGen Server run at `cell.serving.qps`, or the --find-max-qps search. The
     Measurement's samples are every query's latency from arrival (ns). Each LoadGen run has seeds of its own
-    (loadgen_seeds: the repetition and the run's number), recorded with its figures."""
+    (loadgen_seeds: the repetition and the run's number), recorded with its figures; `on_trial(seconds)` hears
+    how long each is expected to take before it starts."""
     serving: Serving = cell.serving
     pool = WorkerPool(load_session, workload.pool, cell.workers, serving.max_batch, rule.warmup_s, fidelity_inputs)
     byes: list[dict] = []
@@ -323,9 +329,12 @@ def run_server(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_
             def trial(qps: float, min_queries: int | None = None) -> dict:
                 seeds = loadgen_seeds(serving.seed, repetition, count[0])
                 count[0] += 1
+                queries = min_queries or serving_min_queries(rule)
+                if on_trial is not None:
+                    on_trial(expected_run_s(rule.duration_s, queries, qps))
                 run = run_loadgen(pool, scenario="server", max_batch=serving.max_batch,
                                   max_wait_ms=serving.max_wait_ms, outdir=outdir, min_duration_s=rule.duration_s,
-                                  min_queries=min_queries or serving_min_queries(rule), seeds=seeds, qps=qps,
+                                  min_queries=queries, seeds=seeds, qps=qps,
                                   slo_ms=serving.slo_p99_ms)
                 runs[qps] = run
                 return server_figures(run, qps, serving.slo_p99_ms, cell.workers, serving.max_batch)

@@ -39,9 +39,10 @@ class Server(Scenario):
             run.loading()  # each worker loads its own session
             reference = (run.references or {}).get(DECODER_REFERENCE)
             return run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
-                                      on_loaded=run.loaded, repetition=run.repetition)
+                                      on_loaded=run.loaded, repetition=run.repetition, on_trial=run.trial_started)
         return run.in_worker_processes(lambda want, loaded: run_server(
-            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition))
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition,
+            on_trial=run.trial_started))
 
     def table(self, result) -> str:
         return "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders"
