@@ -281,3 +281,22 @@ def test_a_decoder_server_run_says_its_length_and_uses_its_repetitions_seeds():
     assert heard == [pytest.approx(459 / 150)]
     assert m.details["serving"]["seeds"] == loadgen_seeds(0, 2, 0)
     assert m.details["loadgen"]["log"]["effective_schedule_rng_seed"] == loadgen_seeds(0, 2, 0)["schedule_rng_seed"]
+
+
+def test_a_decoders_ttft_and_tpot_are_loadgens_from_the_scheduled_arrival():
+    from enginebench.scenarios.decoder_server import TokenRun, TokenTrace, decoder_server_figures
+
+    n, gen = 600, 6
+    arrival = np.arange(n, dtype=np.int64) * 50_000_000  # 20 req/s, each served alone in 10 ms + 5 x 2 ms
+    first = arrival + 10_000_000
+    done = first + (gen - 1) * 2_000_000
+    trace = TokenTrace(arrival, arrival, first, done, np.ones(n, np.int64), np.zeros(n, np.int64))
+    log = {"result_validity": "VALID", "result_scheduled_samples_per_sec": 20.0}
+    for q, ttft, tpot in ((50, 30, 2.5), (90, 250, 3), (99, 400, 4)):  # LoadGen saw them issued late
+        log[f"result_first_token_{q}.00_percentile_latency_ns"] = ttft * 1e6
+        log[f"result_time_per_output_token_{q}.00_percentile_ns"] = tpot * 1e6
+    serving = Serving(qps=20, slo_ttft_ms=300.0, slo_tpot_ms=50.0)
+    f = decoder_server_figures(TokenRun(trace, {}, log, ""), 20, serving, gen)
+    assert f["ttft_ms"]["p99"]["value"] == 400.0 and f["tpot_ms"]["p50"]["value"] == 2.5
+    assert f["issue_ttft_ms"]["p99"]["value"] == pytest.approx(10.0)
+    assert not f["valid"] and any("TTFT p99 400 ms" in r for r in f["reasons"]), f["reasons"]

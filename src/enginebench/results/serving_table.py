@@ -62,8 +62,9 @@ def row(r: Result) -> list[str]:
 
 
 def notes(results: list[Result]) -> list[str]:
-    lines = ["TTFT from arrival (queueing and prefill included); TPOT = (last token - first token) / (tokens - 1); "
-             "p99 [95% CI]; req/s achieved; out tok/s = req/s × generated tokens"]
+    lines = ["TTFT and TPOT are LoadGen's: TTFT from the scheduled arrival (queueing and prefill included); "
+             "TPOT = (last token - first token) / (tokens - 1); p99 [95% CI over processes]; enginebench's own "
+             "from its issue callback in serving.issue_ttft_ms; req/s achieved; out tok/s = req/s × generated tokens"]
     for i, r in enumerate(results, 1):
         if r.status != "ok":
             lines.append(f"[{i}] {r.engine}: {r.error or r.status}")

@@ -28,9 +28,10 @@ from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.decoder_workers import DecoderWorkers, Request
 from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
-from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, expected_run_s,
-                                          find_max_qps, loadgen_reasons, loadgen_seeds, more_queries_needed,
-                                          percentiles, poisson_rate_ci, queue_depth, run_seeds, serving_min_queries)
+from enginebench.scenarios.server import (FELL_BEHIND, LATENCY_KEY, MIN_QUERIES_P99, QUEUEING_SHARE,
+                                          expected_run_s, find_max_qps, loadgen_percentiles, loadgen_reasons,
+                                          loadgen_seeds, more_queries_needed, percentiles, poisson_rate_ci,
+                                          queue_depth, run_seeds, serving_min_queries)
 
 _POLL_S = 0.2
 SEARCH_START = 0.7  # of the capacity the warm-up suggests, when --qps does not say where to start
@@ -180,6 +181,10 @@ _LOADGEN_KEYS = ("result_validity", "result_invalid_reason", "result_min_duratio
                  "result_time_per_output_token_99.00_percentile_ns", "result_99.00_percentile_latency_ns")
 
 
+_LOADGEN_PERCENTILES = {"ttft_ms": "result_first_token_{q}.00_percentile_latency_ns",
+                        "tpot_ms": "result_time_per_output_token_{q}.00_percentile_ns", "latency_ms": LATENCY_KEY}
+
+
 def token_loadgen_result(log: dict) -> dict:
     return {k.removeprefix("result_"): log[k] for k in _LOADGEN_KEYS if k in log}
 
@@ -204,7 +209,9 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
     achieved = float(n / span_s)
     result = token_loadgen_result(run.log)
     scheduled = float(result.get("scheduled_samples_per_sec") or qps)
-    figures = {"ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "latency_ms": percentiles(latency)}
+    own = {"ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "latency_ms": percentiles(latency)}
+    figures = {name: loadgen_percentiles(run.log, own[name], key) for name, key in _LOADGEN_PERCENTILES.items()}
+    figures.update({f"issue_{name}": value for name, value in own.items()})  # enginebench's, beside
     reasons = loadgen_reasons({k: v for k, v in result.items() if not k.startswith("early_stopping_t")})
     early = _early_stopping_text(result)
     if result.get("early_stopping_met") is False and early and reasons:

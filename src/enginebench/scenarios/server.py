@@ -72,10 +72,13 @@ FROM_SCHEDULED = "LoadGen's scheduled arrival"
 FROM_ISSUE = "enginebench's issue callback"
 
 
-def loadgen_percentiles(log: dict, own: dict) -> dict:
+LATENCY_KEY = "result_{q}.00_percentile_latency_ns"  # LoadGen's detail log, per percentile q
+
+
+def loadgen_percentiles(log: dict, own: dict, key: str = LATENCY_KEY) -> dict:
     """LoadGen's p50/p90/p99, ms, counted from each query's scheduled arrival (what a LoadGen user reads; it
     keeps no per-query latencies, so no CI); `own` (from the issue callback) where its log has none."""
-    keys = {q: f"result_{q[1:]}.00_percentile_latency_ns" for q in ("p50", "p90", "p99")}
+    keys = {q: key.format(q=q[1:]) for q in ("p50", "p90", "p99")}
     if not all(k in log for k in keys.values()):
         return {**own, "from": FROM_ISSUE}
     return {**{q: {"value": log[k] / 1e6, "ci95": None} for q, k in keys.items()}, "from": FROM_SCHEDULED}

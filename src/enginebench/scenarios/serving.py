@@ -53,16 +53,9 @@ class Server(Scenario):
         serving, reasons = _serving_common(cell, measurements, indices)
         figures = [m.details["serving"] for m in measurements]
         if len(figures) > 1:
-            pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
-            if "issue_latency_ms" in serving:  # LoadGen's percentiles per process; enginebench's stamps pool
-                serving["latency_ms"] = _over_processes([f["latency_ms"] for f in figures])
-                serving["issue_latency_ms"] = percentiles(pooled)
-            else:
-                serving["latency_ms"] = percentiles(pooled)
-            for key in ("ttft", "tpot"):
+            for key in ("latency", "ttft", "tpot"):
                 if f"{key}_ms" in serving:
-                    serving[f"{key}_ms"] = percentiles(
-                        np.concatenate([m.details[f"{key}_ns"] for m in measurements]) / 1e6)
+                    _pool(serving, key, figures, measurements)
             rate, lo, hi = over_processes([f["achieved_qps"] for f in figures])
             serving["achieved_qps"], serving["achieved_qps_ci95"] = float(rate), [float(lo), float(hi)]
         rate = serving["achieved_qps"]
@@ -153,6 +146,19 @@ def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[i
     return serving, reasons
 
 
+def _pool(serving: dict, key: str, figures: list[dict], measurements: list[Measurement]) -> None:
+    """One figure (`latency`, `ttft`, `tpot`) over the processes: enginebench's stamps pooled; LoadGen's
+    percentiles, which keep no per-query values, as an interval over the processes (older figures: pooled)."""
+    ns = [np.concatenate(m.worker_samples) if key == "latency" else np.asarray(m.details[f"{key}_ns"])
+          for m in measurements]
+    pooled = percentiles(np.concatenate(ns) / 1e6)
+    if f"issue_{key}_ms" in serving:
+        serving[f"{key}_ms"] = _over_processes([f[f"{key}_ms"] for f in figures])
+        serving[f"issue_{key}_ms"] = pooled
+    else:
+        serving[f"{key}_ms"] = pooled
+
+
 def _searches(searches: list[dict]) -> dict:
     """Every repetition's --find-max-qps search kept (`searches`); the first VALID one's trials and bracket
     at the top, as one search leaves them. A search's bracket is where its last two trials fell, each one
@@ -174,8 +180,12 @@ def _over_processes(each: list[dict]) -> dict:
     processes' geometric mean with a t interval over them (measure.stats.over_processes)."""
     out = {"from": each[0].get("from")}
     for q in ("p50", "p90", "p99"):
-        point, lo, hi = over_processes([f[q]["value"] for f in each])
-        out[q] = {"value": float(point), "ci95": [float(lo), float(hi)], "processes": [f[q]["value"] for f in each]}
+        values = [f[q]["value"] for f in each]
+        if min(values) <= 0:  # no logarithm (a TPOT of one-token requests): the median, no interval
+            out[q] = {"value": float(np.median(values)), "ci95": None, "processes": values}
+            continue
+        point, lo, hi = over_processes(values)
+        out[q] = {"value": float(point), "ci95": [float(lo), float(hi)], "processes": values}
     return out
 
 
