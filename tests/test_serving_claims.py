@@ -56,12 +56,13 @@ def test_the_same_seeds_replay_the_same_arrivals_and_other_seeds_do_not():
         for seeds in (loadgen_seeds(0, 0, 0), loadgen_seeds(0, 0, 0), loadgen_seeds(0, 1, 0)):
             with tempfile.TemporaryDirectory() as outdir:
                 run = run_loadgen(pool, scenario="server", max_batch=1, max_wait_ms=0.0, outdir=outdir,
-                                  min_duration_s=0.3, min_queries=100, seeds=seeds, qps=200, slo_ms=100)
+                                  min_duration_s=0.3, min_queries=100, seeds=seeds, qps=50, slo_ms=100)
             gaps.append(np.diff(np.sort(run.trace.arrival_ns)[:100]) / 1e6)
     finally:
         pool.close()
+    # gaps of 20 ms on average: a busy machine's late issues (a few ms) leave the same schedule recognisable
     same, other = np.corrcoef(gaps[0], gaps[1])[0, 1], np.corrcoef(gaps[0], gaps[2])[0, 1]
-    assert same > 0.9 and abs(other) < 0.5, (same, other)
+    assert same > 0.8 and abs(other) < 0.5, (same, other)
 
 
 def test_each_repetition_knows_its_number_in_the_measuring_process(titles, minilm):
