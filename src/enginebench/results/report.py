@@ -78,9 +78,10 @@ def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
     return f"{_num(value, digits)} ± {_num(half, 2)}"
 
 
-def _percentile(figure: dict, figures: dict) -> str:
-    """A percentile ± its CI; LoadGen's own of one process come bare: LoadGen keeps no per-query latencies."""
-    if figure["ci95"] is None and figures.get("from"):
+def _percentile(figure: dict, bare: bool) -> str:
+    """A percentile ± its CI; `bare` ones without a CI (LoadGen's of one process: it keeps no per-query
+    latencies) show no `(n=1)`."""
+    if figure["ci95"] is None and bare:
         return _num(figure["value"], 3)
     return _pm(figure["value"], figure["ci95"])
 
@@ -117,7 +118,8 @@ def _measures(r: Result) -> list[str]:
     # (its items/s: the achieved q/s), a concurrency's per query as its clients saw them
     p = (r.figures or {}).get("latency_ms") or (r.serving or {}).get("latency_ms")
     if p:
-        median, p99 = _percentile(p["p50"], p), _percentile(p["p99"], p)
+        bare = bool((r.serving or {}).get("percentiles_from"))  # LoadGen's: no CI of one process
+        median, p99 = _percentile(p["p50"], bare), _percentile(p["p99"], bare)
     else:
         median, p99 = _pm(lat["median"], lat["ci95"]), _num(lat["p99"])
     return [

@@ -210,7 +210,8 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
     result = token_loadgen_result(run.log)
     scheduled = float(result.get("scheduled_samples_per_sec") or qps)
     own = {"ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "latency_ms": percentiles(latency)}
-    figures = {name: loadgen_percentiles(run.log, own[name], key) for name, key in _LOADGEN_PERCENTILES.items()}
+    loadgens = {name: loadgen_percentiles(run.log, own[name], key) for name, key in _LOADGEN_PERCENTILES.items()}
+    figures = {name: value for name, (value, _) in loadgens.items()}
     figures.update({f"issue_{name}": value for name, value in own.items()})  # enginebench's, beside
     reasons = loadgen_reasons({k: v for k, v in result.items() if not k.startswith("early_stopping_t")})
     early = _early_stopping_text(result)
@@ -237,7 +238,7 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
         "scenario": "server", "kind": "decoder", "target_qps": qps, "slo_ttft_ms": serving.slo_ttft_ms,
         "slo_tpot_ms": serving.slo_tpot_ms, "queries": n, "gen_len": gen_len,
         "achieved_qps": achieved, "scheduled_qps": scheduled, "achieved_qps_ci95": poisson_rate_ci(n, span_s),
-        "output_tokens_per_s": achieved * gen_len, **figures,
+        "output_tokens_per_s": achieved * gen_len, **figures, "percentiles_from": loadgens["ttft_ms"][1],
         "wait_ms": {"p50": float(np.percentile(wait, 50)), "p99": float(np.percentile(wait, 99))},
         "queue": queue,
         "batching": {"running_at_admission": {"mean": float(t.running.mean()), "max": int(t.running.max())},

@@ -75,13 +75,13 @@ FROM_ISSUE = "enginebench's issue callback"
 LATENCY_KEY = "result_{q}.00_percentile_latency_ns"  # LoadGen's detail log, per percentile q
 
 
-def loadgen_percentiles(log: dict, own: dict, key: str = LATENCY_KEY) -> dict:
-    """LoadGen's p50/p90/p99, ms, counted from each query's scheduled arrival (what a LoadGen user reads; it
-    keeps no per-query latencies, so no CI); `own` (from the issue callback) where its log has none."""
+def loadgen_percentiles(log: dict, own: dict, key: str = LATENCY_KEY) -> tuple[dict, str]:
+    """(LoadGen's p50/p90/p99, ms, counted from each query's scheduled arrival, FROM_SCHEDULED): what a
+    LoadGen user reads; it keeps no per-query latencies, so no CI. (`own`, FROM_ISSUE) where its log has none."""
     keys = {q: key.format(q=q[1:]) for q in ("p50", "p90", "p99")}
     if not all(k in log for k in keys.values()):
-        return {**own, "from": FROM_ISSUE}
-    return {**{q: {"value": log[k] / 1e6, "ci95": None} for q, k in keys.items()}, "from": FROM_SCHEDULED}
+        return own, FROM_ISSUE
+    return {q: {"value": log[k] / 1e6, "ci95": None} for q, k in keys.items()}, FROM_SCHEDULED
 
 
 def queue_depth(arrival_ns: np.ndarray, complete_ns: np.ndarray, points: int = QUEUE_POINTS) -> dict:
@@ -155,13 +155,13 @@ def server_figures(run: LoadgenRun, qps: float, slo_ms: float, workers: int, max
     scheduled = float(result.get("scheduled_samples_per_sec") or qps)
     queue = queue_depth(t.arrival_ns, t.complete_ns)
     own = percentiles(latency_ms)
-    lat = loadgen_percentiles(run.log, own)
+    lat, source = loadgen_percentiles(run.log, own)
     reasons = loadgen_reasons(result)
     if n < MIN_QUERIES_P99:
         reasons.append(f"only {n} queries: a p99 needs >= {MIN_QUERIES_P99} (LoadGen's early-stopping minimum); "
                        "raise --min-samples or --duration")
     if lat["p99"]["value"] > slo_ms:
-        reasons.append(f"SLO missed: p99 {lat['p99']['value']:.3g} ms from {lat['from']} > {slo_ms:g} ms")
+        reasons.append(f"SLO missed: p99 {lat['p99']['value']:.3g} ms from {source} > {slo_ms:g} ms")
     if achieved < FELL_BEHIND * scheduled:
         reasons.append(f"fell behind: achieved {achieved:.4g} q/s < {FELL_BEHIND:.0%} of the {scheduled:.4g} q/s "
                        "scheduled")
@@ -175,7 +175,7 @@ def server_figures(run: LoadgenRun, qps: float, slo_ms: float, workers: int, max
         "scenario": "server", "target_qps": qps, "slo_p99_ms": slo_ms, "queries": n,
         "achieved_qps": achieved, "scheduled_qps": scheduled,
         "achieved_qps_ci95": poisson_rate_ci(n, span_s),
-        "latency_ms": lat, "issue_latency_ms": own, "wait_ms": {"p50": float(np.percentile(wait_ms, 50)),
+        "latency_ms": lat, "percentiles_from": source, "issue_latency_ms": own, "wait_ms": {"p50": float(np.percentile(wait_ms, 50)),
                                        "p99": float(np.percentile(wait_ms, 99))},
         "queue": queue, "batching": batching(run), "loadgen": result, "seeds": run_seeds(run),
         "valid": not reasons, "reasons": reasons,

@@ -85,7 +85,7 @@ class Server(Scenario):
     def note(self, result) -> str:
         s = result.serving or {}
         queue = s.get("queue") or {}
-        return (f"server: median/p99 from {(s['latency_ms'].get('from') or 'arrival')}, queueing included"
+        return (f"server: median/p99 from {s.get('percentiles_from') or 'arrival'}, queueing included"
                 f"{_issue_stamp(s)}; items/s = achieved {_num(s['achieved_qps'])} q/s of "
                 f"{_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the system"
                 f"{_batched(s)}; LoadGen {_said(s)}")
@@ -161,9 +161,9 @@ def _pool(serving: dict, key: str, figures: list[dict], measurements: list[Measu
 
 def _searches(searches: list[dict]) -> dict:
     """Every repetition's --find-max-qps search kept (`searches`); the first VALID one's trials and bracket
-    at the top, as one search leaves them. A search's bracket is where its last two trials fell, each one
-    noisy run, not an interval: with two or more searches that found a VALID rate, `max_qps` is their
-    geometric mean and `max_qps_ci95` a t interval over them."""
+    at the top, as one search leaves them. A search's bracket is where it stopped, not an interval: with two
+    or more searches that found a VALID rate, `max_qps` is their geometric mean and `max_qps_ci95` a t
+    interval over them."""
     out = {**next((s for s in searches if s.get("max_qps")), searches[0])}
     if len(searches) < 2:
         return out
@@ -178,7 +178,7 @@ def _searches(searches: list[dict]) -> dict:
 def _over_processes(each: list[dict]) -> dict:
     """Percentile figures given per process (LoadGen's, which keep no per-query latencies) as one: the
     processes' geometric mean with a t interval over them (measure.stats.over_processes)."""
-    out = {"from": each[0].get("from")}
+    out = {}
     for q in ("p50", "p90", "p99"):
         values = [f[q]["value"] for f in each]
         if min(values) <= 0:  # no logarithm (a TPOT of one-token requests): the median, no interval
