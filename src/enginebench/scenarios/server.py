@@ -68,10 +68,8 @@ def percentiles(values_ms: np.ndarray) -> dict:
             for q in (50, 90, 99)}
 
 
-FROM_SCHEDULED = "LoadGen's scheduled arrival"
+FROM_SCHEDULED = "LoadGen's scheduled arrival"  # where a run's percentiles count from (percentiles_from)
 FROM_ISSUE = "enginebench's issue callback"
-
-
 LATENCY_KEY = "result_{q}.00_percentile_latency_ns"  # LoadGen's detail log, per percentile q
 
 
@@ -175,8 +173,8 @@ def server_figures(run: LoadgenRun, qps: float, slo_ms: float, workers: int, max
         "scenario": "server", "target_qps": qps, "slo_p99_ms": slo_ms, "queries": n,
         "achieved_qps": achieved, "scheduled_qps": scheduled,
         "achieved_qps_ci95": poisson_rate_ci(n, span_s),
-        "latency_ms": lat, "percentiles_from": source, "issue_latency_ms": own, "wait_ms": {"p50": float(np.percentile(wait_ms, 50)),
-                                       "p99": float(np.percentile(wait_ms, 99))},
+        "latency_ms": lat, "percentiles_from": source, "issue_latency_ms": own,
+        "wait_ms": {"p50": float(np.percentile(wait_ms, 50)), "p99": float(np.percentile(wait_ms, 99))},
         "queue": queue, "batching": batching(run), "loadgen": result, "seeds": run_seeds(run),
         "valid": not reasons, "reasons": reasons,
     }
