@@ -323,3 +323,13 @@ def test_the_search_runs_its_boundary_rates_again_so_one_lucky_run_does_not_set_
     assert [t["valid"] for t in search.trials if t["qps"] == search.lo] == [True, True]  # run twice
     assert [t["valid"] for t in search.trials if t["qps"] == search.hi] == [False, False]
     assert search.hi <= 100.0 * 1.05
+
+
+def test_the_note_says_what_loadgen_said_of_every_repetition():
+    from enginebench.results.report import serving_note
+
+    note = serving_note(_served_result([20.0, 60.0]))  # LoadGen VALID for both, but the second misses 50 ms
+    r = _served_result([20.0, 60.0])
+    r.serving["repetitions"][1]["loadgen"] = {"validity": "INVALID"}
+    assert "LoadGen VALID, INVALID" in serving_note(r), serving_note(r)
+    assert "LoadGen VALID, VALID" in note

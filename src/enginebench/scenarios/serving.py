@@ -203,7 +203,9 @@ def _issue_stamp(serving: dict) -> str:
 
 
 def _said(serving: dict) -> str:
-    return (serving.get("loadgen") or {}).get("validity", "no result")
+    """LoadGen's verdict, each repetition's when there are several."""
+    each = serving.get("repetitions") or [serving]
+    return ", ".join((f.get("loadgen") or {}).get("validity", "no result") for f in each)
 
 
 def _batched(serving: dict) -> str:
