@@ -333,3 +333,14 @@ def test_the_note_says_what_loadgen_said_of_every_repetition():
     r.serving["repetitions"][1]["loadgen"] = {"validity": "INVALID"}
     assert "LoadGen VALID, INVALID" in serving_note(r), serving_note(r)
     assert "LoadGen VALID, VALID" in note
+
+
+def test_searches_that_found_no_valid_rate_are_counted_not_averaged():
+    from enginebench.display import max_rate
+
+    none = {"max_qps": None, "bracket": [None, 50.0]}
+    one = {"max_qps": 392.0, "bracket": [392.0, 402.0]}
+    assert max_rate({**one, "searches": [none, one, none]}) == "392 (bracket 392–402; 1 of 3 searches VALID)"
+    assert max_rate({**none, "searches": [none, none]}) == "none VALID"
+    two = {**one, "max_qps_ci95": [300.0, 500.0], "searches": [one, {**one, "max_qps": 400.0}, none]}
+    assert max_rate(two).endswith("over 2 of 3 searches")
