@@ -252,9 +252,10 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
 
 
 def _hopeless(figures: dict, wait_ms: np.ndarray, serving: Serving) -> str | None:
-    """Why a lower rate cannot help, or None: a target missed with little queueing (the calls alone miss it)."""
+    """Why a lower rate cannot help, or None: a target missed with little queueing (the calls alone miss it).
+    Judged on enginebench's own figures, from issue, as the waits are (see server.calls_alone_miss)."""
     wait99 = float(np.percentile(wait_ms, 99))
-    ttft99, tpot99 = figures["ttft_ms"]["p99"]["value"], figures["tpot_ms"]["p99"]["value"]
+    ttft99, tpot99 = figures["issue_ttft_ms"]["p99"]["value"], figures["issue_tpot_ms"]["p99"]["value"]
     if ttft99 > serving.slo_ttft_ms and wait99 < QUEUEING_SHARE * ttft99:
         return (f"TTFT p99 {ttft99:.3g} ms > {serving.slo_ttft_ms:g} ms with little queueing (p99 wait "
                 f"{wait99:.3g} ms): a prefill alone misses the target")

@@ -221,8 +221,11 @@ class Search:
 
 
 def calls_alone_miss(figures: dict) -> str | None:
-    """Why no lower rate can be VALID, or None: the p99 misses the target with little queueing."""
-    p99, wait99 = figures["latency_ms"]["p99"]["value"], figures["wait_ms"]["p99"]
+    """Why no lower rate can be VALID, or None: the p99 misses the target with little queueing. Judged on
+    enginebench's own p99, from issue, as the waits are: a query LoadGen saw issued late (a busy machine, the
+    GIL) is not a call too slow, and a lower rate may relieve it."""
+    own = figures.get("issue_latency_ms") or figures["latency_ms"]
+    p99, wait99 = own["p99"]["value"], figures["wait_ms"]["p99"]
     if p99 > figures["slo_p99_ms"] and wait99 < QUEUEING_SHARE * p99:
         return (f"p99 {p99:.3g} ms > {figures['slo_p99_ms']:g} ms with little queueing "
                 f"(p99 wait {wait99:.3g} ms): the calls alone miss the target")
