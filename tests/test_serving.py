@@ -105,27 +105,22 @@ def test_find_max_qps_lands_on_the_md1_answer():
     found = []
     # A busy machine (other processes, a shared host) only ever adds latency, so it can only lower the answer: a
     # search may land low on a noisy machine, never high. Every search must not beat M/D/1 (a load generator
-    # that measured from issue instead of arrival would), and one of three must land on it (a search that noise
-    # kept from confirming its bracket within its trials counts as a try that did not).
+    # that measured from issue instead of arrival would), and one of three must land on it.
     for _ in range(3):
         m, _ = run_server(SleepFactory(call_s), WORKLOAD, server_cell(slo_p99_ms=slo_ms, find_max_qps=True), rule)
         search = m.details["find_max_qps"]
         lo, hi = search["bracket"]
+        assert lo is not None and hi is not None and lo < hi <= lo * 1.05 + 1e-9
+        assert any(t["qps"] == lo and t["valid"] for t in search["trials"])
+        assert any(t["qps"] == hi and not t["valid"] for t in search["trials"])
         assert len({tuple(t["seeds"].values()) for t in search["trials"]}) == len(search["trials"])  # own schedules
         # the service the queue really sees: how long a query holds the worker, transfers included (the sleep
         # overshoots a little); the service distribution is still deterministic, so the queue is M/D/1
         held_s = m.details["serving"]["batching"]["hold_ms_median"] / 1e3
         assert call_s <= held_s < 1.5 * call_s
         theory = md1_max_qps(held_s, slo_ms / 1e3)
-        print(f"found {lo and round(lo, 1)} q/s, M/D/1 {theory:.1f} q/s (held {held_s * 1e3:.3f} ms)")
-        assert lo is None or lo <= 1.10 * theory, (lo, theory, search["trials"])
-        if not search["confirmed"]:  # noise flipped its boundary runs until it ran out of trials: a try lost
-            found.append((lo, theory, "not confirmed"))
-            continue
-        assert lo is not None and hi is not None and lo < hi <= lo * 1.05 + 1e-9
-        at_lo = [t["valid"] for t in search["trials"] if t["qps"] == lo]
-        at_hi = [t["valid"] for t in search["trials"] if t["qps"] == hi]
-        assert sum(at_lo) >= 2 and len(at_hi) >= 2 and not all(at_hi)  # both ends were run twice and held
+        print(f"found {lo:.1f} q/s, M/D/1 {theory:.1f} q/s (held {held_s * 1e3:.3f} ms)")
+        assert lo <= 1.10 * theory, (lo, theory, search["trials"])
         found.append((lo, theory))
         if lo >= 0.90 * theory:
             return
