@@ -28,7 +28,7 @@ FELL_BEHIND = 0.95  # achieved below this fraction of the scheduled rate: the qu
 QUEUE_POINTS = 50  # samples of the queue depth over time kept with the result
 SEARCH_TOLERANCE = 0.05  # --find-max-qps stops when the bracket's ends are within 5% of each other
 SEARCH_STEP = 1.5  # factor between rates while the bracket is still open on one side
-SEARCH_TRIALS = 16  # the bracket's two ends are each run twice
+SEARCH_TRIALS = 12
 SEARCH_START = 0.7  # of the capacity the warm-up suggests, when --qps does not say where to start
 SEARCH_FLOOR = 0.1  # the search gives up below this fraction of its starting rate
 # a rate that met its target but left LoadGen's early stopping unsure is run again with the queries LoadGen
@@ -213,11 +213,10 @@ class Search:
     lo: float | None = None
     hi: float | None = None
     stopped: str | None = None  # why the search ended without a VALID rate
-    confirmed: bool = False  # both ends of the bracket were run twice and held
 
     def to_dict(self) -> dict:
         return {"max_qps": self.lo, "bracket": [self.lo, self.hi], "tolerance": SEARCH_TOLERANCE,
-                "trials": self.trials, "stopped": self.stopped, "confirmed": self.confirmed}
+                "trials": self.trials, "stopped": self.stopped}
 
 
 def calls_alone_miss(figures: dict) -> str | None:
@@ -236,15 +235,10 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
                  max_trials: int = SEARCH_TRIALS, hopeless=calls_alone_miss) -> tuple[Search, object]:
     """Bracket, then bisect (geometrically), the highest rate `trial(qps) -> figures` judges VALID; returns the
     search and the figures of the best VALID trial (None if none was). `hopeless(figures)` says why no lower
-    rate can help, or None. Each trial keeps the figures' `headline` (default: the p99 from arrival).
-
-    Each trial is one noisy run, so the two rates that close the bracket are run once more (other seeds): a
-    rate counts VALID only when every run at it was, and the search goes on until both ends held twice."""
+    rate can help, or None. Each trial keeps the figures' `headline` (default: the p99 from arrival)."""
     search = Search()
-    verdicts: dict[float, list[bool]] = {}  # rate -> every attempt's verdict
-    valid_at: dict[float, dict] = {}  # rate -> the figures of its last VALID attempt
+    best = None
     qps = start_qps
-
     def record(figures: dict) -> None:
         headline = figures.get("headline") or {"p99_ms": figures["latency_ms"]["p99"]["value"]}
         search.trials.append({"qps": qps, "valid": figures["valid"], "achieved_qps": figures["achieved_qps"],
@@ -259,10 +253,10 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
             # the target was met but too few queries bound the p99: LoadGen's advice, taken once
             figures = trial(qps, figures["queries"] + more)
             record(figures)
-        verdicts.setdefault(qps, []).append(figures["valid"])
         if figures["valid"]:
-            valid_at[qps] = figures
-        search.lo, search.hi = _bracket(verdicts)
+            search.lo, best = qps, figures
+        else:
+            search.hi = qps
         if search.lo is None:
             # a lower rate only shortens the queue: stop where the queue is not what misses the target, and
             # before the runs grow long (a run lasts at least its minimum count of queries / the rate)
@@ -270,30 +264,17 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
             if why:
                 search.stopped = why
                 break
-            lowest = min(verdicts)
-            if lowest / step < SEARCH_FLOOR * start_qps:
-                search.stopped = f"no VALID rate down to {lowest:.4g} q/s"
+            if qps / step < SEARCH_FLOOR * start_qps:
+                search.stopped = f"no VALID rate down to {qps:.4g} q/s"
                 break
-            qps = lowest / step
+            qps = qps / step
         elif search.hi is None:
-            qps = search.lo * step
+            qps = qps * step
         elif search.hi / search.lo <= 1 + tolerance:
-            once = [rate for rate in (search.lo, search.hi) if len(verdicts[rate]) < 2]
-            if not once:
-                search.confirmed = True
-                break
-            qps = once[0]
+            break
         else:
             qps = math.sqrt(search.lo * search.hi)
-    return search, valid_at.get(search.lo)
-
-
-def _bracket(verdicts: dict[float, list[bool]]) -> tuple[float | None, float | None]:
-    """(the highest rate every run at which was VALID, the lowest rate above it with an INVALID run)."""
-    valid = [rate for rate, said in verdicts.items() if all(said)]
-    lo = max(valid) if valid else None
-    above = [rate for rate, said in verdicts.items() if not all(said) and (lo is None or rate > lo)]
-    return lo, min(above) if above else None
+    return search, best
 
 
 def capacity_estimate(ready: list[dict], max_batch: int) -> float:
