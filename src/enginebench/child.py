@@ -129,7 +129,8 @@ def _measure(job: Job, out, go=None) -> None:
         run = CellRun(cell=cell, workload=job.workloads.get(cell.workload), rule=job.rule, factory=factory,
                       model_kind=job.model.kind, precision=job.precision, references=job.references,
                       session=session, loading=lambda i=index: out.put(("loading", i)),
-                      loaded=lambda i=index: out.put(("loaded", i)), cache=cache)
+                      loaded=lambda i=index: out.put(("loaded", i)), cache=cache, repetition=job.repetition,
+                      trial_started=lambda expected_s, i=index: out.put(("trial", i, expected_s)))
         try:
             started = time.time()
             m = scenario_class(cell.scenario).measure(run)

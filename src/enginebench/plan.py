@@ -88,6 +88,7 @@ class Job:
     cells: list[tuple[int, Cell]] = field(default_factory=list)
     references: dict[str, np.ndarray] | None = None  # workload -> reference embeddings
     reference_only: bool = False  # compute reference embeddings instead of measuring
+    repetition: int = 0  # which of --repeat's independent processes this is (seeds each LoadGen run apart)
 
 
 def make_cells(grid: Grid, scenarios: list[str], settings: dict[str, list | None] | None = None) -> list[Cell]:

@@ -112,6 +112,7 @@ def test_find_max_qps_lands_on_the_md1_answer():
         assert lo is not None and hi is not None and lo < hi <= lo * 1.05 + 1e-9
         assert any(t["qps"] == lo and t["valid"] for t in search["trials"])
         assert any(t["qps"] == hi and not t["valid"] for t in search["trials"])
+        assert len({tuple(t["seeds"].values()) for t in search["trials"]}) == len(search["trials"])  # own schedules
         # the service the queue really sees: how long a query holds the worker, transfers included (the sleep
         # overshoots a little); the service distribution is still deterministic, so the queue is M/D/1
         held_s = m.details["serving"]["batching"]["hold_ms_median"] / 1e3

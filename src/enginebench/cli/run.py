@@ -42,7 +42,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--warmup", help="warm-up time per cell, not counted [1s; --quick: 0.3s]")
     run.add_argument("--repeat", help="independent processes that measure each cell [3; --quick: 1]")
     run.add_argument("--timeout", default=DEFAULTS["timeout"],
-                     help="time before a cell's measurement is abandoned as hung [10m]")
+                     help="time before a cell's measurement is abandoned as hung; a LoadGen run (a --find-max-qps "
+                     "trial) gets it beyond its least length [10m]")
     run.add_argument("--load-timeout", default=DEFAULTS["load_timeout"],
                      help="time a model's load (conversion, compilation) may take [30m]")
     run.add_argument("--max-memory", metavar="SIZE", help="end a cell's process (with its workers) holding more "

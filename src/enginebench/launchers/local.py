@@ -119,6 +119,7 @@ class Orchestrator:
                 jobs.sort(key=lambda job: bool(engine_class(job.engine).prepares))
             for job in jobs:
                 job.cells = [(i, c) for i, c in job.cells if self._missing(i, repetition)]
+                job.repetition = repetition
             order.append([job for job in jobs if job.cells])
         return order
 
@@ -329,7 +330,9 @@ class Orchestrator:
         pending = dict(job.cells)
         order = [index for index, _ in job.cells]
         while pending:
-            current: dict = {"index": None, "since": time.monotonic(), "loading": False}
+            # `expected`: what the LoadGen run under way said it will take (a search's trial): --timeout is
+            # counted beyond it, afresh for each run, so a search is not cut short by its number of trials
+            current: dict = {"index": None, "since": time.monotonic(), "loading": False, "expected": 0.0}
 
             def timed_out() -> Failure | None:
                 if current["index"] is None:
@@ -338,7 +341,10 @@ class Orchestrator:
                 if current["loading"] and elapsed > self.plan.load_timeout_s:
                     return Failure(f"model load timed out after {self.plan.load_timeout_s:g} s (raise --load-timeout)",
                                    "timeout")
-                if not current["loading"] and elapsed > self.plan.timeout_s:
+                if not current["loading"] and elapsed > self.plan.timeout_s + current["expected"]:
+                    if current["expected"]:
+                        return Failure(f"a LoadGen run expected to take {current['expected']:.0f} s timed out after "
+                                       f"{elapsed:.0f} s (raise --timeout)", "timeout")
                     return Failure(f"timed out after {self.plan.timeout_s:g} s (raise --timeout)", "timeout")
                 return None
 
@@ -346,13 +352,15 @@ class Orchestrator:
             for msg in self._child_messages(attempt, timed_out):
                 kind = msg[0]
                 if kind == "start":
-                    current.update(index=msg[1], since=time.monotonic(), loading=False)
+                    current.update(index=msg[1], since=time.monotonic(), loading=False, expected=0.0)
                     self.on_start(pending[msg[1]])
                 elif kind in ("loading", "loaded"):
                     took = time.monotonic() - current["since"] if kind == "loaded" else None
                     current.update(since=time.monotonic(), loading=kind == "loading")
                     if msg[1] in pending:
                         self.on_load(pending[msg[1]], took)
+                elif kind == "trial":
+                    current.update(since=time.monotonic(), loading=False, expected=msg[2])
                 elif kind == "result":
                     pending.pop(msg[1])
                     record(msg[1], msg[2])

@@ -17,8 +17,10 @@ Schema history (SCHEMA_VERSION):
       unchanged (no key, no measurement, no attempts). The database is opened in WAL mode.
   4 (unchanged number, an optional field) — serving: scenarios "server" and "offline" (MLPerf LoadGen) fill
       `serving` (None elsewhere; older results read back with it None): the settings (target_qps, slo_p99_ms,
-      max_batch, max_wait_ms), achieved_qps, latency_ms {p50, p90, p99: {value, ci95}} from arrival, queue
-      depth, batching, LoadGen's own result, valid and reasons, and find_max_qps {max_qps, bracket, trials};
+      max_batch, max_wait_ms), achieved_qps, latency_ms {p50, p90, p99: {value, ci95}} from arrival (LoadGen's,
+      from the scheduled arrival, when percentiles_from says so; enginebench's own in issue_latency_ms), queue
+      depth, batching, LoadGen's own result, valid and reasons, and find_max_qps {max_qps, bracket, trials}
+      (over repetitions also searches, every one's, and max_qps_ci95);
       `samples` holds every query's latency from arrival (server) or every batch call (offline), and
       details.loadgen LoadGen's settings, summary text and detail log (key -> value).
       Decoders' server results add to `serving`: kind "decoder", slo_ttft_ms, slo_tpot_ms, ttft_ms and tpot_ms

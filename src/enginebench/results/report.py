@@ -5,6 +5,7 @@ Only the parameters that vary across the results become columns; the constant on
 
 from __future__ import annotations
 
+from enginebench.display import max_rate
 from enginebench.display import significant as _num
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, settings_label
@@ -53,7 +54,7 @@ def threads_label(r: Result) -> str:
 
 def serving_label(r: Result) -> str:
     """What a server or offline row was asked: `100 q/s · p99 ≤ 50 ms`, `max q/s under p99 ≤ 50 ms: 392
-    [392, 402]`, with `· batch ≤8, wait ≤5 ms` for the dynamic batcher; empty for the other scenarios."""
+    (bracket 392–402)`, with `· batch ≤8, wait ≤5 ms` for the dynamic batcher; empty for the other scenarios."""
     s = r.serving or {}
     settings = s.get("settings") or {}
     if not s:
@@ -61,9 +62,7 @@ def serving_label(r: Result) -> str:
     parts = []
     search = s.get("find_max_qps")
     if search:
-        lo, hi = search["bracket"]
-        found = f"{_num(lo)} [{_num(lo)}, {_num(hi) if hi else '?'}]" if lo else "none VALID"
-        parts.append(f"max q/s under p99 ≤ {settings.get('slo_p99_ms'):g} ms: {found}")
+        parts.append(f"max q/s under p99 ≤ {settings.get('slo_p99_ms'):g} ms: {max_rate(search)}")
     elif not scenario_class(r.scenario).judged_by_spread:  # a server judged against its target at one rate
         parts.append(f"{_num(s['target_qps'])} q/s · p99 ≤ {s['slo_p99_ms']:g} ms")
     if settings.get("max_batch", 1) > 1:
@@ -77,6 +76,14 @@ def _pm(value: float, ci: list[float] | None, digits: int = 3) -> str:
         return f"{_num(value, digits)} (n=1)"
     half = max(value - ci[0], ci[1] - value)
     return f"{_num(value, digits)} ± {_num(half, 2)}"
+
+
+def _percentile(figure: dict, bare: bool) -> str:
+    """A percentile ± its CI; `bare` ones without a CI (LoadGen's of one process: it keeps no per-query
+    latencies) show no `(n=1)`."""
+    if figure["ci95"] is None and bare:
+        return _num(figure["value"], 3)
+    return _pm(figure["value"], figure["ci95"])
 
 
 def _fidelity(r: Result) -> str:
@@ -144,7 +151,8 @@ def _figures(r: Result) -> list[str]:
     # (its items/s: the achieved q/s), a concurrency's per query as its clients saw them
     p = (r.figures or {}).get("latency_ms") or (r.serving or {}).get("latency_ms")
     if p:
-        median, p99 = _pm(p["p50"]["value"], p["p50"]["ci95"]), _pm(p["p99"]["value"], p["p99"]["ci95"])
+        bare = bool((r.serving or {}).get("percentiles_from"))  # LoadGen's: no CI of one process
+        median, p99 = _percentile(p["p50"], bare), _percentile(p["p99"], bare)
     else:
         median, p99 = _pm(lat["median"], lat["ci95"]), _num(lat["p99"])
     return [

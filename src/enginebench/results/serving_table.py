@@ -4,6 +4,7 @@ with the p99's CI) beside the verdict against those targets."""
 
 from __future__ import annotations
 
+from enginebench.display import max_rate
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import table_of
 
@@ -29,12 +30,12 @@ def _p99(figure: dict) -> str:
 
 
 def targets(r: Result) -> str:
-    """What the row was asked: `20 req/s` or `max req/s: 31 [31, 33]`, under `TTFT ≤ 2000, TPOT ≤ 100 ms`."""
+    """What the row was asked: `20 req/s` or `max req/s: 31 (bracket 31–33)`, under `TTFT ≤ 2000, TPOT ≤
+    100 ms`."""
     s = r.serving
     search = s.get("find_max_qps")
     if search:
-        lo, hi = search["bracket"]
-        rate = f"max req/s: {_num(lo)} [{_num(lo)}, {_num(hi) if hi else '?'}]" if lo else "max req/s: none VALID"
+        rate = f"max req/s: {max_rate(search)}"
     else:
         rate = f"{_num(s['target_qps'])} req/s"
     return f"{rate} under p99 TTFT ≤ {s['slo_ttft_ms']:g} ms, TPOT ≤ {s['slo_tpot_ms']:g} ms"
@@ -61,8 +62,9 @@ def row(r: Result) -> list[str]:
 
 
 def notes(results: list[Result]) -> list[str]:
-    lines = ["TTFT from arrival (queueing and prefill included); TPOT = (last token - first token) / (tokens - 1); "
-             "p99 [95% CI]; req/s achieved; out tok/s = req/s × generated tokens"]
+    lines = ["TTFT and TPOT are LoadGen's: TTFT from the scheduled arrival (queueing and prefill included); "
+             "TPOT = (last token - first token) / (tokens - 1); p99 [95% CI over processes]; enginebench's own "
+             "from its issue callback in serving.issue_ttft_ms; req/s achieved; out tok/s = req/s × generated tokens"]
     for i, r in enumerate(results, 1):
         if r.status != "ok":
             lines.append(f"[{i}] {r.engine}: {r.error or r.status}")

@@ -103,6 +103,9 @@ class CellRun:
     loading: Callable[[], None]
     loaded: Callable[[], None]
     cache: dict  # per job: the scenario's own (fidelity by workload, the shared session's load facts)
+    repetition: int = 0  # which independent process of the cell this is (Job.repetition)
+    # a LoadGen run starts that expects to take this many seconds: the parent times it afresh (a search's trials)
+    trial_started: Callable[[float], None] = lambda expected_s: None
 
     def fidelity_known(self) -> bool:
         return self.cell.workload in self.cache.setdefault("fidelity", {})

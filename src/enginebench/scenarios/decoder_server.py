@@ -27,10 +27,11 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.decoder_workers import DecoderWorkers, Request
-from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, start_test
-from enginebench.scenarios.server import (FELL_BEHIND, MIN_QUERIES_P99, QUEUEING_SHARE, find_max_qps,
-                                          loadgen_reasons, more_queries_needed, percentiles, poisson_rate_ci,
-                                          queue_depth, serving_min_queries)
+from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
+from enginebench.scenarios.server import (FELL_BEHIND, LATENCY_KEY, MIN_QUERIES_P99, QUEUEING_SHARE,
+                                          expected_run_s, find_max_qps, loadgen_percentiles, loadgen_reasons,
+                                          loadgen_seeds, more_queries_needed, percentiles, poisson_rate_ci,
+                                          queue_depth, run_seeds, serving_min_queries)
 
 _POLL_S = 0.2
 SEARCH_START = 0.7  # of the capacity the warm-up suggests, when --qps does not say where to start
@@ -146,15 +147,14 @@ class TokenRun:
 
 
 def run_token_loadgen(workers: DecoderWorkers, *, outdir: str, gen_len: int, prompt_count: int, qps: float,
-                      ttft_ms: float, tpot_ms: float, min_duration_s: float, min_queries: int, seed: int) -> TokenRun:
+                      ttft_ms: float, tpot_ms: float, min_duration_s: float, min_queries: int, seeds: dict) -> TokenRun:
     """One LoadGen Server PerformanceOnly run with token latencies."""
     lg = require_loadgen()
     settings = {"scenario": "server", "mode": "PerformanceOnly", "use_token_latencies": True,
                 "server_target_qps": float(qps), "ttft_latency_ns": int(ttft_ms * 1e6),
                 "tpot_latency_ns": int(tpot_ms * 1e6), "server_target_latency_percentile": 0.99,
                 "min_duration_ms": int(min_duration_s * 1000), "min_query_count": int(min_queries),
-                "schedule_rng_seed": seed, "qsl_rng_seed": seed, "sample_index_rng_seed": seed,
-                "loadgen_version": loadgen_version()}
+                **seeds, "loadgen_version": loadgen_version()}
     ts = lg.TestSettings()
     ts.scenario = lg.TestScenario.Server
     ts.mode = lg.TestMode.PerformanceOnly
@@ -165,7 +165,7 @@ def run_token_loadgen(workers: DecoderWorkers, *, outdir: str, gen_len: int, pro
     ts.server_target_latency_percentile = 0.99
     ts.min_duration_ms = settings["min_duration_ms"]
     ts.min_query_count = settings["min_query_count"]
-    ts.schedule_rng_seed = ts.qsl_rng_seed = ts.sample_index_rng_seed = seed
+    set_seeds(ts, seeds)
     dispatcher = TokenDispatcher(workers, gen_len, prompt_count)
     summary, log = start_test(dispatcher, prompt_count, ts, outdir)
     return TokenRun(dispatcher.trace(), settings, log, summary)
@@ -179,6 +179,10 @@ _LOADGEN_KEYS = ("result_validity", "result_invalid_reason", "result_min_duratio
                  "result_first_token_50.00_percentile_latency_ns", "result_first_token_99.00_percentile_latency_ns",
                  "result_time_per_output_token_50.00_percentile_ns",
                  "result_time_per_output_token_99.00_percentile_ns", "result_99.00_percentile_latency_ns")
+
+
+_LOADGEN_PERCENTILES = {"ttft_ms": "result_first_token_{q}.00_percentile_latency_ns",
+                        "tpot_ms": "result_time_per_output_token_{q}.00_percentile_ns", "latency_ms": LATENCY_KEY}
 
 
 def token_loadgen_result(log: dict) -> dict:
@@ -205,7 +209,10 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
     achieved = float(n / span_s)
     result = token_loadgen_result(run.log)
     scheduled = float(result.get("scheduled_samples_per_sec") or qps)
-    figures = {"ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "latency_ms": percentiles(latency)}
+    own = {"ttft_ms": percentiles(ttft), "tpot_ms": percentiles(tpot), "latency_ms": percentiles(latency)}
+    loadgens = {name: loadgen_percentiles(run.log, own[name], key) for name, key in _LOADGEN_PERCENTILES.items()}
+    figures = {name: value for name, (value, _) in loadgens.items()}
+    figures.update({f"issue_{name}": value for name, value in own.items()})  # enginebench's, beside
     reasons = loadgen_reasons({k: v for k, v in result.items() if not k.startswith("early_stopping_t")})
     early = _early_stopping_text(result)
     if result.get("early_stopping_met") is False and early and reasons:
@@ -231,12 +238,12 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
         "scenario": "server", "kind": "decoder", "target_qps": qps, "slo_ttft_ms": serving.slo_ttft_ms,
         "slo_tpot_ms": serving.slo_tpot_ms, "queries": n, "gen_len": gen_len,
         "achieved_qps": achieved, "scheduled_qps": scheduled, "achieved_qps_ci95": poisson_rate_ci(n, span_s),
-        "output_tokens_per_s": achieved * gen_len, **figures,
+        "output_tokens_per_s": achieved * gen_len, **figures, "percentiles_from": loadgens["ttft_ms"][1],
         "wait_ms": {"p50": float(np.percentile(wait, 50)), "p99": float(np.percentile(wait, 99))},
         "queue": queue,
         "batching": {"running_at_admission": {"mean": float(t.running.mean()), "max": int(t.running.max())},
                      "mean_decoding": float(decoding_s / span_s)},  # sequences decoding at once, on average
-        "loadgen": result, "valid": not reasons, "reasons": reasons,
+        "loadgen": result, "seeds": run_seeds(run), "valid": not reasons, "reasons": reasons,
         "more_queries": more_queries_needed(result, reasons[said:]),
         "hopeless": _hopeless(figures, wait, serving),
         "headline": {"ttft_p99_ms": figures["ttft_ms"]["p99"]["value"],
@@ -245,9 +252,10 @@ def decoder_server_figures(run: TokenRun, qps: float, serving: Serving, gen_len:
 
 
 def _hopeless(figures: dict, wait_ms: np.ndarray, serving: Serving) -> str | None:
-    """Why a lower rate cannot help, or None: a target missed with little queueing (the calls alone miss it)."""
+    """Why a lower rate cannot help, or None: a target missed with little queueing (the calls alone miss it).
+    Judged on enginebench's own figures, from issue, as the waits are (see server.calls_alone_miss)."""
     wait99 = float(np.percentile(wait_ms, 99))
-    ttft99, tpot99 = figures["ttft_ms"]["p99"]["value"], figures["tpot_ms"]["p99"]["value"]
+    ttft99, tpot99 = figures["issue_ttft_ms"]["p99"]["value"], figures["issue_tpot_ms"]["p99"]["value"]
     if ttft99 > serving.slo_ttft_ms and wait99 < QUEUEING_SHARE * ttft99:
         return (f"TTFT p99 {ttft99:.3g} ms > {serving.slo_ttft_ms:g} ms with little queueing (p99 wait "
                 f"{wait99:.3g} ms): a prefill alone misses the target")
@@ -269,7 +277,7 @@ def capacity_estimate(ready: list[dict], gen_len: int, max_batch: int) -> float:
 
 # -- the scenario -------------------------------------------------------------------------------------------
 def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, reference=None, precision="fp32",
-                       on_loaded=None) -> Measurement:
+                       on_loaded=None, repetition: int = 0, on_trial=None) -> Measurement:
     """One decoder server cell: a LoadGen Server run at `cell.serving.qps`, or the --find-max-qps search. The
     Measurement's samples are every request's latency from arrival to its last token (ns); details hold
     every request's TTFT and TPOT (ns) and the serving figures."""
@@ -283,13 +291,18 @@ def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, re
         if on_loaded is not None:
             on_loaded()
         with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
-            runs: dict[float, TokenRun] = {}
+            runs: dict[float, TokenRun] = {}  # by rate: the last run at each
+            count = [0]
 
             def trial(qps: float, min_queries: int | None = None) -> dict:
+                if on_trial is not None:
+                    on_trial(expected_run_s(rule.duration_s, min_queries or serving_min_queries(rule), qps))
                 run = run_token_loadgen(workers, outdir=outdir, gen_len=test.gen_len,
                                         prompt_count=len(prompts.prompts), qps=qps, ttft_ms=serving.slo_ttft_ms,
                                         tpot_ms=serving.slo_tpot_ms, min_duration_s=rule.duration_s,
-                                        min_queries=min_queries or serving_min_queries(rule), seed=serving.seed)
+                                        min_queries=min_queries or serving_min_queries(rule),
+                                        seeds=loadgen_seeds(serving.seed, repetition, count[0]))
+                count[0] += 1
                 runs[qps] = run
                 return decoder_server_figures(run, qps, serving, test.gen_len)
 

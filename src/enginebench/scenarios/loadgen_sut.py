@@ -298,20 +298,26 @@ def start_test(dispatcher, samples: int, ts, outdir: str) -> tuple[str, dict]:
     return summary, read_detail_log(os.path.join(outdir, "mlperf_log_detail.txt"))
 
 
+def set_seeds(ts, seeds: dict) -> None:
+    ts.schedule_rng_seed = seeds["schedule_rng_seed"]
+    ts.qsl_rng_seed = seeds["qsl_rng_seed"]
+    ts.sample_index_rng_seed = seeds["sample_index_rng_seed"]
+
+
 def run_loadgen(pool: WorkerPool, *, scenario: str, max_batch: int, max_wait_ms: float, outdir: str,
-                min_duration_s: float, min_queries: int, seed: int, qps: float | None = None,
+                min_duration_s: float, min_queries: int, seeds: dict, qps: float | None = None,
                 slo_ms: float | None = None, expected_qps: float | None = None) -> LoadgenRun:
-    """One LoadGen PerformanceOnly run of `scenario` ("server" or "offline") against the pool."""
+    """One LoadGen PerformanceOnly run of `scenario` ("server" or "offline") against the pool; `seeds`:
+    LoadGen's schedule, QSL and sample-index seeds (server.loadgen_seeds)."""
     lg = require_loadgen()
     settings = {"scenario": scenario, "mode": "PerformanceOnly", "min_duration_ms": int(min_duration_s * 1000),
-                "min_query_count": int(min_queries), "schedule_rng_seed": seed, "qsl_rng_seed": seed,
-                "sample_index_rng_seed": seed, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+                "min_query_count": int(min_queries), **seeds, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
                 "loadgen_version": loadgen_version()}
     ts = lg.TestSettings()
     ts.mode = lg.TestMode.PerformanceOnly
     ts.min_duration_ms = settings["min_duration_ms"]
     ts.min_query_count = settings["min_query_count"]
-    ts.schedule_rng_seed = ts.qsl_rng_seed = ts.sample_index_rng_seed = seed
+    set_seeds(ts, seeds)
     if scenario == "server":
         ts.scenario = lg.TestScenario.Server
         ts.server_target_qps = float(qps)

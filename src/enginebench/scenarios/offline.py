@@ -1,5 +1,5 @@
 """The offline scenario (LoadGen's Offline): every query is available at once and the engine is free to
-batch (up to --max-batch per call); the figure is samples/s over the whole run."""
+batch (up to --max-batch per call); the figure is LoadGen's samples/s over the whole run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.loadgen_sut import LoadgenRun, WorkerPool, run_loadgen
-from enginebench.scenarios.server import batching, capacity_estimate, loadgen_reasons, loadgen_result, measurement_from
+from enginebench.scenarios.server import (batching, capacity_estimate, loadgen_reasons, loadgen_result, loadgen_seeds,
+                                          measurement_from, run_seeds)
 
 
 def offline_figures(run: LoadgenRun, expected_qps: float) -> dict:
@@ -20,12 +21,15 @@ def offline_figures(run: LoadgenRun, expected_qps: float) -> dict:
     span_s = (t.complete_ns.max() - t.arrival_ns.min()) / 1e9
     result = loadgen_result(run.log)
     reasons = loadgen_reasons(result)
-    return {"scenario": "offline", "queries": n, "samples_per_s": float(n / span_s), "expected_qps": expected_qps,
-            "batching": batching(run), "loadgen": result, "valid": not reasons, "reasons": reasons}
+    # the samples LoadGen counted complete over its own clock (issue to last completion), as its summary says
+    rate = float(result.get("samples_per_second") or n / span_s)
+    return {"scenario": "offline", "queries": n, "samples_per_s": rate, "expected_qps": expected_qps,
+            "batching": batching(run), "loadgen": result, "seeds": run_seeds(run), "valid": not reasons,
+            "reasons": reasons}
 
 
 def run_offline(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_inputs=None,
-                on_loaded=None) -> tuple[Measurement, np.ndarray | None]:
+                on_loaded=None, repetition: int = 0) -> tuple[Measurement, np.ndarray | None]:
     """One offline cell. The Measurement's samples are, per worker, its session calls (ns), each on a batch of
     up to `cell.serving.max_batch` queries: the same closed loop as the throughput scenario, fed by LoadGen."""
     max_batch = cell.serving.max_batch
@@ -37,8 +41,8 @@ def run_offline(load_session, workload, cell: Cell, rule: StoppingRule, fidelity
         expected = capacity_estimate(ready, max_batch)  # sets how many queries LoadGen issues (duration x qps)
         with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
             run = run_loadgen(pool, scenario="offline", max_batch=max_batch, max_wait_ms=0.0, outdir=outdir,
-                              min_duration_s=rule.duration_s, min_queries=rule.min_samples, seed=cell.serving.seed,
-                              expected_qps=expected)
+                              min_duration_s=rule.duration_s, min_queries=rule.min_samples, expected_qps=expected,
+                              seeds=loadgen_seeds(cell.serving.seed, repetition, 0))
     finally:
         byes = pool.close()
     b = run.trace.batches

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from enginebench.display import significant as _num
-from enginebench.measure.rates import closed_loop_throughput
+from enginebench.measure.stats import over_processes
 from enginebench.plan import Cell
 from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
                                         workload_args)
@@ -39,9 +39,10 @@ class Server(Scenario):
             run.loading()  # each worker loads its own session
             reference = (run.references or {}).get(DECODER_REFERENCE)
             return run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
-                                      on_loaded=run.loaded)
+                                      on_loaded=run.loaded, repetition=run.repetition, on_trial=run.trial_started)
         return run.in_worker_processes(lambda want, loaded: run_server(
-            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition,
+            on_trial=run.trial_started))
 
     def table(self, result) -> str:
         return "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders"
@@ -52,14 +53,11 @@ class Server(Scenario):
         serving, reasons = _serving_common(cell, measurements, indices)
         figures = [m.details["serving"] for m in measurements]
         if len(figures) > 1:
-            pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
-            serving["latency_ms"] = percentiles(pooled)
-            for key in ("ttft", "tpot"):
+            for key in ("latency", "ttft", "tpot"):
                 if f"{key}_ms" in serving:
-                    serving[f"{key}_ms"] = percentiles(
-                        np.concatenate([m.details[f"{key}_ns"] for m in measurements]) / 1e6)
-            serving["achieved_qps"] = float(np.mean([f["achieved_qps"] for f in figures]))
-            serving["achieved_qps_ci95"] = None
+                    _pool(serving, key, figures, measurements)
+            rate, lo, hi = over_processes([f["achieved_qps"] for f in figures])
+            serving["achieved_qps"], serving["achieved_qps_ci95"] = float(rate), [float(lo), float(hi)]
         rate = serving["achieved_qps"]
         throughput = {"items_per_s": rate, "tokens_per_s": rate * measurements[0].tokens_per_item,
                       "ci95": serving["achieved_qps_ci95"], "wall_items_per_s": rate}
@@ -87,9 +85,10 @@ class Server(Scenario):
     def note(self, result) -> str:
         s = result.serving or {}
         queue = s.get("queue") or {}
-        return (f"server: median/p99 from arrival, queueing included; items/s = achieved {_num(s['achieved_qps'])} "
-                f"q/s of {_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the "
-                f"system{_batched(s)}; LoadGen {_said(s)}")
+        return (f"server: median/p99 from {s.get('percentiles_from') or 'arrival'}, queueing included"
+                f"{_issue_stamp(s)}; items/s = achieved {_num(s['achieved_qps'])} q/s of "
+                f"{_num(s['scheduled_qps'])} scheduled; at most {queue.get('max', '?')} queries in the system"
+                f"{_batched(s)}; LoadGen {_said(s)}")
 
 
 class Offline(Server):
@@ -101,7 +100,7 @@ class Offline(Server):
 
     def measure(self, run: CellRun) -> Measurement:
         return run.in_worker_processes(lambda want, loaded: run_offline(
-            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
+            run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition))
 
     unranked_because = None  # its items/s is what it achieved with every query available
 
@@ -109,13 +108,17 @@ class Offline(Server):
         return "encoders"
 
     def served(self, cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
-        """Its items/s is the workers' closed loop, as the throughput scenario's; LoadGen's samples/s beside."""
+        """Its items/s is the samples LoadGen completed over its own clock, transfers and partial batches as
+        they were; over processes their geometric mean with a t interval."""
         serving, reasons = _serving_common(cell, measurements, indices)
-        m0 = measurements[0]
-        items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
-        serving["samples_per_s"] = float(np.mean([m.details["serving"]["samples_per_s"] for m in measurements]))
-        throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * m0.tokens_per_item,
-                      "ci95": list(ci) if ci else None, "wall_items_per_s": serving["samples_per_s"]}
+        rates = [m.details["serving"]["samples_per_s"] for m in measurements]
+        items_per_s, ci = rates[0], None
+        if len(rates) > 1:
+            point, lo, hi = over_processes(rates)
+            items_per_s, ci = float(point), [float(lo), float(hi)]
+        serving["samples_per_s"] = items_per_s
+        throughput = {"items_per_s": items_per_s, "tokens_per_s": items_per_s * measurements[0].tokens_per_item,
+                      "ci95": ci, "wall_items_per_s": items_per_s}
         return {"serving": serving, "throughput": throughput, "reasons": reasons}
 
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
@@ -132,8 +135,9 @@ def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[i
     the verdict's reasons LoadGen and the targets gave, naming the repetition."""
     figures = [m.details["serving"] for m in measurements]
     serving = {**figures[0], "settings": cell.serving.to_dict() if cell.serving else None}
-    if measurements[0].details.get("find_max_qps"):
-        serving["find_max_qps"] = measurements[0].details["find_max_qps"]
+    searches = [m.details["find_max_qps"] for m in measurements if m.details.get("find_max_qps")]
+    if searches:
+        serving["find_max_qps"] = _searches(searches)
     reasons = [reason + (f" (repetition {r + 1})" if len(figures) > 1 else "")
                for r, f in zip(indices, figures) for reason in f["reasons"]]
     if len(figures) > 1:
@@ -142,8 +146,66 @@ def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[i
     return serving, reasons
 
 
+def _pool(serving: dict, key: str, figures: list[dict], measurements: list[Measurement]) -> None:
+    """One figure (`latency`, `ttft`, `tpot`) over the processes: enginebench's stamps pooled; LoadGen's
+    percentiles, which keep no per-query values, as an interval over the processes (older figures: pooled)."""
+    ns = [np.concatenate(m.worker_samples) if key == "latency" else np.asarray(m.details[f"{key}_ns"])
+          for m in measurements]
+    pooled = percentiles(np.concatenate(ns) / 1e6)
+    if f"issue_{key}_ms" in serving:
+        serving[f"{key}_ms"] = _over_processes([f[f"{key}_ms"] for f in figures])
+        serving[f"issue_{key}_ms"] = pooled
+    else:
+        serving[f"{key}_ms"] = pooled
+
+
+def _searches(searches: list[dict]) -> dict:
+    """Every repetition's --find-max-qps search kept (`searches`); the first VALID one's trials and bracket
+    at the top, as one search leaves them. A search's bracket is where it stopped, not an interval: with two
+    or more searches that found a VALID rate, `max_qps` is their geometric mean and `max_qps_ci95` a t
+    interval over them."""
+    out = {**next((s for s in searches if s.get("max_qps")), searches[0])}
+    if len(searches) < 2:
+        return out
+    out["searches"] = searches
+    found = [s["max_qps"] for s in searches if s.get("max_qps")]
+    if len(found) >= 2:
+        point, lo, hi = over_processes(found)
+        out["max_qps"], out["max_qps_ci95"] = float(point), [float(lo), float(hi)]
+    return out
+
+
+def _over_processes(each: list[dict]) -> dict:
+    """Percentile figures given per process (LoadGen's, which keep no per-query latencies) as one: the
+    processes' geometric mean with a t interval over them (measure.stats.over_processes)."""
+    out = {}
+    for q in ("p50", "p90", "p99"):
+        values = [f[q]["value"] for f in each]
+        if min(values) <= 0:  # no logarithm (a TPOT of one-token requests): the median, no interval
+            out[q] = {"value": float(np.median(values)), "ci95": None, "processes": values}
+            continue
+        point, lo, hi = over_processes(values)
+        out[q] = {"value": float(point), "ci95": [float(lo), float(hi)], "processes": values}
+    return out
+
+
+def _issue_stamp(serving: dict) -> str:
+    """enginebench's own breakdown beside LoadGen's figures: from its issue callback, the wait for a worker
+    and the call alone (older results have none)."""
+    own = serving.get("issue_latency_ms")
+    if not own:
+        return ""
+    p99 = own["p99"]
+    ci = f" [{_num(p99['ci95'][0])}–{_num(p99['ci95'][1])}]" if p99.get("ci95") else ""
+    call = (serving.get("batching") or {}).get("call_ms_median")
+    return (f" (from enginebench's issue callback: p50 {_num(own['p50']['value'])}, p99 {_num(p99['value'])}{ci} ms;"
+            f" wait p99 {_num(serving['wait_ms']['p99'])} ms" + (f"; call {_num(call)} ms" if call else "") + ")")
+
+
 def _said(serving: dict) -> str:
-    return (serving.get("loadgen") or {}).get("validity", "no result")
+    """LoadGen's verdict, each repetition's when there are several."""
+    each = serving.get("repetitions") or [serving]
+    return ", ".join((f.get("loadgen") or {}).get("validity", "no result") for f in each)
 
 
 def _batched(serving: dict) -> str:
