@@ -6,7 +6,7 @@ baseline: "how much faster than what we run now" compares against the whole call
 
 Workload batches are token ids; prepare() decodes each row's real tokens (padding and special tokens dropped)
 back to text with the model's tokenizer, outside timing. The decoded text re-tokenises to the very same ids
-for the bundled workloads (checked in tests/test_sentence_transformers_engine.py), so every engine still sees
+for the bundled workloads (checked in tests/engines/test_sentence_transformers.py), so every engine still sees
 the same inputs, truncated to the same length.
 """
 

@@ -21,7 +21,7 @@ quantile with Welch–Satterthwaite degrees of freedom. Each side's variance:
   and 14% when processes differ by ~2%; this method in 5.2%, 4.0% and 4.3% — the 5% a 95% interval promises.
   The price is power: it finds a real 5% shift in 85% of trials with 20 calls a process, 95% with 2,000 (the
   percentile bootstrap: 99.5% and 100%, by claiming more than it knows). More processes buy power: with 5 a
-  side, 100% at 20 calls. tests/test_compare.py checks these rates.
+  side, 100% at 20 calls. tests/measure/test_compare.py checks these rates.
 - one process: the ordinary bootstrap of its values (`resamples`, seeded), n−1 degrees of freedom. Such an
   interval covers the within-process noise only — a second process may well sit 1-2% elsewhere — and callers
   must say so.

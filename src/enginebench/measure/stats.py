@@ -13,7 +13,7 @@ Why not the two-level bootstrap this module used before (resample the processes,
 them)? With k processes it is close to [fastest, slowest process]: the k-process bootstrap has (k−1)/k of the
 variance and normal tails where t's are needed, so it covered the true value in ~75% of cells with 3
 processes and ~50% with 2 whenever processes differed more than the samples inside one (the usual case).
-`benchmarks/ci_coverage.py` prints both methods' coverage; tests/test_ci_coverage.py holds the t interval to
+`benchmarks/ci_coverage.py` prints both methods' coverage; tests/measure/test_ci_coverage.py holds the t interval to
 93-98% for 2, 3, 5 and 10 processes.
 """
 

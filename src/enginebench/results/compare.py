@@ -11,7 +11,7 @@ threshold — when it is slower by more than the threshold with 95% confidence �
 whose CI excludes 1 but reaches inside the threshold is "no significant change", with a reason saying so. A gate
 built on that does not flap on noise: a true slowdown of exactly the threshold fails it at most 2.5% of the time;
 the slowdown it reliably catches is the threshold plus the CI's half-width (a few % with 3 processes a cell).
-On synthetic cells shaped like the default stopping rule (tests/test_compare.py), two draws of one distribution
+On synthetic cells shaped like the default stopping rule (tests/measure/test_compare.py), two draws of one distribution
 never failed the 5% gate in 400 seeded trials, and at threshold 0% were called different in 4-5% of them.
 Slowdown and speed-up are in time: 5% slower means the new takes 1.05× the time per call (or gives 1/1.05 the
 items/s), 5% faster that it takes 1/1.05 of it.
@@ -20,7 +20,7 @@ The threshold is the noise floor (5% by default): two runs minutes or days apart
 the spread within a run does not see, so a change smaller than it is never called, however narrow its CI.
 
 Many cells, one comparison: at 95% a cell each, 200 unchanged cells at threshold 0% call 3-5% of them changed,
-so nearly every such comparison calls some cell changed (tests/test_compare.py: 10 of 10). compare_runs judges the cells of one comparison as one family with Holm's step-down correction: with
+so nearly every such comparison calls some cell changed (tests/measure/test_compare.py: 10 of 10). compare_runs judges the cells of one comparison as one family with Holm's step-down correction: with
 m cells a CI, a cell is called changed only when its interval at confidence 1 - 0.05/k lies beyond the
 threshold, k = m at the first step and one less for each cell called at an earlier step — the family-wise
 confidence stays 95% (the chance that any unchanged cell is called changed is at most 5%; simulated with 200
