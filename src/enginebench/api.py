@@ -235,9 +235,12 @@ def _check_same_plan(run: Run, plan, stored: dict) -> None:
     config = run.config
     workloads = json.loads(json.dumps({k: w.spec.to_dict() for k, w in plan.workloads.items()}))
     stored_workloads = config.get("workloads", workloads)
-    for name, spec in workloads.items():  # a run stored before the corpus digest was recorded
-        if "digest" not in (stored_workloads.get(name) or {"digest": None}):
+    for name, spec in workloads.items():  # a run stored before the corpus digest or the padding was recorded
+        stored_spec = stored_workloads.get(name) or {"digest": None, "padding": None}
+        if "digest" not in stored_spec:
             spec.pop("digest")
+        if "padding" not in stored_spec and spec.get("padding") == "fixed":
+            spec.pop("padding")
     same = (config.get("repeat", plan.repeat) == plan.repeat
             and stored_workloads == workloads
             and config.get("cell_order") in (None, Orchestrator(plan).cell_order())

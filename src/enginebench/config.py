@@ -21,7 +21,7 @@ from enginebench.engines import engine_class, known_engines
 from enginebench.errors import UsageError
 from enginebench.scenarios.registry import (default_scenarios, runnable_scenarios, scenario_class,
                                              scenario_option_values, scenario_options)
-from enginebench.workloads import WORKLOADS
+from enginebench.workloads import PADDINGS, WORKLOADS
 
 VERSION = 1  # of the stored JSON; from_dict refuses another
 
@@ -166,6 +166,7 @@ class RunConfig:
     prompt_lens: list[int] | None = None
     gen_lens: list[int] | None = None
     corpus: str | None = None
+    padding: str | None = None  # workloads.PADDINGS [fixed]
     seed: int = 0
     quick: bool = False
     duration_s: float | None = None
@@ -292,7 +293,7 @@ OPTIONS = (
     Option("workers", "workers", "list"), Option("threads", "threads", "list"),
     Option("threads_per_worker", "threads_per_worker", "list"), Option("seq_len", "seq_len"),
     Option("prompt_len", "prompt_lens", "list"), Option("gen_len", "gen_lens", "list"), Option("corpus", "corpus"),
-    Option("seed", "seed"), Option("quick", "quick", "bool"), Option("duration", "duration_s", unit="s"),
+    Option("padding", "padding"), Option("seed", "seed"), Option("quick", "quick", "bool"), Option("duration", "duration_s", unit="s"),
     Option("min_samples", "min_samples"), Option("warmup", "warmup_s", unit="s"), Option("repeat", "repeat"),
     Option("timeout", "timeout_s", unit="s"), Option("load_timeout", "load_timeout_s", unit="s"),
     Option("option", "engine_options", "list"), Option("cpus", "cpus"), Option("until", "until"),
@@ -344,7 +345,7 @@ def parse(given: dict) -> RunConfig:
         precisions=precisions, workloads=workloads, scenarios=scenarios, batch_sizes=sizes["batch_size"],
         workers=sizes["workers"], threads=sizes["threads"], threads_per_worker=sizes["threads_per_worker"],
         seq_len=seq_len, prompt_lens=lens["prompt_len"], gen_lens=lens["gen_len"], corpus=_text(g.get("corpus")),
-        seed=seed, quick=bool(g.get("quick", False)), **rule,
+        padding=_padding(g.get("padding")), seed=seed, quick=bool(g.get("quick", False)), **rule,
         repeat=positive_int("--repeat", g["repeat"]) if "repeat" in g else None,
         timeout_s=_duration("--timeout", g.get("timeout"), default=RunConfig.timeout_s),
         load_timeout_s=_duration("--load-timeout", g.get("load_timeout"), default=RunConfig.load_timeout_s),
@@ -352,6 +353,15 @@ def parse(given: dict) -> RunConfig:
         max_memory_mb=megabytes("--max-memory", g["max_memory"]) if "max_memory" in g else None,
         retries=whole_number("--retries", g.get("retries", 0), "2"), serving=serving,
         scenario_options=options, scenario_settings=settings)
+
+
+def _padding(value) -> str | None:
+    if value is None:
+        return None
+    if str(value) not in PADDINGS:
+        raise UsageError(f"unknown --padding {value!r}: use fixed (every input padded to --seq-len) or dynamic "
+                         f"(each batch cut to its longest input)")
+    return str(value)
 
 
 def _text(value) -> str | None:

@@ -72,7 +72,8 @@ def plan_from_config(config: RunConfig):
         model = cut_model_spec(model, config.until)
     workloads = config.workloads or list(WORKLOADS)
     data = {w: build_workload(w, model.path, seq_len=config.seq_len or 128, seed=config.seed,
-                              corpus=config.corpus or DEFAULT_CORPUS, max_positions=model.max_positions)
+                              corpus=config.corpus or DEFAULT_CORPUS, max_positions=model.max_positions,
+                              padding=config.padding or "fixed")
             for w in workloads}
     grid = Grid(engines, precisions, workloads, given("batch_sizes"), config.workers or [cores], threads["latency"],
                 threads["throughput"], cores, serving)
@@ -155,8 +156,8 @@ def _decoder_plan(config: RunConfig, model, engines, precisions, threads, cores,
     engine x precision x workers x request shape (--prompt-len x --gen-len)."""
     scenarios = config.scenarios or default_scenarios("decoder")
     _check_kinds(scenarios, model)
-    if config.workloads or config.seq_len:
-        raise UsageError("--workload/--seq-len are for encoders: decoders take --prompt-len and --gen-len")
+    if config.workloads or config.seq_len or config.padding:
+        raise UsageError("--workload/--seq-len/--padding are for encoders: decoders take --prompt-len and --gen-len")
     prompt_lens = config.prompt_lens or []
     gen_lens = config.gen_lens or DEFAULT_GEN_LENS
     if min(gen_lens) < 2:

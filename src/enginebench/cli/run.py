@@ -32,6 +32,9 @@ def add_parsers(sub) -> None:
     run.add_argument("--gen-len", **lst, help="decoders: tokens generated, one tg test each [128]")
     run.add_argument("--llm-config", metavar="FILE", help="decoders: a JSON file of Llama config fields; "
                      "benchmarks a Llama of that shape with random weights (instead of --model)")
+    run.add_argument("--padding", help="fixed: every input padded to --seq-len; dynamic: each batch cut to its "
+                     "longest input, as serving stacks do and sentence-transformers always does "
+                     "[fixed]")
     run.add_argument("--corpus", help="corpus file: .txt (a document per line), .jsonl (field text), .parquet (column text) [Python's docs]")
     run.add_argument("--seed", default=DEFAULTS["seed"],
                      help="seeds the workload sampling and the order of cells per repetition [0]")

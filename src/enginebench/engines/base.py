@@ -36,6 +36,11 @@ class Session(ABC):
     def run(self, prepared: Any) -> np.ndarray:
         """Run one batch; return sentence embeddings [batch, hidden] as a numpy array. This is what is timed."""
 
+    def computed_positions(self, batch: TokenBatch) -> int:
+        """Token positions one call computes for `batch`: every row to the batch's length, unless the engine
+        cuts the batch itself (sentence-transformers re-tokenises and stops at its longest input)."""
+        return batch.size * batch.seq_len
+
     def close(self) -> None:
         pass
 

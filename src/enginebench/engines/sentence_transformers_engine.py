@@ -50,6 +50,9 @@ class SentenceTransformersSession(Session):
         self.executed_precision = executed_precision
         self.details = details
 
+    def computed_positions(self, batch: TokenBatch) -> int:
+        return batch.size * batch.longest  # pads each batch to its longest input, whatever the workload's padding
+
     def prepare(self, batch: TokenBatch) -> EncodeCall:
         rows = zip(batch.input_ids, batch.attention_mask.astype(bool))
         texts = self.tokenizer.decode_batch([ids[mask].tolist() for ids, mask in rows], skip_special_tokens=True)

@@ -5,8 +5,8 @@ What is in it: engine, precision, scenario, workload (its name, the digest of it
 batch size, workers and threads; the model by its content (ModelSpec.content_hash, which keys every cached
 conversion, from Run.config["model"]) and where it was cut (`--until`); every engine option (Result.engine_options
 holds all of them, defaults included: a changed default changes the work); the serving settings (qps, SLOs,
-max batch, max wait, find-max-qps, LoadGen's seed); the scenario's own settings (Result.settings). Padding is
-no option: every input is padded or truncated to seq_len, so seq_len and the text say it.
+max batch, max wait, find-max-qps, LoadGen's seed); the scenario's own settings (Result.settings); the
+padding (--padding: fixed to seq_len or dynamic; a run stored before the option existed padded to seq_len).
 
 What is not: the engine's version, the machine, the stopping rule, the number of processes — they change how a
 figure came out, not what was measured; compare says them apart as differences between the runs.
@@ -45,6 +45,7 @@ class CellIdentity:
     until: str | None  # the node the model was cut at, "" for the whole model; None: unrecorded
     corpus_digest: str | None  # the workload's text (WorkloadSpec.digest); None: unrecorded
     seed: int | None  # the workload's sampling seed (None: unrecorded; 0 for titles, which samples nothing)
+    padding: str = "fixed"  # --padding; runs stored before it existed padded every batch to seq_len
     engine_options: Pairs = ()
     serving: Pairs | None = None  # the serving scenarios' settings (plan.Serving)
     settings: Pairs | None = None  # the scenario's own settings
@@ -80,7 +81,7 @@ def cell_identity(r: Result, run: Run | None = None) -> CellIdentity:
         batch_size=r.batch_size, workers=r.workers, threads=r.threads, model=r.model,
         model_digest=model.get("content_hash") if model else None,
         until=(model.get("until") or "") if model else None,
-        corpus_digest=workload.get("digest"), seed=seed,
+        corpus_digest=workload.get("digest"), seed=seed, padding=workload.get("padding") or "fixed",
         engine_options=_pairs(r.engine_options or {}), serving=_pairs(serving), settings=_pairs(r.settings))
 
 
@@ -133,7 +134,7 @@ class Matching:
 
     def parts(self, i: CellIdentity) -> tuple[tuple[str, object], ...]:
         """(field, value) for each part the identities are matched on."""
-        out = [(f, getattr(i, f)) for f in ("engine", "precision", "scenario", "workload", "seq_len",
+        out = [(f, getattr(i, f)) for f in ("engine", "precision", "scenario", "workload", "seq_len", "padding",
                                              "batch_size", "workers", "threads")]
         out.append(("model content", i.model_digest) if "model_digest" in self.fields else ("model", i.model))
         out += [(_LABELS[f], getattr(i, f)) for f in _OPTIONAL if f in self.fields]
@@ -160,7 +161,8 @@ class Matching:
 
 
 _WORK = (("model_digest", "other model content"), ("until", "other model cut (--until)"),
-         ("seq_len", "other seq_len"), ("corpus_digest", "other corpus"), ("seed", "other workload seed"))
+         ("seq_len", "other seq_len"), ("padding", "other padding"), ("corpus_digest", "other corpus"),
+         ("seed", "other workload seed"))
 
 
 def work_difference(a: CellIdentity, b: CellIdentity) -> str | None:
@@ -177,10 +179,29 @@ def work_difference(a: CellIdentity, b: CellIdentity) -> str | None:
     return None
 
 
+def positions_share(a: Result, b: Result) -> float | None:
+    """`b`'s token positions computed per input as a share of `a`'s, where both recorded them (latency and
+    throughput cells since --padding); 1.0 when both computed the same work."""
+    pa, pb = ((r.details or {}).get("positions_per_item") for r in (a, b))
+    return pb / pa if pa and pb else None
+
+
+def positions_note(a: Result, b: Result, tolerance: float = 0.02) -> str:
+    """A note when `b` computed a share of `a`'s token positions other than 1 (an engine that cuts each batch to
+    its longest input against one that pads to seq_len): their speed-up is not on the same work. "" otherwise."""
+    share = positions_share(a, b)
+    if share is None or abs(share - 1) <= tolerance:
+        return ""
+    return (f" [{b.engine} computed {share:.0%} of {a.engine}'s token positions: not the same work; "
+            f"--padding dynamic cuts every engine's batches to their longest input]")
+
+
 def work_text(i: CellIdentity) -> str:
-    """`seq 128 · the whole model`, `seq 64 · cut at /encoder/layer.1/Add`."""
+    """`seq 128 · the whole model`, `seq 64 · dynamic padding · cut at /encoder/layer.1/Add`."""
     cut = "" if i.until is None else " · " + (f"cut at {i.until}" if i.until else "the whole model")
-    return f"seq {i.seq_len}{cut}"
+    padding = " · dynamic padding" if i.padding == "dynamic" else ""
+    return f"seq {i.seq_len}{padding}{cut}"
 
 
-__all__ = ["CellIdentity", "cell_identity", "Matching", "work_difference", "work_text"]
+__all__ = ["CellIdentity", "cell_identity", "Matching", "work_difference", "work_text", "positions_share",
+           "positions_note"]

@@ -29,7 +29,8 @@ from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
 from enginebench.results.build import pooled
-from enginebench.results.identity import CellIdentity, cell_identity, work_difference, work_text
+from enginebench.results.identity import (CellIdentity, cell_identity, positions_note, positions_share,
+                                          work_difference, work_text)
 from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import scenario_class, table_of
 
@@ -90,6 +91,7 @@ class Comparison:
     run_id: str
     speedup: Ratio | None  # None when the other result is the best itself
     one_process: bool = False  # a side measured in one process: its CI covers noise within a process only
+    best: Result | None = None  # what `other` is compared with
 
     @property
     def significant(self) -> bool:
@@ -99,13 +101,16 @@ class Comparison:
         if self.speedup is None:
             return f"vs {self.label}: it is this configuration itself"
         warn = "" if self.other.verdict.get("ok") else " [its verdict: warn]"
-        return f"vs {self.label}: {ratio_text(self.speedup)}" + warn + _one_process_note(self.one_process)
+        return (f"vs {self.label}: {ratio_text(self.speedup)}" + warn + _one_process_note(self.one_process)
+                + (positions_note(self.best, self.other) if self.best else ""))
 
     def to_dict(self) -> dict:
         return {"label": self.label, "run_id": self.run_id, "configuration": configuration(self.other),
                 "speedup": None if self.speedup is None else
                 {"value": self.speedup.value, "ci95": list(self.speedup.ci95) if self.speedup.ci95 else None},
-                "significant": self.significant, "one_process": self.one_process}
+                "significant": self.significant, "one_process": self.one_process,
+                # the other's token positions per input as a share of the best's (1.0: the same work)
+                "positions_share": positions_share(self.best, self.other) if self.best else None}
 
 
 @dataclass
@@ -434,9 +439,9 @@ def _closed_loop(r: Result) -> tuple[list, float]:
 
 def _compare(label: str, best: Result, other: Result, other_run: Run, kind: str) -> Comparison:
     if other is best:
-        return Comparison(label, other, other_run.run_id, None)
+        return Comparison(label, other, other_run.run_id, None, best=best)
     one = min(len(best.process_samples()), len(other.process_samples())) < 2
-    return Comparison(label, other, other_run.run_id, speedup(other, best, kind), one)
+    return Comparison(label, other, other_run.run_id, speedup(other, best, kind), one, best=best)
 
 
 def ratio_text(ratio: Ratio, better: str = "faster") -> str:

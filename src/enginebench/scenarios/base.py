@@ -148,11 +148,19 @@ def workload_args(result, corpus: str | None = None) -> list[str]:
     out = ["--workload", result.workload]
     if result.workload == "corpus":
         out += ["--seq-len", str(result.seq_len)] + (["--corpus", corpus] if corpus else [])
+    if ((result.details or {}).get("workload") or {}).get("padding") == "dynamic":
+        out += ["--padding", "dynamic"]
     return out
 
 
 def worker_args(result) -> list[str]:
     return ["--workers", str(result.workers), "--threads-per-worker", str(result.threads)]
+
+
+def positions_per_item(session, batches) -> float:
+    """Token positions the engine computed per input over `batches`, padding included (Session.computed_positions):
+    what makes two engines' figures on one workload the same work."""
+    return sum(session.computed_positions(b) for b in batches) / sum(b.size for b in batches)
 
 
 def encoder_roofline_of(cell: "Cell", measurements: list[Measurement], details: dict) -> dict | None:
@@ -163,6 +171,8 @@ def encoder_roofline_of(cell: "Cell", measurements: list[Measurement], details: 
         return None
     m0 = measurements[0]
     items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
+    # the positions the engine computed (fewer than seq_len where a batch was cut to its longest input)
+    seq_len = m0.details.get("positions_per_item") or seq_len
     return encoder_roofline(items_per_s, ci, seq_len, m0.executed_precision, cell.precision, details, m0.details)
 
 

@@ -105,7 +105,8 @@ def run_concurrency(load_session, workload, cell: Cell, rule: StoppingRule, fide
                     on_loaded=None) -> tuple[Measurement, np.ndarray | None]:
     """One cell: `cell.workers` sessions, `cell.settings.clients` clients, queries of `cell.batch_size` items."""
     clients = cell.settings.clients
-    pool = WorkerPool(load_session, workload.pool, cell.workers, cell.batch_size, 0.0, fidelity_inputs)
+    pool = WorkerPool(load_session, workload.pool, cell.workers, cell.batch_size, 0.0, fidelity_inputs,
+                      dynamic=workload.dynamic_padding)
     try:
         ready = pool.start()
         if on_loaded is not None:

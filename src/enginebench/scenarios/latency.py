@@ -9,7 +9,8 @@ from enginebench.engines.base import Session
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.plan import Cell
-from enginebench.scenarios.base import CellRun, Grid, Measurement, Scenario, encoder_roofline_of
+from enginebench.scenarios.base import (CellRun, Grid, Measurement, Scenario, encoder_roofline_of,
+                                        positions_per_item)
 from enginebench.workloads import WorkloadData
 
 
@@ -17,7 +18,7 @@ def run_latency(session: Session, workload: WorkloadData, batch_size: int, rule:
                 load_s: float) -> Measurement:
     batches = workload.batches(batch_size)
     prepared = [session.prepare(b) for b in batches]
-    details = dict(session.details)
+    details = {**session.details, "positions_per_item": positions_per_item(session, batches)}
     start_peak_window(details)  # the peak covers this cell; the loaded model stays resident and is counted
     marks: dict[str, float] = {}
     samples = measure_calls(session.run, prepared, rule, after_warmup=lambda: marks.update(start=time.perf_counter()))

@@ -50,22 +50,22 @@ def loadgen_version() -> str | None:
         return None
 
 
-def rows_batch(pool: TokenBatch, rows) -> TokenBatch:
-    """The pool items at `rows` as one batch (what a server concatenates from the queued requests)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return TokenBatch(*(np.ascontiguousarray(a[rows]) for a in (pool.input_ids, pool.attention_mask,
-                                                                 pool.token_type_ids)))
+def rows_batch(pool: TokenBatch, rows, dynamic: bool = False) -> TokenBatch:
+    """The pool items at `rows` as one batch (what a server concatenates from the queued requests); `dynamic`:
+    cut to its longest input (--padding dynamic)."""
+    batch = pool.take(rows)
+    return batch.trimmed() if dynamic else batch
 
 
 # -- the workers ----------------------------------------------------------------------------------------------
-def _warm_up(session, pool: TokenBatch, max_batch: int, warmup_s: float) -> dict:
+def _warm_up(session, pool: TokenBatch, max_batch: int, warmup_s: float, dynamic: bool) -> dict:
     """Every batch size the batcher can form runs once (engines that compile per shape do it now, not while
     serving), then the smallest and the largest batch alternate for `warmup_s`. Returns the median call time,
     ns, of each of those two sizes: the capacity estimates that --find-max-qps and offline start from."""
     for size in range(1, max_batch + 1):
-        session.run(session.prepare(rows_batch(pool, np.arange(size) % pool.size)))
+        session.run(session.prepare(rows_batch(pool, np.arange(size) % pool.size, dynamic)))
     sizes = sorted({1, max_batch})
-    prepared = {s: session.prepare(rows_batch(pool, np.arange(s) % pool.size)) for s in sizes}
+    prepared = {s: session.prepare(rows_batch(pool, np.arange(s) % pool.size, dynamic)) for s in sizes}
     times: dict[int, list[int]] = {s: [] for s in sizes}
     deadline = time.perf_counter() + warmup_s
     while True:
@@ -79,7 +79,7 @@ def _warm_up(session, pool: TokenBatch, max_batch: int, warmup_s: float) -> dict
 
 
 def _worker_main(index: int, tasks, done, load_session, pool: TokenBatch, max_batch: int, warmup_s: float,
-                 fidelity_inputs) -> None:
+                 fidelity_inputs, dynamic: bool) -> None:
     from enginebench.measure.memory import peak_rss_mb, start_peak_window
 
     try:
@@ -89,7 +89,7 @@ def _worker_main(index: int, tasks, done, load_session, pool: TokenBatch, max_ba
         outputs = session.run(session.prepare(fidelity_inputs)) if fidelity_inputs is not None else None
         details = dict(session.details)
         start_peak_window(details)
-        service_ns = _warm_up(session, pool, max_batch, warmup_s)
+        service_ns = _warm_up(session, pool, max_batch, warmup_s, dynamic)
         done.send(("ready", index, {"load_s": load_s, "service_ns": service_ns, "details": details,
                                     "executed_precision": session.executed_precision, "outputs": outputs}))
         while True:
@@ -97,7 +97,7 @@ def _worker_main(index: int, tasks, done, load_session, pool: TokenBatch, max_ba
             if task is _STOP:
                 break
             batch_id, rows = task
-            prepared = session.prepare(rows_batch(pool, rows))
+            prepared = session.prepare(rows_batch(pool, rows, dynamic))
             start = time.perf_counter_ns()
             session.run(prepared)
             done.send(("done", batch_id, start, time.perf_counter_ns()))
@@ -114,9 +114,9 @@ class WorkerPool(ProcessPool):
     and warmed up once and then serving any number of LoadGen runs."""
 
     def __init__(self, load_session, pool: TokenBatch, workers: int, max_batch: int, warmup_s: float,
-                 fidelity_inputs: TokenBatch | None = None):
-        super().__init__(_worker_main, [(load_session, pool, max_batch, warmup_s, fidelity_inputs if i == 0 else None)
-                                        for i in range(workers)])
+                 fidelity_inputs: TokenBatch | None = None, dynamic: bool = False):
+        super().__init__(_worker_main, [(load_session, pool, max_batch, warmup_s, fidelity_inputs if i == 0 else None,
+                                         dynamic) for i in range(workers)])
         self.pool = pool
 
     def send(self, worker: int, batch_id: int, rows: list[int]) -> None:

@@ -33,7 +33,8 @@ def run_offline(load_session, workload, cell: Cell, rule: StoppingRule, fidelity
     """One offline cell. The Measurement's samples are, per worker, its session calls (ns), each on a batch of
     up to `cell.serving.max_batch` queries: the same closed loop as the throughput scenario, fed by LoadGen."""
     max_batch = cell.serving.max_batch
-    pool = WorkerPool(load_session, workload.pool, cell.workers, max_batch, rule.warmup_s, fidelity_inputs)
+    pool = WorkerPool(load_session, workload.pool, cell.workers, max_batch, rule.warmup_s, fidelity_inputs,
+                      dynamic=workload.dynamic_padding)
     try:
         ready = pool.start()
         if on_loaded is not None:

@@ -320,7 +320,8 @@ def run_server(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_
     (loadgen_seeds: the repetition and the run's number), recorded with its figures; `on_trial(seconds)` hears
     how long each is expected to take before it starts."""
     serving: Serving = cell.serving
-    pool = WorkerPool(load_session, workload.pool, cell.workers, serving.max_batch, rule.warmup_s, fidelity_inputs)
+    pool = WorkerPool(load_session, workload.pool, cell.workers, serving.max_batch, rule.warmup_s, fidelity_inputs,
+                      dynamic=workload.dynamic_padding)
     byes: list[dict] = []
     try:
         ready = pool.start()

@@ -17,8 +17,8 @@ import numpy as np
 from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.plan import Cell
-from enginebench.scenarios.base import (CellRun, Grid, Measurement, Scenario, encoder_roofline_of, worker_args,
-                                        workload_args)
+from enginebench.scenarios.base import (CellRun, Grid, Measurement, Scenario, encoder_roofline_of, positions_per_item,
+                                        worker_args, workload_args)
 
 BARRIER_TIMEOUT_S = 600
 
@@ -32,7 +32,7 @@ def _worker(index: int, load_session, workload, batch_size: int, rule: StoppingR
         batches = workload.batches(batch_size)
         prepared = [session.prepare(b) for b in batches]
         outputs = session.run(session.prepare(want_outputs)) if want_outputs is not None else None
-        details = dict(session.details)
+        details = {**session.details, "positions_per_item": positions_per_item(session, batches)}
         out.put(("loaded", index))
         start_peak_window(details)  # as in every scenario: the peak covers warm-up and measurement, not the load
         marks: dict[str, int] = {}
