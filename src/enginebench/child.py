@@ -5,6 +5,7 @@ Kept light at import time: engine libraries are imported only after thread limit
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import time
 import traceback
@@ -94,6 +95,9 @@ def child_main(job: Job, out, go=None) -> None:
     # (seen: "terminate called ... Resource deadlock avoided"), which must not cost results already sent.
     out.close()
     out.join_thread()
+    # os._exit skips multiprocessing's own exit hooks, so semaphores a library made here (sentence-transformers'
+    # imports make one) would stay registered and the tracker would warn of a leak when the run ends
+    multiprocessing.util._run_finalizers(0)
     os._exit(0)
 
 
