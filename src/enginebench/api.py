@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,7 +43,7 @@ def new_run_id() -> str:
 
 def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = None, argv: list[str] | None = None,
             on_start=None, on_result=None, launcher=None, run_id: str | None = None,
-            resuming: Resumption | None = None) -> Run:
+            resuming: Resumption | None = None, on_note=None) -> Run:
     """Run a checked Plan: one child process per cell and repetition; each result is stored the moment it
     arrives (a crash later loses nothing measured). `config`: the configuration the plan came from, stored with
     the run (resume reads it back); `argv`: the command stored instead for a plan no configuration gives (tune's
@@ -73,7 +74,7 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
         if on_result:
             on_result(index, result)
 
-    emit = start_run(store, plan, orchestrator, run.run_id, on_start=on_start, on_result=arrived)
+    emit = start_run(store, plan, orchestrator, run.run_id, on_start=on_start, on_result=arrived, on_note=on_note)
     try:
         orchestrator.run(emit)
     except KeyboardInterrupt as e:
@@ -87,15 +88,16 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
 
 
 def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = None, on_start=None,
-              on_result=None):
+              on_result=None, on_note=None):
     """Ready `launcher` to measure `plan` into the stored run `run_id` (every run, a sweep's parts too, is
     measured through here): the plan gets this machine's stored speed for its rooflines, `on_start` sees
     each cell, and the emit returned stores each result the moment it arrives (under its sweep key when `keys`
-    are given), then tells `on_result`."""
+    are given), then tells `on_result`. `on_note(text)` hears what happens before the first cell (the machine's
+    ceilings measured once)."""
     if launcher.where == "local":  # another machine's speed is not known here
         from enginebench.measure.peak import run_speed
 
-        plan.machine_speed = run_speed(store.machine_speed(socket.gethostname()))
+        plan.machine_speed = run_speed(this_machine_speed(store, plan, on_note))
     if on_start:
         launcher.on_start = on_start
 
@@ -105,6 +107,32 @@ def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = No
             on_result(index, result)
 
     return emit
+
+
+def this_machine_speed(store, plan, on_note=None) -> dict | None:
+    """This machine's roofline ceilings (`enginebench machine`): from `store`, else from the per-machine cache
+    (a run with another --db measured them), else, when a cell of the plan shows a roofline, measured now,
+    before the first cell (about half a minute), and kept in both."""
+    from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed, measured_here
+    from enginebench.scenarios.registry import scenario_class
+
+    speed = store.machine_speed(socket.gethostname())
+    if measured_here(speed):
+        return speed
+    cached = cached_machine_speed()
+    if cached is None:
+        if not any(scenario_class(c.scenario).uses_roofline for c in getattr(plan, "cells", ())):
+            return speed
+        if on_note:
+            on_note("no roofline ceilings for this machine yet: measuring memory bandwidth and GEMM FLOP/s per "
+                    "precision once, before the first cell (about 30 s; `enginebench machine` does it alone)")
+        t0 = time.perf_counter()
+        cached = measure_and_cache_machine_speed()
+        if on_note:
+            on_note(f"ceilings measured in {time.perf_counter() - t0:.0f} s: bandwidth {cached['bandwidth_gbs']:.1f} "
+                    f"GB/s, fp32 GEMM {cached['gemm_gflops']:.0f} GFLOP/s; kept for every later run here")
+    store.add_machine_speed(cached)
+    return cached
 
 
 def run_record(plan, launcher, *, config: RunConfig | None, argv: list[str] | None = None) -> dict:

@@ -146,7 +146,8 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
         with bar.progress:
             bar.on_total(launcher.deliveries())
             run = execute(plan, db=args.db, on_start=bar.on_start, on_result=bar.on_result, launcher=launcher,
-                          run_id=run_id, **execute_args)
+                          run_id=run_id, on_note=lambda text: err.print(text, style="dim", highlight=False,
+                                                                        soft_wrap=True), **execute_args)
     except KeyboardInterrupt:
         return _interrupted(run_id, args, err)
     if args.json:

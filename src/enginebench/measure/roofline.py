@@ -34,6 +34,8 @@ import numpy as np
 
 from enginebench.measure import cpu_features
 from enginebench.measure.cpu_features import cpu_flags
+from enginebench.measure.machine import machine_info
+from enginebench.models.artifacts import artifact_key, cache_root
 
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
 TRIAD_BLOCK = 1 << 15  # 256 KiB per array block: three blocks fit in L2
@@ -382,3 +384,44 @@ def decode_roofline(tokens_per_s: float, batch: int, params: int, precision: str
 __all__ = ["measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "gemm_ceiling", "best_gemm",
            "time_gemms", "GEMM_LIBRARIES", "torch_bf16_gemm", "int8_gemm", "GemmUnavailable", "decode_roofline",
            "weight_bytes", "BYTES_PER_PARAM"]
+
+
+# -- measured once per machine ------------------------------------------------------------------------------------
+
+def _speed_cache_file():
+    """Where this machine's measured ceilings are kept beside the artifact cache, so a run with any --db reuses
+    them: keyed by host, CPU model, cores and the CPU features the process may use."""
+    info = machine_info()
+    key = artifact_key(info["hostname"], info["cpu"], str(info["logical_cores"]),
+                       ",".join(cpu_features.current().narrowed_to or ["native"]))
+    return cache_root() / "machine-speed" / f"{key}.json"
+
+
+def measured_here(speed: dict | None) -> bool:
+    """A stored measurement that holds for this process: this host, under the same CPU features."""
+    return bool(speed) and speed.get("hostname") == socket.gethostname() and (
+        (speed.get("details") or {}).get("cpu_features", {}).get("narrowed_to") == cpu_features.current().narrowed_to)
+
+
+def cached_machine_speed() -> dict | None:
+    import json
+
+    path = _speed_cache_file()
+    try:
+        speed = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return speed if measured_here(speed) else None
+
+
+def measure_and_cache_machine_speed() -> dict:
+    """measure_machine(), kept for every later run on this machine (written whole, then renamed)."""
+    import json
+
+    speed = measure_machine()
+    path = _speed_cache_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(speed))
+    tmp.replace(path)
+    return speed

@@ -1,0 +1,64 @@
+"""A run on a machine without stored ceilings measures them before its first cell, says so, and keeps them for
+every later run on the machine, whatever its --db; CPU features narrowed by ENGINEBENCH_CPU_FEATURES are another
+machine's ceilings."""
+
+import functools
+import socket
+from types import SimpleNamespace
+
+import pytest
+
+from enginebench.api import this_machine_speed
+from enginebench.measure import cpu_features
+from enginebench.measure import roofline
+from enginebench.plan import Cell
+from enginebench.results.store import ResultStore
+
+
+@pytest.fixture
+def counted(monkeypatch, tmp_path):
+    """Real measurements, small enough for a test, counted; a cache of this test's own."""
+    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(cpu_features.ENV, raising=False)
+    calls = []
+    small = functools.partial(roofline.measure_machine, triad_elements=1 << 18, gemm_n=128, runs=1)
+    monkeypatch.setattr(roofline, "measure_machine", lambda: calls.append(1) or small())
+    return calls
+
+
+def _plan(scenario: str):
+    return SimpleNamespace(cells=[Cell("onnxruntime", "fp32", scenario, "titles", 1, 1, 2)])
+
+
+def test_the_first_run_measures_the_ceilings_once_and_every_later_one_reuses_them(counted, tmp_path):
+    notes = []
+    with ResultStore(str(tmp_path / "a.db")) as a:
+        speed = this_machine_speed(a, _plan("latency"), notes.append)
+        assert counted == [1] and speed["hostname"] == socket.gethostname() and speed["gemm_gflops"] > 0
+        assert "measuring memory bandwidth and GEMM" in notes[0] and "ceilings measured in" in notes[1]
+        assert a.machine_speed(socket.gethostname())["measured_at"] == speed["measured_at"]  # stored with the run
+        assert this_machine_speed(a, _plan("latency"))["measured_at"] == speed["measured_at"]
+    with ResultStore(str(tmp_path / "b.db")) as b:  # another database on the same machine
+        assert this_machine_speed(b, _plan("throughput"))["measured_at"] == speed["measured_at"]
+        assert b.machine_speed(socket.gethostname())["measured_at"] == speed["measured_at"]
+    assert counted == [1]
+
+
+def test_a_plan_that_shows_no_roofline_measures_nothing(counted, tmp_path):
+    notes = []
+    with ResultStore(str(tmp_path / "c.db")) as store:
+        assert this_machine_speed(store, _plan("server"), notes.append) is None
+    assert counted == [] and notes == []
+
+
+def test_narrowed_cpu_features_have_ceilings_of_their_own(counted, tmp_path, monkeypatch):
+    with ResultStore(str(tmp_path / "d.db")) as store:
+        native = this_machine_speed(store, _plan("latency"))
+        monkeypatch.setenv(cpu_features.ENV, "avx2")
+        narrowed = cpu_features.current().narrowed_to
+        avx2 = this_machine_speed(store, _plan("latency"))
+    if narrowed:  # an AVX-512 machine acting as an AVX2 one: its ceilings are measured under that set
+        assert counted == [1, 1] and avx2["measured_at"] >= native["measured_at"]
+        assert avx2["details"]["cpu_features"]["narrowed_to"] == narrowed
+    else:  # already an AVX2-only machine: the same ceilings
+        assert counted == [1] and avx2 == native
