@@ -64,3 +64,30 @@ def test_several_runs_stack_and_filter_like_any_frame():
     ok = frame.query("status == 'ok' and scenario == 'latency'")
     assert sorted(ok.groupby("run_id").size().items()) == [("a", 2), ("b", 2)]
     assert to_frame([]).empty and list(to_frame([]).columns) == list(COLUMNS)
+
+
+def test_a_served_result_shows_loadgens_own_percentiles_not_the_callbacks_stamps(tmp_path):
+    """LoadGen counts each query from its scheduled arrival; enginebench's stamp inside the issue callback (the
+    result's samples) can hide delays the system under test caused, so the row takes LoadGen's. The fixture's
+    server cell, from the code before LoadGen's figures came first, gets LoadGen percentiles above its stamps."""
+    import dataclasses
+    import shutil
+    from pathlib import Path
+
+    from enginebench.results.store import ResultStore
+
+    db = tmp_path / "s4.db"
+    shutil.copy(Path(__file__).parent.parent / "fixtures" / "schema4.db", db)
+    with ResultStore(db) as store:
+        runs = [store.load_run(run_id) for run_id, _, _ in store.run_ids()]
+    run = next(run for run in runs if any(r.scenario == "server" and r.status == "ok" for r in run.results))
+    served = next(r for r in run.results if r.scenario == "server" and r.status == "ok")
+    stamps = served.latency_ms
+    loadgen = {"p50": {"value": stamps["median"] * 1.5, "ci95": [stamps["median"] * 1.4, stamps["median"] * 1.7]},
+               "p90": {"value": stamps["median"] * 2, "ci95": None}, "p99": {"value": stamps["p99"] * 1.5, "ci95": None}}
+    later = dataclasses.replace(served, serving={**served.serving, "latency_ms": loadgen, "issue_latency_ms": stamps})
+    run = dataclasses.replace(run, results=[later])
+    row = to_frame(run).iloc[0]
+    assert row["p99_ms"] == pytest.approx(loadgen["p99"]["value"]) != stamps["p99"]
+    assert row["median_ms"] == pytest.approx(loadgen["p50"]["value"])
+    assert (row["median_ms_ci95_lo"], row["median_ms_ci95_hi"]) == pytest.approx(tuple(loadgen["p50"]["ci95"]))

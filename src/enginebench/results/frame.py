@@ -50,7 +50,7 @@ def result_row(run: Run, r: Result) -> dict:
 
     node = (r.details or {}).get("node") or {}
     m = {**(run.machine or {}), **node}  # measured on a Ray node: that node's machine, not the orchestrator's
-    lat, thr, fidelity = r.latency_ms or {}, r.throughput or {}, r.fidelity or {}
+    lat, thr, fidelity = _latency(r), r.throughput or {}, r.fidelity or {}
     quantization = (r.details or {}).get("quantization") or {}
     row = {
         "run_id": run.run_id, "created_at": run.created_at, "hostname": m.get("hostname"), "cpu": m.get("cpu"),
@@ -80,6 +80,17 @@ def result_row(run: Run, r: Result) -> dict:
         rate = getattr(r, name) or {}
         row.update(_with_ci(name, rate.get("median"), rate.get("ci95")))
     return row
+
+
+def _latency(r: Result) -> dict:
+    """The latency figures a row shows: a serving result's are LoadGen's own percentiles, counted from each
+    query's scheduled arrival (Result.serving), as its table shows them; enginebench's stamps only where a
+    result has none."""
+    served = (r.serving or {}).get("latency_ms") or {}
+    if not {"p50", "p99"} <= served.keys():
+        return r.latency_ms or {}
+    p50, p99 = ({"value": x} if not isinstance(x, dict) else x for x in (served["p50"], served["p99"]))
+    return {**(r.latency_ms or {}), "median": p50["value"], "ci95": p50.get("ci95"), "p99": p99["value"]}
 
 
 def _with_ci(name: str, value, ci) -> dict:
