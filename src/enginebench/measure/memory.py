@@ -15,6 +15,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def available_memory_bytes() -> int | None:
+    """The kernel's estimate of memory available to a new process without swapping (MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:
