@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("transformers")
 
 from helpers.sessions import load_session  # noqa: E402
-from helpers.tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
+from helpers.tiny_llama import argmax_agreement, forward_error, prompt_ids  # noqa: E402
 
 from enginebench.engines.base import DecoderSession  # noqa: E402
 from enginebench.engines.onnxruntime_decoder import OnnxRuntimeDecoderSession  # noqa: E402
@@ -105,11 +105,7 @@ def test_the_export_is_reused_not_redone(fp32, tiny_llama):
 
 @pytest.mark.engine
 def test_fp32_forward_logits_match_transformers(fp32, llama_reference, tiny_llama):
-    ids = prompt_ids(tiny_llama)
-    out = fp32.forward_logits(ids)
-    ref = llama_reference.logits(ids)
-    assert out.shape == ref.shape and out.dtype == np.float32
-    assert np.abs(out - ref).max() < FP32_MAX_ABS
+    assert forward_error(fp32, llama_reference, prompt_ids(tiny_llama)) < FP32_MAX_ABS
 
 
 @pytest.mark.engine
@@ -130,6 +126,8 @@ def test_prefill_starts_a_fresh_sequence_and_decode_needs_one(fp32, tiny_llama):
     a = fp32.prefill(ids)
     fp32.decode(ids[:, :1])
     np.testing.assert_array_equal(fp32.prefill(ids), a)
+    with pytest.raises(ValueError, match="sequences"):
+        fp32.decode(ids[:1, :1])
     fp32.reset()
     with pytest.raises(RuntimeError, match="prefill"):
         fp32.decode(ids[:, :1])
@@ -262,3 +260,42 @@ def test_smollm2_matches_torch_fp32_within_the_decoder_bounds(smollm2, smollm2_r
     assert result["ok"], result["failures"]
     session.close()
 
+
+
+# -- end to end: the generate and decoder server scenarios, in child processes ---------------------------------
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_generate_runs_both_precisions_with_figures_and_fidelity(tiny_llama):
+    from enginebench import api
+    from enginebench.results.report import precision_label
+
+    run = api.run(tiny_llama.path, db=None, engines="onnxruntime", precision="fp32,int8", prompt_len="16",
+                  gen_len="8", threads="1", duration="0.2s", warmup="0.05s", repeat="1")
+    by_cell = {(r.precision, r.workload): r for r in run.results if r.engine == "onnxruntime"}
+    assert set(by_cell) == {(p, t) for p in ("fp32", "int8") for t in ("pp16", "tg8")}
+    for (precision, test), r in by_cell.items():
+        assert r.status == "ok", r.error
+        assert r.executed_precision == precision and r.details["threads_used"] == 1
+        assert r.fidelity["ok"], r.fidelity["failures"]
+        if test == "pp16":
+            assert r.prefill_tokens_per_s["median"] > 0 and r.details["pp_timed_as"] == "prefill"
+        else:
+            assert r.decode_tokens_per_s["median"] > 0 and r.ttft_ms["median"] > 0 and r.itl_ms["n"] > 0
+    assert precision_label(by_cell["int8", "tg8"]) == "int8 (w8a8, 100% of MatMul FLOPs)"
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_the_decoder_server_batches_statically(tiny_llama):
+    """No per-sequence cache slots: requests that start together are prefilled and decoded together."""
+    pytest.importorskip("mlperf_loadgen")
+    from enginebench import api
+
+    run = api.run(tiny_llama.path, db=None, engines="onnxruntime", precision="fp32", scenario="server",
+                  qps="20", slo_ttft="500", slo_tpot="100", prompt_len="16", gen_len="4", max_batch="2",
+                  threads_per_worker="1", duration="0.5s", warmup="0.1s", repeat="1")
+    r = next(r for r in run.results if r.engine == "onnxruntime")
+    assert r.status == "ok", r.error
+    assert r.serving["kind"] == "decoder" and r.serving["batching"]["mode"] == "static"
+    assert r.fidelity and r.fidelity["ok"]

@@ -16,7 +16,7 @@ import numpy as np
 from enginebench.engines.base import DecoderSession
 from enginebench.engines.onnxruntime_cpu import graph_readback, session_options, threads_readback
 from enginebench.errors import UsageError
-from enginebench.measure.memory import available_memory_bytes
+from enginebench.measure.memory import memory_shortfall
 from enginebench.models.onnx_decoder_export import cache_names, onnx_decoder, onnx_decoder_key, read_signature
 from enginebench.models.spec import ModelSpec
 
@@ -32,12 +32,9 @@ def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
     (int8 is quantized from the fp32 export, so it needs the same)."""
     if precision not in DECODER_PRECISIONS:
         return f"onnxruntime runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
-    need = model.params * _LOAD_BYTES_PER_PARAM * _MEMORY_HEADROOM
-    available = available_memory_bytes()
-    if available is not None and need > available:
-        return (f"onnxruntime {precision} exports {model.name} in fp32 first and needs ~{need / 2**30:.0f} GiB for "
-                f"it, more than the {available / 2**30:.1f} GiB available: run it on a machine with more memory")
-    return None
+    reason = memory_shortfall("onnxruntime", f"{precision} (exported in fp32 first)", model.name,
+                              model.params * _LOAD_BYTES_PER_PARAM * _MEMORY_HEADROOM)
+    return reason and f"{reason}: run it on a machine with more memory"
 
 
 class OnnxRuntimeDecoderSession(DecoderSession):
@@ -65,19 +62,14 @@ class OnnxRuntimeDecoderSession(DecoderSession):
         self.details = details
         self._empty: dict[int, dict] = {}
         self.past: dict | None = None
-        self.position = 0
+        self.position = self.batch = 0
 
     def reset(self) -> None:
         self.past = None
         self.position = 0
 
     def _check_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.size == 0:
-            raise ValueError(f"expected token ids shaped [batch, n>0], got {tokens.shape}")
-        if tokens.min() < 0 or tokens.max() >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
-        return np.ascontiguousarray(tokens, dtype=np.int64)
+        return np.ascontiguousarray(self.checked_ids(tokens), dtype=np.int64)
 
     def _empty_past(self, batch: int) -> dict:
         """Zero-length past tensors for a fresh sequence, made once per batch size."""
@@ -98,13 +90,15 @@ class OnnxRuntimeDecoderSession(DecoderSession):
         if n >= self.max_positions:
             raise ValueError(f"prompt of {n} tokens leaves no room in {self.max_positions} positions")
         logits, self.past = self._run(tokens, self._empty_past(tokens.shape[0]), np.array([n - 1], dtype=np.int64))
-        self.position = n
+        self.position, self.batch = n, tokens.shape[0]
         return logits[:, 0]
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         if self.past is None:
             raise RuntimeError("decode() before prefill(): there is no sequence to continue")
         tokens = self._check_tokens(tokens)
+        if tokens.shape[0] != self.batch:
+            raise ValueError(f"decode() got {tokens.shape[0]} sequences; the cache holds {self.batch} (prefill them)")
         if self.position >= self.max_positions:
             raise ValueError(f"the sequence reached the model's {self.max_positions} positions")
         logits, self.past = self._run(tokens, self.past, np.zeros(1, dtype=np.int64))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
-from enginebench.measure.memory import available_memory_bytes
+from enginebench.measure.memory import memory_shortfall
 from enginebench.models.spec import ModelSpec
 
 DECODER_PRECISIONS = ("fp32", "bf16", "int8")
@@ -29,11 +29,7 @@ def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
     if precision not in DECODER_PRECISIONS:
         return f"torch runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
     need = model.params * _LOAD_BYTES_PER_PARAM[precision] * _MEMORY_HEADROOM
-    available = available_memory_bytes()
-    if available is not None and need > available:
-        return (f"torch {precision} needs ~{need / 2**30:.1f} GiB for {model.name}, more than the "
-                f"{available / 2**30:.1f} GiB available")
-    return None
+    return memory_shortfall("torch", precision, model.name, need)
 
 
 class TorchDecoderSession(DecoderSession):

@@ -31,13 +31,12 @@ that loads the file never holds PyTorch's copy of the weights.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
-from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.artifacts import artifact_key, cached_artifact, convert_in_subprocess
 from enginebench.models.spec import ModelSpec
 
 OPSET = 17
@@ -51,7 +50,8 @@ def onnx_decoder(model: ModelSpec) -> tuple[Path, dict]:
     """Path of the exported decoder.onnx and facts about the export (cached or not, seconds spent)."""
     key = onnx_decoder_key(model)
     started = time.perf_counter()
-    folder, cached = cached_artifact("onnx-decoder", key, lambda out: _export_in_subprocess(model.path, out))
+    folder, cached = cached_artifact("onnx-decoder", key, lambda out: convert_in_subprocess(
+        "enginebench.models.onnx_decoder_export", model.path, str(out), what="ONNX decoder export"))
     details = {
         "onnx_cached": cached, "onnx_export_s": round(time.perf_counter() - started, 3),
         "exporter": f"{EXPORTER} (torch {metadata.version('torch')}, opset {OPSET}), KV cache as inputs/outputs",
@@ -67,14 +67,6 @@ def onnx_decoder_key(model: ModelSpec) -> str:
 
 def read_signature(onnx_file: Path) -> dict:
     return json.loads((Path(onnx_file).parent / SIGNATURE_FILE).read_text())
-
-
-def _export_in_subprocess(model_path: str, out: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "enginebench.models.onnx_decoder_export", model_path, str(out)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"ONNX decoder export failed: {last}")
 
 
 def cache_names(layers: int) -> tuple[list[str], list[str]]:
