@@ -207,8 +207,10 @@ def test_int8_weights_are_eight_bit_blocks_of_the_fp32_export(fp32, int8):
 
 
 @pytest.mark.engine
-def test_int8_is_labelled_from_its_graph(int8):
+def test_int8_is_labelled_from_its_graph(int8, fp32):
     assert int8.executed_precision == "int8"
+    # what a decode step reads (the roofline's bytes): per block of 32 weights, 32 bytes and a float32 scale
+    assert int8.details["weight_bytes"] * 128 == fp32.details["weight_bytes"] * 36
     q = int8.details["quantization"]
     assert q["ops"] == {"MatMulNBits": q["matmuls"]["total"]} and q["layers_kept"] == []
     assert q["share_of_matmul_flops"] == 1.0 and q["weights"] == "int8" and q["activations"] == "int8"

@@ -117,6 +117,21 @@ class OnnxRuntimeDecoderSession(DecoderSession):
         self.session = None
 
 
+def matmul_weight_bytes(path) -> int:
+    """Bytes of the constant inputs of the graph's MatMul and MatMulNBits nodes (weights, scales): what one decode
+    step reads, for the bandwidth roofline. The embedding table is left out: a step gathers one row of it."""
+    import onnx
+
+    from enginebench.measure.quantization import onnx_outline
+
+    model = onnx_outline(path)
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype
+    sizes = {i.name: len(i.raw_data) or itemsize(i.data_type).itemsize * int(np.prod(i.dims))
+             for i in model.graph.initializer}
+    used = {name for node in model.graph.node if node.op_type in ("MatMul", "MatMulNBits") for name in node.input[1:]}
+    return sum(sizes[name] for name in used if name in sizes)
+
+
 def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxRuntimeDecoderSession:
     """The engine (engines/onnxruntime.py) dispatches decoders here; `options` are its OnnxRuntimeOptions."""
     import onnxruntime as ort
@@ -132,6 +147,7 @@ def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxR
         path, quantized = quantized_decoder_onnx(path, onnx_decoder_key(model))
         details.update(quantized)
     executed, graph_details = graph_readback(path, precision)
+    graph_details["weight_bytes"] = matmul_weight_bytes(path)
     session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
     details.update(graph_details, providers=session.get_providers(), **threads_readback(session),
                    kv_cache="float32 past_key_values in, present out (OrtValues kept in ONNX Runtime between calls)")
