@@ -9,7 +9,7 @@ pytest.importorskip("jax")
 pytest.importorskip("transformers")
 
 from helpers.sessions import load_session  # noqa: E402
-from helpers.tiny_llama import argmax_agreement, prompt_ids  # noqa: E402
+from helpers.tiny_llama import argmax_agreement, forward_error, prompt_ids  # noqa: E402
 
 from enginebench.engines.base import DecoderSession  # noqa: E402
 
@@ -35,11 +35,7 @@ def test_engine_dispatches_decoders_to_the_llama_session(sessions):
 
 
 def test_fp32_forward_logits_match_transformers(sessions, llama_reference, tiny_llama):
-    ids = prompt_ids(tiny_llama)
-    out = sessions["fp32"].forward_logits(ids)
-    ref = llama_reference.logits(ids)
-    assert out.shape == ref.shape and out.dtype == np.float32
-    assert np.abs(out - ref).max() < FP32_MAX_ABS
+    assert forward_error(sessions["fp32"], llama_reference, prompt_ids(tiny_llama)) < FP32_MAX_ABS
 
 
 def test_fp32_prefill_then_cached_decode_equals_full_forward(sessions, llama_reference, tiny_llama):

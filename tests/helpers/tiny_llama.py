@@ -46,5 +46,14 @@ class TransformersReference:
         return seq[:, prompt.shape[1]:]
 
 
+def forward_error(session, reference: TransformersReference, ids: np.ndarray) -> float:
+    """A decoder session's teacher-forced logits against the reference's on `ids`: same shape, float32, and the
+    largest absolute difference (returned)."""
+    out = session.forward_logits(ids)
+    ref = reference.logits(ids)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    return float(np.abs(out - ref).max())
+
+
 def argmax_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(-1) == b.argmax(-1)).mean())

@@ -242,6 +242,15 @@ class DecoderSession(ABC):
     details: dict
     vocab_size: int
 
+    def checked_ids(self, tokens) -> np.ndarray:
+        """`tokens` as an array of ids shaped [batch, n>0] within the vocabulary, or ValueError saying which."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.size == 0:
+            raise ValueError(f"expected token ids shaped [batch, n>0], got {tokens.shape}")
+        if tokens.min() < 0 or tokens.max() >= self.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+        return tokens
+
     @abstractmethod
     def reset(self) -> None:
         """Forget every cached token (start a new sequence)."""

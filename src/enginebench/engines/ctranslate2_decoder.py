@@ -82,12 +82,7 @@ class CTranslate2DecoderSession(DecoderSession):
 
     def _token_strings(self, tokens: np.ndarray) -> list[list[str]]:
         # generate_batch takes token strings only; ids map through the converted model's own vocabulary
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.size == 0:
-            raise ValueError(f"expected token ids shaped [batch, n>0], got {tokens.shape}")
-        if tokens.min() < 0 or tokens.max() >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
-        return [[self.vocabulary[i] for i in row] for row in tokens.tolist()]
+        return [[self.vocabulary[i] for i in row] for row in self.checked_ids(tokens).tolist()]
 
     def prepare_prompt(self, prompt: np.ndarray) -> PreparedPrompt:
         """The prompt as generate_batch takes it (token strings): done before timing, like every engine's inputs."""

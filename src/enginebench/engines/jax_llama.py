@@ -249,12 +249,7 @@ class JaxLlamaSession(DecoderSession):
         self.position = 0
 
     def _check_tokens(self, tokens: np.ndarray) -> np.ndarray:
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.size == 0:
-            raise ValueError(f"expected token ids shaped [batch, n>0], got {tokens.shape}")
-        if tokens.min() < 0 or tokens.max() >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
-        return tokens.astype(np.int32)
+        return self.checked_ids(tokens).astype(np.int32)
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
         tokens = self._check_tokens(tokens)

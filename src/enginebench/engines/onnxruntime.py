@@ -4,30 +4,26 @@ int8: dynamic quantization (models/onnx_quantize.py). int8-static: QDQ with cali
 (models/onnx_static_quantize.py); what it runs is read from the graph the session itself optimized, since a
 QDQ MatMul that ONNX Runtime does not fuse into an integer op (graph_optimization basic or disable) is an fp32
 MatMul on dequantized values.
+
+Decoders (Llama-family causal LMs) run through engines/onnxruntime_decoder.py: a graph exported with its KV
+cache as inputs and outputs, in fp32 or int8.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
 
-from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.base import Engine, Session
+from enginebench.engines.onnxruntime_cpu import (OnnxRuntimeOptions, graph_readback, session_options,
+                                               threads_readback)
 from enginebench.measure.cpu_features import current as current_cpu, vnni_available
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
-
-_OPT_LEVELS = ("disable", "basic", "extended", "all")
-
-
-@dataclass(frozen=True)
-class OnnxRuntimeOptions(EngineOptions):
-    graph_optimization: str = field(default="all", metadata={"choices": _OPT_LEVELS})
-    inter_op_threads: int = field(default=1, metadata={"min": 1})
 
 
 class OnnxRuntimeSession(Session):
@@ -58,6 +54,7 @@ class OnnxRuntimeEngine(Engine):
     parallelism = "no (one device per session)"
     training = "onnxruntime-training package, not this one"
     cuts_graph = True
+    model_kinds = ("encoder", "decoder")
 
     @classmethod
     def devices(cls) -> tuple[str, ...]:
@@ -79,16 +76,28 @@ class OnnxRuntimeEngine(Engine):
 
         from enginebench.models.onnx_export import onnx_encoder
 
+        if model.kind == "decoder":
+            from enginebench.engines.onnxruntime_decoder import load_onnxruntime_decoder
+
+            return load_onnxruntime_decoder(model, precision, options)
         path, details = onnx_encoder(model)
         if precision == "int8":
             path, details = _int8_model(model, path, details)
         if precision == "int8-static":
             path, details = _int8_static_model(model, path, details, measured)
             return _static_session(path, details, options)
-        executed, graph_details = _graph_readback(path, precision)
-        session = ort.InferenceSession(str(path), _session_options(options), providers=["CPUExecutionProvider"])
-        details.update(graph_details, providers=session.get_providers(), **_threads_readback(session))
+        executed, graph_details = graph_readback(path, precision)
+        session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
+        details.update(graph_details, providers=session.get_providers(), **threads_readback(session))
         return OnnxRuntimeSession(session, details, executed)
+
+    @classmethod
+    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+        if model.kind == "decoder":
+            from enginebench.engines.onnxruntime_decoder import decoder_unsupported_reason
+
+            return decoder_unsupported_reason(model, precision) or cls.unsupported_model_reason(model)
+        return super().unsupported_for(model, precision)
 
     @classmethod
     def unsupported_reason(cls, precision: str) -> str | None:
@@ -100,7 +109,7 @@ class OnnxRuntimeEngine(Engine):
     def load_onnx_graph(self, path, options: OnnxRuntimeOptions):
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), _session_options(options), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
         return lambda feeds: session.run(None, feeds)
 
 
@@ -134,7 +143,7 @@ def _static_session(path, details: dict, options: OnnxRuntimeOptions) -> OnnxRun
     from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
                                                   onnx_weight_matmuls)
 
-    so = _session_options(options)
+    so = session_options(options)
     so.log_severity_level = 3  # serializing an ALL-level graph warns that it may hold CPU-specific ops
     with tempfile.TemporaryDirectory(prefix="enginebench-ort-") as folder:
         so.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
@@ -152,7 +161,7 @@ def _static_session(path, details: dict, options: OnnxRuntimeOptions) -> OnnxRun
     details.update({
         "executed_precision_source": "weight MatMul node types of the graph the session optimized for itself",
         "int8_matmuls": sum(m.quantized for m in layers), "quantization": quantization,
-        "int8_gemm": int8_gemm, "providers": session.get_providers(), **_threads_readback(session),
+        "int8_gemm": int8_gemm, "providers": session.get_providers(), **threads_readback(session),
     })
     return OnnxRuntimeSession(session, details, executed)
 
@@ -172,46 +181,3 @@ def _mlas_int8_path(path) -> dict:
             lowest, highest = min(lowest, int(values.min())), max(highest, int(values.max()))
     return {"library": "MLAS", "u8s8": True, "vnni": vnni_available(current_cpu().real), "weight_range": [lowest, highest],
             "saturation_free": max(-lowest, highest) * 255 * 2 <= 32767}
-
-
-def _graph_readback(path, precision: str) -> tuple[str, dict]:
-    """(executed precision, details) from the graph file the session loads: int8 only if its weight MatMuls
-    really are integer ops (MatMulInteger, ...); for int8 also what was quantized (details["quantization"])."""
-    from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
-                                                  onnx_weight_matmuls)
-
-    outline = onnx_outline(path)
-    layers, facts = onnx_weight_matmuls(outline)
-    details = {"executed_precision_source": "weight MatMul node types of the ONNX graph the session loads",
-               "int8_matmuls": sum(m.quantized for m in layers)}
-    if precision == "int8":
-        details["quantization"] = onnx_quantization(outline, f"ONNX graph walk of {path}")
-    return onnx_executed_precision(layers, facts), details
-
-
-def _threads_readback(session) -> dict:
-    """The intra-op threads the session was built with, read back from its own options (0: ORT's default, one
-    per physical core)."""
-    used = session.get_session_options().intra_op_num_threads
-    out = {"threads_used": used, "threads_source": "InferenceSession.get_session_options().intra_op_num_threads"}
-    if not used:
-        out["threads_note"] = "ONNX Runtime's default: one thread per physical core"
-    return out
-
-
-def _session_options(options: OnnxRuntimeOptions):
-    import onnxruntime as ort
-
-    if options.graph_optimization not in _OPT_LEVELS:
-        raise ValueError(f"graph_optimization must be one of {', '.join(_OPT_LEVELS)}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = options.threads
-    so.inter_op_num_threads = options.inter_op_threads
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[options.graph_optimization]
-    return so

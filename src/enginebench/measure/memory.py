@@ -15,6 +15,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def available_memory_bytes() -> int | None:
+    """The kernel's estimate of memory available to a new process without swapping (MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_shortfall(engine: str, what: str, model: str, need_bytes: float) -> str | None:
+    """Why `need_bytes` for `what` would not fit in the memory available now (a 7B model in fp32 would get this
+    process, or a neighbour, killed by the out-of-memory killer), or None when it fits or cannot be told."""
+    available = available_memory_bytes()
+    if available is None or need_bytes <= available:
+        return None
+    return (f"{engine} {what} needs ~{need_bytes / 2**30:.1f} GiB for {model}, more than the "
+            f"{available / 2**30:.1f} GiB available")
+
+
 def peak_rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:

@@ -219,7 +219,8 @@ def onnx_weight_matmuls(model, qdq_runs_float: bool = False) -> tuple[list[Weigh
             layers.append(WeightMatmul(node.name, int(attrs.get("K", 0)), int(attrs.get("N", 0)), True))
             facts["weights"][f"int{attrs.get('bits', 4)}"] += 1
             facts["weight_granularity"][f"blocks of {attrs.get('block_size', '?')}"] += 1
-            facts["activations"][("none", "fp32")] += 1
+            # accuracy_level 4: MLAS quantizes the activations to int8 per block at run time (integer dot products)
+            facts["activations"][("blockwise", "int8") if attrs.get("accuracy_level") == 4 else ("none", "fp32")] += 1
         elif op in _ONNX_FLOAT and len(node.input) > 1:
             dq = producer.get(node.input[1])
             if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in constants:
@@ -275,6 +276,9 @@ def onnx_quantization(model, source: str, qdq_runs_float: bool = False) -> dict:
     how, activations = facts["activations"].most_common(1)[0][0]
     if how == "dynamic":
         scheme = f"dynamic w8a8 ({granularity} {weights} weights, per-tensor dynamic {activations} activations)"
+    elif how == "blockwise":
+        scheme = (f"block-wise w8a8 ({granularity} {weights} weights, activations quantized to {activations} per "
+                  "block at run time)")
     elif how == "static":
         scheme = f"static w8a8 ({granularity} {weights} weights, static per-tensor {activations} activations)"
     else:

@@ -10,6 +10,8 @@ import fcntl
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -50,6 +52,15 @@ def cached_artifact(kind: str, key: str, build: Callable[[Path], None]) -> tuple
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final, False
+
+
+def convert_in_subprocess(module: str, *args: str, what: str) -> None:
+    """Run `python -m module args...` (a converter's own process, so the process that uses the artifact never
+    holds the converter's libraries or copies of the weights); RuntimeError with its last stderr line on failure."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what} failed: {last}")
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:

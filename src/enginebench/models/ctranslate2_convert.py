@@ -7,13 +7,12 @@ engine that loads the result never has torch in its memory, and its peak RSS is 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
-from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.artifacts import artifact_key, cached_artifact, convert_in_subprocess
 from enginebench.models.spec import ModelSpec
 
 CONVERT_FORMAT_VERSION = "1"  # bump when the conversion's arguments change
@@ -25,19 +24,12 @@ def ctranslate2_model(model: ModelSpec, quantization: str | None) -> tuple[Path,
     quant = quantization or "none"
     key = artifact_key(model.content_hash, "ctranslate2", version, quant, CONVERT_FORMAT_VERSION)
     started = time.perf_counter()
-    folder, cached = cached_artifact("ctranslate2", key, lambda out: _convert_in_subprocess(model.path, out, quant))
+    folder, cached = cached_artifact("ctranslate2", key, lambda out: convert_in_subprocess(
+        "enginebench.models.ctranslate2_convert", model.path, str(out), quant, what="CTranslate2 conversion"))
     return folder, {
         "ct2_cached": cached, "ct2_convert_s": round(time.perf_counter() - started, 3),
         "converter": f"ctranslate2 {version} TransformersConverter (quantization {quant})", "ct2_path": str(folder),
     }
-
-
-def _convert_in_subprocess(model_path: str, out: Path, quantization: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "enginebench.models.ctranslate2_convert", model_path, str(out), quantization],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"CTranslate2 conversion failed: {last}")
 
 
 def convert(model_path: str, out: Path, quantization: str) -> None:

@@ -6,13 +6,12 @@ never has PyTorch in its memory, so its peak RSS is its own.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
-from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.artifacts import artifact_key, cached_artifact, convert_in_subprocess
 from enginebench.models.spec import ModelSpec
 
 OPSET = 17
@@ -26,7 +25,8 @@ def onnx_encoder(model: ModelSpec) -> tuple[Path, dict]:
     torch_version = metadata.version("torch")
     key = onnx_key(model)
     started = time.perf_counter()
-    folder, cached = cached_artifact("onnx", key, lambda out: _export_in_subprocess(model.path, out / ONNX_FILE))
+    folder, cached = cached_artifact("onnx", key, lambda out: convert_in_subprocess(
+        "enginebench.models.onnx_export", model.path, str(out / ONNX_FILE), what="ONNX export"))
     details = {
         "onnx_cached": cached, "onnx_export_s": round(time.perf_counter() - started, 3),
         "exporter": f"{EXPORTER} (torch {torch_version}, opset {OPSET})", "onnx_path": str(folder / ONNX_FILE),
@@ -42,14 +42,6 @@ def onnx_encoder(model: ModelSpec) -> tuple[Path, dict]:
 def onnx_key(model: ModelSpec) -> str:
     """The cache key of the full export (cuts and blocks are keyed under it)."""
     return artifact_key(model.content_hash, EXPORTER, metadata.version("torch"), str(OPSET), EXPORT_FORMAT_VERSION)
-
-
-def _export_in_subprocess(model_path: str, out: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "enginebench.models.onnx_export", model_path, str(out)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"ONNX export failed: {last}")
 
 
 def export(model_path: str, out: Path) -> None:

@@ -1,0 +1,157 @@
+"""ONNX Runtime for Llama-family decoders: the exported graph with its KV cache as inputs and outputs
+(models/onnx_decoder_export.py), run step by step on the CPU execution provider.
+
+prefill() feeds the prompt with empty past tensors; decode() feeds one token per sequence with the previous
+call's `present.*` outputs as `past_key_values.*`. The cache stays in ONNX Runtime's OrtValues between calls
+(run_with_ort_values): only the token ids go in and the kept logits come out as numpy arrays.
+
+Precisions: fp32 (the export as it is) and int8 (models/onnx_decoder_quantize.py). What the session runs is
+read back from the graph file it loads (its weight MatMul node types), as for encoders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from enginebench.engines.base import DecoderSession
+from enginebench.engines.onnxruntime_cpu import graph_readback, session_options, threads_readback
+from enginebench.errors import UsageError
+from enginebench.measure.memory import memory_shortfall
+from enginebench.models.onnx_decoder_export import cache_names, onnx_decoder, onnx_decoder_key, read_signature
+from enginebench.models.spec import ModelSpec
+
+DECODER_PRECISIONS = ("fp32", "int8")
+# bytes per parameter at the peak of a first load: the export holds torch's fp32 weights and the ONNX protobuf
+# copy of them (2 x 4); a session holds the graph's weights plus the copies its MatMul kernels prepack
+_LOAD_BYTES_PER_PARAM = 8
+_MEMORY_HEADROOM = 1.2  # activations, KV cache, allocator slack
+
+
+def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
+    """A precision the decoder path does not offer, or a model whose fp32 export would not fit in memory now
+    (int8 is quantized from the fp32 export, so it needs the same)."""
+    if precision not in DECODER_PRECISIONS:
+        return f"onnxruntime runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
+    reason = memory_shortfall("onnxruntime", f"{precision} (exported in fp32 first)", model.name,
+                              model.params * _LOAD_BYTES_PER_PARAM * _MEMORY_HEADROOM)
+    return reason and f"{reason}: run it on a machine with more memory"
+
+
+class OnnxRuntimeDecoderSession(DecoderSession):
+    #: what a timed call runs (recorded with each generate result)
+    timed_calls = {
+        "prefill": "InferenceSession.run_with_ort_values on the prompt with empty past tensors (made once per batch "
+                   "size), logits of the last position only; OrtValue wrapping of the ids, the ids' range check "
+                   "and the logits' copy to numpy inside",
+        "decode": "InferenceSession.run_with_ort_values on one token per sequence with the previous call's present "
+                  "OrtValues as the past (the graph concatenates the new key/value: one cache copy per step); "
+                  "OrtValue wrapping of the ids and the logits' copy to numpy inside",
+    }
+
+    def __init__(self, session, signature: dict, precision: str, details: dict):
+        from onnxruntime import OrtValue
+
+        self.session = session
+        self.OrtValue = OrtValue
+        self.signature = signature
+        self.vocab_size = int(signature["vocab"])
+        self.max_positions = int(signature["max_positions"])
+        self.past_names, present_names = cache_names(int(signature["layers"]))
+        self.output_names = ["logits", *present_names]
+        self.executed_precision = precision
+        self.details = details
+        self._empty: dict[int, dict] = {}
+        self.past: dict | None = None
+        self.position = self.batch = 0
+
+    def reset(self) -> None:
+        self.past = None
+        self.position = 0
+
+    def _check_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.checked_ids(tokens), dtype=np.int64)
+
+    def _empty_past(self, batch: int) -> dict:
+        """Zero-length past tensors for a fresh sequence, made once per batch size."""
+        if batch not in self._empty:
+            empty = np.zeros((batch, self.signature["kv_heads"], 0, self.signature["head_dim"]), dtype=np.float32)
+            self._empty[batch] = {name: self.OrtValue.ortvalue_from_numpy(empty) for name in self.past_names}
+        return self._empty[batch]
+
+    def _run(self, tokens: np.ndarray, past: dict, positions: np.ndarray) -> tuple[np.ndarray, dict]:
+        feeds = {"input_ids": self.OrtValue.ortvalue_from_numpy(tokens), **past,
+                 "logits_positions": self.OrtValue.ortvalue_from_numpy(positions)}
+        logits, *presents = self.session.run_with_ort_values(self.output_names, feeds)
+        return logits.numpy(), dict(zip(self.past_names, presents))
+
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        tokens = self._check_tokens(tokens)
+        n = tokens.shape[1]
+        if n >= self.max_positions:
+            raise ValueError(f"prompt of {n} tokens leaves no room in {self.max_positions} positions")
+        logits, self.past = self._run(tokens, self._empty_past(tokens.shape[0]), np.array([n - 1], dtype=np.int64))
+        self.position, self.batch = n, tokens.shape[0]
+        return logits[:, 0]
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        if self.past is None:
+            raise RuntimeError("decode() before prefill(): there is no sequence to continue")
+        tokens = self._check_tokens(tokens)
+        if tokens.shape[0] != self.batch:
+            raise ValueError(f"decode() got {tokens.shape[0]} sequences; the cache holds {self.batch} (prefill them)")
+        if self.position >= self.max_positions:
+            raise ValueError(f"the sequence reached the model's {self.max_positions} positions")
+        logits, self.past = self._run(tokens, self.past, np.zeros(1, dtype=np.int64))
+        self.position += tokens.shape[1]
+        return logits[:, 0]
+
+    def forward_logits(self, tokens: np.ndarray) -> np.ndarray:
+        """Every position's logits of a fresh sequence (teacher forcing); the session's own sequence is kept."""
+        tokens = self._check_tokens(tokens)
+        positions = np.arange(tokens.shape[1], dtype=np.int64)
+        return self._run(tokens, self._empty_past(tokens.shape[0]), positions)[0]
+
+    def close(self) -> None:
+        self.past = None
+        self._empty = {}
+        self.session = None
+
+
+def matmul_weight_bytes(path) -> int:
+    """Bytes of the constant inputs of the graph's MatMul and MatMulNBits nodes (weights, scales): what one decode
+    step reads, for the bandwidth roofline. The embedding table is left out: a step gathers one row of it."""
+    import onnx
+
+    from enginebench.measure.quantization import onnx_outline
+
+    model = onnx_outline(path)
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype
+    sizes = {i.name: len(i.raw_data) or itemsize(i.data_type).itemsize * int(np.prod(i.dims))
+             for i in model.graph.initializer}
+    used = {name for node in model.graph.node if node.op_type in ("MatMul", "MatMulNBits") for name in node.input[1:]}
+    return sum(sizes[name] for name in used if name in sizes)
+
+
+def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxRuntimeDecoderSession:
+    """The engine (engines/onnxruntime.py) dispatches decoders here; `options` are its OnnxRuntimeOptions."""
+    import onnxruntime as ort
+
+    reason = decoder_unsupported_reason(model, precision)
+    if reason:
+        raise UsageError(reason)
+    path, details = onnx_decoder(model)
+    signature = read_signature(path)
+    if precision == "int8":
+        from enginebench.models.onnx_quantize import quantized_decoder_onnx
+
+        path, quantized = quantized_decoder_onnx(path, onnx_decoder_key(model))
+        details.update(quantized)
+    executed, graph_details = graph_readback(path, precision)
+    graph_details["weight_bytes"] = matmul_weight_bytes(path)
+    session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
+    details.update(graph_details, providers=session.get_providers(), **threads_readback(session),
+                   kv_cache="float32 past_key_values in, present out (OrtValues kept in ONNX Runtime between calls)")
+    return OnnxRuntimeDecoderSession(session, signature, executed, details)
+
+
+__all__ = ["DECODER_PRECISIONS", "OnnxRuntimeDecoderSession", "decoder_unsupported_reason", "load_onnxruntime_decoder"]
