@@ -65,6 +65,7 @@ def notes(results: list[Result]) -> list[str]:
              "TPOT = (e2e - TTFT) / (output tokens - 1), e2e to the last byte; p50 [95% CI]. req/s and out tok/s "
              "over the measured window [95% CI over processes]; output tokens counted with --model's tokenizer. "
              "goodput: requests/s meeting every SLO (share of all requests); failed: failed/all requests"]
+    lines += saturation(results)
     for i, r in enumerate(results, 1):
         if r.status != "ok":
             lines.append(f"[{i}] {r.scenario}: {r.error or r.status}")
@@ -91,6 +92,32 @@ def notes(results: list[Result]) -> list[str]:
         lines += [f"[{i}] {note}" for note in (r.details or {}).get("notes", [])]
         for failure in (r.fidelity or {}).get("failures") or []:
             lines.append(f"[{i}] fidelity: {failure}")
+    return lines
+
+
+RISING = 0.10  # a step in clients that adds less than this share of req/s: throughput has stopped rising
+
+
+def saturation(results: list[Result]) -> list[str]:
+    """Per closed-loop sweep (the concurrency rows of one request shape), where throughput stops rising: the
+    first client count after which doubling (or the next count swept) adds less than RISING of its req/s."""
+    sweeps: dict[tuple, list[tuple[int, float]]] = {}
+    for r in results:
+        f = (r.figures or {}).get("requests") if r.status == "ok" else None
+        clients = (r.settings or {}).get("clients")
+        if f and clients and f["requests_per_s"]["value"]:
+            sweeps.setdefault((r.workload, r.batch_size), []).append((clients, f["requests_per_s"]["value"]))
+    lines = []
+    for (workload, batch), points in sweeps.items():
+        points.sort()
+        if len(points) < 2:
+            continue
+        steps = [f"{a}→{b}: {rb / ra - 1:+.0%}" for (a, ra), (b, rb) in zip(points, points[1:])]
+        stop = next((a for (a, ra), (b, rb) in zip(points, points[1:]) if rb < ra * (1 + RISING)), None)
+        where = (f"stops rising at {stop} client{'s' if stop > 1 else ''} (the next step adds < {RISING:.0%})"
+                 if stop else f"still rising at {points[-1][0]} clients: sweep further")
+        lines.append(f"{workload if batch == 1 else f'{workload} ×{batch}'}: req/s by clients {', '.join(steps)}; "
+                     f"throughput {where}")
     return lines
 
 
