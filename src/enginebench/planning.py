@@ -60,7 +60,8 @@ def plan_from_config(config: RunConfig):
 
     model = _resolve_run_model(config)
     if config.endpoint:
-        return _endpoint_plan(config, model, cores, common, settings)
+        return _endpoint_plan(config, model, cores, common, settings,
+                              _with_slo(config, serving, model) if serving is not None else None)
     engines = config.engines
     if not engines:
         engines = [e for e in installed_engines() if model.kind in engine_class(e).model_kinds]
@@ -100,7 +101,7 @@ def endpoint_options(config: RunConfig, served_model: str) -> dict[str, str]:
             **{k: repr(float(v)) for k, v in slo.items() if v is not None}}
 
 
-def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings: dict) -> Plan:
+def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings: dict, serving=None) -> Plan:
     """A running server measured through its API (--endpoint): the model's kind must fit the API, the server
     must answer a short probe (probe.py: a one-line UsageError otherwise); one `endpoint` cell per scenario x
     workload (embeddings: texts per request, --batch-size [1]; generation: --prompt-len x --gen-len requests)."""
@@ -130,7 +131,7 @@ def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings:
         data = {w: build_workload(w, model.path, seq_len=config.seq_len or 128, seed=config.seed, corpus=corpus,
                                   max_positions=model.max_positions) for w in workloads}
         batch_sizes = config.batch_sizes or [1]
-    grid = Grid(["endpoint"], config.precisions or [SERVED], list(data), batch_sizes, [1], [1], [1], cores)
+    grid = Grid(["endpoint"], config.precisions or [SERVED], list(data), batch_sizes, [1], [1], [1], cores, serving)
     cells = make_cells(grid, scenarios, settings)
     common = {**common, "engine_options": {"endpoint": endpoint_options(config, served)}}
     return Plan(model, data, cells, reference_engine="torch", **common)

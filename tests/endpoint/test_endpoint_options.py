@@ -24,7 +24,9 @@ from enginebench.scenarios.requests import meets_slo, per_request
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "engines": ["torch"]}, "leave out --engine"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "api_key_env": "sk-abc=1"}, "not an environment variable"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["throughput"]},
-     "scenario throughput does not run against an endpoint: use latency, concurrency"),
+     "scenario throughput does not run against an endpoint: use latency, server, concurrency"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["server"], "find_max_qps": True},
+     "--find-max-qps does not run against an endpoint yet"),
 ])
 def test_endpoint_mistakes_are_one_line_errors(keywords, words):
     with pytest.raises(UsageError) as e:

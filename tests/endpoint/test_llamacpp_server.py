@@ -131,7 +131,7 @@ def test_latency_and_concurrency_against_the_server(server, tmp_path):
     for r in results:
         f = r["figures"]["requests"]
         assert f["failures"] == {"refused": 0, "timeout": 0, "http": 0, "malformed": 0}
-        records = r["repetitions"][0]["requests"]
+        records = [x for x in r["repetitions"][0]["requests"] if x["phase"] == "measured"]
         assert f["requests"] == len(records) >= 3
         # every figure from the stored records again: TPOT = (e2e - TTFT) / (output tokens - 1)
         tpot = [((x["done_ns"] - x["first_ns"]) / 1e6) / (x["output_tokens"] - 1) for x in records
@@ -149,7 +149,8 @@ def test_latency_and_concurrency_against_the_server(server, tmp_path):
     show = subprocess.run([sys.executable, "-m", "enginebench", "show", run["run_id"], "--db", str(db), "--format",
                            "requests"], capture_output=True, text=True, timeout=120)
     rows = [json.loads(line) for line in show.stdout.splitlines()]
-    assert len(rows) == sum(r["figures"]["requests"]["requests"] for r in results)
+    assert len(rows) == sum(len(r["repetitions"][0]["requests"]) for r in results)  # warm-up and tail too
+    assert sum(row["phase"] == "measured" for row in rows) == sum(r["figures"]["requests"]["requests"] for r in results)
     assert all(row["e2e_ms"] > 0 and row["ttft_ms"] <= row["e2e_ms"] for row in rows)
     table = subprocess.run([sys.executable, "-m", "enginebench", "show", run["run_id"], "--db", str(db)],
                            capture_output=True, text=True, timeout=120).stdout

@@ -133,8 +133,10 @@ class Connection:
         except ValueError:
             return response.status, None
 
-    def send(self, item, max_tokens: int | None = None, client: int = 0, scheduled_ns: int | None = None) -> dict:
-        """One request of the target's API: its record (see the module's docstring)."""
+    def send(self, item, max_tokens: int | None = None, client: int = 0, scheduled_ns: int | None = None,
+             on_first=None) -> dict:
+        """One request of the target's API: its record (see the module's docstring). `on_first()` is called
+        when the first chunk carrying text arrives (LoadGen's FirstTokenComplete)."""
         record = {"client": client, "scheduled_ns": scheduled_ns, "sent_ns": _clock(), "first_ns": None,
                   "done_ns": None, "status": None, "failure": None, "error": None}
         try:
@@ -144,7 +146,7 @@ class Connection:
                 text = response.read()[:200].decode(errors="replace")
                 return _failed(record, "http", f"HTTP {response.status}: {text}")
             record = (_embeddings(record, response, len(item)) if self.target.api == "embeddings"
-                      else _stream(record, response, self.target.api))
+                      else _stream(record, response, self.target.api, on_first))
             if record["failure"] or not response.isclosed():
                 self.close()  # a body left unread (a malformed answer) cannot be followed on this connection
             return record
@@ -191,7 +193,7 @@ def _delta_text(chunk: dict, api: str) -> str | None:
     return choice.get("text")
 
 
-def _stream(record: dict, response, api: str) -> dict:
+def _stream(record: dict, response, api: str, on_first=None) -> dict:
     """Read the server-sent events: a chunk with text is a token's arrival (its time kept), `usage` where the
     server sends it, `data: [DONE]` the end. Anything else than JSON after `data:` is a malformed stream."""
     kind = response.getheader("Content-Type", "")
@@ -228,6 +230,8 @@ def _stream(record: dict, response, api: str) -> dict:
         if text:
             chunks.append(now)
             texts.append(text)
+            if on_first is not None and len(chunks) == 1:
+                on_first()
         reasons = [c.get("finish_reason") for c in chunk.get("choices") or [] if c.get("finish_reason")]
         if reasons:
             finished = reasons[0]

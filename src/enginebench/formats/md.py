@@ -28,7 +28,8 @@ def to_markdown(run: Run) -> str:
         parts.append(f"{title}\n\n{markdown_table(headers, rows)}")
         parts += ["".join(f"- {line}\n" for line in notes(encoders))] if notes(encoders) else []
     else:
-        parts.append(f"**run {run.run_id}**" + (" · decoders" if decoders else " · no results") + "\n")
+        parts.append(f"**run {run.run_id}**" + (" · decoders" if decoder_markdown(run) or serving_markdown(run)
+                                                else "" if decoders else " · no results") + "\n")
     if decoders:
         parts.append(decoders)
     parts.append(machine_line(run) + "\n")

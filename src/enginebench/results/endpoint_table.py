@@ -6,12 +6,12 @@ the requests' records (Result.figures["requests"], scenarios/requests.py)."""
 from __future__ import annotations
 
 from enginebench.results.model import Result, Run
-from enginebench.results.terminal import markdown_table, print_lines, print_table
+from enginebench.results.terminal import markdown_section, print_section
 from enginebench.scenarios.registry import settings_label, table_of
 
-HEADERS = ["scenario", "request", "clients", "req/s", "out tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)",
+HEADERS = ["scenario", "request", "load", "req/s", "out tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)",
            "ITL p50 (ms)", "e2e p50 (ms)", "e2e p99 (ms)", "goodput (req/s)", "failed", "fidelity", "verdict"]
-KEYS = 3  # scenario, request, clients identify a row
+KEYS = 3  # scenario, request, load (clients, or the arrival rate) identify a row
 
 
 def is_endpoint_result(r: Result) -> bool:
@@ -41,7 +41,8 @@ def request_label(r: Result) -> str:
 
 
 def row(r: Result) -> list[str]:
-    clients = settings_label(r.scenario, r.settings) or "1 client"
+    offered = (r.serving or {}).get("offered_qps")
+    clients = (f"{offered:g} req/s Poisson" if offered else settings_label(r.scenario, r.settings) or "1 client")
     key = [r.scenario, request_label(r), clients]
     f = (r.figures or {}).get("requests")
     if r.status != "ok" or not f:
@@ -143,21 +144,12 @@ def _title(run: Run) -> str:
 
 
 def render_endpoint_table(run: Run, console) -> None:
-    got = table(run)
-    if got is None:
-        return
-    headers, rows, lines = got
-    print_table(console, _title(run), headers, rows, keys=1 + KEYS, left={"#", "scenario", "request", "clients"},
-                repeat=2)
-    print_lines(console, lines, style="yellow")
+    print_section(console, _title(run), table(run), keys=1 + KEYS, left={"#", "scenario", "request", "load"})
 
 
 def endpoint_markdown(run: Run) -> str:
     got = table(run)
-    if got is None:
-        return ""
-    headers, rows, lines = got
-    return f"**{_title(run)}**\n\n{markdown_table(headers, rows)}\n" + "".join(f"- {line}\n" for line in lines)
+    return markdown_section(f"**{_title(run)}**", got) if got else ""
 
 
 __all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "HEADERS"]

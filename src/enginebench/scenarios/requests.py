@@ -39,8 +39,9 @@ CHAT_FIDELITY = ("no fidelity through chat: the server wraps the prompt in its c
 
 
 def closed_loop_requests(session, items: list, clients: int, rule: StoppingRule, max_tokens: int | None) -> dict:
-    """Drive `clients` closed-loop clients over `items` (cycled); every request's record, split into measured,
-    warm-up and tail, and the measured window in ns."""
+    """Drive `clients` closed-loop clients over `items` (cycled); every request's record, split into measured
+    (sent after the warm-up, answered before the stop), warm-up and tail (in flight at the stop), and the
+    measured window [end of the warm-up, stop] in ns."""
     lock = threading.Lock()
     picks = itertools.count()
     start_ns = _clock() + int(rule.warmup_s * 1e9)
@@ -82,8 +83,10 @@ def closed_loop_requests(session, items: list, clients: int, rule: StoppingRule,
         t.join()
     if errors:
         raise errors[0]
-    first = min((r["sent_ns"] for r in measured), default=state["stop_ns"])
-    return {"measured": measured, "warmup": warmup, "tail": tail, "window_ns": state["stop_ns"] - first}
+    for phase, records in (("warmup", warmup), ("measured", measured), ("tail", tail)):
+        for r in records:
+            r["phase"] = phase
+    return {"measured": measured, "warmup": warmup, "tail": tail, "window": [start_ns, state["stop_ns"]]}
 
 
 def count_tokens(session, items_tokens: list[int], records: list[dict]) -> None:
@@ -101,19 +104,20 @@ def failure_counts(records: list[dict]) -> dict:
     return {kind: sum(r["failure"] == kind for r in records) for kind in FAILURES}
 
 
+def request_inputs(run: CellRun, session) -> tuple[list, list[int], int | None, int]:
+    """The cell's requests as the API takes them: (inputs, each one's input tokens, max_tokens, items per
+    request)."""
+    if session.target.generates:
+        items, tokens = session.prompts(run.workload.prompts)
+        return items, tokens, run.workload.test.gen_len, 1
+    items, tokens = session.texts(run.workload.pool, run.cell.batch_size)
+    return items, tokens, None, run.cell.batch_size
+
+
 def measure_requests(run: CellRun, session, clients: int) -> Measurement:
     """One cell against the endpoint: `clients` closed-loop clients (1: one request at a time)."""
-    cell = run.cell
-    if session.target.generates:
-        test = run.workload.test
-        items, tokens = session.prompts(run.workload.prompts)
-        max_tokens, per_item = test.gen_len, 1
-    else:
-        items, tokens = session.texts(run.workload.pool, cell.batch_size)
-        max_tokens, per_item = None, cell.batch_size
-    fidelity_known = run.fidelity_known() if not session.target.generates else True
-    if not fidelity_known:
-        run.set_fidelity(session.run(session.prepare(run.workload.fidelity_inputs())))
+    items, tokens, max_tokens, per_item = request_inputs(run, session)
+    fidelity = served_fidelity(run, session)  # before the clock: its requests never overlap the measured ones
     got = closed_loop_requests(session, items, clients, run.rule, max_tokens)
     for part in ("measured", "warmup", "tail"):
         count_tokens(session, tokens, got[part])
@@ -125,16 +129,28 @@ def measure_requests(run: CellRun, session, clients: int) -> Measurement:
         raise RuntimeError(f"every measured request failed ({counts}): {first}")
     per_client = [np.asarray([r["done_ns"] - r["sent_ns"] for r in ok if r["client"] == c], dtype=np.int64)
                   for c in range(clients)]
-    notes = [CHAT_FIDELITY] if session.target.api == "chat" else []
-    details = {**session.details, "requests": measured, **({"notes": notes} if notes else {}), "clients": clients,
-               "window_ns": int(got["window_ns"]),
-               "unmeasured": {part: {"requests": len(got[part]), **failure_counts(got[part])}
-                              for part in ("warmup", "tail")}}
+    start, stop = got["window"]
+    records = sorted(got["warmup"] + measured + got["tail"], key=lambda r: r["sent_ns"])
+    details = {**session.details, "requests": records, "notes": endpoint_notes(session), "clients": clients,
+               "window_ns": int(stop - start), "window": [int(start), int(stop)]}
     return Measurement(worker_samples=[s for s in per_client if s.size], items_per_call=per_item,
                        tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / per_item,
                        load_s=session.load_s, peak_rss_mb=peak_rss_mb(), executed_precision=run.precision,
-                       wall_s=got["window_ns"] / 1e9, details=details,
-                       fidelity=generation_fidelity(run, session) if session.target.generates else run.fidelity())
+                       wall_s=(stop - start) / 1e9, details=details, fidelity=fidelity)
+
+
+def endpoint_notes(session) -> list[str]:
+    return [CHAT_FIDELITY] if session.target.api == "chat" else []
+
+
+def served_fidelity(run: CellRun, session) -> dict | None:
+    """What the server answers against the reference, once per workload and job: embeddings' min cosine on the
+    workload's fidelity inputs, or generation's greedy agreement."""
+    if session.target.generates:
+        return generation_fidelity(run, session)
+    if not run.fidelity_known():
+        run.set_fidelity(session.run(session.prepare(run.workload.fidelity_inputs())))
+    return run.fidelity()
 
 
 def generation_fidelity(run: CellRun, session) -> dict | None:
@@ -195,9 +211,25 @@ def meets_slo(r: dict, figures: dict, slo: dict) -> bool:
     return True
 
 
+def measured_records(records: list[dict]) -> list[dict]:
+    """The records a cell's latencies and failures are judged on: those sent after the warm-up and answered
+    before the stop (a LoadGen run's: all of them)."""
+    return [r for r in records if r.get("phase", "measured") == "measured"]
+
+
+def completed_in_window(records: list[dict], m: Measurement) -> list[dict]:
+    """The successful requests that completed inside the measured window, whichever phase sent them: what
+    the window's rates count (in a closed loop, requests in flight at either edge used the window too)."""
+    window = m.details.get("window")
+    if window is None:  # a LoadGen run: its window spans every request
+        return [r for r in records if not r["failure"]]
+    return [r for r in records if not r["failure"] and window[0] <= r["done_ns"] <= window[1]]
+
+
 def request_figures(measurements: list[Measurement]) -> dict:
     """The endpoint figures of a cell over its repetitions (each repetition's records apart for the CIs)."""
-    reps = [m.details["requests"] for m in measurements]
+    every = [m.details["requests"] for m in measurements]
+    reps = [measured_records(records) for records in every]
     slo = measurements[0].details.get("endpoint", {}).get("slo") or {}
     figures = [[per_request(r) for r in records] for records in reps]
     windows = [m.details["window_ns"] / 1e9 for m in measurements]
@@ -219,13 +251,16 @@ def request_figures(measurements: list[Measurement]) -> dict:
     itl = [np.asarray([x for f in fs for x in f["itl_ms"]]) for fs in figures]
     if sum(g.size for g in itl):
         out["itl_ms"] = {**percentiles(np.concatenate(itl)), "median": summarize(None, [g for g in itl if g.size]).to_dict()}
-    ok = [[r for r in records if not r["failure"]] for records in reps]
+    ok = [completed_in_window(records, m) for records, m in zip(every, measurements)]
     rates = [len(o) / w for o, w in zip(ok, windows) if w > 0]
     out["requests_per_s"] = _mean_ci(rates)
     out_tokens = [sum(r.get("output_tokens") or 0 for r in o) / w for o, w in zip(ok, windows) if w > 0]
     if any(r.get("output_tokens") is not None for o in ok for r in o):
         out["output_tokens_per_s"] = _mean_ci(out_tokens)
     out["input_tokens_per_s"] = _mean_ci([sum(r["input_tokens"] for r in o) / w for o, w in zip(ok, windows) if w > 0])
+    out["unmeasured"] = {"requests": sum(len(e) - len(r) for e, r in zip(every, reps)),
+                         **{k: sum(failure_counts([x for x in e if x.get("phase") in ("warmup", "tail")])[k]
+                                   for e in every) for k in FAILURES}}
     out["tokens_vs_usage"] = _usage_check([r for o in ok for r in o])
     reasons: dict[str, int] = {}
     for r in (r for o in ok for r in o if "finish_reason" in r):
@@ -233,10 +268,12 @@ def request_figures(measurements: list[Measurement]) -> dict:
     if reasons:
         out["finish_reasons"] = reasons
     if slo:
-        good = [sum(meets_slo(r, f, slo) for r, f in zip(records, fs)) for records, fs in zip(reps, figures)]
+        # goodput counts as request/s does (completed in the window); the share is of the measured requests
+        good = [sum(meets_slo(r, per_request(r), slo) for r in o) for o in ok]
+        met = sum(meets_slo(r, f, slo) for records, fs in zip(reps, figures) for r, f in zip(records, fs))
         out["slo"] = slo
         out["goodput_per_s"] = _mean_ci([g / w for g, w in zip(good, windows) if w > 0])
-        out["slo_share"] = sum(good) / out["requests"] if out["requests"] else None
+        out["slo_share"] = met / out["requests"] if out["requests"] else None
     return out
 
 
@@ -262,5 +299,5 @@ def _usage_check(records: list[dict]) -> dict:
     return out
 
 
-__all__ = ["closed_loop_requests", "measure_requests", "request_figures", "per_request", "meets_slo",
+__all__ = ["measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
            "count_tokens", "failure_counts"]
