@@ -5,6 +5,7 @@ the requests' records (Result.figures["requests"], scenarios/requests.py)."""
 
 from __future__ import annotations
 
+from enginebench.display import significant
 from enginebench.results.model import Result, Run
 from enginebench.results.terminal import markdown_section, print_section
 from enginebench.scenarios.registry import settings_label, table_of
@@ -19,7 +20,7 @@ def is_endpoint_result(r: Result) -> bool:
 
 
 def _num(x) -> str:
-    return "—" if x is None else (f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}")
+    return "—" if x is None else significant(x)
 
 
 def _with_ci(figure: dict | None, key: str = "value") -> str:
@@ -88,7 +89,7 @@ def notes(results: list[Result]) -> list[str]:
             if check["equal"] != check["compared"]:
                 lines.append(f"[{i}] {side} tokens: the local count differs from the server's usage in "
                              f"{check['compared'] - check['equal']} of {check['compared']} requests (mean "
-                             f"{check['mean_local_minus_server']:+.2g} tokens)")
+                             f"{'+' if check['mean_local_minus_server'] > 0 else ''}{significant(check['mean_local_minus_server'])} tokens)")
         lines += [f"[{i}] {reason}" for reason in r.verdict["reasons"]]
         lines += [f"[{i}] {note}" for note in (r.details or {}).get("notes", [])]
         for failure in (r.fidelity or {}).get("failures") or []:
@@ -101,7 +102,7 @@ RISING = 0.10  # a step in clients that adds less than this share of req/s: thro
 
 def saturation(results: list[Result]) -> list[str]:
     """Per closed-loop sweep (the concurrency rows of one request shape), where throughput stops rising: the
-    first client count after which doubling (or the next count swept) adds less than RISING of its req/s."""
+    fewest clients whose req/s no larger client count swept beats by RISING or more."""
     sweeps: dict[tuple, list[tuple[int, float]]] = {}
     for r in results:
         f = (r.figures or {}).get("requests") if r.status == "ok" else None
@@ -114,8 +115,10 @@ def saturation(results: list[Result]) -> list[str]:
         if len(points) < 2:
             continue
         steps = [f"{a}→{b}: {rb / ra - 1:+.0%}" for (a, ra), (b, rb) in zip(points, points[1:])]
-        stop = next((a for (a, ra), (b, rb) in zip(points, points[1:]) if rb < ra * (1 + RISING)), None)
-        where = (f"stops rising at {stop} client{'s' if stop > 1 else ''} (the next step adds < {RISING:.0%})"
+        # the fewest clients no larger count beats by RISING or more (noisy points do not end the rise early)
+        stop = next((a for k, (a, ra) in enumerate(points[:-1]) if all(rb < ra * (1 + RISING)
+                                                                        for _, rb in points[k + 1:])), None)
+        where = (f"stops rising at {stop} client{'s' if stop > 1 else ''} (no larger count adds {RISING:.0%})"
                  if stop else f"still rising at {points[-1][0]} clients: sweep further")
         lines.append(f"{workload if batch == 1 else f'{workload} ×{batch}'}: req/s by clients {', '.join(steps)}; "
                      f"throughput {where}")

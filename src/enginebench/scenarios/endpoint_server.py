@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from enginebench.display import significant
 from enginebench.endpoint.client import Connection
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.scenarios.base import CellRun, Measurement
@@ -149,16 +150,16 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
     p99 = {name: log.get(key) for name, key in (("e2e", "result_99.00_percentile_latency_ns"),
                                                 ("TTFT", "result_first_token_99.00_percentile_latency_ns"),
                                                 ("TPOT", "result_time_per_output_token_99.00_percentile_ns"))}
-    said = ", ".join(f"{k} {v / 1e6:.3g} ms" for k, v in p99.items() if v is not None and
+    said = ", ".join(f"{k} {significant(v / 1e6)} ms" for k, v in p99.items() if v is not None and
                      (session.target.generates or k == "e2e"))
     details = {**session.details, "requests": records, "window_ns": int(window_ns), "clients": len(dispatcher.connections),
                "loadgen": {"settings": settings, "summary": summary, "result": result, "log": log},
                "offered_qps": serving.qps, "achieved_qps": achieved,
                "notes": endpoint_notes(session) + [f"LoadGen {result.get('validity', 'gave no result')}: Poisson arrivals at {serving.qps:g} "
-                         f"req/s, {len(dispatcher.connections)} client threads used; achieved {achieved:.3g} req/s; LoadGen's "
+                         f"req/s, {len(dispatcher.connections)} client threads used; achieved {significant(achieved)} req/s; LoadGen's "
                          f"p99 from the scheduled arrival: {said or 'none'}"]}
     if achieved < FELL_BEHIND * serving.qps:
-        details["notes"].append(f"fell behind: achieved {achieved:.3g} req/s < {FELL_BEHIND:.0%} of the "
+        details["notes"].append(f"fell behind: achieved {significant(achieved)} req/s < {FELL_BEHIND:.0%} of the "
                                 f"{serving.qps:g} scheduled")
     per_client = [np.asarray([r["done_ns"] - r["sent_ns"] for r in ok if r["client"] == c], dtype=np.int64)
                   for c in range(len(dispatcher.connections))]
@@ -192,7 +193,7 @@ def endpoint_served(measurements: list[Measurement]) -> dict:
                 if result.get(k) is False)
             reasons.append(f"LoadGen: {result.get('validity', 'no result')}" + (f" ({why})" if why else ""))
         if m.details["achieved_qps"] < FELL_BEHIND * m.details["offered_qps"]:
-            reasons.append(f"fell behind: achieved {m.details['achieved_qps']:.3g} req/s of "
+            reasons.append(f"fell behind: achieved {significant(m.details['achieved_qps'])} req/s of "
                            f"{m.details['offered_qps']:g} scheduled")
     rate = float(np.mean([m.details["achieved_qps"] for m in measurements]))
     throughput = {"items_per_s": rate * measurements[0].items_per_call,
