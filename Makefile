@@ -6,9 +6,23 @@ STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
-.PHONY: install bench test test-fast clean
+SERVERS := .venv-servers
+INFINITY_STAMP := $(SERVERS)/infinity/.installed
 
-install: $(STAMP)
+.PHONY: install bench test test-fast clean servers
+
+install: $(STAMP) $(INFINITY_STAMP)
+
+# Servers the endpoint tests start, each in a virtual environment of its own as a user would run it apart from
+# the client: Infinity (the MiniLM embeddings server) pins numpy<2, transformers<=5.0 and sentence-transformers<4,
+# which clash with the project's. torch stays the local CPU wheel (constraints.txt). ~4 min, 1.4 GB.
+servers: $(INFINITY_STAMP)
+
+$(INFINITY_STAMP): constraints.txt
+	test -x $(SERVERS)/infinity/bin/python || python3 -m venv $(SERVERS)/infinity
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(SERVERS)/infinity/bin/python -m pip install --quiet \
+		'infinity-emb[server,torch]==0.0.78'
+	touch $(INFINITY_STAMP)
 
 # `make bench` installs what the quick suite needs and starts measuring; llama.cpp's source build, Ray, LoadGen,
 # the decoder model and the browser for the report's test come with `make test` (or `make install`).
@@ -37,4 +51,4 @@ test-fast: install
 	ENGINEBENCH_REQUIRE_ALL=1 $(PY) -m pytest -m "not slow and not engine" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(SERVERS) build src/*.egg-info

@@ -17,6 +17,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from enginebench.endpoint.client import base_url
 from enginebench.engines import engine_class, known_engines
 from enginebench.errors import UsageError
 from enginebench.scenarios.registry import (default_scenarios, runnable_scenarios, scenario_class,
@@ -184,6 +185,11 @@ class RunConfig:
     # the options scenarios add (Scenario.options), as given, and each asked scenario's typed settings from them
     scenario_options: dict[str, list[str]] = field(default_factory=dict)
     scenario_settings: dict[str, list[dict]] = field(default_factory=dict)
+    # a running OpenAI-compatible server measured instead of engines (engines/endpoint.py)
+    endpoint: str | None = None  # its URL
+    api: str | None = None  # embeddings, completions or chat
+    served_model: str | None = None  # the model name sent in requests [the one the server lists]
+    api_key_env: str | None = None  # the environment variable holding its key (the key is never stored)
 
     # -- from where it is given --------------------------------------------------------------------------
     @classmethod
@@ -303,6 +309,8 @@ OPTIONS = (
     Option("slo_tpot", "slo_tpot_ms", unit="ms", serving=True), Option("max_batch", "max_batch", serving=True),
     Option("max_wait", "max_wait_ms", unit="ms", serving=True),
     Option("find_max_qps", "find_max_qps", "bool", serving=True),
+    Option("endpoint", "endpoint"), Option("api", "api"), Option("served_model", "served_model"),
+    Option("api_key_env", "api_key_env"),
 )
 
 
@@ -331,8 +339,10 @@ def parse(given: dict) -> RunConfig:
     if g.get("model") and g.get("llm_config"):
         raise UsageError("give --model or --llm-config, not both")
     engines, precisions, workloads, scenarios = _names(g)
-    serving = _serving(g, scenarios or default_scenarios("encoder"))
-    options, settings = _scenario_options(g, scenarios or default_scenarios("encoder"))
+    endpoint = _endpoint(g, engines, scenarios)
+    asked = scenarios or (ENDPOINT_DEFAULT_SCENARIOS if endpoint else default_scenarios("encoder"))
+    serving = _serving(g, asked, endpoint=bool(endpoint))
+    options, settings = _scenario_options(g, asked)
     sizes = {o: _ints(o, g.get(o)) for o in ("batch_size", "workers", "threads", "threads_per_worker")}
     seq_len = positive_int("--seq-len", g["seq_len"]) if "seq_len" in g else None
     lens = {o: _ints(o, g.get(o)) for o in ("prompt_len", "gen_len")}
@@ -352,7 +362,7 @@ def parse(given: dict) -> RunConfig:
         engine_options=_engine_options(g.get("option")), cpus=_text(g.get("cpus")), until=_text(g.get("until")),
         max_memory_mb=megabytes("--max-memory", g["max_memory"]) if "max_memory" in g else None,
         retries=whole_number("--retries", g.get("retries", 0), "2"), serving=serving,
-        scenario_options=options, scenario_settings=settings)
+        scenario_options=options, scenario_settings=settings, **endpoint)
 
 
 def _padding(value) -> str | None:
@@ -440,13 +450,52 @@ def _scenario_options(g: dict, scenarios: list[str]) -> tuple[dict[str, list[str
     return given, settings
 
 
+ENDPOINT_DEFAULT_SCENARIOS = ["latency"]  # what --endpoint measures when no --scenario is given
+_API_NAMES = ("embeddings", "completions", "chat")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _endpoint(g: dict, engines: list[str] | None, scenarios: list[str] | None) -> dict:
+    """--endpoint URL with --api (and --served-model, --api-key-env): the RunConfig fields, {} when not given.
+    The server itself is probed when the run is planned (planning.py), not here."""
+    flags = {"api": "--api", "served_model": "--served-model", "api_key_env": "--api-key-env"}
+    if "endpoint" not in g:
+        stray = next((flag for name, flag in flags.items() if name in g), None)
+        if stray:
+            raise UsageError(f"{stray} is for a running server: give --endpoint URL too")
+        if "endpoint" in (engines or []):
+            raise UsageError("engine endpoint measures a running server: give --endpoint URL --api API instead")
+        return {}
+    url = str(g["endpoint"])
+    base_url(url)  # an http(s) URL, or UsageError
+    if engines:
+        raise UsageError("--endpoint measures the server at that URL: leave out --engine")
+    api = str(g.get("api", ""))
+    if api not in _API_NAMES:
+        raise UsageError(f"--endpoint needs --api {'|'.join(_API_NAMES)} (which API to measure)" if not api else
+                         f"unknown --api {api!r}: use one of {', '.join(_API_NAMES)}")
+    key_env = _text(g.get("api_key_env"))
+    if key_env is not None and not _ENV_NAME.fullmatch(key_env):
+        raise UsageError(f"--api-key-env {key_env!r} is not an environment variable's name: give the NAME of the "
+                         "variable that holds the key (e.g. --api-key-env OPENAI_API_KEY), never the key")
+    if g.get("find_max_qps"):
+        raise UsageError("--find-max-qps does not run against an endpoint yet: give --qps N (requests/s)")
+    for s in scenarios or []:
+        if not scenario_class(s).drives_endpoint:
+            them = [n for n in runnable_scenarios() if scenario_class(n).drives_endpoint]
+            raise UsageError(f"scenario {s} does not run against an endpoint: use {', '.join(them)}")
+    return {"endpoint": url, "api": api, "served_model": _text(g.get("served_model")), "api_key_env": key_env}
+
+
 _SERVER_ONLY = ("qps", "slo_p99", "slo_ttft", "slo_tpot", "find_max_qps")
+_GOODPUT = ("slo_p99", "slo_ttft", "slo_tpot")  # against an endpoint, the SLOs of goodput in every scenario
 
 
-def _serving(g: dict, scenarios: list[str]) -> ServingConfig:
-    """The serving scenarios' settings; each is refused when no scenario asked for takes it."""
+def _serving(g: dict, scenarios: list[str], endpoint: bool = False) -> ServingConfig:
+    """The serving scenarios' settings; each is refused when no scenario asked for takes it (against an
+    endpoint, the SLOs are goodput's targets in every scenario)."""
     names = [o.name for o in OPTIONS if o.serving]
-    given = [n for n in names if g.get(n) not in (None, False)]
+    given = [n for n in names if g.get(n) not in (None, False) and not (endpoint and n in _GOODPUT)]
     asked = [s for s in scenarios if scenario_class(s).takes_serving]
     flag = {n: "--" + n.replace("_", "-") for n in names}
     if given and not asked:
@@ -478,6 +527,6 @@ def _qps(value) -> float:
     return qps
 
 
-__all__ = ["RunConfig", "ServingConfig", "OPTIONS", "parse", "positive_int", "whole_number", "seconds",
+__all__ = ["RunConfig", "ServingConfig", "ENDPOINT_DEFAULT_SCENARIOS", "OPTIONS", "parse", "positive_int", "whole_number", "seconds",
            "milliseconds", "megabytes", "comma_list", "engine_options", "check_engine_options", "option_text",
            "known_precisions", "DURATION_OPTIONS"]

@@ -8,7 +8,10 @@ import os
 import sys
 from dataclasses import replace
 
-from enginebench.config import RunConfig
+from enginebench.config import ENDPOINT_DEFAULT_SCENARIOS, RunConfig
+from enginebench.endpoint.client import GENERATION_APIS, Connection, Target, base_url
+from enginebench.endpoint.probe import probe
+from enginebench.engines.endpoint import SERVED
 from enginebench.engines import engine_class, installed_engines, require_engine
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
@@ -56,6 +59,9 @@ def plan_from_config(config: RunConfig):
                   retries=config.retries, max_memory_mb=config.max_memory_mb)
 
     model = _resolve_run_model(config)
+    if config.endpoint:
+        return _endpoint_plan(config, model, cores, common, settings,
+                              _with_slo(config, serving, model) if serving is not None else None)
     engines = config.engines
     if not engines:
         engines = [e for e in installed_engines() if model.kind in engine_class(e).model_kinds]
@@ -80,6 +86,74 @@ def plan_from_config(config: RunConfig):
     cells = make_cells(grid, scenarios, settings)
     reference = CUT_REFERENCE_ENGINE if model.until else "torch"
     return Plan(model, data, cells, reference_engine=reference, **common)
+
+
+ENDPOINT_PROMPT_LEN, ENDPOINT_GEN_LEN = 128, 32  # a generation request's default shape against an endpoint
+
+
+def endpoint_options(config: RunConfig, served_model: str) -> dict[str, str]:
+    """The endpoint engine's options (recorded with every result): where, what, the key's variable's name, the
+    goodput SLOs (--slo-p99 / --slo-ttft / --slo-tpot)."""
+    s = config.serving
+    slo = {"slo_p99_ms": s.slo_p99_ms, "slo_ttft_ms": s.slo_ttft_ms, "slo_tpot_ms": s.slo_tpot_ms}
+    return {"url": base_url(config.endpoint), "api": config.api, "served_model": served_model,
+            "api_key_env": config.api_key_env or "",
+            "request_timeout": repr(float(min(config.timeout_s, 600.0))),
+            **{k: repr(float(v)) for k, v in slo.items() if v is not None}}
+
+
+def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings: dict, serving=None) -> Plan:
+    """A running server measured through its API (--endpoint): the model's kind must fit the API, the server
+    must answer a short probe (probe.py: a one-line UsageError otherwise); one `endpoint` cell per scenario x
+    workload (embeddings: texts per request, --batch-size [1]; generation: --prompt-len x --gen-len requests)."""
+    generates = config.api in GENERATION_APIS
+    if generates != (model.kind == "decoder"):
+        want = "a decoder (LLM), e.g. --model smollm2-135m" if generates else "an encoder, e.g. --model minilm"
+        raise UsageError(f"--api {config.api} needs {want} for its tokenizer and fidelity reference: {model.name} "
+                         f"is {_KIND_WORDS.get(model.kind, model.kind)}")
+    if config.api_key_env and config.api_key_env not in os.environ:
+        raise UsageError(f"--api-key-env {config.api_key_env}: no such environment variable is set here")
+    if generates and (config.workloads or config.seq_len):
+        raise UsageError("--workload/--seq-len are for --api embeddings: generation takes --prompt-len and --gen-len")
+    if not generates and (config.prompt_lens or config.gen_lens):
+        raise UsageError("--prompt-len/--gen-len are for --api completions or chat: embeddings take --workload")
+    scenarios = config.scenarios or ENDPOINT_DEFAULT_SCENARIOS
+    target = Target(config.endpoint, config.api, config.served_model or "", config.api_key_env)
+    served = config.served_model or _only_model(target)
+    probe(Target(config.endpoint, config.api, served, config.api_key_env))
+    corpus = config.corpus or DEFAULT_CORPUS
+    if generates:
+        shapes = request_shapes(config.prompt_lens or [ENDPOINT_PROMPT_LEN], config.gen_lens or [ENDPOINT_GEN_LEN],
+                                model.max_positions)
+        data = build_prompt_sets(model.path, shapes, seed=config.seed, corpus=corpus, max_positions=model.max_positions)
+        batch_sizes = [1]
+    else:
+        workloads = config.workloads or list(WORKLOADS)
+        data = {w: build_workload(w, model.path, seq_len=config.seq_len or 128, seed=config.seed, corpus=corpus,
+                                  max_positions=model.max_positions) for w in workloads}
+        batch_sizes = config.batch_sizes or [1]
+    grid = Grid(["endpoint"], config.precisions or [SERVED], list(data), batch_sizes, [1], [1], [1], cores, serving)
+    cells = make_cells(grid, scenarios, settings)
+    common = {**common, "engine_options": {"endpoint": endpoint_options(config, served)}}
+    return Plan(model, data, cells, reference_engine="torch", **common)
+
+
+def _only_model(target: Target) -> str:
+    """The one model a server lists, when --served-model is not given (the probe says what is wrong)."""
+    conn = Connection(target)
+    try:
+        status, body = conn.get_json("/v1/models")
+    except OSError:
+        status, body = None, None
+    finally:
+        conn.close()
+    ids = [m.get("id") for m in (body or {}).get("data", [])] if isinstance(body, dict) else []
+    if len(ids) == 1:
+        return str(ids[0])
+    if len(ids) > 1:
+        raise UsageError(f"{target.base} serves {len(ids)} models ({', '.join(map(str, ids))}): name one with "
+                         "--served-model")
+    return ""  # the probe then says what is wrong
 
 
 def scenario_settings(config: RunConfig, scenarios: list[str]) -> dict[str, list]:

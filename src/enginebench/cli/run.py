@@ -68,6 +68,15 @@ def add_parsers(sub) -> None:
                      "only engines that load ONNX run it, compared with onnxruntime fp32 on the same cut")
     add_serving_arguments(run)
     add_scenario_arguments(run)
+    server = run.add_argument_group("a running server (--endpoint URL --api API)")
+    server.add_argument("--endpoint", metavar="URL", help="benchmark the OpenAI-compatible server at this URL "
+                        "(http://host:port) instead of engines; --model gives the tokenizer and the fidelity reference")
+    server.add_argument("--api", help="with --endpoint: embeddings (/v1/embeddings), completions "
+                        "(/v1/completions) or chat (/v1/chat/completions), streamed")
+    server.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model name sent in requests "
+                        "[the one model the server lists]")
+    server.add_argument("--api-key-env", metavar="NAME", help="with --endpoint: the environment variable that holds "
+                        "the server's key (sent as a bearer token; never stored, printed or recorded)")
 
 
 def cmd_run(args) -> int:

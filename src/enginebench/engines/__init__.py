@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "tinygrad": "enginebench.engines.tinygrad_engine:TinygradEngine",
     "llamacpp": "enginebench.engines.llamacpp:LlamaCppEngine",
     "sentence-transformers": "enginebench.engines.sentence_transformers_engine:SentenceTransformersEngine",
+    "endpoint": "enginebench.engines.endpoint:EndpointEngine",
 }
 
 
@@ -58,7 +59,8 @@ def known_engines() -> list[str]:
 
 
 def installed_engines() -> list[str]:
-    return [name for name in _all() if engine_class(name).installed()]
+    """The engines a run takes by default: installed here (a remote endpoint is asked for, never assumed)."""
+    return [name for name in _all() if engine_class(name).installed() and not engine_class(name).remote]
 
 
 __all__ = ["REGISTRY", "Engine", "EngineInfo", "EngineOptions", "Session", "engine_class", "require_engine", "installed_engines", "known_engines"]

@@ -103,6 +103,9 @@ class Engine(ABC):
     #: "" when it runs the model as it comes: such engines run first in a run's first round, so the first
     #: figure comes early
     prepares: ClassVar[str] = ""
+    #: a server reached over the network rather than a library loaded here (engines/endpoint.py): the scenarios
+    #: drive it with request clients, and a run takes it only when asked for (--endpoint)
+    remote: ClassVar[bool] = False
 
     @classmethod
     def missing(cls) -> list[str]:

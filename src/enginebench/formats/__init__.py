@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "html": "enginebench.formats.html:Html",
     "png": "enginebench.formats.png:Png",
     "junit": "enginebench.formats.junit:JUnit",
+    "requests": "enginebench.formats.requests:Requests",
 }
 
 

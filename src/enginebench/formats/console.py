@@ -13,6 +13,7 @@ from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_
 from enginebench.formats.md import Markdown, to_markdown
 from enginebench.results import compare
 from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
+from enginebench.results.endpoint_table import is_endpoint_result, render_endpoint_table
 from enginebench.results.model import Run
 from enginebench.results.ops_table import render_stored
 from enginebench.results.report import _PARAMS, encoder_title, machine_line, measure_headers, notes, table_rows
@@ -36,8 +37,10 @@ def render(run: Run, console=None) -> None:
     if any(map(is_decoder_result, run.results)):
         render_decoder_table(run, console)
     render_serving_table(run, console)
+    render_endpoint_table(run, console)
     encoders = Run(run.run_id, run.created_at, run.machine, run.config,
-                   [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)],
+                   [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
+                    and not is_endpoint_result(r)],
                    run.schema_version)
     if encoders.results:
         headers, rows, constants = table_rows(encoders.results)

@@ -19,6 +19,8 @@ from enginebench.results.model import Run
 from enginebench.results.recommend import Constraints, recommend
 from enginebench.results.report import (affinity_text, encoder_title, measure_headers, measured_how, notes,
                                         table_rows)
+from enginebench.results.endpoint_table import is_endpoint_result
+from enginebench.results.endpoint_table import table as endpoint_table
 from enginebench.results.serving_table import is_decoder_serving
 from enginebench.results.serving_table import table as serving_table
 from enginebench.scenarios.registry import scenario_class, table_of
@@ -184,7 +186,14 @@ def _run_tables(run: Run) -> str:
             out.append(_run_tables(_with_results(run, results)).split("\n", 1)[1])
         return "\n".join(out)
     decoders = [r for r in run.results if is_decoder_result(r)]
-    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]
+    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
+                and not is_endpoint_result(r)]
+    endpoints = endpoint_table(run)
+    if endpoints:
+        headers, rows, _ = endpoints
+        out.append(_table("a running server (--endpoint)", headers, rows,
+                          [r.status for r in run.results if is_endpoint_result(r)],
+                          text_columns={"scenario", "request", "load"}))
     served = serving_table(run)
     if served:
         headers, rows, _ = served
@@ -226,9 +235,10 @@ def _warnings(runs: list[Run]) -> str:
     if mixed:
         out.append(f'<p class="warn">{escape(mixed)}</p>')
     for run in runs:
-        served = serving_table(run)
-        lines = (decoder_notes(run) + (served[2] if served else [])
-                 + notes([r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]))
+        served, endpoints = serving_table(run), endpoint_table(run)
+        lines = (decoder_notes(run) + (served[2] if served else []) + (endpoints[2] if endpoints else [])
+                 + notes([r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
+                          and not is_endpoint_result(r)]))
         if not lines:
             continue
         if len(runs) > 1:

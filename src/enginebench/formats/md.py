@@ -8,6 +8,7 @@ from typing import ClassVar
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
 from enginebench.results import compare
 from enginebench.results.decoder_table import decoder_markdown, is_decoder_result
+from enginebench.results.endpoint_table import endpoint_markdown, is_endpoint_result
 from enginebench.results.model import Run
 from enginebench.results.report import machine_line, measured_how, notes, table_rows
 from enginebench.results.serving_table import is_decoder_serving, serving_markdown
@@ -15,8 +16,9 @@ from enginebench.results.terminal import markdown_table
 
 
 def to_markdown(run: Run) -> str:
-    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)]
-    decoders = decoder_markdown(run) + serving_markdown(run)
+    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
+                and not is_endpoint_result(r)]
+    decoders = decoder_markdown(run) + serving_markdown(run) + endpoint_markdown(run)
     parts = []
     if encoders:
         headers, rows, constants = table_rows(encoders)
@@ -26,7 +28,8 @@ def to_markdown(run: Run) -> str:
         parts.append(f"{title}\n\n{markdown_table(headers, rows)}")
         parts += ["".join(f"- {line}\n" for line in notes(encoders))] if notes(encoders) else []
     else:
-        parts.append(f"**run {run.run_id}**" + (" · decoders" if decoders else " · no results") + "\n")
+        parts.append(f"**run {run.run_id}**" + (" · decoders" if decoder_markdown(run) or serving_markdown(run)
+                                                else "" if decoders else " · no results") + "\n")
     if decoders:
         parts.append(decoders)
     parts.append(machine_line(run) + "\n")

@@ -148,6 +148,35 @@ def compare_decoder(session, reference: dict, precision: str) -> dict:
     return score(logits, reference, precision, greedy, check_cache(session, reference))
 
 
+SERVED_POSITIONS = 16  # per greedy prompt, the positions a server is asked for under teacher forcing
+
+
+def compare_served_generation(session, reference: dict) -> dict:
+    """A server's greedy choices (temperature 0, through its API: no logits) against the reference's greedy
+    tokens. `greedy_agreement` (the headline, as for engines): under teacher forcing, the server is sent each
+    prompt followed by the reference's first k generated tokens and asked for one token, for the first
+    SERVED_POSITIONS positions k of each prompt; the share it picks as the reference did. Beside it, its own
+    free-running generations against the reference's (cached_vs_reference: up to each row's first divergence).
+    The server's text is read back with the local tokenizer, so a server that segments text otherwise shows
+    as a disagreement too. Judged against the reduced-precision top-1 threshold (a served model is usually
+    quantized)."""
+    prompt, generated = reference["greedy_prompt"], reference["generated"]
+    positions = min(SERVED_POSITIONS, generated.shape[1])
+    p = prompt.shape[1]
+    context = greedy_context(prompt, generated)
+    contexts = [row[:p + k] for row in context for k in range(positions)]
+    picked = np.asarray(session.next_tokens(contexts), dtype=np.int64).reshape(len(prompt), positions)
+    agreement = float((picked == generated[:, :positions]).mean())
+    free = cached_vs_reference(cached_generation(session, prompt, generated.shape[1]), generated)
+    threshold = REDUCED_PRECISION["top1"]
+    failures = [] if agreement >= threshold else [
+        f"greedy agreement {agreement:.3f} < {threshold}: the server's greedy tokens differ from the reference's"]
+    return {"metric": "greedy_agreement", "value": agreement, "threshold": threshold, "ok": not failures,
+            "failures": failures, "greedy_agreement": agreement, "greedy_positions": int(picked.size),
+            "free_running_agreement": free["cached_reference_agreement"],
+            "first_divergence": free["cached_first_divergence"]}
+
+
 def score(logits: np.ndarray, reference: dict, precision: str, greedy: float | None,
           cache: dict | None = None) -> dict:
     limits = thresholds_for(precision)
@@ -188,5 +217,5 @@ def score(logits: np.ndarray, reference: dict, precision: str, greedy: float | N
 
 
 __all__ = ["THRESHOLDS", "REDUCED_PRECISION", "thresholds_for", "perplexity", "top1_agreement", "greedy_agreement",
-           "greedy_context", "reference_data", "compare_decoder", "score", "cached_generation", "cached_vs_reference",
+           "greedy_context", "reference_data", "compare_decoder", "compare_served_generation", "score", "cached_generation", "cached_vs_reference",
            "check_cache", "first_divergence"]

@@ -23,9 +23,9 @@ from enginebench.results.model import Result
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.registry import scenario_class
 
-_PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps")  # kept in each repetition's record, not in details
+_PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps", "requests")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
-_ARRAYS = ("ttft_ns", "generation_steps")  # per-process details the repetition record keeps as arrays
+_ARRAYS = ("ttft_ns", "generation_steps", "requests")  # per-process details the repetition record keeps as arrays
 _DERIVED_DETAILS = ("wall_s", "processes", "notes")  # what build_result adds to the launcher's details
 _IDENTITY = ("engine", "model", "precision", "scenario", "workload", "batch_size", "seq_len", "workers", "threads",
              "settings")

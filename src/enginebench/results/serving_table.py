@@ -86,27 +86,17 @@ def table(run: Run) -> tuple[list[str], list[list[str]], list[str]] | None:
 
 
 def render_serving_table(run: Run, console) -> None:
-    from enginebench.results.terminal import print_lines, print_table
+    from enginebench.results.terminal import print_section
 
-    got = table(run)
-    if got is None:
-        return
-    headers, rows, lines = got
     models = sorted({r.model for r in run.results if is_decoder_serving(r)})
-    print_table(console, f"run {run.run_id} — {', '.join(models)} served (LoadGen server, token latencies)",
-                headers, rows, keys=1 + KEYS, left={"#", "engine", "precision", "request", "batching"}, repeat=2)
-    print_lines(console, lines, style="yellow")
+    print_section(console, f"run {run.run_id} — {', '.join(models)} served (LoadGen server, token latencies)",
+                  table(run), keys=1 + KEYS, left={"#", "engine", "precision", "request", "batching"})
 
 
 def serving_markdown(run: Run) -> str:
-    from enginebench.results.terminal import markdown_table
+    from enginebench.results.terminal import markdown_section
 
-    got = table(run)
-    if got is None:
-        return ""
-    headers, rows, lines = got
-    return (f"**decoders served** (LoadGen server, token latencies)\n\n{markdown_table(headers, rows)}\n"
-            + "".join(f"- {line}\n" for line in lines))
+    return markdown_section("**decoders served** (LoadGen server, token latencies)", table(run))
 
 
 __all__ = ["is_decoder_serving", "render_serving_table", "serving_markdown", "HEADERS"]

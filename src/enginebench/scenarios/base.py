@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 
+from enginebench.engines import engine_class
 from enginebench.measure.compute_roofline import encoder_roofline
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.measure.rates import closed_loop_throughput
@@ -107,6 +108,11 @@ class CellRun:
     # a LoadGen run starts that expects to take this many seconds: the parent times it afresh (a search's trials)
     trial_started: Callable[[float], None] = lambda expected_s: None
 
+    @property
+    def remote(self) -> bool:
+        """The cell measures a server over the network (Engine.remote): request clients, not sessions."""
+        return engine_class(self.cell.engine).remote
+
     def fidelity_known(self) -> bool:
         return self.cell.workload in self.cache.setdefault("fidelity", {})
 
@@ -183,7 +189,7 @@ class LoadFailed(RuntimeError):
     """The job's shared session did not load: every cell that needs it fails with the same words."""
 
 
-TABLES = ("encoders", "decoders", "decoder serving", "operators")  # the tables `show` prints, in this order
+TABLES = ("encoders", "decoders", "decoder serving", "endpoints", "operators")  # the tables `show` prints, in this order
 
 
 class Scenario(ABC):
@@ -204,6 +210,9 @@ class Scenario(ABC):
     #: why recommend does not rank its results (None: it ranks them on judged_on)
     unranked_because: ClassVar[str | None] = None
     charts: ClassVar[tuple[str, ...]] = ()  # the charts its results feed (formats/charts.py CHARTS)
+    #: it runs against a server (--endpoint) too, for any API: its measure() drives the endpoint's request
+    #: clients (scenarios/requests.py) when CellRun.remote
+    drives_endpoint: ClassVar[bool] = False
 
     # -- planning -----------------------------------------------------------------------------------
     def settings(self, given: dict) -> list[ScenarioSettings] | None:

@@ -25,6 +25,7 @@ from enginebench.scenarios.base import (CellRun, Grid, Measurement, Option, Scen
                                         encoder_roofline_of, worker_args, workload_args)
 from enginebench.scenarios.loadgen_sut import WorkerPool
 from enginebench.scenarios.process_pool import POLL_S
+from enginebench.scenarios.requests import endpoint_figures, endpoint_table, measure_requests
 from enginebench.scenarios.server import percentiles
 from enginebench.scenarios.throughput import worker_cells
 
@@ -138,6 +139,7 @@ class Concurrency(Scenario):
     shows_workers = True
     judged_on = "throughput"
     uses_roofline = True
+    drives_endpoint = True
 
     def settings(self, given: dict) -> list[Clients]:
         texts = [t for item in given.get("concurrency") or [] for t in str(item).split(",") if t.strip()]
@@ -156,6 +158,9 @@ class Concurrency(Scenario):
     def settings_from_dict(self, d: dict) -> Clients:
         return Clients(**d)
 
+    def table(self, result) -> str:
+        return endpoint_table(result) or "encoders"
+
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         return (workload_args(result, corpus) + ["--batch-size", str(result.batch_size)] + worker_args(result)
                 + ["--concurrency", str(self.settings_from_dict(result.settings).clients)])
@@ -165,12 +170,17 @@ class Concurrency(Scenario):
                 for s in settings or [Clients(n) for n in DEFAULT_CLIENTS]]
 
     def measure(self, run: CellRun) -> Measurement:
+        if run.remote:  # a server: N closed-loop request clients
+            return measure_requests(run, run.session(), clients=run.cell.settings.clients)
         return run.in_worker_processes(lambda want, loaded: run_concurrency(
             run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded))
 
     def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
         """Per query: p50, p90, p99 with their CIs; the achieved queries/s over the measured windows and the
         clients Little's law gives back from it (X * R: N when the loop was closed and nothing else waited)."""
+        if found := endpoint_figures(measurements):
+            found["figures"]["clients"] = cell.settings.clients
+            return found
         pooled = np.concatenate([np.concatenate(m.worker_samples) for m in measurements]) / 1e6
         qps = float(np.mean([sum(s.size for s in m.worker_samples) / m.wall_s for m in measurements]))
         return {"figures": {"clients": cell.settings.clients, "latency_ms": percentiles(pooled),

@@ -11,6 +11,7 @@ from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.plan import Cell
 from enginebench.scenarios.base import (CellRun, Grid, Measurement, Scenario, encoder_roofline_of,
                                         positions_per_item)
+from enginebench.scenarios.requests import endpoint_figures, endpoint_table, measure_requests
 from enginebench.workloads import WorkloadData
 
 
@@ -43,9 +44,13 @@ class Latency(Scenario):
     per_call_latency = True
     uses_roofline = True
     charts = ("latency by engine",)
+    drives_endpoint = True
 
     def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
-        return {"roofline": encoder_roofline_of(cell, measurements, details)}
+        return endpoint_figures(measurements) or {"roofline": encoder_roofline_of(cell, measurements, details)}
+
+    def table(self, result) -> str:
+        return endpoint_table(result) or "encoders"
 
     def cells(self, grid: Grid, settings=None) -> list[Cell]:
         return [Cell(engine, precision, self.name, workload, batch, 1, threads)
@@ -55,6 +60,8 @@ class Latency(Scenario):
 
     def measure(self, run: CellRun) -> Measurement:
         session, load_s, load_peak = run.shared_session()
+        if run.remote:  # a server: one request at a time
+            return measure_requests(run, session, clients=1)
         if not run.fidelity_known():
             run.set_fidelity(session.run(session.prepare(run.workload.fidelity_inputs())))
         m = run_latency(session, run.workload, run.cell.batch_size, run.rule, load_s)

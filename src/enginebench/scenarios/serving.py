@@ -11,7 +11,9 @@ from enginebench.plan import Cell
 from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
                                         workload_args)
 from enginebench.scenarios.decoder_server import run_decoder_server
+from enginebench.scenarios.endpoint_server import endpoint_served, measure_endpoint_server
 from enginebench.scenarios.offline import run_offline
+from enginebench.scenarios.requests import endpoint_figures, endpoint_table
 from enginebench.scenarios.server import percentiles, run_server
 from enginebench.scenarios.throughput import worker_cells
 
@@ -30,11 +32,14 @@ class Server(Scenario):
     takes_serving = True
     judged_by_spread = False  # latencies from arrival vary by design: the SLO verdict judges a server
     unranked_because = "server scenario (judged VALID/INVALID against its SLO, not ranked)"  # items/s = offered
+    drives_endpoint = True
 
     def cells(self, grid: Grid, settings=None) -> list[Cell]:
         return worker_cells(self.name, grid, [grid.serving.max_batch], serving=grid.serving)
 
     def measure(self, run: CellRun) -> Measurement:
+        if run.remote:  # a server: LoadGen's arrivals sent as requests (scenarios/endpoint_server.py)
+            return measure_endpoint_server(run, run.session())
         if run.model_kind == "decoder":  # its first worker checks the fidelity before serving
             run.loading()  # each worker loads its own session
             reference = (run.references or {}).get(DECODER_REFERENCE)
@@ -45,11 +50,17 @@ class Server(Scenario):
             on_trial=run.trial_started))
 
     def table(self, result) -> str:
-        return "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders"
+        return endpoint_table(result) or (
+            "decoder serving" if (result.serving or {}).get("kind") == "decoder" else "encoders")
+
+    def figures(self, cell: Cell, measurements: list[Measurement], details: dict) -> dict:
+        return endpoint_figures(measurements) or {}
 
     def served(self, cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
         """Its items/s is the rate it achieved; with several processes the latencies (TTFT and TPOT for
         decoders) are pooled over them."""
+        if measurements[0].details.get("endpoint"):
+            return endpoint_served(measurements)
         serving, reasons = _serving_common(cell, measurements, indices)
         figures = [m.details["serving"] for m in measurements]
         if len(figures) > 1:
@@ -84,6 +95,8 @@ class Server(Scenario):
 
     def note(self, result) -> str:
         s = result.serving or {}
+        if s.get("kind") == "endpoint":  # its notes are the endpoint table's (results/endpoint_table.py)
+            return ""
         queue = s.get("queue") or {}
         return (f"server: median/p99 from {s.get('percentiles_from') or 'arrival'}, queueing included"
                 f"{_issue_stamp(s)}; items/s = achieved {_num(s['achieved_qps'])} q/s of "
@@ -97,6 +110,7 @@ class Offline(Server):
     name = "offline"
     model_kinds = ("encoder",)
     judged_by_spread = True
+    drives_endpoint = False
 
     def measure(self, run: CellRun) -> Measurement:
         return run.in_worker_processes(lambda want, loaded: run_offline(

@@ -1,0 +1,303 @@
+"""The kit the scenarios share against a running server (engines/endpoint.py): closed-loop request clients,
+each request's record, and the figures derived from those records.
+
+Clients are threads of the measuring process, each with its own keep-alive connection (endpoint/client.py);
+a client sends its next request the moment its last one returns (latency: one client; concurrency: N). The
+warm-up runs for rule.warmup_s; a request is *measured* when it was sent after the warm-up and answered before
+the stop (the duration has passed and every client has rule.min_samples measured requests), so every measured
+one ran under the full load. The others are counted (warm-up, tail) with their failures, never hidden.
+
+Figures from the measured records (formulas in the README, "Benchmarking a running server"):
+  e2e = done - sent; TTFT = first text chunk - sent; ITL = each gap between two text chunks;
+  TPOT = (e2e - TTFT) / (output tokens - 1) for a request of at least 2 output tokens;
+  request/s = measured ok requests / window; output tokens/s = their output tokens / window;
+  goodput = ok requests meeting every SLO / window, and their share of all measured requests (failures count
+  as missing every SLO); window = first measured send to the stop.
+Output tokens are the generated text counted with the local tokenizer (--model), compared with the server's
+`usage` where it reports one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+
+from enginebench.endpoint.client import FAILURES, Connection
+from enginebench.measure.memory import peak_rss_mb
+from enginebench.measure.stats import over_processes, summarize
+from enginebench.measure.timing import StoppingRule
+from enginebench.measure.llm_fidelity import compare_served_generation
+from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, Measurement
+from enginebench.scenarios.server import percentiles
+
+_clock = time.perf_counter_ns
+CHAT_FIDELITY = ("no fidelity through chat: the server wraps the prompt in its chat template, which the reference "
+                 "does not; measure fidelity with --api completions")
+
+
+def closed_loop_requests(session, items: list, clients: int, rule: StoppingRule, max_tokens: int | None) -> dict:
+    """Drive `clients` closed-loop clients over `items` (cycled); every request's record, split into measured
+    (sent after the warm-up, answered before the stop), warm-up and tail (in flight at the stop), and the
+    measured window [end of the warm-up, stop] in ns."""
+    lock = threading.Lock()
+    picks = itertools.count()
+    start_ns = _clock() + int(rule.warmup_s * 1e9)
+    state = {"stop_ns": None}
+    per_client = [0] * clients
+    measured: list[dict] = []
+    warmup: list[dict] = []
+    tail: list[dict] = []
+    errors: list[BaseException] = []
+
+    def client(c: int) -> None:
+        conn = Connection(session.target)
+        try:
+            while state["stop_ns"] is None:
+                i = next(picks) % len(items)
+                record = conn.send(items[i], max_tokens, client=c)
+                record["item"] = i
+                now = _clock()
+                with lock:
+                    if state["stop_ns"] is not None:
+                        tail.append(record)
+                    elif record["sent_ns"] < start_ns:
+                        warmup.append(record)
+                    else:
+                        measured.append(record)
+                        per_client[c] += 1
+                        if now - start_ns >= rule.duration_s * 1e9 and min(per_client) >= rule.min_samples:
+                            state["stop_ns"] = now
+        except BaseException as e:  # a bug, not a failed request (those are records): end every client
+            errors.append(e)
+            state["stop_ns"] = state["stop_ns"] or _clock()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    for phase, records in (("warmup", warmup), ("measured", measured), ("tail", tail)):
+        for r in records:
+            r["phase"] = phase
+    return {"measured": measured, "warmup": warmup, "tail": tail, "window": [start_ns, state["stop_ns"]]}
+
+
+def count_tokens(session, items_tokens: list[int], records: list[dict]) -> None:
+    """Each record's input and output tokens with the local tokenizer (outside the clock); the text and the
+    embeddings themselves are not kept."""
+    for r in records:
+        r["input_tokens"] = items_tokens[r["item"]]
+        text = r.pop("text", None)
+        r.pop("embeddings", None)
+        if text is not None:
+            r["output_tokens"] = session.count_tokens(text)
+
+
+def failure_counts(records: list[dict]) -> dict:
+    return {kind: sum(r["failure"] == kind for r in records) for kind in FAILURES}
+
+
+def request_inputs(run: CellRun, session) -> tuple[list, list[int], int | None, int]:
+    """The cell's requests as the API takes them: (inputs, each one's input tokens, max_tokens, items per
+    request)."""
+    if session.target.generates:
+        items, tokens = session.prompts(run.workload.prompts)
+        return items, tokens, run.workload.test.gen_len, 1
+    items, tokens = session.texts(run.workload.pool, run.cell.batch_size)
+    return items, tokens, None, run.cell.batch_size
+
+
+def measure_requests(run: CellRun, session, clients: int) -> Measurement:
+    """One cell against the endpoint: `clients` closed-loop clients (1: one request at a time)."""
+    items, tokens, max_tokens, per_item = request_inputs(run, session)
+    fidelity = served_fidelity(run, session)  # before the clock: its requests never overlap the measured ones
+    got = closed_loop_requests(session, items, clients, run.rule, max_tokens)
+    for part in ("measured", "warmup", "tail"):
+        count_tokens(session, tokens, got[part])
+    measured = got["measured"]
+    ok = [r for r in measured if not r["failure"]]
+    if not ok:
+        counts = {k: v for k, v in failure_counts(measured).items() if v}
+        first = next((r["error"] for r in measured if r["error"]), "no request was measured")
+        raise RuntimeError(f"every measured request failed ({counts}): {first}")
+    per_client = [np.asarray([r["done_ns"] - r["sent_ns"] for r in ok if r["client"] == c], dtype=np.int64)
+                  for c in range(clients)]
+    start, stop = got["window"]
+    records = sorted(got["warmup"] + measured + got["tail"], key=lambda r: r["sent_ns"])
+    details = {**session.details, "requests": records, "notes": endpoint_notes(session), "clients": clients,
+               "window_ns": int(stop - start), "window": [int(start), int(stop)]}
+    return Measurement(worker_samples=[s for s in per_client if s.size], items_per_call=per_item,
+                       tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / per_item,
+                       load_s=session.load_s, peak_rss_mb=peak_rss_mb(), executed_precision=run.precision,
+                       wall_s=(stop - start) / 1e9, details=details, fidelity=fidelity)
+
+
+def endpoint_notes(session) -> list[str]:
+    return [CHAT_FIDELITY] if session.target.api == "chat" else []
+
+
+def served_fidelity(run: CellRun, session) -> dict | None:
+    """What the server answers against the reference, once per workload and job: embeddings' min cosine on the
+    workload's fidelity inputs, or generation's greedy agreement."""
+    if session.target.generates:
+        return generation_fidelity(run, session)
+    if not run.fidelity_known():
+        run.set_fidelity(session.run(session.prepare(run.workload.fidelity_inputs())))
+    return run.fidelity()
+
+
+def generation_fidelity(run: CellRun, session) -> dict | None:
+    """The server's greedy generations against the reference's, once per job."""
+    known = run.cache.setdefault("fidelity", {})
+    if DECODER_REFERENCE not in known:
+        reference = (run.references or {}).get(DECODER_REFERENCE)
+        if session.target.api == "chat":  # the chat template wraps the prompt: not the reference's context
+            known[DECODER_REFERENCE] = None  # said in the row's note (CHAT_FIDELITY)
+        else:
+            known[DECODER_REFERENCE] = compare_served_generation(session, reference) if reference else None
+    return known[DECODER_REFERENCE]
+
+
+# -- figures ----------------------------------------------------------------------------------------------
+
+def endpoint_figures(measurements: list[Measurement]) -> dict | None:
+    """Result fields of a cell measured against an endpoint ({"figures": {"requests": ...}}); None for others."""
+    if measurements[0].details.get("requests") is None:
+        return None
+    return {"figures": {"requests": request_figures(measurements)}}
+
+
+def endpoint_table(result) -> str | None:
+    """"endpoints" for a result measured against a server, None for the others."""
+    return "endpoints" if (result.details or {}).get("endpoint") else None
+
+
+def _ms(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64) / 1e6
+
+
+def per_request(r: dict) -> dict:
+    """A measured record's own figures (ms; None where they do not apply): e2e, ttft, tpot, itl (a list)."""
+    e2e = (r["done_ns"] - r["sent_ns"]) / 1e6
+    out = {"e2e_ms": e2e, "ttft_ms": None, "tpot_ms": None, "itl_ms": []}
+    chunks = r.get("chunk_ns")
+    if r["failure"] or chunks is None:
+        return out
+    if r.get("first_ns") is not None:
+        out["ttft_ms"] = (r["first_ns"] - r["sent_ns"]) / 1e6
+        out["itl_ms"] = list(np.diff(_ms(chunks)))
+        tokens = r.get("output_tokens") or 0
+        if tokens >= 2:
+            out["tpot_ms"] = (e2e - out["ttft_ms"]) / (tokens - 1)
+    return out
+
+
+def meets_slo(r: dict, figures: dict, slo: dict) -> bool:
+    """An ok request within every SLO given (p99 targets judged per request: e2e, TTFT, TPOT)."""
+    if r["failure"]:
+        return False
+    limits = {"slo_p99_ms": "e2e_ms", "slo_ttft_ms": "ttft_ms", "slo_tpot_ms": "tpot_ms"}
+    for key, figure in limits.items():
+        limit = slo.get(key)
+        if limit and (figures[figure] is None and figure != "tpot_ms" or (figures[figure] or 0.0) > limit):
+            return False
+    return True
+
+
+def measured_records(records: list[dict]) -> list[dict]:
+    """The records a cell's latencies and failures are judged on: those sent after the warm-up and answered
+    before the stop (a LoadGen run's: all of them)."""
+    return [r for r in records if r.get("phase", "measured") == "measured"]
+
+
+def completed_in_window(records: list[dict], m: Measurement) -> list[dict]:
+    """The successful requests that completed inside the measured window, whichever phase sent them: what
+    the window's rates count (in a closed loop, requests in flight at either edge used the window too)."""
+    window = m.details.get("window")
+    if window is None:  # a LoadGen run: its window spans every request
+        return [r for r in records if not r["failure"]]
+    return [r for r in records if not r["failure"] and window[0] <= r["done_ns"] <= window[1]]
+
+
+def request_figures(measurements: list[Measurement]) -> dict:
+    """The endpoint figures of a cell over its repetitions (each repetition's records apart for the CIs)."""
+    every = [m.details["requests"] for m in measurements]
+    reps = [measured_records(records) for records in every]
+    slo = measurements[0].details.get("endpoint", {}).get("slo") or {}
+    figures = [[per_request(r) for r in records] for records in reps]
+    windows = [m.details["window_ns"] / 1e9 for m in measurements]
+    out: dict = {"requests": sum(len(r) for r in reps)}
+    out["failures"] = {k: sum(failure_counts(records)[k] for records in reps) for k in FAILURES}
+    out["ok"] = out["requests"] - sum(out["failures"].values())
+    statuses: dict[str, int] = {}
+    for records in reps:
+        for r in records:
+            if r["failure"] == "http":
+                statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    out["http_statuses"] = statuses
+    for name in ("e2e_ms", "ttft_ms", "tpot_ms"):
+        groups = [np.asarray([f[name] for f, r in zip(fs, rs) if not r["failure"] and f[name] is not None])
+                  for fs, rs in zip(figures, reps)]
+        if sum(g.size for g in groups):
+            pooled = np.concatenate(groups)
+            out[name] = {**percentiles(pooled), "median": summarize(None, [g for g in groups if g.size]).to_dict()}
+    itl = [np.asarray([x for f in fs for x in f["itl_ms"]]) for fs in figures]
+    if sum(g.size for g in itl):
+        out["itl_ms"] = {**percentiles(np.concatenate(itl)), "median": summarize(None, [g for g in itl if g.size]).to_dict()}
+    ok = [completed_in_window(records, m) for records, m in zip(every, measurements)]
+    rates = [len(o) / w for o, w in zip(ok, windows) if w > 0]
+    out["requests_per_s"] = _mean_ci(rates)
+    out_tokens = [sum(r.get("output_tokens") or 0 for r in o) / w for o, w in zip(ok, windows) if w > 0]
+    if any(r.get("output_tokens") is not None for o in ok for r in o):
+        out["output_tokens_per_s"] = _mean_ci(out_tokens)
+    out["input_tokens_per_s"] = _mean_ci([sum(r["input_tokens"] for r in o) / w for o, w in zip(ok, windows) if w > 0])
+    out["unmeasured"] = {"requests": sum(len(e) - len(r) for e, r in zip(every, reps)),
+                         **{k: sum(failure_counts([x for x in e if x.get("phase") in ("warmup", "tail")])[k]
+                                   for e in every) for k in FAILURES}}
+    out["tokens_vs_usage"] = _usage_check([r for o in ok for r in o])
+    reasons: dict[str, int] = {}
+    for r in (r for o in ok for r in o if "finish_reason" in r):
+        reasons[str(r["finish_reason"])] = reasons.get(str(r["finish_reason"]), 0) + 1
+    if reasons:
+        out["finish_reasons"] = reasons
+    if slo:
+        # goodput counts as request/s does (completed in the window); the share is of the measured requests
+        good = [sum(meets_slo(r, per_request(r), slo) for r in o) for o in ok]
+        met = sum(meets_slo(r, f, slo) for records, fs in zip(reps, figures) for r, f in zip(records, fs))
+        out["slo"] = slo
+        out["goodput_per_s"] = _mean_ci([g / w for g, w in zip(good, windows) if w > 0])
+        out["slo_share"] = met / out["requests"] if out["requests"] else None
+    return out
+
+
+def _mean_ci(values: list[float]) -> dict:
+    """A rate over repetitions as the project gives any figure over processes (measure/stats.py): their
+    geometric mean with the t interval over them; one repetition (or a zero rate): the value, no interval."""
+    if len(values) >= 2 and min(values) > 0:
+        point, lo, hi = over_processes(values)
+        return {"value": float(point), "ci95": [float(lo), float(hi)], "repetitions": len(values)}
+    return {"value": float(np.mean(values)) if values else None, "ci95": None, "repetitions": len(values)}
+
+
+def _usage_check(records: list[dict]) -> dict:
+    """Local token counts against the server's `usage`, where it reported one."""
+    out = {}
+    for local, usage, name in (("input_tokens", "usage_prompt_tokens", "input"),
+                               ("output_tokens", "usage_completion_tokens", "output")):
+        pairs = [(r[local], r[usage]) for r in records if r.get(usage) is not None and r.get(local) is not None]
+        if pairs:
+            diff = np.asarray([a - b for a, b in pairs], dtype=np.float64)
+            out[name] = {"compared": len(pairs), "equal": int((diff == 0).sum()),
+                         "mean_local_minus_server": float(diff.mean())}
+    return out
+
+
+__all__ = ["measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
+           "count_tokens", "failure_counts"]

@@ -1,0 +1,95 @@
+"""The endpoint options as RunConfig checks them (no server needed): each mistake a one-line UsageError naming
+the fix; the key's variable is recorded by name only; and the stream reader's verdicts on server-sent events
+(read from bytes: what a server sends, without a server)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from enginebench.config import RunConfig
+from enginebench.endpoint.client import _stream
+from enginebench.errors import UsageError
+from enginebench.scenarios.requests import meets_slo, per_request
+
+
+@pytest.mark.parametrize("keywords, words", [
+    ({"api": "chat"}, "--api is for a running server: give --endpoint URL too"),
+    ({"served_model": "x"}, "--served-model is for a running server"),
+    ({"engines": ["endpoint"]}, "engine endpoint measures a running server"),
+    ({"endpoint": "ftp://host"}, "is not an http(s) URL"),
+    ({"endpoint": "http://127.0.0.1:9"}, "--endpoint needs --api embeddings|completions|chat"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "rerank"}, "unknown --api 'rerank'"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "engines": ["torch"]}, "leave out --engine"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "api_key_env": "sk-abc=1"}, "not an environment variable"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["throughput"]},
+     "scenario throughput does not run against an endpoint: use latency, server, concurrency"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["server"], "find_max_qps": True},
+     "--find-max-qps does not run against an endpoint yet"),
+])
+def test_endpoint_mistakes_are_one_line_errors(keywords, words):
+    with pytest.raises(UsageError) as e:
+        RunConfig.from_keywords("smollm2-135m", **keywords)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_slos_are_goodput_targets_against_an_endpoint_and_the_key_is_a_name():
+    config = RunConfig.from_keywords("smollm2-135m", endpoint="http://127.0.0.1:9/v1", api="completions",
+                                     api_key_env="MY_KEY", slo_ttft=500, slo_tpot="50ms",
+                                     scenarios=["latency", "concurrency"], concurrency="1,2,4")
+    assert config.serving.slo_ttft_ms == 500 and config.serving.slo_tpot_ms == 50
+    argv = config.to_argv()
+    assert argv[argv.index("--api-key-env") + 1] == "MY_KEY"
+    assert RunConfig.from_json(config.to_json()) == config
+    with pytest.raises(UsageError, match="add --scenario server"):  # without --endpoint they stay the server's
+        RunConfig.from_keywords("minilm", slo_p99=50)
+
+
+class _Response:
+    """Bytes as http.client gives a streamed body: readline, read, getheader."""
+
+    def __init__(self, body: bytes, kind: str = "text/event-stream"):
+        self.body, self.kind = io.BytesIO(body), kind
+
+    def readline(self):
+        return self.body.readline()
+
+    def read(self):
+        return self.body.read()
+
+    def getheader(self, name, default=None):
+        return self.kind
+
+
+def _chunk(text, finish=None):
+    return (b'data: {"choices": [{"text": "%s", "finish_reason": %s}]}\n\n'
+            % (text.encode(), b"null" if finish is None else b'"' + finish.encode() + b'"'))
+
+
+@pytest.mark.parametrize("body, kind, failure", [
+    (_chunk(" Paris") + b": ping\n\n" + _chunk(".") + _chunk("", "length") + b"data: [DONE]\n\n", None, None),
+    (_chunk(" Paris") + b"data: {not json\n\n", None, "malformed"),
+    (_chunk(" Paris"), None, "malformed"),  # cut short: neither [DONE] nor a finish_reason
+    (b'{"choices": []}', "application/json", "malformed"),  # asked for a stream, got a body
+    (b'data: {"error": {"message": "boom"}}\n\n', None, "malformed"),
+])
+def test_the_stream_reader(body, kind, failure):
+    record = {"sent_ns": 0, "first_ns": None, "done_ns": None, "status": 200, "failure": None, "error": None}
+    got = _stream(record, _Response(body, kind or "text/event-stream"), "completions")
+    assert got["failure"] == failure, got
+    if failure is None:
+        assert got["text"] == " Paris." and len(got["chunk_ns"]) == 2 and got["finish_reason"] == "length"
+
+
+def test_a_requests_figures_and_its_slos():
+    ms = 1_000_000
+    r = {"sent_ns": 0, "first_ns": 100 * ms, "chunk_ns": [100 * ms, 130 * ms, 170 * ms], "done_ns": 170 * ms,
+         "failure": None, "output_tokens": 3}
+    f = per_request(r)
+    assert f["ttft_ms"] == 100 and f["e2e_ms"] == 170 and f["tpot_ms"] == 35 and f["itl_ms"] == [30, 40]
+    assert meets_slo(r, f, {"slo_ttft_ms": 100, "slo_tpot_ms": 35})
+    assert not meets_slo(r, f, {"slo_ttft_ms": 99})
+    assert not meets_slo(r, f, {"slo_tpot_ms": 34.9})
+    failed = {**r, "failure": "timeout"}
+    assert not meets_slo(failed, per_request(failed), {})
