@@ -24,6 +24,8 @@ from enginebench.results.store import ResultStore
 from helpers.processes import marked_processes, wait_for_results
 from helpers.fake_engines import FAULT_PLUGINS, env
 
+pytestmark = pytest.mark.serial  # a run must stop within 5 s of Ctrl-C
+
 BATCHES, REPEAT = 6, 2
 RUN = ["run", "--engine", "fault", "--workload", "titles", "--scenario", "latency",
        "--batch-size", ",".join(map(str, range(1, BATCHES + 1))), "--duration", "0.3s", "--warmup", "0.05s",

@@ -20,6 +20,8 @@ from enginebench.search.tune import Tuner, check_request
 from helpers import child_pythonpath
 from helpers.fake_engines import TUNE_PLUGINS
 
+pytestmark = pytest.mark.serial  # tune must find the true best by measured speed
+
 
 @pytest.fixture
 def synthetic(monkeypatch):

@@ -19,7 +19,7 @@ from enginebench.results.store import ResultStore
 from helpers.processes import marked_processes, wait_for_results
 from helpers.fake_engines import env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a sweep must stop within 5 s of Ctrl-C
 
 
 
