@@ -24,8 +24,6 @@ from enginebench.results.store import ResultStore
 from helpers.processes import marked_processes, wait_for_results
 from helpers.fake_engines import FAULT_PLUGINS, env
 
-pytestmark = pytest.mark.serial  # a run must stop within 5 s of Ctrl-C
-
 BATCHES, REPEAT = 6, 2
 RUN = ["run", "--engine", "fault", "--workload", "titles", "--scenario", "latency",
        "--batch-size", ",".join(map(str, range(1, BATCHES + 1))), "--duration", "0.3s", "--warmup", "0.05s",
@@ -68,6 +66,7 @@ def _resume_and_check(db: Path, run_id: str, before: dict[int, dict[int, list]])
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # stops within 5 s of the signal: not beside another worker
 def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_path):
     db, mark = tmp_path / "c.db", uuid.uuid4().hex
     proc = _start([*RUN, "--db", str(db)], mark)
@@ -96,6 +95,7 @@ def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # stops within 5 s of the signal: not beside another worker
 def test_kill_9_of_the_orchestrator_then_resume_measures_only_what_is_missing(tmp_path):
     db, mark = tmp_path / "k.db", uuid.uuid4().hex
     proc = _start([*RUN, "--db", str(db)], mark)
