@@ -13,7 +13,7 @@ from enginebench.sweep.spec import load_sweep
 from helpers import child_pythonpath
 from helpers.fake_engines import FAULT_PLUGINS
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a 2 s timeout tells a hang from a cell
+pytestmark = pytest.mark.slow
 
 HEADER = """\
 engine = "fault"
