@@ -43,12 +43,26 @@ $(STAMP): $(BENCH_STAMP)
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/enginebench run --quick
 
-# every extra is installed here: a test that would skip for a module that does not import fails instead
+# every extra is installed here: a test that would skip for a module that does not import fails instead.
+# Two passes sharing one artifact cache (ONNX exports, conversions: built once): the tests not marked `serial` on
+# two pytest-xdist workers, a test file per worker (its module fixtures load once; most of their time is process
+# start-up, imports, conversions and compiles), then the `serial` ones (they assert on timing) alone. Without
+# PYTEST_ARGS the serial pass collects only the files that say `mark.serial`. Exit 5 (nothing selected, e.g.
+# PYTEST_ARGS naming a folder without serial tests) is not a failure unless both passes say it.
+SERIAL_FILES = $(if $(PYTEST_ARGS),,$(shell grep -rl --include='test_*.py' 'mark\.serial' tests))
+define two_passes
+@cache=$$(mktemp -d); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; \
+$(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial" $(PYTEST_ARGS); parallel=$$?; \
+$(PY) -m pytest -m "$(1)serial" $(PYTEST_ARGS) $(SERIAL_FILES); serial=$$?; \
+rm -rf $$cache; echo "make $@: parallel pass exit $$parallel, serial pass exit $$serial"; \
+case "$$parallel $$serial" in "0 0"|"0 5"|"5 0") ;; *) exit 1;; esac
+endef
+
 test: install
-	ENGINEBENCH_REQUIRE_ALL=1 $(PY) -m pytest $(PYTEST_ARGS)
+	$(call two_passes,)
 
 test-fast: install
-	ENGINEBENCH_REQUIRE_ALL=1 $(PY) -m pytest -m "not slow and not engine" $(PYTEST_ARGS)
+	$(call two_passes,not slow and not engine and )
 
 clean:
 	rm -rf $(VENV) $(SERVERS) build src/*.egg-info

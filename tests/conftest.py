@@ -60,9 +60,16 @@ def pytest_make_collect_report(collector):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Artifacts (ONNX exports, conversions) go to a per-session cache unless one is given."""
+    """Artifacts (ONNX exports, conversions) go to a per-session cache unless one is given (`make test` gives its
+    two pytest passes one). pytest-xdist's workers share one: their base folders (popen-gwN) share a parent, and
+    an artifact being built by one worker is waited for by the other (enginebench.models.artifacts)."""
     if "ENGINEBENCH_CACHE" not in os.environ:
-        os.environ["ENGINEBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+        base = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent
+        cache = base / "cache"
+        cache.mkdir(exist_ok=True)
+        os.environ["ENGINEBENCH_CACHE"] = str(cache)
     yield
 
 

@@ -163,6 +163,7 @@ def enginebench_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProce
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the two runs' drift must stay within the noise floor: not beside another worker
 def test_a_a_two_runs_of_one_configuration_back_to_back_change_nothing(tmp_path):
     """The A/A figure: onnxruntime on MiniLM measured twice with the same options, one run after the other, then
     compared through the gate: every cell "no significant change", nothing the new run cannot vouch for, exit 0.

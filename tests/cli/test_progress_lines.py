@@ -8,7 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers.fake_engines import env
+
+pytestmark = pytest.mark.serial  # its lines race a run's cells and bound its expected time
 
 
 def test_each_finished_cell_is_a_line_on_stderr_while_the_run_goes_on(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import enginebench
+from helpers.cli import enginebench, enginebench_here
 from helpers.fake_engines import CLI_PLUGINS, FAKE_TORCH
 
 ROOT = Path(__file__).parents[2]
@@ -36,8 +36,10 @@ def plan_for(*argv):
 
 
 def assert_usage_error(tmp_path, args, *fragments):
+    """`run ARGS` is refused with one line, exit 2, before anything is measured. Through `main` in this process
+    (a child's start-up costs ~2 s a case); tests/cli/test_cli.py runs a usage error in a real child process."""
     db = tmp_path / "bad.db"
-    p = enginebench("run", *args, "--db", str(db))
+    p = enginebench_here("run", *args, "--db", str(db))
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1, (args, p.returncode, p.stderr)
     assert lines[0].startswith("enginebench: error: ") and "Traceback" not in p.stderr

@@ -20,6 +20,8 @@ from enginebench.scenarios.concurrency import closed_loop
 from enginebench.scenarios.loadgen_sut import WorkerPool
 from enginebench.workloads import TokenBatch
 
+pytestmark = pytest.mark.serial  # Little's law on measured throughput and latency
+
 SERVICE_S = 0.02  # each call sleeps this long: 2 workers serve at most 100 queries/s
 
 

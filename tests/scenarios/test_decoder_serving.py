@@ -20,6 +20,8 @@ from enginebench.workloads import WorkloadSpec
 
 from helpers.fake_engines import SleepDecoderFactory
 
+pytestmark = pytest.mark.serial  # token times against a known service time
+
 pytest.importorskip("mlperf_loadgen")
 
 GEN = 6

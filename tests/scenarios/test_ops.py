@@ -374,6 +374,7 @@ def test_ops_table_has_units_and_confidence_intervals(with_ops, tmp_path, capsys
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # kernels' rates against ceilings measured just now: not beside another worker
 def test_ops_json_gives_shares_of_peak(with_ops, tmp_path, capsys):
     engines = ["numpy"] + (["torch"] if backend("torch").installed() else [])
     code = with_ops(["ops", "--op", "matmul,add", "--shape", "matmul=96x96x96", "--shape", "add=64x64",

@@ -19,6 +19,8 @@ from enginebench.workloads import TokenBatch, WorkloadData, WorkloadSpec
 
 from helpers.fake_engines import SleepFactory
 
+pytestmark = pytest.mark.serial  # batcher waits, M/D/1 max-QPS search
+
 pytest.importorskip("mlperf_loadgen")
 
 _IDS = np.zeros((64, 8), dtype=np.int64)

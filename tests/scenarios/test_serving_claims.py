@@ -15,6 +15,8 @@ from enginebench.plan import Cell, Serving
 from helpers.fake_engines import SleepFactory
 from scenarios.test_serving import WORKLOAD, server_cell
 
+pytestmark = pytest.mark.serial  # LoadGen runs judged on latency percentiles
+
 pytest.importorskip("mlperf_loadgen")
 
 QUICK = StoppingRule(duration_s=0.5, min_samples=10, warmup_s=0.1)

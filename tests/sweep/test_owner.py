@@ -16,6 +16,8 @@ import pytest
 
 from helpers.fake_engines import FAULT_PLUGINS, env
 
+pytestmark = pytest.mark.serial  # heartbeats against a staleness window
+
 
 @pytest.fixture(autouse=True)
 def _fault_engine(monkeypatch):
