@@ -224,7 +224,18 @@ def options_dict(options: EngineOptions) -> dict:
     return dataclasses.asdict(options)
 
 
-__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "DecoderSession", "SlotDecoding", "options_dict"]
+__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "DecoderSession", "SlotDecoding", "options_dict",
+           "check_token_ids"]
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Token ids shaped [batch, n>0] within the vocabulary, as int32; ValueError naming what is wrong."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or tokens.size == 0:
+        raise ValueError(f"expected token ids shaped [batch, n>0], got {tokens.shape}")
+    if tokens.min() < 0 or tokens.max() >= vocab_size:
+        raise ValueError(f"token ids must lie in [0, {vocab_size})")
+    return tokens.astype(np.int32)
 
 
 class DecoderSession(ABC):

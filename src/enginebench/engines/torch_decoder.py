@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
+from enginebench.measure.memory import available_bytes
 from enginebench.models.spec import ModelSpec
 
 DECODER_PRECISIONS = ("fp32", "bf16", "int8")
@@ -22,24 +23,13 @@ _LOAD_BYTES_PER_PARAM = {"fp32": 4, "bf16": 2, "int8": 5}
 _MEMORY_HEADROOM = 1.2  # activations, KV cache, allocator slack
 
 
-def _available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
     """Unknown precision, or weights that would not fit in the memory available now (a 7B model in fp32 would
     get this process, or a neighbour, killed by the out-of-memory killer)."""
     if precision not in DECODER_PRECISIONS:
         return f"torch runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
     need = model.params * _LOAD_BYTES_PER_PARAM[precision] * _MEMORY_HEADROOM
-    available = _available_bytes()
+    available = available_bytes()
     if available is not None and need > available:
         return (f"torch {precision} needs ~{need / 2**30:.1f} GiB for {model.name}, more than the "
                 f"{available / 2**30:.1f} GiB available")

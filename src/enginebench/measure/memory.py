@@ -1,4 +1,5 @@
-"""Peak resident memory of this process, resettable between cells (Linux's VmHWM via clear_refs)."""
+"""Peak resident memory of this process, resettable between cells (Linux's VmHWM via clear_refs); the memory the
+machine has available (engines refuse a model that would not fit)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,18 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def peak_rss_mb() -> float:
