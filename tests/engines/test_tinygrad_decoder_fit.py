@@ -36,3 +36,15 @@ def test_a_7b_llama_in_fp32_is_refused_on_a_24_gib_machine_and_int8_is_not(llama
     monkeypatch.setattr(tinygrad_llama, "available_bytes", lambda: 8 << 30)
     reason = tinygrad.unsupported_for(llama_7b_shape, "int8")
     assert "int8 needs ~9.3 GiB" in reason and reason.endswith("use a smaller model or free memory")
+
+
+def test_tune_offers_tinygrad_int8_for_decoders_only(minilm, llama_7b_shape, monkeypatch):
+    """tune's space comes from the engine classes: int8 joined tinygrad's precisions for decoders and stays out
+    of the encoder candidates."""
+    import enginebench.engines.tinygrad_llama as tinygrad_llama
+    from enginebench.search.space import candidates
+
+    monkeypatch.setattr(tinygrad_llama, "available_bytes", lambda: 22 << 30)
+    encoder = {c.precision for c in candidates(["tinygrad"], minilm, "latency", [1], cores=2)}
+    decoder = {c.precision for c in candidates(["tinygrad"], llama_7b_shape, "latency", [1], cores=2)}
+    assert encoder == {"fp32", "fp16"} and decoder == {"fp16", "int8"}  # 7B fp32 does not fit in 22 GiB

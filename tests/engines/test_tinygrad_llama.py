@@ -104,6 +104,20 @@ def test_a_batch_runs_padded_to_a_compiled_batch_size(fp32, tiny_llama):
         np.testing.assert_allclose(second[row], fp32.decode(ids[row:row + 1, PROMPT:PROMPT + 1])[0], atol=1e-5)
 
 
+def test_a_full_cache_doubles_and_decoding_goes_on_exactly(tiny_llama, llama_reference):
+    """context=16: a 12-token prompt and 8 decode steps outgrow the cache, which is copied into one of 32
+    positions (a new decode shape, captured once) and the logits stay transformers'."""
+    session = load_session("tinygrad", tiny_llama, "fp32", threads=1, context=16)
+    ids = prompt_ids(tiny_llama, batch=1, length=20, seed=7)
+    ref = llama_reference.logits(ids)
+    session.reset()
+    session.prefill(ids[:, :12])
+    steps = np.stack([session.decode(ids[:, i:i + 1]) for i in range(12, 20)], axis=1)
+    assert np.abs(steps - ref[:, 12:]).max() < FP32_MAX_ABS
+    assert session.details["cache_grown"] == [[16, 32]] and session.capacity == 32
+    assert session.details["compiled"]["decode/1/32"]["captures"] == 1
+
+
 def test_decode_without_prefill_and_bad_ids_are_refused(fp32):
     fp32.reset()
     with pytest.raises(RuntimeError, match="prefill"):

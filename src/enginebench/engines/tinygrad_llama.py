@@ -427,15 +427,16 @@ def _task_cpu_ticks() -> dict[int, int]:
 
 def threads_readback(session: TinygradLlamaSession, min_s: float = 0.5) -> dict:
     """Which OS threads really ran the decode step: per-thread CPU time over replayed decode steps of one token
-    (batch 1), after a prefill and two steps that capture the shape. A thread counts when it used at least 20%
-    of the busiest one's CPU time."""
-    prompt = np.zeros((1, 4), dtype=np.int64)
+    (batch 1), after two steps that capture the shape. A thread counts when it used at least 20% of the busiest
+    one's CPU time. The sequence starts with decode steps from position 0, not a prefill: no prompt shape is
+    compiled for the probe, only the batch-1 decode step every generation uses."""
     session.reset()
-    token = session.prefill(prompt).argmax(-1)[:, None]
+    session.batch, session.rows = 1, 1  # a sequence of no tokens yet: decode from position 0
+    token = np.zeros((1, 1), dtype=np.int64)
     for _ in range(2):
         token = session.decode(token).argmax(-1)[:, None]
     before, t0, steps = _task_cpu_ticks(), time.perf_counter(), 0
-    while time.perf_counter() - t0 < min_s or steps < 3:
+    while (time.perf_counter() - t0 < min_s or steps < 3) and session.position < session.capacity:  # never grows
         token = session.decode(token).argmax(-1)[:, None]
         steps += 1
     after = _task_cpu_ticks()
