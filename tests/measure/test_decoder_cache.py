@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.sessions import load_session
+from helpers.sessions import WrappedDecoder, load_session
 from helpers.tiny_llama import tiny_llama_spec
 
 from enginebench.engines.base import DecoderSession
@@ -39,21 +39,8 @@ def reference(tiny, torch_fp32):
     return reference_data(torch_fp32, ids, ids[:, :16], new_tokens=NEW_TOKENS)
 
 
-class BrokenCache(DecoderSession):
+class BrokenCache(WrappedDecoder):
     """The torch decoder with a deliberately broken KV cache in decode(); prefill and forward_logits intact."""
-
-    def __init__(self, inner, fault: str):
-        self.inner, self.fault = inner, fault
-        self.vocab_size, self.details, self.executed_precision = inner.vocab_size, {}, "fp32"
-
-    def reset(self):
-        self.inner.reset()
-
-    def prefill(self, tokens):
-        return self.inner.prefill(tokens)
-
-    def forward_logits(self, tokens):
-        return self.inner.forward_logits(tokens)
 
     def decode(self, tokens):
         inner, torch = self.inner, self.inner.torch
@@ -95,21 +82,13 @@ def test_broken_cache_fails_fidelity(torch_fp32, reference, fault):
     assert not compare_decoder(BrokenCache(torch_fp32, fault), reference, "bf16")["ok"]
 
 
-class _NoForward(DecoderSession):
+class _NoForward(WrappedDecoder):
     """An engine without forward_logits: only its cached tokens can be compared with the reference's."""
 
     def __init__(self, inner, fault: str | None = None):
-        self.inner = BrokenCache(inner, fault) if fault else inner
-        self.vocab_size, self.details = inner.vocab_size, {}
+        super().__init__(BrokenCache(inner, fault) if fault else inner)
 
-    def reset(self):
-        self.inner.reset()
-
-    def prefill(self, tokens):
-        return self.inner.prefill(tokens)
-
-    def decode(self, tokens):
-        return self.inner.decode(tokens)
+    forward_logits = DecoderSession.forward_logits  # the base's: raises NotImplementedError
 
 
 def test_engine_without_forward_logits_reports_the_cached_tokens(torch_fp32, reference):
@@ -136,7 +115,7 @@ def test_cached_generation_runs_one_prompt_at_a_time(torch_fp32, reference):
     np.testing.assert_array_equal(cached, reference["generated"])  # torch fp32 against itself
 
 
-@pytest.mark.parametrize("engine", ["jax", "ctranslate2", "llamacpp"])
+@pytest.mark.parametrize("engine", ["jax", "ctranslate2", "llamacpp", "tinygrad"])
 def test_every_decoder_engines_cache_agrees_with_its_forward(tiny, reference, engine):
     """fp32 engines' cached loops (their prefill/decode or their own loop) pass the cache check."""
     from enginebench.engines import engine_class

@@ -45,16 +45,17 @@ class LlamaShape:
     tied: bool
 
 
-def read_llama_shape(folder: str | Path) -> LlamaShape:
+def read_llama_shape(folder: str | Path, engine: str = "jax") -> LlamaShape:
+    """The Llama config fields a hand-written forward needs; what it does not implement is refused."""
     config = json.loads((Path(folder) / "config.json").read_text())
     rope = config.get("rope_parameters") or {}  # transformers 5 moves rope_theta here
     scaling = config.get("rope_scaling") or {}
     rope_type = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
     if rope_type != "default":
-        raise UsageError(f"{folder}: rope scaling {rope_type!r} is not implemented by the jax Llama; "
+        raise UsageError(f"{folder}: rope scaling {rope_type!r} is not implemented by the {engine} Llama; "
                          "use a model without rope_scaling or another engine")
     if config.get("attention_bias") or config.get("mlp_bias"):
-        raise UsageError(f"{folder}: Llama with attention/MLP biases is not implemented by the jax Llama")
+        raise UsageError(f"{folder}: Llama with attention/MLP biases is not implemented by the {engine} Llama")
     heads = int(config["num_attention_heads"])
     return LlamaShape(
         layers=int(config["num_hidden_layers"]), hidden=int(config["hidden_size"]), heads=heads,

@@ -1,17 +1,19 @@
-"""tinygrad: the BERT encoder forward in tinygrad Tensors, replayed per input shape with TinyJit.
+"""tinygrad: the BERT encoder forward in tinygrad Tensors, replayed per input shape with TinyJit; Llama decoders
+in engines/tinygrad_llama.py (fp32, fp16 and int8 weights, a KV cache with one compiled decode step per shape).
 
 tinygrad's CPU backend compiles its generated kernels with clang (Debian's `clang` package); without it
 tinygrad finds "no usable devices". Threads: `threads` sets NUM_CPU_THREADS (environment at import, ContextVar
 when a kernel is generated), the most ways tinygrad's heuristic splits a kernel. Measured per OS thread with
 tinygrad 0.14, MiniLM's kernels all ran on one worker thread at threads=1 and threads=2 alike, so a session
-records threads_used None with a note, and the table shows the thread count as ignored.
+records threads_used None with a note, and the table shows the thread count as ignored. A decoder session reads
+the threads back at load instead (per-OS-thread CPU time over replayed decode steps, tinygrad_llama.threads_readback).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +28,8 @@ _JIT_WARMUP_CALLS = 3
 @dataclass(frozen=True)
 class TinygradOptions(EngineOptions):
     jit: bool = True  # replay captured kernels (TinyJit); false runs the lazy graph on every call
+    # decoders: KV cache positions allocated up front (0: the model's positions, at most 1024); doubled when full
+    context: int = field(default=0, metadata={"min": 0})
 
 
 def _activation(name: str):
@@ -108,10 +112,11 @@ class TinygradEngine(Engine):
     library = "tinygrad"
     requires = ("tinygrad", "safetensors")
     extra = "tinygrad"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")  # int8: decoders only (weight-only, as tinygrad's LLaMA QUANTIZE)
     formats = ("safetensors",)
     Options = TinygradOptions
-    library_precisions = ("bf16", "int8")
+    model_kinds = ("encoder", "decoder")
+    library_precisions = ("bf16",)
     backend = "its own generated kernels (C compiled by clang on CPU; CUDA, Metal, AMD, OpenCL, WebGPU)"
     parallelism = "yes (Tensor.shard across devices)"
     training = "yes (autograd; tinygrad.nn.optim)"
@@ -122,6 +127,25 @@ class TinygradEngine(Engine):
 
         return (Device.DEFAULT.lower(),)
 
+    @classmethod
+    def probe_backend(cls) -> str:
+        """The default device's renderer and compiler, as tinygrad picks them here."""
+        from tinygrad import Device
+
+        device = Device[Device.DEFAULT]
+        compiler = type(getattr(device, "compiler", None)).__name__
+        return f"{cls.backend}; here {Device.DEFAULT}: {type(device.renderer).__name__}, {compiler}"
+
+    @classmethod
+    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+        if model.kind == "decoder":
+            from enginebench.engines.tinygrad_llama import decoder_unsupported_reason
+
+            return cls.unsupported_model_reason(model) or decoder_unsupported_reason(model, precision)
+        if precision == "int8":
+            return "tinygrad int8 runs decoders only (weight-only int8 for Llama models); use fp32 or fp16"
+        return super().unsupported_for(model, precision)
+
     def load(self, model: ModelSpec, precision: str, options: TinygradOptions) -> Session:
         os.environ.setdefault("NUM_CPU_THREADS", str(options.threads))  # read if tinygrad is imported now
         from tinygrad import Device, Tensor, dtypes, helpers
@@ -130,6 +154,16 @@ class TinygradEngine(Engine):
         from enginebench.models.bert_weights import load_bert_weights, read_bert_config
 
         helpers.NUM_CPU_THREADS.value = options.threads  # read whenever a kernel is generated
+        if model.kind == "decoder":
+            from enginebench.engines.tinygrad_llama import load_tinygrad_llama
+
+            device = Device[Device.DEFAULT]
+            return load_tinygrad_llama(model, precision, options.jit, options.context, {
+                "device": Device.DEFAULT, "renderer": type(device.renderer).__name__,
+                "num_cpu_threads": helpers.NUM_CPU_THREADS.value})
+        reason = self.unsupported_for(model, precision)
+        if reason:
+            raise ValueError(reason)
         config = read_bert_config(model.path)
         dtype = {"fp32": dtypes.float32, "fp16": dtypes.float16}[precision]
         host = load_bert_weights(model.path, config)
