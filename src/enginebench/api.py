@@ -113,7 +113,8 @@ def this_machine_speed(store, plan, on_note=None) -> dict | None:
     """This machine's roofline ceilings (`enginebench machine`): from `store`, else from the per-machine cache
     (a run with another --db measured them), else, when a cell of the plan shows a roofline, measured now,
     before the first cell (about half a minute), and kept in both."""
-    from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed, measured_here
+    from enginebench.measure.peak import measured_here
+    from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed
     from enginebench.scenarios.registry import scenario_class
 
     speed = store.machine_speed(socket.gethostname())

@@ -142,6 +142,17 @@ class Ceilings:
         return {**asdict(self), "ridge_flops_per_byte": self.ridge}
 
 
+def same_cpu_features(speed: dict) -> bool:
+    """Whether a stored `enginebench machine` row was measured under this process's CPU features
+    (ENGINEBENCH_CPU_FEATURES): another set's ceilings are another machine's."""
+    return (speed.get("details") or {}).get("cpu_features", {}).get("narrowed_to") == current_cpu().narrowed_to
+
+
+def measured_here(speed: dict | None) -> bool:
+    """A stored measurement that holds for this process: this host, under the same CPU features."""
+    return bool(speed) and speed.get("hostname") == socket.gethostname() and same_cpu_features(speed)
+
+
 def stored_ceilings(db: str | None) -> Ceilings | None:
     """This host's newest `enginebench machine` figures in `db`, or None (no file, none stored)."""
     if not db or not os.path.exists(db):
@@ -150,8 +161,7 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
 
     with ResultStore(db) as store:
         speed = store.machine_speed(socket.gethostname())
-    narrowed = current_cpu().narrowed_to
-    if not speed or speed["details"].get("cpu_features", {}).get("narrowed_to") != narrowed:
+    if not speed or not same_cpu_features(speed):
         return None  # measured with other CPU features (ENGINEBENCH_CPU_FEATURES): not this process's ceiling
     details = speed.get("details", {})
     fp32 = details.get("gemm", {})
@@ -171,7 +181,7 @@ def run_speed(speed: dict | None) -> dict | None:
         return None
     out = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")}
     details = speed.get("details") or {}
-    if details.get("cpu_features", {}).get("narrowed_to") != current_cpu().narrowed_to:
+    if not same_cpu_features(speed):
         out["gemm_unknown"] = "measured under other CPU features (ENGINEBENCH_CPU_FEATURES)"
         return out
     out["gemm_gflops_by_precision"] = {"fp32": speed["gemm_gflops"], **details.get("gemm_gflops_by_precision", {})}
@@ -221,5 +231,6 @@ def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: s
 
 
 __all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "stored_ceilings",
+           "same_cpu_features", "measured_here",
            "measure_ceilings", "run_speed",
            "machine_ceilings", "roofline_bound"]

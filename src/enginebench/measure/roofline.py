@@ -35,6 +35,7 @@ import numpy as np
 from enginebench.measure import cpu_features
 from enginebench.measure.cpu_features import cpu_flags
 from enginebench.measure.machine import machine_info
+from enginebench.measure.peak import measured_here
 from enginebench.models.artifacts import artifact_key, cache_root
 
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
@@ -395,12 +396,6 @@ def _speed_cache_file():
     key = artifact_key(info["hostname"], info["cpu"], str(info["logical_cores"]),
                        ",".join(cpu_features.current().narrowed_to or ["native"]))
     return cache_root() / "machine-speed" / f"{key}.json"
-
-
-def measured_here(speed: dict | None) -> bool:
-    """A stored measurement that holds for this process: this host, under the same CPU features."""
-    return bool(speed) and speed.get("hostname") == socket.gethostname() and (
-        (speed.get("details") or {}).get("cpu_features", {}).get("narrowed_to") == cpu_features.current().narrowed_to)
 
 
 def cached_machine_speed() -> dict | None:
