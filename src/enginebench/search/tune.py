@@ -265,13 +265,17 @@ class Tuner:
         return out
 
     def _final(self, finalists: list[Candidate], end: float) -> list:
-        """The leaders with the baselines in their cells, in REPEAT_FINAL processes, as long as the budget allows."""
+        """The leaders with the baselines in their cells, in REPEAT_FINAL processes, as long as the budget allows;
+        when what is left cannot hold the leader in REPEAT_FINAL processes, in as many as it holds (the round
+        records how many): an answer from fewer processes beats none."""
         left = end - self.clock()
         rule, repeat = self._min_final_rule(), halving.REPEAT_FINAL
         for duration in halving.FINAL_DURATIONS:
             if duration >= rule.duration_s and self._final_cost(finalists, halving.final_rule(duration)) <= left:
                 rule = halving.final_rule(duration)
                 break
+        while repeat > 1 and self.cost.run(finalists[:1], rule, repeat) > left:
+            repeat -= 1
         rd = self._round(len(self.rounds), "final", rule, repeat, finalists, deadline=end,
                          extra=self._baselines(finalists), order=self._with_baselines(finalists))
         return rd.runs
