@@ -478,8 +478,6 @@ def _endpoint(g: dict, engines: list[str] | None, scenarios: list[str] | None) -
     if key_env is not None and not _ENV_NAME.fullmatch(key_env):
         raise UsageError(f"--api-key-env {key_env!r} is not an environment variable's name: give the NAME of the "
                          "variable that holds the key (e.g. --api-key-env OPENAI_API_KEY), never the key")
-    if g.get("find_max_qps"):
-        raise UsageError("--find-max-qps does not run against an endpoint yet: give --qps N (requests/s)")
     for s in scenarios or []:
         if not scenario_class(s).drives_endpoint:
             them = [n for n in runnable_scenarios() if scenario_class(n).drives_endpoint]

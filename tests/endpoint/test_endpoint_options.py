@@ -24,9 +24,7 @@ from enginebench.scenarios.requests import meets_slo, per_request
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "engines": ["torch"]}, "leave out --engine"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "api_key_env": "sk-abc=1"}, "not an environment variable"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["throughput"]},
-     "scenario throughput does not run against an endpoint: use latency, server, concurrency"),
-    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["server"], "find_max_qps": True},
-     "--find-max-qps does not run against an endpoint yet"),
+     "scenario throughput does not run against an endpoint: use latency, server, offline, concurrency"),
 ])
 def test_endpoint_mistakes_are_one_line_errors(keywords, words):
     with pytest.raises(UsageError) as e:
@@ -93,3 +91,44 @@ def test_a_requests_figures_and_its_slos():
     assert not meets_slo(r, f, {"slo_tpot_ms": 34.9})
     failed = {**r, "failure": "timeout"}
     assert not meets_slo(failed, per_request(failed), {})
+
+
+def test_find_max_qps_is_offered_against_an_endpoint():
+    config = RunConfig.from_keywords("minilm", endpoint="http://127.0.0.1:9/v1", api="embeddings",
+                                     scenarios=["server"], find_max_qps=True, slo_p99=50)
+    assert config.serving.find_max_qps and "--find-max-qps" in config.to_argv()
+
+
+def _trial(records: int = 600, failed: int = 0, qps: float = 50.0, validity: str = "VALID"):
+    from enginebench.scenarios.endpoint_server import Trial
+
+    gap = int(1e9 / qps)
+    recs = [{"issued_ns": i * gap, "sent_ns": i * gap, "done_ns": i * gap + 5_000_000,
+             "failure": "timeout" if i < failed else None} for i in range(records)]
+    log = {"result_validity": validity, "result_99.00_percentile_latency_ns": 7_000_000,
+           "result_perf_constraints_met": validity == "VALID"}
+    return Trial(qps, {"schedule_rng_seed": 1}, {}, "", log, recs, 4)
+
+
+def test_an_endpoint_trial_is_valid_only_when_loadgen_says_so_and_every_request_answered():
+    from enginebench.scenarios.endpoint_server import trial_verdict
+
+    v = trial_verdict(_trial(), generates=False)
+    assert v["valid"] and v["reasons"] == [] and v["headline"] == {"p99_ms": 7.0} and v["queries"] == 600
+    assert v["achieved_qps"] == pytest.approx(50, rel=0.01)
+    v = trial_verdict(_trial(failed=3), generates=False)
+    assert not v["valid"] and v["reasons"] == ["3 of 600 requests failed (timeout 3)"]
+    v = trial_verdict(_trial(validity="INVALID"), generates=False)
+    assert not v["valid"] and v["reasons"][0].startswith("LoadGen: INVALID (p99 over the target")
+    # a server that answered only half the arrivals' rate fell behind
+    slow = _trial()
+    slow.records = slow.records[::2]
+    v = trial_verdict(slow, generates=False)
+    assert not v["valid"] and any(r.startswith("fell behind") for r in v["reasons"])
+    # held against the rate of the run's own schedule, which strays from the target: 600 Poisson arrivals
+    # scheduled at 46/s for a target of 50 are kept up with at 46
+    lucky = _trial(qps=46.0)
+    lucky.qps, lucky.log["result_scheduled_samples_per_sec"] = 50.0, 46.0
+    assert trial_verdict(lucky, generates=False)["valid"]
+    lucky.log.pop("result_scheduled_samples_per_sec")
+    assert not trial_verdict(lucky, generates=False)["valid"]

@@ -5,6 +5,7 @@ serving the shipped MiniLM on loopback. The latency and concurrency scenarios th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -75,3 +76,68 @@ def test_loadgen_poisson_arrivals_against_the_embeddings_server(server, tmp_path
     # arrivals are LoadGen's, not a closed loop's: the rate achieved is near the one offered (a wide margin)
     assert 6 / 2 < r["serving"]["achieved_qps"] < 6 * 2
     assert r["fidelity"]["ok"]
+
+
+def test_find_max_qps_against_the_embeddings_server(server, tmp_path):
+    """--find-max-qps against the server: LoadGen trials at rising then bisected rates, each with its own
+    arrivals, until a VALID and an INVALID rate are within 5%; the cell keeps the highest VALID trial's
+    requests."""
+    common = [sys.executable, "-m", "enginebench", "run", "--endpoint", server, "--api", "embeddings", "--model",
+              "minilm", "--workload", "titles", "--repeat", "1", "--warmup", "1s", "--db", str(tmp_path / "eb.db")]
+    alone = subprocess.run(common + ["--scenario", "latency", "--duration", "1s", "--min-samples", "20", "--json"],
+                           capture_output=True, text=True, timeout=900)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    one_ms = json.loads(alone.stdout)["results"][0]["figures"]["requests"]["e2e_ms"]["p50"]["value"]
+    # a loose target: the answer is then near what the server can serve at all, where 459-request trials are
+    # short (at a tight one it lands at a few requests/s, and each trial takes minutes)
+    slo = max(1000.0, 20 * one_ms)
+    done = subprocess.run(common + ["--scenario", "server", "--find-max-qps", "--slo-p99", f"{slo:.0f}",
+                                    "--duration", "1s", "--min-samples", "459", "--json"],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (r,) = json.loads(done.stdout)["results"]
+    search = r["serving"]["find_max_qps"]
+    lo, hi = search["bracket"]
+    print(f"one request {one_ms:.1f} ms, p99 target {slo:.0f} ms: max {lo} req/s, bracket {search['bracket']}, "
+          f"{len(search['trials'])} trials")
+    assert lo is not None and hi is not None and lo < hi <= lo * 1.05 + 1e-9, search
+    assert any(t["qps"] == lo and t["valid"] for t in search["trials"])
+    assert any(t["qps"] == hi and not t["valid"] for t in search["trials"])
+    assert len({tuple(t["seeds"].values()) for t in search["trials"]}) == len(search["trials"])
+    # the cell is the highest VALID trial: its requests, LoadGen's VALID, its rate
+    assert r["serving"]["offered_qps"] == lo and r["details"]["loadgen"]["result"]["validity"] == "VALID"
+    assert r["details"]["loadgen"]["settings"]["server_target_qps"] == lo
+    assert all(x["failure"] is None for x in r["repetitions"][0]["requests"])
+    assert not any(x.startswith("--find-max-qps") for x in r["verdict"]["reasons"])
+    # a finite rate the server reached: two cores cannot serve 16 times one client's back-to-back rate
+    assert 0 < lo < 16 * 1e3 / one_ms
+    shown = subprocess.run([sys.executable, "-m", "enginebench", "show", "--db", str(tmp_path / "eb.db")],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert shown.returncode == 0 and "max " in shown.stdout and "…" not in shown.stdout, shown.stdout
+
+
+def test_offline_against_the_embeddings_server_issues_every_request_at_once(server, tmp_path):
+    """--scenario offline: LoadGen's Offline issues every request at once; the client threads keep many in
+    flight, so the server answers more per second than one client back to back (it batches or overlaps)."""
+    done = subprocess.run([sys.executable, "-m", "enginebench", "run", "--endpoint", server, "--api", "embeddings",
+                           "--model", "minilm", "--workload", "titles", "--scenario", "latency,offline",
+                           "--duration", "2s", "--warmup", "0.5s", "--min-samples", "50", "--repeat", "1", "--json",
+                           "--db", str(tmp_path / "eb.db")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    alone, offline = json.loads(done.stdout)["results"]
+    assert offline["scenario"] == "offline" and offline["status"] == "ok", offline.get("error")
+    assert offline["serving"]["all_at_once"] and offline["details"]["loadgen"]["settings"]["scenario"] == "offline"
+    records = offline["repetitions"][0]["requests"]
+    assert all(x["failure"] is None for x in records)
+    # every request issued at the start (LoadGen may hand them over in several calls), sent on many threads
+    issued = [x["issued_ns"] for x in records]
+    window = max(x["done_ns"] for x in records) - min(issued)
+    print(f"issued over {(max(issued) - min(issued)) / 1e6:.1f} ms of a {window / 1e6:.0f} ms run")
+    assert max(issued) - min(issued) < 0.05 * window and len({x["client"] for x in records}) > 1
+    # LoadGen's Offline is one query of every sample; every sample was answered
+    assert offline["details"]["loadgen"]["result"]["query_count"] == 1 and len(records) >= 50
+    one = alone["figures"]["requests"]["requests_per_s"]["value"]
+    rate = offline["figures"]["requests"]["requests_per_s"]["value"]
+    print(f"one client {one:.1f} req/s, everything at once {rate:.1f} req/s")
+    assert rate > 1.2 * one
+    assert offline["fidelity"]["ok"]

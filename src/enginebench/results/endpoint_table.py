@@ -5,7 +5,7 @@ the requests' records (Result.figures["requests"], scenarios/requests.py)."""
 
 from __future__ import annotations
 
-from enginebench.display import significant
+from enginebench.display import max_rate, significant
 from enginebench.results.model import Result, Run
 from enginebench.results.terminal import markdown_section, print_section
 from enginebench.scenarios.registry import settings_label, table_of
@@ -42,8 +42,10 @@ def request_label(r: Result) -> str:
 
 
 def row(r: Result) -> list[str]:
-    offered = (r.serving or {}).get("offered_qps")
-    clients = (f"{offered:g} req/s Poisson" if offered else settings_label(r.scenario, r.settings) or "1 client")
+    offered, search = (r.serving or {}).get("offered_qps"), (r.serving or {}).get("find_max_qps")
+    clients = (f"max {max_rate(search)} req/s Poisson" if search else f"{offered:.4g} req/s Poisson" if offered
+               else f"all at once, {r.serving['clients']} clients" if (r.serving or {}).get("all_at_once")
+               else settings_label(r.scenario, r.settings) or "1 client")
     key = [r.scenario, request_label(r), clients]
     f = (r.figures or {}).get("requests")
     if r.status != "ok" or not f:

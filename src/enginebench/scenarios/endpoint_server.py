@@ -17,17 +17,19 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
-from enginebench.display import significant
+from enginebench.display import max_rate, significant
 from enginebench.endpoint.client import Connection
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.scenarios.base import CellRun, Measurement
 from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
 from enginebench.scenarios.requests import (count_tokens, endpoint_notes, failure_counts, request_inputs,
                                             served_fidelity)
-from enginebench.scenarios.server import FELL_BEHIND, loadgen_result, loadgen_seeds
+from enginebench.scenarios.server import (FELL_BEHIND, SEARCH_START, find_max_qps, loadgen_reasons, loadgen_result,
+                                          loadgen_seeds, more_queries_needed, over_searches)
 
 CLIENT_THREADS = 64  # requests in flight at most; more wait in the pool's queue (their wait is in the latency)
 _clock = time.perf_counter_ns
@@ -98,18 +100,23 @@ class RequestDispatcher:
 
 
 def loadgen_settings(lg, serving, generates: bool, qps: float, min_duration_s: float, min_queries: int,
-                     seeds: dict):
-    """LoadGen's TestSettings for one Server run against the endpoint, and the same as a dict (recorded)."""
+                     seeds: dict, offline: bool = False):
+    """LoadGen's TestSettings for one Server run (Poisson arrivals at `qps`) against the endpoint, or one
+    Offline run (every request at once, as many as `qps` over the duration), and the same as a dict (recorded)."""
     ts = lg.TestSettings()
-    ts.scenario = lg.TestScenario.Server
     ts.mode = lg.TestMode.PerformanceOnly
-    ts.server_target_qps = float(qps)
     ts.min_duration_ms = int(min_duration_s * 1000)
     ts.min_query_count = int(min_queries)
     set_seeds(ts, seeds)
-    settings = {"scenario": "server", "mode": "PerformanceOnly", "server_target_qps": float(qps),
-                "min_duration_ms": ts.min_duration_ms, "min_query_count": ts.min_query_count, **seeds,
-                "loadgen_version": loadgen_version(), "use_token_latencies": generates}
+    settings = {"mode": "PerformanceOnly", "min_duration_ms": ts.min_duration_ms,
+                "min_query_count": ts.min_query_count, **seeds, "loadgen_version": loadgen_version()}
+    if offline:
+        ts.scenario = lg.TestScenario.Offline
+        ts.offline_expected_qps = float(qps)
+        return ts, {"scenario": "offline", "offline_expected_qps": float(qps), **settings}
+    ts.scenario = lg.TestScenario.Server
+    ts.server_target_qps = float(qps)
+    settings = {"scenario": "server", "server_target_qps": float(qps), **settings, "use_token_latencies": generates}
     if generates:
         ts.use_token_latencies = True
         ts.ttft_latency = int(serving.slo_ttft_ms * 1e6)
@@ -122,64 +129,206 @@ def loadgen_settings(lg, serving, generates: bool, qps: float, min_duration_s: f
     return ts, settings
 
 
-def measure_endpoint_server(run: CellRun, session) -> Measurement:
-    """One server cell against the endpoint: a LoadGen Server run at --qps, after a closed-loop warm-up."""
+@dataclass
+class Trial:
+    """One LoadGen Server run against the endpoint at one rate: its requests' records and LoadGen's report."""
+
+    qps: float
+    seeds: dict
+    settings: dict
+    summary: str
+    log: dict
+    records: list[dict]
+    clients: int
+
+    @property
+    def window_ns(self) -> int:
+        return max(1, max(r["done_ns"] for r in self.records) - min(r["issued_ns"] for r in self.records))
+
+    @property
+    def ok(self) -> list[dict]:
+        return [r for r in self.records if not r["failure"]]
+
+    @property
+    def achieved_qps(self) -> float:
+        return len(self.ok) / (self.window_ns / 1e9)
+
+    @property
+    def scheduled_qps(self) -> float:
+        """The rate of this run's own Poisson schedule, as LoadGen reports it: a few hundred arrivals stray
+        from the target by several % (what the rate achieved is held against)."""
+        return float(self.log.get("result_scheduled_samples_per_sec") or self.qps)
+
+
+def _run_trial(run: CellRun, session, items, tokens, max_tokens, qps: float, queries: int, seeds: dict,
+               offline: bool = False) -> Trial:
     lg = require_loadgen()
-    cell, rule, serving = run.cell, run.rule, run.cell.serving
-    items, tokens, max_tokens, per_item = request_inputs(run, session)
-    fidelity = served_fidelity(run, session)
-    _warm_up(session, items, max_tokens, rule.warmup_s)
-    seeds = loadgen_seeds(serving.seed, run.repetition, 0)
-    min_queries = max(rule.min_samples, 1)
-    ts, settings = loadgen_settings(lg, serving, session.target.generates, serving.qps, rule.duration_s,
-                                    min_queries, seeds)
-    run.trial_started(max(rule.duration_s, min_queries / serving.qps))
+    ts, settings = loadgen_settings(lg, run.cell.serving, session.target.generates, qps, run.rule.duration_s,
+                                    queries, seeds, offline)
+    run.trial_started(max(run.rule.duration_s, queries / qps))
     dispatcher = RequestDispatcher(session, items, max_tokens)
     with tempfile.TemporaryDirectory(prefix="enginebench-loadgen-") as outdir:
         summary, log = start_test(dispatcher, len(items), ts, outdir)
+    if dispatcher.error:
+        raise RuntimeError(f"the request threads failed: {dispatcher.error}")
     records = sorted(dispatcher.records, key=lambda r: r["sent_ns"])
     count_tokens(session, tokens, records)
-    ok = [r for r in records if not r["failure"]]
-    if not ok:
+    if not any(not r["failure"] for r in records):
         counts = {k: v for k, v in failure_counts(records).items() if v}
         raise RuntimeError(f"every request failed ({counts}): {records[0]['error'] if records else 'none sent'}")
-    first, last = min(r["issued_ns"] for r in records), max(r["done_ns"] for r in records)
-    window_ns = max(1, last - first)
+    return Trial(qps, seeds, settings, summary, log, records, len(dispatcher.connections))
+
+
+def trial_verdict(trial: Trial, generates: bool) -> dict:
+    """What --find-max-qps judges a trial by: VALID when LoadGen says VALID (its p99s from the scheduled
+    arrival within the targets, early stopping satisfied), no request failed, and the server kept up with the
+    arrivals; the figures find_max_qps keeps of each trial."""
+    result = loadgen_result(trial.log)
+    reasons = loadgen_reasons(result)
+    said = len(reasons)
+    failed = len(trial.records) - len(trial.ok)
+    if failed:
+        reasons.append(f"{failed} of {len(trial.records)} requests failed "
+                       f"({', '.join(f'{k} {v}' for k, v in failure_counts(trial.records).items() if v)})")
+    if trial.achieved_qps < FELL_BEHIND * trial.scheduled_qps:
+        reasons.append(f"fell behind: achieved {significant(trial.achieved_qps)} req/s < {FELL_BEHIND:.0%} of the "
+                       f"{trial.scheduled_qps:.4g} scheduled")
+    keys = ({"ttft_p99_ms": "result_first_token_99.00_percentile_latency_ns",
+             "tpot_p99_ms": "result_time_per_output_token_99.00_percentile_ns"} if generates else
+            {"p99_ms": "result_99.00_percentile_latency_ns"})
+    headline = {k: trial.log[key] / 1e6 for k, key in keys.items() if trial.log.get(key) is not None}
+    return {"valid": not reasons, "reasons": reasons, "achieved_qps": trial.achieved_qps,
+            "queries": len(trial.records), "seeds": trial.seeds, "headline": headline,
+            "more_queries": more_queries_needed(result, reasons[said:])}
+
+
+def measure_endpoint_server(run: CellRun, session) -> Measurement:
+    """One server cell against the endpoint: a LoadGen Server run at --qps after a closed-loop warm-up, or with
+    --find-max-qps the highest rate LoadGen judges VALID, searched as in-process (server.find_max_qps), each
+    trial with its own arrival schedule; the cell's records are the highest VALID trial's."""
+    cell, rule, serving = run.cell, run.rule, run.cell.serving
+    generates = session.target.generates
+    items, tokens, max_tokens, per_item = request_inputs(run, session)
+    fidelity = served_fidelity(run, session)
+    alone_ns = _warm_up(session, items, max_tokens, rule.warmup_s)
+    min_queries = max(rule.min_samples, 1)
+    trials: dict[float, Trial] = {}  # by rate: a rate run again with more queries keeps its last run
+    runs = iter(range(10_000))
+
+    def trial(qps: float, queries: int | None = None) -> dict:
+        seeds = loadgen_seeds(serving.seed, run.repetition, next(runs))  # each trial its own arrivals
+        trials[qps] = _run_trial(run, session, items, tokens, max_tokens, qps, queries or min_queries, seeds)
+        return trial_verdict(trials[qps], generates)
+
+    search = None
+    if serving.find_max_qps:
+        # one request at a time, back to back: the rate one client reaches; a server that overlaps requests
+        # goes further, and the search steps up until a rate is INVALID
+        capacity = 1e9 / float(np.median(alone_ns))
+        found, best = find_max_qps(trial, serving.qps or SEARCH_START * capacity,
+                                   hopeless=lambda f: _alone_miss(f, alone_ns, serving, generates))
+        chosen = trials[found.lo] if best is not None else trials[min(trials)]
+        search = {**found.to_dict(), "capacity_estimate_qps": capacity,
+                  "capacity_from": "one request at a time during the warm-up"}
+    else:
+        trial(serving.qps)
+        chosen = trials[serving.qps]
+    records, log = chosen.records, chosen.log
     result = loadgen_result(log)
-    achieved = len(ok) / (window_ns / 1e9)
+    achieved = chosen.achieved_qps
     p99 = {name: log.get(key) for name, key in (("e2e", "result_99.00_percentile_latency_ns"),
                                                 ("TTFT", "result_first_token_99.00_percentile_latency_ns"),
                                                 ("TPOT", "result_time_per_output_token_99.00_percentile_ns"))}
     said = ", ".join(f"{k} {significant(v / 1e6)} ms" for k, v in p99.items() if v is not None and
-                     (session.target.generates or k == "e2e"))
-    details = {**session.details, "requests": records, "window_ns": int(window_ns), "clients": len(dispatcher.connections),
-               "loadgen": {"settings": settings, "summary": summary, "result": result, "log": log},
-               "offered_qps": serving.qps, "achieved_qps": achieved,
-               "notes": endpoint_notes(session) + [f"LoadGen {result.get('validity', 'gave no result')}: Poisson arrivals at {serving.qps:g} "
-                         f"req/s, {len(dispatcher.connections)} client threads used; achieved {significant(achieved)} req/s; LoadGen's "
-                         f"p99 from the scheduled arrival: {said or 'none'}"]}
-    if achieved < FELL_BEHIND * serving.qps:
+                     (generates or k == "e2e"))
+    notes = [f"LoadGen {result.get('validity', 'gave no result')}: Poisson arrivals at {chosen.qps:.4g} req/s, "
+             f"{chosen.clients} client threads used; achieved {significant(achieved)} req/s; LoadGen's p99 from the "
+             f"scheduled arrival: {said or 'none'}"]
+    if search:
+        notes.insert(0, f"--find-max-qps: {max_rate(search)} req/s over {len(search['trials'])} trials"
+                        + (f"; {search['stopped']}" if search.get("stopped") else ""))
+    details = {**session.details, "requests": records, "window_ns": int(chosen.window_ns), "clients": chosen.clients,
+               "loadgen": {"settings": chosen.settings, "summary": chosen.summary, "result": result, "log": log},
+               "offered_qps": chosen.qps, "scheduled_qps": chosen.scheduled_qps, "achieved_qps": achieved,
+               "notes": endpoint_notes(session) + notes}
+    if search:
+        details["find_max_qps"] = search
+    if achieved < FELL_BEHIND * chosen.scheduled_qps:
         details["notes"].append(f"fell behind: achieved {significant(achieved)} req/s < {FELL_BEHIND:.0%} of the "
-                                f"{serving.qps:g} scheduled")
+                                f"{chosen.scheduled_qps:.4g} scheduled")
+    return _measurement(run, session, chosen, per_item, details, fidelity)
+
+
+def _measurement(run: CellRun, session, trial: Trial, per_item: int, details: dict, fidelity) -> Measurement:
+    """A cell's Measurement from the trial it keeps: per client thread, its answered requests' times."""
+    ok = trial.ok
     per_client = [np.asarray([r["done_ns"] - r["sent_ns"] for r in ok if r["client"] == c], dtype=np.int64)
-                  for c in range(len(dispatcher.connections))]
+                  for c in range(trial.clients)]
     return Measurement(worker_samples=[s for s in per_client if s.size], items_per_call=per_item,
                        tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / per_item,
                        load_s=session.load_s, peak_rss_mb=peak_rss_mb(), executed_precision=run.precision,
-                       wall_s=window_ns / 1e9, details=details, fidelity=fidelity)
+                       wall_s=trial.window_ns / 1e9, details=details, fidelity=fidelity)
 
 
-def _warm_up(session, items: list, max_tokens: int | None, warmup_s: float) -> None:
-    """One request at a time for `warmup_s` (at least one): a server that loads or compiles lazily does it now."""
+def measure_endpoint_offline(run: CellRun, session) -> Measurement:
+    """One offline cell against the endpoint: LoadGen's Offline issues every request at once and the client
+    threads (CLIENT_THREADS) send them as fast as the server answers; the figure is the requests answered per
+    second over the run. LoadGen sizes the run as the expected rate times --duration: the rate one client
+    reached back to back in the warm-up, and when the server was faster than that and ended early, the run is
+    made once more at the rate it achieved."""
+    rule, serving = run.rule, run.cell.serving
+    items, tokens, max_tokens, per_item = request_inputs(run, session)
+    fidelity = served_fidelity(run, session)
+    alone_ns = _warm_up(session, items, max_tokens, rule.warmup_s)
+    expected = 1e9 / float(np.median(alone_ns))
+    min_queries = max(rule.min_samples, 1)
+    seeds = loadgen_seeds(serving.seed if serving else 0, run.repetition, 0)
+    trial = _run_trial(run, session, items, tokens, max_tokens, expected, min_queries, seeds, offline=True)
+    if loadgen_result(trial.log).get("min_duration_met") is False:
+        expected = 1.2 * trial.achieved_qps  # LoadGen's own advice: a higher expected rate, a longer run
+        trial = _run_trial(run, session, items, tokens, max_tokens, expected, min_queries,
+                           loadgen_seeds(serving.seed if serving else 0, run.repetition, 1), offline=True)
+    result = loadgen_result(trial.log)
+    notes = [f"LoadGen {result.get('validity', 'gave no result')}: {len(trial.records)} requests issued at once "
+             f"(expected {significant(expected)} req/s over {rule.duration_s:g} s), {trial.clients} client "
+             f"threads; {significant(trial.achieved_qps)} req/s answered"]
+    details = {**session.details, "requests": trial.records, "window_ns": int(trial.window_ns),
+               "clients": trial.clients, "offline": True, "expected_qps": expected,
+               "loadgen": {"settings": trial.settings, "summary": trial.summary, "result": result, "log": trial.log},
+               "offered_qps": None, "achieved_qps": trial.achieved_qps, "notes": endpoint_notes(session) + notes}
+    return _measurement(run, session, trial, per_item, details, fidelity)
+
+
+def _alone_miss(verdict: dict, alone_ns: list[int], serving, generates: bool) -> str | None:
+    """Why no lower rate can be VALID: one request alone, with nothing queued beside it (the warm-up), already
+    takes longer than the p99 target (embeddings; generation's targets are per token: the search goes on)."""
+    if generates or verdict["valid"] or serving.slo_p99_ms is None:
+        return None
+    alone_ms = float(np.median(alone_ns)) / 1e6
+    if alone_ms > serving.slo_p99_ms:
+        return (f"one request alone takes {significant(alone_ms)} ms (median of the warm-up) > the "
+                f"{serving.slo_p99_ms:g} ms target: no lower rate can meet it")
+    return None
+
+
+def _warm_up(session, items: list, max_tokens: int | None, warmup_s: float) -> list[int]:
+    """One request at a time for `warmup_s` (at least one): a server that loads or compiles lazily does it now.
+    Returns each successful request's time (ns), the first left out when there are more."""
     conn = Connection(session.target)
+    took = []
     try:
         deadline = time.perf_counter() + warmup_s
         k = 0
         while k == 0 or time.perf_counter() < deadline:
-            conn.send(items[k % len(items)], max_tokens)
+            record = conn.send(items[k % len(items)], max_tokens)
+            if not record["failure"]:
+                took.append(record["done_ns"] - record["sent_ns"])
             k += 1
     finally:
         conn.close()
+    if not took:
+        raise RuntimeError(f"every warm-up request failed: {record['error']}")
+    return took[1:] or took
 
 
 def endpoint_served(measurements: list[Measurement]) -> dict:
@@ -192,16 +341,28 @@ def endpoint_served(measurements: list[Measurement]) -> dict:
                 k for k in ("min_duration_met", "min_queries_met", "perf_constraints_met", "early_stopping_met")
                 if result.get(k) is False)
             reasons.append(f"LoadGen: {result.get('validity', 'no result')}" + (f" ({why})" if why else ""))
-        if m.details["achieved_qps"] < FELL_BEHIND * m.details["offered_qps"]:
+        failed = sum(1 for r in m.details["requests"] if r["failure"])
+        if failed and m.details.get("offline"):
+            reasons.append(f"{failed} of {len(m.details['requests'])} requests failed")
+        scheduled = m.details.get("scheduled_qps") or m.details["offered_qps"]  # older results: the target
+        if scheduled and m.details["achieved_qps"] < FELL_BEHIND * scheduled:
             reasons.append(f"fell behind: achieved {significant(m.details['achieved_qps'])} req/s of "
-                           f"{m.details['offered_qps']:g} scheduled")
+                           f"{scheduled:.4g} scheduled")
     rate = float(np.mean([m.details["achieved_qps"] for m in measurements]))
     throughput = {"items_per_s": rate * measurements[0].items_per_call,
                   "tokens_per_s": rate * measurements[0].items_per_call * measurements[0].tokens_per_item,
                   "ci95": None, "wall_items_per_s": rate * measurements[0].items_per_call}
     serving = {"kind": "endpoint", "achieved_qps": rate, "offered_qps": measurements[0].details["offered_qps"],
                "loadgen": [m.details["loadgen"]["result"] for m in measurements]}
+    if measurements[0].details.get("offline"):
+        serving.update(all_at_once=True, clients=measurements[0].details["clients"])
+    searches = [m.details["find_max_qps"] for m in measurements if m.details.get("find_max_qps")]
+    if searches:
+        serving["find_max_qps"] = over_searches(searches)
+        for s in searches:
+            if not s.get("max_qps"):  # the cell's records are then the lowest rate tried, INVALID
+                reasons.insert(0, f"--find-max-qps: {s.get('stopped') or 'no rate tried was VALID'}")
     return {"serving": serving, "throughput": throughput, "reasons": list(dict.fromkeys(reasons))}
 
 
-__all__ = ["measure_endpoint_server", "endpoint_served", "RequestDispatcher", "CLIENT_THREADS"]
+__all__ = ["measure_endpoint_server", "measure_endpoint_offline", "trial_verdict", "endpoint_served", "RequestDispatcher", "CLIENT_THREADS"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from enginebench.measure.stats import over_processes
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
@@ -275,6 +276,22 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
         else:
             qps = math.sqrt(search.lo * search.hi)
     return search, best
+
+
+def over_searches(searches: list[dict]) -> dict:
+    """Every repetition's --find-max-qps search kept (`searches`); the first VALID one's trials and bracket
+    at the top, as one search leaves them. A search's bracket is where it stopped, not an interval: with two
+    or more searches that found a VALID rate, `max_qps` is their geometric mean and `max_qps_ci95` a t
+    interval over them."""
+    out = {**next((s for s in searches if s.get("max_qps")), searches[0])}
+    if len(searches) < 2:
+        return out
+    out["searches"] = searches
+    found = [s["max_qps"] for s in searches if s.get("max_qps")]
+    if len(found) >= 2:
+        point, lo, hi = over_processes(found)
+        out["max_qps"], out["max_qps_ci95"] = float(point), [float(lo), float(hi)]
+    return out
 
 
 def capacity_estimate(ready: list[dict], max_batch: int) -> float:

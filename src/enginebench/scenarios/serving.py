@@ -11,10 +11,10 @@ from enginebench.plan import Cell
 from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
                                         workload_args)
 from enginebench.scenarios.decoder_server import run_decoder_server
-from enginebench.scenarios.endpoint_server import endpoint_served, measure_endpoint_server
+from enginebench.scenarios.endpoint_server import endpoint_served, measure_endpoint_offline, measure_endpoint_server
 from enginebench.scenarios.offline import run_offline
 from enginebench.scenarios.requests import endpoint_figures, endpoint_table
-from enginebench.scenarios.server import percentiles, run_server
+from enginebench.scenarios.server import over_searches, percentiles, run_server
 from enginebench.scenarios.throughput import worker_cells
 
 
@@ -110,20 +110,24 @@ class Offline(Server):
     name = "offline"
     model_kinds = ("encoder",)
     judged_by_spread = True
-    drives_endpoint = False
+    drives_endpoint = True
 
     def measure(self, run: CellRun) -> Measurement:
+        if run.remote:  # a server: every request issued at once, sent on the client threads
+            return measure_endpoint_offline(run, run.session())
         return run.in_worker_processes(lambda want, loaded: run_offline(
             run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition))
 
     unranked_because = None  # its items/s is what it achieved with every query available
 
     def table(self, result) -> str:
-        return "encoders"
+        return endpoint_table(result) or "encoders"
 
     def served(self, cell: Cell, measurements: list[Measurement], indices: list[int]) -> dict:
         """Its items/s is the samples LoadGen completed over its own clock, transfers and partial batches as
         they were; over processes their geometric mean with a t interval."""
+        if measurements[0].details.get("endpoint"):
+            return endpoint_served(measurements)
         serving, reasons = _serving_common(cell, measurements, indices)
         rates = [m.details["serving"]["samples_per_s"] for m in measurements]
         items_per_s, ci = rates[0], None
@@ -141,6 +145,8 @@ class Offline(Server):
 
     def note(self, result) -> str:
         s = result.serving or {}
+        if s.get("kind") == "endpoint":  # its notes are the endpoint table's (results/endpoint_table.py)
+            return ""
         return f"offline: {_num(s['samples_per_s'])} samples/s over the run{_batched(s)}; LoadGen {_said(s)}"
 
 
@@ -151,7 +157,7 @@ def _serving_common(cell: Cell, measurements: list[Measurement], indices: list[i
     serving = {**figures[0], "settings": cell.serving.to_dict() if cell.serving else None}
     searches = [m.details["find_max_qps"] for m in measurements if m.details.get("find_max_qps")]
     if searches:
-        serving["find_max_qps"] = _searches(searches)
+        serving["find_max_qps"] = over_searches(searches)
     reasons = [reason + (f" (repetition {r + 1})" if len(figures) > 1 else "")
                for r, f in zip(indices, figures) for reason in f["reasons"]]
     if len(figures) > 1:
@@ -171,22 +177,6 @@ def _pool(serving: dict, key: str, figures: list[dict], measurements: list[Measu
         serving[f"issue_{key}_ms"] = pooled
     else:
         serving[f"{key}_ms"] = pooled
-
-
-def _searches(searches: list[dict]) -> dict:
-    """Every repetition's --find-max-qps search kept (`searches`); the first VALID one's trials and bracket
-    at the top, as one search leaves them. A search's bracket is where it stopped, not an interval: with two
-    or more searches that found a VALID rate, `max_qps` is their geometric mean and `max_qps_ci95` a t
-    interval over them."""
-    out = {**next((s for s in searches if s.get("max_qps")), searches[0])}
-    if len(searches) < 2:
-        return out
-    out["searches"] = searches
-    found = [s["max_qps"] for s in searches if s.get("max_qps")]
-    if len(found) >= 2:
-        point, lo, hi = over_processes(found)
-        out["max_qps"], out["max_qps_ci95"] = float(point), [float(lo), float(hi)]
-    return out
 
 
 def _over_processes(each: list[dict]) -> dict:
