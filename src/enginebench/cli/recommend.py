@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
 from enginebench.config import positive_int
+from enginebench.search.confirm import check_processes, confirm
 
 
 def add_parsers(sub) -> None:
@@ -27,6 +29,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", help="only this batch size [any; latency: the smallest measured]")
     p.add_argument("--accept-warn", action="store_true",
                    help="judge results with a warn verdict too (noisy figures), saying so")
+    p.add_argument("--confirm", metavar="N", nargs="?", const="3",
+                   help="measure the pick, the runner-up and the baselines again, each in N fresh interleaved "
+                        "processes, and answer from that round only (the stored pick's figure flatters it) [3]")
     p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--json", action="store_true", help="print the recommendation as one JSON object")
 
@@ -57,16 +62,21 @@ def cmd_recommend(args) -> int:
     from enginebench.results.store import ResultStore
 
     constraints = constraints_from(args)
+    processes = None if args.confirm is None else check_processes(args.confirm)
     if not os.path.exists(args.db):
         raise UsageError(f"no database at {args.db}: run `enginebench run` first or pass --db")
     with ResultStore(args.db) as store:
         runs = load_runs(store, args.runs, args.model)
     rec = recommend(runs, constraints)
-    if args.json:
-        print(json.dumps(rec.to_dict(), indent=2))
-    else:
-        print("\n".join(rec.lines()))
-    return 0 if rec.best is not None else 1
+    if processes is None or rec.best is None:
+        print(json.dumps(rec.to_dict(), indent=2) if args.json else "\n".join(rec.lines()))
+        return 0 if rec.best is not None else 1
+    if not args.json:
+        print("\n".join(["from the stored results:"] + rec.lines()), flush=True)
+    done = confirm(rec, runs, constraints, args.db, processes,
+                   on_note=None if args.json else lambda text: print(text, file=sys.stderr, flush=True))
+    print(json.dumps(done.to_dict(), indent=2) if args.json else "\n".join([""] + done.lines()))
+    return 0 if done.confirmed.best is not None else 1
 
 
 COMMANDS = {"recommend": cmd_recommend}

@@ -1,0 +1,55 @@
+"""recommend --confirm N: the pick, the runner-up and the baselines measured again in N fresh interleaved
+processes each, and the answer from that round only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from enginebench.errors import UsageError
+from enginebench.results.store import ResultStore
+from enginebench.search.confirm import check_processes
+
+from helpers.cli import enginebench_here
+
+
+@pytest.mark.parametrize("text, words", [("1", "needs at least 2"), ("three", "not a whole number")])
+def test_too_few_processes_is_a_one_line_error_before_anything(text, words, tmp_path):
+    with pytest.raises(UsageError, match=words):
+        check_processes(text)
+    done = enginebench_here("recommend", "--confirm", text, "--db", tmp_path / "none.db")
+    assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_the_confirmation_round_measures_the_leaders_again_and_answers_from_that_round(tmp_path):
+    db = str(tmp_path / "c.db")
+    first = [sys.executable, "-m", "enginebench", "run", "--engine", "torch,onnxruntime", "--workload", "titles",
+             "--batch-size", "1", "--scenario", "latency", "--duration", "0.5s", "--min-samples", "10",
+             "--warmup", "0.2s", "--repeat", "1", "--db", db]
+    subprocess.run(first, check=True, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "enginebench", "recommend", "--objective", "latency",
+                           "--accept-warn", "--confirm", "2", "--json", "--db", db],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    with ResultStore(db) as store:
+        runs = [row[0] for row in store.run_ids()]
+        assert len(runs) == 2
+        round_run = store.load_run(answer["run_id"])
+    assert answer["run_id"] in runs and answer["confirmed"]["run_id"] == answer["run_id"]
+    assert answer["stored"]["run_id"] != answer["run_id"]
+    # the pick and torch fp32 (the runner-up and the default path, or the pick itself): each in 2 processes
+    measured = {(r.engine, r.precision) for r in round_run.results}
+    assert measured == {("torch", "fp32"), ("onnxruntime", "fp32")}
+    assert all(r.status == "ok" and len(r.repetitions) == 2 for r in round_run.results)
+    assert round_run.config["repeat"] == 2
+    best = answer["confirmed"]["best"]
+    assert (best["engine"], best["precision"]) in measured
+    assert answer["same_pick"] == (answer["stored"]["best"]["engine"] == best["engine"])
+    # the figures shown are the round's: the pick's median is one of the round's results'
+    assert best["latency_ms"]["median"] in {r.latency_ms["median"] for r in round_run.results}
