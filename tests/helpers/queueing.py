@@ -23,3 +23,14 @@ def md1_max_qps(service_s: float, slo_s: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if md1_p99(mid, service_s, 50_000) <= slo_s else (lo, mid)
     return lo
+
+
+def assert_bracketed(search: dict, tolerance: float = 0.05) -> tuple[float, float]:
+    """A --find-max-qps search that ended as it should: a VALID trial at its answer and an INVALID one above it,
+    within `tolerance`, every trial with arrivals of its own. Returns the bracket."""
+    lo, hi = search["bracket"]
+    assert lo is not None and hi is not None and lo < hi <= lo * (1 + tolerance) + 1e-9, search
+    assert any(t["qps"] == lo and t["valid"] for t in search["trials"])
+    assert any(t["qps"] == hi and not t["valid"] for t in search["trials"])
+    assert len({tuple(t["seeds"].values()) for t in search["trials"]}) == len(search["trials"])  # own schedules
+    return lo, hi

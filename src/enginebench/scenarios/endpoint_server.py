@@ -13,6 +13,7 @@ against the rate scheduled.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import threading
 import time
@@ -131,7 +132,8 @@ def loadgen_settings(lg, serving, generates: bool, qps: float, min_duration_s: f
 
 @dataclass
 class Trial:
-    """One LoadGen Server run against the endpoint at one rate: its requests' records and LoadGen's report."""
+    """One LoadGen run against the endpoint (Server at a rate, or Offline expecting one): its requests'
+    records and LoadGen's report."""
 
     qps: float
     seeds: dict
@@ -179,6 +181,15 @@ def _run_trial(run: CellRun, session, items, tokens, max_tokens, qps: float, que
     return Trial(qps, seeds, settings, summary, log, records, len(dispatcher.connections))
 
 
+def _failed(records: list[dict]) -> list[str]:
+    """`N of M requests failed (timeout 3, …)` when any did, by kind."""
+    kinds = {k: v for k, v in failure_counts(records).items() if v}
+    if not kinds:
+        return []
+    return [f"{sum(kinds.values())} of {len(records)} requests failed "
+            f"({', '.join(f'{k} {v}' for k, v in kinds.items())})"]
+
+
 def trial_verdict(trial: Trial, generates: bool) -> dict:
     """What --find-max-qps judges a trial by: VALID when LoadGen says VALID (its p99s from the scheduled
     arrival within the targets, early stopping satisfied), no request failed, and the server kept up with the
@@ -186,10 +197,7 @@ def trial_verdict(trial: Trial, generates: bool) -> dict:
     result = loadgen_result(trial.log)
     reasons = loadgen_reasons(result)
     said = len(reasons)
-    failed = len(trial.records) - len(trial.ok)
-    if failed:
-        reasons.append(f"{failed} of {len(trial.records)} requests failed "
-                       f"({', '.join(f'{k} {v}' for k, v in failure_counts(trial.records).items() if v)})")
+    reasons += _failed(trial.records)
     if trial.achieved_qps < FELL_BEHIND * trial.scheduled_qps:
         reasons.append(f"fell behind: achieved {significant(trial.achieved_qps)} req/s < {FELL_BEHIND:.0%} of the "
                        f"{trial.scheduled_qps:.4g} scheduled")
@@ -213,7 +221,7 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
     alone_ns = _warm_up(session, items, max_tokens, rule.warmup_s)
     min_queries = max(rule.min_samples, 1)
     trials: dict[float, Trial] = {}  # by rate: a rate run again with more queries keeps its last run
-    runs = iter(range(10_000))
+    runs = itertools.count()
 
     def trial(qps: float, queries: int | None = None) -> dict:
         seeds = loadgen_seeds(serving.seed, run.repetition, next(runs))  # each trial its own arrivals
@@ -224,7 +232,7 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
     if serving.find_max_qps:
         # one request at a time, back to back: the rate one client reaches; a server that overlaps requests
         # goes further, and the search steps up until a rate is INVALID
-        capacity = 1e9 / float(np.median(alone_ns))
+        capacity = _one_client_rate(alone_ns)
         found, best = find_max_qps(trial, serving.qps or SEARCH_START * capacity,
                                    hopeless=lambda f: _alone_miss(f, alone_ns, serving, generates))
         chosen = trials[found.lo] if best is not None else trials[min(trials)]
@@ -276,18 +284,17 @@ def measure_endpoint_offline(run: CellRun, session) -> Measurement:
     second over the run. LoadGen sizes the run as the expected rate times --duration: the rate one client
     reached back to back in the warm-up, and when the server was faster than that and ended early, the run is
     made once more at the rate it achieved."""
-    rule, serving = run.rule, run.cell.serving
+    rule, seed = run.rule, run.cell.serving.seed if run.cell.serving else 0
     items, tokens, max_tokens, per_item = request_inputs(run, session)
     fidelity = served_fidelity(run, session)
-    alone_ns = _warm_up(session, items, max_tokens, rule.warmup_s)
-    expected = 1e9 / float(np.median(alone_ns))
+    expected = _one_client_rate(_warm_up(session, items, max_tokens, rule.warmup_s))
     min_queries = max(rule.min_samples, 1)
-    seeds = loadgen_seeds(serving.seed if serving else 0, run.repetition, 0)
-    trial = _run_trial(run, session, items, tokens, max_tokens, expected, min_queries, seeds, offline=True)
+    trial = _run_trial(run, session, items, tokens, max_tokens, expected, min_queries,
+                       loadgen_seeds(seed, run.repetition, 0), offline=True)
     if loadgen_result(trial.log).get("min_duration_met") is False:
         expected = 1.2 * trial.achieved_qps  # LoadGen's own advice: a higher expected rate, a longer run
         trial = _run_trial(run, session, items, tokens, max_tokens, expected, min_queries,
-                           loadgen_seeds(serving.seed if serving else 0, run.repetition, 1), offline=True)
+                           loadgen_seeds(seed, run.repetition, 1), offline=True)
     result = loadgen_result(trial.log)
     notes = [f"LoadGen {result.get('validity', 'gave no result')}: {len(trial.records)} requests issued at once "
              f"(expected {significant(expected)} req/s over {rule.duration_s:g} s), {trial.clients} client "
@@ -299,12 +306,17 @@ def measure_endpoint_offline(run: CellRun, session) -> Measurement:
     return _measurement(run, session, trial, per_item, details, fidelity)
 
 
+def _one_client_rate(alone_ns: list[int]) -> float:
+    """Requests/s of one client sending one request at a time, from the warm-up's times."""
+    return 1e9 / float(np.median(alone_ns))
+
+
 def _alone_miss(verdict: dict, alone_ns: list[int], serving, generates: bool) -> str | None:
     """Why no lower rate can be VALID: one request alone, with nothing queued beside it (the warm-up), already
     takes longer than the p99 target (embeddings; generation's targets are per token: the search goes on)."""
     if generates or verdict["valid"] or serving.slo_p99_ms is None:
         return None
-    alone_ms = float(np.median(alone_ns)) / 1e6
+    alone_ms = 1e3 / _one_client_rate(alone_ns)
     if alone_ms > serving.slo_p99_ms:
         return (f"one request alone takes {significant(alone_ms)} ms (median of the warm-up) > the "
                 f"{serving.slo_p99_ms:g} ms target: no lower rate can meet it")
@@ -335,15 +347,9 @@ def endpoint_served(measurements: list[Measurement]) -> dict:
     """Server.served() for an endpoint cell: LoadGen's verdict and the rate achieved against the scheduled."""
     reasons = []
     for m in measurements:
-        result = m.details["loadgen"]["result"]
-        if result.get("validity") != "VALID":
-            why = result.get("invalid_reason") or ", ".join(
-                k for k in ("min_duration_met", "min_queries_met", "perf_constraints_met", "early_stopping_met")
-                if result.get(k) is False)
-            reasons.append(f"LoadGen: {result.get('validity', 'no result')}" + (f" ({why})" if why else ""))
-        failed = sum(1 for r in m.details["requests"] if r["failure"])
-        if failed and m.details.get("offline"):
-            reasons.append(f"{failed} of {len(m.details['requests'])} requests failed")
+        reasons += loadgen_reasons(m.details["loadgen"]["result"])
+        if m.details.get("offline"):
+            reasons += _failed(m.details["requests"])
         scheduled = m.details.get("scheduled_qps") or m.details["offered_qps"]  # older results: the target
         if scheduled and m.details["achieved_qps"] < FELL_BEHIND * scheduled:
             reasons.append(f"fell behind: achieved {significant(m.details['achieved_qps'])} req/s of "
