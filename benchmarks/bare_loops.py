@@ -189,7 +189,7 @@ def _generations(once, prompts, args, is_pp: bool):
 def session_arm(args, engine: str) -> tuple[dict, dict]:
     """enginebench's SessionFactory and scenario functions, called directly (what the child does, minus the
     child: no parent process, no queue, no reference or fidelity pass)."""
-    from enginebench.child import SessionFactory
+    from enginebench.execution.child import SessionFactory
     from enginebench.measure.timing import StoppingRule
     from enginebench.models import resolve_model
 

@@ -10,13 +10,13 @@ import sqlite3
 import textwrap
 
 import pytest
+from helpers.fake_engines import FAULT_PLUGINS
 
 import enginebench as eb
 from enginebench.cli import build_parser, main
 from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 from enginebench.sweep.spec import load_sweep
-from helpers.fake_engines import FAULT_PLUGINS
 
 
 @pytest.fixture(autouse=True)
@@ -245,7 +245,7 @@ def test_start_run_gives_a_plan_this_machines_speed_and_sees_each_cell(tmp_path)
     from types import SimpleNamespace
 
     from enginebench.api import start_run
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     speed = {"measured_at": "2026-12-01T00:00:00+00:00", "bandwidth_gbs": 20.0, "gemm_gflops": 300.0}
     with ResultStore(str(tmp_path / "m.db")) as store:

@@ -19,7 +19,7 @@ def __getattr__(name):
 
         return getattr(api, name)
     if name in ("Run", "Result"):
-        from enginebench.results import model
+        from enginebench.store import model
 
         return getattr(model, name)
     if name == "UsageError":

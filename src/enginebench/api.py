@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from enginebench.config import RunConfig
 from enginebench.errors import UsageError
-from enginebench.results.model import Run
+from enginebench.store.model import Run
 
 DEFAULT_DB = "enginebench.db"
 
@@ -48,14 +48,14 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
     arrives (a crash later loses nothing measured). `config`: the configuration the plan came from, stored with
     the run (resume reads it back); `argv`: the command stored instead for a plan no configuration gives (tune's
     rounds). `launcher`: one made for this plan that runs it elsewhere,
-    e.g. launchers.ray.RayLauncher(plan, "local") [the local orchestrator]. `run_id`: the new run's id [a fresh
+    e.g. execution.ray.RayLauncher(plan, "local") [the local orchestrator]. `run_id`: the new run's id [a fresh
     one]. `resuming`: a stored run to finish instead (see resume()), whose launcher must carry its history."""
+    from enginebench.execution.local import LocalLauncher
     from enginebench.measure.machine import machine_info
-    from enginebench.launchers.local import Orchestrator
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     store = ResultStore(db if db is not None else ":memory:")
-    orchestrator = launcher or (resuming.launcher() if resuming else Orchestrator(plan))
+    orchestrator = launcher or (resuming.launcher() if resuming else LocalLauncher(plan))
     if resuming:  # the same run, its stored results kept; only what is missing arrives
         run, by_cell = resuming.run, dict(resuming.stored)
     else:
@@ -173,21 +173,21 @@ class Resumption:
     def launcher(self, ray: str | None = None):
         """The launcher that measures only what is missing: here, or on the Ray cluster at `ray`."""
         if ray:
-            from enginebench.launchers.ray import RayLauncher
+            from enginebench.execution.ray import RayLauncher
 
             return RayLauncher(self.plan, ray, history=self.history, retry_failed=self.retry_failed)
-        from enginebench.launchers.local import Orchestrator
+        from enginebench.execution.local import LocalLauncher
 
-        return Orchestrator(self.plan, history=self.history, retry_failed=self.retry_failed)
+        return LocalLauncher(self.plan, history=self.history, retry_failed=self.retry_failed)
 
     @property
     def left(self) -> int:
         """Measurements still to make (cell x repetition), plus skipped cells not stored yet: 0 when complete."""
         launcher = self.launcher()
         cells = self.plan.cells
-        skipped = [i for i, c in enumerate(cells) if launcher.unsupported(c)]
+        skipped = [i for i, c in enumerate(cells) if launcher.why_not(c)]
         skipped += range(len(cells), len(cells) + len(self.plan.skips))
-        return (sum(launcher.measurements_left(i) for i, c in enumerate(cells) if not launcher.unsupported(c))
+        return (sum(launcher.measurements_left(i) for i, c in enumerate(cells) if not launcher.why_not(c))
                 + sum(i not in self.stored for i in skipped))
 
     @property
@@ -201,10 +201,10 @@ def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False,
     in the same order, on the same machine. `pin`: first pin this process to the run's --cpus, as
     the command line does (thread counts default to the CPUs this process may use). Raises UsageError when it
     cannot be resumed."""
-    from enginebench.launchers.records import history_of
+    from enginebench.execution.records import history_of
     from enginebench.measure.machine import machine_info
     from enginebench.planning import plan_from_config
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     if not os.path.exists(db):
         raise UsageError(f"no database at {db}: pass the --db run {run_id} was stored in")
@@ -258,7 +258,7 @@ def _check_same_plan(run: Run, plan, stored: dict) -> None:
     the corpus may have changed since): else its stored results and the new ones would not belong together."""
     import json
 
-    from enginebench.launchers.local import Orchestrator
+    from enginebench.execution.local import LocalLauncher
 
     planned = plan.cells + [cell for cell, _ in plan.skips]
     config = run.config
@@ -272,7 +272,7 @@ def _check_same_plan(run: Run, plan, stored: dict) -> None:
             spec.pop("padding")
     same = (config.get("repeat", plan.repeat) == plan.repeat
             and stored_workloads == workloads
-            and config.get("cell_order") in (None, Orchestrator(plan).cell_order())
+            and config.get("cell_order") in (None, LocalLauncher(plan).cell_order())
             and all(index < len(planned) and _is_cell(result, planned[index], plan.model.name)
                     for index, result in stored.items()))
     if not same:
@@ -302,7 +302,7 @@ def resume(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, on_
 
 def load(run_id: str | None = None, db: str = DEFAULT_DB) -> Run:
     """A stored run (the newest when run_id is None)."""
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     if not os.path.exists(db):
         raise UsageError(f"no database at {db}: run `enginebench run` first or pass db=")
@@ -316,8 +316,8 @@ def _as_run(run, db: str) -> Run:
 
 def compare(base, new, *, threshold: float = 0.05, db: str = DEFAULT_DB, seed: int = 0):
     """Compare two runs (Run objects or stored run ids) cell by cell: ratio of medians with its CI, verdicts,
-    cells only in one run, machine and version differences. See results/compare.py."""
-    from enginebench.results.compare import compare_runs
+    cells only in one run, machine and version differences. See analysis/compare.py."""
+    from enginebench.analysis.compare import compare_runs
 
     return compare_runs(_as_run(base, db), _as_run(new, db), threshold=threshold, seed=seed)
 
@@ -326,8 +326,9 @@ def recommend(runs=None, *, db: str = DEFAULT_DB, **constraints):
     """The best configuration among stored results under constraints (model, workload, min_fidelity, objective,
     max_memory_mb, batch_size, accept_warn), with its speed-up over the default path and the command that
     reproduces it. `runs`: Run objects or run ids [every stored run of the newest run's model, or of model=]."""
-    from enginebench.results.recommend import Constraints, load_runs, recommend as best
-    from enginebench.results.store import ResultStore
+    from enginebench.analysis.recommend import Constraints, load_runs
+    from enginebench.analysis.recommend import recommend as best
+    from enginebench.store.database import ResultStore
 
     if runs is None:
         if not os.path.exists(db):

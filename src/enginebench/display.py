@@ -1,4 +1,4 @@
-"""How a figure reads as text, shared by the tables (results/, formats/) and the scenarios' notes."""
+"""How a figure reads as text, shared by the tables (formats/, analysis/) and the scenarios' notes."""
 
 from __future__ import annotations
 

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.compared_runs import CONFIG, MACHINE, broken_runs, make_result
 from rich.console import Console
-from measure.test_compare import CONFIG, MACHINE, broken_runs, make_result
 
 import enginebench
-from enginebench.results.compare import compare_runs, render
-from enginebench.results.model import Run
-from enginebench.results.store import ResultStore
+from enginebench.analysis.compare import compare_runs, render
+from enginebench.store.database import ResultStore
+from enginebench.store.model import Run
 
 
 def cli(argv: list[str]) -> int:

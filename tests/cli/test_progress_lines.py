@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from helpers.fake_engines import env
+from helpers.measurements import measurement
 
 pytestmark = pytest.mark.serial  # its lines race a run's cells and bound its expected time
 
@@ -88,13 +88,13 @@ def test_a_long_load_says_what_it_prepared_and_how_long_it_took():
 
 
 def test_the_orchestrator_reports_each_load_with_its_time(titles, minilm):
-    from enginebench.launchers.local import Orchestrator
+
+    from enginebench.execution.local import LocalLauncher
     from enginebench.measure.timing import StoppingRule
     from enginebench.plan import Cell, Plan
-    from launchers.test_orchestrator import _measurement
 
     cells = [Cell("onnxruntime", "fp32", "latency", "titles", b, 1, 1) for b in (1, 2)]
-    orch = Orchestrator(Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {},
+    orch = LocalLauncher(Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {},
                              timeout_s=60))
 
     def child(job, timed_out):
@@ -102,9 +102,9 @@ def test_the_orchestrator_reports_each_load_with_its_time(titles, minilm):
         yield ("loading", 0)
         time.sleep(0.2)
         yield ("loaded", 0)
-        yield ("result", 0, _measurement())
+        yield ("result", 0, measurement())
         yield ("start", 1)
-        yield ("result", 1, _measurement())
+        yield ("result", 1, measurement())
         yield ("done",)
 
     orch._child_messages, orch._references = child, lambda: None

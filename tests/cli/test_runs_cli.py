@@ -7,13 +7,12 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from helpers.sample_run import sample_run
 
 from enginebench.cli import main
 from enginebench.cli.results import cpu_short, since_time
 from enginebench.errors import UsageError
-from enginebench.results.store import ResultStore
-
-from results.test_export import sample_run
+from enginebench.store.database import ResultStore
 
 NOW = datetime.now(timezone.utc)
 

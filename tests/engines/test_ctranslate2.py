@@ -41,7 +41,7 @@ def test_conversion_is_cached_per_quantization(minilm):
 
 @pytest.mark.parametrize("precision,compute_type", [("bf16", "bfloat16"), ("fp16", "float16"), ("int16", "int16")])
 def test_other_precisions_follow_what_the_cpu_build_offers(precision, compute_type):
-    reason = engine_class("ctranslate2").unsupported_reason(precision)
+    reason = engine_class("ctranslate2").why_not_precision(precision)
     offered = compute_type in ctranslate2.get_supported_compute_types("cpu")
     assert (reason is None) == offered
     if reason:

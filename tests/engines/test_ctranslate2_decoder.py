@@ -76,7 +76,7 @@ def test_decode_step_is_refused_with_the_reason(fp32, tiny_llama):
 
 
 def test_int8_stays_close_to_fp32_reference(tiny_llama, llama_reference):
-    if reason := engine_class("ctranslate2").unsupported_reason("int8"):
+    if reason := engine_class("ctranslate2").why_not_precision("int8"):
         pytest.skip(reason)
     session = load_session("ctranslate2", tiny_llama, "int8")
     assert session.details["compute_type"] == "int8_float32"
@@ -104,7 +104,7 @@ import json, sys
 sys.path[:0] = sys.argv[1:]
 from helpers.sessions import load_session
 from helpers.tiny_llama import tiny_llama_spec
-from enginebench.child import limit_threads
+from enginebench.execution.child import limit_threads
 limit_threads(2)  # as every measuring process: threads, and the kernel caps of ENGINEBENCH_CPU_FEATURES
 session = load_session("ctranslate2", tiny_llama_spec(), "int8")
 print(json.dumps(session.details))
@@ -128,7 +128,7 @@ def _int8_details(env: dict) -> dict:
 def test_int8_path_without_vnni_is_recorded():
     """An AVX2 machine's int8 path, reproduced on any x86 CPU by capping oneDNN at AVX2, is read back and
     explained in the result's notes (the table prints them)."""
-    if reason := engine_class("ctranslate2").unsupported_reason("int8"):
+    if reason := engine_class("ctranslate2").why_not_precision("int8"):
         pytest.skip(reason)
     details = _int8_details({"ONEDNN_MAX_CPU_ISA": "AVX2"})
     path = details["int8_gemm"]
@@ -142,7 +142,7 @@ def test_int8_path_without_vnni_is_recorded():
 def test_int8_path_follows_the_cpu(cpu_features):
     """On the whole CPU and acting as an AVX2 one (ENGINEBENCH_CPU_FEATURES=avx2, which caps oneDNN in the
     measuring process): the path read back is the one the CPU features in use say."""
-    if reason := engine_class("ctranslate2").unsupported_reason("int8"):
+    if reason := engine_class("ctranslate2").why_not_precision("int8"):
         pytest.skip(reason)
     details = _int8_details({})
     has_vnni = cpu_features.has_any({"avx512_vnni", "avx_vnni"})
@@ -155,7 +155,7 @@ def test_int8_path_follows_the_cpu(cpu_features):
 @pytest.mark.parametrize("precision", ["int16", "bf16", "fp16"])
 def test_precisions_this_cpu_lacks_are_skipped_with_the_reason(precision, cpu_features):
     compute_type = {"int16": "int16", "bf16": "bfloat16", "fp16": "float16"}[precision]
-    reason = engine_class("ctranslate2").unsupported_reason(precision)
+    reason = engine_class("ctranslate2").why_not_precision(precision)
     if compute_type in ctranslate2.get_supported_compute_types("cpu"):
         assert reason is None
     else:

@@ -9,7 +9,7 @@ import pytest
 from enginebench.cli import main
 from enginebench.engines import engine_class, known_engines
 from enginebench.engines.features import bit_class, precision_bits
-from enginebench.results.feature_table import probe_engines, status, to_dicts
+from enginebench.formats.tables.features import probe_engines, status, to_dicts
 
 UNAVAILABLE = {"candle", "burn", "tensorrt"}
 

@@ -124,8 +124,8 @@ def test_quantized_file_is_cached(tiny):
 def test_native_precision_needs_a_gguf_model(tiny, tmp_path):
     from enginebench.engines.llamacpp import LlamaCppEngine
 
-    assert "GGUF" in LlamaCppEngine.unsupported_for(tiny, "native")
-    assert LlamaCppEngine.unsupported_for(tiny, "q4_k_m") is None
+    assert "GGUF" in LlamaCppEngine.why_not(tiny, "native")
+    assert LlamaCppEngine.why_not(tiny, "q4_k_m") is None
     with pytest.raises(UsageError, match="GGUF"):
         load_session("llamacpp", tiny, "native")
     from enginebench.models.gguf_llama import hf_to_gguf
@@ -138,7 +138,7 @@ def test_native_precision_needs_a_gguf_model(tiny, tmp_path):
 def test_encoders_are_refused(minilm):
     from enginebench.engines.llamacpp import LlamaCppEngine
 
-    assert "decoder" in LlamaCppEngine.unsupported_for(minilm, "fp32")
+    assert "decoder" in LlamaCppEngine.why_not(minilm, "fp32")
     with pytest.raises(UsageError, match="decoder"):
         load_session("llamacpp", minilm, "fp32")
 

@@ -39,9 +39,9 @@ def test_decoders_are_offered_in_fp32_and_int8_only():
     cls = engine_class("onnxruntime")
     assert "decoder" in cls.model_kinds
     small = _decoder_spec(1_000_000)
-    assert cls.unsupported_for(small, "fp32") is None and cls.unsupported_for(small, "int8") is None
+    assert cls.why_not(small, "fp32") is None and cls.why_not(small, "int8") is None
     for precision in ("int8-static", "bf16"):
-        assert "fp32, int8" in cls.unsupported_for(small, precision)
+        assert "fp32, int8" in cls.why_not(small, precision)
 
 
 def test_a_model_whose_export_would_not_fit_is_refused_with_the_reason():
@@ -49,7 +49,7 @@ def test_a_model_whose_export_would_not_fit_is_refused_with_the_reason():
     kind has; int8 is quantized from that export, so it is refused the same way."""
     huge = _decoder_spec(6_738_415_616)
     for precision in ("fp32", "int8"):
-        reason = engine_class("onnxruntime").unsupported_for(huge, precision)
+        reason = engine_class("onnxruntime").why_not(huge, precision)
         assert reason and "GiB" in reason and "available" in reason and "a-llama" in reason
 
 
@@ -270,7 +270,7 @@ def test_smollm2_matches_torch_fp32_within_the_decoder_bounds(smollm2, smollm2_r
 @pytest.mark.slow
 def test_generate_runs_both_precisions_with_figures_and_fidelity(tiny_llama):
     from enginebench import api
-    from enginebench.results.report import precision_label
+    from enginebench.store.labels import precision_label
 
     run = api.run(tiny_llama.path, db=None, engines="onnxruntime", precision="fp32,int8", prompt_len="16",
                   gen_len="8", threads="1", duration="0.2s", warmup="0.05s", repeat="1")

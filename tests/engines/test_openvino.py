@@ -27,8 +27,8 @@ def test_fp32_really_runs_f32_and_matches_torch(minilm, corpus, reference):
 
 
 def test_bf16_runs_bf16_within_reduced_threshold(minilm, corpus, reference):
-    if engine_class("openvino").unsupported_reason("bf16"):
-        pytest.skip(engine_class("openvino").unsupported_reason("bf16"))
+    if engine_class("openvino").why_not_precision("bf16"):
+        pytest.skip(engine_class("openvino").why_not_precision("bf16"))
     session = load_session("openvino", minilm, "bf16")
     f = _fidelity(session, corpus, reference, "bf16")
     assert session.executed_precision == "bf16" and session.details["inference_precision"] == "bf16"
@@ -66,7 +66,7 @@ def test_bf16_needs_the_cpu_capability(monkeypatch, cpu_features):
     cls = engine_class("openvino")
     reported = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     has_bf16 = cpu_features.has_any({"avx512_bf16", "amx_bf16"})
-    reason = cls.unsupported_reason("bf16")
+    reason = cls.why_not_precision("bf16")
     assert (reason is None) is (has_bf16 and reported)
     if not has_bf16:  # the CPU features decide first, and the reason says which
         assert "avx512_bf16" in reason
@@ -74,9 +74,9 @@ def test_bf16_needs_the_cpu_capability(monkeypatch, cpu_features):
     real = ov.Core.get_property
     monkeypatch.setattr(ov.Core, "get_property", lambda self, device, name: ["FP32", "INT8"]
                         if name == "OPTIMIZATION_CAPABILITIES" else real(self, device, name))
-    assert "bf16" in cls.unsupported_reason("bf16")  # OpenVINO's own report without BF16
-    assert cls.unsupported_reason("fp32") is None
-    assert "does not offer fp16" in cls.unsupported_reason("fp16")
+    assert "bf16" in cls.why_not_precision("bf16")  # OpenVINO's own report without BF16
+    assert cls.why_not_precision("fp32") is None
+    assert "does not offer fp16" in cls.why_not_precision("fp16")
 
 
 def test_a_session_that_shares_the_cpus_is_not_pinned(minilm):

@@ -64,10 +64,10 @@ def test_onnx_int8_keeps_down_projections_fp32(minilm):
 def test_offered_precisions_have_no_unsupported_reason(engine, cpu_features):
     cls = engine_class(engine)
     for precision in cls.precisions:
-        assert cls.unsupported_reason(precision) is None, precision
+        assert cls.why_not_precision(precision) is None, precision
 
 
 def test_unsupported_precisions_say_why():
     ort = engine_class("onnxruntime")
-    assert "fp16" not in ort.precisions and "Cast" in ort.unsupported_reason("fp16")
-    assert "int4" in engine_class("torch").unsupported_reason("int4")
+    assert "fp16" not in ort.precisions and "Cast" in ort.why_not_precision("fp16")
+    assert "int4" in engine_class("torch").why_not_precision("int4")

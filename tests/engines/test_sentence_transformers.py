@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from helpers.sessions import embed, load_session
+
 from enginebench.engines import REGISTRY, engine_class
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.workloads.tokenize import load_tokenizer
@@ -79,7 +79,7 @@ def test_threads_and_device_are_read_back(st_session):
 
 
 def test_it_is_registered_and_in_the_feature_table():
-    from enginebench.results.feature_table import probe_engines, status
+    from enginebench.formats.tables.features import probe_engines, status
 
     assert "sentence-transformers" in REGISTRY
     info = next(i for i in probe_engines() if i.name == "sentence-transformers")

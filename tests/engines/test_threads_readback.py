@@ -1,10 +1,11 @@
 """Each engine records the threads it really uses (details["threads_used"]), read back where the library says."""
 
 import pytest
-
 from helpers.sessions import load_session
-from enginebench.results.model import Result
-from enginebench.results.report import table_rows, threads_label
+
+from enginebench.formats.tables.encoder import table_rows
+from enginebench.store.labels import threads_label
+from enginebench.store.model import Result
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
 
@@ -49,8 +50,9 @@ def test_jax_records_the_nproc_its_backend_read(minilm):
 
 def test_tinygrad_says_the_option_has_no_effect(tmp_path, minilm):
     pytest.importorskip("tinygrad")
-    from enginebench.models import resolve_model
     from helpers.tiny_bert import make_tiny_bert
+
+    from enginebench.models import resolve_model
 
     tiny = resolve_model(str(make_tiny_bert(tmp_path, minilm.path)))
     session = load_session("tinygrad", tiny, "fp32", threads=2)

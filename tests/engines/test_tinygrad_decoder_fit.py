@@ -26,15 +26,15 @@ def test_a_7b_llama_in_fp32_is_refused_on_a_24_gib_machine_and_int8_is_not(llama
 
     monkeypatch.setattr(tinygrad_llama, "available_memory_bytes", lambda: 22 << 30)  # a quiet 24 GiB machine
     tinygrad = engine_class("tinygrad")
-    reason = tinygrad.unsupported_for(llama_7b_shape, "fp32")
+    reason = tinygrad.why_not(llama_7b_shape, "fp32")
     assert reason.startswith("tinygrad fp32 needs ~") and "llama2-7b-synthetic" in reason
     assert "weights 25.1 GiB" in reason and "22.0 GiB available" in reason and "\n" not in reason
     assert reason.endswith("use int8 or a smaller model")
-    assert tinygrad.unsupported_for(llama_7b_shape, "int8") is None  # ~6.3 GiB of int8 weights
+    assert tinygrad.why_not(llama_7b_shape, "int8") is None  # ~6.3 GiB of int8 weights
     parts = tinygrad_llama.memory_needed(llama_7b_shape, "int8")
     assert parts["weights"] == llama_7b_shape.params and parts["KV cache"] == 32 * 2 * 4096 * 1024 * 4
     monkeypatch.setattr(tinygrad_llama, "available_memory_bytes", lambda: 8 << 30)
-    reason = tinygrad.unsupported_for(llama_7b_shape, "int8")
+    reason = tinygrad.why_not(llama_7b_shape, "int8")
     assert "int8 needs ~9.3 GiB" in reason and reason.endswith("use a smaller model or free memory")
 
 

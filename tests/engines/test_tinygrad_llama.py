@@ -188,9 +188,9 @@ def test_int8_refused_for_encoders_and_unknown_precisions_for_decoders(tiny_llam
     from enginebench.engines import engine_class
 
     cls = engine_class("tinygrad")
-    assert "decoders only" in cls.unsupported_for(minilm, "int8")
-    assert cls.unsupported_for(minilm, "fp32") is None and cls.unsupported_for(tiny_llama, "int8") is None
-    assert "fp32, fp16, int8" in cls.unsupported_for(tiny_llama, "bf16")
+    assert "decoders only" in cls.why_not(minilm, "int8")
+    assert cls.why_not(minilm, "fp32") is None and cls.why_not(tiny_llama, "int8") is None
+    assert "fp32, fp16, int8" in cls.why_not(tiny_llama, "bf16")
 
 
 @pytest.mark.slow  # SmolLM2's shapes take tinygrad minutes to generate and compile on a busy 2-core machine

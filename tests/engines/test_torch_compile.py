@@ -55,4 +55,4 @@ def test_unknown_mode_or_backend_is_refused_with_the_allowed_values(minilm):
 def test_int8_is_not_offered_with_a_reason():
     from enginebench.engines import engine_class
 
-    assert "does not offer int8" in engine_class("torch-compile").unsupported_reason("int8")
+    assert "does not offer int8" in engine_class("torch-compile").why_not_precision("int8")

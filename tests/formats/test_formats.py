@@ -9,7 +9,7 @@ import types
 from typing import ClassVar
 
 import pytest
-from results.test_export import _stored
+from helpers.sample_run import stored_sample_run
 
 from enginebench import formats
 from enginebench.cli import main
@@ -39,7 +39,7 @@ def test_a_registered_format_is_one_line_away(tmp_path, capsys, monkeypatch):
     module = types.ModuleType("upper_format")
     module.Upper = Upper
     monkeypatch.setitem(sys.modules, "upper_format", module)
-    db = _stored(tmp_path)
+    db = stored_sample_run(tmp_path)
     assert main(["show", "--db", db, "--format", "upper"]) == 2  # not registered yet
     assert "invalid choice: 'upper'" in capsys.readouterr().err
     monkeypatch.setitem(formats.REGISTRY, "upper", "upper_format:Upper")
@@ -57,7 +57,7 @@ def test_a_file_or_folder_format_without_output_is_one_line_exit_2(tmp_path, cap
 
 
 def test_show_writes_html_and_png_as_report_and_plot_do(tmp_path, capsys):
-    db = _stored(tmp_path)
+    db = stored_sample_run(tmp_path)
     assert main(["show", "--db", db, "--format", "html", "--output", str(tmp_path / "show.html")]) == 0
     assert main(["report", "--db", db, "--html", str(tmp_path / "report.html")]) == 0
     assert (tmp_path / "show.html").read_text() == (tmp_path / "report.html").read_text()
@@ -76,7 +76,7 @@ def test_show_writes_html_and_png_as_report_and_plot_do(tmp_path, capsys):
 
 
 def test_the_table_format_writes_its_markdown_to_a_file(tmp_path, capsys):
-    db = _stored(tmp_path)
+    db = stored_sample_run(tmp_path)
     assert main(["show", "--db", db, "--format", "md"]) == 0
     md = capsys.readouterr().out
     assert main(["show", "--db", db, "--output", str(tmp_path / "t.md")]) == 0

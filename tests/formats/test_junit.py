@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.compared_runs import CONFIG, MACHINE, make_result
 from junitparser import Error, Failure, JUnitXml, Skipped
-from measure.test_compare import CONFIG, MACHINE, make_result
 
 from enginebench.cli import main
 from enginebench.plan import Cell
-from enginebench.results.build import failed_result
-from enginebench.results.model import Run
-from enginebench.results.store import ResultStore
+from enginebench.store.database import ResultStore
+from enginebench.store.derive import failed_result
+from enginebench.store.model import Run
 
 
 @pytest.fixture(scope="module")

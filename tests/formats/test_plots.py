@@ -9,11 +9,11 @@ import functools
 import numpy as np
 import pytest
 
-from enginebench.plan import Cell
-from enginebench.results.build import build_result, failed_result
-from enginebench.results.model import Result, Run
 from enginebench.formats.charts import build_charts, pareto_front, write_pngs
+from enginebench.plan import Cell
 from enginebench.scenarios.base import Measurement
+from enginebench.store.derive import build_result, failed_result
+from enginebench.store.model import Result, Run
 
 HOSTILE = "/tmp/<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
 MACHINE = {"cpu": "Test CPU <b>", "logical_cores": 4, "physical_cores": 2, "affinity": [0, 1, 2, 3],
@@ -188,7 +188,7 @@ def test_plot_writes_one_png_per_chart(tmp_path):
 
 def store_runs(db):
     """The encoder and the decoder run in a new database at `db`."""
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     with ResultStore(db) as store:
         for run in (encoder_run(), decoder_run()):

@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-from helpers.fake_engines import CLI_PLUGINS, env as fake_env
+from helpers.fake_engines import CLI_PLUGINS
+from helpers.fake_engines import env as fake_env
 
 FAST = ["--duration", "0.2", "--min-samples", "3", "--warmup", "0.05", "--repeat", "1"]
 

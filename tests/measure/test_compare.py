@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.compared_runs import (
+    CONFIG,
+    FIDELITY_OK,
+    MACHINE,
+    broken_runs,
+    cell_samples,
+    make_result,
+    with_fidelity,
+)
 
+from enginebench.analysis.compare import (
+    compare_results,
+    compare_runs,
+    compare_sides,
+    correct,
+    judge,
+    machine_differences,
+)
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_ratio_ci, ratio_ci
-from enginebench.plan import Cell
 from enginebench.measure.rates import closed_loop_throughput
-from enginebench.results.build import build_result
-from enginebench.results.compare import (compare_results, compare_runs, compare_sides, correct, judge,
-                                         machine_differences)
-from enginebench.results.model import Result, Run
-from enginebench.scenarios.base import Measurement
-
-
-def cell_samples(rng, processes: int, calls: int, scale: float = 1.0, between: float = 0.01,
-                 noise: float = 0.03, median_ns: float = 20e6) -> list[np.ndarray]:
-    """One side of a comparison as the default stopping rule leaves it: `processes` independent processes, each
-    offset from the others by a lognormal `between`, its calls with lognormal `noise` around that."""
-    return [median_ns * scale * np.exp(between * rng.standard_normal()) * np.exp(noise * rng.standard_normal(calls))
-            for _ in range(processes)]
+from enginebench.store.model import Result, Run
 
 
 def rates(processes: int, calls: int, trials: int, between: float = 0.01) -> tuple[float, float]:
@@ -117,27 +121,6 @@ def test_the_closed_loop_rate_matches_the_stored_figure_and_its_ratio_is_calibra
 
 
 # --- Results and Runs ----------------------------------------------------------------------------------------
-
-def _measurement(samples, workers: int = 1, batch: int = 1) -> Measurement:
-    parts = np.array_split(np.asarray(samples, dtype=np.int64), workers)
-    return Measurement(worker_samples=parts, items_per_call=batch, tokens_per_item=16.0, load_s=0.1,
-                       peak_rss_mb=100.0, executed_precision="fp32", wall_s=float(np.sum(samples)) / 1e9 / workers)
-
-
-def make_result(engine="onnxruntime", scenario="latency", batch=1, workers=1, threads=2, scale=1.0, seed=0,
-                processes=3, calls=60, version="1.0") -> Result:
-    rng = np.random.default_rng(seed)
-    cell = Cell(engine, "fp32", scenario, "titles", batch, workers, threads)
-    measured = [(r, _measurement(s, workers, batch)) for r, s in
-                enumerate(cell_samples(rng, processes, calls, scale=scale, noise=0.02))]
-    return build_result(cell, measured, model="minilm", seq_len=16, engine_version=version, engine_options={},
-                        details={})
-
-
-MACHINE = {"cpu": "Intel Xeon 8480", "cpu_flags": ["avx2", "avx512f", "avx512_vnni"], "logical_cores": 16,
-           "physical_cores": 8, "affinity": list(range(16)), "python": "3.11.7", "env": {},
-           "libraries": {"onnxruntime": "1.0", "numpy": "2.0"}}
-CONFIG = {"stopping_rule": {"duration_s": 10.0, "min_samples": 10, "warmup_s": 1.0, "min_warmup": 2}, "repeat": 3}
 
 
 def test_latency_cells_compare_medians_and_say_which_is_faster():
@@ -249,37 +232,6 @@ def test_machine_and_setup_differences_are_spelled_out():
 
 # --- the gate: what a new run cannot vouch for ----------------------------------------------------------------
 
-FIDELITY_OK = {"metric": "min_cosine", "value": 0.9999, "ok": True, "threshold": 0.999}
-
-
-def _not_ok(status: str, engine: str, error: str) -> Result:
-    return Result(engine=engine, model="minilm", precision="fp32", scenario="latency", workload="titles",
-                  batch_size=1, seq_len=16, workers=1, threads=2, status=status, error=error)
-
-
-def _with_fidelity(r: Result, fidelity: dict | None) -> Result:
-    r.fidelity = fidelity
-    return r
-
-
-def broken_runs() -> tuple[Run, Run]:
-    """`base` measured six cells well; `new` lost one, crashed one, skipped one, lost fidelity on one and has a
-    single call in another; its batch-8 cell is measured again with the same code. Base also had a cell that
-    failed there, which new measures fine, and one that failed in both."""
-    base = Run("a", "t", MACHINE, CONFIG, [
-        make_result(seed=1), make_result(engine="torch", seed=2), make_result(engine="openvino", seed=3),
-        make_result(engine="tinygrad", seed=4), _with_fidelity(make_result(engine="ctranslate2", seed=5), FIDELITY_OK),
-        make_result(engine="jax", seed=6), make_result(batch=8, seed=7), _not_ok("failed", "tvm", "boom"),
-        _not_ok("failed", "mlx", "no device")])
-    new = Run("b", "t", MACHINE, CONFIG, [
-        make_result(seed=11), _not_ok("failed", "torch", "child exited with signal 11"),
-        _not_ok("skipped", "openvino", "fp32 unsupported here"),
-        _with_fidelity(make_result(engine="ctranslate2", seed=15),
-                       {**FIDELITY_OK, "value": 0.93, "ok": False}),
-        make_result(engine="jax", seed=16, processes=1, calls=1), make_result(batch=8, seed=17),
-        make_result(engine="tvm", seed=18), _not_ok("failed", "mlx", "no device")])
-    return base, new
-
 
 def test_every_cell_new_cannot_vouch_for_is_a_regression_of_its_kind_listed_first():
     cmp = compare_runs(*broken_runs())
@@ -313,10 +265,10 @@ def test_allowed_kinds_are_listed_but_pass_the_gate():
 
 
 def test_fidelity_unchecked_in_new_counts_and_fidelity_never_ok_does_not():
-    base = Run("a", "t", MACHINE, CONFIG, [_with_fidelity(make_result(seed=1), FIDELITY_OK),
-                                           _with_fidelity(make_result(batch=8, seed=2), {**FIDELITY_OK, "ok": False})])
+    base = Run("a", "t", MACHINE, CONFIG, [with_fidelity(make_result(seed=1), FIDELITY_OK),
+                                           with_fidelity(make_result(batch=8, seed=2), {**FIDELITY_OK, "ok": False})])
     new = Run("b", "t", MACHINE, CONFIG, [make_result(seed=11),
-                                          _with_fidelity(make_result(batch=8, seed=12), {**FIDELITY_OK, "ok": False})])
+                                          with_fidelity(make_result(batch=8, seed=12), {**FIDELITY_OK, "ok": False})])
     [issue] = compare_runs(base, new).issues
     assert issue.kind == "fidelity" and issue.cell["batch_size"] == 1 and "unchecked in new (not checked)" in issue.reason
 

@@ -132,8 +132,8 @@ def test_weights_only_int8_computes_in_float_and_bf16_uses_its_ceiling():
 
 
 def test_without_ceilings_there_is_no_figure_and_the_note_says_how_to_get_one():
-    from enginebench.results.build import build_result
-    from enginebench.results.report import notes, table_rows
+    from enginebench.formats.tables.encoder import notes, table_rows
+    from enginebench.store.derive import build_result
 
     m = _measurement(1.0, 32)
     for speed in (None, {"bandwidth_gbs": 20.0, "gemm_gflops": 200.0, "measured_at": "x",
@@ -153,9 +153,9 @@ def test_without_ceilings_there_is_no_figure_and_the_note_says_how_to_get_one():
 
 
 def test_a_result_carries_the_figure_in_its_json_and_table(tmp_path):
-    from enginebench.results.build import build_result
-    from enginebench.results.model import Result
-    from enginebench.results.report import notes, table_rows
+    from enginebench.formats.tables.encoder import notes, table_rows
+    from enginebench.store.derive import build_result
+    from enginebench.store.model import Result
 
     m = _measurement(1.0, 32)
     cell = Cell("x", "fp32", "latency", "corpus", 32, 1, 1)
@@ -185,9 +185,9 @@ def test_a_run_carries_ceilings_only_when_measured_under_its_cpu_features(cpu_fe
 
 
 def test_recommend_says_the_picks_share_of_the_roofline_of_its_main_precision():
-    from enginebench.results.build import build_result
-    from enginebench.results.model import Run
-    from enginebench.results.recommend import Constraints, recommend
+    from enginebench.analysis.recommend import Constraints, recommend
+    from enginebench.store.derive import build_result
+    from enginebench.store.model import Run
 
     def result(precision, call_s, quantization=None, speed=_speed()):
         measured = [(r, _measurement(call_s * (1 + 0.001 * r), 32, precision, quantization)) for r in range(3)]
@@ -214,7 +214,7 @@ def test_recommend_says_the_picks_share_of_the_roofline_of_its_main_precision():
 
 def test_the_fidelity_against_speed_chart_draws_the_roofline_as_a_vertical_line():
     from enginebench.formats.charts import fidelity_vs_speed
-    from enginebench.results.build import build_result
+    from enginebench.store.derive import build_result
 
     def result(precision, call_s, speed):
         cell = Cell("onnxruntime", precision, "latency", "corpus", 32, 1, 2)
@@ -263,9 +263,9 @@ def test_machine_stops_timing_a_clearly_slower_gemm_at_the_larger_size(monkeypat
 
 
 def test_the_frame_has_the_share_and_its_interval_and_nan_without_ceilings():
-    from enginebench.results.build import build_result
-    from enginebench.results.frame import to_frame
-    from enginebench.results.model import Run
+    from enginebench.store.derive import build_result
+    from enginebench.store.frame import to_frame
+    from enginebench.store.model import Run
 
     def result(speed):
         cell = Cell("x", "fp32", "latency", "corpus", 32, 1, 1)

@@ -11,8 +11,8 @@ import pytest
 
 from enginebench.cli import main
 from enginebench.measure import roofline
-from enginebench.results.model import SCHEMA_VERSION, Result
-from enginebench.results.store import ResultStore
+from enginebench.store.database import ResultStore
+from enginebench.store.model import SCHEMA_VERSION, Result
 
 
 def test_bandwidth_and_gemm_are_positive():

@@ -9,10 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from enginebench.api import this_machine_speed
-from enginebench.measure import cpu_features
-from enginebench.measure import roofline
+from enginebench.measure import cpu_features, roofline
 from enginebench.plan import Cell
-from enginebench.results.store import ResultStore
+from enginebench.store.database import ResultStore
 
 
 @pytest.fixture

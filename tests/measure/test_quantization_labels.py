@@ -1,12 +1,19 @@
 """int8 results say what was quantized (read from what the engine runs), and the precision label says what ran."""
 
 import pytest
-
 from helpers.sessions import load_session
-from enginebench.measure.quantization import (WeightMatmul, matmul_summary, name_patterns, onnx_outline,
-                                              onnx_weight_matmuls, short_label)
-from enginebench.results.model import Result, Run
-from enginebench.results.report import precision_label, table_rows
+
+from enginebench.formats.tables.encoder import table_rows
+from enginebench.measure.quantization import (
+    WeightMatmul,
+    matmul_summary,
+    name_patterns,
+    onnx_outline,
+    onnx_weight_matmuls,
+    short_label,
+)
+from enginebench.store.labels import precision_label
+from enginebench.store.model import Result, Run
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
 
@@ -206,7 +213,7 @@ def test_precision_column_says_what_ran(torch_int8, ort_int8):
 
 
 def test_decoder_table_uses_the_same_label():
-    from enginebench.results.decoder_table import HEADERS, decoder_rows
+    from enginebench.formats.tables.decoder import HEADERS, decoder_rows
 
     r = _result("int8", "int8", {"quantization": {"weights": "int8", "activations": "uint8",
                                                   "share_of_matmul_flops": 1.0}},

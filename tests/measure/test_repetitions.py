@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.measurements import measurement, two_engine_plan
 
+from enginebench.execution.local import LocalLauncher
+from enginebench.execution.records import CellHistory
 from enginebench.measure.stats import bootstrap_ci, median_over_processes, summarize
 from enginebench.measure.timing import StoppingRule
 from enginebench.measure.verdict import repetitions_disagree, verdict
-from enginebench.launchers.local import Orchestrator
-from enginebench.launchers.records import CellHistory
 from enginebench.plan import Cell, Plan
-from enginebench.results.build import build_result
-from enginebench.results.store import ResultStore
-from enginebench.scenarios.base import Measurement
+from enginebench.store.database import ResultStore
+from enginebench.store.derive import build_result
 
 
 def _process(rng, median_ns: float, n: int = 400) -> np.ndarray:
     return (median_ns * (1 + 0.02 * rng.standard_normal(n))).astype(np.int64)
-
-
-def _measurement(samples, workers: int = 1) -> Measurement:
-    parts = np.array_split(np.asarray(samples, dtype=np.int64), workers)
-    return Measurement(worker_samples=parts, items_per_call=1, tokens_per_item=16.0, load_s=0.1,
-                       peak_rss_mb=100.0, executed_precision="fp32", wall_s=float(np.sum(samples)) / 1e9 / workers)
 
 
 CONTEXT = dict(model="m", seq_len=16, engine_version="1", engine_options={}, details={})
@@ -51,10 +45,10 @@ def test_one_sample_has_no_ci_and_the_verdict_says_so():
     s = summarize([5.0])
     assert s.ci95 is None and s.to_dict()["ci95"] is None
     assert any("no confidence interval" in r for r in verdict([5_000_000])["reasons"])
-    result = build_result(CELL, [(0, _measurement([5_000_000]))], **CONTEXT)
+    result = build_result(CELL, [(0, measurement([5_000_000]))], **CONTEXT)
     assert result.latency_ms["ci95"] is None and result.throughput["ci95"] is None
     assert not result.verdict["ok"]
-    from enginebench.results.report import table_rows
+    from enginebench.formats.tables.encoder import table_rows
 
     _, rows, _ = table_rows([result])
     assert "(n=1)" in " ".join(rows[0]) and "± 0" not in " ".join(rows[0])
@@ -65,13 +59,13 @@ def test_the_verdict_warns_when_repetitions_disagree_widely_and_notes_a_small_ga
     apart = [_process(rng, 1.0e6), _process(rng, 1.20e6)]
     assert "repetitions disagree" in repetitions_disagree(apart)
     assert repetitions_disagree([_process(rng, 1.0e6), _process(rng, 1.0e6)]) is None
-    result = build_result(CELL, [(0, _measurement(apart[0])), (1, _measurement(apart[1]))], **CONTEXT)
+    result = build_result(CELL, [(0, measurement(apart[0])), (1, measurement(apart[1]))], **CONTEXT)
     assert any("repetitions disagree" in r for r in result.verdict["reasons"])
     assert result.latency_ms["processes"] == 2
     # 5% apart: the processes differ beyond their own noise, but the CI over processes covers it: a note
     near = [_process(rng, 1.0e6), _process(rng, 1.05e6)]
     assert "repetitions disagree" in repetitions_disagree(near)
-    result = build_result(CELL, [(0, _measurement(near[0])), (1, _measurement(near[1]))], **CONTEXT)
+    result = build_result(CELL, [(0, measurement(near[0])), (1, measurement(near[1]))], **CONTEXT)
     assert not any("repetitions disagree" in r for r in result.verdict["reasons"])
     assert any("repetitions disagree" in n for n in result.details["notes"])
     lo, hi = result.latency_ms["ci95"]
@@ -80,15 +74,15 @@ def test_the_verdict_warns_when_repetitions_disagree_widely_and_notes_a_small_ga
 
 def test_a_ci_wide_for_want_of_processes_says_so_and_names_the_fix():
     rng = np.random.default_rng(3)
-    three = [(r, _measurement(_process(rng, m))) for r, m in enumerate((1.0e6, 1.05e6, 0.97e6))]
+    three = [(r, measurement(_process(rng, m))) for r, m in enumerate((1.0e6, 1.05e6, 0.97e6))]
     result = build_result(CELL, three, **CONTEXT)
     note = next(n for n in result.details["notes"] if "95% CI over 3 processes" in n)
     lo, hi = result.latency_ms["ci95"]
     assert f"±{np.sqrt(hi / lo) - 1:.1%}" in note and "--repeat 5 narrows it" in note
     assert result.verdict["ok"]  # a note, not a warning: the interval is honest, only wide
     # five processes, or three that agree: nothing to say
-    five = [(r, _measurement(_process(rng, m))) for r, m in enumerate((1.0e6, 1.05e6, 0.97e6, 1.02e6, 0.99e6))]
-    quiet = [(r, _measurement(_process(rng, 1.0e6))) for r in range(3)]
+    five = [(r, measurement(_process(rng, m))) for r, m in enumerate((1.0e6, 1.05e6, 0.97e6, 1.02e6, 0.99e6))]
+    quiet = [(r, measurement(_process(rng, 1.0e6))) for r in range(3)]
     for measured in (five, quiet):
         notes = build_result(CELL, measured, **CONTEXT).details.get("notes", [])
         assert not any("95% CI over" in n for n in notes)
@@ -96,10 +90,10 @@ def test_a_ci_wide_for_want_of_processes_says_so_and_names_the_fix():
 
 def test_repetitions_are_stored_apart_and_every_figure_rebuilds(tmp_path):
     rng = np.random.default_rng(2)
-    measured = [(r, _measurement(_process(rng, (1 + 0.03 * r) * 1e6, 300), workers=2)) for r in range(3)]
+    measured = [(r, measurement(_process(rng, (1 + 0.03 * r) * 1e6, 300), workers=2)) for r in range(3)]
     result = build_result(CELL, measured, **CONTEXT)
     with ResultStore(tmp_path / "r.db") as store:
-        from enginebench.results.model import Run
+        from enginebench.store.model import Run
 
         store.add_run(Run("run1", "2026-01-01T00:00:00+00:00", {}, {}))
         store.add_result("run1", build_result(CELL, measured[:1], **CONTEXT), cell=0)  # after repetition 1 ...
@@ -112,19 +106,12 @@ def test_repetitions_are_stored_apart_and_every_figure_rebuilds(tmp_path):
         assert [list(w) for w in rep["worker_samples"]] == [w.tolist() for w in m.worker_samples]
     rebuilt = summarize(None, [np.asarray(g) / 1e6 for g in back.process_samples()]).to_dict()
     assert rebuilt == back.latency_ms
-    again = build_result(CELL, [(rep["index"], _measurement(np.concatenate(rep["worker_samples"]), workers=2))
+    again = build_result(CELL, [(rep["index"], measurement(np.concatenate(rep["worker_samples"]), workers=2))
                                 for rep in back.repetitions], **CONTEXT)
     assert again.throughput["items_per_s"] == pytest.approx(back.throughput["items_per_s"])
 
 
-def _plan(titles, minilm, repeat: int, seed: int = 0) -> Plan:
-    cells = [Cell(engine, "fp32", "latency", "titles", b, 1, 1) for engine in ("onnxruntime", "openvino")
-             for b in (1, 2)]
-    return Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {}, timeout_s=60,
-                repeat=repeat, order_seed=seed)
-
-
-def _scripted(orch: Orchestrator, fail: set[tuple[int, int]] = frozenset()):
+def _scripted(orch: LocalLauncher, fail: set[tuple[int, int]] = frozenset()):
     """Children that measure every cell at once; (child number, cell index) pairs in `fail` raise instead."""
     started: list[list[int]] = []
 
@@ -135,7 +122,7 @@ def _scripted(orch: Orchestrator, fail: set[tuple[int, int]] = frozenset()):
             if (len(started) - 1, index) in fail:
                 yield ("error", index, "RuntimeError: boom", "")
             else:
-                yield ("result", index, _measurement(np.full(12, 1_000_000 + 1000 * index)))
+                yield ("result", index, measurement(np.full(12, 1_000_000 + 1000 * index)))
         yield ("done",)
 
     orch._child_messages = child_messages
@@ -144,7 +131,7 @@ def _scripted(orch: Orchestrator, fail: set[tuple[int, int]] = frozenset()):
 
 
 def test_each_repetition_is_a_fresh_child_in_a_seeded_shuffled_order(titles, minilm):
-    orch = Orchestrator(_plan(titles, minilm, repeat=3))
+    orch = LocalLauncher(two_engine_plan(titles, minilm, repeat=3))
     started = _scripted(orch)
     emitted: list[tuple[int, object]] = []
     orch.run(lambda index, result: emitted.append((index, result)))
@@ -156,8 +143,8 @@ def test_each_repetition_is_a_fresh_child_in_a_seeded_shuffled_order(titles, min
     order = orch.cell_order()
     assert [sorted(o) for o in order] == [[0, 1, 2, 3]] * 3
     assert len({tuple(o) for o in order}) > 1  # the order changes between repetitions
-    assert Orchestrator(_plan(titles, minilm, repeat=3)).cell_order() == order  # seeded: reproducible
-    assert Orchestrator(_plan(titles, minilm, repeat=1)).cell_order() == [[0, 1, 2, 3]]  # one: plan order
+    assert LocalLauncher(two_engine_plan(titles, minilm, repeat=3)).cell_order() == order  # seeded: reproducible
+    assert LocalLauncher(two_engine_plan(titles, minilm, repeat=1)).cell_order() == [[0, 1, 2, 3]]  # one: plan order
 
 
 def test_the_first_round_runs_engines_with_nothing_to_prepare_first(titles, minilm):
@@ -170,11 +157,11 @@ def test_the_first_round_runs_engines_with_nothing_to_prepare_first(titles, mini
         for seed in range(5):
             plan = Plan(minilm, {"titles": titles}, cells, StoppingRule(duration_s=0, min_samples=1), {},
                         timeout_s=60, repeat=repeat, order_seed=seed)
-            assert Orchestrator(plan).cell_order()[0][0] == 3
+            assert LocalLauncher(plan).cell_order()[0][0] == 3
 
 
 def test_a_failed_repetition_is_reported_and_the_others_kept(titles, minilm):
-    orch = Orchestrator(_plan(titles, minilm, repeat=2))
+    orch = LocalLauncher(two_engine_plan(titles, minilm, repeat=2))
     first_child = orch.schedule()[0][0]
     victim = first_child.cells[0][0]
     _scripted(orch, fail={(0, victim)})
@@ -186,15 +173,15 @@ def test_a_failed_repetition_is_reported_and_the_others_kept(titles, minilm):
 
 
 def test_the_reference_row_is_marked_as_the_reference(titles, minilm):
-    plan = _plan(titles, minilm, repeat=1)
+    plan = two_engine_plan(titles, minilm, repeat=1)
     plan.cells = [Cell("torch", "fp32", "latency", "titles", 1, 1, 1), Cell("onnxruntime", "fp32", "latency", "titles", 1, 1, 1)]
-    orch = Orchestrator(plan)
-    measured = _measurement(np.full(12, 1_000_000))
+    orch = LocalLauncher(plan)
+    measured = measurement(np.full(12, 1_000_000))
     measured.fidelity = {"metric": "min_cosine", "value": 1.0, "ok": True, "threshold": 0.9999}
     reference = orch._result(0, CellHistory(measured=[(0, measured)]))
     other = orch._result(1, CellHistory(measured=[(0, measured)]))
     assert reference.fidelity["reference"] is True and "reference" not in other.fidelity
-    from enginebench.results.report import table_rows
+    from enginebench.formats.tables.encoder import table_rows
 
     _, rows, _ = table_rows([reference, other])
     assert "reference" in rows[0] and "reference" not in rows[1]

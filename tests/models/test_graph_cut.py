@@ -77,9 +77,9 @@ def test_cut_at_a_layer_runs_on_onnxruntime_and_equals_that_layers_hidden_states
 
 def test_engines_that_cannot_cut_give_a_reason(minilm):
     cut = replace(minilm, until=NODE)
-    assert "cannot run a model cut" in engine_class("torch").unsupported_model_reason(cut)
-    assert engine_class("onnxruntime").unsupported_model_reason(cut) is None
-    assert engine_class("torch").unsupported_model_reason(minilm) is None
+    assert "cannot run a model cut" in engine_class("torch").why_not_model(cut)
+    assert engine_class("onnxruntime").why_not_model(cut) is None
+    assert engine_class("torch").why_not_model(minilm) is None
 
 
 def test_fidelity_compares_any_rank_per_item():

@@ -8,6 +8,7 @@ cannot saturate; OpenVINO: measured with oneDNN capped at AVX2, see engines/open
 
 import numpy as np
 import pytest
+from helpers.sessions import embed, load_session
 
 from enginebench.engines import require_engine
 from enginebench.errors import UsageError
@@ -15,8 +16,6 @@ from enginebench.measure.fidelity import compare_embeddings, threshold_for
 from enginebench.measure.quantization import onnx_outline
 from enginebench.workloads import build_workload
 from enginebench.workloads.calibration import calibration_set
-
-from helpers.sessions import embed, load_session
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
 
@@ -146,8 +145,8 @@ def test_openvino_int8_static_reads_the_runtime_graph(ov_static):
 
 
 def test_the_label_says_static_w8a8_and_its_share(ort_static, ov_static):
-    from enginebench.results.model import Result
-    from enginebench.results.report import precision_label
+    from enginebench.store.labels import precision_label
+    from enginebench.store.model import Result
 
     for session, share in ((ort_static, "33%"), (ov_static, "67%")):
         result = Result(engine="onnxruntime", model="minilm", precision="int8-static", scenario="latency",

@@ -14,17 +14,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from helpers.sessions import embed, load_session
+
 from enginebench.engines import require_engine
 from enginebench.measure.fidelity import compare_embeddings
 from enginebench.measure.quantization import WeightMatmul
-from enginebench.models.torch_static_quantize import SCHEME, WEIGHT_RANGE, executed_layers, pt2e_unsupported_reason
+from enginebench.models.torch_static_quantize import SCHEME, WEIGHT_RANGE, executed_layers, why_not_pt2e
 from enginebench.workloads.calibration import calibration_set
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
 
-needs_pt2e = pytest.mark.skipif(pt2e_unsupported_reason() is not None, reason=str(pt2e_unsupported_reason()))
+needs_pt2e = pytest.mark.skipif(why_not_pt2e() is not None, reason=str(why_not_pt2e()))
 
 
 def load_static(model, measured, threads=2, **options):
@@ -51,13 +51,13 @@ def test_int8_static_is_offered_by_torch_compile_only_where_pt2e_runs(monkeypatc
 
     cls = require_engine("torch-compile")
     assert "int8-static" in cls.describe().precisions
-    assert "does not offer int8" in cls.unsupported_reason("int8")  # dynamic int8 stays the eager engine's
+    assert "does not offer int8" in cls.why_not_precision("int8")  # dynamic int8 stays the eager engine's
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
-    assert "torchao is not installed" in cls.unsupported_reason("int8-static")
+    assert "torchao is not installed" in cls.why_not_precision("int8-static")
     monkeypatch.setattr(importlib.util, "find_spec", real)
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    reason = cls.unsupported_reason("int8-static")
+    reason = cls.why_not_precision("int8-static")
     assert "x86" in reason and "aarch64" in reason and "\n" not in reason
 
 
@@ -113,8 +113,8 @@ def test_executed_precision_and_record_say_what_ran(pt2e_static, minilm):
 @needs_pt2e
 @pytest.mark.slow
 def test_the_label_says_static_w8a8_and_its_share(pt2e_static):
-    from enginebench.results.model import Result
-    from enginebench.results.report import precision_label
+    from enginebench.store.labels import precision_label
+    from enginebench.store.model import Result
 
     result = Result(engine="torch-compile", model="minilm", precision="int8-static", scenario="latency",
                     workload="corpus", batch_size=1, seq_len=128, workers=1, threads=2, samples=[1_000_000],

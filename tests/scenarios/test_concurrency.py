@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers.fake_engines import SleepFactory
 
+from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
-from enginebench.config import RunConfig
 from enginebench.planning import plan_from_config
 from enginebench.scenarios.concurrency import closed_loop
 from enginebench.scenarios.loadgen_sut import WorkerPool
@@ -93,8 +93,8 @@ def test_a_concurrency_run_is_stored_shown_and_compared():
     from helpers import fake_engines
 
     from enginebench import api
-    from enginebench.results.compare import compare_runs
-    from enginebench.results.report import table_rows
+    from enginebench.analysis.compare import compare_runs
+    from enginebench.formats.tables.encoder import table_rows
 
     saved = dict(os.environ)
     os.environ.update(fake_engines.env())

@@ -5,32 +5,21 @@ slots against its own generation, and the options."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
+from helpers.fake_engines import SleepDecoderFactory
+from helpers.serving import GEN, prompt_set
 
+from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
-from enginebench.config import RunConfig
 from enginebench.planning import plan_from_config
-from enginebench.workloads.prompts import DecoderTest, PromptSet
-from enginebench.workloads import WorkloadSpec
-
-from helpers.fake_engines import SleepDecoderFactory
 
 pytestmark = pytest.mark.serial  # token times against a known service time
 
 pytest.importorskip("mlperf_loadgen")
-
-GEN = 6
-
-
-def prompt_set(gen_len: int = GEN) -> PromptSet:
-    test = DecoderTest("pg", 8, gen_len)
-    ids = np.arange(8 * 8, dtype=np.int64).reshape(8, 8) % 16
-    return PromptSet(WorkloadSpec(test.name, 0, 8, "synthetic"), test, ids, ids[:2])
 
 
 def serve(factory, qps: float, max_batch: int = 1, gen_len: int = GEN, **slo):

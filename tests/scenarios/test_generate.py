@@ -73,12 +73,12 @@ def test_unsupported_decoder_precision_is_skipped_with_reason(tiny):
     from enginebench.engines import engine_class
 
     torch_engine = engine_class("torch")
-    assert torch_engine.unsupported_for(tiny, "bf16") is None
-    assert "fp16" in torch_engine.unsupported_for(tiny, "fp16")
+    assert torch_engine.why_not(tiny, "bf16") is None
+    assert "fp16" in torch_engine.why_not(tiny, "fp16")
     import dataclasses
 
     huge = dataclasses.replace(tiny, params=10**13)  # 40 TB of fp32: skipped, never loaded into the OOM killer
-    assert "GiB available" in torch_engine.unsupported_for(huge, "fp32")
+    assert "GiB available" in torch_engine.why_not(huge, "fp32")
 
 
 def test_prompts_are_exact_length_and_deterministic(tiny):
@@ -248,7 +248,7 @@ def test_run_end_to_end_json(tiny, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
-    from enginebench.results.model import SCHEMA_VERSION
+    from enginebench.store.model import SCHEMA_VERSION
 
     assert run["schema_version"] == SCHEMA_VERSION
     by_test = {r["workload"]: r for r in run["results"]}
@@ -267,7 +267,7 @@ def test_run_end_to_end_json(tiny, tmp_path):
         assert len(rep["ttft_ns"]) == len(rep["generation_steps"]) >= 1
         assert sum(rep["generation_steps"]) == len(rep["worker_samples"][0])
     assert tg["ttft_ms"]["n"] == sum(len(rep["ttft_ns"]) for rep in tg["repetitions"])
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     with ResultStore(db) as store:
         stored = {r.workload: r for r in store.load_run(run["run_id"]).results}
@@ -278,11 +278,11 @@ def test_run_end_to_end_json(tiny, tmp_path):
 
 
 def test_generate_results_and_decoder_table():
-    from enginebench.plan import Cell
-    from enginebench.results.build import build_result
     from enginebench.formats.md import to_markdown
-    from enginebench.results.model import Run
+    from enginebench.plan import Cell
     from enginebench.scenarios.base import Measurement
+    from enginebench.store.derive import build_result
+    from enginebench.store.model import Run
 
     rng = np.random.default_rng(0)
     step_ns = rng.normal(10e6, 1e5, 200).astype(np.int64)  # 10 ms decode steps -> ~100 tokens/s

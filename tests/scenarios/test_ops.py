@@ -14,8 +14,16 @@ from enginebench.errors import UsageError
 from enginebench.measure.peak import Ceilings, measure_ceilings, parse_peak, roofline_bound
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.ops.backends import BACKENDS, Unsupported, backend
-from enginebench.scenarios.ops.definitions import (INT8_ACTIVATIONS, INT8_WEIGHTS, OPERATORS, TOLERANCE, check_output,
-                                                   make_inputs, relative_error, round_to_bf16)
+from enginebench.scenarios.ops.definitions import (
+    INT8_ACTIVATIONS,
+    INT8_WEIGHTS,
+    OPERATORS,
+    TOLERANCE,
+    check_output,
+    make_inputs,
+    relative_error,
+    round_to_bf16,
+)
 from enginebench.scenarios.ops.runner import OpCase, OpMeasurement, measure_case, run_ops
 
 # (shape, FLOPs, elements read + written), counted by hand
@@ -130,8 +138,8 @@ def test_int8_reference_is_exact_integers():
 
 
 def test_operators_without_int8_kernels_say_so():
-    assert [n for n, op in OPERATORS.items() if not op.unsupported_in("int8")] == list(INT8_OPS)
-    assert all(op.unsupported_in(p) is None for op in OPERATORS.values() for p in ("fp32", "bf16"))
+    assert [n for n, op in OPERATORS.items() if not op.why_not("int8")] == list(INT8_OPS)
+    assert all(op.why_not(p) is None for op in OPERATORS.values() for p in ("fp32", "bf16"))
     skipped = measure_case(backend("numpy"), OpCase("softmax", (4, 16), "int8"), RULE)
     assert skipped.samples_ns is None and skipped.error is None
     assert "softmax has no int8 kernel" in skipped.unsupported and "matmul, linear" in skipped.unsupported
@@ -340,7 +348,7 @@ def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
 def _stored_ceilings(db, int8_gops=None):
     """Short measured ceilings stored as `enginebench machine` would (with an int8 GEMM figure if given)."""
     from enginebench.measure.cpu_features import current as current_cpu
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     c = measure_ceilings(triad_elements=1 << 22, gemm_n=512, runs=2)
     int8 = {"int8": {"gflops": int8_gops, "library": "test int8 GEMM", "threads": 1}} if int8_gops else {}
@@ -421,7 +429,7 @@ def test_bad_input_exits_2_before_measuring(with_ops, capsys, argv, says):
 
 
 def test_rates_and_shares_follow_from_the_samples():
-    from enginebench.results.ops_table import HEADERS, analyse, table_rows
+    from enginebench.formats.tables.ops import HEADERS, analyse, table_rows
 
     cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)  # 64 GFLOP/s a core in fp32
     ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=4.0, source="test", threads=1)  # ridge: 1 FLOP/byte
@@ -446,7 +454,7 @@ def test_rates_and_shares_follow_from_the_samples():
 
 
 def test_int8_rows_are_gops_against_the_int8_ceiling():
-    from enginebench.results.ops_table import HEADERS, analyse, headers, row_dict, table_rows
+    from enginebench.formats.tables.ops import HEADERS, analyse, headers, row_dict, table_rows
 
     cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)  # int8: 256 ops a cycle
     ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=1.0, source="test", threads=1,
@@ -469,7 +477,7 @@ def test_int8_rows_are_gops_against_the_int8_ceiling():
 
 def test_the_fp32_share_is_of_the_fastest_library():
     """The ceiling `enginebench machine` stored is the fastest library's, named; rows are shares of it."""
-    from enginebench.results.ops_table import analyse, machine_lines
+    from enginebench.formats.tables.ops import analyse, machine_lines
 
     cpu = parse_peak(CPUINFO.replace("{flags}", AVX512), "1000000", usable_cpus=8)
     ceilings = Ceilings(gemm_gflops=4.0, bandwidth_gbs=4.0, source="test", threads=1,
@@ -482,7 +490,7 @@ def test_the_fp32_share_is_of_the_fastest_library():
 
 
 def test_lopsided_intervals_show_their_ends():
-    from enginebench.results.ops_table import _fig
+    from enginebench.formats.tables.ops import _fig
 
     assert _fig(2.0, (1.9, 2.1)) == "2.00 ± 0.10"
     assert _fig(2.0, (0.9, 84.0)) == "2.00 (0.90–84.00)"
@@ -649,7 +657,7 @@ def test_int8_ops_command_and_show(with_ops, tmp_path, capsys):
 @pytest.mark.slow
 def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
     from enginebench.api import load
-    from enginebench.results.ops_table import FIDELITY_METRIC, render_stored
+    from enginebench.formats.tables.ops import FIDELITY_METRIC, render_stored
 
     db = tmp_path / "eb.db"
     _stored_ceilings(db)

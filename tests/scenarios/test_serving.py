@@ -7,47 +7,20 @@ import os
 
 import numpy as np
 import pytest
+from helpers.fake_engines import SleepFactory
+from helpers.queueing import assert_bracketed, md1_max_qps
+from helpers.serving import WORKLOAD, server_cell, trace_run
 
+from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
-from enginebench.config import RunConfig
 from enginebench.planning import plan_from_config
-from enginebench.scenarios.loadgen_sut import LoadgenRun, Trace
 from enginebench.scenarios.server import MIN_QUERIES_P99, server_figures
-from enginebench.workloads import TokenBatch, WorkloadData, WorkloadSpec
-
-from helpers.fake_engines import SleepFactory
-from helpers.queueing import assert_bracketed, md1_max_qps
 
 pytestmark = pytest.mark.serial  # batcher waits, M/D/1 max-QPS search
 
 pytest.importorskip("mlperf_loadgen")
-
-_IDS = np.zeros((64, 8), dtype=np.int64)
-WORKLOAD = WorkloadData(WorkloadSpec("synthetic", 0, 8, "zeros"), TokenBatch(_IDS, np.ones_like(_IDS), _IDS))
-
-
-def server_cell(workers=1, **serving) -> Cell:
-    s = Serving(**serving)
-    return Cell("sleep", "fp32", "server", "synthetic", s.max_batch, workers, 1, s)
-
-
-# -- the verdict, on traces made by hand ---------------------------------------------------------------------
-def trace_run(arrival_ms, service_ms, validity="VALID") -> LoadgenRun:
-    """One worker, FIFO, a fixed service time: the trace such a server would leave."""
-    arrival = np.asarray(arrival_ms, dtype=np.float64)
-    free, dispatch, done = 0.0, [], []
-    for a in arrival:
-        start = max(a, free)
-        free = start + service_ms
-        dispatch.append(start)
-        done.append(free)
-    ns = lambda x: (np.asarray(x) * 1e6).astype(np.int64)  # noqa: E731
-    batches = np.stack([np.zeros(len(arrival)), np.ones(len(arrival)), ns(dispatch), ns(dispatch), ns(done),
-                        ns(done)], axis=1).astype(np.int64)
-    log = {"result_validity": validity, "result_scheduled_samples_per_sec": 1e3 * len(arrival) / arrival[-1]}
-    return LoadgenRun(Trace(ns(arrival), ns(dispatch), ns(done), np.ones(len(arrival), np.int64), batches), {}, log, "")
 
 
 def test_a_server_that_keeps_up_is_valid():
@@ -153,7 +126,7 @@ def test_a_server_run_end_to_end_keeps_loadgens_logs():
     from helpers import fake_engines
 
     from enginebench import api
-    from enginebench.results.report import table_rows
+    from enginebench.formats.tables.encoder import table_rows
 
     saved = dict(os.environ)
     os.environ.update(fake_engines.env())

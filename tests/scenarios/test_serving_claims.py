@@ -8,12 +8,12 @@ import tempfile
 
 import numpy as np
 import pytest
+from helpers.fake_engines import SleepFactory
+from helpers.measurements import measurement, two_engine_plan
+from helpers.serving import WORKLOAD, prompt_set, server_cell, trace_run
 
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
-
-from helpers.fake_engines import SleepFactory
-from scenarios.test_serving import WORKLOAD, server_cell
 
 pytestmark = pytest.mark.serial  # LoadGen runs judged on latency percentiles
 
@@ -66,10 +66,10 @@ def test_the_same_seeds_replay_the_same_arrivals_and_other_seeds_do_not():
 
 def test_each_repetition_knows_its_number_in_the_measuring_process(titles, minilm):
     """What seeds LoadGen apart per repetition reaches the child: the job carries its repetition."""
-    from enginebench.launchers.local import Orchestrator
-    from measure.test_repetitions import _plan
 
-    schedule = Orchestrator(_plan(titles, minilm, repeat=3)).schedule()
+    from enginebench.execution.local import LocalLauncher
+
+    schedule = LocalLauncher(two_engine_plan(titles, minilm, repeat=3)).schedule()
     assert [{job.repetition for job in jobs} for jobs in schedule] == [{0}, {1}, {2}]
 
 
@@ -77,7 +77,6 @@ def test_each_repetition_knows_its_number_in_the_measuring_process(titles, minil
 def _late_issue_run(loadgen_p99_ms: float):
     """A server that keeps up by enginebench's own stamp (2 ms calls, no queue), while LoadGen, counting from
     the scheduled arrival, saw each query issued late: its percentiles are higher."""
-    from scenarios.test_serving import trace_run
 
     run = trace_run(np.arange(1000) * 10.0, 2.0)
     run.log.update({"result_50.00_percentile_latency_ns": 4e6, "result_90.00_percentile_latency_ns": 9e6,
@@ -117,9 +116,9 @@ def test_a_real_server_run_shows_what_loadgen_counted():
 
 def _served_result(p99s_ms: list[float], qps_list=None):
     """A server cell's Result built from processes whose LoadGen p99s were `p99s_ms`."""
-    from enginebench.results.build import build_result
     from enginebench.scenarios.base import Measurement
     from enginebench.scenarios.server import server_figures
+    from enginebench.store.derive import build_result
 
     measured = []
     for r, p99 in enumerate(p99s_ms):
@@ -141,7 +140,7 @@ def test_over_processes_loadgens_percentiles_get_an_interval_over_the_processes(
 
 
 def test_a_server_row_shows_loadgens_figures_and_no_n1_label_over_three_processes():
-    from enginebench.results.report import table_rows
+    from enginebench.formats.tables.encoder import table_rows
 
     headers, rows, _ = table_rows([_served_result([30.0])])
     row = dict(zip(headers, rows[0]))
@@ -153,7 +152,7 @@ def test_a_server_row_shows_loadgens_figures_and_no_n1_label_over_three_processe
 
 
 def test_the_servers_note_says_where_its_percentiles_count_from_with_the_own_breakdown_beside():
-    from enginebench.results.report import serving_note
+    from enginebench.formats.tables.encoder import serving_note
 
     note = serving_note(_served_result([30.0]))
     assert "from LoadGen's scheduled arrival" in note
@@ -164,8 +163,8 @@ def test_the_servers_note_says_where_its_percentiles_count_from_with_the_own_bre
 def test_offline_items_per_s_are_the_samples_loadgen_completed_over_its_clock():
     """Batches of 8 from a pool the run does not fill evenly: a closed loop over the calls would count every
     batch as full and leave out the transfer to the worker."""
-    from enginebench.results.build import build_result
     from enginebench.scenarios.offline import run_offline
+    from enginebench.store.derive import build_result
 
     cell = Cell("sleep", "fp32", "offline", "synthetic", 8, 1, 1, Serving(max_batch=8))
     measured = [(r, run_offline(SleepFactory(0.004), WORKLOAD, cell, QUICK, repetition=r)[0]) for r in (0, 1)]
@@ -184,9 +183,9 @@ def test_offline_items_per_s_are_the_samples_loadgen_completed_over_its_clock():
 # -- --find-max-qps over repetitions --------------------------------------------------------------------------
 def _searched_result(brackets: list[tuple[float, float]]):
     """A --find-max-qps cell's Result from one independent search per process, each ending in `bracket`."""
-    from enginebench.results.build import build_result
     from enginebench.scenarios.base import Measurement
     from enginebench.scenarios.server import server_figures
+    from enginebench.store.derive import build_result
 
     measured = []
     for r, (lo, hi) in enumerate(brackets):
@@ -212,7 +211,7 @@ def test_the_max_rate_over_repetitions_has_an_interval_over_their_independent_se
 
 
 def test_a_search_shows_its_bracket_as_a_bracket_and_searches_their_interval():
-    from enginebench.results.report import serving_label
+    from enginebench.store.labels import serving_label
 
     one = serving_label(_searched_result([(392.0, 402.0)]))
     assert "392" in one and "bracket 392–402" in one, one
@@ -236,12 +235,11 @@ def test_a_search_is_timed_per_loadgen_run_each_allowed_its_expected_length(titl
     counted afresh from each trial's start, beyond the length the trial expects, not over the whole search."""
     import time
 
-    from enginebench.launchers.local import Orchestrator
-    from measure.test_repetitions import _measurement, _plan
+    from enginebench.execution.local import LocalLauncher
 
-    plan = _plan(titles, minilm, repeat=1)
+    plan = two_engine_plan(titles, minilm, repeat=1)
     plan.timeout_s = 0.2
-    orch = Orchestrator(plan)
+    orch = LocalLauncher(plan)
     seen = []
 
     def child_messages(job, timed_out):
@@ -255,7 +253,7 @@ def test_a_search_is_timed_per_loadgen_run_each_allowed_its_expected_length(titl
                 yield ("trial", index, 0.0)
                 time.sleep(0.3)
                 seen.append(timed_out())
-            yield ("result", index, _measurement(np.full(12, 1_000_000)))
+            yield ("result", index, measurement(np.full(12, 1_000_000)))
         yield ("done",)
 
     orch._child_messages = child_messages
@@ -267,10 +265,10 @@ def test_a_search_is_timed_per_loadgen_run_each_allowed_its_expected_length(titl
 
 @pytest.mark.slow
 def test_a_decoder_server_run_says_its_length_and_uses_its_repetitions_seeds():
+    from helpers.fake_engines import SleepDecoderFactory
+
     from enginebench.scenarios.decoder_server import run_decoder_server
     from enginebench.scenarios.server import loadgen_seeds
-    from helpers.fake_engines import SleepDecoderFactory
-    from scenarios.test_decoder_serving import prompt_set
 
     heard = []
     prompts = prompt_set()
@@ -304,7 +302,7 @@ def test_a_decoders_ttft_and_tpot_are_loadgens_from_the_scheduled_arrival():
 
 
 def test_the_note_says_what_loadgen_said_of_every_repetition():
-    from enginebench.results.report import serving_note
+    from enginebench.formats.tables.encoder import serving_note
 
     note = serving_note(_served_result([20.0, 60.0]))  # LoadGen VALID for both, but the second misses 50 ms
     r = _served_result([20.0, 60.0])

@@ -8,12 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers.cli import enginebench_here
 
 from enginebench.errors import UsageError
-from enginebench.results.store import ResultStore
 from enginebench.search.confirm import check_processes
-
-from helpers.cli import enginebench_here
+from enginebench.store.database import ResultStore
 
 
 @pytest.mark.parametrize("text, words", [("1", "needs at least 2"), ("three", "not a whole number")])

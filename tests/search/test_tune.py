@@ -9,16 +9,15 @@ import sqlite3
 import sys
 
 import pytest
+from helpers import child_pythonpath
+from helpers.fake_engines import TUNE_PLUGINS
 
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
-from enginebench.results.model import Result
 from enginebench.search import halving
 from enginebench.search.space import Candidate, admission_order, candidates, pack_runs
 from enginebench.search.tune import Tuner, check_request
-
-from helpers import child_pythonpath
-from helpers.fake_engines import TUNE_PLUGINS
+from enginebench.store.model import Result
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def test_candidates_come_from_the_engine_classes(synthetic, cpu_features):
     real = candidates(["onnxruntime", "openvino"], model, "latency", [1], cores=2)
     for engine in ("onnxruntime", "openvino"):
         cls = engine_class(engine)
-        offered = {p for p in cls.precisions if cls.unsupported_reason(p) is None}
+        offered = {p for p in cls.precisions if cls.why_not_precision(p) is None}
         assert {c.precision for c in real if c.engine == engine} == offered
     # OpenVINO's bf16 follows the CPU's bf16 instructions as the features in use say: never on an AVX2-only CPU
     if not cpu_features.has_any(engine_class("openvino").cpu_needs["bf16"]):

@@ -9,12 +9,12 @@ import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 
-from enginebench.results.store import ResultStore
+import pytest
+from helpers.fake_engines import FAULT_PLUGINS, env
+
+from enginebench.store.database import ResultStore
 from enginebench.sweep.runner import STALE_S, Heartbeat
 from enginebench.sweep.spec import load_sweep
-import pytest
-
-from helpers.fake_engines import FAULT_PLUGINS, env
 
 pytestmark = pytest.mark.serial  # heartbeats against a staleness window
 

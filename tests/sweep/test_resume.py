@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from enginebench.results.store import ResultStore
-from helpers.processes import marked_processes, wait_for_results
 from helpers.fake_engines import env
+from helpers.processes import marked_processes, wait_for_results
+
+from enginebench.store.database import ResultStore
 
 pytestmark = pytest.mark.slow
 

@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers.sessions import load_session
 
 import enginebench as eb
 from enginebench.errors import UsageError
-from enginebench.results.identity import cell_identity, positions_note
 from enginebench.scenarios.base import positions_per_item
 from enginebench.scenarios.loadgen_sut import rows_batch
+from enginebench.store.identity import cell_identity, positions_note
 from enginebench.workloads import build_workload
-from helpers.sessions import load_session
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import math
 import os
 import re
 
+from enginebench.analysis.compare import CORRECTIONS, GATE_KINDS, compare_runs
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
 from enginebench.formats import COMPARISON, Choices, get_format
-from enginebench.results.compare import CORRECTIONS, GATE_KINDS, compare_runs
-from enginebench.results.store import ResultStore
+from enginebench.store.database import ResultStore
 
 
 def add_parsers(sub) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
-from enginebench.errors import UsageError
 from enginebench.config import comma_list, engine_options, positive_int, seconds
+from enginebench.errors import UsageError
+
 
 def add_parsers(sub) -> None:
     nodes = sub.add_parser("nodes", help="the exported ONNX graph's nodes and outputs (cut points for run --until)")
@@ -43,8 +44,8 @@ def _full_onnx(model_name: str):
 
 
 def cmd_nodes(args) -> int:
+    from enginebench.formats.tables.graph import format_nodes, nodes_json
     from enginebench.models.onnx_graph import list_nodes
-    from enginebench.results.graph_tables import format_nodes, nodes_json
 
     _, path = _full_onnx(args.model)
     nodes = list(enumerate(list_nodes(path)))
@@ -58,8 +59,8 @@ def cmd_nodes(args) -> int:
 def cmd_blocks(args) -> int:
     from enginebench.breakdown import breakdown
     from enginebench.engines import require_engine
+    from enginebench.formats.tables.graph import breakdown_dict, render_breakdown
     from enginebench.measure.timing import StoppingRule
-    from enginebench.results.graph_tables import breakdown_dict, render_breakdown
     from enginebench.workloads import WORKLOADS, build_workload
 
     engines = comma_list(args.engine)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
-from enginebench.errors import UsageError
 from enginebench.config import comma_list, positive_int, seconds
+from enginebench.errors import UsageError
 
 
 def add_parsers(sub) -> None:
@@ -81,7 +81,7 @@ def _cases(op_args, shape_args, precisions, model_args=None):
                          f"{missing[0]}=DIMS, or another --model")
 
     def wanted(name, precision):
-        return name in (chosen or ()) or name in shapes or not OPERATORS[name].unsupported_in(precision)
+        return name in (chosen or ()) or name in shapes or not OPERATORS[name].why_not(precision)
 
     cases = [OpCase(s.op, s.shape, p, s.label, s.batch, s.tokens) for s in found for p in precisions
              if wanted(s.op, p)]
@@ -110,9 +110,9 @@ def _new_run(args, rule, threads, cpu, ceilings, precisions):
     import uuid
     from datetime import datetime, timezone
 
+    from enginebench.formats.tables.ops import machine_lines
     from enginebench.measure.machine import machine_info
-    from enginebench.results.model import Run
-    from enginebench.results.ops_table import machine_lines
+    from enginebench.store.model import Run
 
     now = datetime.now(timezone.utc)
     options = {k: v for k, v in vars(args).items() if k != "command" and not callable(v)}
@@ -125,13 +125,13 @@ def _new_run(args, rule, threads, cpu, ceilings, precisions):
 
 
 def cmd_ops(args) -> int:
+    from enginebench.formats.tables.ops import analyse, ops_json, render_ops, to_result
     from enginebench.measure.peak import cpu_peak, machine_ceilings
     from enginebench.measure.roofline import usable_cpus
     from enginebench.measure.timing import StoppingRule
-    from enginebench.results.ops_table import analyse, ops_json, render_ops, to_result
-    from enginebench.results.store import ResultStore
     from enginebench.scenarios.ops.definitions import PRECISIONS
     from enginebench.scenarios.ops.runner import run_ops
+    from enginebench.store.database import ResultStore
 
     precisions = comma_list(args.precision) or ["fp32"]
     for p in precisions:

@@ -7,13 +7,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from enginebench.analysis.compare import metric_of
 from enginebench.display import significant
-from enginebench.results.compare import metric_of
 from enginebench.scenarios.registry import settings_label
-
 
 LONG_LOAD_S = 5.0  # a load at least this long gets its own line
 

@@ -1,4 +1,4 @@
-"""`enginebench recommend`: the best stored configuration under constraints (see results/recommend.py)."""
+"""`enginebench recommend`: the best stored configuration under constraints (see analysis/recommend.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import sys
 
 from enginebench.cli.args import DEFAULT_DB
-from enginebench.errors import UsageError
 from enginebench.config import positive_int
+from enginebench.errors import UsageError
 from enginebench.search.confirm import check_processes, confirm
 
 
@@ -47,7 +47,7 @@ def _number(name: str, text: str, example: str) -> float:
 
 
 def constraints_from(args):
-    from enginebench.results.recommend import Constraints
+    from enginebench.analysis.recommend import Constraints
 
     return Constraints(
         model=args.model, workload=args.workload,
@@ -58,8 +58,8 @@ def constraints_from(args):
 
 
 def cmd_recommend(args) -> int:
-    from enginebench.results.recommend import load_runs, recommend
-    from enginebench.results.store import ResultStore
+    from enginebench.analysis.recommend import load_runs, recommend
+    from enginebench.store.database import ResultStore
 
     constraints = constraints_from(args)
     processes = None if args.confirm is None else check_processes(args.confirm)

@@ -9,7 +9,7 @@ import os
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.errors import UsageError
 from enginebench.formats import get_format
-from enginebench.results.store import ResultStore
+from enginebench.store.database import ResultStore
 
 
 def add_parsers(sub) -> None:

@@ -7,9 +7,9 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from enginebench.cli.args import DEFAULT_DB
+from enginebench.config import comma_list
 from enginebench.errors import UsageError
 from enginebench.formats import RUNS, Choices, get_format
-from enginebench.config import comma_list
 
 
 def add_parsers(sub) -> None:
@@ -34,7 +34,7 @@ def add_parsers(sub) -> None:
 
 
 def _store(db: str):
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     if not os.path.exists(db):
         raise UsageError(f"no database at {db}: run `enginebench run` first or pass --db")
@@ -103,7 +103,7 @@ def select_runs(overviews, models=None, engines=None, since: datetime | None = N
 def cmd_runs(args) -> int:
     from rich.console import Console
 
-    from enginebench.results.terminal import print_lines, print_table
+    from enginebench.formats.terminal import print_lines, print_table
 
     since = since_time(args.since) if args.since else None
     with _store(args.db) as store:

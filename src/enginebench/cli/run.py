@@ -85,7 +85,7 @@ def cmd_run(args) -> int:
     from enginebench.api import new_run_id, pin_cpus
     from enginebench.config import RunConfig
     from enginebench.planning import plan_from_config
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     if args.resume:
         return _resume(args)
@@ -143,9 +143,9 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.api import execute
     from enginebench.cli.progress import cell_progress
     from enginebench.formats.console import render
-    from enginebench.results.store import ResultStore
-    from enginebench.sweep.estimate import expected_line
     from enginebench.formats.json import to_json
+    from enginebench.store.database import ResultStore
+    from enginebench.sweep.estimate import expected_line
 
     with ResultStore(args.db) as store:
         err.print(expected_line(plan, launcher, store), style="dim", highlight=False, soft_wrap=True)
@@ -172,7 +172,7 @@ def _interrupted(run_id: str, args, err) -> int:
     """Say what is stored and the exact command that finishes the run (exit 130)."""
     import shlex
 
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     with ResultStore(args.db) as store:
         stored = {run: n for run, _, n in store.run_ids()}
@@ -188,16 +188,16 @@ def _interrupted(run_id: str, args, err) -> int:
 def _launcher(plan, ray: str | None, resuming=None):
     """The launcher of a new run, or of a resumed one (which measures only what is missing)."""
     if ray:
-        from enginebench.launchers.ray import connect
+        from enginebench.execution.ray import connect
 
         connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
     if resuming:
         return resuming.launcher(ray)
     if not ray:
-        from enginebench.launchers.local import Orchestrator
+        from enginebench.execution.local import LocalLauncher
 
-        return Orchestrator(plan)
-    from enginebench.launchers.ray import RayLauncher
+        return LocalLauncher(plan)
+    from enginebench.execution.ray import RayLauncher
 
     return RayLauncher(plan, ray)
 

@@ -29,7 +29,7 @@ def cmd_sweep(args) -> int:
     from rich.console import Console
 
     from enginebench.errors import UsageError
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
     from enginebench.sweep.spec import load_sweep
 
     if not args.dry_run:
@@ -75,8 +75,8 @@ def _run(sweep, args, err):
 
 
 def _summary(sweep, report, args, out, err) -> None:
-    from enginebench.results.store import ResultStore
-    from enginebench.results.terminal import print_lines, print_table
+    from enginebench.formats.terminal import print_lines, print_table
+    from enginebench.store.database import ResultStore
     from enginebench.sweep.runner import part_states
 
     with ResultStore(args.db) as store:
@@ -96,8 +96,8 @@ def _summary(sweep, report, args, out, err) -> None:
 
 
 def _dry_run(sweep, args, out) -> int:
-    from enginebench.results.store import ResultStore
-    from enginebench.results.terminal import print_lines, print_table
+    from enginebench.formats.terminal import print_lines, print_table
+    from enginebench.store.database import ResultStore
     from enginebench.sweep.estimate import duration_text, estimate, stored_load_times
     from enginebench.sweep.runner import part_states
 
@@ -108,7 +108,7 @@ def _dry_run(sweep, args, out) -> int:
     for s in states:
         plan = s.part.plan
         for index, cell in enumerate(plan.cells + [c for c, _ in plan.skips]):
-            state = "skipped" if index >= len(plan.cells) or s.launcher.unsupported(cell) else s.cell_status(index)
+            state = "skipped" if index >= len(plan.cells) or s.launcher.why_not(cell) else s.cell_status(index)
             rows.append([s.part.label, cell.engine, cell.precision, cell.scenario, cell.workload, str(cell.batch_size),
                          str(cell.workers), str(cell.threads), state])
     print_table(out, f"sweep {sweep.sweep_id} (dry run): {len(rows)} cells",

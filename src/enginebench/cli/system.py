@@ -18,7 +18,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_engines(args) -> int:
-    from enginebench.results.feature_table import probe_engines, render_feature_table, to_json
+    from enginebench.formats.tables.features import probe_engines, render_feature_table, to_json
 
     infos = probe_engines()
     if args.json:
@@ -32,7 +32,7 @@ def cmd_machine(args) -> int:
     import json
 
     from enginebench.measure.roofline import measure_machine
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     with ResultStore(args.db) as store:
         speed = measure_machine()

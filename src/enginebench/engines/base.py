@@ -151,7 +151,7 @@ class Engine(ABC):
         )
 
     @classmethod
-    def unsupported_model_reason(cls, model: ModelSpec) -> str | None:
+    def why_not_model(cls, model: ModelSpec) -> str | None:
         """Why this engine cannot run `model` as given (its kind, a graph cut at a node), or None if it can."""
         if model.kind not in cls.model_kinds:
             return f"{cls.name} does not run {model.kind} models (it runs {', '.join(cls.model_kinds)} models)"
@@ -160,10 +160,10 @@ class Engine(ABC):
         return None
 
     @classmethod
-    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
         """Why this engine cannot run `model` at `precision`, or None; override where precisions depend on the
         model's kind (e.g. an engine offering more precisions for decoders than for encoders)."""
-        return cls.unsupported_reason(precision) or cls.unsupported_model_reason(model)
+        return cls.why_not_precision(precision) or cls.why_not_model(model)
 
     def load_onnx_graph(self, path, options: EngineOptions):
         """Load any ONNX file; return a callable taking {input name: array} and returning its outputs as a
@@ -171,7 +171,7 @@ class Engine(ABC):
         raise NotImplementedError(f"{self.name} does not load arbitrary ONNX graphs")
 
     @classmethod
-    def unsupported_reason(cls, precision: str) -> str | None:
+    def why_not_precision(cls, precision: str) -> str | None:
         """Why this engine cannot run `precision` here, or None if it can."""
         if precision not in cls.precisions:
             return f"{cls.name} does not offer {precision} (it offers {', '.join(cls.precisions)})"

@@ -83,8 +83,8 @@ class CTranslate2Engine(Engine):
         return ("cpu", "cuda") if ctranslate2.get_cuda_device_count() > 0 else ("cpu",)
 
     @classmethod
-    def unsupported_reason(cls, precision: str) -> str | None:
-        reason = super().unsupported_reason(precision)
+    def why_not_precision(cls, precision: str) -> str | None:
+        reason = super().why_not_precision(precision)
         if reason or not cls.installed():
             return reason
         import ctranslate2
@@ -101,7 +101,7 @@ class CTranslate2Engine(Engine):
         if model.kind == "decoder":
             from enginebench.engines.ctranslate2_decoder import load_ctranslate2_decoder
 
-            reason = self.unsupported_reason(precision)
+            reason = self.why_not_precision(precision)
             if reason:
                 raise UsageError(f"ctranslate2 cannot run {precision}: {reason}")
             return load_ctranslate2_decoder(model, precision, *_PRECISIONS[precision], options)
@@ -113,7 +113,7 @@ class CTranslate2Engine(Engine):
         from enginebench.engines.ctranslate2_cpu import load_reading_config, session_details
         from enginebench.models.ctranslate2_convert import ctranslate2_model
 
-        reason = self.unsupported_reason(precision)
+        reason = self.why_not_precision(precision)
         if reason:
             raise UsageError(f"ctranslate2 cannot run {precision}: {reason}")
         quantization, compute_type = _PRECISIONS[precision]

@@ -408,17 +408,17 @@ class LlamaCppEngine(Engine):
     model_kinds = ("decoder",)
 
     @classmethod
-    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
         if model.kind != "decoder":
             return f"llamacpp runs decoders (LLMs); {model.name} is an {model.kind}"
         if model.architecture != "llama":
             return f"llamacpp here converts Llama-family decoders only; {model.name} is {model.architecture}"
         if precision == NATIVE and not model.gguf_path:
             return f"{model.name} did not come as a GGUF file, so it has no native llama.cpp precision"
-        return cls.unsupported_reason(precision)
+        return cls.why_not_precision(precision)
 
     def load(self, model: ModelSpec, precision: str, options: LlamaCppOptions) -> LlamaCppSession:
-        reason = self.unsupported_for(model, precision)
+        reason = self.why_not(model, precision)
         if reason:
             raise UsageError(reason)
         _silence_llama_logs()

@@ -92,19 +92,19 @@ class OnnxRuntimeEngine(Engine):
         return OnnxRuntimeSession(session, details, executed)
 
     @classmethod
-    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
         if model.kind == "decoder":
-            from enginebench.engines.onnxruntime_decoder import decoder_unsupported_reason
+            from enginebench.engines.onnxruntime_decoder import why_not_decoder
 
-            return decoder_unsupported_reason(model, precision) or cls.unsupported_model_reason(model)
-        return super().unsupported_for(model, precision)
+            return why_not_decoder(model, precision) or cls.why_not_model(model)
+        return super().why_not(model, precision)
 
     @classmethod
-    def unsupported_reason(cls, precision: str) -> str | None:
+    def why_not_precision(cls, precision: str) -> str | None:
         if precision == "fp16":
             return ("ONNX Runtime's CPU provider has no fp16 MatMul kernels on x86: a float16 graph runs with Casts "
                     "to float32 inserted around every MatMul, so it would time fp32 compute plus casts, not fp16")
-        return super().unsupported_reason(precision)
+        return super().why_not_precision(precision)
 
     def load_onnx_graph(self, path, options: OnnxRuntimeOptions):
         import onnxruntime as ort

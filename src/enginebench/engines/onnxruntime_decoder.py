@@ -27,7 +27,7 @@ _LOAD_BYTES_PER_PARAM = 8
 _MEMORY_HEADROOM = 1.2  # activations, KV cache, allocator slack
 
 
-def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
+def why_not_decoder(model: ModelSpec, precision: str) -> str | None:
     """A precision the decoder path does not offer, or a model whose fp32 export would not fit in memory now
     (int8 is quantized from the fp32 export, so it needs the same)."""
     if precision not in DECODER_PRECISIONS:
@@ -136,7 +136,7 @@ def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxR
     """The engine (engines/onnxruntime.py) dispatches decoders here; `options` are its OnnxRuntimeOptions."""
     import onnxruntime as ort
 
-    reason = decoder_unsupported_reason(model, precision)
+    reason = why_not_decoder(model, precision)
     if reason:
         raise UsageError(reason)
     path, details = onnx_decoder(model)
@@ -154,4 +154,4 @@ def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxR
     return OnnxRuntimeDecoderSession(session, signature, executed, details)
 
 
-__all__ = ["DECODER_PRECISIONS", "OnnxRuntimeDecoderSession", "decoder_unsupported_reason", "load_onnxruntime_decoder"]
+__all__ = ["DECODER_PRECISIONS", "OnnxRuntimeDecoderSession", "why_not_decoder", "load_onnxruntime_decoder"]

@@ -100,8 +100,8 @@ class OpenVinoEngine(Engine):
         return tuple(device.lower() for device in ov.Core().available_devices)
 
     @classmethod
-    def unsupported_reason(cls, precision: str) -> str | None:
-        reason = super().unsupported_reason(precision)
+    def why_not_precision(cls, precision: str) -> str | None:
+        reason = super().why_not_precision(precision)
         if reason is None and precision.startswith("int8") and importlib.util.find_spec("nncf") is None:
             return f"openvino {precision} quantizes with nncf, which is not installed: pip install 'enginebench[openvino]'"
         if reason is None and precision == "bf16":

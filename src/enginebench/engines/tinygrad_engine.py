@@ -137,14 +137,14 @@ class TinygradEngine(Engine):
         return f"{cls.backend}; here {Device.DEFAULT}: {type(device.renderer).__name__}, {compiler}"
 
     @classmethod
-    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
         if model.kind == "decoder":
-            from enginebench.engines.tinygrad_llama import decoder_unsupported_reason
+            from enginebench.engines.tinygrad_llama import why_not_decoder
 
-            return cls.unsupported_model_reason(model) or decoder_unsupported_reason(model, precision)
+            return cls.why_not_model(model) or why_not_decoder(model, precision)
         if precision == "int8":
             return "tinygrad int8 runs decoders only (weight-only int8 for Llama models); use fp32 or fp16"
-        return super().unsupported_for(model, precision)
+        return super().why_not(model, precision)
 
     def load(self, model: ModelSpec, precision: str, options: TinygradOptions) -> Session:
         os.environ.setdefault("NUM_CPU_THREADS", str(options.threads))  # read if tinygrad is imported now
@@ -161,7 +161,7 @@ class TinygradEngine(Engine):
             return load_tinygrad_llama(model, precision, options.jit, options.context, {
                 "device": Device.DEFAULT, "renderer": type(device.renderer).__name__,
                 "num_cpu_threads": helpers.NUM_CPU_THREADS.value})
-        reason = self.unsupported_for(model, precision)
+        reason = self.why_not(model, precision)
         if reason:
             raise ValueError(reason)
         config = read_bert_config(model.path)

@@ -56,7 +56,7 @@ def memory_needed(model: ModelSpec, precision: str) -> dict[str, float]:
             "KV cache": layers * 2 * kv_dim * context * 4}
 
 
-def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
+def why_not_decoder(model: ModelSpec, precision: str) -> str | None:
     """Unknown precision, or a model that would not fit in the memory available now (the out-of-memory killer
     would end this process or a neighbour)."""
     if precision not in DECODER_PRECISIONS:
@@ -460,7 +460,7 @@ def load_tinygrad_llama(model: ModelSpec, precision: str, use_jit: bool, context
     from enginebench.engines.jax_llama import read_llama_shape
     from enginebench.measure.quantization import WeightMatmul, quantization_record, weights_precision
 
-    reason = decoder_unsupported_reason(model, precision)
+    reason = why_not_decoder(model, precision)
     if reason:
         raise ValueError(reason)
     shape = read_llama_shape(model.path, engine="tinygrad")
@@ -491,5 +491,5 @@ def load_tinygrad_llama(model: ModelSpec, precision: str, use_jit: bool, context
     return session
 
 
-__all__ = ["TinygradLlama", "TinygradLlamaSession", "load_tinygrad_llama", "decoder_unsupported_reason",
+__all__ = ["TinygradLlama", "TinygradLlamaSession", "load_tinygrad_llama", "why_not_decoder",
            "threads_readback", "DECODER_PRECISIONS"]

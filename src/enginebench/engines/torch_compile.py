@@ -127,12 +127,12 @@ class TorchCompileEngine(Engine):
     training = "yes"
 
     @classmethod
-    def unsupported_reason(cls, precision: str) -> str | None:
-        reason = super().unsupported_reason(precision)
+    def why_not_precision(cls, precision: str) -> str | None:
+        reason = super().why_not_precision(precision)
         if reason is None and precision == "int8-static":
-            from enginebench.models.torch_static_quantize import pt2e_unsupported_reason
+            from enginebench.models.torch_static_quantize import why_not_pt2e
 
-            return pt2e_unsupported_reason()
+            return why_not_pt2e()
         return reason
 
     def load(self, model: ModelSpec, precision: str, options: TorchCompileOptions,

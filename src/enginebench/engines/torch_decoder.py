@@ -23,7 +23,7 @@ _LOAD_BYTES_PER_PARAM = {"fp32": 4, "bf16": 2, "int8": 5}
 _MEMORY_HEADROOM = 1.2  # activations, KV cache, allocator slack
 
 
-def decoder_unsupported_reason(model: ModelSpec, precision: str) -> str | None:
+def why_not_decoder(model: ModelSpec, precision: str) -> str | None:
     """Unknown precision, or weights that would not fit in the memory available now (a 7B model in fp32 would
     get this process, or a neighbour, killed by the out-of-memory killer)."""
     if precision not in DECODER_PRECISIONS:
@@ -88,7 +88,7 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
     # still works and is what transformers 4.45+ (the extra's floor) understands
     warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
 
-    reason = decoder_unsupported_reason(model, precision)
+    reason = why_not_decoder(model, precision)
     if reason:
         raise ValueError(reason)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32

@@ -71,12 +71,12 @@ class TorchEngine(Engine):
         return ", ".join(p for p in parts if p) or "ATen native kernels"
 
     @classmethod
-    def unsupported_for(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
         if model.kind == "decoder":
-            from enginebench.engines.torch_decoder import decoder_unsupported_reason
+            from enginebench.engines.torch_decoder import why_not_decoder
 
-            return decoder_unsupported_reason(model, precision)
-        return super().unsupported_for(model, precision)
+            return why_not_decoder(model, precision)
+        return super().why_not(model, precision)
 
     def load(self, model: ModelSpec, precision: str, options: TorchOptions) -> Session:
         import torch

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, ClassVar, Union
 from enginebench.errors import UsageError
 
 if TYPE_CHECKING:  # for the reader: a parser that lists formats need not load numpy
-    from enginebench.results.compare import RunComparison
-    from enginebench.results.model import Run
+    from enginebench.analysis.compare import RunComparison
+    from enginebench.store.model import Run
 
 RUNS = "runs"  # a list of runs: one (show), or several where the format says so (report, plot)
 COMPARISON = "comparison"  # a RunComparison: two runs cell by cell (compare)

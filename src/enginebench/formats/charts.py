@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from html import escape
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from enginebench.results.model import Result, Run
 from enginebench.scenarios.registry import REGISTRY, scenario_class, table_of
+from enginebench.store.model import Result, Run
 
 # the charts a scenario's results may feed (Scenario.charts)
 LATENCY_BY_ENGINE, THROUGHPUT_BY_WORKERS = "latency by engine", "throughput by workers"

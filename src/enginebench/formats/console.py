@@ -9,17 +9,18 @@ from typing import ClassVar
 
 from rich.console import Console
 
+from enginebench.analysis import compare
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
 from enginebench.formats.md import Markdown, to_markdown
-from enginebench.results import compare
-from enginebench.results.decoder_table import is_decoder_result, render_decoder_table
-from enginebench.results.endpoint_table import is_endpoint_result, render_endpoint_table
-from enginebench.results.model import Run
-from enginebench.results.ops_table import render_stored
-from enginebench.results.report import _PARAMS, encoder_title, machine_line, measure_headers, notes, table_rows
-from enginebench.results.serving_table import is_decoder_serving, render_serving_table
-from enginebench.results.terminal import is_screen, print_lines, print_table
+from enginebench.formats.tables.decoder import is_decoder_result, render_decoder_table
+from enginebench.formats.tables.encoder import _PARAMS, encoder_title, measure_headers, notes, table_rows
+from enginebench.formats.tables.endpoint import is_endpoint_result, render_endpoint_table
+from enginebench.formats.tables.ops import render_stored
+from enginebench.formats.tables.serving import is_decoder_serving, render_serving_table
+from enginebench.formats.terminal import is_screen, print_lines, print_table
 from enginebench.scenarios.registry import table_of
+from enginebench.store.labels import machine_line
+from enginebench.store.model import Run
 
 
 def render(run: Run, console=None) -> None:

@@ -1,4 +1,4 @@
-"""csv: the frame of results/frame.py, one flat row per result. The machine is in columns of every row
+"""csv: the frame of store/frame.py, one flat row per result. The machine is in columns of every row
 (hostname, cpu, cores, affinity, memory_gb, python) and each row's notes in its own columns (error,
 verdict_reasons, notes), so a plain `pandas.read_csv(path)` reads everything back: no comment lines."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from enginebench.formats.base import RUNS, Format, Subject
-from enginebench.results.frame import to_frame
-from enginebench.results.model import Run
+from enginebench.store.frame import to_frame
+from enginebench.store.model import Run
 
 
 def to_csv(run: Run) -> str:

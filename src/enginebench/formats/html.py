@@ -12,18 +12,18 @@ from html import escape
 from pathlib import Path
 from typing import ClassVar
 
+from enginebench.analysis.recommend import Constraints, recommend
 from enginebench.errors import UsageError
 from enginebench.formats.base import RUNS, Format, Subject
-from enginebench.results.decoder_table import decoder_notes, decoder_table, is_decoder_result
-from enginebench.results.model import Run
-from enginebench.results.recommend import Constraints, recommend
-from enginebench.results.report import (affinity_text, encoder_title, measure_headers, measured_how, notes,
-                                        table_rows)
-from enginebench.results.endpoint_table import is_endpoint_result
-from enginebench.results.endpoint_table import table as endpoint_table
-from enginebench.results.serving_table import is_decoder_serving
-from enginebench.results.serving_table import table as serving_table
+from enginebench.formats.tables.decoder import decoder_notes, decoder_table, is_decoder_result
+from enginebench.formats.tables.encoder import encoder_title, measure_headers, measured_how, notes, table_rows
+from enginebench.formats.tables.endpoint import is_endpoint_result
+from enginebench.formats.tables.endpoint import table as endpoint_table
+from enginebench.formats.tables.serving import is_decoder_serving
+from enginebench.formats.tables.serving import table as serving_table
 from enginebench.scenarios.registry import scenario_class, table_of
+from enginebench.store.labels import affinity_text
+from enginebench.store.model import Run
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = """

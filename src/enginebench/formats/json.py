@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
+from enginebench.analysis import compare
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
-from enginebench.results import compare
-from enginebench.results.decoder_table import decoder_notes, is_decoder_result
-from enginebench.results.model import Result, Run
-from enginebench.results.report import notes
+from enginebench.formats.tables.decoder import decoder_notes, is_decoder_result
+from enginebench.formats.tables.encoder import notes
+from enginebench.store.model import Result, Run
 
 
 def run_notes(run: Run) -> list[str]:

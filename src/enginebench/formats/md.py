@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from enginebench.analysis import compare
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
-from enginebench.results import compare
-from enginebench.results.decoder_table import decoder_markdown, is_decoder_result
-from enginebench.results.endpoint_table import endpoint_markdown, is_endpoint_result
-from enginebench.results.model import Run
-from enginebench.results.report import machine_line, measured_how, notes, table_rows
-from enginebench.results.serving_table import is_decoder_serving, serving_markdown
-from enginebench.results.terminal import markdown_table
+from enginebench.formats.tables.decoder import decoder_markdown, is_decoder_result
+from enginebench.formats.tables.encoder import measured_how, notes, table_rows
+from enginebench.formats.tables.endpoint import endpoint_markdown, is_endpoint_result
+from enginebench.formats.tables.serving import is_decoder_serving, serving_markdown
+from enginebench.formats.terminal import markdown_table
+from enginebench.store.labels import machine_line
+from enginebench.store.model import Run
 
 
 def to_markdown(run: Run) -> str:

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from enginebench.formats.base import RUNS, Format, Subject
 from enginebench.formats.json import run_notes
-from enginebench.results.frame import to_frame
-from enginebench.results.model import Run
+from enginebench.store.frame import to_frame
+from enginebench.store.model import Run
 
 PARQUET_KEY = b"enginebench"
 

@@ -9,8 +9,8 @@ import json
 from typing import ClassVar
 
 from enginebench.formats.base import RUNS, Format, Subject
-from enginebench.results.model import Run
 from enginebench.scenarios.requests import per_request
+from enginebench.store.model import Run
 
 
 def request_rows(run: Run):

@@ -22,7 +22,8 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, current as current_cpu, parse_cpuinfo
+from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, parse_cpuinfo
+from enginebench.measure.cpu_features import current as current_cpu
 
 FMA_UNITS = 2
 # flags -> (FLOPs per cycle per core, the instructions that give them), widest first
@@ -157,7 +158,7 @@ def stored_ceilings(db: str | None) -> Ceilings | None:
     """This host's newest `enginebench machine` figures in `db`, or None (no file, none stored)."""
     if not db or not os.path.exists(db):
         return None
-    from enginebench.results.store import ResultStore
+    from enginebench.store.database import ResultStore
 
     with ResultStore(db) as store:
         speed = store.machine_speed(socket.gethostname())

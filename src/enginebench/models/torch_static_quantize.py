@@ -69,7 +69,7 @@ INT8_KERNEL = "onednn::qlinear_pointwise"
 _X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
 
 
-def pt2e_unsupported_reason() -> str | None:
+def why_not_pt2e() -> str | None:
     """Why PT2E x86 int8 cannot run here (one line), or None. Checked without importing torchao."""
     import importlib.util
 
@@ -350,6 +350,6 @@ def quantization_readback(graph, kernels: Counter, source: str) -> tuple[str, di
     return "int8-static", quantization_record(scheme, "int8", activations, ran, source, **extra), gemm
 
 
-__all__ = ["SETTINGS", "SCHEME", "INT8_KERNEL", "pt2e_unsupported_reason", "quiet_torchao", "quantized_program",
+__all__ = ["SETTINGS", "SCHEME", "INT8_KERNEL", "why_not_pt2e", "quiet_torchao", "quantized_program",
            "program_key", "load_program", "compile_settings", "program_linears", "int8_kernel_shapes",
            "executed_layers", "quantization_readback"]

@@ -8,8 +8,15 @@ import numpy as np
 from enginebench.display import significant as _num
 from enginebench.measure.stats import over_processes
 from enginebench.plan import Cell
-from enginebench.scenarios.base import (DECODER_REFERENCE, CellRun, Grid, Measurement, Scenario, worker_args,
-                                        workload_args)
+from enginebench.scenarios.base import (
+    DECODER_REFERENCE,
+    CellRun,
+    Grid,
+    Measurement,
+    Scenario,
+    worker_args,
+    workload_args,
+)
 from enginebench.scenarios.decoder_server import run_decoder_server
 from enginebench.scenarios.endpoint_server import endpoint_served, measure_endpoint_offline, measure_endpoint_server
 from enginebench.scenarios.offline import run_offline
@@ -95,7 +102,7 @@ class Server(Scenario):
 
     def note(self, result) -> str:
         s = result.serving or {}
-        if s.get("kind") == "endpoint":  # its notes are the endpoint table's (results/endpoint_table.py)
+        if s.get("kind") == "endpoint":  # its notes are the endpoint table's (formats/tables/endpoint.py)
             return ""
         queue = s.get("queue") or {}
         return (f"server: median/p99 from {s.get('percentiles_from') or 'arrival'}, queueing included"
@@ -145,7 +152,7 @@ class Offline(Server):
 
     def note(self, result) -> str:
         s = result.serving or {}
-        if s.get("kind") == "endpoint":  # its notes are the endpoint table's (results/endpoint_table.py)
+        if s.get("kind") == "endpoint":  # its notes are the endpoint table's (formats/tables/endpoint.py)
             return ""
         return f"offline: {_num(s['samples_per_s'])} samples/s over the run{_batched(s)}; LoadGen {_said(s)}"
 

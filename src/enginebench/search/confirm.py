@@ -34,7 +34,7 @@ class Confirmation:
         return bool(a and b and _identity(a) == _identity(b))
 
     def lines(self) -> list[str]:
-        from enginebench.results.recommend import configuration_text
+        from enginebench.analysis.recommend import configuration_text
 
         out = [f"confirmation round: {len(self.measured)} configurations, each in {self.processes} fresh processes, "
                f"interleaved (run {self.run_id}): {'; '.join(self.measured)}"]
@@ -74,10 +74,10 @@ def check_processes(text: str | int) -> int:
 def confirm(first, runs: list, constraints, db: str, processes: int, on_note=None) -> Confirmation:
     """Measure `first`'s pick, runner-up and baselines again in `processes` fresh interleaved processes each,
     as one stored run, and recommend over that run only."""
+    from enginebench.analysis.recommend import configuration_text, recommend, reproduce_command
     from enginebench.api import execute
     from enginebench.config import RunConfig
     from enginebench.planning import plan_from_config
-    from enginebench.results.recommend import configuration_text, recommend, reproduce_command
 
     if first.best is None:
         raise UsageError(f"nothing to confirm: {first.why_none}")

@@ -133,7 +133,7 @@ def candidates(engines: list[str], model, objective: str, batch_sizes: list[int]
     for engine in engines:
         cls = engine_class(engine)
         for precision in cls.precisions:
-            if (precisions and precision not in precisions) or cls.unsupported_for(model, precision):
+            if (precisions and precision not in precisions) or cls.why_not(model, precision):
                 continue
             for scenario, workers, threads in threading(objective, cores):
                 for options in option_settings(cls, cores, threads):
@@ -164,7 +164,7 @@ def admission_order(space: list[Candidate], seed: int, cores: int) -> list[Candi
 def baselines(cell: Candidate, installed: Callable[[str], bool]) -> list[Candidate]:
     """recommend's baselines in the cell of `cell`: PyTorch eager fp32 and sentence-transformers fp32, default
     options (where installed)."""
-    from enginebench.results.recommend import BASELINES
+    from enginebench.analysis.recommend import BASELINES
 
     return [Candidate(engine, "fp32", cell.scenario, cell.batch_size, cell.workers, cell.threads)
             for engine, _ in BASELINES if installed(engine)]

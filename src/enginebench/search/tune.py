@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from enginebench.config import RunConfig, comma_list, positive_int, seconds
 from enginebench.errors import UsageError
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
 from enginebench.search.space import Candidate, admission_order, baselines, candidates, pack_runs
-from enginebench.config import RunConfig, comma_list, positive_int, seconds
 
 MIN_BUDGET_S = 10.0
 
@@ -48,7 +48,7 @@ class Request:
 def check_request(model=None, *, objective="throughput", min_fidelity=0.99, batch_size=None, workload=None,
                   engines=None, precisions=None, budget="20m", seed=0, db="enginebench.db") -> Request:
     """Every option checked, a one-line UsageError naming the fix for the first bad one."""
-    from enginebench.results.recommend import OBJECTIVES
+    from enginebench.analysis.recommend import OBJECTIVES
 
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective!r} is unknown: use one of {', '.join(OBJECTIVES)}")
@@ -157,7 +157,7 @@ class Tuner:
         """Every check, the base plan and the candidate list; nothing is measured or stored."""
         from enginebench.engines import engine_class, installed_engines, require_engine
         from enginebench.planning import plan_from_config
-        from enginebench.results.store import ResultStore
+        from enginebench.store.database import ResultStore
 
         r = self.request
         for name in r.engines or []:
@@ -187,8 +187,9 @@ class Tuner:
 
     def _prior_costs(self) -> CostModel:
         """Load times already stored for this model on this machine start the cost model."""
-        from enginebench.results.store import ResultStore
         import socket
+
+        from enginebench.store.database import ResultStore
 
         cost = CostModel()
         if not os.path.exists(self.request.db):
@@ -349,7 +350,7 @@ class Tuner:
         """Measure `members` as one stored run: ({candidate: Result or None}, Run or None, wall seconds, why it
         stopped early or None)."""
         from enginebench.api import execute
-        from enginebench.results.store import ResultStore
+        from enginebench.store.database import ResultStore
 
         r = self.request
         by_cell = {c.cell_key: c for c in members}
@@ -396,7 +397,7 @@ class Tuner:
 
     def _annotate(self, recommended: str | None = None) -> None:
         """Write the session's story so far into every run of the session (config.tune)."""
-        from enginebench.results.store import ResultStore
+        from enginebench.store.database import ResultStore
 
         if not self.run_ids:
             return
@@ -417,7 +418,7 @@ class Tuner:
 
     # -- the answer ---------------------------------------------------------------------------------------------
     def _recommend(self, runs: list):
-        from enginebench.results.recommend import Constraints, recommend
+        from enginebench.analysis.recommend import Constraints, recommend
 
         r = self.request
         batch = r.batch_sizes[0] if r.objective == "latency" else None
@@ -431,7 +432,7 @@ class Tuner:
             # still the best estimate (recommend says so in a note; the CI and processes show how noisy)
             rec = judge(True)
         except UsageError as e:  # e.g. nothing of the workload measured in the final round
-            from enginebench.results.recommend import Recommendation
+            from enginebench.analysis.recommend import Recommendation
 
             rec = Recommendation(None, None, None, str(e), {})
         return rec

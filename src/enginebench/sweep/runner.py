@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 
 from enginebench.api import run_record, start_run
 from enginebench.errors import UsageError
-from enginebench.launchers.local import Orchestrator
-from enginebench.launchers.records import history_of
-from enginebench.results.model import Run
-from enginebench.results.store import ResultStore
+from enginebench.execution.local import LocalLauncher
+from enginebench.execution.records import history_of
+from enginebench.store.database import ResultStore
+from enginebench.store.model import Run
 from enginebench.sweep.spec import Part, Sweep
 
 
@@ -34,19 +34,19 @@ class PartState:
     run_id: str
     keys: list[str]  # by delivery index: the plan's cells, then its planned skips
     stored: dict  # key -> Result already stored
-    launcher: Orchestrator
+    launcher: LocalLauncher
 
     @property
     def to_measure(self) -> int:
         """(cell, repetition) pairs still to measure."""
         return sum(self.launcher.measurements_left(i) for i, c in enumerate(self.part.plan.cells)
-                   if not self.launcher.unsupported(c))
+                   if not self.launcher.why_not(c))
 
     @property
     def unsaved_skips(self) -> int:
         """Cells that are not measured (planned skips, precisions an engine lacks) and not stored yet."""
         cells = self.part.plan.cells
-        skipped = [k for k, c in zip(self.keys, cells) if self.launcher.unsupported(c)] + self.keys[len(cells):]
+        skipped = [k for k, c in zip(self.keys, cells) if self.launcher.why_not(c)] + self.keys[len(cells):]
         return sum(1 for k in skipped if k not in self.stored)
 
     def cell_status(self, index: int) -> str:
@@ -75,7 +75,7 @@ def run_id_of(sweep: Sweep, part: Part) -> str:
 def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ray: str | None = None
                 ) -> list[PartState]:
     """Each part with what the store already holds of it; its launcher runs on the Ray cluster `ray` if given."""
-    launcher = _ray_launcher(ray) if ray else Orchestrator
+    launcher = _ray_launcher(ray) if ray else LocalLauncher
     states = []
     for part in sweep.parts:
         run_id = run_id_of(sweep, part)
@@ -90,7 +90,7 @@ def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ra
 
 
 def _ray_launcher(address: str):
-    from enginebench.launchers.ray import RayLauncher
+    from enginebench.execution.ray import RayLauncher
 
     return lambda plan, **kwargs: RayLauncher(plan, address, **kwargs)
 
@@ -184,12 +184,12 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
     """Measure what is missing of the sweep, storing each result as it arrives. `on_total(n)` is told how many
     results will arrive; `on_start(cell)` and `on_result(index, result)` see progress. Ctrl-C propagates
     (KeyboardInterrupt) after the launcher has ended its child; what was stored stays. `ray`: the address of a
-    Ray cluster (or "local") whose nodes run the jobs, every part's at once (launchers/ray.py). `take_over`: take
+    Ray cluster (or "local") whose nodes run the jobs, every part's at once (execution/ray.py). `take_over`: take
     the sweep from an owner on another machine whose heartbeat stopped."""
     from enginebench.measure.machine import machine_info
 
     if ray:
-        from enginebench.launchers.ray import connect
+        from enginebench.execution.ray import connect
 
         connect(ray)  # a missing Ray or a wrong address fails here, before the sweep is claimed
     store = ResultStore(db)
@@ -208,7 +208,7 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
         machine = machine_info()
         todo = [s for s in states if s.to_measure or s.unsaved_skips]
         if ray and todo:  # every part's jobs at once, over the cluster's nodes
-            from enginebench.launchers.ray import run_together
+            from enginebench.execution.ray import run_together
 
             run_together([(state.launcher, _start_part(sweep, state, store, machine, on_start, on_result, report))
                           for state in todo])

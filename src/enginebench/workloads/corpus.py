@@ -38,7 +38,7 @@ def python_docs_paragraphs() -> list[str]:
 
 
 def corpus_digest(docs: list[str]) -> str:
-    """Identifies a corpus by its text (part of a cell's identity, results/identity.py): the same file name
+    """Identifies a corpus by its text (part of a cell's identity, store/identity.py): the same file name
     with other text, or python-docs of another Python version, is another workload."""
     return hashlib.sha256("\0".join(docs).encode()).hexdigest()[:24]
 

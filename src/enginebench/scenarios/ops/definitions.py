@@ -71,7 +71,7 @@ class Operator:
             return self.int8_bytes(shape)
         return self.bytes_moved(shape, itemsize or PRECISIONS[precision])
 
-    def unsupported_in(self, precision: str) -> str | None:
+    def why_not(self, precision: str) -> str | None:
         """Why no engine runs this operator in `precision`, or None."""
         if precision == "int8" and self.int8_inputs is None:
             gemms = ", ".join(op.name for op in OPERATORS.values() if op.int8_inputs)
@@ -279,7 +279,7 @@ def make_inputs(op: Operator, shape: Shape, precision: str, seed: int = 0) -> di
     (int8, and int32 for a bias)."""
     if precision == "int8":
         if op.int8_inputs is None:
-            raise ValueError(op.unsupported_in(precision))
+            raise ValueError(op.why_not(precision))
         return op.int8_inputs(shape, np.random.default_rng(seed))
     arrays = op.inputs(shape, np.random.default_rng(seed))
     return {k: round_to_bf16(v) for k, v in arrays.items()} if precision == "bf16" else arrays

@@ -56,7 +56,7 @@ class OpMeasurement:
 
 def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads: int) -> list[OpMeasurement]:
     """In the engine's own process: every case in turn; one case's failure is its row's, not the engine's."""
-    from enginebench.child import die_with_parent, limit_threads
+    from enginebench.execution.child import die_with_parent, limit_threads
 
     limit_threads(threads)
     die_with_parent()
@@ -79,8 +79,8 @@ def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
     op = OPERATORS[case.op]
     result = OpMeasurement(case, be.name)
     try:
-        if op.unsupported_in(case.precision):  # e.g. softmax in int8: the same reason on every engine
-            raise Unsupported(op.unsupported_in(case.precision))
+        if op.why_not(case.precision):  # e.g. softmax in int8: the same reason on every engine
+            raise Unsupported(op.why_not(case.precision))
         inputs = make_inputs(op, case.shape, case.precision)
         started = time.perf_counter()
         prepared = be.prepare(op, inputs, case.precision)

@@ -1,0 +1,160 @@
+"""The table of results measured against a running server (--endpoint): one row per cell, with the figures a
+serving benchmark is read by (request and output-token rates, TTFT, TPOT, ITL and end-to-end percentiles,
+goodput under the SLOs, failures by kind) and the fidelity of what the server answered. Every figure comes from
+the requests' records (Result.figures["requests"], scenarios/requests.py)."""
+
+from __future__ import annotations
+
+from enginebench.display import max_rate, significant
+from enginebench.formats.terminal import markdown_section, print_section
+from enginebench.scenarios.registry import settings_label, table_of
+from enginebench.store.model import Result, Run
+
+HEADERS = ["scenario", "request", "load", "req/s", "out tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)",
+           "ITL p50 (ms)", "e2e p50 (ms)", "e2e p99 (ms)", "goodput (req/s)", "failed", "fidelity", "verdict"]
+KEYS = 3  # scenario, request, load (clients, or the arrival rate) identify a row
+
+
+def is_endpoint_result(r: Result) -> bool:
+    return table_of(r) == "endpoints"
+
+
+def _num(x) -> str:
+    return "—" if x is None else significant(x)
+
+
+def _with_ci(figure: dict | None, key: str = "value") -> str:
+    """`1.81 [1.23–2.10]`: a figure with its 95% CI where it has one."""
+    if not figure:
+        return "—"
+    ci = figure.get("ci95")
+    value = _num(figure.get(key))
+    return value if not ci else f"{value} [{_num(ci[0])}–{_num(ci[1])}]"
+
+
+def _p(figure: dict | None, q: str) -> str:
+    return _with_ci((figure or {}).get(q))
+
+
+def request_label(r: Result) -> str:
+    """`pp128+tg32` for generation, `titles ×4` for embeddings (texts per request)."""
+    return r.workload if r.batch_size == 1 else f"{r.workload} ×{r.batch_size}"
+
+
+def row(r: Result) -> list[str]:
+    offered, search = (r.serving or {}).get("offered_qps"), (r.serving or {}).get("find_max_qps")
+    clients = (f"max {max_rate(search)} req/s Poisson" if search else f"{offered:.4g} req/s Poisson" if offered
+               else f"all at once, {r.serving['clients']} clients" if (r.serving or {}).get("all_at_once")
+               else settings_label(r.scenario, r.settings) or "1 client")
+    key = [r.scenario, request_label(r), clients]
+    f = (r.figures or {}).get("requests")
+    if r.status != "ok" or not f:
+        return key + ["—"] * (len(HEADERS) - len(key) - 1) + [r.status.upper()]
+    fidelity = r.fidelity or {}
+    value = fidelity.get("value")
+    shown = "—" if value is None else f"{value:.3f}" + ("" if fidelity.get("ok") else " FAIL")
+    failed = sum(f["failures"].values())
+    goodput = "—" if "goodput_per_s" not in f else (
+        f"{_with_ci(f['goodput_per_s'])} ({f['slo_share']:.0%})")
+    return key + [
+        _with_ci(f["requests_per_s"]), _with_ci(f.get("output_tokens_per_s")),
+        _p(f.get("ttft_ms"), "p50"), _p(f.get("tpot_ms"), "p50"), _p(f.get("itl_ms"), "p50"),
+        _p(f.get("e2e_ms"), "p50"), _p(f.get("e2e_ms"), "p99"), goodput,
+        f"{failed}/{f['requests']}", shown, "ok" if r.verdict["ok"] else f"warn ({len(r.verdict['reasons'])})",
+    ]
+
+
+def notes(results: list[Result]) -> list[str]:
+    lines = ["Per request, from the client's send: TTFT to the first text chunk, ITL each gap between chunks, "
+             "TPOT = (e2e - TTFT) / (output tokens - 1), e2e to the last byte; p50 [95% CI]. req/s and out tok/s "
+             "over the measured window [95% CI over processes]; output tokens counted with --model's tokenizer. "
+             "goodput: requests/s meeting every SLO (share of all requests); failed: failed/all requests"]
+    lines += saturation(results)
+    for i, r in enumerate(results, 1):
+        if r.status != "ok":
+            lines.append(f"[{i}] {r.scenario}: {r.error or r.status}")
+            continue
+        f = (r.figures or {}).get("requests") or {}
+        endpoint = (r.details or {}).get("endpoint") or {}
+        lines.append(f"[{i}] {endpoint.get('url', '?')}{endpoint.get('path', '')} model "
+                     f"{endpoint.get('served_model', '?')}" + _slo_words(f.get("slo")))
+        kinds = {k: v for k, v in (f.get("failures") or {}).items() if v}
+        if kinds:
+            statuses = f.get("http_statuses") or {}
+            lines.append(f"[{i}] failed requests: " + ", ".join(f"{v} {k}" for k, v in kinds.items())
+                         + (f" (HTTP {', '.join(f'{s}: {n}' for s, n in statuses.items())})" if statuses else ""))
+        ended = {k: v for k, v in (f.get("finish_reasons") or {}).items() if k != "length"}
+        if ended:
+            lines.append(f"[{i}] generations that ended before their length: " + ", ".join(
+                f"{v} by {k}" for k, v in ended.items()) + " (the server's finish_reason; None: it gave none)")
+        for side, check in (f.get("tokens_vs_usage") or {}).items():
+            if check["equal"] != check["compared"]:
+                lines.append(f"[{i}] {side} tokens: the local count differs from the server's usage in "
+                             f"{check['compared'] - check['equal']} of {check['compared']} requests (mean "
+                             f"{'+' if check['mean_local_minus_server'] > 0 else ''}{significant(check['mean_local_minus_server'])} tokens)")
+        lines += [f"[{i}] {reason}" for reason in r.verdict["reasons"]]
+        lines += [f"[{i}] {note}" for note in (r.details or {}).get("notes", [])]
+        for failure in (r.fidelity or {}).get("failures") or []:
+            lines.append(f"[{i}] fidelity: {failure}")
+    return lines
+
+
+RISING = 0.10  # a step in clients that adds less than this share of req/s: throughput has stopped rising
+
+
+def saturation(results: list[Result]) -> list[str]:
+    """Per closed-loop sweep (the concurrency rows of one request shape), where throughput stops rising: the
+    fewest clients whose req/s no larger client count swept beats by RISING or more."""
+    sweeps: dict[tuple, list[tuple[int, float]]] = {}
+    for r in results:
+        f = (r.figures or {}).get("requests") if r.status == "ok" else None
+        clients = (r.settings or {}).get("clients")
+        if f and clients and f["requests_per_s"]["value"]:
+            sweeps.setdefault((r.workload, r.batch_size), []).append((clients, f["requests_per_s"]["value"]))
+    lines = []
+    for (workload, batch), points in sweeps.items():
+        points.sort()
+        if len(points) < 2:
+            continue
+        steps = [f"{a}→{b}: {rb / ra - 1:+.0%}" for (a, ra), (b, rb) in zip(points, points[1:])]
+        # the fewest clients no larger count beats by RISING or more (noisy points do not end the rise early)
+        stop = next((a for k, (a, ra) in enumerate(points[:-1]) if all(rb < ra * (1 + RISING)
+                                                                        for _, rb in points[k + 1:])), None)
+        where = (f"stops rising at {stop} client{'s' if stop > 1 else ''} (no larger count adds {RISING:.0%})"
+                 if stop else f"still rising at {points[-1][0]} clients: sweep further")
+        lines.append(f"{workload if batch == 1 else f'{workload} ×{batch}'}: req/s by clients {', '.join(steps)}; "
+                     f"throughput {where}")
+    return lines
+
+
+def _slo_words(slo: dict | None) -> str:
+    if not slo:
+        return ""
+    names = {"slo_p99_ms": "e2e", "slo_ttft_ms": "TTFT", "slo_tpot_ms": "TPOT"}
+    return "; SLO per request: " + ", ".join(f"{names[k]} ≤ {v:g} ms" for k, v in slo.items())
+
+
+def table(run: Run) -> tuple[list[str], list[list[str]], list[str]] | None:
+    results = [r for r in run.results if is_endpoint_result(r)]
+    if not results:
+        return None
+    return ["#"] + HEADERS, [[str(i)] + row(r) for i, r in enumerate(results, 1)], notes(results)
+
+
+def _title(run: Run) -> str:
+    results = [r for r in run.results if is_endpoint_result(r)]
+    models = sorted({r.model for r in results})
+    apis = sorted({((r.details or {}).get("endpoint") or {}).get("api", "?") for r in results})
+    return f"run {run.run_id} — a server's {', '.join(apis)} API (reference: {', '.join(models)})"
+
+
+def render_endpoint_table(run: Run, console) -> None:
+    print_section(console, _title(run), table(run), keys=1 + KEYS, left={"#", "scenario", "request", "load"})
+
+
+def endpoint_markdown(run: Run) -> str:
+    got = table(run)
+    return markdown_section(f"**{_title(run)}**", got) if got else ""
+
+
+__all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "HEADERS"]

@@ -1,0 +1,159 @@
+"""The data model every output shares: a Run holds Results. One schema, written down once.
+
+Schema history (SCHEMA_VERSION):
+  1 — first version: encoder latency/throughput results with raw samples, stats, fidelity and verdict.
+  2 — decoders: scenario "generate" (workload = test, pp<N> or tg<N>) with prefill_tokens_per_s,
+      decode_tokens_per_s, ttft_ms, itl_ms (all None elsewhere; v1 results read back with them None).
+  3 — repetitions: each cell measured in independent processes (`--repeat`); `repetitions` holds every
+      process's samples apart (per worker; TTFT and steps per generation for decoders), its load time and
+      peak memory; `samples` stays the pooled list. Medians' CIs come from a hierarchical bootstrap over the
+      processes; a CI is null when there is one sample. v1/v2 results read back as one repetition whose
+      pooled samples are its only worker's (Result.process_samples).
+  4 — sweeps and faults: results.cell_key (a sweep's cell, unique in the store) and a `sweeps` table; each
+      repetition record carries `measurement` (items_per_call, tokens_per_item, executed_precision, details,
+      fidelity: with the stored arrays, the process's Measurement, so a resumed sweep runs only missing
+      repetitions); details.attempts lists every failed attempt ({repetition, attempt, kind, error}; kind is
+      error, signal, exit, timeout or memory) and a failed result's details.failure its kind. v1-v3 read back
+      unchanged (no key, no measurement, no attempts). The database is opened in WAL mode.
+  4 (unchanged number, an optional field) — serving: scenarios "server" and "offline" (MLPerf LoadGen) fill
+      `serving` (None elsewhere; older results read back with it None): the settings (target_qps, slo_p99_ms,
+      max_batch, max_wait_ms), achieved_qps, latency_ms {p50, p90, p99: {value, ci95}} from arrival (LoadGen's,
+      from the scheduled arrival, when percentiles_from says so; enginebench's own in issue_latency_ms), queue
+      depth, batching, LoadGen's own result, valid and reasons, and find_max_qps {max_qps, bracket, trials}
+      (over repetitions also searches, every one's, and max_qps_ci95);
+      `samples` holds every query's latency from arrival (server) or every batch call (offline), and
+      details.loadgen LoadGen's settings, summary text and detail log (key -> value).
+      Decoders' server results add to `serving`: kind "decoder", slo_ttft_ms, slo_tpot_ms, ttft_ms and tpot_ms
+      {p50, p90, p99}, output_tokens_per_s and batching.mode (continuous or static); latency_ms and `samples`
+      are each request's arrival-to-last-token time, and each repetition keeps ttft_ns and tpot_ns per request.
+  4 (unchanged number, two optional fields) — scenarios as plug-ins (scenarios/registry.py): `settings`, a
+      scenario's own typed settings, part of the cell's identity (concurrency: {"clients": N}), and
+      `figures`, the figures of its own it derives from the samples (concurrency: latency_ms {p50, p90, p99:
+      {value, ci95}}, achieved_qps, littles_law_clients); both None elsewhere and in older results.
+  5 — measurements stored raw: an ok result whose repetitions all carry `measurement` is stored as its cell's
+      identity and context (engine options, the launcher's details with attempts, engine version), its
+      repetitions and their arrays, marked "kept": "measurements" and without any derived figure (latency_ms,
+      throughput, verdict, serving, figures, ttft_ms, ...; median_ms and items_per_s NULL; load_s kept for
+      SQL readers); reading it derives the figures with today's code (store/derive.py `rebuilt`), so a
+      changed statistic applies to every such result. Failed and skipped results, and results of schemas
+      1-4, are stored and read back as they are (tests/fixtures holds a database of schemas 2, 3 and 4).
+  5 (unchanged number, an optional field) — `roofline`: an encoder result's share of the machine's compute
+      roofline, derived on read like every figure (measure/compute_roofline.py): flops_per_item, parts
+      [{what, precision, flops, ceiling_gflops, share_of_flops}], roofline_items_per_s, pct_of_roofline and its
+      ci95, precision (the one holding most FLOPs), emulated (precisions whose ceiling was emulated),
+      ceilings_from (the `enginebench machine` measurement's time) and unknown (why there is no figure: no
+      ceilings stored, ...). None for decoders, operators and results whose launcher gave no model structure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 5
+STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass
+class Result:
+    engine: str
+    model: str
+    precision: str
+    scenario: str
+    workload: str
+    batch_size: int
+    seq_len: int
+    workers: int
+    threads: int
+    status: str = "ok"  # ok, failed (see error) or skipped (see error for the reason)
+    error: str | None = None
+    engine_version: str | None = None
+    executed_precision: str | None = None
+    samples: list[int] = field(default_factory=list)  # every measured call, ns
+    latency_ms: dict | None = None  # mean, median, p5, p90, p99, stdev, cv, ci95, outliers, n
+    throughput: dict | None = None  # items_per_s, tokens_per_s, ci95 (items/s)
+    load_s: float | None = None
+    peak_rss_mb: float | None = None
+    fidelity: dict | None = None  # metric, value, ok, threshold, ...
+    verdict: dict | None = None  # ok, reasons
+    engine_options: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # workload seed/source, artifacts, stopping rule, ...
+    # generate scenario (decoders): tokens/s as {median, mean, ci95}, plus roofline on decode; ms summaries
+    prefill_tokens_per_s: dict | None = None  # pp tests: prompt tokens / prefill call
+    decode_tokens_per_s: dict | None = None  # tg tests: generated tokens / decode call
+    ttft_ms: dict | None = None  # tg tests: time to first token (prefill + first argmax), per generation
+    itl_ms: dict | None = None  # tg tests: inter-token latency = each decode step
+    # one record per process that measured the cell: index, worker_samples [[ns]], load_s, peak_rss_mb, wall_s,
+    # for decoders ttft_ns [per generation] and generation_steps [decode steps per generation], and (schema 4)
+    # measurement: the rest of the process's Measurement (execution/records.py)
+    repetitions: list[dict] = field(default_factory=list)
+    serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
+    settings: dict | None = None  # a scenario's own settings, part of the cell's identity (schema history)
+    figures: dict | None = None  # a scenario's own figures, derived from the samples (schema history)
+    roofline: dict | None = None  # encoders: share of the machine's compute roofline (schema history)
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if self.status == "ok":
+            if not self.samples:
+                raise ValueError("an ok result needs at least one sample")
+            if any(s < 0 for s in self.samples):
+                raise ValueError("negative duration in samples")
+            if self.latency_ms is None or self.verdict is None:
+                raise ValueError("an ok result needs latency statistics and a verdict")
+        elif not self.error:
+            raise ValueError(f"a {self.status} result needs an error saying why")
+        for name in ("batch_size", "seq_len", "workers", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.load_s is not None and (self.load_s < 0 or math.isnan(self.load_s)):
+            raise ValueError("load_s must be a non-negative number")
+
+    def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_samples:
+            d.pop("samples")
+            d["repetitions"] = [{k: v for k, v in rep.items() if k not in SAMPLE_ARRAYS} for rep in self.repetitions]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def process_samples(self) -> list[list[int]]:
+        """Each process's call samples (its workers' together), ns; a schema 1-2 result is one process."""
+        if not self.repetitions:
+            return [list(self.samples)] if self.samples else []
+        return [[x for w in rep.get("worker_samples", []) for x in w] for rep in self.repetitions]
+
+
+SAMPLE_ARRAYS = ("worker_samples", "ttft_ns", "generation_steps")  # a repetition's arrays (stored as blobs)
+
+
+@dataclass
+class Run:
+    run_id: str
+    created_at: str  # ISO 8601, UTC
+    machine: dict
+    config: dict  # the options the run was started with
+    results: list[Result] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self, with_samples: bool = True) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "machine": self.machine,
+            "config": self.config,
+            "results": [r.to_dict(with_samples) for r in self.results],
+        }
+
+    def to_pandas(self):
+        """One row per result, flat columns (see store/frame.py): `run.to_pandas().query("status == 'ok'")`."""
+        from enginebench.store.frame import to_frame
+
+        return to_frame(self)

@@ -1,0 +1,104 @@
+"""A cell that segfaults, hangs or allocates without bound is recorded as failed with its reason and the
+sweep goes on; --retries gives a failed cell fresh attempts, each recorded; --retry-failed measures again."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from helpers import child_pythonpath
+from helpers.fake_engines import FAULT_PLUGINS
+
+from enginebench.store.database import ResultStore
+from enginebench.sweep.runner import run_sweep
+from enginebench.sweep.spec import load_sweep
+
+pytestmark = pytest.mark.slow
+
+HEADER = """\
+engine = "fault"
+workload = "titles"
+scenario = "latency"
+duration = "0.3s"
+warmup = "0.05s"
+min_samples = 3
+timeout = "2s"
+repeat = 1
+"""
+
+
+@pytest.fixture(autouse=True)
+def _fault_engine(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
+    monkeypatch.setenv("PYTHONPATH", child_pythonpath())
+    monkeypatch.setenv("ENGINEBENCH_TEST_FLAKY_DIR", str(tmp_path))
+
+
+def _sweep(tmp_path, body: str, **overrides):
+    path = tmp_path / "faults.toml"
+    body = textwrap.dedent(body)
+    given = {line.split("=")[0].strip() for line in body.splitlines() if "=" in line}
+    header = "".join(line + "\n" for line in HEADER.splitlines() if line.split("=")[0].strip() not in given)
+    path.write_text(header + body)
+    return load_sweep(str(path), pin_cpus=False, **overrides)
+
+
+def _stored(db) -> dict:
+    with ResultStore(db) as store:
+        rows = store.conn.execute("SELECT run_id, cell_key FROM results").fetchall()
+        results = {}
+        for run_id in {r for r, _ in rows}:
+            results.update(store.keyed_results(run_id))
+    return results
+
+
+def _by_behaviour(results: dict) -> dict:
+    return {r.engine_options["behaviour"] + f"/b{r.batch_size}": r for r in results.values()}
+
+
+def test_segfault_hang_and_memory_hog_fail_with_their_reason_and_the_sweep_goes_on(tmp_path):
+    sweep = _sweep(tmp_path, """
+        batch_size = [1, 2]
+        max_memory = "400MB"
+        duration = "2s"
+        timeout = "4s"
+        [options.fault]
+        behaviour = ["segfault", "hang", "hog", "ok"]
+        """)
+    db = tmp_path / "f.db"
+    report = run_sweep(sweep, str(db))
+    got = _by_behaviour(_stored(db))
+    assert report.counts == {"failed": 6, "ok": 2}
+    for b in (1, 2):
+        assert got[f"segfault/b{b}"].details["failure"] == "signal" and "SIGSEGV" in got[f"segfault/b{b}"].error
+        assert got[f"hang/b{b}"].details["failure"] == "timeout" and "timed out after 4 s" in got[f"hang/b{b}"].error
+        hog = got[f"hog/b{b}"]
+        assert hog.details["failure"] == "memory" and "exceeded --max-memory 400 MB" in hog.error
+        assert got[f"ok/b{b}"].status == "ok"  # measured after every failure above
+        assert got[f"segfault/b{b}"].details["attempts"] == [
+            {"repetition": 0, "attempt": 1, "kind": "signal", "error": got[f"segfault/b{b}"].error}]
+
+
+def test_retries_give_a_failed_cell_fresh_attempts_and_keep_each_one(tmp_path):
+    sweep = _sweep(tmp_path, """
+        batch_size = [1, 2]
+        [options.fault]
+        behaviour = ["flaky", "segfault"]
+        """, retries="1")
+    db = tmp_path / "r.db"
+    run_sweep(sweep, str(db))
+    got = _by_behaviour(_stored(db))
+    flaky = [got["flaky/b1"], got["flaky/b2"]]
+    assert [r.status for r in flaky] == ["ok", "ok"]  # the first process crashed, the retry measured
+    crashed = [r for r in flaky if r.details.get("attempts")]
+    assert len(crashed) == 1 and crashed[0].details["attempts"][0]["kind"] == "signal"
+    assert not any("repetition" in reason and "failed" in reason for reason in crashed[0].verdict["reasons"])
+    segv = got["segfault/b1"]
+    assert segv.status == "failed" and [a["attempt"] for a in segv.details["attempts"]] == [1, 2]
+
+    again = run_sweep(sweep, str(db))  # nothing left: failed repetitions count as finished ...
+    assert again.measured_now == 0
+    retried = run_sweep(sweep, str(db), retry_failed=True)  # ... unless asked to measure them again
+    assert retried.measured_now == 2
+    segv = _by_behaviour(_stored(db))["segfault/b1"]
+    assert [a["attempt"] for a in segv.details["attempts"]] == [1, 2, 3, 4]
