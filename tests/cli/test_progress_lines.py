@@ -12,6 +12,8 @@ import pytest
 from helpers.fake_engines import env
 from helpers.measurements import measurement
 
+from enginebench.execution.messages import Done, Loaded, Loading, Measured, Started
+
 pytestmark = pytest.mark.serial  # its lines race a run's cells and bound its expected time
 
 
@@ -98,14 +100,14 @@ def test_the_orchestrator_reports_each_load_with_its_time(titles, minilm):
                              timeout_s=60))
 
     def child(job, timed_out):
-        yield ("start", 0)
-        yield ("loading", 0)
+        yield Started(0)
+        yield Loading(0)
         time.sleep(0.2)
-        yield ("loaded", 0)
-        yield ("result", 0, measurement())
-        yield ("start", 1)
-        yield ("result", 1, measurement())
-        yield ("done",)
+        yield Loaded(0)
+        yield Measured(0, measurement())
+        yield Started(1)
+        yield Measured(1, measurement())
+        yield Done()
 
     orch._child_messages, orch._references = child, lambda: None
     loads = []

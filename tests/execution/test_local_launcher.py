@@ -4,6 +4,7 @@
 from helpers.measurements import measurement
 
 from enginebench.execution.local import LocalLauncher
+from enginebench.execution.messages import Died, Done, Measured, Started
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Plan
 
@@ -25,8 +26,8 @@ def _orchestrator(titles, minilm, scripts):
 
 
 def test_a_child_dying_after_its_last_result_loses_nothing(titles, minilm):
-    script = [("start", 0), ("result", 0, measurement()), ("start", 1), ("result", 1, measurement()),
-              ("start", 2), ("result", 2, measurement()), ("died", "child process killed by SIGABRT")]
+    script = [Started(0), Measured(0, measurement()), Started(1), Measured(1, measurement()),
+              Started(2), Measured(2, measurement()), Died("child process killed by SIGABRT")]
     orch, started = _orchestrator(titles, minilm, [script])
     results = []
     orch.run(lambda index, result: results.append(result))
@@ -35,8 +36,8 @@ def test_a_child_dying_after_its_last_result_loses_nothing(titles, minilm):
 
 
 def test_a_crash_costs_the_running_cell_and_a_fresh_child_takes_the_rest(titles, minilm):
-    first = [("start", 0), ("result", 0, measurement()), ("start", 1), ("died", "child process killed by SIGSEGV")]
-    second = [("start", 2), ("result", 2, measurement()), ("done",)]
+    first = [Started(0), Measured(0, measurement()), Started(1), Died("child process killed by SIGSEGV")]
+    second = [Started(2), Measured(2, measurement()), Done()]
     orch, started = _orchestrator(titles, minilm, [first, second])
     results = []
     orch.run(lambda index, result: results.append(result))
@@ -46,8 +47,8 @@ def test_a_crash_costs_the_running_cell_and_a_fresh_child_takes_the_rest(titles,
 
 
 def test_a_child_dying_before_it_starts_a_cell_fails_the_next_pending_one(titles, minilm):
-    scripts = [[("died", "child process exited with code 1")], [("start", 1), ("result", 1, measurement()),
-                                                                  ("start", 2), ("result", 2, measurement()), ("done",)]]
+    scripts = [[Died("child process exited with code 1")], [Started(1), Measured(1, measurement()),
+                                                                  Started(2), Measured(2, measurement()), Done()]]
     orch, started = _orchestrator(titles, minilm, scripts)
     results = []
     orch.run(lambda index, result: results.append(result))

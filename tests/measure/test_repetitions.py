@@ -7,6 +7,7 @@ import pytest
 from helpers.measurements import measurement, two_engine_plan
 
 from enginebench.execution.local import LocalLauncher
+from enginebench.execution.messages import CellFailed, Done, Measured, Started
 from enginebench.execution.records import CellHistory
 from enginebench.measure.stats import bootstrap_ci, median_over_processes, summarize
 from enginebench.measure.timing import StoppingRule
@@ -118,12 +119,12 @@ def _scripted(orch: LocalLauncher, fail: set[tuple[int, int]] = frozenset()):
     def child_messages(job, timed_out):
         started.append([index for index, _ in job.cells])
         for index, _ in job.cells:
-            yield ("start", index)
+            yield Started(index)
             if (len(started) - 1, index) in fail:
-                yield ("error", index, "RuntimeError: boom", "")
+                yield CellFailed(index, "RuntimeError: boom")
             else:
-                yield ("result", index, measurement(np.full(12, 1_000_000 + 1000 * index)))
-        yield ("done",)
+                yield Measured(index, measurement(np.full(12, 1_000_000 + 1000 * index)))
+        yield Done()
 
     orch._child_messages = child_messages
     orch._references = lambda: None

@@ -12,6 +12,7 @@ from helpers.fake_engines import SleepFactory
 from helpers.measurements import measurement, two_engine_plan
 from helpers.serving import WORKLOAD, prompt_set, server_cell, trace_run
 
+from enginebench.execution.messages import Done, Measured, Started, TrialStarted
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 
@@ -244,17 +245,17 @@ def test_a_search_is_timed_per_loadgen_run_each_allowed_its_expected_length(titl
 
     def child_messages(job, timed_out):
         for index, _ in job.cells:
-            yield ("start", index)
+            yield Started(index)
             if not seen:
                 for expected_s in (0.6, 0.6):  # two trials, each longer than --timeout, within their length
-                    yield ("trial", index, expected_s)
+                    yield TrialStarted(index, expected_s)
                     time.sleep(0.5)
                     seen.append(timed_out())
-                yield ("trial", index, 0.0)
+                yield TrialStarted(index, 0.0)
                 time.sleep(0.3)
                 seen.append(timed_out())
-            yield ("result", index, measurement(np.full(12, 1_000_000)))
-        yield ("done",)
+            yield Measured(index, measurement(np.full(12, 1_000_000)))
+        yield Done()
 
     orch._child_messages = child_messages
     orch._references = lambda: None

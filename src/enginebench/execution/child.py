@@ -11,6 +11,16 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from enginebench.execution.messages import (
+    CellFailed,
+    Done,
+    Loaded,
+    Loading,
+    Measured,
+    References,
+    Started,
+    TrialStarted,
+)
 from enginebench.measure import cpu_features
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.plan import Cell, Job
@@ -81,7 +91,7 @@ class SessionFactory:
 
 
 def child_main(job: Job, out, go=None) -> None:
-    """Entry point of the child process. Messages: start, loading, loaded, result, error, reference, done.
+    """Entry point of the child process; what it sends `out` is in messages.py.
     With `go`, after each result or error the child waits for the parent's word before measuring on: the parent
     builds and stores results while no cell is measured, so its work never shares the cores with a measurement."""
     try:
@@ -107,14 +117,14 @@ def _measure(job: Job, out, go=None) -> None:
                              tuple(job.workloads.values()))
     if job.reference_only:
         _send_references(factory, job, out)
-        out.put(("done",))
+        out.put(Done())
         return
     cache: dict = {}  # the job's: its shared session, its load facts, fidelity by workload
 
     def session():
         """The job's one session, loaded on first use (the parent applies --load-timeout until "loaded")."""
         if "session" not in cache and "load_error" not in cache:
-            out.put(("loading", cache["index"]))
+            out.put(Loading(cache["index"]))
             try:
                 t0 = time.perf_counter()
                 cache["session"] = factory()
@@ -122,31 +132,31 @@ def _measure(job: Job, out, go=None) -> None:
                 cache["load_peak_rss_mb"] = peak_rss_mb()
             except Exception as e:
                 cache["load_error"] = f"load failed: {type(e).__name__}: {e}"
-            out.put(("loaded", cache["index"]))
+            out.put(Loaded(cache["index"]))
         if "load_error" in cache:
             raise LoadFailed(cache["load_error"])
         return cache["session"]
 
     for index, cell in job.cells:
-        out.put(("start", index))
+        out.put(Started(index))
         cache["index"] = index
         run = CellRun(cell=cell, workload=job.workloads.get(cell.workload), rule=job.rule, factory=factory,
                       model_kind=job.model.kind, precision=job.precision, references=job.references,
-                      session=session, loading=lambda i=index: out.put(("loading", i)),
-                      loaded=lambda i=index: out.put(("loaded", i)), cache=cache, repetition=job.repetition,
-                      trial_started=lambda expected_s, i=index: out.put(("trial", i, expected_s)))
+                      session=session, loading=lambda i=index: out.put(Loading(i)),
+                      loaded=lambda i=index: out.put(Loaded(i)), cache=cache, repetition=job.repetition,
+                      trial_started=lambda expected_s, i=index: out.put(TrialStarted(i, expected_s)))
         try:
             started = time.time()
             m = scenario_class(cell.scenario).measure(run)
             m.details["measured_between"] = [started, time.time()]  # epoch s: loading included, if it loaded
-            out.put(("result", index, m))
+            out.put(Measured(index, m))
         except LoadFailed as e:
-            out.put(("error", index, str(e), ""))
+            out.put(CellFailed(index, str(e)))
         except Exception as e:  # one cell's failure is recorded; the next cell still runs
-            out.put(("error", index, f"{type(e).__name__}: {e}", traceback.format_exc()))
+            out.put(CellFailed(index, f"{type(e).__name__}: {e}", traceback.format_exc()))
         if go is not None:
             go.get()
-    out.put(("done",))
+    out.put(Done())
 
 
 GREEDY_PROMPTS = 2  # prompts the reference generates from for greedy agreement
@@ -168,12 +178,12 @@ def _send_references(factory: SessionFactory, job: Job, out) -> None:
     try:
         session = factory()
         if job.model.kind == "decoder":
-            out.put(("reference", _decoder_references(session, job)))
+            out.put(References(_decoder_references(session, job)))
             return
         refs = {name: session.run(session.prepare(w.fidelity_inputs())) for name, w in job.workloads.items()}
-        out.put(("reference", refs))
+        out.put(References(refs))
     except Exception as e:
-        out.put(("error", -1, f"reference failed: {type(e).__name__}: {e}", traceback.format_exc()))
+        out.put(CellFailed(-1, f"reference failed: {type(e).__name__}: {e}", traceback.format_exc()))
 
 
 __all__ = ["child_main", "SessionFactory", "Cell", "limit_threads"]

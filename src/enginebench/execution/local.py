@@ -26,6 +26,17 @@ import numpy as np
 from enginebench.engines import engine_class
 from enginebench.execution.child import child_main
 from enginebench.execution.faults import Failure, describe_exit, over_memory
+from enginebench.execution.messages import (
+    CellFailed,
+    Died,
+    Done,
+    Loaded,
+    Loading,
+    Measured,
+    References,
+    Started,
+    TrialStarted,
+)
 from enginebench.execution.records import CellHistory, measurement_record
 from enginebench.measure import cpu_features
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
@@ -232,23 +243,24 @@ class LocalLauncher:
             return None
 
         for msg in self._child_messages(job, timed_out):
-            if msg[0] == "reference":
-                refs = msg[1]
-            elif msg[0] == "error":
-                self.reference_error = msg[2]
-            elif msg[0] == "died":
-                self.reference_error = f"reference engine: {_failure(msg).reason}"
+            match msg:
+                case References(outputs):
+                    refs = outputs
+                case CellFailed(_, error):
+                    self.reference_error = error
+                case Died():
+                    self.reference_error = f"reference engine: {msg.as_failure().reason}"
         return refs
 
     def _child_messages(self, job: Job, timed_out: Callable[[], Failure | None]):
-        """Start a child for `job` and yield its messages; ends with ("died", Failure) if it did not finish.
+        """Start a child for `job` and yield its messages (messages.py); ends with Died if it did not finish.
         `timed_out()` returns why the child is abandoned (or None while it may go on); the child is also
         abandoned when it and its workers hold more than plan.max_memory_mb."""
         out, go = self.ctx.Queue(), self.ctx.Queue()
         proc = self.ctx.Process(target=child_main, args=(job, out, go), daemon=False)
         proc.start()
         checked = time.monotonic()
-        finished = False  # it sent "done": let it exit on its own; abandoned any other way, it is killed at once
+        finished = False  # it sent Done: let it exit on its own; abandoned any other way, it is killed at once
         poll = _MEMORY_POLL_S if self.plan.max_memory_mb else _POLL_S
         try:
             while True:
@@ -258,9 +270,9 @@ class LocalLauncher:
                     msg = None
                 if msg is not None:
                     yield msg  # resumed once the caller has recorded it: only then may the child measure on
-                    if msg[0] in ("result", "error"):
+                    if isinstance(msg, (Measured, CellFailed)):
                         go.put(True)
-                    if msg[0] == "done":
+                    if isinstance(msg, Done):
                         finished = True
                         return
                     if time.monotonic() - checked < poll:
@@ -268,18 +280,18 @@ class LocalLauncher:
                 checked = time.monotonic()
                 if why := timed_out() or over_memory(proc.pid, self.plan.max_memory_mb):
                     self._kill(proc)
-                    yield ("died", why)
+                    yield Died(why)
                     return
                 if msg is None and not proc.is_alive():
                     try:  # drain what it sent before dying
                         while True:
                             msg = out.get(timeout=0.5)
                             yield msg
-                            if msg[0] == "done":
+                            if isinstance(msg, Done):
                                 return
                     except queue_mod.Empty:
                         pass
-                    yield ("died", describe_exit(proc.exitcode))
+                    yield Died(describe_exit(proc.exitcode))
                     return
         except KeyboardInterrupt:  # Ctrl-C: the child is in its own process group, so end it now, not later
             self._kill(proc)
@@ -350,35 +362,35 @@ class LocalLauncher:
 
             attempt = replace(job, cells=[(index, pending[index]) for index in order if index in pending])
             for msg in self._child_messages(attempt, timed_out):
-                kind = msg[0]
-                if kind == "start":
-                    current.update(index=msg[1], since=time.monotonic(), loading=False, expected=0.0)
-                    self.on_start(pending[msg[1]])
-                elif kind in ("loading", "loaded"):
-                    took = time.monotonic() - current["since"] if kind == "loaded" else None
-                    current.update(since=time.monotonic(), loading=kind == "loading")
-                    if msg[1] in pending:
-                        self.on_load(pending[msg[1]], took)
-                elif kind == "trial":
-                    current.update(since=time.monotonic(), loading=False, expected=msg[2])
-                elif kind == "result":
-                    pending.pop(msg[1])
-                    record(msg[1], msg[2])
-                    current["index"] = None
-                elif kind == "error":
-                    pending.pop(msg[1])
-                    record(msg[1], Failure(msg[2], "error"))
-                    current["index"] = None
-                elif kind == "died":
-                    if not pending:  # it died after sending its last result: nothing was lost
+                match msg:
+                    case Started(index):
+                        current.update(index=index, since=time.monotonic(), loading=False, expected=0.0)
+                        self.on_start(pending[index])
+                    case Loading(index) | Loaded(index):
+                        took = time.monotonic() - current["since"] if isinstance(msg, Loaded) else None
+                        current.update(since=time.monotonic(), loading=isinstance(msg, Loading))
+                        if index in pending:
+                            self.on_load(pending[index], took)
+                    case TrialStarted(_, expected_s):
+                        current.update(since=time.monotonic(), loading=False, expected=expected_s)
+                    case Measured(index, measurement):
+                        pending.pop(index)
+                        record(index, measurement)
+                        current["index"] = None
+                    case CellFailed(index, error):
+                        pending.pop(index)
+                        record(index, Failure(error, "error"))
+                        current["index"] = None
+                    case Died():
+                        if not pending:  # it died after sending its last result: nothing was lost
+                            break
+                        index = current["index"] if current["index"] is not None else next(
+                            i for i in order if i in pending)
+                        cell = pending.pop(index)
+                        if current["index"] is None:
+                            self.on_start(cell)
+                        record(index, msg.as_failure())
                         break
-                    index = current["index"] if current["index"] is not None else next(
-                        i for i in order if i in pending)
-                    cell = pending.pop(index)
-                    if current["index"] is None:
-                        self.on_start(cell)
-                    record(index, _failure(msg))
-                    break
 
 
 def model_structure(folder: str) -> dict | None:
@@ -392,11 +404,6 @@ def model_structure(folder: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return encoder_structure(config) if isinstance(config, dict) else None
-
-
-def _failure(died: tuple) -> Failure:
-    """The Failure of a ("died", ...) message (a bare reason: a crash of unknown kind)."""
-    return died[1] if isinstance(died[1], Failure) else Failure(str(died[1]), "signal")
 
 
 __all__ = ["LocalLauncher", "describe_exit"]

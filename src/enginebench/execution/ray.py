@@ -31,6 +31,7 @@ from typing import Callable
 from enginebench.errors import UsageError
 from enginebench.execution.faults import Failure
 from enginebench.execution.local import LocalLauncher
+from enginebench.execution.messages import CellStarted, JobEnded, JobLost, NodeReferences, NodeStarted, Outcome
 from enginebench.execution.records import CellHistory
 from enginebench.plan import Job, Plan
 from enginebench.scenarios.base import Measurement
@@ -133,33 +134,33 @@ def node_info() -> dict:
 
 
 def run_on_node(plan: Plan, job: Job | None):
-    """The Ray task (a generator): ("node", node_info(), engine version) first; then, for a job, ("start", cell)
-    and ("outcome", index, Measurement or Failure, earlier failed attempts) as local.py's orchestrator measures
-    each cell; for job None, ("reference", reference outputs, why there are none)."""
+    """The Ray task (a generator of messages.py's records): NodeStarted first; then, for a job, CellStarted and
+    Outcome (a Measurement or a Failure, with the earlier failed attempts) as local.py's launcher measures each
+    cell; for job None, NodeReferences (the reference outputs, or why there are none)."""
     from enginebench.engines import engine_class
 
-    yield ("node", node_info(), engine_class(job.engine).version() if job else None)
+    yield NodeStarted(node_info(), engine_class(job.engine).version() if job else None)
     local = LocalLauncher(plan)
     if job is None:
         references = local._references()
-        yield ("reference", references, local.reference_error)
+        yield NodeReferences(references, local.reference_error)
         return
     messages: queue.Queue = queue.Queue()
-    local.on_start = lambda cell: messages.put(("start", cell))
+    local.on_start = lambda cell: messages.put(CellStarted(cell))
 
     def work():  # in a thread, so that this generator can yield while the orchestrator's callbacks run
         try:
             local._run_with_retries(job, lambda index, outcome, failures: messages.put(
-                ("outcome", index, outcome, failures)))
+                Outcome(index, outcome, failures)))
         except Exception as e:
-            messages.put(("raised", e))
+            messages.put(e)
         finally:
             messages.put(None)
 
     threading.Thread(target=work, daemon=True).start()
     while (msg := messages.get()) is not None:
-        if msg[0] == "raised":
-            raise msg[1]
+        if isinstance(msg, Exception):
+            raise msg
         yield msg
 
 
@@ -354,32 +355,32 @@ class _Dispatcher:
         try:
             for ref in work.task:
                 self.inbox.put((work, ray.get(ref)))
-            self.inbox.put((work, ("end",)))
+            self.inbox.put((work, JobEnded()))
         except Exception as e:
-            self.inbox.put((work, ("lost", e)))
+            self.inbox.put((work, JobLost(e)))
 
-    def _handle(self, work: _Work, msg: tuple) -> None:
-        launcher, kind = work.launcher, msg[0]
-        if kind == "node":
-            work.info, work.version = msg[1], msg[2]
-        elif kind == "start":
-            launcher.on_start(msg[1])
-        elif kind == "outcome":
-            _, index, outcome, failures = msg
-            work.job.cells = [(i, c) for i, c in work.job.cells if i != index]
-            if isinstance(outcome, Measurement):
-                outcome.details["node"] = {"hostname": work.info.get("hostname"),
-                                           "ray_node_id": work.info.get("ray_node_id")}
-            launcher.cell_nodes[index] = work.info
-            launcher.cell_versions[index] = work.version
-            launcher.record(work.repetition, index, outcome, failures)
-        elif kind == "reference":
-            self._references_known(launcher, msg[1], msg[2])
-        elif kind == "end":
-            del self.running[work.node.node_id]
-        elif kind == "lost":
-            del self.running[work.node.node_id]
-            self._lost(work, msg[1])
+    def _handle(self, work: _Work, msg) -> None:
+        launcher = work.launcher
+        match msg:
+            case NodeStarted(info, version):
+                work.info, work.version = info, version
+            case CellStarted(cell):
+                launcher.on_start(cell)
+            case Outcome(index, outcome, failures):
+                work.job.cells = [(i, c) for i, c in work.job.cells if i != index]
+                if isinstance(outcome, Measurement):
+                    outcome.details["node"] = {"hostname": work.info.get("hostname"),
+                                               "ray_node_id": work.info.get("ray_node_id")}
+                launcher.cell_nodes[index] = work.info
+                launcher.cell_versions[index] = work.version
+                launcher.record(work.repetition, index, outcome, failures)
+            case NodeReferences(references, error):
+                self._references_known(launcher, references, error)
+            case JobEnded():
+                del self.running[work.node.node_id]
+            case JobLost(error):
+                del self.running[work.node.node_id]
+                self._lost(work, error)
 
     @staticmethod
     def _references_known(launcher: RayLauncher, references, error: str | None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from html import escape
-from pathlib import Path
 from typing import ClassVar
 
 from enginebench.analysis.recommend import Constraints, recommend
