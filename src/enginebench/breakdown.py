@@ -60,7 +60,7 @@ def time_blocks(engine: str, blocks: list[tuple[Block, Path]], whole: Path, batc
                 rule: StoppingRule, threads: int, options: dict[str, str]) -> list[np.ndarray]:
     """In the engine's own process: load every block, chain them once per batch to get each block's real
     inputs, then time each block on those inputs, and the whole graph last. Returns samples in ns."""
-    from enginebench.execution.child import limit_threads
+    from enginebench.measuring_process import limit_threads
 
     limit_threads(threads)
     from enginebench.engines import require_engine

@@ -14,7 +14,8 @@ from helpers.compared_runs import CONFIG, MACHINE, broken_runs, make_result
 from rich.console import Console
 
 import enginebench
-from enginebench.analysis.compare import compare_runs, render
+from enginebench.analysis.compare import compare_runs
+from enginebench.formats.tables.comparison import render
 from enginebench.store.database import ResultStore
 from enginebench.store.model import Run
 

@@ -104,7 +104,7 @@ import json, sys
 sys.path[:0] = sys.argv[1:]
 from helpers.sessions import load_session
 from helpers.tiny_llama import tiny_llama_spec
-from enginebench.execution.child import limit_threads
+from enginebench.measuring_process import limit_threads
 limit_threads(2)  # as every measuring process: threads, and the kernel caps of ENGINEBENCH_CPU_FEATURES
 session = load_session("ctranslate2", tiny_llama_spec(), "int8")
 print(json.dumps(session.details))

@@ -117,7 +117,7 @@ def test_a_narrowed_cpu_is_recorded_and_reaches_the_measuring_process(monkeypatc
     assert info["cpu_features"]["narrowed_to"] == "avx2"
     assert not {"avx512f", "avx512_vnni", "avx512_bf16", "amx_int8"} & set(info["cpu_flags"])
     # a measuring process sets its libraries' environment through child.limit_threads before loading one
-    probe = ("import json, os; from enginebench.execution.child import limit_threads; limit_threads(1); "
+    probe = ("import json, os; from enginebench.measuring_process import limit_threads; limit_threads(1); "
              "print(json.dumps({k: os.environ.get(k) for k in %r}))" % (tuple(features.KERNEL_CAPS),))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items()})

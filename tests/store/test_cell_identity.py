@@ -10,7 +10,8 @@ from test_recommend import CONFIG as REC_CONFIG
 from test_recommend import MACHINE as REC_MACHINE
 from test_recommend import _result
 
-from enginebench.analysis.compare import compare_runs, notes
+from enginebench.analysis.compare import compare_runs
+from enginebench.formats.tables.comparison import notes
 from enginebench.analysis.recommend import Constraints, recommend
 from enginebench.store.identity import Matching, cell_identity
 from enginebench.store.model import Run

@@ -21,49 +21,11 @@ from enginebench.execution.messages import (
     Started,
     TrialStarted,
 )
-from enginebench.measure import cpu_features
 from enginebench.measure.memory import peak_rss_mb
+from enginebench.measuring_process import die_with_parent, limit_threads, quiet_library_logs
 from enginebench.plan import Cell, Job
 from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, LoadFailed
 from enginebench.scenarios.registry import scenario_class
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
-
-
-def limit_threads(threads: int) -> None:
-    """Set what the libraries read when they load: their thread pools, and the kernel caps of a narrowed CPU
-    (ENGINEBENCH_CPU_FEATURES). Call before any engine library is imported."""
-    for var in _THREAD_VARS:
-        os.environ[var] = str(threads)
-    cpu_features.apply_kernel_caps()
-
-
-# Libraries that log, in every measuring process, what does not concern a CPU benchmark: torchao (imported by
-# transformers whenever it is installed) about its CUDA-only extensions, torch's pytree about deprecations.
-_QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
-
-
-def quiet_library_logs() -> None:
-    import logging
-
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def die_with_parent() -> None:
-    """Be killed when the process that started this one dies (Linux's PR_SET_PDEATHSIG): an orchestrator
-    ended by `kill -9` or a closed terminal leaves no child measuring on, unseen, beside the resumed sweep."""
-    import ctypes
-    import multiprocessing
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's own clean-up is all there is
-        return
-    parent = multiprocessing.parent_process()
-    if parent is not None and os.getppid() != parent.pid:  # it died before the line above
-        os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -186,4 +148,4 @@ def _send_references(factory: SessionFactory, job: Job, out) -> None:
         out.put(CellFailed(-1, f"reference failed: {type(e).__name__}: {e}", traceback.format_exc()))
 
 
-__all__ = ["child_main", "SessionFactory", "Cell", "limit_threads"]
+__all__ = ["child_main", "SessionFactory"]

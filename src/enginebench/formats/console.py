@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from rich.console import Console
 
-from enginebench.analysis import compare
+from enginebench.formats.tables import comparison
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
 from enginebench.formats.md import Markdown, to_markdown
 from enginebench.formats.tables.decoder import is_decoder_result, render_decoder_table
@@ -66,7 +66,7 @@ class ConsoleTable(Format):
 
     def show(self, subject: Subject) -> None:
         if subject_kind(subject) == COMPARISON:
-            compare.render(subject, self.console)
+            comparison.render(subject, self.console)
         else:
             render(subject[0], self.console)
 

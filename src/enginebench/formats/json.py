@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from enginebench.analysis import compare
+from enginebench.formats.tables import comparison
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
 from enginebench.formats.tables.decoder import decoder_notes, is_decoder_result
 from enginebench.formats.tables.encoder import notes
@@ -41,7 +41,7 @@ class Json(Format):
 
     def text(self, subject: Subject) -> str:
         if subject_kind(subject) == COMPARISON:
-            return compare.to_json(subject) + "\n"
+            return comparison.to_json(subject) + "\n"
         return to_json(subject[0])
 
 

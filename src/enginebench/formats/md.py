@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from enginebench.analysis import compare
+from enginebench.formats.tables import comparison
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
 from enginebench.formats.tables.decoder import decoder_markdown, is_decoder_result
 from enginebench.formats.tables.encoder import measured_how, notes, table_rows
@@ -45,7 +45,7 @@ class Markdown(Format):
 
     def text(self, subject: Subject) -> str:
         if subject_kind(subject) == COMPARISON:
-            return compare.to_markdown(subject)
+            return comparison.to_markdown(subject)
         return to_markdown(subject[0])
 
 

@@ -56,7 +56,7 @@ class OpMeasurement:
 
 def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads: int) -> list[OpMeasurement]:
     """In the engine's own process: every case in turn; one case's failure is its row's, not the engine's."""
-    from enginebench.execution.child import die_with_parent, limit_threads
+    from enginebench.measuring_process import die_with_parent, limit_threads
 
     limit_threads(threads)
     die_with_parent()
