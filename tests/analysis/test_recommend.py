@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers.recommended_runs import REC_CONFIG, REC_MACHINE, ranked_result
 
 from enginebench.analysis.recommend import Constraints, recommend, reproduce_command
 from enginebench.errors import UsageError
@@ -20,38 +21,12 @@ from enginebench.store.database import ResultStore
 from enginebench.store.derive import build_result
 from enginebench.store.model import Result, Run
 
-MACHINE = {"hostname": "box", "cpu": "Test CPU", "logical_cores": 4}
-CONFIG = {"argv": ["--model", "minilm", "--workload", "titles"], "model": {"name": "minilm"},
-          "stopping_rule": {"duration_s": 2.0, "min_samples": 20, "warmup_s": 0.5, "min_warmup": 2},
-          "repeat": 3, "order_seed": 0}
-
-
-def _result(engine, median_ms, *, precision="fp32", scenario="latency", workload="titles", batch=1, workers=1,
-            threads=2, fidelity=1.0, rss=200.0, warn=False, seed=0, options=None, quantization=None) -> Result:
-    """A result built from raw samples as the orchestrator builds it: 3 processes, 1% noise."""
-    rng = np.random.default_rng(seed)
-    measured = []
-    for rep in range(3):
-        samples = (median_ms * 1e6 * (1 + 0.01 * rng.standard_normal(60))).astype(np.int64)
-        parts = np.array_split(samples, workers)
-        measured.append((rep, Measurement(worker_samples=parts, items_per_call=batch, tokens_per_item=13.0,
-                                          load_s=1.0, peak_rss_mb=rss, executed_precision=precision,
-                                          wall_s=float(samples.sum()) / 1e9 / workers)))
-    cell = Cell(engine, precision, scenario, workload, batch, workers, threads)
-    r = build_result(cell, measured, model="minilm", seq_len=16, engine_version="1",
-                     engine_options={"threads": threads, **(options or {})},
-                     details={"quantization": quantization} if quantization else {})
-    r.fidelity = {"metric": "min_cosine", "value": fidelity, "ok": fidelity >= threshold_for(precision),
-                  "threshold": threshold_for(precision)}
-    r.verdict = {"ok": not warn, "reasons": ["CV 25% > 10%: noisy machine or unstable engine"] if warn else []}
-    return r
-
 
 def _failed(engine, status="failed") -> Result:
     return Result(engine, "minilm", "fp32", "latency", "titles", 1, 16, 1, 2, status=status, error="boom")
 
 
-def _run(results, run_id="run-1", created="2026-11-25T10:00:00+00:00", machine=MACHINE, config=CONFIG) -> Run:
+def _run(results, run_id="run-1", created="2026-11-25T10:00:00+00:00", machine=REC_MACHINE, config=REC_CONFIG) -> Run:
     return Run(run_id, created, dict(machine), dict(config), results)
 
 
@@ -59,16 +34,16 @@ def _run(results, run_id="run-1", created="2026-11-25T10:00:00+00:00", machine=M
 def mixed():
     """Fastest first: each faster one is disqualified by one constraint; onnxruntime fp32 is the best that passes."""
     return _run([
-        _result("torch", 20.0, seed=1),
-        _result("sentence-transformers", 30.0, seed=2),
-        _result("onnxruntime", 10.0, seed=3, options={"graph_optimization": "basic"}),
-        _result("onnxruntime", 5.0, precision="int8", fidelity=0.98, seed=4,
+        ranked_result("torch", 20.0, seed=1),
+        ranked_result("sentence-transformers", 30.0, seed=2),
+        ranked_result("onnxruntime", 10.0, seed=3, options={"graph_optimization": "basic"}),
+        ranked_result("onnxruntime", 5.0, precision="int8", fidelity=0.98, seed=4,
                 quantization={"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 0.67}),
-        _result("openvino", 4.0, rss=900.0, seed=5),
-        _result("tinygrad", 3.0, warn=True, seed=6),
+        ranked_result("openvino", 4.0, rss=900.0, seed=5),
+        ranked_result("tinygrad", 3.0, warn=True, seed=6),
         _failed("jax"),
         _failed("ctranslate2", "skipped"),
-        _result("torch", 15.0, batch=8, seed=7),
+        ranked_result("torch", 15.0, batch=8, seed=7),
     ])
 
 
@@ -97,14 +72,14 @@ def test_loosening_a_constraint_admits_what_it_excluded(mixed):
 
 
 def test_an_fp32_result_below_its_own_threshold_is_excluded_even_above_min_fidelity():
-    broken = _result("onnxruntime", 5.0, fidelity=0.995)  # fine for int8, a bug in fp32
-    rec = recommend([_run([_result("torch", 20.0), broken])], Constraints(objective="latency"))
+    broken = ranked_result("onnxruntime", 5.0, fidelity=0.995)  # fine for int8, a bug in fp32
+    rec = recommend([_run([ranked_result("torch", 20.0), broken])], Constraints(objective="latency"))
     assert rec.best.engine == "torch" and rec.excluded == {"fidelity check failed (full precision differs from the reference)": 1}
     assert rec.versus[0].speedup is None and "itself" in rec.versus[0].text()
 
 
 def test_none_qualifies_says_why_and_how_to_fix_it():
-    run = _run([_result("torch", 20.0, warn=True), _result("onnxruntime", 10.0, fidelity=0.9, precision="int8"),
+    run = _run([ranked_result("torch", 20.0, warn=True), ranked_result("onnxruntime", 10.0, fidelity=0.9, precision="int8"),
                 _failed("jax")])
     rec = recommend([run], Constraints())
     assert rec.best is None and rec.command is None
@@ -115,9 +90,9 @@ def test_none_qualifies_says_why_and_how_to_fix_it():
 
 
 def test_throughput_judges_items_per_second_of_both_scenarios():
-    run = _run([_result("torch", 20.0, threads=4), _result("torch", 30.0, scenario="throughput", workers=4, threads=1),
-                _result("onnxruntime", 12.0, scenario="throughput", workers=4, threads=1, seed=2),
-                _result("onnxruntime", 8.0, batch=8, threads=4, seed=3)])
+    run = _run([ranked_result("torch", 20.0, threads=4), ranked_result("torch", 30.0, scenario="throughput", workers=4, threads=1),
+                ranked_result("onnxruntime", 12.0, scenario="throughput", workers=4, threads=1, seed=2),
+                ranked_result("onnxruntime", 8.0, batch=8, threads=4, seed=3)])
     rec = recommend([run], Constraints(objective="throughput"))
     # 4 workers x 1 item / 12 ms = 333 items/s; 8 items / 8 ms = 1000 items/s in one session: the batch wins
     assert (rec.best.scenario, rec.best.batch_size) == ("latency", 8)
@@ -131,11 +106,11 @@ def test_throughput_judges_items_per_second_of_both_scenarios():
 
 
 def test_other_machines_and_several_workloads():
-    here = _run([_result("torch", 20.0)], created="2026-11-25T12:00:00+00:00")
-    there = _run([_result("onnxruntime", 1.0)], run_id="run-0", machine={**MACHINE, "cpu": "Other CPU"})
+    here = _run([ranked_result("torch", 20.0)], created="2026-11-25T12:00:00+00:00")
+    there = _run([ranked_result("onnxruntime", 1.0)], run_id="run-0", machine={**REC_MACHINE, "cpu": "Other CPU"})
     rec = recommend([here, there], Constraints(objective="latency"))
     assert rec.best.engine == "torch" and rec.excluded == {"other machine": 1}
-    two = _run([_result("torch", 20.0), _result("torch", 50.0, workload="corpus")])
+    two = _run([ranked_result("torch", 20.0), ranked_result("torch", 50.0, workload="corpus")])
     with pytest.raises(UsageError, match="several workloads .*--workload"):
         recommend([two], Constraints())
     assert recommend([two], Constraints(workload="corpus")).excluded == {"other workload": 1}
@@ -154,7 +129,7 @@ def test_the_command_reproduces_the_configuration(mixed):
     from enginebench.config import RunConfig
     from enginebench.planning import plan_from_config
 
-    throughput = _result("onnxruntime", 12.0, scenario="throughput", workers=2, threads=1,
+    throughput = ranked_result("onnxruntime", 12.0, scenario="throughput", workers=2, threads=1,
                          options={"graph_optimization": "basic", "inter_op_threads": 1})
     for result in (mixed.results[2], throughput):
         argv = shlex.split(reproduce_command(result, mixed))
@@ -178,7 +153,7 @@ def test_decoders_are_judged_on_decode_tokens_per_second():
                       decode_tokens_per_s={"median": batch * 1e3 / step_ms, "ci95": None})
 
     run = _run([tg("torch", 20.0), tg("llamacpp", 10.0), tg("llamacpp", 5.0, workload="pp512")],
-               config={**CONFIG, "argv": ["--model", "smollm2-135m"], "model": {"name": "smollm2-135m"}})
+               config={**REC_CONFIG, "argv": ["--model", "smollm2-135m"], "model": {"name": "smollm2-135m"}})
     rec = recommend([run], Constraints(objective="latency"))
     assert rec.best.engine == "llamacpp" and rec.figure.unit == "tokens/s" and rec.versus[0].speedup.value == 2.0
     assert rec.excluded == {"pp test (decoders are judged on tg tests)": 1}
@@ -250,9 +225,9 @@ def test_a_faster_result_left_out_only_for_noise_is_named_beside_the_pick(mixed)
     assert rec.best.engine == "openvino"  # tinygrad (3 ms) is faster but warns
     note = next(n for n in rec.notes if n.startswith("left out for its warn verdict only"))
     assert "tinygrad" in note and "1.3× quicker than the pick" in note and "--accept-warn" in note
-    slower_noise = _run([_result("torch", 20.0, warn=True), _result("onnxruntime", 10.0)])
+    slower_noise = _run([ranked_result("torch", 20.0, warn=True), ranked_result("onnxruntime", 10.0)])
     assert not recommend([slower_noise], Constraints(objective="latency")).notes  # it would not beat the pick
-    only_noise = recommend([_run([_result("torch", 20.0, warn=True)])], Constraints(objective="latency"))
+    only_noise = recommend([_run([ranked_result("torch", 20.0, warn=True)])], Constraints(objective="latency"))
     assert only_noise.best is None and "torch" in only_noise.notes[0]
 
 
@@ -271,7 +246,7 @@ def test_each_scenarios_command_remakes_its_cell_with_its_own_settings(mixed, sc
     settings = Clients(3) if scenario == "concurrency" else None
     batch = serving.max_batch if serving else 1
     cell = Cell("onnxruntime", "fp32", scenario, "titles", batch, 2, 1, serving, settings)
-    result = dataclasses.replace(_result("onnxruntime", 5.0, scenario="throughput", workers=2, threads=1, batch=batch),
+    result = dataclasses.replace(ranked_result("onnxruntime", 5.0, scenario="throughput", workers=2, threads=1, batch=batch),
                                  scenario=scenario, serving={"kind": "encoder", "settings": serving.to_dict()} if serving else None,
                                  settings=settings.to_dict() if settings else None)
     argv = shlex.split(reproduce_command(result, mixed))
@@ -335,7 +310,7 @@ def test_the_ray_launchers_result_keeps_one_machine(titles, minilm):
 def test_processes_of_two_machines_never_make_one_figure():
     """A Ray job whose node was lost: repetitions 0 and 1 on node-a, 2 on node-b. The result is node-a's, with
     node-b's repetition set apart; recommend then judges per measuring machine."""
-    from enginebench.execution.ray import RayLauncher, one_machine
+    from enginebench.execution.ray import one_machine
     from enginebench.execution.records import CellHistory
     from enginebench.store.derive import measurement_from_record
 

@@ -7,11 +7,11 @@ import re
 from html import escape
 
 import pytest
+from helpers.plotted_runs import HOSTILE, decoder_run, encoder_run, report_cli, store_runs, two_workload_run
 
 from enginebench.errors import UsageError
 from enginebench.formats import html as html_format
 from enginebench.formats.html import html_report, write_html_report
-from test_plots import HOSTILE, _cli, decoder_run, encoder_run, store_runs
 
 
 @pytest.fixture
@@ -139,7 +139,6 @@ def test_a_recommendation_that_cannot_be_made_says_why(monkeypatch):
 
 
 def test_a_run_over_two_workloads_gets_an_answer_per_workload_and_objective():
-    from test_plots import two_workload_run
 
     section = html_report([two_workload_run()])
     section = section[section.index('id="recommendation"'):section.index('id="charts"')]
@@ -152,20 +151,20 @@ def test_a_run_over_two_workloads_gets_an_answer_per_workload_and_objective():
 
 def test_the_report_command_writes_the_newest_run_by_default(stored, tmp_path, capsys):
     out = tmp_path / "report.html"
-    assert _cli()("report", "--html", str(out), "--db", str(stored)) == 0
+    assert report_cli()("report", "--html", str(out), "--db", str(stored)) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out} (run dec1)"
     assert "tg16" in out.read_text()
-    assert _cli()("report", "enc1", "dec1", "--html", str(out), "--db", str(stored)) == 0
+    assert report_cli()("report", "enc1", "dec1", "--html", str(out), "--db", str(stored)) == 0
     assert "run enc1, run dec1" in out.read_text()
 
 
 def test_the_report_command_says_what_is_wrong_in_one_line(stored, tmp_path):
     with pytest.raises(UsageError, match="no run 'x'"):
-        _cli()("report", "x", "--html", str(tmp_path / "r.html"), "--db", str(stored))
+        report_cli()("report", "x", "--html", str(tmp_path / "r.html"), "--db", str(stored))
     with pytest.raises(UsageError, match="cannot write"):
         write_html_report([encoder_run()], str(tmp_path / "missing" / "r.html"))
     with pytest.raises(UsageError, match="--html"):
-        _cli()("report", "--db", str(stored))
+        report_cli()("report", "--db", str(stored))
 
 
 def test_when_every_result_is_noisy_the_report_also_judges_them_with_their_warnings():

@@ -7,9 +7,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from helpers.plotted_runs import HOSTILE, decoder_run, encoder_run
 
 from enginebench.formats.html import write_html_report
-from test_plots import HOSTILE, decoder_run, encoder_run
 
 sync_api = pytest.importorskip("playwright.sync_api")  # pip install 'enginebench[test]'; `make test` has it
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome"))), None)

@@ -49,7 +49,7 @@ def test_column_groups_fit_the_width():
 import re  # noqa: E402
 
 import pytest  # noqa: E402
-from test_export import sample_run  # noqa: E402
+from helpers.sample_run import sample_run  # noqa: E402
 
 from enginebench.formats.console import render  # noqa: E402
 from enginebench.formats.terminal import header_lines, markdown_table  # noqa: E402

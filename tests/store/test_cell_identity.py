@@ -6,13 +6,11 @@ import dataclasses
 
 import pytest
 from helpers.compared_runs import CONFIG, MACHINE, make_result
-from test_recommend import CONFIG as REC_CONFIG
-from test_recommend import MACHINE as REC_MACHINE
-from test_recommend import _result
+from helpers.recommended_runs import REC_CONFIG, REC_MACHINE, ranked_result
 
 from enginebench.analysis.compare import compare_runs
-from enginebench.formats.tables.comparison import notes
 from enginebench.analysis.recommend import Constraints, recommend
+from enginebench.formats.tables.comparison import notes
 from enginebench.store.identity import Matching, cell_identity
 from enginebench.store.model import Run
 
@@ -106,9 +104,9 @@ def _rec_run(results, run_id, created, until=None, content="c0ffee") -> Run:
 
 
 def test_a_seq_64_result_never_competes_with_seq_128_ones():
-    full = _rec_run([_result("torch", 20.0, seed=1), _result("onnxruntime", 10.0, seed=2)], "full",
+    full = _rec_run([ranked_result("torch", 20.0, seed=1), ranked_result("onnxruntime", 10.0, seed=2)], "full",
                     "2026-11-25T10:00:00+00:00")
-    short = _result("openvino", 2.0, seed=3)
+    short = ranked_result("openvino", 2.0, seed=3)
     short.seq_len = 8  # fewer tokens per input: faster, but other work
     older = _rec_run([short], "short", "2026-11-24T10:00:00+00:00")
     rec = recommend([full, older], Constraints(objective="latency"))
@@ -117,9 +115,9 @@ def test_a_seq_64_result_never_competes_with_seq_128_ones():
 
 
 def test_a_cut_model_never_competes_with_the_whole_one():
-    whole = _rec_run([_result("torch", 20.0, seed=1), _result("onnxruntime", 10.0, seed=2)], "whole",
+    whole = _rec_run([ranked_result("torch", 20.0, seed=1), ranked_result("onnxruntime", 10.0, seed=2)], "whole",
                      "2026-11-24T10:00:00+00:00")
-    cut = _rec_run([_result("openvino", 2.0, seed=3), _result("torch", 4.0, seed=4)], "cut",
+    cut = _rec_run([ranked_result("openvino", 2.0, seed=3), ranked_result("torch", 4.0, seed=4)], "cut",
                    "2026-11-25T10:00:00+00:00", until="/encoder/layer.1/Add")
     rec = recommend([whole, cut], Constraints(objective="latency"))  # the newest run (the cut one) is judged
     assert rec.best.engine == "openvino" and rec.excluded == {"other model cut (--until)": 2}

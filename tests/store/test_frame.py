@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-from test_export import MACHINE, sample_run
+from helpers.sample_run import SAMPLE_MACHINE, sample_run
 
 from enginebench.store.frame import COLUMNS, to_frame
 from enginebench.store.labels import precision_label
@@ -18,7 +18,7 @@ def test_one_row_per_result_with_every_column_typed():
     assert list(frame.columns) == list(COLUMNS) and len(frame) == len(run.results)
     assert {c: str(t) for c, t in frame.dtypes.items()} == {c: str(pd.Series(dtype=t).dtype) for c, t in COLUMNS.items()}
     assert frame["created_at"].iloc[0] == pd.Timestamp("2026-11-25T10:15:00", tz="UTC")
-    assert set(frame["cpu"]) == {MACHINE["cpu"]} and set(frame["affinity"]) == {"0-7"}
+    assert set(frame["cpu"]) == {SAMPLE_MACHINE["cpu"]} and set(frame["affinity"]) == {"0-7"}
 
 
 def test_figures_and_cis_are_the_results_own():
