@@ -11,10 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-
-from enginebench.models import resolve_model
 from helpers.queueing import assert_bracketed
 from helpers.servers import INFINITY, INFINITY_ENV, free_port, infinity_command, serving
+
+from enginebench.models import resolve_model
+from enginebench.scenarios.requests import CLIENT_BOUND
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -54,6 +55,12 @@ def test_latency_and_concurrency_against_the_embeddings_server(server, tmp_path)
         assert f["goodput_per_s"]["value"] == pytest.approx(f["requests_per_s"]["value"])  # 10 s: all meet it
         # input tokens counted locally: a title is ~13 tokens, special tokens included
         assert all(8 * r["batch_size"] <= x["input_tokens"] <= 20 * r["batch_size"] for x in records)
+        # the client's own ceiling with as many clients, against the minimal local server: far above a real
+        # server's rate, so no row is flagged as limited by the client
+        ceiling = f["client_ceiling"]
+        assert ceiling["clients"] == (r["settings"] or {}).get("clients", 1)
+        assert ceiling["requests_per_s"] > f["requests_per_s"]["value"] and ceiling["share"] < CLIENT_BOUND
+        assert not any("client's own ceiling" in x for x in r["verdict"]["reasons"])
     clients = {r["settings"]["clients"]: r for r in results if r["scenario"] == "concurrency" and r["batch_size"] == 4}
     assert {x["client"] for x in clients[2]["repetitions"][0]["requests"]} == {0, 1}
 
@@ -69,6 +76,8 @@ def test_loadgen_poisson_arrivals_against_the_embeddings_server(server, tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     (r,) = json.loads(done.stdout)["results"]
     assert r["status"] == "ok" and r["serving"]["kind"] == "endpoint" and r["serving"]["offered_qps"] == 6
+    # measured after the clock with the client threads LoadGen's arrivals used: 6 req/s is far below it
+    assert r["figures"]["requests"]["client_ceiling"]["share"] < CLIENT_BOUND
     records = r["repetitions"][0]["requests"]
     assert len(records) >= 12 and all(x["failure"] is None for x in records)
     assert all(x["issued_ns"] <= x["sent_ns"] < x["done_ns"] for x in records)

@@ -14,12 +14,13 @@ import time
 
 import numpy as np
 import pytest
+from helpers.servers import API_KEY_ENV, free_port, llamacpp_command, serving, stop
 
 from enginebench.endpoint.client import Connection, Target
 from enginebench.endpoint.probe import probe
 from enginebench.errors import UsageError
 from enginebench.models.decoder_folder import smollm2_gguf
-from helpers.servers import API_KEY_ENV, free_port, llamacpp_command, serving, stop
+from enginebench.scenarios.requests import CLIENT_BOUND
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -143,6 +144,9 @@ def test_latency_and_concurrency_against_the_server(server, tmp_path):
         # a TPOT target of 1 ms is met by none, so the goodput is 0 (a check that SLOs are judged per request)
         assert f["goodput_per_s"]["value"] == 0 and f["slo_share"] == 0
         assert r["fidelity"]["metric"] == "greedy_agreement" and 0 <= r["fidelity"]["value"] <= 1
+        # the client's own ceiling for 8-token streams: far above what the server generates here
+        ceiling = f["client_ceiling"]
+        assert ceiling["requests_per_s"] > f["requests_per_s"]["value"] and ceiling["share"] < CLIENT_BOUND
     one, two = (r for r in results if r["scenario"] == "concurrency")
     assert {x["client"] for x in two["repetitions"][0]["requests"]} == {0, 1}
     # the same stored run shown again derives the same figures; its records export as JSONL
@@ -155,6 +159,7 @@ def test_latency_and_concurrency_against_the_server(server, tmp_path):
     table = subprocess.run([sys.executable, "-m", "enginebench", "show", run["run_id"], "--db", str(db)],
                            capture_output=True, text=True, timeout=120).stdout
     assert "a server's completions API" in table and "TTFT p50 (ms)" in table and "…" not in table
+    assert "against a minimal local server; this row reached" in table
 
 
 def test_bad_input_is_one_line_and_exit_2(server, tmp_path, not_openai):

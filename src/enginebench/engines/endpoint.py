@@ -45,6 +45,7 @@ class EndpointSession:
         self.target = Target(options.url, options.api, options.served_model, options.api_key_env or None,
                              options.request_timeout)
         self.tokenizer = load_tokenizer(model.path)
+        self.embedding_dim = model.hidden_size  # what the client's ceiling is measured with (scenarios/requests.py)
         self.tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length (MiniLM's: 128)
         self.tokenizer.no_truncation()
         slo = {k: getattr(options, k) for k in ("slo_p99_ms", "slo_ttft_ms", "slo_tpot_ms") if getattr(options, k)}

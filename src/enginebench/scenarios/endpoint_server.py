@@ -27,8 +27,8 @@ from enginebench.endpoint.client import Connection
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.scenarios.base import CellRun, Measurement
 from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
-from enginebench.scenarios.requests import (count_tokens, endpoint_notes, failure_counts, request_inputs,
-                                            served_fidelity)
+from enginebench.scenarios.requests import (client_ceiling, count_tokens, endpoint_notes, failure_counts,
+                                            request_inputs, served_fidelity)
 from enginebench.scenarios.server import (FELL_BEHIND, SEARCH_START, find_max_qps, loadgen_reasons, loadgen_result,
                                           loadgen_seeds, more_queries_needed, over_searches)
 
@@ -261,6 +261,7 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
                "notes": endpoint_notes(session) + notes}
     if search:
         details["find_max_qps"] = search
+    details["client_ceiling"] = client_ceiling(run, session, items, max_tokens, chosen.clients)  # after the clock
     if achieved < FELL_BEHIND * chosen.scheduled_qps:
         details["notes"].append(f"fell behind: achieved {significant(achieved)} req/s < {FELL_BEHIND:.0%} of the "
                                 f"{chosen.scheduled_qps:.4g} scheduled")
@@ -302,7 +303,8 @@ def measure_endpoint_offline(run: CellRun, session) -> Measurement:
     details = {**session.details, "requests": trial.records, "window_ns": int(trial.window_ns),
                "clients": trial.clients, "offline": True, "expected_qps": expected,
                "loadgen": {"settings": trial.settings, "summary": trial.summary, "result": result, "log": trial.log},
-               "offered_qps": None, "achieved_qps": trial.achieved_qps, "notes": endpoint_notes(session) + notes}
+               "offered_qps": None, "achieved_qps": trial.achieved_qps, "notes": endpoint_notes(session) + notes,
+               "client_ceiling": client_ceiling(run, session, items, max_tokens, trial.clients)}  # after the clock
     return _measurement(run, session, trial, per_item, details, fidelity)
 
 

@@ -15,6 +15,11 @@ Figures from the measured records (formulas in the README, "Benchmarking a runni
   as missing every SLO); window = first measured send to the stop.
 Output tokens are the generated text counted with the local tokenizer (--model), compared with the server's
 `usage` where it reports one.
+
+The client's own ceiling: before the clock, the cell's requests are sent by the same number of clients, parsed
+the same way, to a minimal local server that answers at once (endpoint/minimal_server.py) for about a second;
+its requests/s is what this client can drive on this machine. A figure at CLIENT_BOUND of it or more is flagged:
+the client, not the server, may be what limits it.
 """
 
 from __future__ import annotations
@@ -22,18 +27,24 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 
+from enginebench.display import significant
 from enginebench.endpoint.client import FAILURES, Connection
+from enginebench.endpoint.minimal_server import MODEL, minimal_server
+from enginebench.measure.llm_fidelity import compare_served_generation
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.measure.stats import over_processes, summarize
 from enginebench.measure.timing import StoppingRule
-from enginebench.measure.llm_fidelity import compare_served_generation
 from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, Measurement
 from enginebench.scenarios.server import percentiles
 
 _clock = time.perf_counter_ns
+CLIENT_BOUND = 0.5  # a figure at this share of the client's own ceiling or more is flagged
+CEILING_RULE = StoppingRule(duration_s=1.0, min_samples=5, warmup_s=0.2)  # the ceiling's own short run
 CHAT_FIDELITY = ("no fidelity through chat: the server wraps the prompt in its chat template, which the reference "
                  "does not; measure fidelity with --api completions")
 
@@ -89,6 +100,27 @@ def closed_loop_requests(session, items: list, clients: int, rule: StoppingRule,
     return {"measured": measured, "warmup": warmup, "tail": tail, "window": [start_ns, state["stop_ns"]]}
 
 
+def client_ceiling(run: CellRun, session, items: list, max_tokens: int | None, clients: int) -> dict:
+    """The client's own ceiling for the cell's requests: `clients` closed-loop clients sending them to the
+    minimal local server (endpoint/minimal_server.py), which answers at once; measured once per job and shape
+    of load. {"requests_per_s", "output_chunks_per_s" (generation), "clients", "window_s", "failed"}."""
+    per_request = None if session.target.generates else len(items[0])
+    known = run.cache.setdefault("client_ceiling", {})
+    key = (session.target.api, clients, per_request, max_tokens)
+    if key not in known:
+        with minimal_server(session.embedding_dim) as url:
+            target = replace(session.target, url=url, served_model=MODEL, api_key_env=None)
+            got = closed_loop_requests(SimpleNamespace(target=target), items, clients, CEILING_RULE, max_tokens)
+        start, stop = got["window"]
+        window = (stop - start) / 1e9
+        ok = [r for r in got["measured"] if not r["failure"]]
+        known[key] = {"requests_per_s": len(ok) / window, "clients": clients, "window_s": window,
+                      "failed": len(got["measured"]) - len(ok)}
+        if session.target.generates:
+            known[key]["output_chunks_per_s"] = sum(len(r.get("chunk_ns") or ()) for r in ok) / window
+    return known[key]
+
+
 def count_tokens(session, items_tokens: list[int], records: list[dict]) -> None:
     """Each record's input and output tokens with the local tokenizer (outside the clock); the text and the
     embeddings themselves are not kept."""
@@ -118,6 +150,7 @@ def measure_requests(run: CellRun, session, clients: int) -> Measurement:
     """One cell against the endpoint: `clients` closed-loop clients (1: one request at a time)."""
     items, tokens, max_tokens, per_item = request_inputs(run, session)
     fidelity = served_fidelity(run, session)  # before the clock: its requests never overlap the measured ones
+    ceiling = client_ceiling(run, session, items, max_tokens, clients)
     got = closed_loop_requests(session, items, clients, run.rule, max_tokens)
     for part in ("measured", "warmup", "tail"):
         count_tokens(session, tokens, got[part])
@@ -132,7 +165,7 @@ def measure_requests(run: CellRun, session, clients: int) -> Measurement:
     start, stop = got["window"]
     records = sorted(got["warmup"] + measured + got["tail"], key=lambda r: r["sent_ns"])
     details = {**session.details, "requests": records, "notes": endpoint_notes(session), "clients": clients,
-               "window_ns": int(stop - start), "window": [int(start), int(stop)]}
+               "window_ns": int(stop - start), "window": [int(start), int(stop)], "client_ceiling": ceiling}
     return Measurement(worker_samples=[s for s in per_client if s.size], items_per_call=per_item,
                        tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / per_item,
                        load_s=session.load_s, peak_rss_mb=peak_rss_mb(), executed_precision=run.precision,
@@ -168,10 +201,23 @@ def generation_fidelity(run: CellRun, session) -> dict | None:
 # -- figures ----------------------------------------------------------------------------------------------
 
 def endpoint_figures(measurements: list[Measurement]) -> dict | None:
-    """Result fields of a cell measured against an endpoint ({"figures": {"requests": ...}}); None for others."""
+    """Result fields of a cell measured against an endpoint ({"figures": {"requests": ...}}), with "warnings"
+    for its verdict (build_result takes them out); None for others."""
     if measurements[0].details.get("requests") is None:
         return None
-    return {"figures": {"requests": request_figures(measurements)}}
+    figures = request_figures(measurements)
+    return {"figures": {"requests": figures}, "warnings": client_bound(figures)}
+
+
+def client_bound(figures: dict) -> list[str]:
+    """The warning of a figure at CLIENT_BOUND of the client's own ceiling or more."""
+    ceiling = figures.get("client_ceiling")
+    if not ceiling or ceiling["share"] is None or ceiling["share"] < CLIENT_BOUND:
+        return []
+    return [f"{ceiling['share']:.0%} of the client's own ceiling ({significant(ceiling['requests_per_s'])} req/s "
+            f"with {ceiling['clients']} client{'s' if ceiling['clients'] > 1 else ''} against a minimal local "
+            "server): the client may be what limits this figure; measure from a machine with more cores, or "
+            "with fewer clients"]
 
 
 def endpoint_table(result) -> str | None:
@@ -262,6 +308,12 @@ def request_figures(measurements: list[Measurement]) -> dict:
                          **{k: sum(failure_counts([x for x in e if x.get("phase") in ("warmup", "tail")])[k]
                                    for e in every) for k in FAILURES}}
     out["tokens_vs_usage"] = _usage_check([r for o in ok for r in o])
+    ceilings = [m.details.get("client_ceiling") for m in measurements]
+    if all(ceilings) and out["requests_per_s"]["value"] is not None:
+        rate = float(np.mean([c["requests_per_s"] for c in ceilings]))
+        out["client_ceiling"] = {"requests_per_s": rate, "clients": ceilings[0]["clients"],
+                                 "share": out["requests_per_s"]["value"] / rate if rate > 0 else None,
+                                 "against": "a minimal local server (endpoint/minimal_server.py)"}
     reasons: dict[str, int] = {}
     for r in (r for o in ok for r in o if "finish_reason" in r):
         reasons[str(r["finish_reason"])] = reasons.get(str(r["finish_reason"]), 0) + 1
@@ -299,5 +351,5 @@ def _usage_check(records: list[dict]) -> dict:
     return out
 
 
-__all__ = ["measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
+__all__ = ["client_ceiling", "client_bound", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
            "count_tokens", "failure_counts"]

@@ -92,6 +92,11 @@ def notes(results: list[Result]) -> list[str]:
                 lines.append(f"[{i}] {side} tokens: the local count differs from the server's usage in "
                              f"{check['compared'] - check['equal']} of {check['compared']} requests (mean "
                              f"{'+' if check['mean_local_minus_server'] > 0 else ''}{significant(check['mean_local_minus_server'])} tokens)")
+        ceiling = f.get("client_ceiling")
+        if ceiling and ceiling.get("share") is not None:
+            lines.append(f"[{i}] client ceiling: {significant(ceiling['requests_per_s'])} req/s with "
+                         f"{ceiling['clients']} client{'s' if ceiling['clients'] > 1 else ''} against a minimal local "
+                         f"server; this row reached {ceiling['share']:.0%} of it")
         lines += [f"[{i}] {reason}" for reason in r.verdict["reasons"]]
         lines += [f"[{i}] {note}" for note in (r.details or {}).get("notes", [])]
         for failure in (r.fidelity or {}).get("failures") or []:
