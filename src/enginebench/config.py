@@ -468,12 +468,15 @@ def _endpoint(g: dict, engines: list[str] | None, scenarios: list[str] | None) -
         return {}
     url = str(g["endpoint"])
     base_url(url)  # an http(s) URL, or UsageError
-    if engines:
-        raise UsageError("--endpoint measures the server at that URL: leave out --engine")
     api = str(g.get("api", ""))
     if api not in _API_NAMES:
         raise UsageError(f"--endpoint needs --api {'|'.join(_API_NAMES)} (which API to measure)" if not api else
                          f"unknown --api {api!r}: use one of {', '.join(_API_NAMES)}")
+    if engines and api != "embeddings":  # beside a server, engines measure the server tax of an encoder
+        raise UsageError(f"--engine beside --endpoint measures the server tax of an embeddings server: with --api "
+                         f"{api}, leave out --engine")
+    if "endpoint" in (engines or []):
+        raise UsageError("--engine endpoint is the server at --endpoint itself: name in-process engines only")
     key_env = _text(g.get("api_key_env"))
     if key_env is not None and not _ENV_NAME.fullmatch(key_env):
         raise UsageError(f"--api-key-env {key_env!r} is not an environment variable's name: give the NAME of the "

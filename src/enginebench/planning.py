@@ -134,7 +134,10 @@ def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings:
         batch_sizes = config.batch_sizes or [1]
     grid = Grid(["endpoint"], config.precisions or [SERVED], list(data), batch_sizes, [1], [1], [1], cores, serving)
     cells = make_cells(grid, scenarios, settings)
-    common = {**common, "engine_options": {"endpoint": endpoint_options(config, served)}}
+    if config.engines:  # the same requests in-process, beside the server: the server tax (formats/tables/endpoint)
+        beside = Grid(config.engines, ["fp32"], list(data), batch_sizes, [1], config.threads or [], [], cores, serving)
+        cells += make_cells(beside, scenarios, settings)
+    common = {**common, "engine_options": {**common["engine_options"], "endpoint": endpoint_options(config, served)}}
     return Plan(model, data, cells, reference_engine="torch", **common)
 
 

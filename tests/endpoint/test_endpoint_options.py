@@ -22,6 +22,8 @@ from enginebench.scenarios.requests import meets_slo, per_request
     ({"endpoint": "http://127.0.0.1:9"}, "--endpoint needs --api embeddings|completions|chat"),
     ({"endpoint": "http://127.0.0.1:9", "api": "rerank"}, "unknown --api 'rerank'"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "engines": ["torch"]}, "leave out --engine"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "embeddings", "engines": ["endpoint"]},
+     "--engine endpoint is the server at --endpoint itself"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "api_key_env": "sk-abc=1"}, "not an environment variable"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "scenarios": ["throughput"]},
      "scenario throughput does not run against an endpoint: use latency, server, offline, concurrency"),

@@ -65,6 +65,32 @@ def test_latency_and_concurrency_against_the_embeddings_server(server, tmp_path)
     assert {x["client"] for x in clients[2]["repetitions"][0]["requests"]} == {0, 1}
 
 
+def test_the_server_tax_beside_the_same_model_in_process(server, tmp_path):
+    """--engine beside --endpoint: the same titles one at a time through the server and in-process on torch (the
+    framework Infinity serves MiniLM with), in one run; the tax is the server's median end to end minus torch's
+    median call, each over the processes, with an interval joining their far ends."""
+    done = subprocess.run([sys.executable, "-m", "enginebench", "run", "--endpoint", server, "--api", "embeddings",
+                           "--model", "minilm", "--workload", "titles", "--engine", "torch", "--scenario", "latency",
+                           "--duration", "1s", "--warmup", "0.3s", "--min-samples", "20", "--repeat", "2", "--json",
+                           "--db", str(tmp_path / "eb.db")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    d = json.loads(done.stdout)
+    rows = {r["engine"]: r for r in d["results"]}
+    assert set(rows) == {"endpoint", "torch"} and all(r["status"] == "ok" for r in rows.values())
+    assert rows["torch"]["precision"] == "fp32" and rows["torch"]["fidelity"]["ok"]
+    (tax,) = d["server_tax"]
+    alone = rows["torch"]["latency_ms"]
+    served = rows["endpoint"]["figures"]["requests"]["e2e_ms"]["median"]
+    assert tax["engine"] == "torch" and tax["workload"] == "titles" and tax["batch_size"] == 1
+    assert tax["in_process_ms"] == {"value": alone["median"], "ci95": alone["ci95"]}
+    assert tax["server_ms"] == {"value": served["median"], "ci95": served["ci95"]}
+    assert tax["tax_ms"]["value"] == pytest.approx(served["median"] - alone["median"])
+    lo, hi = tax["tax_ms"]["ci95"]
+    assert lo == pytest.approx(served["ci95"][0] - alone["ci95"][1]) and lo <= tax["tax_ms"]["value"] <= hi
+    print(f"torch {alone['median']:.2f} ms, Infinity {served['median']:.2f} ms: tax {tax['tax_ms']['value']:+.2f} ms")
+    assert any(n.startswith("server tax, titles: torch fp32 in-process ") for n in d["notes"]), d["notes"]
+
+
 def test_loadgen_poisson_arrivals_against_the_embeddings_server(server, tmp_path):
     """--scenario server --qps: LoadGen's Poisson arrivals sent as requests (an open loop), judged by LoadGen
     against --slo-p99; every request's record kept, LoadGen's own report beside them."""

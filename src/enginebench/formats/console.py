@@ -9,16 +9,16 @@ from typing import ClassVar
 
 from rich.console import Console
 
-from enginebench.formats.tables import comparison
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
 from enginebench.formats.md import Markdown, to_markdown
+from enginebench.formats.tables import comparison
 from enginebench.formats.tables.decoder import is_decoder_result, render_decoder_table
 from enginebench.formats.tables.encoder import _PARAMS, encoder_title, measure_headers, notes, table_rows
-from enginebench.formats.tables.endpoint import is_endpoint_result, render_endpoint_table
+from enginebench.formats.tables.endpoint import render_endpoint_table
 from enginebench.formats.tables.ops import render_stored
-from enginebench.formats.tables.serving import is_decoder_serving, render_serving_table
+from enginebench.formats.tables.serving import render_serving_table
 from enginebench.formats.terminal import is_screen, print_lines, print_table
-from enginebench.scenarios.registry import table_of
+from enginebench.scenarios.registry import in_table, table_of
 from enginebench.store.labels import machine_line
 from enginebench.store.model import Run
 
@@ -40,8 +40,7 @@ def render(run: Run, console=None) -> None:
     render_serving_table(run, console)
     render_endpoint_table(run, console)
     encoders = Run(run.run_id, run.created_at, run.machine, run.config,
-                   [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
-                    and not is_endpoint_result(r)],
+                   in_table(run.results, "encoders"),
                    run.schema_version)
     if encoders.results:
         headers, rows, constants = table_rows(encoders.results)

@@ -20,7 +20,7 @@ from enginebench.formats.tables.endpoint import is_endpoint_result
 from enginebench.formats.tables.endpoint import table as endpoint_table
 from enginebench.formats.tables.serving import is_decoder_serving
 from enginebench.formats.tables.serving import table as serving_table
-from enginebench.scenarios.registry import scenario_class, table_of
+from enginebench.scenarios.registry import in_table, scenario_class, table_of
 from enginebench.store.labels import affinity_text
 from enginebench.store.model import Run
 
@@ -185,8 +185,7 @@ def _run_tables(run: Run) -> str:
             out.append(_run_tables(_with_results(run, results)).split("\n", 1)[1])
         return "\n".join(out)
     decoders = [r for r in run.results if is_decoder_result(r)]
-    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
-                and not is_endpoint_result(r)]
+    encoders = in_table(run.results, "encoders")
     endpoints = endpoint_table(run)
     if endpoints:
         headers, rows, _ = endpoints
@@ -236,8 +235,7 @@ def _warnings(runs: list[Run]) -> str:
     for run in runs:
         served, endpoints = serving_table(run), endpoint_table(run)
         lines = (decoder_notes(run) + (served[2] if served else []) + (endpoints[2] if endpoints else [])
-                 + notes([r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
-                          and not is_endpoint_result(r)]))
+                 + notes(in_table(run.results, "encoders")))
         if not lines:
             continue
         if len(runs) > 1:

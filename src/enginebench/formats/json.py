@@ -6,24 +6,30 @@ from __future__ import annotations
 import json
 from typing import ClassVar
 
-from enginebench.formats.tables import comparison
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
-from enginebench.formats.tables.decoder import decoder_notes, is_decoder_result
+from enginebench.formats.tables import comparison
+from enginebench.formats.tables.decoder import decoder_notes
 from enginebench.formats.tables.encoder import notes
+from enginebench.formats.tables.endpoint import server_tax
+from enginebench.formats.tables.endpoint import table as endpoint_table
+from enginebench.formats.tables.serving import table as serving_table
+from enginebench.scenarios.registry import in_table
 from enginebench.store.model import Result, Run
 
 
 def run_notes(run: Run) -> list[str]:
-    """Every footnote the tables print: the encoder table's, then the decoder table's."""
-    encoders = [r for r in run.results if not is_decoder_result(r)]
-    decoders = any(map(is_decoder_result, run.results))
-    return notes(encoders) + (decoder_notes(run) if decoders else [])
+    """Every footnote the tables print, table by table as `show` prints them: decoders, decoders served, a
+    running server's, encoders."""
+    served, endpoints = serving_table(run), endpoint_table(run)
+    return ((decoder_notes(run) if in_table(run.results, "decoders") else []) + (served[2] if served else [])
+            + (endpoints[2] if endpoints else []) + notes(in_table(run.results, "encoders")))
 
 
 def to_json(run: Run, with_samples: bool = True) -> str:
     d = run.to_dict(with_samples)
+    tax = server_tax(run)  # derived across results: in-process beside a server
     return json.dumps({**{k: v for k, v in d.items() if k != "results"}, "notes": run_notes(run),
-                       "results": d["results"]}, indent=2)
+                       **({"server_tax": tax} if tax else {}), "results": d["results"]}, indent=2)
 
 
 def from_json(text: str) -> Run:

@@ -15,8 +15,8 @@ from typing import ClassVar
 from xml.etree import ElementTree as ET
 
 from enginebench.analysis.compare import CellComparison, GateIssue, RunComparison, percent
-from enginebench.formats.tables.comparison import cell_label, notes, ratio_text
 from enginebench.formats.base import COMPARISON, Format, Subject
+from enginebench.formats.tables.comparison import cell_label, notes, ratio_text
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # XML 1.0 forbids the rest
 

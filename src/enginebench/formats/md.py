@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from enginebench.formats.tables import comparison
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
-from enginebench.formats.tables.decoder import decoder_markdown, is_decoder_result
+from enginebench.formats.tables import comparison
+from enginebench.formats.tables.decoder import decoder_markdown
 from enginebench.formats.tables.encoder import measured_how, notes, table_rows
-from enginebench.formats.tables.endpoint import endpoint_markdown, is_endpoint_result
-from enginebench.formats.tables.serving import is_decoder_serving, serving_markdown
+from enginebench.formats.tables.endpoint import endpoint_markdown
+from enginebench.formats.tables.serving import serving_markdown
 from enginebench.formats.terminal import markdown_table
+from enginebench.scenarios.registry import in_table
 from enginebench.store.labels import machine_line
 from enginebench.store.model import Run
 
 
 def to_markdown(run: Run) -> str:
-    encoders = [r for r in run.results if not is_decoder_result(r) and not is_decoder_serving(r)
-                and not is_endpoint_result(r)]
+    encoders = in_table(run.results, "encoders")
     decoders = decoder_markdown(run) + serving_markdown(run) + endpoint_markdown(run)
     parts = []
     if encoders:

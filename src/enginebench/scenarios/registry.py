@@ -41,6 +41,11 @@ def table_of(result) -> str:
     return scenario_class(result.scenario).table(result) if result.scenario in REGISTRY else "encoders"
 
 
+def in_table(results, table: str) -> list:
+    """The results that `table` (one of scenarios/base.py TABLES) shows, in their order."""
+    return [r for r in results if table_of(r) == table]
+
+
 def settings_label(scenario: str, settings: dict | None) -> str:
     """A result's or a cell's own settings in a few words (`4 clients`); empty when it has none."""
     if not settings or scenario not in REGISTRY:
@@ -77,4 +82,4 @@ def default_scenarios(kind: str) -> list[str]:
     return [n for n in runnable_scenarios(kind) if scenario_class(n).default]
 
 
-__all__ = ["REGISTRY", "scenario_class", "scenario_options", "add_scenario_arguments", "scenario_option_values", "table_of", "settings_label", "known_scenarios", "runnable_scenarios", "default_scenarios"]
+__all__ = ["REGISTRY", "scenario_class", "scenario_options", "add_scenario_arguments", "scenario_option_values", "table_of", "in_table", "settings_label", "known_scenarios", "runnable_scenarios", "default_scenarios"]

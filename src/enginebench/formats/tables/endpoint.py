@@ -139,11 +139,49 @@ def _slo_words(slo: dict | None) -> str:
     return "; SLO per request: " + ", ".join(f"{names[k]} ≤ {v:g} ms" for k, v in slo.items())
 
 
+def server_tax(run: Run) -> list[dict]:
+    """Each request shape measured one at a time both ways in the run (the latency scenario, the same texts per
+    request): an in-process engine's median per call against the server's median end to end, each the
+    geometric mean over processes with its t interval; the tax is their difference, what HTTP, JSON, the
+    server's tokenizer and its scheduling add. Its interval joins the far ends of the two (at least 95%)."""
+    served = {(r.model, r.workload, r.batch_size): r for r in run.results
+              if is_endpoint_result(r) and r.status == "ok" and r.scenario == "latency"}
+    out = []
+    for r in run.results:
+        s = served.get((r.model, r.workload, r.batch_size))
+        if s is None or is_endpoint_result(r) or r.status != "ok" or r.scenario != "latency" or not r.latency_ms:
+            continue
+        e2e = ((s.figures or {}).get("requests") or {}).get("e2e_ms", {}).get("median")
+        if not e2e:
+            continue
+        alone, server = r.latency_ms, e2e
+        tax = server["median"] - alone["median"]
+        ci = None
+        if alone.get("ci95") and server.get("ci95"):
+            ci = [server["ci95"][0] - alone["ci95"][1], server["ci95"][1] - alone["ci95"][0]]
+        out.append({"engine": r.engine, "precision": r.precision, "workload": r.workload, "batch_size": r.batch_size,
+                    "in_process_ms": {"value": alone["median"], "ci95": alone.get("ci95")},
+                    "server_ms": {"value": server["median"], "ci95": server.get("ci95")},
+                    "tax_ms": {"value": tax, "ci95": ci}, "ratio": server["median"] / alone["median"]})
+    return out
+
+
+def tax_lines(run: Run) -> list[str]:
+    lines = []
+    for t in server_tax(run):
+        shape = t["workload"] if t["batch_size"] == 1 else f"{t['workload']} ×{t['batch_size']}"
+        sign = "+" if t["tax_ms"]["value"] >= 0 else ""
+        lines.append(f"server tax, {shape}: {t['engine']} {t['precision']} in-process {_with_ci(t['in_process_ms'])} "
+                     f"ms a call → the server {_with_ci(t['server_ms'])} ms end to end: {sign}"
+                     f"{_with_ci(t['tax_ms'])} ms a request ({t['ratio']:.2f}×; medians over processes [95% CI])")
+    return lines
+
+
 def table(run: Run) -> tuple[list[str], list[list[str]], list[str]] | None:
     results = [r for r in run.results if is_endpoint_result(r)]
     if not results:
         return None
-    return ["#"] + HEADERS, [[str(i)] + row(r) for i, r in enumerate(results, 1)], notes(results)
+    return ["#"] + HEADERS, [[str(i)] + row(r) for i, r in enumerate(results, 1)], notes(results) + tax_lines(run)
 
 
 def _title(run: Run) -> str:
@@ -162,4 +200,4 @@ def endpoint_markdown(run: Run) -> str:
     return markdown_section(f"**{_title(run)}**", got) if got else ""
 
 
-__all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "HEADERS"]
+__all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "server_tax", "HEADERS"]
