@@ -78,8 +78,6 @@ def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
 
 
 def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
-    from enginebench.measure.peak import stored_ceilings
-
     db = tmp_path / "m.db"
     speed = roofline.measure_machine(triad_elements=1 << 20, gemm_n=64, runs=1)
     speed["details"]["gemm_gflops_by_precision"] = {"bf16": 123.0}
@@ -88,7 +86,7 @@ def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
                                              "int8": {"skipped": "torch is not installed"}}
     with ResultStore(db) as store:
         store.add_machine_speed(speed)
-    ceilings = stored_ceilings(str(db))
+        ceilings = store.ceilings()
     assert ceilings.gemm("bf16") == 123.0 and ceilings.gemm("int8") is None
     assert "emulated" in ceilings.gemm_sources["bf16"] and "not measured" in ceilings.gemm_sources["int8"]
     assert ceilings.gemm("fp32") == speed["gemm_gflops"]
@@ -98,17 +96,16 @@ def test_ops_read_the_stored_ceiling_of_each_precision(tmp_path):
 def test_an_older_record_without_sources_says_numpy(tmp_path, cpu_features):
     """An older record names numpy as its fp32 source; it was measured on the whole CPU, so a process acting as
     a smaller one (ENGINEBENCH_CPU_FEATURES) does not take it as its ceiling."""
-    from enginebench.measure.peak import stored_ceilings
-
     db = tmp_path / "m.db"
     with ResultStore(db) as store:
         store.add_machine_speed({"measured_at": "2025-01-01T00:00:00+00:00", "hostname": socket.gethostname(),
                                  "bandwidth_gbs": 10.0, "gemm_gflops": 100.0,
                                  "details": {"triad": {"threads": 2}, "gemm": {"n": 2048}}})
+        ceilings = store.ceilings()
     if cpu_features.narrowed_to:
-        assert stored_ceilings(str(db)) is None
+        assert ceilings is None
         return
-    assert stored_ceilings(str(db)).gemm_sources["fp32"].startswith("numpy float32 matmul (an older record")
+    assert ceilings.gemm_sources["fp32"].startswith("numpy float32 matmul (an older record")
 
 
 def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():

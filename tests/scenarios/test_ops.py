@@ -11,7 +11,8 @@ import pytest
 
 import enginebench.cli as cli
 from enginebench.errors import UsageError
-from enginebench.measure.peak import Ceilings, measure_ceilings, parse_peak, roofline_bound
+from enginebench.measure.peak import Ceilings, parse_peak, roofline_bound
+from enginebench.measure.roofline import measure_ceilings
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.ops.backends import BACKENDS, Unsupported, backend
 from enginebench.scenarios.ops.definitions import (

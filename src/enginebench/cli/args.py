@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from enginebench.errors import UsageError
 from enginebench.config import DURATION_OPTIONS
+from enginebench.errors import UsageError
 
 DEFAULT_DB = "enginebench.db"
 

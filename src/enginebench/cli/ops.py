@@ -126,8 +126,9 @@ def _new_run(args, rule, threads, cpu, ceilings, precisions):
 
 def cmd_ops(args) -> int:
     from enginebench.formats.tables.ops import analyse, ops_json, render_ops, to_result
-    from enginebench.measure.peak import cpu_peak, machine_ceilings
-    from enginebench.measure.roofline import usable_cpus
+    from enginebench.measure.cpu_features import usable_cpus
+    from enginebench.measure.peak import cpu_peak
+    from enginebench.measure.roofline import measure_ceilings
     from enginebench.measure.timing import StoppingRule
     from enginebench.scenarios.ops.definitions import PRECISIONS
     from enginebench.scenarios.ops.runner import run_ops
@@ -148,7 +149,7 @@ def cmd_ops(args) -> int:
     position = {engine: i for i, engine in enumerate(engines)}
     with ResultStore(args.db) as store:  # a database that cannot be written is said before measuring
         cpu = cpu_peak()
-        ceilings = machine_ceilings(args.db, precisions)
+        ceilings = store.ceilings() or measure_ceilings(precisions=precisions)
         run = _new_run(args, rule, threads, cpu, ceilings, precisions)
         store.add_run(run)
 

@@ -45,8 +45,8 @@ def cmd_machine(args) -> int:
 
 
 def machine_lines(speed: dict, db: str) -> list[str]:
+    from enginebench.measure.cpu_features import usable_cpus
     from enginebench.measure.peak import cpu_peak, gemm_source
-    from enginebench.measure.roofline import usable_cpus
 
     details = speed["details"]
     triad = details["triad"]

@@ -234,5 +234,10 @@ def apply_kernel_caps(environ=None) -> dict[str, str]:
     return applied
 
 
-__all__ = ["ENV", "FEATURE_SETS", "KERNEL_CAPS", "UNCAPPED", "CpuFeatures", "current", "cpu_flags",
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity), which every thread default starts from."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+__all__ = ["usable_cpus", "ENV", "FEATURE_SETS", "KERNEL_CAPS", "UNCAPPED", "CpuFeatures", "current", "cpu_flags",
            "kernel_caps", "apply_kernel_caps", "parse_cpuinfo", "cpuinfo_text", "onednn_isa_cap", "vnni_available", "parse_request", "narrow"]

@@ -17,12 +17,11 @@ that gave it recorded), or a short measurement on the spot when there are none.
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, parse_cpuinfo
+from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, parse_cpuinfo, usable_cpus
 from enginebench.measure.cpu_features import current as current_cpu
 
 FMA_UNITS = 2
@@ -109,8 +108,6 @@ def _read(path: str) -> str | None:
 
 
 def cpu_peak() -> CpuPeak:
-    from enginebench.measure.roofline import usable_cpus
-
     return parse_peak(cpuinfo_text(), _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
                       usable_cpus(), cpu_flags())
 
@@ -154,20 +151,15 @@ def measured_here(speed: dict | None) -> bool:
     return bool(speed) and speed.get("hostname") == socket.gethostname() and same_cpu_features(speed)
 
 
-def stored_ceilings(db: str | None) -> Ceilings | None:
-    """This host's newest `enginebench machine` figures in `db`, or None (no file, none stored)."""
-    if not db or not os.path.exists(db):
-        return None
-    from enginebench.store.database import ResultStore
-
-    with ResultStore(db) as store:
-        speed = store.machine_speed(socket.gethostname())
+def stored_ceilings(speed: dict | None, where: str) -> Ceilings | None:
+    """The ceilings of a stored `enginebench machine` row of this host (ResultStore.ceilings reads it), or None
+    (none stored, or measured under other CPU features: ENGINEBENCH_CPU_FEATURES makes another machine)."""
     if not speed or not same_cpu_features(speed):
-        return None  # measured with other CPU features (ENGINEBENCH_CPU_FEATURES): not this process's ceiling
+        return None
     details = speed.get("details", {})
     fp32 = details.get("gemm", {})
     return Ceilings(speed["gemm_gflops"], speed["bandwidth_gbs"],
-                    f"`enginebench machine` of {speed['measured_at']} in {db}", details.get("triad", {}).get("threads"),
+                    f"`enginebench machine` of {speed['measured_at']} in {where}", details.get("triad", {}).get("threads"),
                     dict(details.get("gemm_gflops_by_precision", {})),
                     {"fp32": gemm_source(fp32) if "library" in fp32 else "numpy float32 matmul (an older record: "
                      "numpy alone; run `enginebench machine` again for the fastest library's)",
@@ -205,27 +197,6 @@ def gemm_source(figure: dict) -> str:
         "; ".join(f"{t['library'].split()[0]} timed at n={t['n']} only (clearly slower)" for t in stopped)) if x)
 
 
-def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3,
-                     precisions=()) -> Ceilings:
-    """A short measurement: triad on 3 × 64 MiB, best of 3, and a 1024² GEMM, the fastest library's, in fp32 and
-    in each of `precisions` (`enginebench machine` is longer)."""
-    from enginebench.measure.roofline import GEMM_RUNS, gemm_by_precision, gemm_flops, memory_bandwidth
-
-    bw = memory_bandwidth(triad_elements, runs)
-    mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
-    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"],
-                                fp32_gflops=mm["gemm_gflops"])
-    return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
-                    f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
-                    "`enginebench machine` stores a longer measurement)", bw["threads"],
-                    {p: r["gflops"] for p, r in reduced.items() if "gflops" in r},
-                    {"fp32": gemm_source(mm), **{p: gemm_source(r) for p, r in reduced.items()}})
-
-
-def machine_ceilings(db: str | None, precisions=()) -> Ceilings:
-    return stored_ceilings(db) or measure_ceilings(precisions=precisions)
-
-
 def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: str = "fp32") -> str:
     """'compute' when the operator's FLOPs per byte reach the ridge point of its precision, else 'memory'."""
     return "compute" if flops / nbytes >= ceilings.ridge_for(precision) else "memory"
@@ -233,5 +204,5 @@ def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: s
 
 __all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "stored_ceilings",
            "same_cpu_features", "measured_here",
-           "measure_ceilings", "run_speed",
-           "machine_ceilings", "roofline_bound"]
+           "run_speed",
+           "roofline_bound"]

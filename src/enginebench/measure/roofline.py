@@ -33,9 +33,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from enginebench.measure import cpu_features
-from enginebench.measure.cpu_features import cpu_flags
+from enginebench.measure.cpu_features import cpu_flags, usable_cpus
 from enginebench.measure.machine import machine_info
-from enginebench.measure.peak import measured_here
+from enginebench.measure.peak import Ceilings, gemm_source, measured_here
 from enginebench.models.artifacts import artifact_key, cache_root
 
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
@@ -45,10 +45,6 @@ RUNS = 5
 # bytes a weight occupies in memory, by executed precision (4-bit formats carry block scales)
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "q8_0": 34 / 32, "q4_1": 20 / 32,
                    "q4_0": 18 / 32, "q4_k_m": 4.85 / 8, "q5_k_m": 5.7 / 8, "q6_k": 6.56 / 8}
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _triad_slice(a, b, c, scalar, lo, hi, block):
@@ -382,7 +378,22 @@ def decode_roofline(tokens_per_s: float, batch: int, params: int, precision: str
             "bound_tokens_per_s": bound, "pct_of_bound": 100.0 * tokens_per_s / bound}
 
 
-__all__ = ["measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "gemm_ceiling", "best_gemm",
+def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: int = 3,
+                     precisions=()) -> Ceilings:
+    """A short measurement: triad on 3 × 64 MiB, best of 3, and a 1024² GEMM, the fastest library's, in fp32 and
+    in each of `precisions` (`enginebench machine` is longer)."""
+    bw = memory_bandwidth(triad_elements, runs)
+    mm = gemm_flops(gemm_n, max(runs, GEMM_RUNS))
+    reduced = gemm_by_precision(gemm_n, max(runs, GEMM_RUNS), precisions=[p for p in precisions if p != "fp32"],
+                                fp32_gflops=mm["gemm_gflops"])
+    return Ceilings(mm["gemm_gflops"], bw["bandwidth_gbs"],
+                    f"measured now (triad {triad_elements * 8 >> 20} MiB arrays, GEMM {gemm_n}²; "
+                    "`enginebench machine` stores a longer measurement)", bw["threads"],
+                    {p: r["gflops"] for p, r in reduced.items() if "gflops" in r},
+                    {"fp32": gemm_source(mm), **{p: gemm_source(r) for p, r in reduced.items()}})
+
+
+__all__ = ["measure_ceilings", "measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "gemm_ceiling", "best_gemm",
            "time_gemms", "GEMM_LIBRARIES", "torch_bf16_gemm", "int8_gemm", "GemmUnavailable", "decode_roofline",
            "weight_bytes", "BYTES_PER_PARAM"]
 

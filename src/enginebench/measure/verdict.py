@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import math
+
+import numpy as np
 
 from enginebench.measure.stats import bootstrap_ci, outlier_mask, relative_half_width, t_quantile
 

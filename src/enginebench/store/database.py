@@ -8,6 +8,7 @@ and read back as it is."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from enginebench.errors import UsageError
+from enginebench.measure.peak import stored_ceilings
 from enginebench.scenarios.registry import REGISTRY
 from enginebench.store.derive import derivation_digest, is_stored_form, rebuilt, stored_form
 from enginebench.store.model import SAMPLE_ARRAYS, SCHEMA_VERSION, Result, Run
@@ -162,6 +164,11 @@ class ResultStore:
             return None
         return {"measured_at": row[0], "hostname": row[1], "bandwidth_gbs": row[2], "gemm_gflops": row[3],
                 "details": json.loads(row[4])}
+
+    def ceilings(self):
+        """This host's measured roofline ceilings (measure/peak.py Ceilings) from its newest `enginebench machine`
+        row here, or None."""
+        return stored_ceilings(self.machine_speed(socket.gethostname()), str(self.path))
 
     def close(self) -> None:
         self.conn.close()
