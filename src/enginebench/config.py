@@ -472,9 +472,9 @@ def _endpoint(g: dict, engines: list[str] | None, scenarios: list[str] | None) -
     if api not in _API_NAMES:
         raise UsageError(f"--endpoint needs --api {'|'.join(_API_NAMES)} (which API to measure)" if not api else
                          f"unknown --api {api!r}: use one of {', '.join(_API_NAMES)}")
-    if engines and api != "embeddings":  # beside a server, engines measure the server tax of an encoder
-        raise UsageError(f"--engine beside --endpoint measures the server tax of an embeddings server: with --api "
-                         f"{api}, leave out --engine")
+    if engines and api == "chat":  # the chat template wraps the prompt: not the work an engine is given
+        raise UsageError("--engine beside --endpoint measures the server tax with --api embeddings or completions "
+                         "(chat wraps the prompt in the server's template): leave out --engine")
     if "endpoint" in (engines or []):
         raise UsageError("--engine endpoint is the server at --endpoint itself: name in-process engines only")
     key_env = _text(g.get("api_key_env"))

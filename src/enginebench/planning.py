@@ -134,7 +134,15 @@ def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings:
         batch_sizes = config.batch_sizes or [1]
     grid = Grid(["endpoint"], config.precisions or [SERVED], list(data), batch_sizes, [1], [1], [1], cores, serving)
     cells = make_cells(grid, scenarios, settings)
-    if config.engines:  # the same requests in-process, beside the server: the server tax (formats/tables/endpoint)
+    if config.engines and generates:  # prefill and decode in-process: the server tax of TTFT and TPOT
+        tests, _ = decoder_tests(config.prompt_lens or [ENDPOINT_PROMPT_LEN], config.gen_lens or [ENDPOINT_GEN_LEN],
+                                 model.max_positions)
+        sets = build_prompt_sets(model.path, tests, seed=config.seed, corpus=corpus, max_positions=model.max_positions)
+        data = {**data, **sets}
+        beside = Grid(config.engines, [NATIVE] if model.gguf_path else ["fp32"], list(sets), [1], [1],
+                      config.threads or [], [], cores)
+        cells += make_cells(beside, ["generate"])
+    elif config.engines:  # the same requests in-process, beside the server: the server tax (formats/tables/endpoint)
         beside = Grid(config.engines, ["fp32"], list(data), batch_sizes, [1], config.threads or [], [], cores, serving)
         cells += make_cells(beside, scenarios, settings)
     common = {**common, "engine_options": {**common["engine_options"], "endpoint": endpoint_options(config, served)}}

@@ -21,7 +21,8 @@ from enginebench.scenarios.requests import meets_slo, per_request
     ({"endpoint": "ftp://host"}, "is not an http(s) URL"),
     ({"endpoint": "http://127.0.0.1:9"}, "--endpoint needs --api embeddings|completions|chat"),
     ({"endpoint": "http://127.0.0.1:9", "api": "rerank"}, "unknown --api 'rerank'"),
-    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "engines": ["torch"]}, "leave out --engine"),
+    ({"endpoint": "http://127.0.0.1:9", "api": "chat", "engines": ["torch"]}, "(chat wraps the prompt in the "
+     "server's template): leave out --engine"),
     ({"endpoint": "http://127.0.0.1:9", "api": "embeddings", "engines": ["endpoint"]},
      "--engine endpoint is the server at --endpoint itself"),
     ({"endpoint": "http://127.0.0.1:9", "api": "chat", "api_key_env": "sk-abc=1"}, "not an environment variable"),

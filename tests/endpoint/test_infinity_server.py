@@ -81,14 +81,15 @@ def test_the_server_tax_beside_the_same_model_in_process(server, tmp_path):
     (tax,) = d["server_tax"]
     alone = rows["torch"]["latency_ms"]
     served = rows["endpoint"]["figures"]["requests"]["e2e_ms"]["median"]
-    assert tax["engine"] == "torch" and tax["workload"] == "titles" and tax["batch_size"] == 1
+    assert tax["engine"] == "torch" and tax["workload"] == tax["request"] == "titles" and tax["batch_size"] == 1
+    assert tax["figure"] == "per request" and tax["in_process"] == "call"
     assert tax["in_process_ms"] == {"value": alone["median"], "ci95": alone["ci95"]}
     assert tax["server_ms"] == {"value": served["median"], "ci95": served["ci95"]}
     assert tax["tax_ms"]["value"] == pytest.approx(served["median"] - alone["median"])
     lo, hi = tax["tax_ms"]["ci95"]
     assert lo == pytest.approx(served["ci95"][0] - alone["ci95"][1]) and lo <= tax["tax_ms"]["value"] <= hi
     print(f"torch {alone['median']:.2f} ms, Infinity {served['median']:.2f} ms: tax {tax['tax_ms']['value']:+.2f} ms")
-    assert any(n.startswith("server tax, titles: torch fp32 in-process ") for n in d["notes"]), d["notes"]
+    assert any(n.startswith("server tax, titles, per request: torch fp32 in-process ") for n in d["notes"]), d["notes"]
 
 
 def test_loadgen_poisson_arrivals_against_the_embeddings_server(server, tmp_path):

@@ -162,6 +162,36 @@ def test_latency_and_concurrency_against_the_server(server, tmp_path):
     assert "against a minimal local server; this row reached" in table
 
 
+def test_the_server_tax_of_ttft_and_tpot_beside_llama_cpp_in_process(server, tmp_path):
+    """--engine llamacpp beside the server on the same GGUF: the in-process prefill of the prompt (pp32) and
+    decode step (tg8) against the server's TTFT and TPOT for pp32+tg8 requests, in one run."""
+    done = _run("--endpoint", server, "--api", "completions", "--model", "smollm2-135m", "--api-key-env",
+                API_KEY_ENV, "--engine", "llamacpp", "--scenario", "latency", "--prompt-len", "32", "--gen-len", "8",
+                "--duration", "1s", "--warmup", "0.3s", "--min-samples", "5", "--repeat", "2", "--json",
+                env={API_KEY_ENV: KEY}, db=tmp_path / "eb.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    d = json.loads(done.stdout)
+    rows = {(r["engine"], r["workload"]): r for r in d["results"]}
+    assert set(rows) == {("endpoint", "pp32+tg8"), ("llamacpp", "pp32"), ("llamacpp", "tg8")}
+    assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
+    assert rows["llamacpp", "pp32"]["precision"] == "native"  # the GGUF as it came: the server's own file
+    served = rows["endpoint", "pp32+tg8"]["figures"]["requests"]
+    ttft, tpot = d["server_tax"]
+    assert (ttft["figure"], ttft["workload"], tpot["figure"], tpot["workload"]) == (
+        "time to first token", "pp32", "per output token", "tg8")
+    prefill = rows["llamacpp", "pp32"]["ttft_ms"] or rows["llamacpp", "pp32"]["latency_ms"]
+    assert ttft["in_process_ms"]["value"] == prefill["median"]
+    assert ttft["server_ms"]["value"] == served["ttft_ms"]["median"]["median"]
+    assert tpot["in_process_ms"]["value"] == rows["llamacpp", "tg8"]["itl_ms"]["median"]
+    assert tpot["server_ms"]["value"] == served["tpot_ms"]["median"]["median"]
+    for t in (ttft, tpot):
+        assert t["tax_ms"]["value"] == pytest.approx(t["server_ms"]["value"] - t["in_process_ms"]["value"])
+    print(f"prefill {ttft['in_process_ms']['value']:.1f} ms vs TTFT {ttft['server_ms']['value']:.1f} ms; decode "
+          f"{tpot['in_process_ms']['value']:.2f} ms vs TPOT {tpot['server_ms']['value']:.2f} ms")
+    assert any(n.startswith("server tax, pp32+tg8, time to first token: llamacpp native in-process ")
+               for n in d["notes"]), d["notes"]
+
+
 def test_bad_input_is_one_line_and_exit_2(server, tmp_path, not_openai):
     db = tmp_path / "eb.db"
     cases = {

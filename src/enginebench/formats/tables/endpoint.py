@@ -140,40 +140,54 @@ def _slo_words(slo: dict | None) -> str:
 
 
 def server_tax(run: Run) -> list[dict]:
-    """Each request shape measured one at a time both ways in the run (the latency scenario, the same texts per
-    request): an in-process engine's median per call against the server's median end to end, each the
-    geometric mean over processes with its t interval; the tax is their difference, what HTTP, JSON, the
-    server's tokenizer and its scheduling add. Its interval joins the far ends of the two (at least 95%)."""
-    served = {(r.model, r.workload, r.batch_size): r for r in run.results
-              if is_endpoint_result(r) and r.status == "ok" and r.scenario == "latency"}
+    """What the server adds to the same work done in-process in the run (--engine beside --endpoint), each side
+    a median over processes with its t interval, the tax their difference with an interval joining the two's
+    far ends (at least 95%): HTTP, JSON, the server's own tokenizer and its scheduling.
+    Embeddings (latency, one request at a time): the server's end to end against the engine's call on the same
+    texts. Generation: the server's TTFT against the engine's prefill of the prompt (pp<P>), its TPOT against
+    the engine's decode step (tg<G>, after a prompt of P)."""
+    served = [r for r in run.results if is_endpoint_result(r) and r.status == "ok" and r.scenario == "latency"]
+    alone = {(r.model, r.workload, r.batch_size, r.engine, r.precision): r for r in run.results
+             if not is_endpoint_result(r) and r.status == "ok"}
+    engines = sorted({(k[3], k[4]) for k in alone})
     out = []
-    for r in run.results:
-        s = served.get((r.model, r.workload, r.batch_size))
-        if s is None or is_endpoint_result(r) or r.status != "ok" or r.scenario != "latency" or not r.latency_ms:
-            continue
-        e2e = ((s.figures or {}).get("requests") or {}).get("e2e_ms", {}).get("median")
-        if not e2e:
-            continue
-        alone, server = r.latency_ms, e2e
-        tax = server["median"] - alone["median"]
-        ci = None
-        if alone.get("ci95") and server.get("ci95"):
-            ci = [server["ci95"][0] - alone["ci95"][1], server["ci95"][1] - alone["ci95"][0]]
-        out.append({"engine": r.engine, "precision": r.precision, "workload": r.workload, "batch_size": r.batch_size,
-                    "in_process_ms": {"value": alone["median"], "ci95": alone.get("ci95")},
-                    "server_ms": {"value": server["median"], "ci95": server.get("ci95")},
-                    "tax_ms": {"value": tax, "ci95": ci}, "ratio": server["median"] / alone["median"]})
+    for s in served:
+        f = (s.figures or {}).get("requests") or {}
+        if "+" in s.workload:  # a generation request, pp<P>+tg<G>
+            pp, tg = s.workload.split("+")
+            pairs = [("time to first token", pp, "prefill", f.get("ttft_ms"),
+                      lambda r: r.ttft_ms or r.latency_ms),
+                     ("per output token", tg, "decode step", f.get("tpot_ms"), lambda r: r.itl_ms)]
+        else:
+            pairs = [("per request", s.workload, "call", f.get("e2e_ms"), lambda r: r.latency_ms if
+                      r.scenario == "latency" else None)]
+        for engine, precision in engines:
+            for figure, workload, what, server, inside in pairs:
+                r = alone.get((s.model, workload, s.batch_size, engine, precision))
+                mine, theirs = (inside(r) if r else None), (server or {}).get("median")
+                if not mine or not theirs:
+                    continue
+                ci = None
+                if mine.get("ci95") and theirs.get("ci95"):
+                    ci = [theirs["ci95"][0] - mine["ci95"][1], theirs["ci95"][1] - mine["ci95"][0]]
+                out.append({"engine": engine, "precision": precision, "request": s.workload, "workload": workload,
+                            "batch_size": s.batch_size, "figure": figure, "in_process": what,
+                            "in_process_ms": {"value": mine["median"], "ci95": mine.get("ci95")},
+                            "server_ms": {"value": theirs["median"], "ci95": theirs.get("ci95")},
+                            "tax_ms": {"value": theirs["median"] - mine["median"], "ci95": ci},
+                            "ratio": theirs["median"] / mine["median"]})
     return out
 
 
 def tax_lines(run: Run) -> list[str]:
     lines = []
     for t in server_tax(run):
-        shape = t["workload"] if t["batch_size"] == 1 else f"{t['workload']} ×{t['batch_size']}"
+        shape = t["request"] if t["batch_size"] == 1 else f"{t['request']} ×{t['batch_size']}"
         sign = "+" if t["tax_ms"]["value"] >= 0 else ""
-        lines.append(f"server tax, {shape}: {t['engine']} {t['precision']} in-process {_with_ci(t['in_process_ms'])} "
-                     f"ms a call → the server {_with_ci(t['server_ms'])} ms end to end: {sign}"
-                     f"{_with_ci(t['tax_ms'])} ms a request ({t['ratio']:.2f}×; medians over processes [95% CI])")
+        lines.append(f"server tax, {shape}, {t['figure']}: {t['engine']} {t['precision']} in-process "
+                     f"{_with_ci(t['in_process_ms'])} ms a {t['in_process']} ({t['workload']}) → the server "
+                     f"{_with_ci(t['server_ms'])} ms: {sign}{_with_ci(t['tax_ms'])} ms ({t['ratio']:.2f}×; medians "
+                     "over processes [95% CI])")
     return lines
 
 
