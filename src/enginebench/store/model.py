@@ -49,10 +49,78 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed", "skipped")
+
+
+# -- the shapes of a Result's figures: plain dicts as JSON and the store keep them, their keys written here --------
+class LatencySummary(TypedDict):
+    """measure/stats.py Summary.to_dict(), in ms: `median` and `ci95` over processes, the rest pooled."""
+
+    n: int
+    mean: float
+    median: float
+    p5: float
+    p90: float
+    p99: float
+    stdev: float
+    cv: float
+    ci95: list[float] | None
+    outliers: int
+    processes: int
+
+
+class Throughput(TypedDict):
+    """Closed loop: items/s from the calls' times (measure/rates.py); served: the rate LoadGen achieved."""
+
+    items_per_s: float
+    tokens_per_s: float
+    ci95: list[float] | None
+    wall_items_per_s: float | None
+
+
+class RateSummary(TypedDict):
+    """A decoder's tokens/s (measure/rates.py rate_summary), with the decode roofline on tg tests."""
+
+    median: float
+    mean: float
+    ci95: list[float] | None
+    n: int
+    processes: int
+    roofline: NotRequired[dict]
+
+
+class Fidelity(TypedDict):
+    """Against the reference: min_cosine (embeddings), top1_agreement or greedy_agreement (decoders)."""
+
+    metric: str
+    value: float | None  # None: it could not be computed (error says why)
+    ok: bool
+    threshold: float | None
+    error: NotRequired[str]
+    reference: NotRequired[bool]  # the row every other is compared with
+    failures: NotRequired[list[str]]
+
+
+class Verdict(TypedDict):
+    ok: bool
+    reasons: list[str]  # each a sentence naming the problem and the fix
+
+
+class Repetition(TypedDict):
+    """One process that measured the cell (store/derive.py repetition_record): its raw facts."""
+
+    index: int
+    worker_samples: list[list[int]]  # ns per call, per worker
+    load_s: float
+    peak_rss_mb: float
+    wall_s: float
+    ttft_ns: NotRequired[list[int]]  # decoders: per generation
+    generation_steps: NotRequired[list[int]]
+    requests: NotRequired[list[dict]]  # against an endpoint: every request's record (endpoint/client.py)
+    measurement: NotRequired[dict]  # schema 4+: the rest of the process's Measurement (derive.measurement_record)
 
 
 @dataclass
@@ -71,23 +139,20 @@ class Result:
     engine_version: str | None = None
     executed_precision: str | None = None
     samples: list[int] = field(default_factory=list)  # every measured call, ns
-    latency_ms: dict | None = None  # mean, median, p5, p90, p99, stdev, cv, ci95, outliers, n
-    throughput: dict | None = None  # items_per_s, tokens_per_s, ci95 (items/s)
+    latency_ms: LatencySummary | None = None
+    throughput: Throughput | None = None
     load_s: float | None = None
     peak_rss_mb: float | None = None
-    fidelity: dict | None = None  # metric, value, ok, threshold, ...
-    verdict: dict | None = None  # ok, reasons
+    fidelity: Fidelity | None = None
+    verdict: Verdict | None = None
     engine_options: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)  # workload seed/source, artifacts, stopping rule, ...
     # generate scenario (decoders): tokens/s as {median, mean, ci95}, plus roofline on decode; ms summaries
-    prefill_tokens_per_s: dict | None = None  # pp tests: prompt tokens / prefill call
-    decode_tokens_per_s: dict | None = None  # tg tests: generated tokens / decode call
-    ttft_ms: dict | None = None  # tg tests: time to first token (prefill + first argmax), per generation
-    itl_ms: dict | None = None  # tg tests: inter-token latency = each decode step
-    # one record per process that measured the cell: index, worker_samples [[ns]], load_s, peak_rss_mb, wall_s,
-    # for decoders ttft_ns [per generation] and generation_steps [decode steps per generation], and (schema 4)
-    # measurement: the rest of the process's Measurement (execution/records.py)
-    repetitions: list[dict] = field(default_factory=list)
+    prefill_tokens_per_s: RateSummary | None = None  # pp tests: prompt tokens / prefill call
+    decode_tokens_per_s: RateSummary | None = None  # tg tests: generated tokens / decode call
+    ttft_ms: LatencySummary | None = None  # tg tests: time to first token (prefill + first argmax), per generation
+    itl_ms: LatencySummary | None = None  # tg tests: inter-token latency = each decode step
+    repetitions: list[Repetition] = field(default_factory=list)  # one per process that measured the cell
     serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
     settings: dict | None = None  # a scenario's own settings, part of the cell's identity (schema history)
     figures: dict | None = None  # a scenario's own figures, derived from the samples (schema history)
