@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from helpers.processes import marked_processes
+from helpers.processes import count_results, marked_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a run must stop within 5 s of Ctrl-C
 
@@ -26,11 +26,8 @@ def test_ctrl_c_stops_the_run_and_keeps_finished_cells(tmp_path):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if db.exists():
-                with sqlite3.connect(db) as conn:
-                    if conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] >= 1:
-                        break
+        # count_results: the file exists a moment before its schema does (it said "no such table" once)
+        while time.monotonic() < deadline and proc.poll() is None and count_results(db) < 1:
             time.sleep(0.2)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         sent = time.monotonic()
