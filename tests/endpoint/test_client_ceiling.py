@@ -78,5 +78,6 @@ def test_a_figure_near_the_clients_ceiling_is_flagged_and_one_far_below_is_not(r
     said = [x for x in r.verdict["reasons"] if "client's own ceiling" in x]
     assert bool(said) == flagged == (ceiling["share"] >= CLIENT_BOUND), r.verdict
     if flagged:
-        assert said[0].startswith(f"{ceiling['share']:.0%} of the client's own ceiling (100 req/s with 1 client")
+        assert said[0].startswith(f"{round(100 * ceiling['share'])}% of the client's own ceiling (100 req/s with 1 "
+                                  "client")
         assert not r.verdict["ok"]

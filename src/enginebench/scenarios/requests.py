@@ -214,7 +214,7 @@ def client_bound(figures: dict) -> list[str]:
     ceiling = figures.get("client_ceiling")
     if not ceiling or ceiling["share"] is None or ceiling["share"] < CLIENT_BOUND:
         return []
-    return [f"{ceiling['share']:.0%} of the client's own ceiling ({significant(ceiling['requests_per_s'])} req/s "
+    return [f"{significant(100 * ceiling['share'], 2)}% of the client's own ceiling ({significant(ceiling['requests_per_s'])} req/s "
             f"with {ceiling['clients']} client{'s' if ceiling['clients'] > 1 else ''} against a minimal local "
             "server): the client may be what limits this figure; measure from a machine with more cores, or "
             "with fewer clients"]

@@ -96,7 +96,7 @@ def notes(results: list[Result]) -> list[str]:
         if ceiling and ceiling.get("share") is not None:
             lines.append(f"[{i}] client ceiling: {significant(ceiling['requests_per_s'])} req/s with "
                          f"{ceiling['clients']} client{'s' if ceiling['clients'] > 1 else ''} against a minimal local "
-                         f"server; this row reached {ceiling['share']:.0%} of it")
+                         f"server; this row reached {significant(100 * ceiling['share'], 2)}% of it")
         lines += [f"[{i}] {reason}" for reason in r.verdict["reasons"]]
         lines += [f"[{i}] {note}" for note in (r.details or {}).get("notes", [])]
         for failure in (r.fidelity or {}).get("failures") or []:
