@@ -192,6 +192,30 @@ def test_the_server_tax_of_ttft_and_tpot_beside_llama_cpp_in_process(server, tmp
                for n in d["notes"]), d["notes"]
 
 
+def test_offline_issues_every_generation_request_at_once(server, tmp_path):
+    """--scenario offline against a generation endpoint: LoadGen's Offline issues every request at once and the
+    client threads stream them; each one's TTFT is mostly its wait in the server's queue, by design, so LoadGen's
+    verdict judges the row, not the spread of the requests' times."""
+    done = _run("--endpoint", server, "--api", "completions", "--model", "smollm2-135m", "--api-key-env",
+                API_KEY_ENV, "--scenario", "offline", "--prompt-len", "32", "--gen-len", "8", "--duration", "1s",
+                "--min-samples", "12", "--repeat", "1", "--json", env={API_KEY_ENV: KEY}, db=tmp_path / "eb.db")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (r,) = json.loads(done.stdout)["results"]
+    assert r["status"] == "ok" and r["serving"]["all_at_once"], r.get("error")
+    assert r["details"]["loadgen"]["settings"]["scenario"] == "offline"
+    records = r["repetitions"][0]["requests"]
+    assert len(records) >= 12 and all(x["failure"] is None and x["output_tokens"] >= 1 for x in records)
+    issued = [x["issued_ns"] for x in records]
+    assert max(issued) - min(issued) < 0.05 * (max(x["done_ns"] for x in records) - min(issued))
+    f = r["figures"]["requests"]
+    assert f["output_tokens_per_s"]["value"] > 0 and f["tpot_ms"]["p50"]["value"] > 0
+    # the last request waited for the others: its TTFT is far above the first's (queueing, not noise)
+    ttft = sorted((x["first_ns"] - x["sent_ns"]) / 1e6 for x in records)
+    assert ttft[-1] > 2 * ttft[0]
+    assert r["verdict"]["ok"] == (r["details"]["loadgen"]["result"]["validity"] == "VALID"), r["verdict"]
+    assert not any("sample" in x or "CV" in x for x in r["verdict"]["reasons"]), r["verdict"]
+
+
 def test_bad_input_is_one_line_and_exit_2(server, tmp_path, not_openai):
     db = tmp_path / "eb.db"
     cases = {

@@ -196,12 +196,15 @@ def test_a_result_of_a_scenario_this_version_does_not_know_reads_back_as_the_ver
         launched, tmp_path, monkeypatch):
     db = _stored(tmp_path, list(launched))
     monkeypatch.setattr(store_module, "derivation_digest", lambda: "older code")
-    monkeypatch.delitem(registry.REGISTRY, "latency")
+    known = dict(registry.REGISTRY)
+    del registry.REGISTRY["latency"]
     registry.scenario_class.cache_clear()  # it would still know the scenario
     try:
         with ResultStore(db) as store:
             assert store.load_run("run1").results == list(launched)
-    finally:
+    finally:  # the same dict in the same order (monkeypatch.delitem would put latency back last)
+        registry.REGISTRY.clear()
+        registry.REGISTRY.update(known)
         registry.scenario_class.cache_clear()
 
 

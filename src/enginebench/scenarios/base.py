@@ -243,6 +243,11 @@ class Scenario(ABC):
         `indices`: each measurement's repetition."""
         return None
 
+    def judges_spread(self, measurements: list[Measurement]) -> bool:
+        """Whether the spread of these measurements' samples judges the cell (a noisy sample set, processes that
+        disagree: warnings); not where latencies vary by design (a server's queueing)."""
+        return self.judged_by_spread
+
     def table(self, result) -> str:
         """Which of TABLES a result of this scenario belongs to."""
         return "encoders"

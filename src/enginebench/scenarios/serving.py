@@ -127,6 +127,11 @@ class Offline(Server):
 
     unranked_because = None  # its items/s is what it achieved with every query available
 
+    def judges_spread(self, measurements: list[Measurement]) -> bool:
+        """Against a server every request is issued at once: each one's latency is mostly its wait in the queue,
+        by design, so LoadGen's verdict judges the cell, as for the server scenario."""
+        return not measurements[0].details.get("endpoint")
+
     def table(self, result) -> str:
         return endpoint_table(result) or "encoders"
 

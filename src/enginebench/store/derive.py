@@ -104,7 +104,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     if served is not None:
         throughput = served["throughput"]
         # latencies from arrival vary by design (queueing): the server is judged by its SLO verdict alone
-        reasons = served["reasons"] + ([] if not scenario.judged_by_spread else
+        reasons = served["reasons"] + ([] if not scenario.judges_spread(measurements) else
                                        _verdict_reasons(cell, measurements, indices, []))
         reasons += [f"repetition {r + 1} failed ({error})" for r, error in errors]
         extra = {"serving": served["serving"]}
@@ -128,7 +128,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
     if served is not None:
         notes += warnings
-    if scenario.judged_by_spread:  # a server's latencies vary by design: its SLO verdict judges it
+    if scenario.judges_spread(measurements):  # a server's latencies vary by design: its SLO verdict judges it
         disagree = repetitions_disagree(groups)
         if disagree and process_spread(groups) > MAX_SPREAD:
             reasons.append(f"{disagree}; beyond {MAX_SPREAD:.0%}: measure again on a quieter machine")
