@@ -81,3 +81,22 @@ def test_a_figure_near_the_clients_ceiling_is_flagged_and_one_far_below_is_not(r
         assert said[0].startswith(f"{round(100 * ceiling['share'])}% of the client's own ceiling (100 req/s with 1 "
                                   "client")
         assert not r.verdict["ok"]
+
+
+def test_the_server_tax_pairs_the_engines_latency_cell_whatever_else_it_ran():
+    """An engine beside the server that ran throughput too (after latency, on the same texts): the tax is still
+    the server's end to end against the engine's latency call, not lost under the other cell."""
+    from enginebench.formats.tables.endpoint import server_tax
+    from enginebench.store.model import Run
+    from helpers.measurements import measurement
+
+    context = dict(model="minilm", seq_len=16, engine_version=None, engine_options={}, details={})
+    served = build_result(Cell("endpoint", "served", "latency", "titles", 1, 1, 1),
+                          [(0, _endpoint_measurement(50, 100.0))], **context)
+    alone = build_result(Cell("torch", "fp32", "latency", "titles", 1, 1, 2),
+                         [(0, measurement(np.full(12, 5_000_000)))], **context)
+    workers = build_result(Cell("torch", "fp32", "throughput", "titles", 1, 2, 1),
+                           [(0, measurement(np.full(12, 9_000_000), workers=2))], **context)
+    (tax,) = server_tax(Run("r", "t", {}, {}, [served, alone, workers]))
+    assert tax["figure"] == "per request" and tax["in_process_ms"]["value"] == alone.latency_ms["median"] == 5.0
+    assert tax["server_ms"]["value"] == served.figures["requests"]["e2e_ms"]["median"]["median"]

@@ -214,10 +214,16 @@ def client_bound(figures: dict) -> list[str]:
     ceiling = figures.get("client_ceiling")
     if not ceiling or ceiling["share"] is None or ceiling["share"] < CLIENT_BOUND:
         return []
-    return [f"{significant(100 * ceiling['share'], 2)}% of the client's own ceiling ({significant(ceiling['requests_per_s'])} req/s "
-            f"with {ceiling['clients']} client{'s' if ceiling['clients'] > 1 else ''} against a minimal local "
-            "server): the client may be what limits this figure; measure from a machine with more cores, or "
-            "with fewer clients"]
+    return [f"{significant(100 * ceiling['share'], 2)}% of the client's own ceiling ({ceiling_words(ceiling)}): "
+            "the client may be what limits this figure; measure from a machine with more cores, or with fewer "
+            "clients"]
+
+
+def ceiling_words(ceiling: dict) -> str:
+    """`1,520 req/s with 1 client against a minimal local server`."""
+    clients = ceiling["clients"]
+    return (f"{significant(ceiling['requests_per_s'])} req/s with {clients} client{'s' if clients > 1 else ''} "
+            "against a minimal local server")
 
 
 def endpoint_table(result) -> str | None:
@@ -351,5 +357,5 @@ def _usage_check(records: list[dict]) -> dict:
     return out
 
 
-__all__ = ["client_ceiling", "client_bound", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
+__all__ = ["client_ceiling", "client_bound", "ceiling_words", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
            "count_tokens", "failure_counts"]

@@ -122,12 +122,9 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     figures = dict(scenario.figures(cell, measurements, details))
     warnings = figures.pop("warnings", None) or []  # a served row's verdict is LoadGen's: there they are notes
     extra.update(figures)
-    if served is None:
-        reasons += warnings
     merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS}
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
-    if served is not None:
-        notes += warnings
+    (reasons if served is None else notes).extend(warnings)
     if scenario.judges_spread(measurements):  # a server's latencies vary by design: its SLO verdict judges it
         disagree = repetitions_disagree(groups)
         if disagree and process_spread(groups) > MAX_SPREAD:

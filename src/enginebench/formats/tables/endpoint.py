@@ -8,6 +8,7 @@ from __future__ import annotations
 from enginebench.display import max_rate, significant
 from enginebench.formats.terminal import markdown_section, print_section
 from enginebench.scenarios.registry import settings_label, table_of
+from enginebench.scenarios.requests import ceiling_words
 from enginebench.store.model import Result, Run
 
 HEADERS = ["scenario", "request", "load", "req/s", "out tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)",
@@ -38,7 +39,11 @@ def _p(figure: dict | None, q: str) -> str:
 
 def request_label(r: Result) -> str:
     """`pp128+tg32` for generation, `titles ×4` for embeddings (texts per request)."""
-    return r.workload if r.batch_size == 1 else f"{r.workload} ×{r.batch_size}"
+    return _shape(r.workload, r.batch_size)
+
+
+def _shape(workload: str, batch: int) -> str:
+    return workload if batch == 1 else f"{workload} ×{batch}"
 
 
 def row(r: Result) -> list[str]:
@@ -94,9 +99,8 @@ def notes(results: list[Result]) -> list[str]:
                              f"{'+' if check['mean_local_minus_server'] > 0 else ''}{significant(check['mean_local_minus_server'])} tokens)")
         ceiling = f.get("client_ceiling")
         if ceiling and ceiling.get("share") is not None:
-            lines.append(f"[{i}] client ceiling: {significant(ceiling['requests_per_s'])} req/s with "
-                         f"{ceiling['clients']} client{'s' if ceiling['clients'] > 1 else ''} against a minimal local "
-                         f"server; this row reached {significant(100 * ceiling['share'], 2)}% of it")
+            lines.append(f"[{i}] client ceiling: {ceiling_words(ceiling)}; this row reached "
+                         f"{significant(100 * ceiling['share'], 2)}% of it")
         lines += [f"[{i}] {reason}" for reason in r.verdict["reasons"]]
         lines += [f"[{i}] {note}" for note in (r.details or {}).get("notes", [])]
         for failure in (r.fidelity or {}).get("failures") or []:
@@ -127,7 +131,7 @@ def saturation(results: list[Result]) -> list[str]:
                                                                         for _, rb in points[k + 1:])), None)
         where = (f"stops rising at {stop} client{'s' if stop > 1 else ''} (no larger count adds {RISING:.0%})"
                  if stop else f"still rising at {points[-1][0]} clients: sweep further")
-        lines.append(f"{workload if batch == 1 else f'{workload} ×{batch}'}: req/s by clients {', '.join(steps)}; "
+        lines.append(f"{_shape(workload, batch)}: req/s by clients {', '.join(steps)}; "
                      f"throughput {where}")
     return lines
 
@@ -147,23 +151,22 @@ def server_tax(run: Run) -> list[dict]:
     texts. Generation: the server's TTFT against the engine's prefill of the prompt (pp<P>), its TPOT against
     the engine's decode step (tg<G>, after a prompt of P)."""
     served = [r for r in run.results if is_endpoint_result(r) and r.status == "ok" and r.scenario == "latency"]
-    alone = {(r.model, r.workload, r.batch_size, r.engine, r.precision): r for r in run.results
+    alone = {(r.model, r.scenario, r.workload, r.batch_size, r.engine, r.precision): r for r in run.results
              if not is_endpoint_result(r) and r.status == "ok"}
-    engines = sorted({(k[3], k[4]) for k in alone})
+    engines = sorted({(k[4], k[5]) for k in alone})
     out = []
     for s in served:
         f = (s.figures or {}).get("requests") or {}
         if "+" in s.workload:  # a generation request, pp<P>+tg<G>
             pp, tg = s.workload.split("+")
-            pairs = [("time to first token", pp, "prefill", f.get("ttft_ms"),
+            pairs = [("time to first token", "generate", pp, "prefill", f.get("ttft_ms"),
                       lambda r: r.ttft_ms or r.latency_ms),
-                     ("per output token", tg, "decode step", f.get("tpot_ms"), lambda r: r.itl_ms)]
+                     ("per output token", "generate", tg, "decode step", f.get("tpot_ms"), lambda r: r.itl_ms)]
         else:
-            pairs = [("per request", s.workload, "call", f.get("e2e_ms"), lambda r: r.latency_ms if
-                      r.scenario == "latency" else None)]
+            pairs = [("per request", "latency", s.workload, "call", f.get("e2e_ms"), lambda r: r.latency_ms)]
         for engine, precision in engines:
-            for figure, workload, what, server, inside in pairs:
-                r = alone.get((s.model, workload, s.batch_size, engine, precision))
+            for figure, scenario, workload, what, server, inside in pairs:
+                r = alone.get((s.model, scenario, workload, s.batch_size, engine, precision))
                 mine, theirs = (inside(r) if r else None), (server or {}).get("median")
                 if not mine or not theirs:
                     continue
@@ -182,9 +185,8 @@ def server_tax(run: Run) -> list[dict]:
 def tax_lines(run: Run) -> list[str]:
     lines = []
     for t in server_tax(run):
-        shape = t["request"] if t["batch_size"] == 1 else f"{t['request']} ×{t['batch_size']}"
         sign = "+" if t["tax_ms"]["value"] >= 0 else ""
-        lines.append(f"server tax, {shape}, {t['figure']}: {t['engine']} {t['precision']} in-process "
+        lines.append(f"server tax, {_shape(t['request'], t['batch_size'])}, {t['figure']}: {t['engine']} {t['precision']} in-process "
                      f"{_with_ci(t['in_process_ms'])} ms a {t['in_process']} ({t['workload']}) → the server "
                      f"{_with_ci(t['server_ms'])} ms: {sign}{_with_ci(t['tax_ms'])} ms ({t['ratio']:.2f}×; medians "
                      "over processes [95% CI])")
