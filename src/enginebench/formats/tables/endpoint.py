@@ -170,9 +170,7 @@ def server_tax(run: Run) -> list[dict]:
                 mine, theirs = (inside(r) if r else None), (server or {}).get("median")
                 if not mine or not theirs:
                     continue
-                ci = None
-                if mine.get("ci95") and theirs.get("ci95"):
-                    ci = [theirs["ci95"][0] - mine["ci95"][1], theirs["ci95"][1] - mine["ci95"][0]]
+                ci = difference_ci(theirs.get("ci95"), mine.get("ci95"))
                 out.append({"engine": engine, "precision": precision, "request": s.workload, "workload": workload,
                             "batch_size": s.batch_size, "figure": figure, "in_process": what,
                             "in_process_ms": {"value": mine["median"], "ci95": mine.get("ci95")},
@@ -180,6 +178,13 @@ def server_tax(run: Run) -> list[dict]:
                             "tax_ms": {"value": theirs["median"] - mine["median"], "ci95": ci},
                             "ratio": theirs["median"] / mine["median"]})
     return out
+
+
+def difference_ci(a: list[float] | None, b: list[float] | None) -> list[float] | None:
+    """An interval for a − b from the 95% intervals of two independent estimates: their far ends joined. It
+    covers whenever both do, and more often (its half-width, the sum of theirs, exceeds the root of their
+    squares); tests/endpoint/test_client_ceiling.py simulates its coverage."""
+    return [a[0] - b[1], a[1] - b[0]] if a and b else None
 
 
 def tax_lines(run: Run) -> list[str]:
@@ -216,4 +221,4 @@ def endpoint_markdown(run: Run) -> str:
     return markdown_section(f"**{_title(run)}**", got) if got else ""
 
 
-__all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "server_tax", "HEADERS"]
+__all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "server_tax", "difference_ci", "HEADERS"]
