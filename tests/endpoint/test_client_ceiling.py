@@ -9,13 +9,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers.measurements import measurement
 
 from enginebench.endpoint.client import Connection, Target
 from enginebench.endpoint.minimal_server import MODEL, minimal_server
+from enginebench.formats.tables.endpoint import difference_ci, server_tax
+from enginebench.measure.stats import over_processes
 from enginebench.plan import Cell
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.requests import CLIENT_BOUND, client_ceiling
 from enginebench.store.derive import build_result
+from enginebench.store.model import Run
 
 
 def test_the_minimal_server_answers_every_api_as_the_client_expects():
@@ -86,10 +90,6 @@ def test_a_figure_near_the_clients_ceiling_is_flagged_and_one_far_below_is_not(r
 def test_the_server_tax_pairs_the_engines_latency_cell_whatever_else_it_ran():
     """An engine beside the server that ran throughput too (after latency, on the same texts): the tax is still
     the server's end to end against the engine's latency call, not lost under the other cell."""
-    from enginebench.formats.tables.endpoint import server_tax
-    from enginebench.store.model import Run
-    from helpers.measurements import measurement
-
     context = dict(model="minilm", seq_len=16, engine_version=None, engine_options={}, details={})
     served = build_result(Cell("endpoint", "served", "latency", "titles", 1, 1, 1),
                           [(0, _endpoint_measurement(50, 100.0))], **context)
@@ -107,9 +107,6 @@ def test_the_tax_interval_covers_the_true_difference_at_least_95_percent(process
     """Each side as server_tax gets it (the geometric mean over processes with its t interval, measure/stats.py),
     processes spread 10% (lognormal) around a true median of 20 ms (the server) and 12 ms (in-process): the
     joined interval holds the true tax of 8 ms in at least 95% of 2,000 simulated runs."""
-    from enginebench.formats.tables.endpoint import difference_ci
-    from enginebench.measure.stats import over_processes
-
     rng = np.random.default_rng(processes)
     covered = 0
     for _ in range(2000):
