@@ -204,7 +204,10 @@ def test_recommend_says_the_picks_share_of_the_roofline_of_its_main_precision():
     rec = recommend([run], Constraints(objective="throughput", min_fidelity=0.99))
     assert rec.best is int8
     text = "\n".join(rec.lines())
-    assert f", {int8.roofline['pct_of_roofline']:.0f}% of this machine's int8 roofline" in text
+    figure = int8.roofline
+    lo, hi = figure["ci95"]
+    assert (f", {figure['pct_of_roofline']:.0f}% of this machine's int8 roofline (95% CI {lo:.0f}-{hi:.0f}%; the "
+            f"roofline {figure['roofline_items_per_s']:.0f}/s)") in text
     assert rec.to_dict()["roofline"]["pct_of_roofline"] == pytest.approx(int8.roofline["pct_of_roofline"])
     unknown = result("int8", 0.5, {"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 1.0}, None)
     rec = recommend([Run("r", "2026-12-03T00:00:00+00:00", {"hostname": "h", "cpu": "c"}, {"argv": []}, [unknown])],

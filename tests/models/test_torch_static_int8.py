@@ -167,6 +167,43 @@ def test_a_backend_that_runs_no_int8_kernel_reports_fp32(minilm, corpus):
     assert short_label(q) == "no MatMul quantized"
 
 
+def test_every_linear_takes_8_bit_weights_only_where_vnni_sums_them(cpu_features, monkeypatch):
+    from enginebench.measure.cpu_features import vnni_available
+    from enginebench.models.torch_static_quantize import FULL_WEIGHT_RANGE, settings, weight_range
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert weight_range("no-ffn-down") == WEIGHT_RANGE  # the default: 7 bits on every CPU
+    assert weight_range("all") == (FULL_WEIGHT_RANGE if vnni_available() else WEIGHT_RANGE)
+    if cpu_features.narrowed_to == "avx2":
+        assert weight_range("all") == WEIGHT_RANGE
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN told to act without VNNI: no 8-bit weights
+    assert weight_range("all") == WEIGHT_RANGE
+    assert settings("all")["fp32_layers"].startswith("none") and settings("no-ffn-down") != settings("all")
+
+
+@needs_pt2e
+@pytest.mark.slow
+def test_every_linear_in_int8_runs_int8_kernels_and_is_keyed_apart(minilm, corpus, reference):
+    from enginebench.models.torch_static_quantize import program_key, weight_range
+
+    inputs = corpus.fidelity_inputs()
+    session = load_static(minilm, [corpus], int8_layers="all", warmup_batch=inputs.size, warmup_seq=inputs.seq_len)
+    q = session.details["quantization"]
+    assert session.executed_precision == "int8-static" and q["share_of_matmul_flops"] == pytest.approx(1.0)
+    assert q["int8_kernel_calls"] == q["matmuls"]["quantized"] == 36 and not q.get("layers_kept")
+    low, high = weight_range("all")
+    gemm = session.details["int8_gemm"]
+    assert low <= gemm["weight_range"][0] < gemm["weight_range"][1] <= high
+    assert high == 63 or gemm["vnni"]  # 8-bit weights only where VNNI sums them
+    fidelity = compare_embeddings(embed(session, inputs), reference, "int8-static")
+    print(f"torch-compile int8-static, every Linear, weights in [{low}, {high}]: min cosine {fidelity['value']:.6f}")
+    assert fidelity["value"] > 0.98  # near the 0.99 bound: whether it passes is what tune measures and decides
+    calibration = calibration_set(minilm.path, [corpus])
+    assert program_key(minilm, calibration, "sdpa", "all") != program_key(minilm, calibration, "sdpa")
+    assert program_key(minilm, calibration, "sdpa", "all") in session.details["pt2_path"]
+
+
 _AVX2_CHILD = """
 import json, sys
 import numpy as np

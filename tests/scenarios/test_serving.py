@@ -132,20 +132,22 @@ def test_a_server_run_end_to_end_keeps_loadgens_logs():
     os.environ.update(fake_engines.env())
     try:
         run = api.run("minilm", db=None, engines="fault", scenario="server", workload="titles", qps="100",
-                      slo_p99="50", duration="0.5s", warmup="0.1s", repeat="1", workers="1",
+                      slo_p99="250", duration="0.5s", warmup="0.1s", repeat="1", workers="1",
                       option=["fault.call_ms=2"])
     finally:
         os.environ.clear()
         os.environ.update(saved)
     r = run.results[0]
     assert r.status == "ok", r.error
-    assert r.serving["settings"]["qps"] == 100 and r.serving["slo_p99_ms"] == 50
-    assert r.verdict["ok"] and r.serving["loadgen"]["validity"] == "VALID"
+    # 2 ms calls at 100 q/s under a 250 ms p99: the plumbing is tested here, not how quiet the host is (a 50 ms
+    # target failed once in the serial pass)
+    assert r.serving["settings"]["qps"] == 100 and r.serving["slo_p99_ms"] == 250
+    assert r.verdict["ok"] and r.serving["loadgen"]["validity"] == "VALID", (r.verdict, r.serving.get("reasons"))
     assert "Result is : VALID" in r.details["loadgen"]["summary"]
     assert r.details["loadgen"]["log"]["effective_target_qps"] == 100
     assert len(r.samples) == r.serving["queries"] >= MIN_QUERIES_P99
     headers, rows, constants = table_rows(run.results)
-    assert rows[0][-1] == "VALID" and constants["serving"] == "100 q/s · p99 ≤ 50 ms"
+    assert rows[0][-1] == "VALID" and constants["serving"] == "100 q/s · p99 ≤ 250 ms"
 
 
 def test_the_search_stops_when_the_calls_alone_miss_the_target():

@@ -110,6 +110,16 @@ def test_candidates_come_from_the_engine_classes(synthetic, cpu_features):
     assert {dict(c.options).get("hint", "LATENCY") for c in real if c.engine == "openvino"} == {"LATENCY", "THROUGHPUT"}
 
 
+def test_an_option_for_one_precision_is_tuned_for_that_precision_only():
+    from enginebench.models import resolve_model
+
+    space = candidates(["torch-compile"], resolve_model("minilm"), "latency", [32], cores=2)
+    layers = {(c.precision, dict(c.options).get("int8_layers", "no-ffn-down")) for c in space}
+    assert ("int8-static", "all") in layers and ("int8-static", "no-ffn-down") in layers
+    assert {p for p, v in layers if v == "all"} == {"int8-static"}  # fp32 and bf16 are not measured twice
+    assert len(space) == len(set(space))
+
+
 def test_same_seed_same_candidates_and_schedule(synthetic):
     from enginebench.models import resolve_model
 

@@ -509,12 +509,16 @@ def configuration_text(r: Result, options: bool = True) -> str:
 
 
 def roofline_clause(r: Result) -> str:
-    """`, 54% of this machine's int8 roofline` (the precision holding most of its FLOPs); `` when unknown."""
+    """`, 54% of this machine's int8 roofline (95% CI 53-56%; the roofline 94/s)`, named by the precision holding
+    most of its FLOPs; `` when unknown."""
     figure = r.roofline or {}
     if figure.get("pct_of_roofline") is None:
         return ""
     emulated = " (emulated)" if figure["precision"] in (figure.get("emulated") or ()) else ""
-    return f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline"
+    ci = figure.get("ci95")
+    interval = f"95% CI {ci[0]:.0f}-{ci[1]:.0f}%; " if ci else ""
+    return (f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline "
+            f"({interval}the roofline {figure['roofline_items_per_s']:.0f}/s)")
 
 
 def _fidelity_text(r: Result) -> str:

@@ -28,6 +28,7 @@ from enginebench.engines.torch_eager import TorchOptions, reduce_precision
 from enginebench.engines.torch_readback import torch_threads
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
+from enginebench.models.torch_static_quantize import INT8_LAYERS
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
 
@@ -50,6 +51,9 @@ class TorchCompileOptions(TorchOptions):
     backend: str = field(default="inductor", metadata={"choices": _compile_backends})
     warmup_batch: int = field(default=1, metadata={"min": 1})  # the shape compiled in load()
     warmup_seq: int = field(default=128, metadata={"min": 1})
+    # int8-static only: which Linear layers run int8 (models/torch_static_quantize.py); tune tries both
+    int8_layers: str = field(default="no-ffn-down", metadata={"choices": INT8_LAYERS, "tune": True,
+                                                              "precisions": ("int8-static",)})
 
 
 class TorchCompileSession(Session):
@@ -182,7 +186,7 @@ def _int8_static(model: ModelSpec, encoder, options: TorchCompileOptions, measur
     from enginebench.workloads.calibration import calibration_set
 
     calibration = calibration_set(model.path, measured)
-    path, details = quantized_program(model, encoder, calibration, options.attention)
+    path, details = quantized_program(model, encoder, calibration, options.attention, options.int8_layers)
     started = time.perf_counter()
     program = load_program(path)
     details.update(int8_program_load_s=round(time.perf_counter() - started, 3),

@@ -21,10 +21,11 @@ from enginebench.execution.messages import (
     Started,
     TrialStarted,
 )
+from enginebench.execution.references import reference_inputs, reference_outputs
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.measuring_process import die_with_parent, limit_threads, quiet_library_logs
-from enginebench.plan import Cell, Job
-from enginebench.scenarios.base import DECODER_REFERENCE, CellRun, LoadFailed
+from enginebench.plan import Job
+from enginebench.scenarios.base import CellRun, LoadFailed
 from enginebench.scenarios.registry import scenario_class
 
 
@@ -121,29 +122,10 @@ def _measure(job: Job, out, go=None) -> None:
     out.put(Done())
 
 
-GREEDY_PROMPTS = 2  # prompts the reference generates from for greedy agreement
-
-
-def _decoder_references(session, job: Job) -> dict:
-    from enginebench.measure.llm_fidelity import reference_data
-
-    sets = list(job.workloads.values())
-    tg = next((p for p in sets if p.test.kind in ("tg", "pg")), None)
-    source = tg or sets[0]
-    new_tokens = tg.test.gen_len if tg else 16
-    prompt_len = min(source.test.prompt_len, max(1, job.model.max_positions - new_tokens))
-    greedy_prompt = source.prompts[:GREEDY_PROMPTS, :prompt_len]
-    return {DECODER_REFERENCE: reference_data(session, source.fidelity_ids, greedy_prompt, new_tokens)}
-
-
 def _send_references(factory: SessionFactory, job: Job, out) -> None:
     try:
         session = factory()
-        if job.model.kind == "decoder":
-            out.put(References(_decoder_references(session, job)))
-            return
-        refs = {name: session.run(session.prepare(w.fidelity_inputs())) for name, w in job.workloads.items()}
-        out.put(References(refs))
+        out.put(References(reference_outputs(session, job, reference_inputs(job))))
     except Exception as e:
         out.put(CellFailed(-1, f"reference failed: {type(e).__name__}: {e}", traceback.format_exc()))
 

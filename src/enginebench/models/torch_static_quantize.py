@@ -55,6 +55,12 @@ from enginebench.workloads.calibration import CalibrationSet
 PROGRAM_FILE = "model.int8-static.pt2"
 FACTS_FILE = "quantize.json"
 WEIGHT_RANGE = (-64, 63)  # 7-bit weights: oneDNN's int16 pair sums cannot saturate without VNNI
+FULL_WEIGHT_RANGE = (-128, 127)  # 8-bit weights: `int8_layers=all` where VNNI sums them in int32
+# `-o torch-compile.int8_layers=`: which Linear layers become int8. The default keeps the FFN down-projections in
+# fp32 with 7-bit weights (0.994 on every CPU); `all` quantizes every Linear, with 8-bit weights where VNNI is
+# there (0.992-0.994 in the table above; 7-bit weights there fall to 0.990) and 7-bit without (no int16
+# saturation). Its fidelity is measured like every result's, and `tune` drops it below --min-fidelity.
+INT8_LAYERS = ("no-ffn-down", "all")
 SETTINGS = {
     "flow": "torch.export (batch and sequence length dynamic) -> prepare_pt2e -> calibrate -> convert_pt2e",
     "quantizer": "torchao X86InductorQuantizer, set_module_name_qconfig per Linear",
@@ -63,6 +69,22 @@ SETTINGS = {
     "fp32_layers": "FFN down-projections: Linear layers with more inputs than outputs",
     "lowering": "torch.compile (inductor, freezing): dequantize -> linear folded into onednn.qlinear_pointwise",
 }
+
+
+def settings(int8_layers: str = "no-ffn-down") -> dict:
+    """SETTINGS for a choice of INT8_LAYERS on this CPU (what the artifact is keyed by and the result says)."""
+    if int8_layers == "no-ffn-down":
+        return SETTINGS
+    low, high = weight_range(int8_layers)
+    return {**SETTINGS, "weights": f"int8 per-channel symmetric, range [{low}, {high}] (PerChannelMinMaxObserver)",
+            "fp32_layers": "none: every Linear"}
+
+
+def weight_range(int8_layers: str) -> tuple[int, int]:
+    """The weights' integer range: 8-bit only for `all` on a CPU (and oneDNN cap) with VNNI."""
+    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
+
+    return FULL_WEIGHT_RANGE if int8_layers == "all" and vnni_available(cap=onednn_isa_cap()) else WEIGHT_RANGE
 SCHEME = "static w8a8, per-channel int8 weights, per-tensor uint8 activations, X86InductorQuantizer"
 CALIBRATION_METHOD = "HistogramObserver (activations), PerChannelMinMaxObserver (weights)"
 INT8_KERNEL = "onednn::qlinear_pointwise"
@@ -133,22 +155,26 @@ def compile_settings():
         yield
 
 
-def is_kept_fp32(in_features: int, out_features: int) -> bool:
-    """FFN down-projections (more inputs than outputs) stay fp32; see the module docstring."""
-    return in_features > out_features
+def is_kept_fp32(in_features: int, out_features: int, int8_layers: str = "no-ffn-down") -> bool:
+    """FFN down-projections (more inputs than outputs) stay fp32 unless every Linear is asked for; see the
+    module docstring."""
+    return int8_layers != "all" and in_features > out_features
 
 
-def quantized_program(model, module, calibration: CalibrationSet, attention: str) -> tuple[Path, dict]:
+def quantized_program(model, module, calibration: CalibrationSet, attention: str,
+                      int8_layers: str = "no-ffn-down") -> tuple[Path, dict]:
     """The converted (int8) program of `module`, built once per key and cached; (its .pt2 path, details). Details
     hold what building it cost (kept with the artifact, so also when cached)."""
     versions = _versions()
-    key = program_key(model, calibration, attention)
+    key = program_key(model, calibration, attention, int8_layers)
     started = time.perf_counter()
     folder, cached = cached_artifact("torch-pt2e-int8-static", key,
-                                     lambda out: _quantize(module, out, calibration, model.max_positions))
+                                     lambda out: _quantize(module, out, calibration, model.max_positions,
+                                                           int8_layers))
     return folder / PROGRAM_FILE, {
         "int8_cached": cached, "int8_artifact_s": round(time.perf_counter() - started, 3),
-        "quantizer": f"torchao.quantization.pt2e X86InductorQuantizer ({versions})", "int8_settings": SETTINGS,
+        "quantizer": f"torchao.quantization.pt2e X86InductorQuantizer ({versions})",
+        "int8_settings": settings(int8_layers),
         "calibration": {**calibration.record(), "method": CALIBRATION_METHOD},
         # seconds spent when the artifact was built: export_s the first torch.export, calibration_s the
         # calibration inputs running through the observed model, quantize_s prepare + calibrate + convert,
@@ -158,11 +184,11 @@ def quantized_program(model, module, calibration: CalibrationSet, attention: str
     }
 
 
-def program_key(model, calibration: CalibrationSet, attention: str) -> str:
+def program_key(model, calibration: CalibrationSet, attention: str, int8_layers: str = "no-ffn-down") -> str:
     """The cache key of a converted program: the model's files, the attention implementation the graph was
     exported with, the calibration inputs, the settings, and the torch and torchao versions."""
     return artifact_key(model.content_hash, "pt2e-x86-int8-static", attention, _versions(), calibration.identity(),
-                        str(model.max_positions), repr(sorted(SETTINGS.items())))
+                        str(model.max_positions), repr(sorted(settings(int8_layers).items())))
 
 
 def _versions() -> str:
@@ -178,7 +204,7 @@ def load_program(path: Path):
         return torch.export.load(str(path)).module()
 
 
-def _quantize(module, folder: Path, calibration: CalibrationSet, max_positions: int) -> None:
+def _quantize(module, folder: Path, calibration: CalibrationSet, max_positions: int, int8_layers: str) -> None:
     import torch
 
     prepare_pt2e, convert_pt2e, xiq, _ = pt2e()
@@ -195,9 +221,10 @@ def _quantize(module, folder: Path, calibration: CalibrationSet, max_positions: 
         graph.recompile()
         exported = time.perf_counter()
         quantizer = xiq.X86InductorQuantizer()
-        config = _config(xiq)
+        config = _config(xiq, weight_range(int8_layers))
         for name, layer in module.named_modules():
-            if isinstance(layer, torch.nn.Linear) and not is_kept_fp32(layer.in_features, layer.out_features):
+            if isinstance(layer, torch.nn.Linear) and not is_kept_fp32(layer.in_features, layer.out_features,
+                                                                        int8_layers):
                 quantizer.set_module_name_qconfig(name, config)
         prepared = prepare_pt2e(graph, quantizer)
         calibrating = time.perf_counter()
@@ -216,11 +243,11 @@ def _quantize(module, folder: Path, calibration: CalibrationSet, max_positions: 
     (folder / FACTS_FILE).write_text(json.dumps(cost))
 
 
-def _config(xiq):
+def _config(xiq, weights: tuple[int, int] = WEIGHT_RANGE):
     """The quantizer's default x86 config (uint8 per-tensor HistogramObserver activations, int8 per-channel
-    weights) with the weights in 7 bits."""
+    weights) with the weights in `weights` (7 bits by default)."""
     config = xiq.get_default_x86_inductor_quantization_config()
-    low, high = WEIGHT_RANGE
+    low, high = weights
     return dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=low, quant_max=high))
 
 
@@ -350,6 +377,6 @@ def quantization_readback(graph, kernels: Counter, source: str) -> tuple[str, di
     return "int8-static", quantization_record(scheme, "int8", activations, ran, source, **extra), gemm
 
 
-__all__ = ["SETTINGS", "SCHEME", "INT8_KERNEL", "why_not_pt2e", "quiet_torchao", "quantized_program",
-           "program_key", "load_program", "compile_settings", "program_linears", "int8_kernel_shapes",
+__all__ = ["SETTINGS", "INT8_LAYERS", "settings", "weight_range", "SCHEME", "INT8_KERNEL", "why_not_pt2e",
+           "quiet_torchao", "quantized_program", "program_key", "load_program", "compile_settings", "program_linears", "int8_kernel_shapes",
            "executed_layers", "quantization_readback"]

@@ -86,12 +86,17 @@ def _text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def option_settings(engine_cls, cores: int, threads: int) -> list[tuple[tuple[str, str], ...]]:
+def option_settings(engine_cls, cores: int, threads: int, precision: str | None = None
+                    ) -> list[tuple[tuple[str, str], ...]]:
     """Every setting of the engine's tuned options, the defaults first; each as the (key, value) pairs that differ
-    from the defaults, values as `-o` takes them."""
+    from the defaults, values as `-o` takes them. An option whose field names the precisions it acts on
+    (metadata `precisions`) is tuned only for those."""
     fields = {f.name: f for f in dataclasses.fields(engine_cls.Options)}
     tuned = dict(TUNED.get(engine_cls.name, {}))
     for name, f in fields.items():
+        if precision and precision not in f.metadata.get("precisions", (precision,)):
+            tuned.pop(name, None)
+            continue
         mark = f.metadata.get("tune")
         if mark is True:
             tuned[name] = _choices
@@ -136,7 +141,7 @@ def candidates(engines: list[str], model, objective: str, batch_sizes: list[int]
             if (precisions and precision not in precisions) or cls.why_not(model, precision):
                 continue
             for scenario, workers, threads in threading(objective, cores):
-                for options in option_settings(cls, cores, threads):
+                for options in option_settings(cls, cores, threads, precision):
                     out += [Candidate(engine, precision, scenario, b, workers, threads, options) for b in batch_sizes]
     return out
 
