@@ -16,7 +16,7 @@ from dataclasses import asdict, fields, is_dataclass
 
 import numpy as np
 
-from enginebench.models.artifacts import cache_root, cached_artifact
+from enginebench.models.artifacts import artifact_key, cached_artifact, finished_artifact
 from enginebench.plan import Job
 from enginebench.scenarios.base import DECODER_REFERENCE
 
@@ -58,12 +58,11 @@ def reference_key(job: Job, inputs: dict) -> str | None:
     version = cls.version()
     if version is None:
         return None
-    h = hashlib.sha256()
-    for part in (FORMAT, job.engine, version, job.precision, str(job.threads),
-                 repr(cls.make_options(job.threads, dict(job.options))), repr(sorted(asdict(job.model).items()))):
-        h.update(part.encode() + b"\0")
-    _digest(inputs, h)
-    return h.hexdigest()[:24]
+    inputs_digest = hashlib.sha256()
+    _digest(inputs, inputs_digest)
+    return artifact_key(FORMAT, job.engine, version, job.precision, str(job.threads),
+                        repr(cls.make_options(job.threads, dict(job.options))),
+                        repr(sorted(asdict(job.model).items())), inputs_digest.hexdigest())
 
 
 def _digest(value, h) -> None:
@@ -89,13 +88,11 @@ def _digest(value, h) -> None:
 
 def cached_reference(key: str | None) -> dict | None:
     """The stored reference under `key`, or None (never stored, or unreadable)."""
-    if key is None:
-        return None
-    path = cache_root() / "reference" / key / _FILE
-    if not (path.parent / ".complete").exists():
+    folder = finished_artifact("reference", key) if key else None
+    if folder is None:
         return None
     try:
-        with open(path, "rb") as f:
+        with open(folder / _FILE, "rb") as f:
             return pickle.load(f)
     except (OSError, pickle.UnpicklingError, EOFError):
         return None

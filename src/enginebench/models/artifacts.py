@@ -28,18 +28,24 @@ def artifact_key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
+def finished_artifact(kind: str, key: str) -> Path | None:
+    """The folder of a finished artifact, or None when it is missing or still being built (nothing is built)."""
+    final = cache_root() / kind / key
+    return final if (final / ".complete").exists() else None
+
+
 def cached_artifact(kind: str, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
     """Return (folder, was_cached). `build(folder)` fills an empty folder when the artifact is missing.
 
     Safe under concurrent runs: the first process to need an artifact builds it under an exclusive lock on
     the key while the others wait, then find it complete; a finished artifact is never removed or rebuilt."""
     final = cache_root() / kind / key
-    if (final / ".complete").exists():
+    if finished_artifact(kind, key):
         return final, True
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
-        if (final / ".complete").exists():  # another process built it while this one waited
+        if finished_artifact(kind, key):  # another process built it while this one waited
             return final, True
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
         try:
