@@ -89,6 +89,9 @@ class Job:
     references: dict[str, np.ndarray] | None = None  # workload -> reference embeddings
     reference_only: bool = False  # compute reference embeddings instead of measuring
     repetition: int = 0  # which of --repeat's independent processes this is (seeds each LoadGen run apart)
+    # {"n", "threads"} of the stored speed's GEMM reference: the child times it before and after each roofline
+    # cell (measure/roofline.gemm_probe), so a figure says how fast the machine was while it was measured
+    gemm_probe: dict | None = None
 
 
 def make_cells(grid: Grid, scenarios: list[str], settings: dict[str, list | None] | None = None) -> list[Cell]:

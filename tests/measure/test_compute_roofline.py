@@ -281,3 +281,69 @@ def test_the_frame_has_the_share_and_its_interval_and_nan_without_ceilings():
     assert [frame["pct_of_roofline_ci95_lo"][0], frame["pct_of_roofline_ci95_hi"][0]] == pytest.approx(
         known.roofline["ci95"])
     assert np.isnan(frame["pct_of_roofline"][1])
+
+
+# --- the machine's speed beside a cell ----------------------------------------------------------------------------
+
+def _probed(call_s: float, *gflops_pairs) -> list[Measurement]:
+    out = []
+    for before, after in gflops_pairs:
+        m = _measurement(call_s, 32)
+        m.details["gemm_probe"] = {"before": before, "after": after, "n": 1024, "threads": 2}
+        out.append(m)
+    return out
+
+
+def _probed_figure(measurements, reference=100.0) -> dict:
+    cell = Cell("x", "fp32", "throughput", "corpus", 32, 1, 1)
+    speed = {**_speed(), "gemm_probe": {"gflops": reference, "n": 1024, "threads": 2}}
+    return Throughput().figures(cell, measurements, _details(speed))["roofline"]
+
+
+def test_the_share_beside_the_cell_scales_the_ceilings_by_the_median_probe():
+    slow = _probed_figure(_probed(1.0, (40.0, 60.0), (50.0, 55.0), (45.0, 90.0)))
+    beside = slow["beside"]
+    assert beside["factor"] == pytest.approx(52.5 / 100) and beside["drifted"]  # median of 40 45 50 55 60 90
+    assert beside["pct_of_roofline"] == pytest.approx(slow["pct_of_roofline"] / 0.525)
+    assert beside["ci95"] == pytest.approx([c / 0.525 for c in slow["ci95"]])
+    steady = _probed_figure(_probed(1.0, (95.0, 105.0), (90.0, 110.0)))
+    assert steady["beside"]["factor"] == pytest.approx(1.0) and not steady["beside"]["drifted"]
+    assert not _probed_figure(_probed(1.0, (120.0, 125.0)))["beside"]["drifted"]  # within 1.25x
+    assert _probed_figure(_probed(1.0, (130.0, 130.0)))["beside"]["drifted"]  # a faster machine drifts too
+    assert "beside" not in _figure(Throughput(), "fp32", _measurement(1.0, 32), _speed())  # no probe, no claim
+
+
+def test_a_drifted_pick_says_both_shares_in_recommend_and_the_table_notes():
+    from enginebench.analysis.recommend import roofline_clause
+    from enginebench.formats.tables.encoder import notes
+    from enginebench.store.derive import build_result
+
+    cell = Cell("onnxruntime", "fp32", "throughput", "corpus", 32, 1, 2)
+    speed = {**_speed(), "gemm_probe": {"gflops": 100.0, "n": 1024, "threads": 2}}
+    slow = build_result(cell, list(enumerate(_probed(1.0, (50.0, 50.0)))), model="minilm", seq_len=SEQ,
+                        engine_version="1", engine_options={"threads": 2}, details=_details(speed))
+    figure = slow.roofline
+    clause = roofline_clause(slow)
+    assert f"the machine ran at 50% of its stored GEMM speed beside it: {2 * figure['pct_of_roofline']:.0f}%" in clause
+    line = next(x for x in notes([slow]) if "beside this cell" in x)
+    assert "numpy fp32 1024²: 50 against 100 GFLOP/s" in line
+    steady = build_result(cell, list(enumerate(_probed(1.0, (100.0, 100.0)))), model="minilm", seq_len=SEQ,
+                          engine_version="1", engine_options={"threads": 2}, details=_details(speed))
+    assert "beside" not in roofline_clause(steady) and not any("beside this cell" in x for x in notes([steady]))
+
+
+def test_a_run_carries_the_probe_reference_of_its_stored_ceilings(cpu_features):
+    from enginebench.measure.peak import run_speed
+
+    tried = [{"library": "numpy 2.3 matmul", "gflops": 180.0, "n": 2048, "threads": 2,
+              "by_n": {"1024": 150.0, "2048": 180.0}},  # JSON keeps sizes as text
+             {"library": "onnxruntime 1.23 MatMul (MLAS)", "gflops": 199.0, "n": 2048, "by_n": {"1024": 199.0}}]
+    stored = {"measured_at": "t", "bandwidth_gbs": 20.0, "gemm_gflops": 199.0,
+              "details": {"cpu_features": {}, "gemm": {"library": "onnxruntime", "tried": tried}}}
+    speed = run_speed(stored)
+    if cpu_features.narrowed_to:
+        assert "gemm_probe" not in speed
+    else:
+        assert speed["gemm_probe"] == {"gflops": 150.0, "n": 1024, "threads": 2}
+    stored["details"]["gemm"]["tried"] = tried[1:]  # numpy not timed: nothing to probe against
+    assert "gemm_probe" not in run_speed(stored)

@@ -1,7 +1,7 @@
 """int8 results say what was quantized (read from what the engine runs), and the precision label says what ran."""
 
 import pytest
-from helpers.sessions import load_session
+from helpers.sessions import embed, load_session
 
 from enginebench.formats.tables.encoder import table_rows
 from enginebench.measure.quantization import (
@@ -111,16 +111,56 @@ def test_onnx_outline_walks_like_the_full_graph(ort_int8):
     assert onnx_weight_matmuls(onnx_outline(ort_int8.details["onnx_path"])) == onnx_weight_matmuls(full)
 
 
-def test_openvino_int8_compresses_every_matmul_weight_and_computes_fp32(minilm):
+def test_openvino_int8_label_says_whether_the_activations_were_quantized(minilm, corpus):
+    """OpenVINO's int8 compresses the weights; whether the plugin also quantizes the activations (dynamic
+    quantization, on by default where the CPU has VNNI) is seen here from the embeddings themselves: the session
+    with it off is the weights-only reference, and the label must agree with what the outputs show."""
+    import numpy as np
+
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    session = load_session("openvino", minilm, "int8")
-    q = session.details["quantization"]
+    batch = corpus.batch(0, 8)
+    weights_only = load_session("openvino", minilm, "int8", dynamic_quantization="off")
+    q = weights_only.details["quantization"]
     assert KEYS <= set(q) and q["weights"] == "int8" and q["activations"] == "fp32"
     assert q["scheme"].startswith("weights-only int8") and "zero points" in q["scheme"]
     assert q["share_of_matmul_flops"] == 1.0 and q["layers_kept"] == []
     assert q["matmuls"] == {"quantized": 36, "total": 36}  # the same 36 weight MatMuls as the ONNX graph
-    assert session.executed_precision == "int8-weights/fp32"
+    assert weights_only.executed_precision == "int8-weights/fp32"
+    assert weights_only.details["dynamic_quantization"]["group_size"] == 0
+
+    default = load_session("openvino", minilm, "int8")
+    plain, ours = (embed(s, batch) for s in (weights_only, default))
+    quantized = float(np.max(np.abs(ours - plain))) > 1e-4 * float(np.max(np.abs(plain)))
+    q = default.details["quantization"]
+    assert default.details["dynamic_quantization"]["applied"] is quantized, default.details["dynamic_quantization"]
+    if quantized:
+        assert q["activations"] == "int8" and q["scheme"].startswith("dynamic w8a8")
+        assert f"one scale per {default.details['dynamic_quantization']['group_size']} inputs" in q["scheme"]
+        assert default.executed_precision == "int8" and short_label(q) == "w8a8, 100% of MatMul FLOPs"
+    else:
+        assert q["activations"] == "fp32" and default.executed_precision == "int8-weights/fp32"
+    assert q["share_of_matmul_flops"] == 1.0
+
+
+def test_openvino_int8_is_refused_where_a_kernel_cap_breaks_it(monkeypatch):
+    from enginebench.engines.openvino import OpenVinoEngine
+    from enginebench.measure import cpu_features
+
+    monkeypatch.delenv(cpu_features.ENV, raising=False)
+    monkeypatch.setattr(cpu_features, "_real_flags", lambda: frozenset({"avx2", "avx512f", "avx512bw", "avx512dq",
+                                                                         "avx512vl", "avx512_vnni"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    reason = OpenVinoEngine.why_not_precision("int8")
+    assert reason and "ONEDNN_MAX_CPU_ISA=AVX2" in reason and "ENGINEBENCH_CPU_FEATURES" in reason
+    assert OpenVinoEngine.why_not_precision("fp32") is None and OpenVinoEngine.why_not_precision("int8-static") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")
+    assert OpenVinoEngine.why_not_precision("int8") is None
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv(cpu_features.ENV, "avx2")  # the cap the measuring process will be given
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in (OpenVinoEngine.why_not_precision("int8") or "")
+    monkeypatch.setattr(cpu_features, "_real_flags", lambda: frozenset({"avx", "avx2", "fma"}))  # a real AVX2 CPU
+    assert OpenVinoEngine.why_not_precision("int8") is None
 
 
 def test_ctranslate2_int8_reads_the_weight_dtypes_from_model_bin(minilm):

@@ -118,6 +118,10 @@ def test_an_option_for_one_precision_is_tuned_for_that_precision_only():
     assert ("int8-static", "all") in layers and ("int8-static", "no-ffn-down") in layers
     assert {p for p, v in layers if v == "all"} == {"int8-static"}  # fp32 and bf16 are not measured twice
     assert len(space) == len(set(space))
+    openvino = candidates(["openvino"], resolve_model("minilm"), "latency", [32], cores=2)
+    grouped = {(c.precision, dict(c.options).get("dynamic_quantization", "auto")) for c in openvino}
+    assert {v for p, v in grouped if p == "int8"} >= {"auto", "off"} or "int8" not in {p for p, _ in grouped}
+    assert {p for p, v in grouped if v != "auto"} <= {"int8"}
 
 
 def test_same_seed_same_candidates_and_schedule(synthetic):

@@ -517,8 +517,15 @@ def roofline_clause(r: Result) -> str:
     emulated = " (emulated)" if figure["precision"] in (figure.get("emulated") or ()) else ""
     ci = figure.get("ci95")
     interval = f"95% CI {ci[0]:.0f}-{ci[1]:.0f}%; " if ci else ""
+    beside = figure.get("beside") or {}
+    drift = ""
+    if beside.get("drifted"):
+        scaled = beside.get("ci95")
+        drift = (f"; the machine ran at {100 * beside['factor']:.0f}% of its stored GEMM speed beside it: "
+                 f"{beside['pct_of_roofline']:.0f}%" + (f" ({scaled[0]:.0f}-{scaled[1]:.0f}%)" if scaled else "")
+                 + " of the roofline at that speed")
     return (f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline "
-            f"({interval}the roofline {figure['roofline_items_per_s']:.0f}/s)")
+            f"({interval}the roofline {figure['roofline_items_per_s']:.0f}/s{drift})")
 
 
 def _fidelity_text(r: Result) -> str:

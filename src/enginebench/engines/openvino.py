@@ -2,7 +2,13 @@
 
 OpenVINO's CPU plugin runs bf16 by default wherever the CPU has bf16 instructions, so every precision sets
 INFERENCE_PRECISION_HINT explicitly and the executed precision is read back from the compiled model.
-int8 is weight compression (NNCF INT8_ASYM, per-channel): int8 weights, fp32 activations; cached as IR.
+int8 is weight compression (NNCF INT8_ASYM, per-channel u8 weights with zero points), cached as IR. What the CPU
+plugin then computes depends on DYNAMIC_QUANTIZATION_GROUP_SIZE (`-o openvino.dynamic_quantization`; its default is
+32 in OpenVINO 2026): where the CPU has VNNI it quantizes the activations of every compressed MatMul on the fly,
+in groups of that many inputs, and runs integer products (w8a8); with 0, or without VNNI, it widens the weights and
+computes in fp32 (w8a32). Neither the runtime graph (runtimePrecision u8 either way) nor the kernel names tell the
+two apart, so the load compares one call's outputs with the same IR compiled with dynamic quantization off:
+equal within fp32 rounding means the activations stayed fp32 (details.dynamic_quantization).
 int8-static is NNCF post-training quantization (`nncf.quantize`, transformer model type: SmoothQuant and
 per-tensor activation FakeQuantize calibrated on inputs kept apart from the measured ones), also cached as IR.
 Which MatMuls then really run in int8 is read from the compiled model's runtime graph (each executed node's
@@ -45,6 +51,8 @@ from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
 
 _HINTS = ("LATENCY", "THROUGHPUT")
+# DYNAMIC_QUANTIZATION_GROUP_SIZE: the plugin's default, off (0), or a group size (a multiple of 16, its SIMD width)
+DYNAMIC_QUANTIZATION = ("auto", "off", "16", "32", "64", "128", "256", "384")
 # the compute precision each requested precision asks the CPU plugin for
 _COMPUTE = {"fp32": "f32", "bf16": "bf16", "int8": "f32", "int8-static": "f32"}
 _OV_TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
@@ -58,6 +66,10 @@ class OpenVinoOptions(EngineOptions):
     # pins each process's threads from the first core, so two single-threaded workers pinned shared one core
     # (MiniLM b8: 120 ms a call each, against 57 ms unpinned or alone)
     pinning: str = field(default="auto", metadata={"choices": ("auto", "true", "false")})
+    # int8 only: activations of the compressed MatMuls quantized on the fly (see the module docstring); tune
+    # tries the default, off (fp32 products: slower, closer to fp32) and a coarser group
+    dynamic_quantization: str = field(default="auto", metadata={"choices": DYNAMIC_QUANTIZATION,
+                                                                "tune": ("auto", "off", "128"), "precisions": ("int8",)})
 
 
 class OpenVinoSession(Session):
@@ -104,6 +116,8 @@ class OpenVinoEngine(Engine):
         reason = super().why_not_precision(precision)
         if reason is None and precision.startswith("int8") and importlib.util.find_spec("nncf") is None:
             return f"openvino {precision} quantizes with nncf, which is not installed: pip install 'enginebench[openvino]'"
+        if reason is None and precision == "int8":
+            reason = _compressed_kernels_capped()
         if reason is None and precision == "bf16":
             import openvino as ov
 
@@ -138,7 +152,12 @@ class OpenVinoEngine(Engine):
         if any(m.quantized for m in layers):  # compressed weights really are in the model
             executed = f"int8-weights/{executed}"
         if precision == "int8":
-            details["quantization"] = _quantization_record(layers, facts, executed.rsplit("/", 1)[-1], path)
+            dynamic = _dynamic_quantization(core, ov_model, compiled, _config(options, precision), options)
+            details["dynamic_quantization"] = dynamic
+            details["quantization"] = _quantization_record(layers, facts, executed.rsplit("/", 1)[-1], path,
+                                                           dynamic["group_size"] if dynamic["applied"] else 0)
+            if dynamic["applied"] and any(m.quantized for m in layers):
+                executed = "int8"
         if precision == "int8-static":
             layers, kernels = _runtime_int8(compiled, layers, min(128, model.max_positions))
             details["quantization"] = _static_record(layers, facts, kernels, path)
@@ -147,8 +166,9 @@ class OpenVinoEngine(Engine):
         threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         details.update({
             "executed_precision_source": "the compiled model's INFERENCE_PRECISION_HINT; int8-weights when MatMul "
-                                         "weights in the model read are integer constants; int8-static when the "
-                                         "runtime graph runs weight MatMuls on int8 inputs",
+                                         "weights in the model read are integer constants; int8 when their "
+                                         "activations are quantized too (details.dynamic_quantization); "
+                                         "int8-static when the runtime graph runs weight MatMuls on int8 inputs",
             "threads_used": threads, "threads_source": "compiled model's INFERENCE_NUM_THREADS",
             "inference_precision": computed, "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
             "num_streams": int(compiled.get_property("NUM_STREAMS")),  # OpenVINO caps streams at the threads
@@ -251,7 +271,8 @@ def _shape_size(node) -> int:
     return size
 
 
-def _quantization_record(layers, facts, compute: str, path) -> dict:
+def _quantization_record(layers, facts, compute: str, path, dynamic_group: int) -> dict:
+    """`dynamic_group`: the group size the plugin quantized the activations in, 0 where they stayed float."""
     from enginebench.measure.quantization import quantization_record
 
     source = f"MatMul weight constants of the OpenVINO model compiled ({Path(path).name})"
@@ -261,9 +282,63 @@ def _quantization_record(layers, facts, compute: str, path) -> dict:
     bits = "".join(ch for ch in stored if ch.isdigit()) or "8"
     granularity = facts["weight_granularity"].most_common(1)[0][0]
     zero_points = "with zero points" if facts["zero_points"] else "symmetric"
-    scheme = f"weights-only int{bits} ({granularity} {stored} weights {zero_points}), {compute} compute"
+    weights = f"{granularity} {stored} weights {zero_points}"
+    if dynamic_group:
+        scheme = (f"dynamic w{bits}a8 ({weights}; activations quantized to 8 bits on the fly, one scale per "
+                  f"{dynamic_group} inputs: OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE)")
+        source += "; activations: the outputs' comparison in details.dynamic_quantization"
+        return quantization_record(scheme, f"int{bits}", "int8", layers, source,
+                                   embedding_tables_compressed=facts["gathers_compressed"])
+    scheme = f"weights-only int{bits} ({weights}), {compute} compute"
     return quantization_record(scheme, f"int{bits}", compute, layers, source,
                                embedding_tables_compressed=facts["gathers_compressed"])
+
+
+def _dynamic_quantization(core, ov_model, compiled, config: dict, options: OpenVinoOptions) -> dict:
+    """Whether the plugin quantized the compressed MatMuls' activations: the group size read back from the
+    compiled model and, where it is not 0, one call of the session against the same model compiled with
+    dynamic quantization off. The plugin decides per node and reports it nowhere, so a difference counts every
+    compressed MatMul as dynamically quantized (on MiniLM every one qualifies: per-channel u8 weights)."""
+    group = int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE"))
+    record = {"requested": options.dynamic_quantization, "group_size": group, "applied": False,
+              "source": "the compiled model's DYNAMIC_QUANTIZATION_GROUP_SIZE"}
+    if group == 0:
+        return record
+    twin = core.compile_model(ov_model, "CPU", {**config, "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0})
+    feeds = _probe_feeds(compiled)
+    ours, plain = (np.asarray(c(feeds)[c.output(0)]) for c in (compiled, twin))
+    difference = float(np.max(np.abs(ours - plain)))
+    # fp32 kernels that only reorder sums differ by ~1e-7 of the output's scale; 8-bit activations by ~1e-3
+    record.update(applied=difference > 1e-5 * float(np.max(np.abs(plain))), max_abs_difference=difference,
+                  source=record["source"] + "; applied: one call (batch 1 x 32 tokens) differs from the same model "
+                                            "compiled with DYNAMIC_QUANTIZATION_GROUP_SIZE=0")
+    return record
+
+
+def _probe_feeds(compiled) -> dict:
+    tokens = 32
+    ids = 1000 + (np.arange(tokens, dtype=np.int64) * 7919) % 1000  # varied ids any vocabulary of 2,000 holds
+    feeds = {}
+    for port in compiled.inputs:
+        name = port.get_any_name()
+        feeds[name] = (ids if name == "input_ids" else np.ones(tokens, dtype=np.int64)
+                       if name == "attention_mask" else np.zeros(tokens, dtype=np.int64))[None, :]
+    return feeds
+
+
+def _compressed_kernels_capped() -> str | None:
+    """Why int8 cannot run under this process's oneDNN cap: capped at AVX2 on an AVX-512 CPU (as
+    ENGINEBENCH_CPU_FEATURES=avx2 does), the plugin lays out the compressed weights for the CPU it reads and its
+    oneDNN then has no kernel for them ("could not create a primitive descriptor", OpenVINO 2026.4); AVX2_VNNI
+    and the AVX-512 caps ran."""
+    from enginebench.measure.cpu_features import current, onednn_isa_cap
+
+    cap = onednn_isa_cap() or current().caps.get("ONEDNN_MAX_CPU_ISA")  # set now, or by the measuring process
+    if cap in ("AVX2", "AVX", "SSE41") and "avx512f" in current().real:
+        return (f"openvino int8 cannot run under ONEDNN_MAX_CPU_ISA={cap} on this AVX-512 CPU: its plugin lays the "
+                "compressed weights out for the CPU itself and the capped oneDNN has no kernel for them; run it "
+                "without the cap (unset ENGINEBENCH_CPU_FEATURES)")
+    return None
 
 
 def _config(options: OpenVinoOptions, precision: str) -> dict:
@@ -274,6 +349,9 @@ def _config(options: OpenVinoOptions, precision: str) -> dict:
     }
     if options.num_streams > 0:
         config["NUM_STREAMS"] = options.num_streams
+    if precision == "int8" and options.dynamic_quantization != "auto":
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = (0 if options.dynamic_quantization == "off"
+                                                     else int(options.dynamic_quantization))
     config["ENABLE_CPU_PINNING"] = cpu_pinning(options)
     return config
 

@@ -23,6 +23,7 @@ from enginebench.execution.messages import (
 )
 from enginebench.execution.references import reference_inputs, reference_outputs
 from enginebench.measure.memory import peak_rss_mb
+from enginebench.measure.roofline import gemm_probe
 from enginebench.measuring_process import die_with_parent, limit_threads, quiet_library_logs
 from enginebench.plan import Job
 from enginebench.scenarios.base import CellRun, LoadFailed
@@ -109,9 +110,18 @@ def _measure(job: Job, out, go=None) -> None:
                       loaded=lambda i=index: out.put(Loaded(i)), cache=cache, repetition=job.repetition,
                       trial_started=lambda expected_s, i=index: out.put(TrialStarted(i, expected_s)))
         try:
+            scenario = scenario_class(cell.scenario)
+            probe = job.gemm_probe if scenario.uses_roofline else None
+            # the machine's speed just before and just after the cell: the last cell's "after" is this one's
+            # "before" (nothing ran between them but the parent's storing), so a cell costs one probe
+            last = cache.pop("last_probe", None)  # taken just after the previous cell, if it was probed
+            before = (last or gemm_probe(**probe)) if probe else None
             started = time.time()
-            m = scenario_class(cell.scenario).measure(run)
+            m = scenario.measure(run)
             m.details["measured_between"] = [started, time.time()]  # epoch s: loading included, if it loaded
+            if probe:
+                cache["last_probe"] = gemm_probe(**probe)
+                m.details["gemm_probe"] = {"before": before, "after": cache["last_probe"], **probe}
             out.put(Measured(index, m))
         except LoadFailed as e:
             out.put(CellFailed(index, str(e)))

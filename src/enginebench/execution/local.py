@@ -71,7 +71,14 @@ class LocalLauncher:
     # -- planning helpers -------------------------------------------------------------------------
     def _job(self, engine: str, precision: str, threads: int) -> Job:
         return Job(engine, precision, threads, self.plan.engine_options.get(engine, {}), self.plan.model,
-                   self.plan.workloads, self.plan.rule)
+                   self.plan.workloads, self.plan.rule, gemm_probe=self._gemm_probe(engine))
+
+    def _gemm_probe(self, engine: str) -> dict | None:
+        """The GEMM a child times beside each encoder cell: where ceilings are stored and the engine computes here."""
+        reference = (self.plan.machine_speed or {}).get("gemm_probe")
+        if not reference or self.plan.model.kind != "encoder" or engine_class(engine).remote:
+            return None
+        return {"n": reference["n"], "threads": reference["threads"]}
 
     def _result_context(self, cell: Cell) -> dict:
         cls = engine_class(cell.engine)

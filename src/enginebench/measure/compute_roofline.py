@@ -17,10 +17,21 @@ precision says bf16, else fp32). A part's time is FLOPs ÷ that precision's meas
 
 the share's 95% CI the items/s one divided by the same constant. Without a ceiling a part needs, or without
 knowing which MatMuls ran int8, there is no figure and `unknown` says why.
+
+The ceilings are measured once per machine; a shared host's speed moves (here 2-3x within minutes). So each
+cell's measuring process times the stored reference GEMM (numpy float32 at the stored size) just before and just
+after the cell (measure/roofline.gemm_probe): the median of those probes over the cell's processes ÷ the stored
+figure is the machine's speed factor while the cell ran. `beside` holds it, and the share against the ceilings
+scaled by it (every precision alike: neighbours' load and throttling slow every kernel). Outside
+[1/DRIFT, DRIFT] the figure is marked drifted, and the tables and recommend say both shares. Each probe is a best of
+calls, like the ceilings, so the factor leans high and the scaled share low.
 """
 
 from __future__ import annotations
 
+import statistics
+
+DRIFT = 1.25  # the machine's speed beside a cell this far from the stored one (either way) is called a drift
 NO_CEILINGS = "no GEMM ceilings stored for this machine: run `enginebench machine` (once per machine)"
 _STRUCTURE_KEYS = {"layers": "num_hidden_layers", "hidden_size": "hidden_size", "heads": "num_attention_heads",
                    "intermediate_size": "intermediate_size"}
@@ -78,8 +89,22 @@ def ceiling_of(speed: dict | None, precision: str) -> float | None:
     return ceilings.get(precision)
 
 
-def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | None) -> dict:
-    """The roofline items/s of `parts` under the machine's ceilings and the share `items_per_s` reaches."""
+def machine_factor(probes: list[dict | None], speed: dict | None) -> dict | None:
+    """How fast the machine ran beside a cell, from its processes' GEMM probes (details.gemm_probe: before and
+    after) against the stored reference (speed.gemm_probe); None without either."""
+    reference = (speed or {}).get("gemm_probe")
+    figures = [p[k] for p in probes if p for k in ("before", "after") if p.get(k)]
+    if not reference or not figures:
+        return None
+    factor = statistics.median(figures) / reference["gflops"]
+    return {"factor": factor, "probe_gflops": [round(f, 1) for f in figures], "reference_gflops": reference["gflops"],
+            "n": reference["n"], "drifted": not 1 / DRIFT <= factor <= DRIFT}
+
+
+def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | None,
+                   probes: list[dict | None] = ()) -> dict:
+    """The roofline items/s of `parts` under the machine's ceilings and the share `items_per_s` reaches; with
+    the cell's GEMM `probes`, the same share against the ceilings scaled to the machine's speed beside it."""
     total = sum(p["flops"] for p in parts)
     out = {**_no_figure(None), "flops_per_item": total, "ceilings_from": (speed or {}).get("measured_at")}
     seconds = 0.0
@@ -99,6 +124,12 @@ def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | No
                precision=main_precision(out["parts"]),
                emulated=[p for p, note in ((speed or {}).get("gemm_emulated") or {}).items()
                          if any(x["precision"] == p for x in parts) and note])
+    beside = machine_factor(list(probes), speed)
+    if beside:
+        factor = beside["factor"]
+        beside.update(pct_of_roofline=out["pct_of_roofline"] / factor,
+                      ci95=[c / factor for c in out["ci95"]] if out["ci95"] else None)
+        out["beside"] = beside
     return out
 
 
@@ -123,9 +154,10 @@ def main_precision(parts: list[dict]) -> str:
 
 
 def encoder_roofline(items_per_s: float, ci95, seq_len: int, executed: str | None, precision: str | None,
-                     details: dict, measurement_details: dict) -> dict | None:
+                     details: dict, measurement_details: dict, probes: list[dict | None] = ()) -> dict | None:
     """A result's compute-roofline figure (Result.roofline), from the launcher's details (model_structure,
-    machine_speed) and the measuring process's (quantization); None where the model's structure is unknown."""
+    machine_speed) and the measuring processes' (quantization; `probes`: each one's details.gemm_probe); None
+    where the model's structure is unknown."""
     structure = details.get("model_structure")
     if not structure:
         return None
@@ -133,8 +165,8 @@ def encoder_roofline(items_per_s: float, ci95, seq_len: int, executed: str | Non
                        precision)
     if isinstance(parts, str):
         return _no_figure(parts)
-    return roofline_share(items_per_s, ci95, parts, details.get("machine_speed"))
+    return roofline_share(items_per_s, ci95, parts, details.get("machine_speed"), probes)
 
 
-__all__ = ["encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
+__all__ = ["DRIFT", "machine_factor", "encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
            "float_precision", "main_precision", "NO_CEILINGS"]

@@ -180,7 +180,21 @@ def run_speed(speed: dict | None) -> dict | None:
     out["gemm_gflops_by_precision"] = {"fp32": speed["gemm_gflops"], **details.get("gemm_gflops_by_precision", {})}
     out["gemm_emulated"] = {p: r.get("note", "") for p, r in details.get("gemm_by_precision", {}).items()
                             if "gflops" in r and not r.get("native", True)}
+    probe = probe_reference(details)
+    if probe:
+        out["gemm_probe"] = probe
     return out
+
+
+def probe_reference(details: dict) -> dict | None:
+    """What a cell's GEMM probe is compared with, from a stored `enginebench machine` row's details: numpy's
+    float32 GEMM at its smaller size, {"gflops", "n", "threads"}; None where numpy was not timed."""
+    for tried in (details.get("gemm") or {}).get("tried", ()):
+        by_n = tried.get("by_n") or {}
+        if tried.get("library", "").startswith("numpy") and by_n:
+            n = min(int(k) for k in by_n)  # JSON keeps the sizes as text
+            return {"gflops": float(by_n.get(str(n), by_n.get(n))), "n": n, "threads": tried.get("threads")}
+    return None
 
 
 def gemm_source(figure: dict) -> str:
@@ -202,7 +216,7 @@ def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: s
     return "compute" if flops / nbytes >= ceilings.ridge_for(precision) else "memory"
 
 
-__all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "stored_ceilings",
+__all__ = ["CpuPeak", "Ceilings", "parse_peak", "cpu_peak", "is_zen4", "gemm_source", "probe_reference", "stored_ceilings",
            "same_cpu_features", "measured_here",
            "run_speed",
            "roofline_bound"]

@@ -212,6 +212,19 @@ def _onnxruntime_int8(n: int, runs: int) -> dict:
                    f"onnxruntime {ort.__version__} MatMulInteger (uint8 × int8)", _onnxruntime_threads(session))
 
 
+def gemm_probe(n: int, threads: int | None) -> float:
+    """numpy's float32 GEMM GFLOP/s now, timed as `enginebench machine` timed the reference (the best of up to
+    GEMM_RUNS calls within GEMM_BUDGET_S, its BLAS threads as then): measured beside a cell, its ratio to the
+    reference says how fast the machine was while the cell ran (a shared host's neighbours, throttling)."""
+    from threadpoolctl import threadpool_limits
+
+    x, y = _float_operands(n)
+    out = np.empty((n, n), dtype=np.float32)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        best, _ = _best_seconds(lambda: np.matmul(x, y, out=out), GEMM_RUNS)
+    return 2 * n ** 3 / best / 1e9
+
+
 # each precision's GEMM in every library that has one, timed alike on the same n × n operands; numpy has no
 # bfloat16 and no integer BLAS (its int8 matmul is a plain loop, never the ceiling)
 GEMM_LIBRARIES = {
@@ -393,7 +406,7 @@ def measure_ceilings(triad_elements: int = 1 << 23, gemm_n: int = 1024, runs: in
                     {"fp32": gemm_source(mm), **{p: gemm_source(r) for p, r in reduced.items()}})
 
 
-__all__ = ["measure_ceilings", "measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "gemm_ceiling", "best_gemm",
+__all__ = ["gemm_probe", "measure_ceilings", "measure_machine", "memory_bandwidth", "gemm_flops", "gemm_by_precision", "gemm_ceiling", "best_gemm",
            "time_gemms", "GEMM_LIBRARIES", "torch_bf16_gemm", "int8_gemm", "GemmUnavailable", "decode_roofline",
            "weight_bytes", "BYTES_PER_PARAM"]
 

@@ -179,7 +179,8 @@ def encoder_roofline_of(cell: "Cell", measurements: list[Measurement], details: 
     items_per_s, ci = closed_loop_throughput([m.worker_samples for m in measurements], m0.items_per_call)
     # the positions the engine computed (fewer than seq_len where a batch was cut to its longest input)
     seq_len = m0.details.get("positions_per_item") or seq_len
-    return encoder_roofline(items_per_s, ci, seq_len, m0.executed_precision, cell.precision, details, m0.details)
+    return encoder_roofline(items_per_s, ci, seq_len, m0.executed_precision, cell.precision, details, m0.details,
+                            [m.details.get("gemm_probe") for m in measurements])
 
 
 DECODER_REFERENCE = "decoder"  # key of the decoder reference in Job.references (one for every test)

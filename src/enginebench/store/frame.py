@@ -29,6 +29,7 @@ COLUMNS = {
     "items_per_s": "float64", "items_per_s_ci95_lo": "float64", "items_per_s_ci95_hi": "float64",
     "tokens_per_s": "float64",
     "pct_of_roofline": "float64", "pct_of_roofline_ci95_lo": "float64", "pct_of_roofline_ci95_hi": "float64",
+    "machine_speed_factor": "float64",
     "prefill_tokens_per_s": "float64", "prefill_tokens_per_s_ci95_lo": "float64",
     "prefill_tokens_per_s_ci95_hi": "float64",
     "decode_tokens_per_s": "float64", "decode_tokens_per_s_ci95_lo": "float64",
@@ -78,6 +79,7 @@ def result_row(run: Run, r: Result) -> dict:
     row.update(_with_ci("items_per_s", thr.get("items_per_s"), thr.get("ci95")))
     roofline = r.roofline or {}  # encoders: share of the machine's compute roofline (measure/compute_roofline.py)
     row.update(_with_ci("pct_of_roofline", roofline.get("pct_of_roofline"), roofline.get("ci95")))
+    row["machine_speed_factor"] = (roofline.get("beside") or {}).get("factor")  # beside the cell ÷ stored
     for name in ("prefill_tokens_per_s", "decode_tokens_per_s"):
         rate = getattr(r, name) or {}
         row.update(_with_ci(name, rate.get("median"), rate.get("ci95")))

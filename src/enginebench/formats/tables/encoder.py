@@ -180,6 +180,24 @@ def roofline_notes(results: list[Result]) -> list[str]:
                      + (f" ({', '.join(emulated)} emulated on this CPU)" if emulated else ""))
     for why in dict.fromkeys(f["unknown"] for f in figures if f.get("unknown")):
         lines.append(f"% roofline unknown: {why}")
+    return lines + drift_notes(results)
+
+
+def drift_notes(results: list[Result]) -> list[str]:
+    """One line per result measured while the machine ran far from its stored GEMM speed (compute_roofline.py)."""
+    lines = []
+    for i, r in enumerate(results, 1):
+        beside = ((r.roofline or {}).get("beside") or {}) if r.status == "ok" else {}
+        if not beside.get("drifted"):
+            continue
+        ci = beside.get("ci95")
+        interval = f" (95% CI {ci[0]:.0f}-{ci[1]:.0f}%)" if ci else ""
+        low, high = (_num(f(beside["probe_gflops"])) for f in (min, max))
+        lines.append(f"[{i}] {r.engine} {r.precision} {r.scenario} b{r.batch_size}: the machine ran at "
+                     f"{100 * beside['factor']:.0f}% of its stored GEMM speed beside this cell (numpy fp32 "
+                     f"{beside['n']}²: {low if low == high else f'{low}-{high}'} against "
+                     f"{_num(beside['reference_gflops'])} GFLOP/s); against the ceilings at that speed it reached "
+                     f"{beside['pct_of_roofline']:.0f}%{interval} of its roofline")
     return lines
 
 
