@@ -49,9 +49,11 @@ bench: $(BENCH_STAMP)
 # start-up, imports, conversions and compiles), then the `serial` ones (they assert on timing) alone. Without
 # PYTEST_ARGS the serial pass collects only the files that say `mark.serial`. Exit 5 (nothing selected, e.g.
 # PYTEST_ARGS naming a folder without serial tests) is not a failure unless both passes say it.
+# Bytecode is written (PYTHONDONTWRITEBYTECODE unset): the suite starts hundreds of processes (measuring children,
+# CLI runs, workers), and each would otherwise compile enginebench's modules again from source.
 SERIAL_FILES = $(if $(PYTEST_ARGS),,$(shell grep -rl --include='test_*.py' 'mark\.serial' tests))
 define two_passes
-@cache=$$(mktemp -d); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; \
+@cache=$$(mktemp -d); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; unset PYTHONDONTWRITEBYTECODE; \
 $(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial" $(PYTEST_ARGS); parallel=$$?; \
 $(PY) -m pytest -m "$(1)serial" $(PYTEST_ARGS) $(SERIAL_FILES); serial=$$?; \
 rm -rf $$cache; echo "make $@: parallel pass exit $$parallel, serial pass exit $$serial"; \

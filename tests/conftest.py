@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 
 import pytest
 
 from enginebench.models import resolve_model
 from enginebench.workloads import build_workload
 from helpers.sessions import embed, load_session
+
+
+_MODULE_MARKS = re.compile(r"^pytestmark\s*=\s*(.+)$", re.M)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Leave a test file unimported when `-m` selects none of its tests whatever marks they add: its module-level
+    `pytestmark` rules them all out (an engine file under `make test-fast`, a serial file in the parallel pass).
+    Its top-level imports (torch, jax, ray, ...) then cost nothing where its tests would be deselected anyway.
+    Every combination of the other marks a test could add is tried, so no selectable test is lost."""
+    expr = config.option.markexpr
+    if not expr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    try:
+        from _pytest.mark.expression import Expression
+
+        compiled = Expression.compile(expr)
+    except (ImportError, SyntaxError, AttributeError):  # pytest's own parser changed: import as usual
+        return None
+    found = _MODULE_MARKS.search(collection_path.read_text())
+    if not found:
+        return None
+    marks = set(re.findall(r"pytest\.mark\.(\w+)", found.group(1)))
+    declared = {line.split(":")[0].strip() for line in config.getini("markers")}
+    others = sorted((declared | set(re.findall(r"\w+", expr))) - {"and", "or", "not"} - marks)
+    for n in range(len(others) + 1):
+        for extra in itertools.combinations(others, n):
+            present = marks | set(extra)
+            if compiled.evaluate(lambda name, **kwargs: name in present):
+                return None
+    return True
 
 
 def pytest_configure(config):

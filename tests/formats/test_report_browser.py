@@ -15,6 +15,7 @@ sync_api = pytest.importorskip("playwright.sync_api")  # pip install 'enginebenc
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome"))), None)
 
 
+@pytest.mark.slow  # a real Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found on PATH (apt-get install chromium)")
 def test_the_report_renders_in_a_browser_and_runs_nothing_it_was_given(tmp_path):
     report = tmp_path / "report.html"

@@ -49,6 +49,7 @@ def _onnx_matmul_flops(path: Path, seq: int) -> float:
     return total
 
 
+@pytest.mark.engine  # exports MiniLM to ONNX with torch
 def test_minilm_flops_at_128_tokens_match_its_onnx_graph(minilm):
     from enginebench.models.onnx_export import onnx_encoder
 

@@ -5,6 +5,8 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
+import pytest
+
 from enginebench.models.artifacts import cached_artifact
 
 
@@ -54,6 +56,7 @@ def test_a_failed_build_leaves_nothing_to_trust(tmp_path, monkeypatch):
     assert not cached and (folder / "part2").read_text() == "whole"
 
 
+@pytest.mark.slow  # hashes two files of 2 GiB
 def test_a_same_size_fine_tune_over_2_gib_gets_its_own_digest(tmp_path, monkeypatch):
     from enginebench.models.artifacts import file_digest
 

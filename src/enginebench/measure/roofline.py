@@ -29,6 +29,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import lru_cache
 
 import numpy as np
 
@@ -212,14 +213,19 @@ def _onnxruntime_int8(n: int, runs: int) -> dict:
                    f"onnxruntime {ort.__version__} MatMulInteger (uint8 × int8)", _onnxruntime_threads(session))
 
 
+@lru_cache(maxsize=1)
+def _probe_operands(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The probe's operands and output, made once per process (a cell's probes then time the GEMM alone)."""
+    return *_float_operands(n), np.empty((n, n), dtype=np.float32)
+
+
 def gemm_probe(n: int, threads: int | None) -> float:
     """numpy's float32 GEMM GFLOP/s now, timed as `enginebench machine` timed the reference (the best of up to
     GEMM_RUNS calls within GEMM_BUDGET_S, its BLAS threads as then): measured beside a cell, its ratio to the
     reference says how fast the machine was while the cell ran (a shared host's neighbours, throttling)."""
     from threadpoolctl import threadpool_limits
 
-    x, y = _float_operands(n)
-    out = np.empty((n, n), dtype=np.float32)
+    x, y, out = _probe_operands(n)
     with threadpool_limits(limits=threads, user_api="blas"):
         best, _ = _best_seconds(lambda: np.matmul(x, y, out=out), GEMM_RUNS)
     return 2 * n ** 3 / best / 1e9
