@@ -135,3 +135,23 @@ def test_an_endpoint_trial_is_valid_only_when_loadgen_says_so_and_every_request_
     assert trial_verdict(lucky, generates=False)["valid"]
     lucky.log.pop("result_scheduled_samples_per_sec")
     assert not trial_verdict(lucky, generates=False)["valid"]
+
+
+def test_a_server_run_at_a_set_rate_with_failed_requests_is_not_valid():
+    """LoadGen hears of a failed request as done (it must, to end the query), so its VALID says nothing of them:
+    the verdict counts them, as for each --find-max-qps trial and offline."""
+    import numpy as np
+
+    from enginebench.scenarios.base import Measurement
+    from enginebench.scenarios.endpoint_server import endpoint_served
+    from enginebench.scenarios.server import loadgen_result
+
+    def measured(failed: int) -> Measurement:
+        t = _trial(failed=failed)
+        return Measurement(worker_samples=[np.full(600, 5_000_000)], items_per_call=1, tokens_per_item=16.0,
+                           load_s=0.0, peak_rss_mb=0.0, executed_precision="served", wall_s=12.0,
+                           details={"requests": t.records, "loadgen": {"result": loadgen_result(t.log)},
+                                    "offered_qps": 50.0, "scheduled_qps": 50.0, "achieved_qps": 50.0})
+
+    assert endpoint_served([measured(0)])["reasons"] == []
+    assert endpoint_served([measured(0), measured(3)])["reasons"] == ["3 of 600 requests failed (timeout 3)"]

@@ -316,7 +316,7 @@ def test_the_share_beside_the_cell_scales_the_ceilings_by_the_median_probe():
 
 def test_a_drifted_pick_says_both_shares_in_recommend_and_the_table_notes():
     from enginebench.analysis.recommend import roofline_clause
-    from enginebench.formats.tables.encoder import notes
+    from enginebench.formats.tables.encoder import notes, table_rows
     from enginebench.store.derive import build_result
 
     cell = Cell("onnxruntime", "fp32", "throughput", "corpus", 32, 1, 2)
@@ -327,9 +327,12 @@ def test_a_drifted_pick_says_both_shares_in_recommend_and_the_table_notes():
     clause = roofline_clause(slow)
     assert f"the machine ran at 50% of its stored GEMM speed beside it: {2 * figure['pct_of_roofline']:.0f}%" in clause
     line = next(x for x in notes([slow]) if "beside this cell" in x)
-    assert "numpy fp32 1024²: 50 against 100 GFLOP/s" in line
-    steady = build_result(cell, list(enumerate(_probed(1.0, (100.0, 100.0)))), model="minilm", seq_len=SEQ,
-                          engine_version="1", engine_options={"threads": 2}, details=_details(speed))
+    assert line.startswith("% roofline* [1] ") and "numpy fp32 1024²: 50 against 100 GFLOP/s" in line
+    headers, rows, _ = table_rows([slow, steady := build_result(
+        cell, list(enumerate(_probed(1.0, (100.0, 100.0)))), model="minilm", seq_len=SEQ, engine_version="1",
+        engine_options={"threads": 2}, details=_details(speed))])
+    shown = [row[headers.index("% roofline")] for row in rows]
+    assert shown[0].endswith("*") and not shown[1].endswith("*")
     assert "beside" not in roofline_clause(steady) and not any("beside this cell" in x for x in notes([steady]))
 
 

@@ -52,3 +52,35 @@ def test_the_confirmation_round_measures_the_leaders_again_and_answers_from_that
     assert answer["same_pick"] == (answer["stored"]["best"]["engine"] == best["engine"])
     # the figures shown are the round's: the pick's median is one of the round's results'
     assert best["latency_ms"]["median"] in {r.latency_ms["median"] for r in round_run.results}
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_a_decoder_pick_is_measured_again_on_the_same_generation_and_judged_on_its_round(tmp_path):
+    """--confirm over decoder results: the round generates the same prompt and output lengths on the same model
+    folder, in 2 fresh processes per configuration, and the pick's decode tokens/s come from that round."""
+    from helpers.tiny_llama import tiny_llama_spec
+
+    tiny = tiny_llama_spec()
+    db = str(tmp_path / "d.db")
+    first = [sys.executable, "-m", "enginebench", "run", "--model", tiny.path, "--engine", "torch", "--precision",
+             "fp32,bf16", "--prompt-len", "16", "--gen-len", "8", "--duration", "0.3s", "--warmup", "0.05s",
+             "--repeat", "1", "--db", db]
+    subprocess.run(first, check=True, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "enginebench", "recommend", "--workload", "tg8", "--min-fidelity",
+                           "0.5", "--accept-warn", "--confirm", "2", "--json", "--db", db],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    with ResultStore(db) as store:
+        stored = store.load_run(answer["stored"]["run_id"])
+        round_run = store.load_run(answer["run_id"])
+    assert answer["run_id"] != stored.run_id
+    # the same work: the model folder, the generation test and the engine's configurations of the stored run
+    assert {r.model for r in round_run.results} == {r.model for r in stored.results}
+    assert {r.workload for r in round_run.results} == {"tg8"}
+    assert {(r.engine, r.precision) for r in round_run.results} == {("torch", "fp32"), ("torch", "bf16")}
+    assert all(r.status == "ok" and len(r.repetitions) == 2 for r in round_run.results)
+    best = answer["confirmed"]["best"]
+    assert best["workload"] == "tg8" and best["decode_tokens_per_s"]["median"] in {
+        r.decode_tokens_per_s["median"] for r in round_run.results}

@@ -43,6 +43,9 @@ Schema history (SCHEMA_VERSION):
       ci95, precision (the one holding most FLOPs), emulated (precisions whose ceiling was emulated),
       ceilings_from (the `enginebench machine` measurement's time) and unknown (why there is no figure: no
       ceilings stored, ...). None for decoders, operators and results whose launcher gave no model structure.
+  5 (unchanged number, an optional key) — `roofline.beside`: the machine's speed while the cell ran, from the
+      GEMM probes its processes timed before and after it (details.gemm_probe of each measurement): factor
+      (their median ÷ the stored reference), drifted, and the share against the ceilings scaled by it.
 """
 
 from __future__ import annotations
@@ -109,6 +112,43 @@ class Verdict(TypedDict):
     reasons: list[str]  # each a sentence naming the problem and the fix
 
 
+class RooflinePart(TypedDict):
+    """One part of an encoder's FLOPs, in the precision it ran in (measure/compute_roofline.py)."""
+
+    what: str  # "linear (int8)", "attention Q·Kᵀ, P·V (fp32)", ...
+    precision: str
+    flops: float  # per item
+    ceiling_gflops: float | None  # the machine's GEMM ceiling for that precision (int8: GOP/s)
+    share_of_flops: float | None
+
+
+class MachineBeside(TypedDict):
+    """How fast the machine ran beside a cell: its processes' GEMM probes against the stored reference."""
+
+    factor: float  # median probe ÷ reference_gflops
+    drifted: bool  # beyond compute_roofline.DRIFT either way
+    probe_gflops: list[float]  # before and after the cell, per process
+    reference_gflops: float
+    n: int  # the probe's square size
+    pct_of_roofline: float  # the share against the ceilings scaled by factor
+    ci95: list[float] | None
+
+
+class Roofline(TypedDict):
+    """An encoder result's share of the machine's compute roofline (measure/compute_roofline.py)."""
+
+    flops_per_item: float | None
+    parts: list[RooflinePart]
+    roofline_items_per_s: float | None
+    pct_of_roofline: float | None
+    ci95: list[float] | None
+    precision: str | None  # the one holding most FLOPs
+    emulated: list[str]  # precisions whose ceiling was emulated on this CPU
+    ceilings_from: str | None  # when the ceilings were measured
+    unknown: str | None  # why there is no figure
+    beside: NotRequired[MachineBeside]
+
+
 class Repetition(TypedDict):
     """One process that measured the cell (store/derive.py repetition_record): its raw facts."""
 
@@ -156,7 +196,7 @@ class Result:
     serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
     settings: dict | None = None  # a scenario's own settings, part of the cell's identity (schema history)
     figures: dict | None = None  # a scenario's own figures, derived from the samples (schema history)
-    roofline: dict | None = None  # encoders: share of the machine's compute roofline (schema history)
+    roofline: Roofline | None = None  # encoders: share of the machine's compute roofline
 
     def __post_init__(self):
         if self.status not in STATUSES:

@@ -75,10 +75,11 @@ def roofline_text(r: Result) -> str:
     pct, ci = figure.get("pct_of_roofline"), figure.get("ci95")
     if pct is None:
         return "—"
+    drifted = "*" if (figure.get("beside") or {}).get("drifted") else ""  # the notes say at what speed
     if not ci:
-        return f"{pct:.0f}"
+        return f"{pct:.0f}{drifted}"
     half = max(pct - ci[0], ci[1] - pct)
-    return f"{pct:.0f} ± {half:.1f}" if half < 1 else f"{pct:.0f} ± {half:.0f}"
+    return (f"{pct:.0f} ± {half:.1f}" if half < 1 else f"{pct:.0f} ± {half:.0f}") + drifted
 
 
 def _measures(r: Result, roofline: bool = False) -> list[str]:
@@ -193,7 +194,7 @@ def drift_notes(results: list[Result]) -> list[str]:
         ci = beside.get("ci95")
         interval = f" (95% CI {ci[0]:.0f}-{ci[1]:.0f}%)" if ci else ""
         low, high = (_num(f(beside["probe_gflops"])) for f in (min, max))
-        lines.append(f"[{i}] {r.engine} {r.precision} {r.scenario} b{r.batch_size}: the machine ran at "
+        lines.append(f"% roofline* [{i}] {r.engine} {r.precision} {r.scenario} b{r.batch_size}: the machine ran at "
                      f"{100 * beside['factor']:.0f}% of its stored GEMM speed beside this cell (numpy fp32 "
                      f"{beside['n']}²: {low if low == high else f'{low}-{high}'} against "
                      f"{_num(beside['reference_gflops'])} GFLOP/s); against the ceilings at that speed it reached "
