@@ -27,6 +27,34 @@ def test_bandwidth_and_gemm_are_positive():
     assert mm["gemm_gflops"] == max(t["gflops"] for t in timed) and mm["library"] in [t["library"] for t in timed]
 
 
+def test_a_pass_in_a_slow_moment_does_not_lower_the_ceiling():
+    """Three passes of one precision, the second in a slow moment of the host: each library keeps its best
+    figure at each size, the ceiling is the fastest, and every pass's figure is kept beside it."""
+    def figure(numpy_by_n, torch_by_n):
+        tried = [{"library": "numpy 2 matmul", "gflops": max(numpy_by_n.values()), "threads": 2, "n": 64,
+                  "by_n": numpy_by_n, "runs_s": [0.1]},
+                 {"library": "torch 2 matmul", "gflops": max(torch_by_n.values()), "threads": 2, "n": 128,
+                  "by_n": torch_by_n, "runs_s": [0.1]},
+                 {"library": "onnxruntime", "skipped": "not installed"}]
+        return roofline.best_gemm("fp32", tried, flags=set())
+
+    passes = [figure({64: 100.0, 128: 90.0}, {64: 120.0, 128: 140.0}),
+              figure({64: 50.0, 128: 45.0}, {64: 60.0, 128: 70.0}),  # the host at half speed
+              figure({64: 95.0, 128: 110.0}, {64: 125.0, 128: 130.0})]
+    merged = roofline.merge_passes(passes)
+    assert merged["gflops"] == 140.0 and merged["library"] == "torch 2 matmul"
+    assert merged["passes_gflops"] == [140.0, 70.0, 130.0]
+    by_library = {t["library"]: t for t in merged["tried"]}
+    assert by_library["numpy 2 matmul"]["by_n"] == {64: 100.0, 128: 110.0}  # each size's best, across passes
+    assert by_library["torch 2 matmul"]["by_n"] == {64: 125.0, 128: 140.0}
+    assert by_library["onnxruntime"] == {"library": "onnxruntime", "skipped": "not installed"}
+    from enginebench.measure.peak import probe_reference
+
+    assert probe_reference({"gemm": merged}) == {"gflops": 100.0, "n": 64, "threads": 2}
+    skipped = {"skipped": "torch is not installed"}
+    assert roofline.merge_passes([skipped, skipped]) == skipped
+
+
 def test_the_ceiling_is_the_fastest_library_and_says_which():
     from enginebench.measure.peak import gemm_source
 

@@ -62,6 +62,20 @@ def test_throughput_ranks_items_per_second_higher_first():
     assert [c for c, _ in ranked] == [big, small]  # 1000 items/s against 500
 
 
+def test_a_candidate_measured_while_the_machine_ran_slow_is_judged_at_its_stored_speed():
+    """Round 1's cells run minutes apart: one measured while the host ran at 42% of its stored GEMM speed (seen
+    here: OpenVINO bf16 at 30 items/s, 190 in a quiet phase) is ranked on what it did at that speed."""
+    slowed, steady, unprobed = _cand("syn", "bf16"), _cand("syn", "int8"), _cand("syn", "fp32")
+    results = {slowed: _result(slowed, 4.0), steady: _result(steady, 2.0), unprobed: _result(unprobed, 2.5, 1 - 1e-9)}
+    results[slowed].roofline = {"beside": {"factor": 0.42, "drifted": True}}
+    results[steady].roofline = {"beside": {"factor": 1.0, "drifted": False}}
+    for objective, best_first in (("latency", [slowed, steady, unprobed]), ("throughput", [slowed, steady, unprobed])):
+        ranked, _ = halving.rank(results, objective, 0.99)
+        assert [c for c, _ in ranked] == best_first, objective
+    ranked, _ = halving.rank(results, "latency", 0.99)
+    assert dict(ranked)[slowed] == pytest.approx(4.0 * 0.42) and dict(ranked)[unprobed] == 2.5
+
+
 def test_halving_keeps_the_true_best_through_noisy_rounds():
     """64 candidates with known speeds, measured with 5% noise in round 1 and less later: the true best
     survives every halving, the unfaithful fastest never does."""

@@ -203,12 +203,14 @@ def gemm_source(figure: dict) -> str:
     if "skipped" in figure:
         return f"not measured: {figure['skipped']}"
     others = [t for t in figure.get("tried", ()) if "gflops" in t]
+    passes = figure.get("passes_gflops") or []
     stopped = [t for t in figure.get("tried", ()) if t.get("stopped")]
     return ", ".join(x for x in (
         figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads") else "", figure.get("note"),
         "fastest of " + ", ".join(f"{t['library'].split()[0]} {t['gflops']:.0f}" for t in others)
         if len(others) > 1 else "",
-        "; ".join(f"{t['library'].split()[0]} timed at n={t['n']} only (clearly slower)" for t in stopped)) if x)
+        "; ".join(f"{t['library'].split()[0]} timed at n={t['n']} only (clearly slower)" for t in stopped),
+        f"best of {len(passes)} passes ({', '.join(f'{p:.0f}' for p in passes)})" if len(passes) > 1 else "") if x)
 
 
 def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: str = "fp32") -> str:

@@ -44,10 +44,17 @@ def survivors(n: int) -> int:
 # -- judging ----------------------------------------------------------------------------------------------------
 
 def figure(result, objective: str) -> float | None:
-    """What a candidate is ranked on: median latency in ms (lower is better) or items/s (higher)."""
-    if objective == "latency":
-        return (result.latency_ms or {}).get("median")
-    return (result.throughput or {}).get("items_per_s")
+    """What a candidate is ranked on: median latency in ms (lower is better) or items/s (higher), at the
+    machine's stored speed. A round's cells run minutes apart on a host whose speed moves (2-3x here), so each
+    is scaled by the machine's speed beside it (Result.roofline.beside: its measuring process timed the stored
+    reference GEMM before and after it): a candidate measured while the host ran at half speed is not dropped
+    for it. Without a probe, the figure as measured."""
+    value = ((result.latency_ms or {}).get("median") if objective == "latency"
+             else (result.throughput or {}).get("items_per_s"))
+    factor = ((result.roofline or {}).get("beside") or {}).get("factor")
+    if value is None or not factor:
+        return value
+    return value * factor if objective == "latency" else value / factor
 
 
 def why_dropped(result, min_fidelity: float) -> str | None:
