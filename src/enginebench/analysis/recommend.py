@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio
+from enginebench.measure.compute_roofline import drift_words
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
 from enginebench.scenarios.registry import scenario_class, table_of
 from enginebench.store.derive import pooled
@@ -520,10 +521,8 @@ def roofline_clause(r: Result) -> str:
     beside = figure.get("beside") or {}
     drift = ""
     if beside.get("drifted"):
-        scaled = beside.get("ci95")
-        drift = (f"; the machine ran at {100 * beside['factor']:.0f}% of its stored GEMM speed beside it: "
-                 f"{beside['pct_of_roofline']:.0f}%" + (f" ({scaled[0]:.0f}-{scaled[1]:.0f}%)" if scaled else "")
-                 + " of the roofline at that speed")
+        speed, share = drift_words(beside)
+        drift = f"; {speed} beside it: {share} of the roofline at that speed"
     return (f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline "
             f"({interval}the roofline {figure['roofline_items_per_s']:.0f}/s{drift})")
 

@@ -146,13 +146,14 @@ class OpenVinoEngine(Engine):
         core = ov.Core()
         ov_model = core.read_model(str(path))
         layers, facts = openvino_weight_matmuls(ov_model)  # the weights as the plugin receives them
-        compiled = core.compile_model(ov_model, "CPU", _config(options, precision))
+        config = _config(options, precision)
+        compiled = core.compile_model(ov_model, "CPU", config)
         computed = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", ...
         executed = _OV_TYPE_NAMES.get(computed, computed)
         if any(m.quantized for m in layers):  # compressed weights really are in the model
             executed = f"int8-weights/{executed}"
         if precision == "int8":
-            dynamic = _dynamic_quantization(core, ov_model, compiled, _config(options, precision), options)
+            dynamic = _dynamic_quantization(core, ov_model, compiled, config, options)
             details["dynamic_quantization"] = dynamic
             details["quantization"] = _quantization_record(layers, facts, executed.rsplit("/", 1)[-1], path,
                                                            dynamic["group_size"] if dynamic["applied"] else 0)

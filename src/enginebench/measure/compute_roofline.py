@@ -101,6 +101,14 @@ def machine_factor(probes: list[dict | None], speed: dict | None) -> dict | None
             "n": reference["n"], "drifted": not 1 / DRIFT <= factor <= DRIFT}
 
 
+def drift_words(beside: dict) -> tuple[str, str]:
+    """How a drifted figure is said, wherever it is shown: ("the machine ran at 48% of its stored GEMM speed",
+    "71% (95% CI 59-80%)", the share against the ceilings at that speed)."""
+    ci = beside.get("ci95")
+    share = f"{beside['pct_of_roofline']:.0f}%" + (f" (95% CI {ci[0]:.0f}-{ci[1]:.0f}%)" if ci else "")
+    return f"the machine ran at {100 * beside['factor']:.0f}% of its stored GEMM speed", share
+
+
 def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | None,
                    probes: list[dict | None] = ()) -> dict:
     """The roofline items/s of `parts` under the machine's ceilings and the share `items_per_s` reaches; with
@@ -168,5 +176,5 @@ def encoder_roofline(items_per_s: float, ci95, seq_len: int, executed: str | Non
     return roofline_share(items_per_s, ci95, parts, details.get("machine_speed"), probes)
 
 
-__all__ = ["DRIFT", "machine_factor", "encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
+__all__ = ["DRIFT", "machine_factor", "drift_words", "encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
            "float_precision", "main_precision", "NO_CEILINGS"]

@@ -363,20 +363,22 @@ def merge_passes(passes: list[dict]) -> dict:
     measured = [p for p in passes if "gflops" in p]
     if not measured:
         return passes[0]
-    libraries: dict[str, dict] = {}
+    entries: dict[str, list[dict]] = {}  # library -> what each pass recorded of it
     for figure in measured:
         for tried in figure["tried"]:
-            name = tried["library"]
-            known = libraries.get(name)
-            if known is None or "skipped" in known or tried.get("gflops", 0) > known.get("gflops", 0):
-                by_n = {**(known or {}).get("by_n", {})}
-                libraries[name] = {**tried, "by_n": by_n} if "gflops" in tried else tried
-            if "gflops" in tried:
-                by_n = libraries[name].setdefault("by_n", {})
-                for n, value in tried.get("by_n", {}).items():
-                    by_n[n] = max(value, by_n.get(n, 0.0))
+            entries.setdefault(tried["library"], []).append(tried)
+    merged = {}
+    for library, recorded in entries.items():
+        timed = [t for t in recorded if "gflops" in t]
+        if not timed:  # skipped in every pass
+            merged[library] = recorded[0]
+            continue
+        sizes = dict.fromkeys(n for t in timed for n in t.get("by_n", {}))
+        merged[library] = {**max(timed, key=lambda t: t["gflops"]),
+                           "by_n": {n: max(t["by_n"][n] for t in timed if n in t.get("by_n", {})) for n in sizes}}
     best = max(measured, key=lambda p: p["gflops"])
-    return {**best, "tried": list(libraries.values()), "passes_gflops": [round(p["gflops"], 1) for p in measured]}
+    return {**best, **merged[best["library"]], "tried": list(merged.values()),
+            "passes_gflops": [round(p["gflops"], 1) for p in measured]}
 
 
 def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, runs: int = RUNS,

@@ -6,6 +6,7 @@ Only the parameters that vary across the results become columns; the constant on
 from __future__ import annotations
 
 from enginebench.display import significant as _num
+from enginebench.measure.compute_roofline import drift_words
 from enginebench.scenarios.registry import scenario_class, settings_label
 from enginebench.store.labels import plus_minus, precision_label, serving_label, threads_label
 from enginebench.store.model import Result, Run
@@ -191,14 +192,12 @@ def drift_notes(results: list[Result]) -> list[str]:
         beside = ((r.roofline or {}).get("beside") or {}) if r.status == "ok" else {}
         if not beside.get("drifted"):
             continue
-        ci = beside.get("ci95")
-        interval = f" (95% CI {ci[0]:.0f}-{ci[1]:.0f}%)" if ci else ""
+        speed, share = drift_words(beside)
         low, high = (_num(f(beside["probe_gflops"])) for f in (min, max))
-        lines.append(f"% roofline* [{i}] {r.engine} {r.precision} {r.scenario} b{r.batch_size}: the machine ran at "
-                     f"{100 * beside['factor']:.0f}% of its stored GEMM speed beside this cell (numpy fp32 "
-                     f"{beside['n']}²: {low if low == high else f'{low}-{high}'} against "
+        lines.append(f"% roofline* [{i}] {r.engine} {r.precision} {r.scenario} b{r.batch_size}: {speed} beside this "
+                     f"cell (numpy fp32 {beside['n']}²: {low if low == high else f'{low}-{high}'} against "
                      f"{_num(beside['reference_gflops'])} GFLOP/s); against the ceilings at that speed it reached "
-                     f"{beside['pct_of_roofline']:.0f}%{interval} of its roofline")
+                     f"{share} of its roofline")
     return lines
 
 
