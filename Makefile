@@ -8,21 +8,29 @@ PYTEST_ARGS ?=
 
 SERVERS := .venv-servers
 INFINITY_STAMP := $(SERVERS)/infinity/.installed
+GUIDELLM_STAMP := $(SERVERS)/guidellm/.installed
 
 .PHONY: install bench test test-fast clean servers
 
-install: $(STAMP) $(INFINITY_STAMP)
+install: $(STAMP) $(INFINITY_STAMP) $(GUIDELLM_STAMP)
 
 # Servers the endpoint tests start, each in a virtual environment of its own as a user would run it apart from
 # the client: Infinity (the MiniLM embeddings server) pins numpy<2, transformers<=5.0 and sentence-transformers<4,
 # which clash with the project's. torch stays the local CPU wheel (constraints.txt). ~4 min, 1.4 GB.
-servers: $(INFINITY_STAMP)
+servers: $(INFINITY_STAMP) $(GUIDELLM_STAMP)
 
 $(INFINITY_STAMP): constraints.txt
 	test -x $(SERVERS)/infinity/bin/python || python3 -m venv $(SERVERS)/infinity
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(SERVERS)/infinity/bin/python -m pip install --quiet \
 		'infinity-emb[server,torch]==0.0.78'
 	touch $(INFINITY_STAMP)
+
+# guidellm (the vLLM project's benchmark client), the peer enginebench's endpoint figures are checked against
+# (tests/endpoint/test_peer_agreement.py); it needs torch (its data loader), kept to the local CPU wheel. ~1.5 min.
+$(GUIDELLM_STAMP): constraints.txt
+	test -x $(SERVERS)/guidellm/bin/python || python3 -m venv $(SERVERS)/guidellm
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(SERVERS)/guidellm/bin/python -m pip install --quiet 'guidellm==0.8.1'
+	touch $(GUIDELLM_STAMP)
 
 # `make bench` installs what the quick suite needs and starts measuring; llama.cpp's source build, Ray, LoadGen,
 # the decoder model and the browser for the report's test come with `make test` (or `make install`).
