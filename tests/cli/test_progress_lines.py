@@ -89,6 +89,31 @@ def test_a_long_load_says_what_it_prepared_and_how_long_it_took():
     assert lines == ["  onnxruntime int8 loaded in 42 s (exports the model to ONNX; cached after the first time)"]
 
 
+
+def test_time_left_follows_the_plan_until_the_run_outlasts_it():
+    """Seen on a fresh machine: the first cell (after the machine's ceilings and a load) made the average pace
+    say 15 min left where the plan said 6 and 5:39 was true; the plan's estimate less the time spent is kept
+    while the run is within it, the pace of the cells done once it is not."""
+    import io
+
+    from rich.console import Console
+
+    from enginebench.cli.progress import cell_progress
+
+    bar = cell_progress(Console(file=io.StringIO(), width=80), expected_s=372.0)
+    bar.on_total(32)
+    bar.done = 1
+    assert bar.left_s(30.0) == 342.0  # not 30 × 31 = 930
+    bar.done = 28
+    assert bar.left_s(243.0) == 129.0  # a slow engine last: the plan knows, the average pace (35 s) does not
+    bar.done = 30
+    assert bar.left_s(400.0) == 400.0 / 30 * 2  # past the plan: the pace
+    plain = cell_progress(Console(file=io.StringIO(), width=80))  # no plan (a sweep): the pace throughout
+    plain.on_total(4)
+    plain.done = 1
+    assert plain.left_s(10.0) == 30.0
+
+
 def test_the_orchestrator_reports_each_load_with_its_time(titles, minilm):
 
     from enginebench.execution.local import LocalLauncher

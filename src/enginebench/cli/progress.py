@@ -70,6 +70,7 @@ class CellProgress:
     total: int | None = None
     done: int = 0
     started: float = field(default_factory=time.monotonic)
+    expected_s: float | None = None  # what the run said it expects to take, if it said
 
     def on_total(self, n: int) -> None:
         self.total = n
@@ -105,13 +106,21 @@ class CellProgress:
         where = f"[{self.done}/{self.total}" if self.total else f"[{self.done}"
         when = _clock(elapsed)
         if self.total and self.done < self.total:
-            when += f", ~{_clock(elapsed / self.done * (self.total - self.done))} left"
+            when += f", ~{_clock(self.left_s(elapsed))} left"
         return f"{where} {when}] {result_label(result)}: {headline(result)}"
 
+    def left_s(self, elapsed: float) -> float:
+        """The time left: what the plan expected less the time spent, while the run is within it (cells are not
+        alike: a load that converts, a slow engine last; the plan knows their loads, an average of the cells
+        done does not), then, once the run has outlasted the plan, the pace of the cells done so far."""
+        if self.expected_s is not None and elapsed < self.expected_s:
+            return self.expected_s - elapsed
+        return elapsed / self.done * (self.total - self.done)
 
-def cell_progress(console, eta: bool = False) -> CellProgress:
+
+def cell_progress(console, eta: bool = False, expected_s: float | None = None) -> CellProgress:
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     if eta:
         columns += [TextColumn("ETA"), TimeRemainingColumn()]
     progress = Progress(*columns, console=console, auto_refresh=False, transient=True)
-    return CellProgress(progress, progress.add_task("starting", total=None))
+    return CellProgress(progress, progress.add_task("starting", total=None), expected_s=expected_s)

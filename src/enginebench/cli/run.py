@@ -145,11 +145,12 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.formats.console import render
     from enginebench.formats.json import to_json
     from enginebench.store.database import ResultStore
-    from enginebench.sweep.estimate import expected_line
+    from enginebench.sweep.estimate import expected
 
     with ResultStore(args.db) as store:
-        err.print(expected_line(plan, launcher, store), style="dim", highlight=False, soft_wrap=True)
-    bar = cell_progress(err)
+        line, expected_s = expected(plan, launcher, store)
+    err.print(line, style="dim", highlight=False, soft_wrap=True)
+    bar = cell_progress(err, expected_s=expected_s)
     launcher.on_load = bar.on_load
     try:
         with bar.progress:

@@ -79,8 +79,8 @@ def add_plan(est: Estimate, plan, launcher, load_times: dict[tuple[str, str], fl
     return unknown
 
 
-def expected_line(plan, launcher, store) -> str:
-    """What a run expects to take, said before it starts."""
+def expected(plan, launcher, store) -> tuple[str, float]:
+    """What a run expects to take, said before it starts, and the estimate in seconds."""
     est = Estimate()
     unknown = add_plan(est, plan, launcher, stored_load_times(store))
     line = (f"expected: about {duration_text(est.total_s)} ({_count(est.to_measure, 'measurement')} of "
@@ -89,7 +89,7 @@ def expected_line(plan, launcher, store) -> str:
         line += (f"; never loaded with this database: {', '.join(sorted(unknown))}, counted at "
                  f"{DEFAULT_LOAD_S:g} s each, though a first load may export, convert or compile the model for "
                  "minutes (cached after)")
-    return line + ")"
+    return line + ")", est.total_s
 
 
 def _count(n: int, noun: str) -> str:
