@@ -2,7 +2,8 @@
 measured in interleaved blocks (helpers/peer.py): against llama.cpp's server the median TTFT and the median
 per-request token interval (guidellm's ITL, enginebench's TPOT), against Infinity the median end to end of an
 embeddings request, each within 10% of the peer's; and enginebench's published p50s are the medians of its own
-records. A client that started its clock late or early, missed chunks or mis-counted tokens would fall outside."""
+records. A client that started its clock late or early, missed chunks or mis-counted tokens would fall outside.
+The figure judged is the median over rounds of each round's ratio of the two clients' medians."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from enginebench.models.decoder_folder import smollm2_gguf
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.serial]  # two clients' latencies, compared
 
 AGREE = 0.10  # the issue's bound: within 10% of the peer
-ROUNDS = 4
+ROUNDS = 5  # odd: the median ratio is one round's
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,14 @@ def guidellm(require):
         require(f"guidellm is not installed at {GUIDELLM}: make servers")
 
 
-def _agree(ours: dict, peer: dict, names: tuple[str, ...]) -> None:
+def _agree(blocks: dict, names: tuple[str, ...]) -> None:
+    """Each round's ratio of the two clients' medians (its blocks ran seconds apart), and the median of those
+    ratios within AGREE of 1: a burst of the shared host's own load that falls on one block (seen in a suite:
+    a first block 40% slow, the next three within 7%) moves one round, not the answer."""
+    ours, peer = blocks["enginebench"], blocks["guidellm"]
     for name in names:
-        assert abs(ours[name] / peer[name] - 1) <= AGREE, (name, ours, peer)
+        ratios = [medians([a])[name] / medians([b])[name] for a, b in zip(ours, peer)]
+        assert abs(float(np.median(ratios)) - 1) <= AGREE, (name, ratios, medians(ours), medians(peer))
 
 
 def test_ttft_and_token_interval_agree_with_guidellm_on_llama_cpps_server(guidellm, tmp_path):
@@ -39,7 +45,7 @@ def test_ttft_and_token_interval_agree_with_guidellm_on_llama_cpps_server(guidel
     for block in blocks["enginebench"] + blocks["guidellm"]:
         assert len(block) >= load.requests
         assert all(r["output_tokens"] == load.gen_len for r in block), [r["output_tokens"] for r in block]
-    _agree(medians(blocks["enginebench"]), medians(blocks["guidellm"]), ("ttft_ms", "itl_ms"))
+    _agree(blocks, ("ttft_ms", "itl_ms"))
     for block in blocks["enginebench"]:  # what enginebench publishes is its own records' medians
         assert block[0]["published_ttft_ms_p50"] == pytest.approx(np.median([r["ttft_ms"] for r in block]), rel=1e-9)
         assert block[0]["published_tpot_ms_p50"] == pytest.approx(np.median([r["itl_ms"] for r in block]), rel=1e-9)
@@ -55,6 +61,6 @@ def test_embeddings_latency_agrees_with_guidellm_on_infinity(guidellm, tmp_path,
                  env=env) as url:
         blocks = interleaved(url, load, tmp_path, ROUNDS)
     assert all(len(block) >= load.requests for block in blocks["enginebench"] + blocks["guidellm"])
-    _agree(medians(blocks["enginebench"]), medians(blocks["guidellm"]), ("e2e_ms",))
+    _agree(blocks, ("e2e_ms",))
     for block in blocks["enginebench"]:
         assert block[0]["published_e2e_ms_p50"] == pytest.approx(np.median([r["e2e_ms"] for r in block]), rel=1e-9)
