@@ -63,7 +63,7 @@ SERIAL_FILES = $(if $(PYTEST_ARGS),,$(shell grep -rl --include='test_*.py' 'mark
 define two_passes
 @cache=$$(mktemp -d); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; unset PYTHONDONTWRITEBYTECODE; \
 $(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial" $(PYTEST_ARGS); parallel=$$?; \
-$(PY) -m pytest -m "$(1)serial" $(PYTEST_ARGS) $(SERIAL_FILES); serial=$$?; \
+$(PY) -m pytest -m "$(1)serial and not quiet" $(PYTEST_ARGS) $(SERIAL_FILES); serial=$$?; \
 rm -rf $$cache; echo "make $@: parallel pass exit $$parallel, serial pass exit $$serial"; \
 case "$$parallel $$serial" in "0 0"|"0 5"|"5 0") ;; *) exit 1;; esac
 endef
