@@ -1,14 +1,14 @@
 """Do enginebench's endpoint figures agree with a well-known peer client's on the same server and load?
 
-Starts the server on loopback as the tests do, on one thread (the other core is the client's): --api
-completions, llama-cpp-python's server on the SmolLM2 GGUF; --api embeddings, Infinity on MiniLM (`make
-servers`). Then --rounds rounds of one block per client, the order alternating: `enginebench run --endpoint ...
---scenario latency` and guidellm (the vLLM project's client, `make servers`) in its synchronous profile, each
-sending the same --requests inputs one at a time (prompts of --prompt-len tokens for --gen-len tokens, greedy;
-or one 128-token corpus text for MiniLM). tests/helpers/peer.py says how each client defines its figures. Prints each round's
-medians and, over all rounds, each client's median TTFT, median per-request token interval (guidellm calls it
-ITL, enginebench TPOT) and median end to end, with enginebench's / guidellm's ratio and a bootstrap 95% interval
-of that ratio (requests resampled within each client).
+Starts the server on loopback as the tests do, on one thread (the other core is the client's): --api completions,
+llama-cpp-python's server on the SmolLM2 GGUF; --api embeddings, Infinity on MiniLM (`make servers`). Then --rounds
+rounds of one block per client, the order alternating: `enginebench run --endpoint ... --scenario latency` and
+guidellm (the vLLM project's client, `make servers`) in its synchronous profile, each sending the same --requests
+inputs one at a time (prompts of --prompt-len tokens for --gen-len tokens, greedy; or one 128-token corpus text for
+MiniLM). tests/helpers/peer.py says how each client defines its figures. Prints each round's medians and, over all
+rounds, each client's median TTFT, median per-request token interval (guidellm calls it ITL, enginebench TPOT) and
+median end to end, with enginebench's / guidellm's ratio and a bootstrap 95% interval of that ratio (requests
+resampled within each client).
 
     .venv/bin/python benchmarks/peer_agreement.py [--api completions|embeddings] [--rounds 4] [--requests 16]
         [--prompt-len 64] [--gen-len 16] [--json-out FILE]
@@ -26,11 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from helpers.peer import SERVER_THREADS, Load, interleaved, medians  # noqa: E402
-from helpers.servers import INFINITY_ENV, free_port, infinity_command, llamacpp_command, serving  # noqa: E402
-
-from enginebench.models import resolve_model  # noqa: E402
-from enginebench.models.decoder_folder import smollm2_gguf  # noqa: E402
+from helpers.peer import Load, interleaved, medians, server_command  # noqa: E402
+from helpers.servers import free_port, serving  # noqa: E402
 
 FIGURES = (("ttft_ms", "TTFT p50 (ms)"), ("itl_ms", "token interval p50 (ms)"), ("e2e_ms", "e2e p50 (ms)"))
 
@@ -54,13 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     load = Load(args.api, args.prompt_len, args.gen_len, args.requests)
     port = free_port()
-    if args.api == "completions":
-        command, env = llamacpp_command(str(smollm2_gguf()), port, *SERVER_THREADS), {}
-        what = (f"llama-cpp-python's server (--n_threads 1), SmolLM2-135M Q4_1, prompts of {load.prompt_len} "
-                f"tokens, {load.gen_len} generated")
-    else:
-        command, env = infinity_command(resolve_model("minilm").path, port), {**INFINITY_ENV, "OMP_NUM_THREADS": "1"}
-        what = "Infinity (OMP_NUM_THREADS=1), MiniLM, one 128-token corpus text a request"
+    command, env = server_command(load, port)
+    what = (f"llama-cpp-python's server (--n_threads 1), SmolLM2-135M Q4_1, prompts of {load.prompt_len} tokens, "
+            f"{load.gen_len} generated" if args.api == "completions"
+            else "Infinity (OMP_NUM_THREADS=1), MiniLM, one 128-token corpus text a request")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         with serving(command, port, log=work / "server.log", env=env) as url:
@@ -85,8 +79,9 @@ def main() -> None:
         gaps = [g for b in blocks["enginebench"] for r in b for g in r["gaps_ms"]]
         print(f"(enginebench's ITL p50, the median of every single gap between two chunks: {np.median(gaps):.2f} ms)")
     if args.json_out:
-        args.json_out.write_text(json.dumps({"load": {**vars(load), "model": load.model}, "rounds": args.rounds, "summary": summary,
-                                             "blocks": blocks}, indent=1))
+        record = {"load": {**vars(load), "model": load.model}, "rounds": args.rounds, "summary": summary,
+                  "blocks": blocks}
+        args.json_out.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,6 @@ def test_a_long_load_says_what_it_prepared_and_how_long_it_took():
     assert lines == ["  onnxruntime int8 loaded in 42 s (exports the model to ONNX; cached after the first time)"]
 
 
-
 def test_time_left_follows_the_plan_until_the_run_outlasts_it():
     """Seen on a fresh machine: the first cell (after the machine's ceilings and a load) made the average pace
     say 15 min left where the plan said 6 and 5:39 was true; the plan's estimate less the time spent is kept

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.peer import GUIDELLM, SERVER_THREADS, Load, interleaved, medians
-from helpers.servers import INFINITY, INFINITY_ENV, free_port, infinity_command, llamacpp_command, serving
-
-from enginebench.models import resolve_model
-from enginebench.models.decoder_folder import smollm2_gguf
+from helpers.peer import GUIDELLM, Load, interleaved, medians, server_command
+from helpers.servers import INFINITY, free_port, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.serial]  # two clients' latencies, compared
 
@@ -45,7 +42,8 @@ def _agree(blocks: dict, names: tuple[str, ...]) -> None:
 def test_ttft_and_token_interval_agree_with_guidellm_on_llama_cpps_server(guidellm, tmp_path):
     load = Load("completions", prompt_len=64, gen_len=16, requests=8)
     port = free_port()
-    with serving(llamacpp_command(str(smollm2_gguf()), port, *SERVER_THREADS), port, log=tmp_path / "server.log") as url:
+    command, env = server_command(load, port)
+    with serving(command, port, log=tmp_path / "server.log", env=env) as url:
         blocks = interleaved(url, load, tmp_path, ROUNDS)
     for block in blocks["enginebench"] + blocks["guidellm"]:
         assert len(block) >= load.requests
@@ -61,9 +59,8 @@ def test_embeddings_latency_agrees_with_guidellm_on_infinity(guidellm, tmp_path,
         require(f"no Infinity server at {INFINITY}: `make servers` installs it in .venv-servers/infinity")
     load = Load("embeddings", requests=24)
     port = free_port()
-    env = {**INFINITY_ENV, "OMP_NUM_THREADS": "1"}  # one core for the server, one for the client (SERVER_THREADS)
-    with serving(infinity_command(resolve_model("minilm").path, port), port, log=tmp_path / "server.log",
-                 env=env) as url:
+    command, env = server_command(load, port)
+    with serving(command, port, log=tmp_path / "server.log", env=env) as url:
         blocks = interleaved(url, load, tmp_path, ROUNDS)
     assert all(len(block) >= load.requests for block in blocks["enginebench"] + blocks["guidellm"])
     _agree(blocks, ("e2e_ms",))

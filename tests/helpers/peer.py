@@ -22,15 +22,16 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from helpers.servers import INFINITY_ENV, infinity_command, llamacpp_command
+
+from enginebench.scenarios.requests import per_request
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDELLM = Path(os.environ.get("ENGINEBENCH_GUIDELLM", ROOT / ".venv-servers" / "guidellm" / "bin" / "guidellm"))
-# the server computes on one thread and leaves the other core to the client: on two cores, llama.cpp's two
-# spinning threads and a client's reads fight for the CPU, and the fight, not the measurement, sets the figures
-SERVER_THREADS = ("--n_threads", "1")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 PATHS = {"completions": "/v1/completions", "embeddings": "/v1/embeddings"}
 
@@ -56,6 +57,20 @@ class Load:
         return "smollm2" if self.api == "completions" else "minilm"
 
 
+def server_command(load: Load, port: int) -> tuple[list[str], dict]:
+    """The command and environment of the server `load` is sent to, computing on one thread so that the other
+    core is the client's: on two cores, llama.cpp's two spinning threads and a client's reads fight for the CPU,
+    and the fight, not the measurement, sets the figures. completions: llama-cpp-python's server on the SmolLM2
+    GGUF; embeddings: Infinity on MiniLM."""
+    from enginebench.models import resolve_model
+    from enginebench.models.decoder_folder import smollm2_gguf
+
+    if load.api == "completions":
+        return llamacpp_command(str(smollm2_gguf()), port, "--n_threads", "1"), {}
+    return infinity_command(resolve_model("minilm").path, port), {**INFINITY_ENV, "OMP_NUM_THREADS": "1"}
+
+
+@lru_cache(maxsize=None)  # the same texts for every block and the warm-up: built once
 def inputs(load: Load) -> tuple[list[str], str]:
     """The texts enginebench's endpoint session sends for `load` (the workload's token rows decoded with the
     model's tokenizer, as engines/endpoint.py does), and the model folder holding that tokenizer."""
@@ -129,11 +144,10 @@ def enginebench_block(url: str, load: Load, db: Path) -> list[dict]:
     for r in result["repetitions"][0]["requests"]:
         if r["phase"] != "measured" or r["failure"]:
             continue
-        row = {"e2e_ms": (r["done_ns"] - r["sent_ns"]) / 1e6, **published}
+        own = per_request(r)  # the figures enginebench derives from the record
+        row = {"e2e_ms": own["e2e_ms"], **published}
         if load.api == "completions":
-            row.update(ttft_ms=(r["first_ns"] - r["sent_ns"]) / 1e6,
-                       itl_ms=((r["done_ns"] - r["first_ns"]) / 1e6) / (r["output_tokens"] - 1),
-                       gaps_ms=list(np.diff(np.asarray(r["chunk_ns"], dtype=np.float64) / 1e6)),
+            row.update(ttft_ms=own["ttft_ms"], itl_ms=own["tpot_ms"], gaps_ms=own["itl_ms"],
                        output_tokens=r["output_tokens"])
         rows.append(row)
     return rows
@@ -149,7 +163,10 @@ def warm(url: str, load: Load, requests: int = 4) -> None:
     try:
         for i in range(requests):
             item = texts[i % len(texts)]
-            conn.send(item, load.gen_len) if load.api == "completions" else conn.send([item])
+            if load.api == "completions":
+                conn.send(item, load.gen_len)
+            else:
+                conn.send([item])
     finally:
         conn.close()
 
@@ -176,5 +193,5 @@ def medians(blocks: list[list[dict]]) -> dict[str, float]:
     return {name: float(np.median([r[name] for r in every])) for name in names}
 
 
-__all__ = ["GUIDELLM", "SERVER_THREADS", "Load", "inputs", "guidellm_block", "enginebench_block", "warm",
+__all__ = ["GUIDELLM", "Load", "server_command", "inputs", "guidellm_block", "enginebench_block", "warm",
            "interleaved", "medians"]
