@@ -23,6 +23,7 @@ from enginebench.errors import UsageError
 from enginebench.scenarios.registry import (default_scenarios, runnable_scenarios, scenario_class,
                                              scenario_option_values, scenario_options)
 from enginebench.workloads import PADDINGS, WORKLOADS
+from enginebench.workloads.prompts import is_test_name
 
 VERSION = 1  # of the stored JSON; from_dict refuses another
 
@@ -400,8 +401,9 @@ def _names(g: dict) -> tuple[list[str] | None, ...]:
             raise UsageError(f"unknown precision {p!r}: use one of {', '.join(known)}")
     workloads = comma_list(g.get("workload")) or None
     for w in workloads or []:
-        if w not in WORKLOADS:
-            raise UsageError(f"unknown workload {w!r}: use one of {', '.join(WORKLOADS)}")
+        if w not in WORKLOADS and not is_test_name(w):
+            raise UsageError(f"unknown workload {w!r}: use one of {', '.join(WORKLOADS)} (encoders), or a "
+                             "decoder's test, pp<N> or tg<N> (N: its prompt or generation length)")
     scenarios = comma_list(g.get("scenario")) or None
     every = runnable_scenarios()
     for s in scenarios or []:

@@ -22,7 +22,7 @@ from enginebench.plan import Plan, Serving, make_cells, make_decoder_server_cell
 from enginebench.scenarios.base import Grid
 from enginebench.scenarios.registry import default_scenarios, runnable_scenarios, scenario_class
 from enginebench.workloads import DEFAULT_CORPUS, WORKLOADS, build_workload
-from enginebench.workloads.prompts import build_prompt_sets, decoder_tests, request_shapes
+from enginebench.workloads.prompts import build_prompt_sets, decoder_tests, is_test_name, request_shapes
 
 # `run`'s defaults for the options below; `run --quick` (every installed engine, both workloads, both
 # scenarios, short cells: the whole suite in about four minutes on 2 cores) has its own.
@@ -76,7 +76,7 @@ def plan_from_config(config: RunConfig):
     _check_kinds(scenarios, model)
     if config.until:
         model = cut_model_spec(model, config.until)
-    workloads = config.workloads or list(WORKLOADS)
+    workloads = _encoder_workloads(config, model)
     data = {w: build_workload(w, model.path, seq_len=config.seq_len or 128, seed=config.seed,
                               corpus=config.corpus or DEFAULT_CORPUS, max_positions=model.max_positions,
                               padding=config.padding or "fixed")
@@ -86,6 +86,14 @@ def plan_from_config(config: RunConfig):
     cells = make_cells(grid, scenarios, settings)
     reference = CUT_REFERENCE_ENGINE if model.until else "torch"
     return Plan(model, data, cells, reference_engine=reference, **common)
+
+
+def _encoder_workloads(config: RunConfig, model) -> list[str]:
+    tests = [w for w in config.workloads or [] if is_test_name(w)]
+    if tests:
+        raise UsageError(f"--workload {tests[0]} names a decoder's test: {model.name} is an encoder, whose "
+                         f"workloads are {', '.join(WORKLOADS)}")
+    return config.workloads or list(WORKLOADS)
 
 
 ENDPOINT_PROMPT_LEN, ENDPOINT_GEN_LEN = 128, 32  # a generation request's default shape against an endpoint
@@ -128,7 +136,7 @@ def _endpoint_plan(config: RunConfig, model, cores: int, common: dict, settings:
         data = build_prompt_sets(model.path, shapes, seed=config.seed, corpus=corpus, max_positions=model.max_positions)
         batch_sizes = [1]
     else:
-        workloads = config.workloads or list(WORKLOADS)
+        workloads = _encoder_workloads(config, model)
         data = {w: build_workload(w, model.path, seq_len=config.seq_len or 128, seed=config.seed, corpus=corpus,
                                   max_positions=model.max_positions) for w in workloads}
         batch_sizes = config.batch_sizes or [1]
@@ -235,14 +243,33 @@ def _check_kinds(scenarios: list[str], model) -> None:
                              f", which runs scenarios {', '.join(runnable_scenarios(model.kind))}")
 
 
+def _named_tests(named: list[str], tests: list, dropped: list[str]) -> tuple[list, list[str]]:
+    """The tests (and the reasons of the dropped ones) that --workload names; all of them without it."""
+    if not named:
+        return tests, dropped
+    made = [t.name for t in tests] + [reason.split(" ", 1)[0] for reason in dropped]
+    unknown = [w for w in named if w not in made]
+    if unknown:
+        raise UsageError(f"--workload {unknown[0]}: --prompt-len and --gen-len make the tests {', '.join(made)} "
+                         f"here: name one of them, or give the length {unknown[0]} needs")
+    return [t for t in tests if t.name in named], [r for r in dropped if r.split(" ", 1)[0] in named]
+
+
 def _decoder_plan(config: RunConfig, model, engines, precisions, threads, cores, common, serving=None):
     """The plan for a decoder: scenario generate, one cell per engine x precision x batch x test; the tests
     that do not fit the model's positions become skipped cells with the reason. Scenario server: one cell per
     engine x precision x workers x request shape (--prompt-len x --gen-len)."""
     scenarios = config.scenarios or default_scenarios("decoder")
     _check_kinds(scenarios, model)
-    if config.workloads or config.seq_len or config.padding:
-        raise UsageError("--workload/--seq-len/--padding are for encoders: decoders take --prompt-len and --gen-len")
+    if config.seq_len or config.padding:
+        raise UsageError("--seq-len/--padding are for encoders: decoders take --prompt-len and --gen-len")
+    named = config.workloads or []
+    if any(not is_test_name(w) for w in named):
+        raise UsageError(f"--workload {next(w for w in named if not is_test_name(w))} is an encoder's workload: a "
+                         "decoder's --workload names its tests (e.g. pp512, tg128), made by --prompt-len and --gen-len")
+    if named and "generate" not in scenarios:
+        raise UsageError("--workload names the generate scenario's tests: the decoder server's requests are "
+                         "--prompt-len x --gen-len")
     prompt_lens = config.prompt_lens or []
     gen_lens = config.gen_lens or DEFAULT_GEN_LENS
     if min(gen_lens) < 2:
@@ -257,7 +284,8 @@ def _decoder_plan(config: RunConfig, model, engines, precisions, threads, cores,
                                                  threads["throughput"], cores, serving)
         if scenarios == ["server"]:
             return Plan(model, server_sets, server_cells, reference_engine="torch", **common)
-    tests, dropped = decoder_tests(prompt_lens or DEFAULT_PROMPT_LENS, gen_lens, model.max_positions)
+    tests, dropped = _named_tests(named, *decoder_tests(prompt_lens or DEFAULT_PROMPT_LENS, gen_lens,
+                                                        model.max_positions))
     if not tests:
         raise UsageError(f"no test fits {model.name}'s {model.max_positions} positions: " + "; ".join(dropped))
     kept = {t.name for t in tests}

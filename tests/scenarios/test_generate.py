@@ -13,6 +13,7 @@ from helpers.tiny_llama import TransformersReference, prompt_ids, tiny_llama_spe
 
 from enginebench.cli import main
 from enginebench.engines.base import DecoderSession
+from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.generate import owns_generation_loop, run_generate
 from enginebench.workloads.prompts import DecoderTest, build_prompt_sets, corpus_token_rows, decoder_tests
@@ -238,6 +239,48 @@ def test_decoder_plan_cells(tiny, tmp_path):
     assert {c.workload for c in plan.cells} == {"pp128", "tg64"}  # pp512 does not fit 300 positions
     assert len(plan.cells) == 2 * 2 * 2 and {c.scenario for c in plan.cells} == {"generate"}
     assert plan.workloads["tg64"].prompts.shape == (8, 128) and plan.workloads["pp128"].spec.seq_len == 128
+
+    def plan_of(*argv):
+        args = build_parser().parse_args(["run", "--llm-config", str(config), "--engine", "torch", *argv])
+        return plan_from_config(RunConfig.from_cli(args))
+
+    # --workload keeps the tests it names; a tg test still decodes after the smallest prompt
+    only = plan_of("--prompt-len", "64,128", "--gen-len", "32,64", "--workload", "tg32")
+    assert [(c.workload, c.scenario) for c in only.cells] == [("tg32", "generate")]
+    assert only.workloads["tg32"].prompts.shape == (8, 64)
+    for argv, message in [(["--workload", "corpus"], "--workload corpus is an encoder's workload"),
+                          (["--workload", "tg16"], "make the tests pp128, tg128, pp512 here"),
+                          (["--workload", "tg128", "--scenario", "server", "--qps", "1", "--slo-ttft", "100",
+                            "--slo-tpot", "10"],
+                           "generate scenario.s tests")]:
+        with pytest.raises(UsageError, match=message):
+            plan_of(*argv)
+    with pytest.raises(UsageError, match="names a decoder's test: minilm is an encoder"):
+        plan_from_config(RunConfig.from_cli(build_parser().parse_args(["run", "--workload", "tg128"])))
+
+
+def test_a_generate_results_command_measures_that_test_only(tmp_path):
+    """recommend's and the confirmation round's command for a tg pick: once it measured the prompt's pp test too."""
+    import shlex
+
+    from enginebench.analysis.recommend import reproduce_command
+    from enginebench.cli import build_parser
+    from enginebench.config import RunConfig
+    from enginebench.plan import Cell
+    from enginebench.planning import plan_from_config
+    from enginebench.store.model import Result, Run
+
+    config = tmp_path / "shape.json"
+    config.write_text(json.dumps({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+                                  "num_attention_heads": 4, "vocab_size": 400, "max_position_embeddings": 300}))
+    run = Run("r", "2026-12-04T00:00:00+00:00", {}, config={"argv": ["run", "--llm-config", str(config)]})
+    for workload, seq_len in [("tg64", 96), ("pp128", 128)]:
+        result = Result("torch", "synthetic", "bf16", "generate", workload, 2, seq_len, 1, 2, status="failed",
+                        error="the configuration is what matters here")
+        argv = shlex.split(reproduce_command(result, run))
+        plan = plan_from_config(RunConfig.from_cli(build_parser().parse_args(argv[1:])))
+        assert plan.cells == [Cell("torch", "bf16", "generate", workload, 2, 1, 2)]
+        assert plan.workloads[workload].prompts.shape[1] == seq_len
 
 
 @pytest.mark.slow

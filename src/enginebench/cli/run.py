@@ -20,7 +20,8 @@ def add_parsers(sub) -> None:
     run.add_argument("--engine", **lst, help="engines, comma list or repeated [every installed engine]")
     run.add_argument("--precision", **lst,
                      help="precisions [the model's own where it has one (a GGUF file: native), else fp32]")
-    run.add_argument("--workload", **lst, help="corpus, titles [both]")
+    run.add_argument("--workload", **lst, help="corpus, titles [both]; decoders: the tests to run, e.g. tg128 "
+                     "[every pp and tg test that --prompt-len and --gen-len make]")
     run.add_argument("--scenario", **lst, help=f"{', '.join(runnable_scenarios())} "
                      f"[{', '.join(default_scenarios('encoder'))}; decoders: {', '.join(default_scenarios('decoder'))}]")
     run.add_argument("--batch-size", **lst, help="batch sizes [1,16,32,64; decoders and --quick: 1]")

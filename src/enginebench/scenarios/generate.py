@@ -264,10 +264,10 @@ class Generate(Scenario):
                 "ttft_ms": summarize(None, [g / 1e6 for g in ttft]).to_dict() if any(g.size for g in ttft) else None}
 
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
-        """A tg test decodes after a prompt of its context length (seq_len)."""
+        """A tg test decodes after a prompt of its context length (seq_len); --workload keeps the one test."""
         gen = ["--gen-len", result.workload[2:]] if result.workload.startswith("tg") else []
-        return ["--prompt-len", str(result.seq_len), *gen, "--batch-size", str(result.batch_size), "--threads",
-                str(result.threads)]
+        return ["--prompt-len", str(result.seq_len), *gen, "--workload", result.workload, "--batch-size",
+                str(result.batch_size), "--threads", str(result.threads)]
 
 
 __all__ = ["Generate", "run_generate", "owns_generation_loop", "timed_call", "measure_host_side", "HOST_SIDE_REPEATS"]

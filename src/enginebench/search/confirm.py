@@ -95,8 +95,7 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
             left_out.append(f"{configuration_text(result)}: other {', '.join(clash)} options than a configuration "
                             "already in the round")
             continue
-        # the judged cell only: a decoder's command also measures its prompt's pp test, which nothing judges
-        new = [c for c in plan.cells if c not in cells and c.workload == result.workload]
+        new = [c for c in plan.cells if c not in cells]
         if not new:
             continue
         options.update(plan.engine_options)

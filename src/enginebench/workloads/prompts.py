@@ -6,6 +6,7 @@ everywhere. A prompt is corpus documents, drawn by the seed, concatenated until 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,12 @@ PROMPT_COUNT = 8  # distinct prompts cycled through while measuring
 FIDELITY_SEQUENCES = 2  # corpus sequences scored under teacher forcing against the reference
 FIDELITY_TOKENS = 128
 FIDELITY_SEED_OFFSET = 1_000_003  # fidelity text is drawn apart from the timed prompts
+_TEST_NAME = re.compile(r"(pp|tg)[1-9][0-9]*")
+
+
+def is_test_name(name: str) -> bool:
+    """pp<N> or tg<N>: how `--workload` names one of the generate scenario's tests."""
+    return _TEST_NAME.fullmatch(name) is not None
 
 
 def corpus_token_rows(model_path: str, rows: int, length: int, seed: int = 0,
