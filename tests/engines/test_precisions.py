@@ -49,6 +49,21 @@ def test_onnxruntime_int8_is_a_cached_quantized_graph_within_reduced_threshold(m
     assert again.details["int8_cached"] is True and again.details["onnx_path"] == session.details["onnx_path"]
 
 
+def test_onnxruntime_int8_layers_all_quantizes_the_down_projections_too(minilm, corpus, reference):
+    """`-o onnxruntime.int8_layers=all`: every weight MatMul int8, cached apart from the default graph, its share
+    read back from the graph and its fidelity measured (whatever it is: `tune` judges it)."""
+    default = load_session("onnxruntime", minilm, "int8")
+    every = load_session("onnxruntime", minilm, "int8", int8_layers="all")
+    assert every.details["onnx_path"] != default.details["onnx_path"]
+    assert every.details["int8_settings"]["fp32_nodes"].startswith("none")
+    kept, allq = default.details["quantization"], every.details["quantization"]
+    assert allq["matmuls"]["quantized"] == allq["matmuls"]["total"] == kept["matmuls"]["quantized"] + 6
+    assert allq["share_of_matmul_flops"] == 1.0 > kept["share_of_matmul_flops"] and not allq["layers_kept"]
+    assert every.executed_precision == "int8"
+    f = _fidelity(every, corpus, reference, "int8")
+    assert 0.9 < f["value"] < 0.99999
+
+
 def test_onnx_int8_keeps_down_projections_fp32(minilm):
     import onnx
 

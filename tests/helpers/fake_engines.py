@@ -10,6 +10,7 @@ registers: registered engines count as installed ones (`tune` searches all of th
 3. Engines that misbehave on purpose: `fault` (`-o fault.behaviour=...`) for sweeps, faults and resume; the same
    behaviours under fixed names (fake-wrong, fake-crash, fake-hang, fake-raise) for the command line's isolation
    tests; fake-hang-graph, a graph engine that never finishes loading.
+4. fake-kernels: an engine whose only part is its single-operator kernels (`enginebench ops`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.engines.base import DecoderSession, Engine, EngineOptions, Session, SlotDecoding
+from enginebench.engines.kernels import Kernels, Prepared, Unsupported
 from helpers import child_pythonpath
 
 MODULE = "helpers.fake_engines"
@@ -305,6 +307,35 @@ class HangGraphEngine(Engine):
         time.sleep(3600)
 
 
+# 4. An engine outside the package with single-operator kernels for `enginebench ops` -------------------------------
+
+
+class SlightlyOffKernels(Kernels):
+    """numpy's add, exact; matmul 0.1% off (the ops table must flag it); nothing else."""
+
+    requires = ("numpy",)
+
+    def prepare(self, op, arrays, precision):
+        if precision != "fp32" or op not in ("add", "matmul"):
+            raise Unsupported(f"fake-kernels has no {precision} {op}")
+        if op == "add":
+            return Prepared(lambda a: np.add(*a), tuple(arrays.values()), np.asarray, 4, "numpy.add")
+        return Prepared(lambda a: np.matmul(*a) * np.float32(1.001), tuple(arrays.values()), np.asarray, 4,
+                        "0.1% off")
+
+
+class KernelsEngine(Engine):
+    name = "fake-kernels"
+    library = "numpy"
+    requires = ("numpy",)
+    extra = "test"
+    op_kernels = SlightlyOffKernels
+
+    def load(self, model, precision, options):
+        raise NotImplementedError("fake-kernels only times operators")
+
+
+OPS_PLUGINS = plugins(fake_kernels="KernelsEngine")
 FAKE_TORCH = plugins(torch="TorchEngine")  # the fidelity reference in place of the real torch: exact, instant
 FAULT_PLUGINS = plugins(fault="FaultEngine") + "," + FAKE_TORCH
 CLI_PLUGINS = plugins(fake_wrong="FakeWrongEngine", fake_crash="FakeCrashEngine", fake_hang="FakeHangEngine",

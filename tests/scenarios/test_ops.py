@@ -14,7 +14,7 @@ from enginebench.errors import UsageError
 from enginebench.measure.peak import Ceilings, parse_peak, roofline_bound
 from enginebench.measure.roofline import measure_ceilings
 from enginebench.measure.timing import StoppingRule
-from enginebench.scenarios.ops.backends import BACKENDS, Unsupported, backend
+from enginebench.engines.kernels import Unsupported
 from enginebench.scenarios.ops.definitions import (
     INT8_ACTIVATIONS,
     INT8_WEIGHTS,
@@ -25,7 +25,10 @@ from enginebench.scenarios.ops.definitions import (
     relative_error,
     round_to_bf16,
 )
+from enginebench.scenarios.ops.engines import installed, kernels_class, ops_engines
 from enginebench.scenarios.ops.runner import OpCase, OpMeasurement, measure_case, run_ops
+
+OPS_ENGINES = ops_engines()
 
 # (shape, FLOPs, elements read + written), counted by hand
 WORK = {
@@ -141,7 +144,7 @@ def test_int8_reference_is_exact_integers():
 def test_operators_without_int8_kernels_say_so():
     assert [n for n, op in OPERATORS.items() if not op.why_not("int8")] == list(INT8_OPS)
     assert all(op.why_not(p) is None for op in OPERATORS.values() for p in ("fp32", "bf16"))
-    skipped = measure_case(backend("numpy"), OpCase("softmax", (4, 16), "int8"), RULE)
+    skipped = measure_case("numpy", kernels_class("numpy")(), OpCase("softmax", (4, 16), "int8"), RULE)
     assert skipped.samples_ns is None and skipped.error is None
     assert "softmax has no int8 kernel" in skipped.unsupported and "matmul, linear" in skipped.unsupported
 
@@ -196,9 +199,9 @@ def backends():
     """Each installed engine set up once, on one thread; the process's thread settings put back after."""
     saved_env = {k: os.environ.get(k) for k in ("NPROC", "NUM_CPU_THREADS")}
     made = {}
-    for name in BACKENDS:
-        be = backend(name)
-        if be.installed():
+    for name in OPS_ENGINES:
+        be = kernels_class(name)()
+        if installed(name):
             torch_threads = _torch_threads()
             be.setup(1)
             made[name] = (be, torch_threads)
@@ -228,7 +231,7 @@ def _torch_threads():
 @pytest.mark.engine  # runs every installed engine's kernels: not in `make test-fast`
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", OPERATORS)
-@pytest.mark.parametrize("engine", BACKENDS)
+@pytest.mark.parametrize("engine", OPS_ENGINES)
 def test_engine_output_matches_numpy(backends, engine, name, precision):
     if engine not in backends:
         pytest.skip(f"{engine} is not installed")
@@ -237,7 +240,7 @@ def test_engine_output_matches_numpy(backends, engine, name, precision):
     for shape in shapes:
         inputs = make_inputs(op, shape, precision)
         try:
-            prepared = backends[engine].prepare(op, inputs, precision)
+            prepared = backends[engine].prepare(op.name, inputs, precision)
         except Unsupported as e:
             assert precision != "fp32", f"{engine} must express every operator in fp32: {e}"
             assert str(e)
@@ -262,7 +265,7 @@ def _saturating_int8(name):
 
 @pytest.mark.engine  # runs every installed engine's kernels: not in `make test-fast`
 @pytest.mark.parametrize("name", INT8_OPS)
-@pytest.mark.parametrize("engine", BACKENDS)
+@pytest.mark.parametrize("engine", OPS_ENGINES)
 def test_int8_gemm_is_exact_against_numpy_int64(backends, engine, name):
     if engine not in backends:
         pytest.skip(f"{engine} is not installed")
@@ -271,7 +274,7 @@ def test_int8_gemm_is_exact_against_numpy_int64(backends, engine, name):
              _saturating_int8(name)]
     for inputs in filter(None, cases):
         try:
-            prepared = backends[engine].prepare(op, inputs, "int8")
+            prepared = backends[engine].prepare(op.name, inputs, "int8")
         except Unsupported as e:
             batched = inputs.get("a") is not None and inputs["a"].ndim == 3
             no_clang = engine == "tinygrad" and ("no usable CPU device" in str(e) or "could not compile" in str(e))
@@ -288,16 +291,16 @@ def test_int8_gemm_is_exact_against_numpy_int64(backends, engine, name):
 _AVX2_PROBE = """
 import json, sys
 import numpy as np
-from enginebench.scenarios.ops.backends import backend
 from enginebench.scenarios.ops.definitions import OPERATORS, check_output, make_inputs
+from enginebench.scenarios.ops.engines import kernels_class
 errors = {}
 for engine in sys.argv[1:]:
-    be = backend(engine)
+    be = kernels_class(engine)()
     be.setup(1)
     for name, shape in (("linear", (8, 512, 16)), ("matmul", (8, 512, 16))):
         op = OPERATORS[name]
         inputs = make_inputs(op, shape, "int8")
-        prepared = be.prepare(op, inputs, "int8")
+        prepared = be.prepare(op.name, inputs, "int8")
         errors[f"{engine} {name}"] = [check_output(op, inputs, prepared.fetch(prepared.run(prepared.arg))),
                                       prepared.note]
 from enginebench.measure.roofline import _torch_int8
@@ -312,7 +315,7 @@ def test_int8_is_exact_on_avx2_kernels_too():
     import subprocess
     import sys
 
-    engines = [e for e in ("torch", "openvino") if backend(e).installed()]
+    engines = [e for e in ("torch", "openvino") if installed(e)]
     if "torch" not in engines:
         pytest.skip("torch is not installed")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
@@ -344,6 +347,26 @@ def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
     assert done[1].unsupported and done[1].samples_ns is None
     late = run_ops(["numpy"], cases, RULE, threads=1, timeout_s=0.001)
     assert all("timed out" in m.error for m in late)
+
+
+def test_an_engine_outside_the_package_brings_its_kernels_with_its_class(with_ops, monkeypatch, tmp_path, capsys):
+    """Adding an engine with operator kernels is its module alone: `ops` offers it, times it in its own process
+    and checks it against numpy like any other (its matmul, 0.1% off, is flagged)."""
+    from helpers.fake_engines import OPS_PLUGINS
+
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", OPS_PLUGINS)
+    assert "fake-kernels" in ops_engines() and "fake-kernels" not in OPS_ENGINES
+    db = tmp_path / "eb.db"
+    _stored_ceilings(db)
+    code = with_ops(["ops", "--op", "add,matmul,softmax", "--shape", "add=8x32", "--shape", "matmul=16x16x16",
+                     "--shape", "softmax=8x32", "--engine", "fake-kernels", "--threads", "1", "--duration",
+                     "0.02s", "--warmup", "0", "--min-samples", "3", "--db", str(db), "--json"])
+    assert code == 0
+    rows = {r["op"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["add"]["status"] == "ok" and rows["add"]["within_tolerance"] and rows["add"]["max_rel_error"] < 1e-6
+    assert rows["matmul"]["status"] == "ok" and not rows["matmul"]["within_tolerance"]
+    assert rows["matmul"]["max_rel_error"] == pytest.approx(1e-3, rel=0.01)
+    assert rows["softmax"]["status"] == "unsupported" and "fake-kernels has no fp32 softmax" in rows["softmax"]["unsupported"]
 
 
 def _stored_ceilings(db, int8_gops=None):
@@ -385,7 +408,7 @@ def test_ops_table_has_units_and_confidence_intervals(with_ops, tmp_path, capsys
 @pytest.mark.slow
 @pytest.mark.serial  # kernels' rates against ceilings measured just now: not beside another worker
 def test_ops_json_gives_shares_of_peak(with_ops, tmp_path, capsys):
-    engines = ["numpy"] + (["torch"] if backend("torch").installed() else [])
+    engines = ["numpy"] + (["torch"] if installed("torch") else [])
     code = with_ops(["ops", "--op", "matmul,add", "--shape", "matmul=96x96x96", "--shape", "add=64x64",
                      "--engine", ",".join(engines), "--threads", "1", "--duration", "0.05s", "--warmup", "0.01s",
                      "--min-samples", "5", "--db", str(tmp_path / "none.db"), "--json"])

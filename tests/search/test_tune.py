@@ -132,10 +132,17 @@ def test_an_option_for_one_precision_is_tuned_for_that_precision_only():
     assert ("int8-static", "all") in layers and ("int8-static", "no-ffn-down") in layers
     assert {p for p, v in layers if v == "all"} == {"int8-static"}  # fp32 and bf16 are not measured twice
     assert len(space) == len(set(space))
+    ort = {(c.precision, dict(c.options).get("int8_layers", "no-ffn-down"))
+           for c in candidates(["onnxruntime"], resolve_model("minilm"), "latency", [32], cores=2)}
+    assert {v for p, v in ort if p == "int8"} == {"no-ffn-down", "all"} and {p for p, v in ort if v == "all"} == {"int8"}
     openvino = candidates(["openvino"], resolve_model("minilm"), "latency", [32], cores=2)
     grouped = {(c.precision, dict(c.options).get("dynamic_quantization", "auto")) for c in openvino}
     assert {v for p, v in grouped if p == "int8"} >= {"auto", "off"} or "int8" not in {p for p, _ in grouped}
     assert {p for p, v in grouped if v != "auto"} <= {"int8"}
+    static = {(c.precision, dict(c.options).get("int8_layers", "no-ffn-down")) for c in openvino}
+    assert {p for p, v in static if v == "all"} <= {"int8-static"}
+    if any(p == "int8-static" for p, _ in static):
+        assert {v for p, v in static if p == "int8-static"} == {"no-ffn-down", "all"}
 
 
 def test_same_seed_same_candidates_and_schedule(synthetic):

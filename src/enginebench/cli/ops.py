@@ -8,8 +8,8 @@ from enginebench.errors import UsageError
 
 
 def add_parsers(sub) -> None:
-    from enginebench.scenarios.ops.backends import BACKENDS
     from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS
+    from enginebench.scenarios.ops.engines import ops_engines
 
     ops = sub.add_parser("ops", help="time single operators (GEMM, softmax, attention, …) per engine, with %% of "
                                      "the machine's peak")
@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
                      help="e.g. matmul=128x384x384 (M×K×N), attention=12x128x32 (H×S×D); a bare DIMS when one "
                           "--op is chosen; repeat for several; replaces the model's shapes for that operator")
     ops.add_argument("--engine", action="append", default=None,
-                     help=f"engines, comma list [every installed one of {','.join(BACKENDS)}]")
+                     help=f"engines, comma list [every installed one of {','.join(ops_engines())}]")
     ops.add_argument("--precision", action="append", default=None,
                      help=f"comma list of {','.join(PRECISIONS)} [fp32]; int8 times the GEMMs (matmul, linear: int8 × "
                           "int8 summed in int32, GOP/s), the other operators only when --op or --shape names them (as "
@@ -90,19 +90,19 @@ def _cases(op_args, shape_args, precisions, model_args=None):
 
 
 def _engines(engine_args) -> list[str]:
-    from enginebench.scenarios.ops.backends import BACKENDS, INSTALL, backend
+    from enginebench.scenarios.ops.engines import install_hint, installed, ops_engines
 
     names = comma_list(engine_args)
     if not names:
-        names = [n for n in BACKENDS if backend(n).installed()]
+        names = [n for n in ops_engines() if installed(n)]
         if not names:
             raise UsageError("no engine is installed: pip install 'enginebench[torch]'")
         return names
     for name in names:
-        if name not in BACKENDS:
-            raise UsageError(f"unknown engine {name!r} for ops: choose among {', '.join(BACKENDS)}")
-        if not backend(name).installed():
-            raise UsageError(f"{name} is not installed: pip install '{INSTALL[name]}'")
+        if name not in ops_engines():
+            raise UsageError(f"unknown engine {name!r} for ops: choose among {', '.join(ops_engines())}")
+        if not installed(name):
+            raise UsageError(f"{name} is not installed: {install_hint(name)}")
     return names
 
 

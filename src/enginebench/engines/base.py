@@ -106,6 +106,8 @@ class Engine(ABC):
     #: a server reached over the network rather than a library loaded here (engines/endpoint.py): the scenarios
     #: drive it with request clients, and a run takes it only when asked for (--endpoint)
     remote: ClassVar[bool] = False
+    #: its single-operator kernels for `enginebench ops` (an engines/kernels.Kernels subclass), if it has any
+    op_kernels: ClassVar[type | None] = None
 
     @classmethod
     def missing(cls) -> list[str]:

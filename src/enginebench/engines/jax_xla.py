@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.jax_kernels import JaxKernels
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -108,6 +109,7 @@ class JaxSession(Session):
 
 class JaxEngine(Engine):
     name = "jax"
+    op_kernels = JaxKernels
     prepares = "compiles the model with XLA"
     library = "jax"
     requires = ("jax", "jaxlib", "safetensors")

@@ -20,6 +20,7 @@ import numpy as np
 from enginebench.engines.base import Engine, Session
 from enginebench.engines.onnxruntime_cpu import (OnnxRuntimeOptions, graph_readback, session_options,
                                                threads_readback)
+from enginebench.engines.onnxruntime_kernels import OnnxRuntimeKernels
 from enginebench.measure.cpu_features import current as current_cpu, vnni_available
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
@@ -42,6 +43,7 @@ class OnnxRuntimeSession(Session):
 
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
+    op_kernels = OnnxRuntimeKernels
     prepares = "exports the model to ONNX"
     library = "onnxruntime"
     requires = ("onnxruntime", "onnx", "torch", "transformers")  # torch exports the ONNX file
@@ -82,7 +84,7 @@ class OnnxRuntimeEngine(Engine):
             return load_onnxruntime_decoder(model, precision, options)
         path, details = onnx_encoder(model)
         if precision == "int8":
-            path, details = _int8_model(model, path, details)
+            path, details = _int8_model(model, path, details, options.int8_layers)
         if precision == "int8-static":
             path, details = _int8_static_model(model, path, details, measured)
             return _static_session(path, details, options)
@@ -113,13 +115,13 @@ class OnnxRuntimeEngine(Engine):
         return lambda feeds: session.run(None, feeds)
 
 
-def _int8_model(model: ModelSpec, path, details: dict):
+def _int8_model(model: ModelSpec, path, details: dict, int8_layers: str):
     """The dynamically quantized graph (cached) and the quantizer's facts."""
     from enginebench.models.artifacts import artifact_key
     from enginebench.models.onnx_export import onnx_key
     from enginebench.models.onnx_quantize import quantized_onnx
 
-    qpath, qdetails = quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""))
+    qpath, qdetails = quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""), int8_layers)
     return qpath, {**details, **qdetails}
 
 

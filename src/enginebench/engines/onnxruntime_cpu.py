@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enginebench.engines.base import EngineOptions
+from enginebench.models.onnx_quantize import INT8_LAYERS
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -14,6 +15,9 @@ OPT_LEVELS = ("disable", "basic", "extended", "all")
 class OnnxRuntimeOptions(EngineOptions):
     graph_optimization: str = field(default="all", metadata={"choices": OPT_LEVELS})
     inter_op_threads: int = field(default=1, metadata={"min": 1})
+    # encoders' int8 only: which weight MatMuls run int8 (models/onnx_quantize.py); tune tries both
+    int8_layers: str = field(default="no-ffn-down", metadata={"choices": INT8_LAYERS, "tune": True,
+                                                              "precisions": ("int8",)})
 
 
 def graph_readback(path, precision: str) -> tuple[str, dict]:

@@ -139,6 +139,9 @@ def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxR
     reason = why_not_decoder(model, precision)
     if reason:
         raise UsageError(reason)
+    if options.int8_layers != "no-ffn-down":
+        raise UsageError("-o onnxruntime.int8_layers is for encoders: a decoder's int8 quantizes every weight MatMul "
+                         "in blocks of 32")
     path, details = onnx_decoder(model)
     signature = read_signature(path)
     if precision == "int8":

@@ -45,7 +45,9 @@ from typing import Iterable
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.openvino_kernels import OpenVinoKernels
 from enginebench.errors import UsageError
+from enginebench.models.onnx_quantize import INT8_LAYERS
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
@@ -70,6 +72,9 @@ class OpenVinoOptions(EngineOptions):
     # tries the default, off (fp32 products: slower, closer to fp32) and a coarser group
     dynamic_quantization: str = field(default="auto", metadata={"choices": DYNAMIC_QUANTIZATION,
                                                                 "tune": ("auto", "off", "128"), "precisions": ("int8",)})
+    # int8-static only: which MatMuls NNCF quantizes (all: the FFN down-projections too); tune tries both
+    int8_layers: str = field(default="no-ffn-down", metadata={"choices": INT8_LAYERS, "tune": True,
+                                                              "precisions": ("int8-static",)})
 
 
 class OpenVinoSession(Session):
@@ -91,6 +96,7 @@ class OpenVinoSession(Session):
 
 class OpenVinoEngine(Engine):
     name = "openvino"
+    op_kernels = OpenVinoKernels
     prepares = "exports the model to ONNX and compiles it"
     library = "openvino"
     requires = ("openvino", "onnx", "torch", "transformers")  # torch exports the ONNX file
@@ -141,7 +147,7 @@ class OpenVinoEngine(Engine):
             path, compress = _compressed_ir(model, path)
             details = {**details, **compress}
         if precision == "int8-static":
-            path, quantized = _static_ir(model, path, measured)
+            path, quantized = _static_ir(model, path, measured, options.int8_layers)
             details = {**details, **quantized}
         core = ov.Core()
         ov_model = core.read_model(str(path))
@@ -466,7 +472,11 @@ STATIC_SETTINGS = {"model_type": "TRANSFORMER", "preset": "nncf's default for tr
                    "subset_size": "every calibration input"}
 
 
-def _static_ir(model: ModelSpec, onnx_path: Path, measured) -> tuple[Path, dict]:
+def _static_settings(int8_layers: str) -> dict:
+    return STATIC_SETTINGS if int8_layers == "no-ffn-down" else {**STATIC_SETTINGS, "ignored_scope": "none"}
+
+
+def _static_ir(model: ModelSpec, onnx_path: Path, measured, int8_layers: str) -> tuple[Path, dict]:
     """The ONNX model quantized by nncf.quantize on calibration inputs apart from `measured`, cached as IR
     under the calibration set's identity, the settings and the libraries' versions."""
     from enginebench.models.artifacts import artifact_key, cached_artifact
@@ -475,14 +485,15 @@ def _static_ir(model: ModelSpec, onnx_path: Path, measured) -> tuple[Path, dict]
 
     calibration = calibration_set(model.path, measured)
     versions = f"openvino {metadata.version('openvino')}, nncf {metadata.version('nncf')}"
+    chosen = _static_settings(int8_layers)
     key = artifact_key(onnx_key(model), model.until or "", versions, calibration.identity(),
-                       repr(sorted(STATIC_SETTINGS.items())))
+                       repr(sorted(chosen.items())))
     started = time.perf_counter()
     folder, cached = cached_artifact("openvino-int8-static", key,
-                                     lambda out: _quantize_static(onnx_path, out, calibration))
+                                     lambda out: _quantize_static(onnx_path, out, calibration, int8_layers))
     return folder / "model.xml", {
         "int8_cached": cached, "int8_load_s": round(time.perf_counter() - started, 3),
-        "quantizer": f"nncf.quantize ({versions})", "int8_settings": STATIC_SETTINGS,
+        "quantizer": f"nncf.quantize ({versions})", "int8_settings": chosen,
         "calibration": {**calibration.record(), "method": "NNCF MinMax statistics (its transformer defaults)"},
         # seconds spent when the artifact was built: nncf.quantize collects its statistics (runs the
         # calibration inputs) inside the call, so quantize_s includes calibration
@@ -491,7 +502,7 @@ def _static_ir(model: ModelSpec, onnx_path: Path, measured) -> tuple[Path, dict]
     }
 
 
-def _quantize_static(onnx_path: Path, folder: Path, calibration) -> None:
+def _quantize_static(onnx_path: Path, folder: Path, calibration, int8_layers: str) -> None:
     import contextlib
     import io
     import logging
@@ -510,7 +521,8 @@ def _quantize_static(onnx_path: Path, folder: Path, calibration) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # its progress bars go to stdout
         quantized = nncf.quantize(
             ov_model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
-            ignored_scope=nncf.IgnoredScope(names=down_projections(onnx_outline(onnx_path))),
+            ignored_scope=nncf.IgnoredScope(names=down_projections(onnx_outline(onnx_path))
+                                            if int8_layers == "no-ffn-down" else []),
             advanced_parameters=AdvancedQuantizationParameters(
                 overflow_fix=nncf.OverflowFix.ENABLE,
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=STATIC_SETTINGS["smooth_quant_alpha_matmul"])))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.tinygrad_kernels import TinygradKernels
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -108,6 +109,7 @@ class TinygradSession(Session):
 
 class TinygradEngine(Engine):
     name = "tinygrad"
+    op_kernels = TinygradKernels
     prepares = "compiles its kernels with clang"
     library = "tinygrad"
     requires = ("tinygrad", "safetensors")

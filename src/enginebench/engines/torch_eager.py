@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.torch_kernels import TorchKernels
 from enginebench.engines.torch_readback import (TORCH_SOURCE, torch_executed_precision, torch_quantization,
                                               torch_threads, torch_weight_matmuls)
 from enginebench.models.spec import ModelSpec
@@ -36,6 +37,7 @@ class TorchSession(Session):
 
 class TorchEngine(Engine):
     name = "torch"
+    op_kernels = TorchKernels
     library = "torch"
     requires = ("torch", "transformers")
     extra = "torch"

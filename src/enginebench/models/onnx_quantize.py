@@ -5,6 +5,8 @@ Settings (measured on all-MiniLM-L6-v2, 32 corpus sentences x 128 tokens, min co
   MatMul with constant weights only, per-channel                        0.989
   the same, FFN down-projections (weight K > N) left in fp32            0.996  <- used
 The down-projection's input is the GELU output, whose outliers make a per-tensor uint8 activation scale coarse.
+`-o onnxruntime.int8_layers=all` quantizes the down-projections too (the 0.989 row): every result measures its
+own fidelity, and `tune`, which tries both, drops it below --min-fidelity.
 What the file really holds (which MatMuls became MatMulInteger, their share of the weight-MatMul FLOPs) is read
 back from the quantized graph when a session loads it (measure/quantization.py), not taken from these settings.
 
@@ -43,15 +45,27 @@ SETTINGS = {
 }
 
 
-def quantized_onnx(source: Path, source_key: str) -> tuple[Path, dict]:
+INT8_LAYERS = ("no-ffn-down", "all")  # `-o onnxruntime.int8_layers=`: which weight MatMuls become int8
+
+
+def settings(int8_layers: str = "no-ffn-down") -> dict:
+    """SETTINGS for a choice of INT8_LAYERS (what the artifact is keyed by and the result says)."""
+    if int8_layers not in INT8_LAYERS:
+        raise ValueError(f"int8_layers must be one of {', '.join(INT8_LAYERS)}")
+    return SETTINGS if int8_layers == "no-ffn-down" else {**SETTINGS, "fp32_nodes": "none: every weight MatMul"}
+
+
+def quantized_onnx(source: Path, source_key: str, int8_layers: str = "no-ffn-down") -> tuple[Path, dict]:
     """The int8 version of the ONNX file `source` (cached under `source_key` + quantizer version + settings)."""
     version = metadata.version("onnxruntime")
-    key = artifact_key(source_key, "onnxruntime.quantization.quantize_dynamic", version, repr(sorted(SETTINGS.items())))
+    chosen = settings(int8_layers)
+    key = artifact_key(source_key, "onnxruntime.quantization.quantize_dynamic", version, repr(sorted(chosen.items())))
     started = time.perf_counter()
-    folder, cached = cached_artifact("onnx-int8", key, lambda out: _quantize(source, out / QUANTIZED_FILE))
+    folder, cached = cached_artifact("onnx-int8", key,
+                                     lambda out: _quantize(source, out / QUANTIZED_FILE, int8_layers))
     details = {
         "int8_cached": cached, "int8_quantize_s": round(time.perf_counter() - started, 3),
-        "quantizer": f"onnxruntime.quantization.quantize_dynamic (onnxruntime {version})", "int8_settings": SETTINGS,
+        "quantizer": f"onnxruntime.quantization.quantize_dynamic (onnxruntime {version})", "int8_settings": chosen,
         "onnx_path": str(folder / QUANTIZED_FILE),
     }
     return folder / QUANTIZED_FILE, details
@@ -104,12 +118,12 @@ def down_projections(model) -> list[str]:
     return found
 
 
-def _quantize(source: Path, out: Path) -> None:
+def _quantize(source: Path, out: Path, int8_layers: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from enginebench.measure.quantization import onnx_outline
 
-    keep_fp32 = down_projections(onnx_outline(source))
+    keep_fp32 = down_projections(onnx_outline(source)) if int8_layers == "no-ffn-down" else []
     with _quiet():
         quantize_dynamic(
             str(source), str(out), weight_type=QuantType.QInt8, per_channel=SETTINGS["per_channel"],

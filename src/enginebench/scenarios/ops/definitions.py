@@ -30,10 +30,10 @@ from typing import Callable
 
 import numpy as np
 
+from enginebench.engines.kernels import LAYERNORM_EPS
 from enginebench.errors import UsageError
 
 Shape = tuple[int, ...]
-LAYERNORM_EPS = 1e-5
 PRECISIONS = {"fp32": 4, "bf16": 2, "int8": 1}  # precision -> bytes per input element
 # max |out - ref| / max |ref| an engine may reach before its row is flagged: fp32 accumulates rounding of
 # 2^-24 per step; bf16 keeps 8 significant bits (2^-8 ≈ 4e-3 per rounding, the output rounded once more).

@@ -15,7 +15,11 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from enginebench.measure.timing import StoppingRule
+from enginebench.engines.kernels import Kernels, Unsupported
+from enginebench.measure.timing import StoppingRule, measure_calls
+from enginebench.measuring_process import die_with_parent, limit_threads
+from enginebench.scenarios.ops.definitions import OPERATORS, check_output, format_shape, make_inputs
+from enginebench.scenarios.ops.engines import kernels_class, version
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,6 @@ class OpCase:
     @property
     def workload(self) -> str:
         """How a stored result names the case: the shape, then its label."""
-        from enginebench.scenarios.ops.definitions import format_shape
-
         return f"{format_shape(self.shape)} {self.label}".strip()
 
 
@@ -56,34 +58,25 @@ class OpMeasurement:
 
 def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads: int) -> list[OpMeasurement]:
     """In the engine's own process: every case in turn; one case's failure is its row's, not the engine's."""
-    from enginebench.measuring_process import die_with_parent, limit_threads
-
     limit_threads(threads)
     die_with_parent()
-    from enginebench.scenarios.ops.backends import backend
-
-    be = backend(engine)
-    be.setup(threads)
-    version = be.version()
-    measured = [measure_case(be, case, rule) for case in cases]
+    kernels = kernels_class(engine)()
+    kernels.setup(threads)
+    measured = [measure_case(engine, kernels, case, rule) for case in cases]
     for m in measured:
-        m.engine_version = version
+        m.engine_version = version(engine)
     return measured
 
 
-def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
-    from enginebench.measure.timing import measure_calls
-    from enginebench.scenarios.ops.backends import Unsupported
-    from enginebench.scenarios.ops.definitions import OPERATORS, check_output, make_inputs
-
+def measure_case(engine: str, kernels: Kernels, case: OpCase, rule: StoppingRule) -> OpMeasurement:
     op = OPERATORS[case.op]
-    result = OpMeasurement(case, be.name)
+    result = OpMeasurement(case, engine)
     try:
         if op.why_not(case.precision):  # e.g. softmax in int8: the same reason on every engine
             raise Unsupported(op.why_not(case.precision))
         inputs = make_inputs(op, case.shape, case.precision)
         started = time.perf_counter()
-        prepared = be.prepare(op, inputs, case.precision)
+        prepared = kernels.prepare(op.name, inputs, case.precision)
         result.prepare_s = time.perf_counter() - started
         result.note, result.io_itemsize = prepared.note, prepared.io_itemsize
         result.max_rel_error = check_output(op, inputs, prepared.fetch(prepared.run(prepared.arg)))
@@ -95,7 +88,7 @@ def measure_case(be, case: OpCase, rule: StoppingRule) -> OpMeasurement:
         result.unsupported = str(e)
     except Exception as e:  # noqa: BLE001 - reported in the row
         result.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
-    result.threads = dict(be.threads_info)
+    result.threads = dict(kernels.threads_info)
     return result
 
 
