@@ -199,7 +199,7 @@ def test_ctranslate2_that_silently_computes_fp32_reports_fp32(minilm, monkeypatc
 def test_onnxruntime_int8_given_a_float_graph_reports_fp32(minilm, monkeypatch):
     import enginebench.models.onnx_quantize as onnx_quantize
 
-    monkeypatch.setattr(onnx_quantize, "quantized_onnx", lambda path, key: (path, {"onnx_path": str(path)}))
+    monkeypatch.setattr(onnx_quantize, "quantized_onnx", lambda path, key, layers: (path, {"onnx_path": str(path)}))
     session = load_session("onnxruntime", minilm, "int8")
     assert session.executed_precision == "fp32"
     q = session.details["quantization"]
