@@ -9,7 +9,6 @@ from enginebench.errors import UsageError
 
 def add_parsers(sub) -> None:
     from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS
-    from enginebench.scenarios.ops.engines import ops_engines
 
     ops = sub.add_parser("ops", help="time single operators (GEMM, softmax, attention, …) per engine, with %% of "
                                      "the machine's peak")
@@ -23,7 +22,8 @@ def add_parsers(sub) -> None:
                      help="e.g. matmul=128x384x384 (M×K×N), attention=12x128x32 (H×S×D); a bare DIMS when one "
                           "--op is chosen; repeat for several; replaces the model's shapes for that operator")
     ops.add_argument("--engine", action="append", default=None,
-                     help=f"engines, comma list [every installed one of {','.join(ops_engines())}]")
+                     help="engines, comma list [numpy and every installed engine that has operator kernels; a "
+                          "name it does not know is answered with the list]")
     ops.add_argument("--precision", action="append", default=None,
                      help=f"comma list of {','.join(PRECISIONS)} [fp32]; int8 times the GEMMs (matmul, linear: int8 × "
                           "int8 summed in int32, GOP/s), the other operators only when --op or --shape names them (as "
