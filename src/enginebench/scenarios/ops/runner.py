@@ -63,8 +63,9 @@ def measure_engine(engine: str, cases: list[OpCase], rule: StoppingRule, threads
     kernels = kernels_class(engine)()
     kernels.setup(threads)
     measured = [measure_case(engine, kernels, case, rule) for case in cases]
+    engine_version = version(engine)
     for m in measured:
-        m.engine_version = version(engine)
+        m.engine_version = engine_version
     return measured
 
 
