@@ -512,7 +512,7 @@ def _quantize_static(onnx_path: Path, folder: Path, calibration, int8_layers: st
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     from enginebench.measure.quantization import onnx_outline
-    from enginebench.models.onnx_quantize import down_projections
+    from enginebench.models.onnx_quantize import kept_fp32
 
     ov_model = ov.Core().read_model(str(onnx_path))
     feeds = calibration.feeds([port.get_any_name() for port in ov_model.inputs])
@@ -521,8 +521,7 @@ def _quantize_static(onnx_path: Path, folder: Path, calibration, int8_layers: st
     with contextlib.redirect_stdout(io.StringIO()):  # its progress bars go to stdout
         quantized = nncf.quantize(
             ov_model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds),
-            ignored_scope=nncf.IgnoredScope(names=down_projections(onnx_outline(onnx_path))
-                                            if int8_layers == "no-ffn-down" else []),
+            ignored_scope=nncf.IgnoredScope(names=kept_fp32(onnx_outline(onnx_path), int8_layers)),
             advanced_parameters=AdvancedQuantizationParameters(
                 overflow_fix=nncf.OverflowFix.ENABLE,
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=STATIC_SETTINGS["smooth_quant_alpha_matmul"])))

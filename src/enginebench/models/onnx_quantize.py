@@ -118,12 +118,17 @@ def down_projections(model) -> list[str]:
     return found
 
 
+def kept_fp32(model, int8_layers: str) -> list[str]:
+    """The weight MatMuls a choice of INT8_LAYERS leaves in fp32: the FFN down-projections, or none for `all`."""
+    return down_projections(model) if int8_layers == "no-ffn-down" else []
+
+
 def _quantize(source: Path, out: Path, int8_layers: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from enginebench.measure.quantization import onnx_outline
 
-    keep_fp32 = down_projections(onnx_outline(source)) if int8_layers == "no-ffn-down" else []
+    keep_fp32 = kept_fp32(onnx_outline(source), int8_layers)
     with _quiet():
         quantize_dynamic(
             str(source), str(out), weight_type=QuantType.QInt8, per_channel=SETTINGS["per_channel"],
