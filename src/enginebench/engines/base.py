@@ -162,10 +162,17 @@ class Engine(ABC):
         return None
 
     @classmethod
-    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
-        """Why this engine cannot run `model` at `precision`, or None; override where precisions depend on the
-        model's kind (e.g. an engine offering more precisions for decoders than for encoders)."""
+    def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
+        """Why this engine cannot run `model` at `precision` (with these `--option` overrides), or None; override
+        where precisions depend on the model's kind (e.g. an engine offering more precisions for decoders than
+        for encoders) or on an option."""
         return cls.why_not_precision(precision) or cls.why_not_model(model)
+
+    @classmethod
+    def reference_options(cls, model: ModelSpec) -> tuple[dict[str, str], str | None]:
+        """The option overrides under which this engine computes `model`'s fp32 fidelity reference, and why it
+        cannot (None: it can)."""
+        return {}, cls.why_not(model, "fp32")
 
     def load_onnx_graph(self, path, options: EngineOptions):
         """Load any ONNX file; return a callable taking {input name: array} and returning its outputs as a

@@ -408,7 +408,7 @@ class LlamaCppEngine(Engine):
     model_kinds = ("decoder",)
 
     @classmethod
-    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
         if model.kind != "decoder":
             return f"llamacpp runs decoders (LLMs); {model.name} is an {model.kind}"
         if model.architecture != "llama":

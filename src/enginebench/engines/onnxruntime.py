@@ -94,7 +94,7 @@ class OnnxRuntimeEngine(Engine):
         return OnnxRuntimeSession(session, details, executed)
 
     @classmethod
-    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
         if model.kind == "decoder":
             from enginebench.engines.onnxruntime_decoder import why_not_decoder
 

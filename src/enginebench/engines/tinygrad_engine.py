@@ -139,7 +139,7 @@ class TinygradEngine(Engine):
         return f"{cls.backend}; here {Device.DEFAULT}: {type(device.renderer).__name__}, {compiler}"
 
     @classmethod
-    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
         if model.kind == "decoder":
             from enginebench.engines.tinygrad_llama import why_not_decoder
 

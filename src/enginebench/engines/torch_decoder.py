@@ -16,6 +16,7 @@ from enginebench.measure.memory import memory_shortfall
 from enginebench.models.spec import ModelSpec
 
 DECODER_PRECISIONS = ("fp32", "bf16", "int8")
+STORED_16_BIT = ("float16", "bfloat16")
 
 
 # bytes per parameter while loading: int8 loads fp32 weights, then adds the int8 copies
@@ -23,11 +24,21 @@ _LOAD_BYTES_PER_PARAM = {"fp32": 4, "bf16": 2, "int8": 5}
 _MEMORY_HEADROOM = 1.2  # activations, KV cache, allocator slack
 
 
-def why_not_decoder(model: ModelSpec, precision: str) -> str | None:
+def why_not_decoder(model: ModelSpec, precision: str, fp32_weights: str = "full") -> str | None:
     """Unknown precision, or weights that would not fit in the memory available now (a 7B model in fp32 would
-    get this process, or a neighbour, killed by the out-of-memory killer)."""
+    get this process, or a neighbour, killed by the out-of-memory killer). `fp32_weights="stored"`: fp32
+    arithmetic on the weights as the checkpoint stores them (engines/torch_upcast.py), for 16-bit checkpoints."""
     if precision not in DECODER_PRECISIONS:
         return f"torch runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
+    if precision == "fp32" and fp32_weights == "stored":
+        from enginebench.models.decoder_folder import stored_weights
+
+        dtype, largest = stored_weights(model)
+        if dtype not in STORED_16_BIT:
+            return (f"torch fp32_weights=stored needs weights stored in float16 or bfloat16; {model.name}'s are "
+                    f"{dtype or 'of mixed dtypes'}: use fp32_weights=full")
+        need = model.size_bytes * _MEMORY_HEADROOM + largest * 4  # as stored, plus one Linear's float32 copy
+        return memory_shortfall("torch", "fp32 (weights as stored)", model.name, need)
     need = model.params * _LOAD_BYTES_PER_PARAM[precision] * _MEMORY_HEADROOM
     return memory_shortfall("torch", precision, model.name, need)
 
@@ -88,12 +99,22 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
     # still works and is what transformers 4.45+ (the extra's floor) understands
     warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
 
-    reason = why_not_decoder(model, precision)
+    reason = why_not_decoder(model, precision, options.fp32_weights)
     if reason:
         raise ValueError(reason)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    as_stored = precision == "fp32" and options.fp32_weights == "stored"
+    if as_stored:
+        from enginebench.models.decoder_folder import stored_weights
+
+        dtype = getattr(torch, stored_weights(model)[0])
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     llm = LlamaForCausalLM.from_pretrained(model.path, dtype=dtype, use_safetensors=True,
                                            attn_implementation=options.attention).eval()
+    if as_stored:
+        from enginebench.engines.torch_upcast import upcast_per_call
+
+        upcast_per_call(llm)
     if precision == "int8":
         import warnings
 
@@ -107,8 +128,17 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
 
     layers, facts = torch_weight_matmuls(llm)
     details = {"attention": options.attention, "cache": "DynamicCache",
-               "weights": "int8 Linear (dynamic quantization), fp32 embeddings" if precision == "int8" else str(dtype),
+               "weights": _weights_note(precision, dtype, as_stored),
                "executed_precision_source": TORCH_SOURCE, **torch_threads(torch)}
     if precision == "int8":
         details["quantization"] = torch_quantization(llm, layers, facts)
     return TorchDecoderSession(llm, torch, torch_executed_precision(llm, layers, facts), details)
+
+
+def _weights_note(precision: str, dtype, as_stored: bool) -> str:
+    if precision == "int8":
+        return "int8 Linear (dynamic quantization), fp32 embeddings"
+    if as_stored:
+        return (f"{dtype} as stored, each Linear's weight cast to torch.float32 for its call (fp32_weights=stored: "
+                "the float32 model's arithmetic in its 16-bit memory)")
+    return str(dtype)

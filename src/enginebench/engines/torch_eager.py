@@ -20,6 +20,12 @@ class TorchOptions(EngineOptions):
     interop_threads: int = field(default=1, metadata={"min": 1})
 
 
+@dataclass(frozen=True)
+class TorchEagerOptions(TorchOptions):
+    # decoders in fp32: "stored" keeps 16-bit weights as stored and casts each for its call (engines/torch_upcast.py)
+    fp32_weights: str = field(default="full", metadata={"choices": ("full", "stored")})
+
+
 class TorchSession(Session):
     def __init__(self, module, torch, executed_precision: str = "fp32", details: dict | None = None):
         self.module = module
@@ -43,7 +49,7 @@ class TorchEngine(Engine):
     extra = "torch"
     precisions = ("fp32", "bf16", "int8")
     formats = ("safetensors",)
-    Options = TorchOptions
+    Options = TorchEagerOptions
     model_kinds = ("encoder", "decoder")
     library_precisions = ("fp16", "bf16", "int8", "fp8")
     parallelism = "tensor / pipeline parallel (torch.distributed), FSDP"
@@ -73,14 +79,30 @@ class TorchEngine(Engine):
         return ", ".join(p for p in parts if p) or "ATen native kernels"
 
     @classmethod
-    def why_not(cls, model: ModelSpec, precision: str) -> str | None:
+    def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
+        weights = (options or {}).get("fp32_weights", "full")
         if model.kind == "decoder":
             from enginebench.engines.torch_decoder import why_not_decoder
 
-            return why_not_decoder(model, precision)
+            return why_not_decoder(model, precision, weights)
+        if weights != "full":
+            return f"torch fp32_weights={weights} is for decoders; {model.name} is an {model.kind}"
         return super().why_not(model, precision)
 
-    def load(self, model: ModelSpec, precision: str, options: TorchOptions) -> Session:
+    @classmethod
+    def reference_options(cls, model: ModelSpec) -> tuple[dict[str, str], str | None]:
+        """A decoder whose float32 weights do not fit but whose checkpoint is 16-bit: its reference keeps the
+        weights as stored (fp32_weights=stored: the same logits in half the memory)."""
+        options, reason = super().reference_options(model)
+        if reason and model.kind == "decoder":
+            stored = {"fp32_weights": "stored"}
+            other = cls.why_not(model, "fp32", stored)
+            if other is None:
+                return stored, None
+            reason = f"{reason}; {other}"
+        return options, reason
+
+    def load(self, model: ModelSpec, precision: str, options: TorchEagerOptions) -> Session:
         import torch
 
         from enginebench.models.torch_encoder import load_sentence_encoder
@@ -94,6 +116,8 @@ class TorchEngine(Engine):
             from enginebench.engines.torch_decoder import load_torch_decoder
 
             return load_torch_decoder(model, precision, options)
+        if options.fp32_weights != "full":
+            raise ValueError(self.why_not(model, precision, {"fp32_weights": options.fp32_weights}))
         module = load_sentence_encoder(model.path, torch.float32, attention=options.attention)
         module, executed, details = reduce_precision(module, precision)
         return TorchSession(module, torch, executed, {**details, **torch_threads(torch)})

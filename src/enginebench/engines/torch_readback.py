@@ -40,7 +40,8 @@ def torch_weight_matmuls(module):
                 facts["float_weights"][dtype_precision(weight.dtype)] += 1
         elif isinstance(layer, torch.nn.Linear):
             layers.append(WeightMatmul(name, layer.in_features, layer.out_features, False))
-            facts["float_weights"][dtype_precision(layer.weight.dtype)] += 1
+            # a Linear that casts its stored weight for each call (engines/torch_upcast.py) says what it computes in
+            facts["float_weights"][dtype_precision(getattr(layer, "compute_dtype", layer.weight.dtype))] += 1
     return layers, facts
 
 

@@ -156,7 +156,8 @@ class LocalLauncher:
 
     def why_not(self, cell: Cell) -> str | None:
         """Why the cell's engine cannot run its precision on this model (stored as skipped), or None."""
-        return engine_class(cell.engine).why_not(self.plan.model, cell.precision)
+        return engine_class(cell.engine).why_not(self.plan.model, cell.precision,
+                                                 self.plan.engine_options.get(cell.engine))
 
     def run(self, emit: Callable[[int, Result], None]) -> None:
         """Run every cell `plan.repeat` times; `emit(index, result)` receives (and should store) a cell's Result
@@ -234,12 +235,12 @@ class LocalLauncher:
         if not engine_class(engine).installed():
             self.reference_error = f"no fidelity reference: {engine} is not installed"
             return None
-        reason = engine_class(engine).why_not(self.plan.model, "fp32")
+        options, reason = engine_class(engine).reference_options(self.plan.model)
         if reason:  # e.g. a decoder whose fp32 weights do not fit in memory
             self.reference_error = f"no fidelity reference: {reason}"
             return None
-        job = Job(engine, "fp32", os.cpu_count() or 1, {}, self.plan.model, self.plan.workloads, self.plan.rule,
-                  reference_only=True)
+        job = Job(engine, "fp32", os.cpu_count() or 1, options, self.plan.model, self.plan.workloads,
+                  self.plan.rule, reference_only=True)
         key = reference_key(job, reference_inputs(job))
         refs = cached_reference(key)
         if refs is not None:  # the same reference, inputs and model as a run before: the same numbers

@@ -78,7 +78,8 @@ def reference_data(session, fidelity_ids: np.ndarray, greedy_prompt: np.ndarray,
     generated = np.stack(list(session.stream(greedy_prompt, new_tokens)), axis=1).astype(np.int64)
     logits = session.forward_logits(fidelity_ids).astype(np.float32)
     return {"fidelity_ids": fidelity_ids, "logits": logits, "perplexity": perplexity(logits, fidelity_ids),
-            "greedy_prompt": greedy_prompt, "generated": generated}
+            "greedy_prompt": greedy_prompt, "generated": generated,
+            "weights": (getattr(session, "details", None) or {}).get("weights")}
 
 
 def cached_generation(session, prompt: np.ndarray, new_tokens: int) -> np.ndarray:
@@ -212,6 +213,8 @@ def score(logits: np.ndarray, reference: dict, precision: str, greedy: float | N
         "ppl_increase_threshold": limits["ppl_increase"],
         "positions": int(logits.shape[0] * logits.shape[1]),
         "greedy_positions": int(reference["generated"].size),
+        # how the reference held its weights (e.g. 16-bit as stored, cast per call: a 7B fits that way)
+        **({"reference_weights": reference["weights"]} if reference.get("weights") else {}),
         **cache,
     }
 

@@ -99,6 +99,25 @@ def smollm2() -> ModelSpec:
     return decoder_from_gguf(smollm2_gguf(), name="smollm2-135m")
 
 
+_SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+
+
+def stored_weights(model: ModelSpec) -> tuple[str | None, int]:
+    """(the one floating-point dtype every weight of `model`'s folder is stored in, or None when they are mixed;
+    the element count of its largest tensor), read from the safetensors headers (no tensor data is read)."""
+    dtypes, largest = set(), 0
+    for file in sorted(Path(model.path).glob("*.safetensors")):
+        for key, info in safetensors_header(file).items():
+            if key == "__metadata__" or info["dtype"] not in _SAFETENSORS_FLOATS:
+                continue
+            dtypes.add(_SAFETENSORS_FLOATS[info["dtype"]])
+            count = 1
+            for d in info["shape"]:
+                count *= d
+            largest = max(largest, count)
+    return (dtypes.pop() if len(dtypes) == 1 else None), largest
+
+
 def synthetic_decoder(config: dict, name: str, seed: int = 0, dtype: str | None = None) -> ModelSpec:
     """A Llama of the given shape with deterministic random weights, generated once and cached."""
     from enginebench.models.llama_synthetic import GENERATOR_VERSION, full_config, parameter_count, write_synthetic_llama
@@ -143,5 +162,5 @@ def resolve_decoder_path(path: Path) -> ModelSpec | None:
     return None
 
 
-__all__ = ["load_decoder_folder", "decoder_from_gguf", "smollm2", "smollm2_gguf", "synthetic_decoder",
+__all__ = ["stored_weights", "load_decoder_folder", "decoder_from_gguf", "smollm2", "smollm2_gguf", "synthetic_decoder",
            "llama2_7b_synthetic", "decoder_from_config_file", "resolve_decoder_path", "is_decoder_config"]
