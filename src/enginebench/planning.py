@@ -161,9 +161,9 @@ def _only_model(target: Target) -> str:
     """The one model a server lists, when --served-model is not given (the probe says what is wrong)."""
     conn = Connection(target)
     try:
-        status, body = conn.get_json("/v1/models")
+        _, body = conn.get_json("/v1/models")
     except OSError:
-        status, body = None, None
+        body = None
     finally:
         conn.close()
     ids = [m.get("id") for m in (body or {}).get("data", [])] if isinstance(body, dict) else []

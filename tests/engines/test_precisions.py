@@ -68,10 +68,10 @@ def test_onnx_int8_keeps_down_projections_fp32(minilm):
     import onnx
 
     from enginebench.models.onnx_export import onnx_encoder
-    from enginebench.models.onnx_quantize import down_projections
+    from enginebench.models.onnx_quantize import kept_fp32
 
     path, _ = onnx_encoder(minilm)
-    kept = down_projections(onnx.load(str(path)))
+    kept = kept_fp32(onnx.load(str(path)), "no-ffn-down")
     assert len(kept) == 6 and all(name.endswith("/output/dense/MatMul") for name in kept)  # one per layer
 
 

@@ -83,7 +83,7 @@ def test_onnxruntime_int8_share_matches_a_direct_count_and_keeps_the_down_projec
     import onnx
 
     from enginebench.models.onnx_export import onnx_encoder
-    from enginebench.models.onnx_quantize import down_projections
+    from enginebench.models.onnx_quantize import kept_fp32
 
     q = ort_int8.details["quantization"]
     assert KEYS <= set(q) and q["weights"] == "int8" and q["activations"] == "uint8"
@@ -100,7 +100,7 @@ def test_onnxruntime_int8_share_matches_a_direct_count_and_keeps_the_down_projec
     # what stayed float is exactly the FFN down-projections the quantizer was told to keep
     assert q["layers_kept"] == ["/transformer/encoder/layer.*/output/dense/MatMul"]
     kept = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in dims}
-    assert kept == set(down_projections(onnx.load(str(onnx_encoder(minilm)[0])))) and len(kept) == 6
+    assert kept == set(kept_fp32(onnx.load(str(onnx_encoder(minilm)[0])), "no-ffn-down")) and len(kept) == 6
     assert ort_int8.executed_precision == "int8"
 
 
@@ -209,7 +209,7 @@ def test_onnxruntime_int8_given_a_float_graph_reports_fp32(minilm, monkeypatch):
 def test_torch_int8_matching_no_layer_reports_fp32(minilm, monkeypatch):
     import enginebench.engines.torch_eager as torch_eager
 
-    monkeypatch.setattr(torch_eager, "INT8_LAYERS", ".no-such-layer.")
+    monkeypatch.setattr(torch_eager, "INT8_LINEARS_MATCHING", ".no-such-layer.")
     session = load_session("torch", minilm, "int8")
     assert session.executed_precision == "fp32" and session.details["quantization"]["share_of_matmul_flops"] == 0
 

@@ -185,6 +185,8 @@ def test_cost_model_learns_loads_and_overhead():
 @pytest.mark.parametrize("argv, message", [
     (["--budget", "soon"], "--budget 'soon' is not a duration: give e.g. --budget 20m"),
     (["--budget", "5s"], "too short"),
+    (["--budget", "30s", "--engine", "onnxruntime,torch", "--objective", "latency"],
+     "--budget 30s cannot hold one candidate and a final round"),
     (["--engine", "nope"], "unknown engine 'nope'"),
     (["--objective", "speed"], "--objective 'speed' is unknown"),
     (["--min-fidelity", "2"], "must be a number above 0 and at most 1"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enginebench.engines.base import EngineOptions
-from enginebench.models.onnx_quantize import INT8_LAYERS
+from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -16,7 +16,7 @@ class OnnxRuntimeOptions(EngineOptions):
     graph_optimization: str = field(default="all", metadata={"choices": OPT_LEVELS})
     inter_op_threads: int = field(default=1, metadata={"min": 1})
     # encoders' int8 only: which weight MatMuls run int8 (models/onnx_quantize.py); tune tries both
-    int8_layers: str = field(default="no-ffn-down", metadata={"choices": INT8_LAYERS, "tune": True,
+    int8_layers: str = field(default=DEFAULT_INT8_LAYERS, metadata={"choices": INT8_LAYERS, "tune": True,
                                                               "precisions": ("int8",)})
 
 

@@ -47,7 +47,7 @@ import numpy as np
 from enginebench.engines.base import Engine, EngineOptions, Session
 from enginebench.engines.openvino_kernels import OpenVinoKernels
 from enginebench.errors import UsageError
-from enginebench.models.onnx_quantize import INT8_LAYERS
+from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
@@ -73,7 +73,7 @@ class OpenVinoOptions(EngineOptions):
     dynamic_quantization: str = field(default="auto", metadata={"choices": DYNAMIC_QUANTIZATION,
                                                                 "tune": ("auto", "off", "128"), "precisions": ("int8",)})
     # int8-static only: which MatMuls NNCF quantizes (all: the FFN down-projections too); tune tries both
-    int8_layers: str = field(default="no-ffn-down", metadata={"choices": INT8_LAYERS, "tune": True,
+    int8_layers: str = field(default=DEFAULT_INT8_LAYERS, metadata={"choices": INT8_LAYERS, "tune": True,
                                                               "precisions": ("int8-static",)})
 
 

@@ -28,7 +28,7 @@ from enginebench.engines.torch_eager import TorchOptions, reduce_precision
 from enginebench.engines.torch_readback import torch_threads
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
-from enginebench.models.torch_static_quantize import INT8_LAYERS
+from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
 
@@ -52,7 +52,7 @@ class TorchCompileOptions(TorchOptions):
     warmup_batch: int = field(default=1, metadata={"min": 1})  # the shape compiled in load()
     warmup_seq: int = field(default=128, metadata={"min": 1})
     # int8-static only: which Linear layers run int8 (models/torch_static_quantize.py); tune tries both
-    int8_layers: str = field(default="no-ffn-down", metadata={"choices": INT8_LAYERS, "tune": True,
+    int8_layers: str = field(default=DEFAULT_INT8_LAYERS, metadata={"choices": INT8_LAYERS, "tune": True,
                                                               "precisions": ("int8-static",)})
 
 

@@ -125,7 +125,7 @@ class TorchEngine(Engine):
 
 # Quantizing BERT's FFN Linear layers (dynamic int8, per-tensor or per-channel) cost MiniLM 0.97-0.98 min cosine
 # vs fp32; the attention projections alone keep it at 0.995, so only those become int8.
-INT8_LAYERS = ".attention."
+INT8_LINEARS_MATCHING = ".attention."
 
 
 def reduce_precision(module, precision: str):
@@ -144,14 +144,14 @@ def reduce_precision(module, precision: str):
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     chosen = {name: per_channel_dynamic_qconfig for name, layer in module.named_modules()
-              if isinstance(layer, torch.nn.Linear) and INT8_LAYERS in name}
+              if isinstance(layer, torch.nn.Linear) and INT8_LINEARS_MATCHING in name}
     with warnings.catch_warnings():  # torch.ao quantization is deprecated for torchao, but still works in 2.13
         warnings.filterwarnings("ignore", message=".*(torch.ao.quantization|quantized tensor creation).*")
         quantized = quantize_dynamic(module, chosen, dtype=torch.qint8)
     layers, facts = torch_weight_matmuls(quantized)
     details = {"int8_linear_layers": sum(m.quantized for m in layers),
                "int8_scheme": "torch.ao dynamic qint8, per-channel weights",
-               "int8_quantized_engine": torch.backends.quantized.engine, "int8_layers_matching": INT8_LAYERS,
+               "int8_quantized_engine": torch.backends.quantized.engine, "int8_layers_matching": INT8_LINEARS_MATCHING,
                "quantization": torch_quantization(quantized, layers, facts),
                "executed_precision_source": TORCH_SOURCE}
     return quantized, torch_executed_precision(quantized, layers, facts), details

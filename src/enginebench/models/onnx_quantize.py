@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 
 from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.int8_layers import INT8_LAYERS, is_kept_fp32
 
 QUANTIZED_FILE = "model.int8.onnx"
 SETTINGS = {
@@ -43,9 +44,6 @@ SETTINGS = {
     "MatMulConstBOnly": True,
     "fp32_nodes": "down-projections (MatMul weight with more rows than columns)",
 }
-
-
-INT8_LAYERS = ("no-ffn-down", "all")  # `-o onnxruntime.int8_layers=`: which weight MatMuls become int8
 
 
 def settings(int8_layers: str = "no-ffn-down") -> dict:
@@ -107,20 +105,15 @@ def _quantize_decoder(source: Path, out: Path) -> None:
     quantizer.model.save_model_to_file(str(out), use_external_data_format=model.ByteSize() > 1_800_000_000)
 
 
-def down_projections(model) -> list[str]:
-    """MatMul nodes whose constant weight maps a wider input to a narrower output (BERT's FFN output dense)."""
+def kept_fp32(model, int8_layers: str) -> list[str]:
+    """The MatMul nodes (with a constant [in, out] weight) that a choice of int8_layers leaves in fp32."""
     weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
     found = []
     for node in model.graph.node:
         shape = weights.get(node.input[1]) if node.op_type == "MatMul" else None
-        if shape is not None and len(shape) == 2 and shape[0] > shape[1]:
+        if shape is not None and len(shape) == 2 and is_kept_fp32(shape[0], shape[1], int8_layers):
             found.append(node.name)
     return found
-
-
-def kept_fp32(model, int8_layers: str) -> list[str]:
-    """The weight MatMuls a choice of INT8_LAYERS leaves in fp32: the FFN down-projections, or none for `all`."""
-    return down_projections(model) if int8_layers == "no-ffn-down" else []
 
 
 def _quantize(source: Path, out: Path, int8_layers: str) -> None:

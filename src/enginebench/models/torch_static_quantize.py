@@ -50,6 +50,7 @@ from importlib import metadata
 from pathlib import Path
 
 from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.int8_layers import is_kept_fp32
 from enginebench.workloads.calibration import CalibrationSet
 
 PROGRAM_FILE = "model.int8-static.pt2"
@@ -60,7 +61,6 @@ FULL_WEIGHT_RANGE = (-128, 127)  # 8-bit weights: `int8_layers=all` where VNNI s
 # fp32 with 7-bit weights (0.994 on every CPU); `all` quantizes every Linear, with 8-bit weights where VNNI is
 # there (0.992-0.994 in the table above; 7-bit weights there fall to 0.990) and 7-bit without (no int16
 # saturation). Its fidelity is measured like every result's, and `tune` drops it below --min-fidelity.
-INT8_LAYERS = ("no-ffn-down", "all")
 SETTINGS = {
     "flow": "torch.export (batch and sequence length dynamic) -> prepare_pt2e -> calibrate -> convert_pt2e",
     "quantizer": "torchao X86InductorQuantizer, set_module_name_qconfig per Linear",
@@ -153,12 +153,6 @@ def compile_settings():
     with inductor_config.patch(freezing=True, pre_grad_custom_pass=pt2e()[3]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
         yield
-
-
-def is_kept_fp32(in_features: int, out_features: int, int8_layers: str = "no-ffn-down") -> bool:
-    """FFN down-projections (more inputs than outputs) stay fp32 unless every Linear is asked for; see the
-    module docstring."""
-    return int8_layers != "all" and in_features > out_features
 
 
 def quantized_program(model, module, calibration: CalibrationSet, attention: str,
@@ -377,6 +371,6 @@ def quantization_readback(graph, kernels: Counter, source: str) -> tuple[str, di
     return "int8-static", quantization_record(scheme, "int8", activations, ran, source, **extra), gemm
 
 
-__all__ = ["SETTINGS", "INT8_LAYERS", "settings", "weight_range", "SCHEME", "INT8_KERNEL", "why_not_pt2e",
+__all__ = ["SETTINGS", "settings", "weight_range", "SCHEME", "INT8_KERNEL", "why_not_pt2e",
            "quiet_torchao", "quantized_program", "program_key", "load_program", "compile_settings", "program_linears", "int8_kernel_shapes",
            "executed_layers", "quantization_readback"]

@@ -214,7 +214,7 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
     """One server cell against the endpoint: a LoadGen Server run at --qps after a closed-loop warm-up, or with
     --find-max-qps the highest rate LoadGen judges VALID, searched as in-process (server.find_max_qps), each
     trial with its own arrival schedule; the cell's records are the highest VALID trial's."""
-    cell, rule, serving = run.cell, run.rule, run.cell.serving
+    rule, serving = run.rule, run.cell.serving
     generates = session.target.generates
     items, tokens, max_tokens, per_item = request_inputs(run, session)
     fidelity = served_fidelity(run, session)

@@ -170,7 +170,6 @@ class Tuner:
             raise UsageError(f"tune searches encoder configurations; {self.base.model.name} is a {self.base.model.kind}:"
                              " use `enginebench run` for decoders")
         require_engine(self.base.reference_engine)  # no reference, no fidelity: every candidate would be dropped
-        ResultStore(r.db).close()  # an unwritable database fails here, before anything is measured
         engines = r.engines or sorted({c.engine for c in self.base.cells}, key=[c.engine for c in self.base.cells].index)
         installed = set(installed_engines())
         self.installed = lambda engine: engine in installed and "encoder" in engine_class(engine).model_kinds
@@ -180,10 +179,15 @@ class Tuner:
         self.order = admission_order(self.space, r.seed, self.cores)
         self.cost = self._prior_costs()
         need = self.cost.run([c for c in self.order if c.job == self.order[0].job], halving.round_rule(0), 1)
-        if need > (1 - halving.FINAL_SHARE) * r.budget_s:
-            raise UsageError(f"--budget {_clock(r.budget_s)} cannot hold one candidate (about {need:.0f} s each "
-                             f"before the final round's {halving.FINAL_SHARE:.0%}): give e.g. --budget "
-                             f"{max(2, int(5 * need / 60) + 1)}m")
+        # the least a search can end with: one candidate measured, then a final round of it beside its
+        # baselines in one process each at the shortest final duration (below that no recommendation is made)
+        final = sum(self.cost.run(run, halving.final_rule(min(halving.FINAL_DURATIONS)), 1)
+                    for run in pack_runs(self._with_baselines(self.order[:1])))
+        if need > (1 - halving.FINAL_SHARE) * r.budget_s or need + final > r.budget_s:
+            raise UsageError(f"--budget {_clock(r.budget_s)} cannot hold one candidate and a final round (about "
+                             f"{need:.0f} s to measure a candidate, {final:.0f} s for a final round of it with its "
+                             f"baselines): give e.g. --budget {max(2, int(3 * (need + final) / 60) + 1)}m")
+        ResultStore(r.db).close()  # an unwritable database fails here, before anything is measured
 
     def _prior_costs(self) -> CostModel:
         """Load times already stored for this model on this machine start the cost model."""
