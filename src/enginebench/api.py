@@ -19,8 +19,19 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from enginebench.analysis.compare import compare_runs
+from enginebench.analysis.recommend import Constraints, load_runs
+from enginebench.analysis.recommend import recommend as best
 from enginebench.config import RunConfig
 from enginebench.errors import UsageError
+from enginebench.execution.local import LocalLauncher
+from enginebench.execution.records import history_of
+from enginebench.measure.machine import machine_info, parse_cpu_list
+from enginebench.measure.peak import measured_here, run_speed
+from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed
+from enginebench.planning import plan_from_config
+from enginebench.scenarios.registry import scenario_class
+from enginebench.store.database import ResultStore
 from enginebench.store.model import Run
 
 DEFAULT_DB = "enginebench.db"
@@ -30,8 +41,6 @@ def run(model: str | None = None, *, db: str | None = DEFAULT_DB, on_start=None,
     """Measure, store (unless db=None: then in memory only) and return the Run.
 
     `on_start(cell)` and `on_result(index, result)` see progress; every result is stored as it arrives."""
-    from enginebench.planning import plan_from_config
-
     config = RunConfig.from_keywords(model, **options)
     return execute(plan_from_config(config), db=db, config=config, on_start=on_start, on_result=on_result)
 
@@ -50,10 +59,6 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
     rounds). `launcher`: one made for this plan that runs it elsewhere,
     e.g. execution.ray.RayLauncher(plan, "local") [the local orchestrator]. `run_id`: the new run's id [a fresh
     one]. `resuming`: a stored run to finish instead (see resume()), whose launcher must carry its history."""
-    from enginebench.execution.local import LocalLauncher
-    from enginebench.measure.machine import machine_info
-    from enginebench.store.database import ResultStore
-
     store = ResultStore(db if db is not None else ":memory:")
     orchestrator = launcher or (resuming.launcher() if resuming else LocalLauncher(plan))
     if resuming:  # the same run, its stored results kept; only what is missing arrives
@@ -95,8 +100,6 @@ def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = No
     are given), then tells `on_result`. `on_note(text)` hears what happens before the first cell (the machine's
     ceilings measured once)."""
     if launcher.where == "local":  # another machine's speed is not known here
-        from enginebench.measure.peak import run_speed
-
         plan.machine_speed = run_speed(this_machine_speed(store, plan, on_note))
     if on_start:
         launcher.on_start = on_start
@@ -113,10 +116,6 @@ def this_machine_speed(store, plan, on_note=None) -> dict | None:
     """This machine's roofline ceilings (`enginebench machine`): from `store`, else from the per-machine cache
     (a run with another --db measured them), else, when a cell of the plan shows a roofline, measured now,
     before the first cell (about half a minute), and kept in both."""
-    from enginebench.measure.peak import measured_here
-    from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed
-    from enginebench.scenarios.registry import scenario_class
-
     speed = store.machine_speed(socket.gethostname())
     if measured_here(speed):
         return speed
@@ -176,8 +175,6 @@ class Resumption:
             from enginebench.execution.ray import RayLauncher
 
             return RayLauncher(self.plan, ray, history=self.history, retry_failed=self.retry_failed)
-        from enginebench.execution.local import LocalLauncher
-
         return LocalLauncher(self.plan, history=self.history, retry_failed=self.retry_failed)
 
     @property
@@ -201,11 +198,6 @@ def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False,
     in the same order, on the same machine. `pin`: first pin this process to the run's --cpus, as
     the command line does (thread counts default to the CPUs this process may use). Raises UsageError when it
     cannot be resumed."""
-    from enginebench.execution.records import history_of
-    from enginebench.measure.machine import machine_info
-    from enginebench.planning import plan_from_config
-    from enginebench.store.database import ResultStore
-
     if not os.path.exists(db):
         raise UsageError(f"no database at {db}: pass the --db run {run_id} was stored in")
     with ResultStore(db) as store:
@@ -243,8 +235,6 @@ def resumption(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False,
 
 def pin_cpus(cpus: str | None) -> None:
     """Pin this process (and the children it starts) to `cpus`, taskset syntax: 0-7 or 0,2,4."""
-    from enginebench.measure.machine import parse_cpu_list
-
     if cpus:
         try:
             os.sched_setaffinity(0, parse_cpu_list(cpus))
@@ -257,8 +247,6 @@ def _check_same_plan(run: Run, plan, stored: dict) -> None:
     """The options planned again must give the run's cells in its order (the installed engines, the model or
     the corpus may have changed since): else its stored results and the new ones would not belong together."""
     import json
-
-    from enginebench.execution.local import LocalLauncher
 
     planned = plan.cells + [cell for cell, _ in plan.skips]
     config = run.config
@@ -302,8 +290,6 @@ def resume(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, on_
 
 def load(run_id: str | None = None, db: str = DEFAULT_DB) -> Run:
     """A stored run (the newest when run_id is None)."""
-    from enginebench.store.database import ResultStore
-
     if not os.path.exists(db):
         raise UsageError(f"no database at {db}: run `enginebench run` first or pass db=")
     with ResultStore(db) as store:
@@ -317,8 +303,6 @@ def _as_run(run, db: str) -> Run:
 def compare(base, new, *, threshold: float = 0.05, db: str = DEFAULT_DB, seed: int = 0):
     """Compare two runs (Run objects or stored run ids) cell by cell: ratio of medians with its CI, verdicts,
     cells only in one run, machine and version differences. See analysis/compare.py."""
-    from enginebench.analysis.compare import compare_runs
-
     return compare_runs(_as_run(base, db), _as_run(new, db), threshold=threshold, seed=seed)
 
 
@@ -326,10 +310,6 @@ def recommend(runs=None, *, db: str = DEFAULT_DB, **constraints):
     """The best configuration among stored results under constraints (model, workload, min_fidelity, objective,
     max_memory_mb, batch_size, accept_warn), with its speed-up over the default path and the command that
     reproduces it. `runs`: Run objects or run ids [every stored run of the newest run's model, or of model=]."""
-    from enginebench.analysis.recommend import Constraints, load_runs
-    from enginebench.analysis.recommend import recommend as best
-    from enginebench.store.database import ResultStore
-
     if runs is None:
         if not os.path.exists(db):
             raise UsageError(f"no database at {db}: run `enginebench run` first or pass db=")

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from enginebench.engines import engine_class, require_engine
 from enginebench.measure.stats import Summary, summarize
-from enginebench.measure.timing import StoppingRule
-from enginebench.models.onnx_graph import Block
+from enginebench.measure.timing import StoppingRule, measure_calls
+from enginebench.measuring_process import limit_threads
+from enginebench.models.onnx_export import onnx_encoder, onnx_key
+from enginebench.models.onnx_graph import Block, block_models
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -44,15 +47,10 @@ class Breakdown:
 def _full_graph(model: ModelSpec) -> Path:
     from dataclasses import replace
 
-    from enginebench.models.onnx_export import onnx_encoder
-
     return onnx_encoder(replace(model, until=None))[0]
 
 
 def block_files(model: ModelSpec) -> list[tuple[Block, Path]]:
-    from enginebench.models.onnx_export import onnx_key
-    from enginebench.models.onnx_graph import block_models
-
     return block_models(_full_graph(model), onnx_key(model))
 
 
@@ -60,12 +58,7 @@ def time_blocks(engine: str, blocks: list[tuple[Block, Path]], whole: Path, batc
                 rule: StoppingRule, threads: int, options: dict[str, str]) -> list[np.ndarray]:
     """In the engine's own process: load every block, chain them once per batch to get each block's real
     inputs, then time each block on those inputs, and the whole graph last. Returns samples in ns."""
-    from enginebench.measuring_process import limit_threads
-
     limit_threads(threads)
-    from enginebench.engines import require_engine
-    from enginebench.measure.timing import measure_calls
-
     cls = require_engine(engine)
     instance = cls()
     opts = cls.make_options(threads, options)
@@ -92,8 +85,6 @@ def _graph_inputs(path: Path) -> set[str]:
 def breakdown(model: ModelSpec, engines: list[str], batches: list[TokenBatch], rule: StoppingRule, threads: int,
               options: dict[str, dict[str, str]], timeout_s: float = 1800.0) -> Breakdown:
     """Each engine in its own process, abandoned (and killed) after `timeout_s` for its loads and timings."""
-    from enginebench.engines import engine_class
-
     blocks = block_files(model)
     results = []
     for engine in engines:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_side, side_ratio
+from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.identity import Matching, cell_identity
 from enginebench.store.model import Result, Run
@@ -555,8 +556,6 @@ def version_differences(base: Run, new: Run) -> list[str]:
 
 def setup_differences(a: dict, b: dict) -> list[str]:
     """How the runs measured: stopping rule, processes per cell, workloads, engine options."""
-    from enginebench.measure.timing import StoppingRule
-
     lines = []
     rules = [StoppingRule(**c["stopping_rule"]).describe() if c.get("stopping_rule") else "unrecorded" for c in (a, b)]
     if rules[0] != rules[1]:

@@ -25,10 +25,14 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field, replace
 
+from enginebench.analysis.compare import compare_results
+from enginebench.display import significant as _num
+from enginebench.engines import engine_class
 from enginebench.errors import UsageError
-from enginebench.measure.compare import Ratio
+from enginebench.measure.compare import Ratio, closed_loop_ratio_ci
 from enginebench.measure.compute_roofline import drift_words
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
+from enginebench.models import KNOWN_MODELS
 from enginebench.scenarios.registry import scenario_class, table_of
 from enginebench.store.derive import pooled
 from enginebench.store.identity import (
@@ -39,6 +43,7 @@ from enginebench.store.identity import (
     work_difference,
     work_text,
 )
+from enginebench.store.labels import machine_line, plus_minus, precision_label, threads_label
 from enginebench.store.model import Result, Run
 
 OBJECTIVES = ("latency", "throughput")
@@ -80,8 +85,6 @@ class Figure:
     higher_is_better: bool
 
     def text(self) -> str:
-        from enginebench.store.labels import plus_minus
-
         return f"{plus_minus(self.value, list(self.ci95) if self.ci95 else None)} {self.unit}"
 
     def to_dict(self) -> dict:
@@ -427,9 +430,6 @@ def _ci(ci) -> tuple[float, float] | None:
 def speedup(base: Result, new: Result, kind: str) -> Ratio:
     """How much better `new` is than `base` on the figure `kind`, > 1 when better, with its 95% CI:
     analysis/compare.py's judgement, except for items/s of the latency scenario, which it judges on latency."""
-    from enginebench.analysis.compare import compare_results
-    from enginebench.measure.compare import closed_loop_ratio_ci
-
     if kind == "items" and any(scenario_class(r.scenario).per_call_latency for r in (base, new)):
         (base_processes, base_items), (new_processes, new_items) = _closed_loop(base), _closed_loop(new)
         return closed_loop_ratio_ci(base_processes, new_processes, base_items, new_items)
@@ -452,8 +452,6 @@ def _compare(label: str, best: Result, other: Result, other_run: Run, kind: str)
 
 
 def ratio_text(ratio: Ratio, better: str = "faster") -> str:
-    from enginebench.display import significant as _num
-
     value = f"{_num(ratio.value)}×"
     if ratio.ci95 is None:
         return f"{value} (no CI: one sample)"
@@ -495,8 +493,6 @@ def _options(r: Result) -> dict:
 
 
 def configuration(r: Result) -> dict:
-    from enginebench.store.labels import precision_label, threads_label
-
     return {"engine": r.engine, "precision": precision_label(r), "scenario": r.scenario, "workload": r.workload,
             "seq_len": r.seq_len, "batch_size": r.batch_size, "workers_x_threads": threads_label(r),
             "options": _options(r)}
@@ -600,8 +596,6 @@ def _judged_machine(pairs, newest: Run, model: str, rec: "Recommendation") -> tu
 
 
 def _machine_line(r: Result, run: Run) -> str:
-    from enginebench.store.labels import machine_line
-
     return machine_line(replace(run, machine=_machine_of(r, run))).removeprefix("machine: ")
 
 
@@ -628,8 +622,6 @@ def _argv_value(argv: list[str], flag: str) -> str | None:
 def _engine_defaults(engine: str) -> dict:
     import dataclasses
 
-    from enginebench.engines import engine_class
-
     try:
         return {f.name: f.default for f in dataclasses.fields(engine_class(engine).Options)}
     except Exception:  # an engine this installation does not know: every option is written out
@@ -640,8 +632,6 @@ def reproduce_command(r: Result, run: Run) -> str:
     """`enginebench run …` measuring exactly this result's configuration, with the stopping rule, repetitions
     and workload of the run it came from. Engine options are written where they differ from the engine's
     defaults."""
-    from enginebench.models import KNOWN_MODELS
-
     config = run.config or {}
     argv = [a for a in config.get("argv", []) if a != "run"]
     model = config.get("model") or {}

@@ -1,6 +1,7 @@
 """The command line: one module per command group, each with `add_parsers(sub)` and `COMMANDS` (name ->
 function of the parsed arguments). No command module imports another; shared argument helpers live in
-cli/args.py, and the work itself in enginebench.api and below."""
+cli/args.py, and the work itself in enginebench.api and below. Every command module loads to build the parser, so
+what only its commands use (the API, rich, the tables) it imports inside them."""
 
 from __future__ import annotations
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 
 from enginebench.config import comma_list, engine_options, positive_int, seconds
+from enginebench.engines import engine_class, known_engines, require_engine
 from enginebench.errors import UsageError
+from enginebench.measure.timing import StoppingRule
+from enginebench.models import resolve_model
+from enginebench.workloads import WORKLOADS, build_workload
 
 
 def add_parsers(sub) -> None:
@@ -33,8 +37,6 @@ def add_parsers(sub) -> None:
 
 
 def _full_onnx(model_name: str):
-    from enginebench.engines import require_engine
-    from enginebench.models import resolve_model
     from enginebench.models.onnx_export import onnx_encoder
 
     require_engine("onnxruntime")  # the export needs torch + onnx: say how to install them if missing
@@ -58,10 +60,7 @@ def cmd_nodes(args) -> int:
 
 def cmd_blocks(args) -> int:
     from enginebench.breakdown import breakdown
-    from enginebench.engines import require_engine
     from enginebench.formats.tables.graph import breakdown_dict, render_breakdown
-    from enginebench.measure.timing import StoppingRule
-    from enginebench.workloads import WORKLOADS, build_workload
 
     engines = comma_list(args.engine)
     if engines:
@@ -97,8 +96,6 @@ def cmd_blocks(args) -> int:
 
 def _graph_engines() -> list[str]:
     """Installed engines that load ONNX graphs (an engine module that fails to import is left out)."""
-    from enginebench.engines import engine_class, known_engines
-
     found = []
     for name in known_engines():
         try:

@@ -5,11 +5,19 @@ from __future__ import annotations
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.config import comma_list, positive_int, seconds
 from enginebench.errors import UsageError
+from enginebench.measure.cpu_features import usable_cpus
+from enginebench.measure.machine import machine_info
+from enginebench.measure.peak import cpu_peak
+from enginebench.measure.roofline import measure_ceilings
+from enginebench.measure.timing import StoppingRule
+from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS, require_operator
+from enginebench.scenarios.ops.engines import install_hint, installed, ops_engines
+from enginebench.scenarios.ops.runner import OpCase, run_ops
+from enginebench.store.database import ResultStore
+from enginebench.store.model import Run
 
 
 def add_parsers(sub) -> None:
-    from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS
-
     ops = sub.add_parser("ops", help="time single operators (GEMM, softmax, attention, …) per engine, with %% of "
                                      "the machine's peak")
     ops.add_argument("--op", action="append", default=None,
@@ -41,8 +49,6 @@ def add_parsers(sub) -> None:
 
 
 def _explicit_shapes(shape_args, chosen) -> dict[str, list]:
-    from enginebench.scenarios.ops.definitions import require_operator
-
     shapes: dict[str, list] = {}
     for text in shape_args:
         name, eq, dims = text.rpartition("=")
@@ -60,8 +66,6 @@ def _cases(op_args, shape_args, precisions, model_args=None):
     """Every (operator, shape, precision) to time: the models' shapes, or --shape's for the operators it names.
     An operator with no kernel in a precision (softmax in int8) is left out, unless --op or --shape names it: then
     its rows say why."""
-    from enginebench.scenarios.ops.definitions import OPERATORS, require_operator
-    from enginebench.scenarios.ops.runner import OpCase
     from enginebench.scenarios.ops.shapes import shapes_for
 
     chosen = comma_list(op_args)
@@ -90,8 +94,6 @@ def _cases(op_args, shape_args, precisions, model_args=None):
 
 
 def _engines(engine_args) -> list[str]:
-    from enginebench.scenarios.ops.engines import install_hint, installed, ops_engines
-
     names = comma_list(engine_args)
     if not names:
         names = [n for n in ops_engines() if installed(n)]
@@ -111,8 +113,6 @@ def _new_run(args, rule, threads, cpu, ceilings, precisions):
     from datetime import datetime, timezone
 
     from enginebench.formats.tables.ops import machine_lines
-    from enginebench.measure.machine import machine_info
-    from enginebench.store.model import Run
 
     now = datetime.now(timezone.utc)
     options = {k: v for k, v in vars(args).items() if k != "command" and not callable(v)}
@@ -126,13 +126,6 @@ def _new_run(args, rule, threads, cpu, ceilings, precisions):
 
 def cmd_ops(args) -> int:
     from enginebench.formats.tables.ops import analyse, ops_json, render_ops, to_result
-    from enginebench.measure.cpu_features import usable_cpus
-    from enginebench.measure.peak import cpu_peak
-    from enginebench.measure.roofline import measure_ceilings
-    from enginebench.measure.timing import StoppingRule
-    from enginebench.scenarios.ops.definitions import PRECISIONS
-    from enginebench.scenarios.ops.runner import run_ops
-    from enginebench.store.database import ResultStore
 
     precisions = comma_list(args.precision) or ["fp32"]
     for p in precisions:

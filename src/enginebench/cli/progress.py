@@ -19,6 +19,7 @@ from rich.progress import (
 
 from enginebench.analysis.compare import metric_of
 from enginebench.display import significant
+from enginebench.engines import engine_class
 from enginebench.scenarios.registry import settings_label
 
 LONG_LOAD_S = 5.0  # a load at least this long gets its own line
@@ -83,8 +84,6 @@ class CellProgress:
 
     def on_load(self, cell, seconds: float | None) -> None:
         """A load that prepares the model says what it does; one that took long says how long, once done."""
-        from enginebench.engines import engine_class
-
         prepares = engine_class(cell.engine).prepares
         if seconds is None:
             self.progress.update(self.task, description=f"{cell.label()}: loading" + (

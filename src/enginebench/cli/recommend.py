@@ -11,6 +11,7 @@ from enginebench.cli.args import DEFAULT_DB
 from enginebench.config import positive_int
 from enginebench.errors import UsageError
 from enginebench.search.confirm import check_processes, confirm
+from enginebench.store.database import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -59,7 +60,6 @@ def constraints_from(args):
 
 def cmd_recommend(args) -> int:
     from enginebench.analysis.recommend import load_runs, recommend
-    from enginebench.store.database import ResultStore
 
     constraints = constraints_from(args)
     processes = None if args.confirm is None else check_processes(args.confirm)

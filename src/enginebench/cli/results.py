@@ -10,6 +10,7 @@ from enginebench.cli.args import DEFAULT_DB
 from enginebench.config import comma_list
 from enginebench.errors import UsageError
 from enginebench.formats import RUNS, Choices, get_format
+from enginebench.store.database import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -34,8 +35,6 @@ def add_parsers(sub) -> None:
 
 
 def _store(db: str):
-    from enginebench.store.database import ResultStore
-
     if not os.path.exists(db):
         raise UsageError(f"no database at {db}: run `enginebench run` first or pass --db")
     return ResultStore(db)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.cli.serving_args import add_serving_arguments
+from enginebench.config import OPTIONS, RunConfig
 from enginebench.errors import UsageError
-from enginebench.scenarios.registry import add_scenario_arguments, default_scenarios, runnable_scenarios
+from enginebench.scenarios.registry import (add_scenario_arguments, default_scenarios, runnable_scenarios,
+                                            scenario_options)
+from enginebench.store.database import ResultStore
 
 # the options given a default here (the others default to None: not given)
 DEFAULTS = {"seed": "0", "timeout": "10m", "load_timeout": "30m", "retries": "0", "option": [], "quick": False,
@@ -84,9 +87,7 @@ def cmd_run(args) -> int:
     from rich.console import Console
 
     from enginebench.api import new_run_id, pin_cpus
-    from enginebench.config import RunConfig
     from enginebench.planning import plan_from_config
-    from enginebench.store.database import ResultStore
 
     if args.resume:
         return _resume(args)
@@ -109,8 +110,6 @@ def _resume(args) -> int:
     from rich.console import Console
 
     from enginebench.api import resumption
-    from enginebench.config import OPTIONS
-    from enginebench.scenarios.registry import scenario_options
 
     names = [o.name for o in OPTIONS] + list(scenario_options())
     given = [f"--{name.replace('_', '-')}" for name in names
@@ -145,7 +144,6 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
     from enginebench.cli.progress import cell_progress
     from enginebench.formats.console import render
     from enginebench.formats.json import to_json
-    from enginebench.store.database import ResultStore
     from enginebench.sweep.estimate import expected
 
     with ResultStore(args.db) as store:
@@ -173,8 +171,6 @@ def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
 def _interrupted(run_id: str, args, err) -> int:
     """Say what is stored and the exact command that finishes the run (exit 130)."""
     import shlex
-
-    from enginebench.store.database import ResultStore
 
     with ResultStore(args.db) as store:
         stored = {run: n for run, _, n in store.run_ids()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from enginebench.cli.args import DEFAULT_DB
+from enginebench.errors import UsageError
+from enginebench.store.database import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -28,8 +30,6 @@ def add_parsers(sub) -> None:
 def cmd_sweep(args) -> int:
     from rich.console import Console
 
-    from enginebench.errors import UsageError
-    from enginebench.store.database import ResultStore
     from enginebench.sweep.spec import load_sweep
 
     if not args.dry_run:
@@ -76,7 +76,6 @@ def _run(sweep, args, err):
 
 def _summary(sweep, report, args, out, err) -> None:
     from enginebench.formats.terminal import print_lines, print_table
-    from enginebench.store.database import ResultStore
     from enginebench.sweep.runner import part_states
 
     with ResultStore(args.db) as store:
@@ -97,7 +96,6 @@ def _summary(sweep, report, args, out, err) -> None:
 
 def _dry_run(sweep, args, out) -> int:
     from enginebench.formats.terminal import print_lines, print_table
-    from enginebench.store.database import ResultStore
     from enginebench.sweep.estimate import duration_text, estimate, stored_load_times
     from enginebench.sweep.runner import part_states
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
-from enginebench.measure import cpu_features
+from enginebench.measure import cpu_features, roofline
+from enginebench.measure.cpu_features import usable_cpus
+from enginebench.measure.peak import cpu_peak, gemm_source
+from enginebench.models import KNOWN_MODELS
+from enginebench.store.database import ResultStore
 
 
 def add_parsers(sub) -> None:
@@ -31,11 +35,8 @@ def cmd_engines(args) -> int:
 def cmd_machine(args) -> int:
     import json
 
-    from enginebench.measure.roofline import measure_machine
-    from enginebench.store.database import ResultStore
-
     with ResultStore(args.db) as store:
-        speed = measure_machine()
+        speed = roofline.measure_machine()
         store.add_machine_speed(speed)
     if args.json:
         print(json.dumps(speed, indent=2))
@@ -45,9 +46,6 @@ def cmd_machine(args) -> int:
 
 
 def machine_lines(speed: dict, db: str) -> list[str]:
-    from enginebench.measure.cpu_features import usable_cpus
-    from enginebench.measure.peak import cpu_peak, gemm_source
-
     details = speed["details"]
     triad = details["triad"]
     threads = usable_cpus()
@@ -85,8 +83,6 @@ def cpu_features_lines(features) -> list[str]:
 
 
 def cmd_models(args) -> int:
-    from enginebench.models import KNOWN_MODELS
-
     for name, (_, description) in KNOWN_MODELS.items():
         print(f"{name:20} {description}")
     print("or --model PATH: a local BERT-family folder (config.json, *.safetensors, tokenizer.json),")

@@ -20,6 +20,8 @@ import sys
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from enginebench.measuring_process import die_with_parent
+
 MODEL = "minimal"
 
 
@@ -113,8 +115,6 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384, help="numbers per embedding [384]")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 [any free one]")
     args = parser.parse_args()
-    from enginebench.measuring_process import die_with_parent
-
     die_with_parent()
     serve(args.dim, args.port)
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
+from enginebench.engines.features import precision_bits
 from enginebench.measure import cpu_features
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
@@ -139,8 +140,6 @@ class Engine(ABC):
 
     @classmethod
     def describe(cls) -> EngineInfo:
-        from enginebench.engines.features import precision_bits
-
         installed = cls.installed()
         notes = "" if installed else f"not installed (missing {', '.join(cls.missing())})"
         return EngineInfo(

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
-from enginebench.engines.ctranslate2_cpu import ct2_executed_precision, ct2_quantization
+from enginebench.engines.ctranslate2_cpu import (ct2_executed_precision, ct2_quantization, load_reading_config,
+                                                 session_details)
+from enginebench.engines.ctranslate2_decoder import load_ctranslate2_decoder
 from enginebench.errors import UsageError
+from enginebench.models.ctranslate2_convert import ctranslate2_model
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -99,8 +102,6 @@ class CTranslate2Engine(Engine):
         if model.kind == "encoder":
             return self._load_encoder(model, precision, options)
         if model.kind == "decoder":
-            from enginebench.engines.ctranslate2_decoder import load_ctranslate2_decoder
-
             reason = self.why_not_precision(precision)
             if reason:
                 raise UsageError(f"ctranslate2 cannot run {precision}: {reason}")
@@ -109,9 +110,6 @@ class CTranslate2Engine(Engine):
 
     def _load_encoder(self, model: ModelSpec, precision: str, options: CTranslate2Options) -> Session:
         import ctranslate2
-
-        from enginebench.engines.ctranslate2_cpu import load_reading_config, session_details
-        from enginebench.models.ctranslate2_convert import ctranslate2_model
 
         reason = self.why_not_precision(precision)
         if reason:

@@ -22,6 +22,7 @@ import re
 import tempfile
 
 from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
+from enginebench.measure.quantization import WeightMatmul, ct2_variables, ct2_weight_matmuls, quantization_record
 
 _CONFIG: dict | None = None
 def parse_system_config(log: str) -> dict:
@@ -111,15 +112,11 @@ def ct2_quantization(folder, compute_type: str) -> dict:
     import struct
     from pathlib import Path
 
-    from enginebench.measure.quantization import ct2_variables, ct2_weight_matmuls, quantization_record
-
     activations = "int8" if compute_type.startswith("int8") else ct2_executed_precision(compute_type)
     try:
         layers, facts = ct2_weight_matmuls(ct2_variables(Path(folder) / "model.bin"), compute_type)
         source = "dtypes of the Linear weights in the converted model.bin, and the loaded compute_type"
     except (OSError, ValueError, IndexError, struct.error) as e:  # a model.bin format this reader does not know
-        from enginebench.measure.quantization import WeightMatmul
-
         layers, facts = [WeightMatmul("every Linear layer", 1, 1, compute_type.startswith("int8"))], None
         source = f"derived from the converter's rule (every Linear weight int8) — model.bin unreadable: {e}"
     if not any(m.quantized for m in layers):

@@ -32,6 +32,9 @@ from typing import Iterator
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
+from enginebench.engines.ctranslate2_cpu import (ct2_executed_precision, ct2_quantization, load_reading_config,
+                                                 session_details)
+from enginebench.models.ctranslate2_convert import ctranslate2_model
 from enginebench.models.spec import ModelSpec
 
 
@@ -178,10 +181,6 @@ def load_ctranslate2_decoder(model: ModelSpec, precision: str, quantization: str
                              options) -> CTranslate2DecoderSession:
     """The engine (engines/ctranslate2.py) has checked that this CPU offers `compute_type`."""
     import ctranslate2
-
-    from enginebench.engines.ctranslate2_cpu import (ct2_executed_precision, ct2_quantization, load_reading_config,
-                                                     session_details)
-    from enginebench.models.ctranslate2_convert import ctranslate2_model
 
     folder, details = ctranslate2_model(model, quantization)  # the same cached conversion as encoders use
     generator = load_reading_config(lambda: ctranslate2.Generator(

@@ -25,6 +25,7 @@ import numpy as np
 
 from enginebench.engines.base import DecoderSession
 from enginebench.errors import UsageError
+from enginebench.models.safetensors_shards import iter_tensors, weight_files
 from enginebench.models.spec import ModelSpec
 
 MIN_CAPACITY = 256
@@ -72,8 +73,6 @@ def read_llama_shape(folder: str | Path, engine: str = "jax") -> LlamaShape:
 def load_llama_weights(folder: str | Path, shape: LlamaShape, dtype) -> dict:
     """The weights as jax arrays, matrices transposed to [in, out] with q/k/v and gate/up fused into one matmul."""
     import jax.numpy as jnp
-
-    from enginebench.models.safetensors_shards import iter_tensors, weight_files
 
     folder = Path(folder)
     available = set(weight_files(folder))

@@ -20,6 +20,9 @@ import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
 from enginebench.engines.jax_kernels import JaxKernels
+from enginebench.engines.jax_llama import load_jax_llama
+from enginebench.measure.quantization import weights_precision
+from enginebench.models.bert_weights import load_bert_weights, read_bert_config
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -138,8 +141,6 @@ class JaxEngine(Engine):
         import jax
         import jax.numpy as jnp
 
-        from enginebench.models.bert_weights import load_bert_weights, read_bert_config
-
         dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[precision]
         device = jax.devices()[0]
         details = {
@@ -153,8 +154,6 @@ class JaxEngine(Engine):
             **_threads_used(threads_applied, options.threads),
         }
         if model.kind == "decoder":
-            from enginebench.engines.jax_llama import load_jax_llama
-
             return _read_back_precision(load_jax_llama(model, precision, details))
         config = read_bert_config(model.path)
         host = load_bert_weights(model.path, config)
@@ -186,8 +185,6 @@ def _threads_used(applied: bool, requested: int) -> dict:
 def _read_back_precision(session):
     """Set the session's executed precision from the dtype of the matmul weights it holds (jit computes each
     product in its operands' dtype), rather than from the precision asked for."""
-    from enginebench.measure.quantization import weights_precision
-
     dtypes = [array.dtype for layer in session.weights["layers"] for array in layer.values()
               if getattr(array, "ndim", 0) == 2]
     if dtypes:

@@ -37,6 +37,7 @@ import numpy as np
 from enginebench.engines.base import DecoderSession, Engine, EngineOptions, SlotDecoding
 from enginebench.errors import UsageError
 from enginebench.models.artifacts import artifact_key, cached_artifact
+from enginebench.models.gguf_llama import CONVERTER_VERSION, hf_to_gguf
 from enginebench.models.spec import ModelSpec
 
 GGUF_FILE = "model.gguf"
@@ -94,14 +95,10 @@ def gguf_file(model: ModelSpec, precision: str, threads: int = 1) -> tuple[Path,
             raise UsageError(f"llamacpp precision 'native' needs a model that came as a GGUF file; {model.name} "
                              "did not: use fp32, fp16 or a quantized type")
         return Path(model.gguf_path), {"gguf_path": model.gguf_path, "gguf_cached": True}
-    from enginebench.models.gguf_llama import CONVERTER_VERSION
-
     key = artifact_key(model.content_hash, precision, CONVERTER_VERSION, metadata.version("llama_cpp_python"),
                        metadata.version("gguf"))
     started = time.perf_counter()
     if precision in _WRITTEN:
-        from enginebench.models.gguf_llama import hf_to_gguf
-
         def build(out: Path) -> None:
             hf_to_gguf(Path(model.path), out / GGUF_FILE, _WRITTEN[precision])
     elif precision in _QUANTIZED:

@@ -20,11 +20,19 @@ import numpy as np
 from enginebench.engines.base import Engine, Session
 from enginebench.engines.onnxruntime_cpu import (OnnxRuntimeOptions, graph_readback, session_options,
                                                threads_readback)
+from enginebench.engines.onnxruntime_decoder import load_onnxruntime_decoder, why_not_decoder
 from enginebench.engines.onnxruntime_kernels import OnnxRuntimeKernels
 from enginebench.measure.cpu_features import current as current_cpu, vnni_available
+from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
+                                              onnx_weight_matmuls)
+from enginebench.models import onnx_quantize
+from enginebench.models.artifacts import artifact_key
+from enginebench.models.onnx_export import onnx_encoder, onnx_key
+from enginebench.models.onnx_static_quantize import static_quantized_onnx
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
+from enginebench.workloads.calibration import calibration_set
 
 
 class OnnxRuntimeSession(Session):
@@ -76,11 +84,7 @@ class OnnxRuntimeEngine(Engine):
         inputs are kept apart from (None: the default corpus workload is assumed, and recorded as assumed)."""
         import onnxruntime as ort
 
-        from enginebench.models.onnx_export import onnx_encoder
-
         if model.kind == "decoder":
-            from enginebench.engines.onnxruntime_decoder import load_onnxruntime_decoder
-
             return load_onnxruntime_decoder(model, precision, options)
         path, details = onnx_encoder(model)
         if precision == "int8":
@@ -96,8 +100,6 @@ class OnnxRuntimeEngine(Engine):
     @classmethod
     def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
         if model.kind == "decoder":
-            from enginebench.engines.onnxruntime_decoder import why_not_decoder
-
             return why_not_decoder(model, precision) or cls.why_not_model(model)
         return super().why_not(model, precision)
 
@@ -117,21 +119,12 @@ class OnnxRuntimeEngine(Engine):
 
 def _int8_model(model: ModelSpec, path, details: dict, int8_layers: str):
     """The dynamically quantized graph (cached) and the quantizer's facts."""
-    from enginebench.models.artifacts import artifact_key
-    from enginebench.models.onnx_export import onnx_key
-    from enginebench.models.onnx_quantize import quantized_onnx
-
-    qpath, qdetails = quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""), int8_layers)
+    qpath, qdetails = onnx_quantize.quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""), int8_layers)
     return qpath, {**details, **qdetails}
 
 
 def _int8_static_model(model: ModelSpec, path, details: dict, measured):
     """The calibrated QDQ graph (cached under its calibration set) and what it cost."""
-    from enginebench.models.artifacts import artifact_key
-    from enginebench.models.onnx_export import onnx_key
-    from enginebench.models.onnx_static_quantize import static_quantized_onnx
-    from enginebench.workloads.calibration import calibration_set
-
     calibration = calibration_set(model.path, measured)
     qpath, qdetails = static_quantized_onnx(path, artifact_key(onnx_key(model), model.until or ""), calibration)
     return qpath, {**details, **qdetails}
@@ -141,9 +134,6 @@ def _static_session(path, details: dict, options: OnnxRuntimeOptions) -> OnnxRun
     """A session on the QDQ graph, described from the graph it optimized for itself (written out once at
     session creation, read, deleted): int8-static only where its weight MatMuls became integer ops."""
     import onnxruntime as ort
-
-    from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
-                                                  onnx_weight_matmuls)
 
     so = session_options(options)
     so.log_severity_level = 3  # serializing an ALL-level graph warns that it may hold CPU-specific ops

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enginebench.engines.base import EngineOptions
+from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
+                                              onnx_weight_matmuls)
 from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -23,9 +25,6 @@ class OnnxRuntimeOptions(EngineOptions):
 def graph_readback(path, precision: str) -> tuple[str, dict]:
     """(executed precision, details) from the graph file the session loads: int8 only if its weight MatMuls
     really are integer ops (MatMulInteger, ...); for int8 also what was quantized (details["quantization"])."""
-    from enginebench.measure.quantization import (onnx_executed_precision, onnx_outline, onnx_quantization,
-                                                  onnx_weight_matmuls)
-
     outline = onnx_outline(path)
     layers, facts = onnx_weight_matmuls(outline)
     details = {"executed_precision_source": "weight MatMul node types of the ONNX graph the session loads",

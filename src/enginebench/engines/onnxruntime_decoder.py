@@ -17,7 +17,9 @@ from enginebench.engines.base import DecoderSession
 from enginebench.engines.onnxruntime_cpu import graph_readback, session_options, threads_readback
 from enginebench.errors import UsageError
 from enginebench.measure.memory import memory_shortfall
+from enginebench.measure.quantization import onnx_outline
 from enginebench.models.onnx_decoder_export import cache_names, onnx_decoder, onnx_decoder_key, read_signature
+from enginebench.models.onnx_quantize import quantized_decoder_onnx
 from enginebench.models.spec import ModelSpec
 
 DECODER_PRECISIONS = ("fp32", "int8")
@@ -122,8 +124,6 @@ def matmul_weight_bytes(path) -> int:
     step reads, for the bandwidth roofline. The embedding table is left out: a step gathers one row of it."""
     import onnx
 
-    from enginebench.measure.quantization import onnx_outline
-
     model = onnx_outline(path)
     itemsize = onnx.helper.tensor_dtype_to_np_dtype
     sizes = {i.name: len(i.raw_data) or itemsize(i.data_type).itemsize * int(np.prod(i.dims))
@@ -145,8 +145,6 @@ def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxR
     path, details = onnx_decoder(model)
     signature = read_signature(path)
     if precision == "int8":
-        from enginebench.models.onnx_quantize import quantized_decoder_onnx
-
         path, quantized = quantized_decoder_onnx(path, onnx_decoder_key(model))
         details.update(quantized)
     executed, graph_details = graph_readback(path, precision)

@@ -47,10 +47,16 @@ import numpy as np
 from enginebench.engines.base import Engine, EngineOptions, Session
 from enginebench.engines.openvino_kernels import OpenVinoKernels
 from enginebench.errors import UsageError
+from enginebench.measure.cpu_features import current, onednn_isa_cap, vnni_available
+from enginebench.measure.quantization import WeightMatmul, onnx_outline, quantization_record
+from enginebench.models.artifacts import artifact_key, cached_artifact
 from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
+from enginebench.models.onnx_export import onnx_encoder, onnx_key
+from enginebench.models.onnx_quantize import kept_fp32
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
+from enginebench.workloads.calibration import calibration_set
 
 _HINTS = ("LATENCY", "THROUGHPUT")
 # DYNAMIC_QUANTIZATION_GROUP_SIZE: the plugin's default, off (0), or a group size (a multiple of 16, its SIMD width)
@@ -137,8 +143,6 @@ class OpenVinoEngine(Engine):
         """`measured`: the workloads the session will be measured on, which int8-static's calibration
         inputs are kept apart from (None: the default corpus workload is assumed, and recorded as assumed)."""
         import openvino as ov
-
-        from enginebench.models.onnx_export import onnx_encoder
 
         if options.hint.upper() not in _HINTS:
             raise UsageError(f"openvino hint {options.hint!r} is unknown: use --option openvino.hint=LATENCY or THROUGHPUT")
@@ -234,8 +238,6 @@ def openvino_weight_matmuls(ov_model):
     of the compressed weights' element types and granularity, zero points, and int8 embedding tables."""
     from collections import Counter
 
-    from enginebench.measure.quantization import WeightMatmul
-
     layers = []
     facts = {"weights": Counter(), "weight_granularity": Counter(), "zero_points": 0, "gathers_compressed": 0}
     for op in ov_model.get_ordered_ops():
@@ -280,8 +282,6 @@ def _shape_size(node) -> int:
 
 def _quantization_record(layers, facts, compute: str, path, dynamic_group: int) -> dict:
     """`dynamic_group`: the group size the plugin quantized the activations in, 0 where they stayed float."""
-    from enginebench.measure.quantization import quantization_record
-
     source = f"MatMul weight constants of the OpenVINO model compiled ({Path(path).name})"
     if not any(m.quantized for m in layers):
         return quantization_record("none: no MatMul weight is compressed", "fp32", compute, layers, source)
@@ -338,8 +338,6 @@ def _compressed_kernels_capped() -> str | None:
     ENGINEBENCH_CPU_FEATURES=avx2 does), the plugin lays out the compressed weights for the CPU it reads and its
     oneDNN then has no kernel for them ("could not create a primitive descriptor", OpenVINO 2026.4); AVX2_VNNI
     and the AVX-512 caps ran."""
-    from enginebench.measure.cpu_features import current, onednn_isa_cap
-
     cap = onednn_isa_cap() or current().caps.get("ONEDNN_MAX_CPU_ISA")  # set now, or by the measuring process
     if cap in ("AVX2", "AVX", "SSE41") and "avx512f" in current().real:
         return (f"openvino int8 cannot run under ONEDNN_MAX_CPU_ISA={cap} on this AVX-512 CPU: its plugin lays the "
@@ -372,9 +370,6 @@ def cpu_pinning(options: OpenVinoOptions) -> bool:
 
 def _compressed_ir(model: ModelSpec, onnx_path: Path) -> tuple[Path, dict]:
     """The ONNX model with int8 weights (NNCF), saved as OpenVINO IR in the artifact cache."""
-    from enginebench.models.artifacts import artifact_key, cached_artifact
-    from enginebench.models.onnx_export import onnx_key
-
     versions = f"openvino {metadata.version('openvino')}, nncf {metadata.version('nncf')}"
     key = artifact_key(onnx_key(model), model.until or "", versions, "INT8_ASYM")
     started = time.perf_counter()
@@ -427,8 +422,6 @@ def _runtime_int8(compiled, layers, tokens: int):
 
 
 def _static_record(layers, facts, kernels, path) -> dict:
-    from enginebench.measure.quantization import quantization_record
-
     source = f"runtime graph of the compiled model ({Path(path).name}): runtimePrecision of each MatMul's node"
     if not kernels:
         return quantization_record("none: no weight MatMul runs in int8", "fp32", "fp32", layers, source)
@@ -459,8 +452,6 @@ def _int8_weight_range(ov_model) -> list[int]:
 
 def _int8_gemm(kernels) -> dict:
     """The kernels the int8 MatMuls run (oneDNN's brgemm with VNNI; jit_gemm without: byte-pair sums in int16)."""
-    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
-
     cap = onednn_isa_cap()
     return {"kernels": {kernel: n for (_, kernel), n in kernels.items()}, "kernels_read_after": "one call, batch 1",
             "vnni": vnni_available(cap=cap), "onednn_max_cpu_isa": cap}
@@ -479,10 +470,6 @@ def _static_settings(int8_layers: str) -> dict:
 def _static_ir(model: ModelSpec, onnx_path: Path, measured, int8_layers: str) -> tuple[Path, dict]:
     """The ONNX model quantized by nncf.quantize on calibration inputs apart from `measured`, cached as IR
     under the calibration set's identity, the settings and the libraries' versions."""
-    from enginebench.models.artifacts import artifact_key, cached_artifact
-    from enginebench.models.onnx_export import onnx_key
-    from enginebench.workloads.calibration import calibration_set
-
     calibration = calibration_set(model.path, measured)
     versions = f"openvino {metadata.version('openvino')}, nncf {metadata.version('nncf')}"
     chosen = _static_settings(int8_layers)
@@ -510,9 +497,6 @@ def _quantize_static(onnx_path: Path, folder: Path, calibration, int8_layers: st
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-    from enginebench.measure.quantization import onnx_outline
-    from enginebench.models.onnx_quantize import kept_fp32
 
     ov_model = ov.Core().read_model(str(onnx_path))
     feeds = calibration.feeds([port.get_any_name() for port in ov_model.inputs])

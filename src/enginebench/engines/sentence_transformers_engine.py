@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.torch_eager import TorchEngine
+from enginebench.engines.torch_readback import torch_executed_precision, torch_threads
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
+from enginebench.workloads.tokenize import load_tokenizer
 
 TIMED_CALL = ("SentenceTransformer.encode(texts, batch_size=len(texts), convert_to_numpy=True): "
               "tokenisation + transformer forward + mean pooling + normalisation + copy to numpy")
@@ -82,8 +85,6 @@ class SentenceTransformersEngine(Engine):
 
     @classmethod
     def devices(cls) -> tuple[str, ...]:
-        from enginebench.engines.torch_eager import TorchEngine
-
         return TorchEngine.devices()
 
     def load(self, model: ModelSpec, precision: str, options: SentenceTransformersOptions) -> Session:
@@ -92,9 +93,6 @@ class SentenceTransformersEngine(Engine):
         importlib.import_module("enginebench.models.torch_encoder")  # sets HF_HUB_OFFLINE and quiet logging first
         import torch
         from transformers.utils import logging as hf_logging
-
-        from enginebench.engines.torch_readback import torch_executed_precision, torch_threads
-        from enginebench.workloads.tokenize import load_tokenizer
 
         hf_logging.disable_progress_bar()
         torch.set_num_threads(options.threads)

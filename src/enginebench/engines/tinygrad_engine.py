@@ -19,6 +19,9 @@ import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
 from enginebench.engines.tinygrad_kernels import TinygradKernels
+from enginebench.engines.tinygrad_llama import load_tinygrad_llama, why_not_decoder
+from enginebench.measure.quantization import weights_precision
+from enginebench.models.bert_weights import load_bert_weights, read_bert_config
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
@@ -141,8 +144,6 @@ class TinygradEngine(Engine):
     @classmethod
     def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
         if model.kind == "decoder":
-            from enginebench.engines.tinygrad_llama import why_not_decoder
-
             return cls.why_not_model(model) or why_not_decoder(model, precision)
         if precision == "int8":
             return "tinygrad int8 runs decoders only (weight-only int8 for Llama models); use fp32 or fp16"
@@ -152,13 +153,8 @@ class TinygradEngine(Engine):
         os.environ.setdefault("NUM_CPU_THREADS", str(options.threads))  # read if tinygrad is imported now
         from tinygrad import Device, Tensor, dtypes, helpers
 
-        from enginebench.measure.quantization import weights_precision
-        from enginebench.models.bert_weights import load_bert_weights, read_bert_config
-
         helpers.NUM_CPU_THREADS.value = options.threads  # read whenever a kernel is generated
         if model.kind == "decoder":
-            from enginebench.engines.tinygrad_llama import load_tinygrad_llama
-
             device = Device[Device.DEFAULT]
             return load_tinygrad_llama(model, precision, options.jit, options.context, {
                 "device": Device.DEFAULT, "renderer": type(device.renderer).__name__,

@@ -32,7 +32,10 @@ import time
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
+from enginebench.engines.jax_llama import read_llama_shape
 from enginebench.measure.memory import available_memory_bytes
+from enginebench.measure.quantization import WeightMatmul, quantization_record, weights_precision
+from enginebench.models.safetensors_shards import iter_tensors, weight_files
 from enginebench.models.spec import ModelSpec
 
 DEFAULT_CONTEXT = 1024
@@ -109,8 +112,6 @@ class TinygradLlama:
 
     def __init__(self, shape, folder, precision: str):
         from tinygrad import Tensor
-
-        from enginebench.models.safetensors_shards import iter_tensors, weight_files
 
         self.shape, self.precision = shape, precision
         available = set(weight_files(folder))
@@ -456,9 +457,6 @@ def load_tinygrad_llama(model: ModelSpec, precision: str, use_jit: bool, context
                         details: dict) -> TinygradLlamaSession:
     """A Llama decoder session; `details` comes from the tinygrad engine (device, renderer, thread setting)."""
     from tinygrad import dtypes
-
-    from enginebench.engines.jax_llama import read_llama_shape
-    from enginebench.measure.quantization import WeightMatmul, quantization_record, weights_precision
 
     reason = why_not_decoder(model, precision)
     if reason:

@@ -29,8 +29,12 @@ from enginebench.engines.torch_readback import torch_threads
 from enginebench.errors import UsageError
 from enginebench.models.spec import ModelSpec
 from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
+from enginebench.models.torch_static_quantize import (INT8_KERNEL, compile_settings, int8_kernel_shapes, load_program,
+                                                      quantization_readback, quantized_program, quiet_torchao,
+                                                      why_not_pt2e)
 from enginebench.workloads import WorkloadData
 from enginebench.workloads.batch import TokenBatch
+from enginebench.workloads.calibration import calibration_set
 
 _MODES = ("default", "max-autotune-no-cudagraphs")  # the others add CUDA graphs, which a CPU has no use for
 _WARMUP_CALLS = 2  # the first call compiles; the second checks no guard fails and triggers a recompile
@@ -70,8 +74,6 @@ class TorchCompileSession(Session):
         self.int8_kernels = None  # Counter of int8 kernel shapes run, the least over the compiled shapes
         self.compile_settings = contextlib.nullcontext
         if int8_program is not None:
-            from enginebench.models.torch_static_quantize import compile_settings
-
             self.compile_settings = compile_settings
 
     def tensors(self, batch: TokenBatch) -> dict:
@@ -99,8 +101,6 @@ class TorchCompileSession(Session):
     def read_back_int8(self, prepared) -> None:
         """Profile one call of a compiled shape; executed precision and quantization record from the int8
         kernels that really ran (the least found over the shapes compiled so far)."""
-        from enginebench.models.torch_static_quantize import INT8_KERNEL, int8_kernel_shapes, quantization_readback
-
         kernels = int8_kernel_shapes(lambda: self.run(prepared))
         shape = "x".join(str(n) for n in prepared["input_ids"].shape)
         self.details.setdefault("int8_kernel_calls_by_shape", {})[shape] = sum(kernels.values())
@@ -134,8 +134,6 @@ class TorchCompileEngine(Engine):
     def why_not_precision(cls, precision: str) -> str | None:
         reason = super().why_not_precision(precision)
         if reason is None and precision == "int8-static":
-            from enginebench.models.torch_static_quantize import why_not_pt2e
-
             return why_not_pt2e()
         return reason
 
@@ -159,8 +157,6 @@ class TorchCompileEngine(Engine):
         except RuntimeError:
             pass  # can only be set once per process, before any parallel work
         torch._dynamo.config.recompile_limit = _RECOMPILE_LIMIT
-        from enginebench.models.torch_static_quantize import quiet_torchao
-
         with quiet_torchao():  # transformers imports torchao when it is installed, which logs CUDA-only noise
             encoder = load_sentence_encoder(model.path, torch.float32, attention=options.attention)
         if precision == "int8-static":
@@ -182,9 +178,6 @@ class TorchCompileEngine(Engine):
 def _int8_static(model: ModelSpec, encoder, options: TorchCompileOptions, measured):
     """(the converted int8 program, executed precision until read back, details): calibrated on inputs apart
     from `measured`, cached as a .pt2 file (models/torch_static_quantize.py)."""
-    from enginebench.models.torch_static_quantize import INT8_KERNEL, load_program, quantized_program
-    from enginebench.workloads.calibration import calibration_set
-
     calibration = calibration_set(model.path, measured)
     path, details = quantized_program(model, encoder, calibration, options.attention, options.int8_layers)
     started = time.perf_counter()

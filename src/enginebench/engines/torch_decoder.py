@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from enginebench.engines.base import DecoderSession
+from enginebench.engines.torch_readback import (TORCH_SOURCE, torch_executed_precision, torch_quantization,
+                                                torch_threads, torch_weight_matmuls)
 from enginebench.measure.memory import memory_shortfall
+from enginebench.models.decoder_folder import stored_weights
 from enginebench.models.spec import ModelSpec
 
 DECODER_PRECISIONS = ("fp32", "bf16", "int8")
@@ -31,8 +34,6 @@ def why_not_decoder(model: ModelSpec, precision: str, fp32_weights: str = "full"
     if precision not in DECODER_PRECISIONS:
         return f"torch runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
     if precision == "fp32" and fp32_weights == "stored":
-        from enginebench.models.decoder_folder import stored_weights
-
         dtype, largest = stored_weights(model)
         if dtype not in STORED_16_BIT:
             return (f"torch fp32_weights=stored needs weights stored in float16 or bfloat16; {model.name}'s are "
@@ -104,8 +105,6 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
         raise ValueError(reason)
     as_stored = precision == "fp32" and options.fp32_weights == "stored"
     if as_stored:
-        from enginebench.models.decoder_folder import stored_weights
-
         dtype = getattr(torch, stored_weights(model)[0])
     else:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -123,9 +122,6 @@ def load_torch_decoder(model: ModelSpec, precision: str, options) -> TorchDecode
         with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated (torchao replaces it)
             warnings.filterwarnings("ignore", message=".*(deprecated|torchao).*")
             llm = quantize_dynamic(llm, {torch.nn.Linear}, dtype=torch.qint8)
-    from enginebench.engines.torch_readback import (TORCH_SOURCE, torch_executed_precision, torch_quantization,
-                                                    torch_threads, torch_weight_matmuls)
-
     layers, facts = torch_weight_matmuls(llm)
     details = {"attention": options.attention, "cache": "DynamicCache",
                "weights": _weights_note(precision, dtype, as_stored),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
+from enginebench.engines.torch_decoder import load_torch_decoder, why_not_decoder
 from enginebench.engines.torch_kernels import TorchKernels
 from enginebench.engines.torch_readback import (TORCH_SOURCE, torch_executed_precision, torch_quantization,
                                               torch_threads, torch_weight_matmuls)
@@ -82,8 +83,6 @@ class TorchEngine(Engine):
     def why_not(cls, model: ModelSpec, precision: str, options: dict[str, str] | None = None) -> str | None:
         weights = (options or {}).get("fp32_weights", "full")
         if model.kind == "decoder":
-            from enginebench.engines.torch_decoder import why_not_decoder
-
             return why_not_decoder(model, precision, weights)
         if weights != "full":
             return f"torch fp32_weights={weights} is for decoders; {model.name} is an {model.kind}"
@@ -113,8 +112,6 @@ class TorchEngine(Engine):
         except RuntimeError:
             pass  # can only be set once per process, before any parallel work
         if model.kind == "decoder":
-            from enginebench.engines.torch_decoder import load_torch_decoder
-
             return load_torch_decoder(model, precision, options)
         if options.fp32_weights != "full":
             raise ValueError(self.why_not(model, precision, {"fp32_weights": options.fp32_weights}))

@@ -4,6 +4,8 @@ engines (eager, compiled, the decoder, sentence-transformers)."""
 
 from __future__ import annotations
 
+from enginebench.measure.quantization import WeightMatmul, dtype_precision, quantization_record, weights_precision
+
 TORCH_SOURCE = "the module's layers after conversion (quantized Linear modules, else the Linear weights' dtype)"
 
 
@@ -22,8 +24,6 @@ def torch_weight_matmuls(module):
     import torch
     from torch.ao.nn.quantized import Linear as QuantizedLinear
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
-    from enginebench.measure.quantization import WeightMatmul, dtype_precision
 
     layers, facts = [], {key: Counter() for key in ("weights", "weight_granularity", "activations", "float_weights")}
     for name, layer in module.named_modules():
@@ -48,8 +48,6 @@ def torch_weight_matmuls(module):
 def torch_executed_precision(module, layers=None, facts=None) -> str:
     """What the module really computes its weight MatMuls in, read from its layers: int8 when quantized Linear
     layers are present, else the Linear weights' dtype (the parameters' dtype when it has no Linear)."""
-    from enginebench.measure.quantization import dtype_precision, weights_precision
-
     if layers is None:
         layers, facts = torch_weight_matmuls(module)
     if any(m.quantized for m in layers):
@@ -63,8 +61,6 @@ def torch_executed_precision(module, layers=None, facts=None) -> str:
 def torch_quantization(module, layers=None, facts=None) -> dict:
     """`details["quantization"]` of a torch module tree, walked after quantization."""
     import torch
-
-    from enginebench.measure.quantization import quantization_record
 
     if layers is None:
         layers, facts = torch_weight_matmuls(module)

@@ -11,6 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from enginebench.engines import engine_class
 from enginebench.execution.messages import (
     CellFailed,
     Done,
@@ -42,8 +43,6 @@ class SessionFactory:
     measured: tuple | None = None  # the job's WorkloadData: int8-static calibrates on inputs apart from these
 
     def __call__(self):
-        from enginebench.engines import engine_class
-
         die_with_parent()  # a throughput worker: its parent is the child
         quiet_library_logs()
         limit_threads(self.threads)

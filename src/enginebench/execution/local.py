@@ -40,6 +40,7 @@ from enginebench.execution.messages import (
 from enginebench.execution.records import CellHistory, measurement_record
 from enginebench.execution.references import cached_reference, reference_inputs, reference_key, store_reference
 from enginebench.measure import cpu_features
+from enginebench.measure.compute_roofline import encoder_structure
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.derive import build_result, failed_result
@@ -410,8 +411,6 @@ class LocalLauncher:
 def model_structure(folder: str) -> dict | None:
     """An encoder's dimensions from its config.json (measure/compute_roofline.py), None when unreadable."""
     import json
-
-    from enginebench.measure.compute_roofline import encoder_structure
 
     try:
         config = json.loads((Path(folder) / "config.json").read_text())

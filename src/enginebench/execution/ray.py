@@ -28,11 +28,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from enginebench.engines import engine_class
 from enginebench.errors import UsageError
 from enginebench.execution.faults import Failure
 from enginebench.execution.local import LocalLauncher
 from enginebench.execution.messages import CellStarted, JobEnded, JobLost, NodeReferences, NodeStarted, Outcome
 from enginebench.execution.records import CellHistory
+from enginebench.measure.machine import machine_info
 from enginebench.plan import Job, Plan
 from enginebench.scenarios.base import Measurement
 from enginebench.store.derive import measurement_record, repetition_record
@@ -127,8 +129,6 @@ def node_info() -> dict:
     """machine_info() of the node this runs on, with its Ray node id and address."""
     import ray
 
-    from enginebench.measure.machine import machine_info
-
     return {**machine_info(), "ray_node_id": ray.get_runtime_context().get_node_id(),
             "ray_node_ip": ray.util.get_node_ip_address()}
 
@@ -137,8 +137,6 @@ def run_on_node(plan: Plan, job: Job | None):
     """The Ray task (a generator of messages.py's records): NodeStarted first; then, for a job, CellStarted and
     Outcome (a Measurement or a Failure, with the earlier failed attempts) as local.py's launcher measures each
     cell; for job None, NodeReferences (the reference outputs, or why there are none)."""
-    from enginebench.engines import engine_class
-
     yield NodeStarted(node_info(), engine_class(job.engine).version() if job else None)
     local = LocalLauncher(plan)
     if job is None:

@@ -16,6 +16,8 @@ from dataclasses import asdict, fields, is_dataclass
 
 import numpy as np
 
+from enginebench.engines import engine_class
+from enginebench.measure.llm_fidelity import reference_data
 from enginebench.models.artifacts import artifact_key, cached_artifact, finished_artifact
 from enginebench.plan import Job
 from enginebench.scenarios.base import DECODER_REFERENCE
@@ -43,8 +45,6 @@ def reference_outputs(session, job: Job, inputs: dict) -> dict:
     """The reference's outputs (what the child sends the parent): encoders {workload: embeddings}; decoders
     {DECODER_REFERENCE: llm_fidelity.reference_data}."""
     if job.model.kind == "decoder":
-        from enginebench.measure.llm_fidelity import reference_data
-
         return {DECODER_REFERENCE: reference_data(session, inputs["fidelity_ids"], inputs["greedy_prompt"],
                                                   inputs["new_tokens"])}
     return {name: session.run(session.prepare(batch)) for name, batch in inputs.items()}
@@ -52,8 +52,6 @@ def reference_outputs(session, job: Job, inputs: dict) -> dict:
 
 def reference_key(job: Job, inputs: dict) -> str | None:
     """The cache key of `job`'s reference on `inputs`, or None when the engine's version is unknown."""
-    from enginebench.engines import engine_class
-
     cls = engine_class(job.engine)
     version = cls.version()
     if version is None:

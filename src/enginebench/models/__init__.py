@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from enginebench.errors import UsageError
+from enginebench.models.encoder_folder import load_encoder_folder
 from enginebench.models.spec import ModelSpec
 
 
@@ -18,12 +19,11 @@ def _minilm_path() -> Path:
 
 
 def _minilm() -> ModelSpec:
-    from enginebench.models.encoder_folder import load_encoder_folder
-
     return load_encoder_folder(_minilm_path(), name="minilm")
 
 
 def _smollm2() -> ModelSpec:
+    # decoder_folder, with its GGUF and synthetic-Llama writers, loads when a decoder is asked for: not at CLI start
     from enginebench.models.decoder_folder import smollm2
 
     return smollm2()
@@ -47,7 +47,6 @@ KNOWN_MODELS: dict[str, tuple[Callable[[], ModelSpec], str]] = {
 
 def resolve_model(name_or_path: str) -> ModelSpec:
     from enginebench.models.decoder_folder import resolve_decoder_path
-    from enginebench.models.encoder_folder import load_encoder_folder
 
     if name_or_path in KNOWN_MODELS:
         load, _ = KNOWN_MODELS[name_or_path]

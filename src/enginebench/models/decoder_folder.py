@@ -16,6 +16,9 @@ from pathlib import Path
 from enginebench.errors import UsageError
 from enginebench.models.artifacts import artifact_key, cached_artifact, file_digest
 from enginebench.models.encoder_folder import safetensors_header
+from enginebench.models.gguf_llama import CONVERTER_VERSION, gguf_to_hf
+from enginebench.models.llama_synthetic import (GENERATOR_VERSION, LLAMA2_7B, full_config, parameter_count,
+                                                write_synthetic_llama)
 from enginebench.models.spec import ModelSpec
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -72,8 +75,6 @@ def load_decoder_folder(path: Path, name: str | None = None, content_hash: str |
 
 def decoder_from_gguf(gguf_file: Path, name: str | None = None) -> ModelSpec:
     """A GGUF Llama: its dequantized Hugging Face reference folder is built once and cached."""
-    from enginebench.models.gguf_llama import CONVERTER_VERSION, gguf_to_hf
-
     gguf_file = Path(gguf_file)
     if not gguf_file.is_file():
         raise UsageError(f"GGUF file {gguf_file} does not exist")
@@ -120,8 +121,6 @@ def stored_weights(model: ModelSpec) -> tuple[str | None, int]:
 
 def synthetic_decoder(config: dict, name: str, seed: int = 0, dtype: str | None = None) -> ModelSpec:
     """A Llama of the given shape with deterministic random weights, generated once and cached."""
-    from enginebench.models.llama_synthetic import GENERATOR_VERSION, full_config, parameter_count, write_synthetic_llama
-
     full = full_config(config)
     if dtype is None:
         dtype = "float32" if parameter_count(full) * 4 <= FP32_SYNTHETIC_LIMIT else "float16"
@@ -131,8 +130,6 @@ def synthetic_decoder(config: dict, name: str, seed: int = 0, dtype: str | None 
 
 
 def llama2_7b_synthetic() -> ModelSpec:
-    from enginebench.models.llama_synthetic import LLAMA2_7B
-
     return synthetic_decoder(LLAMA2_7B, "llama2-7b-synthetic", dtype="float16")
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from enginebench.errors import UsageError
 from enginebench.models.safetensors_shards import MAX_SHARD_BYTES, write_shards
+from enginebench.workloads.corpus import python_docs_paragraphs
 
 GENERATOR_VERSION = "1"  # bump when the weights or the tokenizer drawn for a given config and seed change
 
@@ -135,8 +136,6 @@ def synthetic_tokenizer(vocab_size: int):
     the same way, so the tokenizer travels into GGUF files unchanged.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from enginebench.workloads.corpus import python_docs_paragraphs
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from enginebench.models.artifacts import artifact_key, cached_artifact, convert_in_subprocess
+from enginebench.models.onnx_graph import cut_model
 from enginebench.models.spec import ModelSpec
 
 OPSET = 17
@@ -32,8 +33,6 @@ def onnx_encoder(model: ModelSpec) -> tuple[Path, dict]:
         "exporter": f"{EXPORTER} (torch {torch_version}, opset {OPSET})", "onnx_path": str(folder / ONNX_FILE),
     }
     if model.until:  # a partial model: the graph pruned to what that node's output needs
-        from enginebench.models.onnx_graph import cut_model
-
         path, cut = cut_model(folder / ONNX_FILE, key, model.until)
         return path, {**details, **cut}
     return folder / ONNX_FILE, details

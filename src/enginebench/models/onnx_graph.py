@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enginebench.errors import UsageError
+from enginebench.models.artifacts import artifact_key, cached_artifact
 
 CUT_VERSION = "1"  # bump when the way a cut or a block is extracted changes
 
@@ -203,8 +204,6 @@ def find_blocks(path: Path) -> list[Block]:
 
 def cut_model(source: Path, source_key: str, until: str) -> tuple[Path, dict]:
     """The exported model cut at node/tensor `until`, cached under the export's key and the cut."""
-    from enginebench.models.artifacts import artifact_key, cached_artifact
-
     tensor = resolve_cut(source, until)
     key = artifact_key(source_key, "cut", tensor, CUT_VERSION)
     folder, cached = cached_artifact("onnx-cut", key, lambda out: cut_at(source, tensor, out / "model.onnx"))
@@ -214,8 +213,6 @@ def cut_model(source: Path, source_key: str, until: str) -> tuple[Path, dict]:
 
 def block_models(source: Path, source_key: str) -> list[tuple[Block, Path]]:
     """Each block of the exported model as its own ONNX file (cached together)."""
-    from enginebench.models.artifacts import artifact_key, cached_artifact
-
     blocks = find_blocks(source)
 
     def build(out: Path) -> None:

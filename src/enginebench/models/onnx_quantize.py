@@ -33,6 +33,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from enginebench.measure.quantization import onnx_outline
 from enginebench.models.artifacts import artifact_key, cached_artifact
 from enginebench.models.int8_layers import INT8_LAYERS, is_kept_fp32
 
@@ -118,8 +119,6 @@ def kept_fp32(model, int8_layers: str) -> list[str]:
 
 def _quantize(source: Path, out: Path, int8_layers: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from enginebench.measure.quantization import onnx_outline
 
     keep_fp32 = kept_fp32(onnx_outline(source), int8_layers)
     with _quiet():

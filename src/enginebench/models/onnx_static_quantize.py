@@ -32,6 +32,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from enginebench.measure.quantization import onnx_outline
 from enginebench.models.artifacts import artifact_key, cached_artifact
 from enginebench.workloads.calibration import CalibrationSet
 
@@ -87,8 +88,6 @@ def ffn_matmuls(model) -> list[str]:
 
 def _quantize(source: Path, folder: Path, calibration: CalibrationSet) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from enginebench.measure.quantization import onnx_outline
 
     outline = onnx_outline(source)
     reader = _TimedReader(calibration.feeds([i.name for i in outline.graph.input]))

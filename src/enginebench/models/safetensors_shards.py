@@ -12,6 +12,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from enginebench.models.encoder_folder import safetensors_header
+
 MAX_SHARD_BYTES = 2 << 30
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -74,8 +76,6 @@ def iter_tensors(folder: Path, names: list[str] | None = None) -> Iterator[tuple
 
 def _read_bfloat16(file: Path, name: str) -> np.ndarray:
     """A bfloat16 tensor widened to float32: bfloat16 is the top half of a float32's bits."""
-    from enginebench.models.encoder_folder import safetensors_header
-
     header = safetensors_header(file)
     info = header[name]
     if info["dtype"] != "BF16":

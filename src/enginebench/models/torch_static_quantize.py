@@ -49,6 +49,8 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
+from enginebench.measure.quantization import WeightMatmul, quantization_record
 from enginebench.models.artifacts import artifact_key, cached_artifact
 from enginebench.models.int8_layers import is_kept_fp32
 from enginebench.workloads.calibration import CalibrationSet
@@ -82,8 +84,6 @@ def settings(int8_layers: str = "no-ffn-down") -> dict:
 
 def weight_range(int8_layers: str) -> tuple[int, int]:
     """The weights' integer range: 8-bit only for `all` on a CPU (and oneDNN cap) with VNNI."""
-    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
-
     return FULL_WEIGHT_RANGE if int8_layers == "all" and vnni_available(cap=onednn_isa_cap()) else WEIGHT_RANGE
 SCHEME = "static w8a8, per-channel int8 weights, per-tensor uint8 activations, X86InductorQuantizer"
 CALIBRATION_METHOD = "HistogramObserver (activations), PerChannelMinMaxObserver (weights)"
@@ -263,8 +263,6 @@ def program_linears(graph) -> tuple[list, dict]:
     (activation handling, dtype), and the quantized weights' integer range."""
     import torch
 
-    from enginebench.measure.quantization import WeightMatmul
-
     qd = torch.ops.quantized_decomposed
     per_channel = {qd.dequantize_per_channel.default}
     dequantize = per_channel | {qd.dequantize_per_tensor.default, qd.dequantize_per_tensor.tensor}
@@ -350,9 +348,6 @@ def executed_layers(layers: list, kernels: Counter) -> tuple[list, int]:
 def quantization_readback(graph, kernels: Counter, source: str) -> tuple[str, dict, dict]:
     """(executed precision, details["quantization"], details["int8_gemm"]) from the converted graph and the
     int8 kernels that ran."""
-    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
-    from enginebench.measure.quantization import quantization_record
-
     layers, facts = program_linears(graph)
     ran, unfused = executed_layers(layers, kernels)
     extra = {"int8_kernel_calls": sum(kernels.values()), "kernel": INT8_KERNEL}

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from enginebench.engines.base import DecoderSession, SlotDecoding
+from enginebench.measure.llm_fidelity import compare_decoder
+from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.scenarios.process_pool import STOP as _STOP
 from enginebench.scenarios.process_pool import ProcessPool
 
@@ -157,9 +160,6 @@ def _warm_up(session, prompts: np.ndarray, gen_len: int, max_batch: int, continu
 
 def _worker_main(index: int, tasks, events, load_session, prompts: np.ndarray, gen_len: int, max_batch: int,
                  max_wait_ns: int, warmup_s: float, reference, precision: str) -> None:
-    from enginebench.engines.base import DecoderSession, SlotDecoding
-    from enginebench.measure.memory import peak_rss_mb, start_peak_window
-
     try:
         t0 = time.perf_counter()
         session = load_session()
@@ -168,8 +168,6 @@ def _worker_main(index: int, tasks, events, load_session, prompts: np.ndarray, g
             raise TypeError(f"the decoder server needs a decoder session, not a {type(session).__name__}")
         fidelity = None
         if reference is not None:  # worker 0 checks the engine against the reference, before serving
-            from enginebench.measure.llm_fidelity import compare_decoder
-
             try:
                 fidelity = compare_decoder(session, reference, precision)
             except NotImplementedError as e:

@@ -25,6 +25,7 @@ from multiprocessing.connection import wait as wait_connections
 import numpy as np
 
 from enginebench.errors import UsageError
+from enginebench.measure.memory import peak_rss_mb, start_peak_window
 from enginebench.scenarios.process_pool import POLL_S, STOP, ProcessPool
 from enginebench.workloads import TokenBatch
 
@@ -80,8 +81,6 @@ def _warm_up(session, pool: TokenBatch, max_batch: int, warmup_s: float, dynamic
 
 def _worker_main(index: int, tasks, done, load_session, pool: TokenBatch, max_batch: int, warmup_s: float,
                  fidelity_inputs, dynamic: bool) -> None:
-    from enginebench.measure.memory import peak_rss_mb, start_peak_window
-
     try:
         t0 = time.perf_counter()
         session = load_session()

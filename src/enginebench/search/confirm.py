@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 
+from enginebench.config import RunConfig
 from enginebench.errors import UsageError
 
 MIN_PROCESSES = 2  # an interval over processes needs two
@@ -74,9 +75,9 @@ def check_processes(text: str | int) -> int:
 def confirm(first, runs: list, constraints, db: str, processes: int, on_note=None) -> Confirmation:
     """Measure `first`'s pick, runner-up and baselines again in `processes` fresh interleaved processes each,
     as one stored run, and recommend over that run only."""
+    # loaded when a round runs: cli/recommend imports this module to build the parser
     from enginebench.analysis.recommend import configuration_text, recommend, reproduce_command
     from enginebench.api import execute
-    from enginebench.config import RunConfig
     from enginebench.planning import plan_from_config
 
     if first.best is None:

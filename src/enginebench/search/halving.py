@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.registry import scenario_class
-from enginebench.search.space import Candidate
+from enginebench.search.space import Candidate, pack_runs
 
 ETA = 2  # each round keeps 1/ETA of the candidates and measures them ETA times longer
 FINALISTS = 3
@@ -145,8 +145,6 @@ class CostModel:
 
 def fit(cands: list[Candidate], cost: CostModel, rule: StoppingRule, repeat: int, seconds: float) -> list[Candidate]:
     """The longest prefix of `cands`, whole jobs at a time, whose runs fit in `seconds`."""
-    from enginebench.search.space import pack_runs
-
     kept: list[Candidate] = []
     by_job: dict[tuple, list[Candidate]] = {}
     for c in cands:

@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from enginebench.analysis.recommend import BASELINES
+from enginebench.engines import engine_class
 from enginebench.plan import Cell
 
 
@@ -132,8 +134,6 @@ def threading(objective: str, cores: int) -> list[tuple[str, int, int]]:
 def candidates(engines: list[str], model, objective: str, batch_sizes: list[int], cores: int,
                precisions: list[str] | None = None) -> list[Candidate]:
     """The whole space, in a fixed order (engines as given, then precisions, options, threading, batch)."""
-    from enginebench.engines import engine_class
-
     out = []
     for engine in engines:
         cls = engine_class(engine)
@@ -169,8 +169,6 @@ def admission_order(space: list[Candidate], seed: int, cores: int) -> list[Candi
 def baselines(cell: Candidate, installed: Callable[[str], bool]) -> list[Candidate]:
     """recommend's baselines in the cell of `cell`: PyTorch eager fp32 and sentence-transformers fp32, default
     options (where installed)."""
-    from enginebench.analysis.recommend import BASELINES
-
     return [Candidate(engine, "fp32", cell.scenario, cell.batch_size, cell.workers, cell.threads)
             for engine, _ in BASELINES if installed(engine)]
 

@@ -15,11 +15,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+from enginebench.analysis.recommend import OBJECTIVES, Constraints, Recommendation, recommend
+from enginebench.api import execute
 from enginebench.config import RunConfig, comma_list, positive_int, seconds
+from enginebench.engines import engine_class, installed_engines, require_engine
 from enginebench.errors import UsageError
+from enginebench.planning import plan_from_config
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
 from enginebench.search.space import Candidate, admission_order, baselines, candidates, pack_runs
+from enginebench.store.database import ResultStore
 
 MIN_BUDGET_S = 10.0
 
@@ -48,8 +53,6 @@ class Request:
 def check_request(model=None, *, objective="throughput", min_fidelity=0.99, batch_size=None, workload=None,
                   engines=None, precisions=None, budget="20m", seed=0, db="enginebench.db") -> Request:
     """Every option checked, a one-line UsageError naming the fix for the first bad one."""
-    from enginebench.analysis.recommend import OBJECTIVES
-
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective!r} is unknown: use one of {', '.join(OBJECTIVES)}")
     try:
@@ -155,10 +158,6 @@ class Tuner:
     # -- before measuring -----------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Every check, the base plan and the candidate list; nothing is measured or stored."""
-        from enginebench.engines import engine_class, installed_engines, require_engine
-        from enginebench.planning import plan_from_config
-        from enginebench.store.database import ResultStore
-
         r = self.request
         for name in r.engines or []:
             require_engine(name)
@@ -192,8 +191,6 @@ class Tuner:
     def _prior_costs(self) -> CostModel:
         """Load times already stored for this model on this machine start the cost model."""
         import socket
-
-        from enginebench.store.database import ResultStore
 
         cost = CostModel()
         if not os.path.exists(self.request.db):
@@ -353,9 +350,6 @@ class Tuner:
     def measure(self, rd: Round, members: list[Candidate], rule, repeat: int, deadline: float):
         """Measure `members` as one stored run: ({candidate: Result or None}, Run or None, wall seconds, why it
         stopped early or None)."""
-        from enginebench.api import execute
-        from enginebench.store.database import ResultStore
-
         r = self.request
         by_cell = {c.cell_key: c for c in members}
         left = max(30.0, deadline - self.clock())
@@ -401,8 +395,6 @@ class Tuner:
 
     def _annotate(self, recommended: str | None = None) -> None:
         """Write the session's story so far into every run of the session (config.tune)."""
-        from enginebench.store.database import ResultStore
-
         if not self.run_ids:
             return
         story = {"session": self.session, "objective": self.request.objective,
@@ -422,8 +414,6 @@ class Tuner:
 
     # -- the answer ---------------------------------------------------------------------------------------------
     def _recommend(self, runs: list):
-        from enginebench.analysis.recommend import Constraints, recommend
-
         r = self.request
         batch = r.batch_sizes[0] if r.objective == "latency" else None
 
@@ -436,16 +426,12 @@ class Tuner:
             # still the best estimate (recommend says so in a note; the CI and processes show how noisy)
             rec = judge(True)
         except UsageError as e:  # e.g. nothing of the workload measured in the final round
-            from enginebench.analysis.recommend import Recommendation
-
             rec = Recommendation(None, None, None, str(e), {})
         return rec
 
     @staticmethod
     def _options_of(result) -> tuple:
         import dataclasses as dc
-
-        from enginebench.engines import engine_class
 
         defaults = {f.name: f.default for f in dc.fields(engine_class(result.engine).Options)}
         return tuple(sorted((k, str(v).lower() if isinstance(v, bool) else str(v))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from enginebench.display import max_rate
 from enginebench.display import significant as _num
+from enginebench.measure.quantization import short_label
 from enginebench.scenarios.registry import scenario_class
 
 if TYPE_CHECKING:
@@ -18,8 +19,6 @@ def precision_label(r: Result) -> str:
     """The precision asked for; `→ executed` when the engine ran another; for quantized results what was
     quantized, from details["quantization"]: `int8 (w8a8, 67% of MatMul FLOPs)`; `int8 (w8a32, 100% of MatMul
     FLOPs)` for int8 weights with fp32 activations (weights-only)."""
-    from enginebench.measure.quantization import short_label
-
     executed = r.executed_precision
     as_asked = executed in (None, r.precision) or executed.startswith(f"{r.precision}-")  # int8-weights/fp32
     text = r.precision if as_asked else f"{r.precision}→{executed}"

@@ -21,6 +21,7 @@ from enginebench.api import run_record, start_run
 from enginebench.errors import UsageError
 from enginebench.execution.local import LocalLauncher
 from enginebench.execution.records import history_of
+from enginebench.measure.machine import machine_info
 from enginebench.store.database import ResultStore
 from enginebench.store.model import Run
 from enginebench.sweep.spec import Part, Sweep
@@ -186,8 +187,6 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
     (KeyboardInterrupt) after the launcher has ended its child; what was stored stays. `ray`: the address of a
     Ray cluster (or "local") whose nodes run the jobs, every part's at once (execution/ray.py). `take_over`: take
     the sweep from an owner on another machine whose heartbeat stopped."""
-    from enginebench.measure.machine import machine_info
-
     if ray:
         from enginebench.execution.ray import connect
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from enginebench.config import OPTIONS, RunConfig, check_engine_options
+from enginebench.engines import known_engines
 from enginebench.errors import UsageError
+from enginebench.measure.machine import parse_cpu_list
 from enginebench.plan import Cell, Plan
 from enginebench.planning import plan_from_config
 from enginebench.scenarios.registry import scenario_options
@@ -146,8 +148,6 @@ def _run_value(checker: _Checker, path: tuple, kind: str, value):
 
 def _engine_options(checker: _Checker, path: tuple, table) -> dict[str, dict[str, list[str]]]:
     """[options.ENGINE] tables -> {engine: {key: [values]}} (a single value is a list of one)."""
-    from enginebench.engines import known_engines
-
     if not isinstance(table, dict):
         checker.fail(path, "options is a table of engines: write [options.onnxruntime] and its keys under it")
     out = {}
@@ -257,8 +257,6 @@ def load_sweep(path: str, *, retries: str | None = None, max_memory: str | None 
 
 def _pin(checker: _Checker, cpus: str) -> None:
     import os
-
-    from enginebench.measure.machine import parse_cpu_list
 
     try:
         os.sched_setaffinity(0, parse_cpu_list(cpus))

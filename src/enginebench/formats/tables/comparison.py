@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from enginebench.analysis.compare import GATE_KINDS, ONE_PROCESS_NOTE, CellComparison, RunComparison, percent
+from enginebench.display import significant as _num
 from enginebench.formats.terminal import is_screen, markdown_table, print_lines, print_table
 from enginebench.measure.compare import Ratio
 from enginebench.scenarios.registry import settings_label
@@ -33,8 +34,6 @@ def cell_label(cell: dict) -> str:
 
 
 def _x(value: float) -> str:
-    from enginebench.display import significant as _num
-
     return f"{value:.2f}" if 0.095 <= value < 9.995 else _num(value, 3 if value >= 1 else 2)
 
 
@@ -46,8 +45,6 @@ def ratio_text(r: Ratio) -> str:
 
 
 def _base_to_new(c: CellComparison) -> str:
-    from enginebench.display import significant as _num
-
     return f"{_num(c.base)} → {_num(c.new)} {c.unit}"
 
 

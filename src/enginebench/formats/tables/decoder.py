@@ -7,7 +7,10 @@ torch fp32 reference and, for tg, the share of the memory-bandwidth bound follow
 
 from __future__ import annotations
 
+from enginebench.formats.tables.encoder import measured_how, result_notes
+from enginebench.formats.terminal import markdown_table, print_lines, print_table
 from enginebench.scenarios.registry import table_of
+from enginebench.store.labels import precision_label
 from enginebench.store.model import Result, Run
 
 HEADERS = ["model", "size", "params", "engine", "precision", "threads", "batch", "test", "t/s",
@@ -75,8 +78,6 @@ def decoder_table(run: Run) -> tuple[list[str], list[list[str]], dict[str, str]]
 
 
 def decoder_rows(run: Run) -> list[list[str]]:
-    from enginebench.store.labels import precision_label
-
     model = run.config.get("model", {})
     rows = []
     for r in filter(is_decoder_result, run.results):
@@ -102,8 +103,6 @@ def decoder_rows(run: Run) -> list[list[str]]:
 
 
 def decoder_notes(run: Run) -> list[str]:
-    from enginebench.formats.tables.encoder import result_notes
-
     lines = result_notes(
         list(filter(is_decoder_result, run.results)),
         lambda i, r: f"{r.engine} {r.precision} {r.workload} b{r.batch_size}",
@@ -119,9 +118,6 @@ def decoder_notes(run: Run) -> list[str]:
 
 
 def render_decoder_table(run: Run, console) -> None:
-    from enginebench.formats.tables.encoder import measured_how
-    from enginebench.formats.terminal import print_lines, print_table
-
     headers, rows, constants = decoder_table(run)
     title = f"run {run.run_id} — generate (pp = prefill, tg = decode)"
     title += "".join(f" — {k} {v}" for k, v in constants.items())
@@ -133,9 +129,6 @@ def render_decoder_table(run: Run, console) -> None:
 
 def decoder_markdown(run: Run) -> str:
     """The decoder table in Markdown under its title line, then its notes as a list."""
-    from enginebench.formats.tables.encoder import measured_how
-    from enginebench.formats.terminal import markdown_table
-
     headers, rows, constants = decoder_table(run)
     if not rows:
         return ""

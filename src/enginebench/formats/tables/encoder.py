@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from enginebench.display import significant as _num
 from enginebench.measure.compute_roofline import drift_words
+from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.registry import scenario_class, settings_label
 from enginebench.store.labels import plus_minus, precision_label, serving_label, threads_label
 from enginebench.store.model import Result, Run
@@ -217,8 +218,6 @@ def encoder_title(run: Run, constants: dict[str, str]) -> str:
 def measured_how(config: dict) -> str:
     """For a title: the stopping rule, the processes per cell and what the CIs cover, e.g. ` · cells ≥1 s & ≥5
     calls after 0.3 s warm-up · 1 process per cell (CIs cover the noise within a process only)`."""
-    from enginebench.measure.timing import StoppingRule
-
     if not config.get("stopping_rule"):
         return ""
     n = config.get("repeat", 1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from enginebench.engines import engine_class, known_engines
 from enginebench.engines.base import EngineInfo
+from enginebench.engines.unavailable import unavailable_engines
+from enginebench.formats.terminal import print_table
 
 # Two tables, so each fits a terminal: what an engine can run, then what it runs on and how to get it.
 CAPABILITIES = ("engine", "status", "version", "devices", "precisions", "bits", "formats")
@@ -20,9 +23,6 @@ def status(info: EngineInfo) -> str:
 
 def probe_engines() -> list[EngineInfo]:
     """The registry's engines (probed: version, devices, backend) then the known-but-unavailable ones."""
-    from enginebench.engines import engine_class, known_engines
-    from enginebench.engines.unavailable import unavailable_engines
-
     infos = []
     for name in known_engines():
         try:
@@ -55,8 +55,6 @@ def _rows(i: EngineInfo) -> tuple[list[str], list[str]]:
 def render_feature_table(infos: list[EngineInfo], console=None) -> None:
     """Two tables, each folded to the terminal's width (Markdown off a terminal); not-installed rows dimmed."""
     from rich.console import Console
-
-    from enginebench.formats.terminal import print_table
 
     console = console or Console()
     titles = ("engines on this machine (precisions: what enginebench runs; bits: what the library offers)",

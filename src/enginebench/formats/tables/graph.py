@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from enginebench.breakdown import Breakdown
+from enginebench.formats.terminal import print_lines, print_table
 from enginebench.models.onnx_graph import NodeInfo
 
 
@@ -60,8 +61,6 @@ def render_breakdown(bd: Breakdown, console=None) -> None:
     """Median ms ± half the 95% CI per block and engine, and the block's share of the blocks' total; folded to
     the terminal's width (Markdown off a terminal)."""
     from rich.console import Console
-
-    from enginebench.formats.terminal import print_lines, print_table
 
     console = console or Console()
     headers, rows = breakdown_rows(bd)

@@ -22,12 +22,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from enginebench.formats.terminal import print_lines, print_table
 from enginebench.measure.peak import Ceilings, CpuPeak, roofline_bound
 from enginebench.measure.stats import Summary, summarize
 from enginebench.measure.timing import StoppingRule
+from enginebench.plan import Cell
+from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.ops.definitions import OPERATORS, TOLERANCE, format_shape
 from enginebench.scenarios.ops.runner import OpCase, OpMeasurement
 from enginebench.scenarios.registry import table_of
+from enginebench.store.derive import build_result, failed_result
 from enginebench.store.model import Result, Run
 
 Interval = tuple[float, float] | None
@@ -191,8 +195,6 @@ def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: Stoppi
                console=None) -> None:
     from rich.console import Console
 
-    from enginebench.formats.terminal import print_lines, print_table
-
     console = console or Console()
     cells, styles = table_rows(rows)
     print_table(console, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
@@ -238,10 +240,6 @@ _HELD_BY_RESULT = ("engine", "precision", "status", "unsupported", "error", "tim
 def to_result(r: OpRow, threads: int) -> Result:
     """The row as a stored Result: statistics and verdict from store/derive.py, the op's figures in
     details["op"], the output check as fidelity."""
-    from enginebench.plan import Cell
-    from enginebench.scenarios.base import Measurement
-    from enginebench.store.derive import build_result, failed_result
-
     m, case = r.measurement, r.measurement.case
     used = (m.threads or {}).get("threads") or threads
     cell = Cell(m.engine, case.precision, "op", case.workload, case.batch, 1, used)
@@ -288,8 +286,6 @@ def stored_rows(results: list[Result]) -> list[OpRow]:
 def render_stored(run: Run, console=None) -> None:
     """A stored ops run as `enginebench ops` printed it: the rows, then the machine lines it recorded."""
     from rich.console import Console
-
-    from enginebench.formats.terminal import print_lines, print_table
 
     console = console or Console()
     ops = run.config.get("ops") or {}

@@ -5,6 +5,7 @@ with the p99's CI) beside the verdict against those targets."""
 from __future__ import annotations
 
 from enginebench.display import max_rate
+from enginebench.formats.terminal import markdown_section, print_section
 from enginebench.scenarios.registry import table_of
 from enginebench.store.model import Result, Run
 
@@ -86,16 +87,12 @@ def table(run: Run) -> tuple[list[str], list[list[str]], list[str]] | None:
 
 
 def render_serving_table(run: Run, console) -> None:
-    from enginebench.formats.terminal import print_section
-
     models = sorted({r.model for r in run.results if is_decoder_serving(r)})
     print_section(console, f"run {run.run_id} — {', '.join(models)} served (LoadGen server, token latencies)",
                   table(run), keys=1 + KEYS, left={"#", "engine", "precision", "request", "batching"})
 
 
 def serving_markdown(run: Run) -> str:
-    from enginebench.formats.terminal import markdown_section
-
     return markdown_section("**decoders served** (LoadGen server, token latencies)", table(run))
 
 

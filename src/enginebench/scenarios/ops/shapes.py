@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enginebench.errors import UsageError
+from enginebench.models import KNOWN_MODELS, _minilm_path
+from enginebench.models.decoder_folder import is_decoder_config, smollm2_gguf
+from enginebench.models.gguf_llama import gguf_config
+from enginebench.models.llama_synthetic import LLAMA2_7B, full_config
 from enginebench.scenarios.ops.definitions import Shape
 
 ENCODER_BATCHES = (1, 32)
@@ -39,27 +43,17 @@ class ModelShape:
 def model_config(name: str) -> tuple[str, dict]:
     """("encoder" | "decoder", its config) for a registered model name or a local folder / .gguf file."""
     if name == "minilm":
-        from enginebench.models import _minilm_path
-
         return "encoder", _read_json(_minilm_path() / "config.json")
     if name == "smollm2-135m":
-        from enginebench.models.decoder_folder import smollm2_gguf
-
         return "decoder", _gguf_config(smollm2_gguf())
     if name == "llama2-7b-synthetic":
-        from enginebench.models.llama_synthetic import LLAMA2_7B, full_config
-
         return "decoder", full_config(LLAMA2_7B)
     path = Path(name).expanduser()
     if path.suffix == ".gguf" and path.is_file():
         return "decoder", _gguf_config(path)
     if path.is_dir() and (path / "config.json").is_file():
-        from enginebench.models.decoder_folder import is_decoder_config
-
         config = _read_json(path / "config.json")
         return ("decoder" if is_decoder_config(config) else "encoder"), config
-    from enginebench.models import KNOWN_MODELS
-
     raise UsageError(f"--model {name!r}: give one of {', '.join(KNOWN_MODELS)}, a folder with config.json or a "
                      ".gguf file")
 
@@ -79,8 +73,6 @@ def _gguf_config(path: Path) -> dict:
         import gguf
     except ImportError:
         raise UsageError("reading a GGUF header needs the gguf package: pip install 'enginebench[llamacpp]'") from None
-    from enginebench.models.gguf_llama import gguf_config
-
     return gguf_config(gguf.GGUFReader(path))
 
 
