@@ -55,8 +55,27 @@ def test_a_run_says_first_how_long_it_expects_to_take_from_the_stored_load_times
     assert lines[0] == ("expected: about 32 s (4 measurements of 0.6 s, 3 model loads; never loaded with this "
                         "database: fault, counted at 10 s each, though a first load may export, convert or compile "
                         "the model for minutes (cached after))")
-    m = re.fullmatch(r"expected: about (\d+) s \(4 measurements of 0.6 s, 3 model loads\)", lines[1])
+    m = re.fullmatch(r"expected: about (\d+) s \(4 measurements of 0.6 s, 3 model loads(, .* as stored runs of "
+                     r"these engines took)?\)", lines[1])
     assert m and int(m.group(1)) < 15, lines[1]  # the fake engine loads at once: its stored time says so
+
+
+def test_the_estimate_counts_what_stored_runs_of_the_same_jobs_spent_beyond_their_durations(tmp_path):
+    """Calls of 300 ms under a 0.1 s duration and 3 samples: each cell takes over a second more than its
+    warm-up + duration (a warm-up call, three timed calls, the fidelity inputs), as a decoder's cells do with
+    their generations and fidelity checks. The first run cannot know it; the second counts what the first
+    spent."""
+    cmd = [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "--workload", "titles", "--scenario",
+           "latency", "--batch-size", "1,2", "--duration", "0.1s", "--warmup", "0.05s", "--min-samples", "3",
+           "--repeat", "1", "-o", "fault.call_ms=300", "--db", str(tmp_path / "r.db")]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert "beyond the duration" not in first.stderr.splitlines()[0]
+    line = again.stderr.splitlines()[0]
+    m = re.fullmatch(r"expected: about .* \(2 measurements of 0.15 s, 2 model loads, (\d+) s of fidelity checks, "
+                     r"compiles and calls beyond the duration, as stored runs of these engines took\)", line)
+    assert m and int(m.group(1)) >= 2, line  # two cells, each four calls of 300 ms at least, less 0.15 s
 
 
 def test_a_failed_cell_says_so_in_its_line(tmp_path):

@@ -96,12 +96,12 @@ def _summary(sweep, report, args, out, err) -> None:
 
 def _dry_run(sweep, args, out) -> int:
     from enginebench.formats.terminal import print_lines, print_table
-    from enginebench.sweep.estimate import duration_text, estimate, stored_load_times
+    from enginebench.sweep.estimate import duration_text, estimate, stored_cell_extras, stored_load_times
     from enginebench.sweep.runner import part_states
 
     with ResultStore(args.db if os.path.exists(args.db) else ":memory:") as store:
         states = part_states(sweep, store, args.retry_failed)
-        loads = stored_load_times(store)
+        loads, extras = stored_load_times(store), stored_cell_extras(store)
     rows = []
     for s in states:
         plan = s.part.plan
@@ -112,12 +112,14 @@ def _dry_run(sweep, args, out) -> int:
     print_table(out, f"sweep {sweep.sweep_id} (dry run): {len(rows)} cells",
                 ["part", "engine", "precision", "scenario", "workload", "batch", "workers", "threads", "state"],
                 rows, keys=2, left={"part", "engine", "precision", "scenario", "workload", "state"})
-    est = estimate(states, loads)
+    est = estimate(states, loads, extras)
     repeat = sorted({p.plan.repeat for p in sweep.parts})
     print_lines(out, [f"{est.to_measure} measurements to run ({est.cells} cells × repeat "
                       f"{'/'.join(map(str, repeat))}, less what is stored): about {duration_text(est.total_s)} "
                       f"(measuring {duration_text(est.measure_s)}, {est.loads} model loads "
-                      f"{duration_text(est.load_s)})"])
+                      f"{duration_text(est.load_s)}"
+                      + (f", {duration_text(est.extra_s)} beyond the durations as stored runs took"
+                         if est.extra_s >= 1 else "") + ")"])
     return 0
 
 
