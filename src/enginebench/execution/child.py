@@ -113,14 +113,17 @@ def _measure(job: Job, out, go=None) -> None:
             probe = job.gemm_probe if scenario.uses_roofline else None
             # the machine's speed just before and just after the cell: the last cell's "after" is this one's
             # "before" (nothing ran between them but the parent's storing), so a cell costs one probe
-            last = cache.pop("last_probe", None)  # taken just after the previous cell, if it was probed
-            before = (last or gemm_probe(**probe)) if probe else None
+            last = cache.pop("last_probe", None)  # (GFLOP/s, epoch s) just after the previous cell, if probed
+            before = (last or (gemm_probe(**probe), time.time())) if probe else None
             started = time.time()
             m = scenario.measure(run)
             m.details["measured_between"] = [started, time.time()]  # epoch s: loading included, if it loaded
             if probe:
-                cache["last_probe"] = gemm_probe(**probe)
-                m.details["gemm_probe"] = {"before": before, "after": cache["last_probe"], **probe}
+                cache["last_probe"] = after = (gemm_probe(**probe), time.time())
+                # when each probe was taken tells them apart: two probes of a quiet machine can time the same
+                # best call to the nanosecond
+                m.details["gemm_probe"] = {"before": before[0], "after": after[0], "taken_at": [before[1], after[1]],
+                                           **probe}
             out.put(Measured(index, m))
         except LoadFailed as e:
             out.put(CellFailed(index, str(e)))
