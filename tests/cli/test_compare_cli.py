@@ -170,15 +170,27 @@ def test_a_a_two_runs_of_one_configuration_back_to_back_change_nothing(tmp_path)
     compared through the gate: every cell "no significant change", nothing the new run cannot vouch for, exit 0.
     The machine's drift between the runs is what the noise floor (5%) and the processes' spread are for."""
     db = str(tmp_path / "aa.db")
-    ids = []
-    for _ in range(2):
-        run = enginebench_cli("run", "--engine", "onnxruntime", "--quick", "--workload", "titles", "--scenario",
-                              "latency,throughput", "--duration", "1s", "--repeat", "3", "--db", db, "--json")
-        assert run.returncode == 0, run.stderr
-        stored = json.loads(run.stdout)
-        assert [r["status"] for r in stored["results"]] == ["ok", "ok"], stored["results"]
-        ids.append(stored["run_id"])
-    cmp = enginebench_cli("compare", *ids, "--db", db, "--fail-on", "regression", "--format", "json")
+
+    def a_a_pair():
+        ids = []
+        for _ in range(2):
+            run = enginebench_cli("run", "--engine", "onnxruntime", "--quick", "--workload", "titles", "--scenario",
+                                  "latency,throughput", "--duration", "1s", "--repeat", "3", "--db", db, "--json")
+            assert run.returncode == 0, run.stderr
+            stored = json.loads(run.stdout)
+            assert [r["status"] for r in stored["results"]] == ["ok", "ok"], stored["results"]
+            ids.append(stored["run_id"])
+        return ids, enginebench_cli("compare", *ids, "--db", db, "--fail-on", "regression", "--format", "json")
+
+    ids, cmp = a_a_pair()
+    if cmp.returncode != 0:
+        # A shared host can change speed by a third between two runs 20 s apart (seen once in four suites:
+        # 3.2 -> 4.2 ms). Such a move is real, and the runs' own warnings say the machine moved; the pair is
+        # then measured again, once. A change called while no warning says the machine moved is the tool's.
+        called = [c for c in json.loads(cmp.stdout)["cells"] if c["verdict"] != "no significant change"]
+        said = [w for c in called for w in c["warnings"]["base"] + c["warnings"]["new"]]
+        assert any("machine's state changed" in w or w.startswith("drift:") for w in said), cmp.stdout
+        ids, cmp = a_a_pair()
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     d = json.loads(cmp.stdout)
     assert [c["verdict"] for c in d["cells"]] == ["no significant change"] * 2, [c["reasons"] for c in d["cells"]]
