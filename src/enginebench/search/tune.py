@@ -180,8 +180,7 @@ class Tuner:
         need = self.cost.run([c for c in self.order if c.job == self.order[0].job], halving.round_rule(0), 1)
         # the least a search can end with: one candidate measured, then a final round of it beside its
         # baselines in one process each at the shortest final duration (below that no recommendation is made)
-        final = sum(self.cost.run(run, halving.final_rule(min(halving.FINAL_DURATIONS)), 1)
-                    for run in pack_runs(self._with_baselines(self.order[:1])))
+        final = self._final_cost(self.order[:1], halving.final_rule(min(halving.FINAL_DURATIONS)), repeat=1)
         if need > (1 - halving.FINAL_SHARE) * r.budget_s or need + final > r.budget_s:
             raise UsageError(f"--budget {_clock(r.budget_s)} cannot hold one candidate and a final round (about "
                              f"{need:.0f} s to measure a candidate, {final:.0f} s for a final round of it with its "
@@ -248,9 +247,9 @@ class Tuner:
         last = self.rounds[-1].rule.duration_s if self.rounds else halving.FINAL_DURATIONS[-1]
         return halving.final_rule(max(min(halving.FINAL_DURATIONS), last))
 
-    def _final_cost(self, finalists, rule) -> float:
+    def _final_cost(self, finalists, rule, repeat: int = halving.REPEAT_FINAL) -> float:
         cells = self._with_baselines(finalists)
-        return sum(self.cost.run(run, rule, halving.REPEAT_FINAL) for run in pack_runs(cells))
+        return sum(self.cost.run(run, rule, repeat) for run in pack_runs(cells))
 
     def _baselines(self, finalists: list[Candidate]) -> list[Candidate]:
         out = []
