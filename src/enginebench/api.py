@@ -52,13 +52,15 @@ def new_run_id() -> str:
 
 def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = None, argv: list[str] | None = None,
             on_start=None, on_result=None, launcher=None, run_id: str | None = None,
-            resuming: Resumption | None = None, on_note=None) -> Run:
+            resuming: Resumption | None = None, on_note=None, record: dict | None = None) -> Run:
     """Run a checked Plan: one child process per cell and repetition; each result is stored the moment it
     arrives (a crash later loses nothing measured). `config`: the configuration the plan came from, stored with
     the run (resume reads it back); `argv`: the command stored instead for a plan no configuration gives (tune's
     rounds). `launcher`: one made for this plan that runs it elsewhere,
     e.g. execution.ray.RayLauncher(plan, "local") [the local orchestrator]. `run_id`: the new run's id [a fresh
-    one]. `resuming`: a stored run to finish instead (see resume()), whose launcher must carry its history."""
+    one]. `resuming`: a stored run to finish instead (see resume()), whose launcher must carry its history.
+    `record`: the run's configuration as a command that is not `run` records it (`enginebench ops`), stored
+    instead of the plan's (such a run is not resumed)."""
     store = ResultStore(db if db is not None else ":memory:")
     orchestrator = launcher or (resuming.launcher() if resuming else LocalLauncher(plan))
     if resuming:  # the same run, its stored results kept; only what is missing arrives
@@ -69,7 +71,7 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
             run_id=run_id or new_run_id(),
             created_at=now.isoformat(timespec="seconds"),
             machine=machine_info(),
-            config=run_record(plan, orchestrator, config=config, argv=argv),
+            config=record if record is not None else run_record(plan, orchestrator, config=config, argv=argv),
         )
         store.add_run(run)
         by_cell = {}
@@ -83,8 +85,10 @@ def execute(plan, *, db: str | None = DEFAULT_DB, config: RunConfig | None = Non
     try:
         orchestrator.run(emit)
     except KeyboardInterrupt as e:
+        resumable = db is not None and record is None
         e.add_note(f"enginebench: {len(by_cell)} results of run {run.run_id} are stored"
-                   + (f" in {db}; eb.resume({run.run_id!r}, db={db!r}) finishes it" if db is not None else ""))
+                   + (f" in {db}" if db is not None else "")
+                   + (f"; eb.resume({run.run_id!r}, db={db!r}) finishes it" if resumable else ""))
         raise
     finally:
         run.results = [by_cell[i] for i in sorted(by_cell)]
@@ -113,16 +117,14 @@ def start_run(store, plan, launcher, run_id: str, *, keys: list[str] | None = No
 
 
 def this_machine_speed(store, plan, on_note=None) -> dict | None:
-    """This machine's roofline ceilings (`enginebench machine`): from `store`, else from the per-machine cache
-    (a run with another --db measured them), else, when a cell of the plan shows a roofline, measured now,
-    before the first cell (about half a minute), and kept in both."""
+    """This machine's roofline ceilings (`enginebench machine`): from `store`; else, when a cell of the plan shows
+    a roofline, from the per-machine cache (a run with another --db measured them), else measured now, before the
+    first cell (about half a minute), and kept in both."""
     speed = store.machine_speed(socket.gethostname())
-    if measured_here(speed):
-        return speed
+    if measured_here(speed) or not any(scenario_class(c.scenario).uses_roofline for c in getattr(plan, "cells", ())):
+        return speed  # a plan that shows no roofline neither needs ceilings nor stores a copy of them
     cached = cached_machine_speed()
     if cached is None:
-        if not any(scenario_class(c.scenario).uses_roofline for c in getattr(plan, "cells", ())):
-            return speed
         if on_note:
             on_note("no roofline ceilings for this machine yet: measuring memory bandwidth and GEMM FLOP/s per "
                     "precision once, before the first cell (about 30 s; `enginebench machine` does it alone)")

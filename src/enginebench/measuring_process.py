@@ -1,7 +1,6 @@
 """What every measuring process does to itself before it loads an engine: cap the libraries' thread pools (and
 the kernels of a narrowed CPU), die with the process that started it, and silence library logs that do not
-concern a CPU benchmark. Used by the cell's child (execution/child.py), the operators' processes
-(scenarios/ops/runner.py) and the block breakdown (breakdown.py)."""
+concern a CPU benchmark. Used by the cell's child (execution/child.py) and the block breakdown (breakdown.py)."""
 
 from __future__ import annotations
 

@@ -92,6 +92,7 @@ class Job:
     # {"n", "threads"} of the stored speed's GEMM reference: the child times it before and after each roofline
     # cell (measure/roofline.gemm_probe), so a figure says how fast the machine was while it was measured
     gemm_probe: dict | None = None
+    context: dict = field(default_factory=dict)  # Plan.context, for the scenarios' measure()
 
 
 def make_cells(grid: Grid, scenarios: list[str], settings: dict[str, list | None] | None = None) -> list[Cell]:
@@ -134,7 +135,7 @@ class Plan:
     rule: StoppingRule
     engine_options: dict[str, dict[str, str]]  # engine -> --option overrides
     timeout_s: float = 600.0  # a cell's measurement, from its start message to its result
-    reference_engine: str = "torch"  # fp32 outputs every engine is compared with
+    reference_engine: str | None = "torch"  # fp32 outputs every engine is compared with (None: no reference)
     machine_speed: dict | None = None  # `enginebench machine` figures (decode roofline), when measured
     repeat: int = 1  # independent child processes that measure every cell (--repeat)
     order_seed: int = 0  # seeds the per-repetition shuffle of the cells' order
@@ -142,3 +143,6 @@ class Plan:
     skips: list[tuple[Cell, str]] = field(default_factory=list)  # cells planned but not runnable: stored as skipped
     retries: int = 0  # further attempts, each in a fresh child, for a cell that failed (--retries)
     max_memory_mb: float | None = None  # a child (with its workers) holding more resident memory is ended (--max-memory)
+    # what the command that planned the cells measured for their scenarios, beyond the cells themselves (ops: the
+    # CPU's peaks and the measured ceilings): given to measure() (CellRun.context) and to result_context
+    context: dict = field(default_factory=dict)

@@ -10,7 +10,8 @@ registers: registered engines count as installed ones (`tune` searches all of th
 3. Engines that misbehave on purpose: `fault` (`-o fault.behaviour=...`) for sweeps, faults and resume; the same
    behaviours under fixed names (fake-wrong, fake-crash, fake-hang, fake-raise) for the command line's isolation
    tests; fake-hang-graph, a graph engine that never finishes loading.
-4. fake-kernels: an engine whose only part is its single-operator kernels (`enginebench ops`).
+4. fake-kernels: an engine whose only part is its single-operator kernels (`enginebench ops`); fake-crashing-kernels,
+   the same whose row sum crashes its process.
 """
 
 from __future__ import annotations
@@ -335,7 +336,22 @@ class KernelsEngine(Engine):
         raise NotImplementedError("fake-kernels only times operators")
 
 
+class CrashOnSumKernels(SlightlyOffKernels):
+    """fake-kernels' add and matmul; a row sum crashes its process (a segmentation fault)."""
+
+    def prepare(self, op, arrays, precision):
+        if op == "sum":
+            ctypes.string_at(0)
+        return super().prepare(op, arrays, precision)
+
+
+class CrashingKernelsEngine(KernelsEngine):
+    name = "fake-crashing-kernels"
+    op_kernels = CrashOnSumKernels
+
+
 OPS_PLUGINS = plugins(fake_kernels="KernelsEngine")
+OPS_CRASH_PLUGINS = plugins(fake_crashing_kernels="CrashingKernelsEngine")
 FAKE_TORCH = plugins(torch="TorchEngine")  # the fidelity reference in place of the real torch: exact, instant
 FAULT_PLUGINS = plugins(fault="FaultEngine") + "," + FAKE_TORCH
 CLI_PLUGINS = plugins(fake_wrong="FakeWrongEngine", fake_crash="FakeCrashEngine", fake_hang="FakeHangEngine",

@@ -26,7 +26,8 @@ from enginebench.scenarios.ops.definitions import (
     round_to_bf16,
 )
 from enginebench.scenarios.ops.engines import installed, kernels_class, ops_engines
-from enginebench.scenarios.ops.runner import OpCase, OpMeasurement, measure_case, run_ops
+from enginebench.scenarios.ops.case import OpCase, OpMeasurement
+from enginebench.scenarios.ops.scenario import measure_case
 
 OPS_ENGINES = ops_engines()
 
@@ -339,14 +340,26 @@ def test_a_wrong_kernel_is_caught():
 RULE = StoppingRule(duration_s=0.02, min_samples=3, warmup_s=0.0, min_warmup=1)
 
 
+def _ops_run(engines, cases, rule, timeout_s):
+    """`cases` on `engines` through the launcher, as `enginebench ops` plans them; the run, not stored."""
+    from enginebench.api import execute
+    from enginebench.cli.ops import ops_plan
+    from enginebench.measure.peak import cpu_peak
+
+    ceilings = Ceilings(gemm_gflops=100.0, bandwidth_gbs=20.0, source="test", threads=1)
+    return execute(ops_plan(engines, cases, rule, 1, timeout_s, cpu_peak(), ceilings), db=None)
+
+
 def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
     cases = [OpCase("add", (4, 16), "fp32"), OpCase("matmul", (4, 8, 6), "bf16")]
-    done = run_ops(["numpy"], cases, RULE, threads=1, timeout_s=120)
-    assert [m.case for m in done] == cases
-    assert len(done[0].samples_ns) >= 3 and done[0].max_rel_error < 1e-6 and done[0].error is None
-    assert done[1].unsupported and done[1].samples_ns is None
-    late = run_ops(["numpy"], cases, RULE, threads=1, timeout_s=0.001)
-    assert all("timed out" in m.error for m in late)
+    done = _ops_run(["numpy"], cases, RULE, timeout_s=120).results
+    assert [(r.model, r.workload, r.precision) for r in done] == [("add", "4×16", "fp32"),
+                                                                   ("matmul", "4×8×6", "bf16")]
+    assert done[0].status == "ok" and len(done[0].samples) >= 3 and done[0].fidelity["value"] < 1e-6
+    assert done[1].status == "skipped" and "bfloat16" in done[1].error and not done[1].samples
+    long = StoppingRule(duration_s=30, min_samples=3, warmup_s=0.0, min_warmup=1)
+    late = _ops_run(["numpy"], [cases[0], OpCase("sum", (4, 16), "fp32")], long, timeout_s=0.001).results
+    assert [r.status for r in late] == ["failed", "failed"] and all("timed out" in r.error for r in late)
 
 
 def test_an_engine_outside_the_package_brings_its_kernels_with_its_class(with_ops, monkeypatch, tmp_path, capsys):
@@ -367,6 +380,25 @@ def test_an_engine_outside_the_package_brings_its_kernels_with_its_class(with_op
     assert rows["matmul"]["status"] == "ok" and not rows["matmul"]["within_tolerance"]
     assert rows["matmul"]["max_rel_error"] == pytest.approx(1e-3, rel=0.01)
     assert rows["softmax"]["status"] == "unsupported" and "fake-kernels has no fp32 softmax" in rows["softmax"]["unsupported"]
+
+
+def test_a_crash_costs_its_own_row_and_the_engine_goes_on(with_ops, monkeypatch, tmp_path, capsys):
+    """An engine whose row sum kills its process loses that row alone: a fresh process of the same engine times
+    its next operators, and the other engine's rows are untouched."""
+    from helpers.fake_engines import OPS_CRASH_PLUGINS
+
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", OPS_CRASH_PLUGINS)
+    db = tmp_path / "eb.db"
+    _stored_ceilings(db)
+    code = with_ops(["ops", "--op", "sum,add", "--shape", "sum=8x32", "--shape", "add=8x32", "--engine",
+                     "fake-crashing-kernels,numpy", "--threads", "1", "--duration", "0.02s", "--warmup", "0",
+                     "--min-samples", "3", "--db", str(db), "--json"])
+    assert code == 0
+    rows = {(r["op"], r["engine"]): r for r in json.loads(capsys.readouterr().out)["rows"]}
+    crashed = rows[("sum", "fake-crashing-kernels")]
+    assert crashed["status"] == "error" and "SIGSEGV" in crashed["error"]
+    assert rows[("add", "fake-crashing-kernels")]["status"] == "ok"
+    assert rows[("sum", "numpy")]["status"] == "ok" and rows[("add", "numpy")]["status"] == "ok"
 
 
 def _stored_ceilings(db, int8_gops=None):

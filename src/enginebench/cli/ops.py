@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from enginebench.api import execute
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.config import comma_list, positive_int, seconds
 from enginebench.errors import UsageError
+from enginebench.formats.tables.ops import machine_lines, ops_json, render_ops, stored_rows
 from enginebench.measure.cpu_features import usable_cpus
-from enginebench.measure.machine import machine_info
-from enginebench.measure.peak import cpu_peak
+from enginebench.measure.peak import Ceilings, CpuPeak, cpu_peak
 from enginebench.measure.roofline import measure_ceilings
 from enginebench.measure.timing import StoppingRule
+from enginebench.plan import Plan
+from enginebench.scenarios.base import Grid
+from enginebench.scenarios.ops.case import CaseSettings, OpCase
 from enginebench.scenarios.ops.definitions import OPERATORS, PRECISIONS, require_operator
 from enginebench.scenarios.ops.engines import install_hint, installed, ops_engines
-from enginebench.scenarios.ops.runner import OpCase, run_ops
+from enginebench.scenarios.ops.scenario import NO_MODEL, Operators
 from enginebench.store.database import ResultStore
-from enginebench.store.model import Run
 
 
 def add_parsers(sub) -> None:
@@ -40,8 +43,8 @@ def add_parsers(sub) -> None:
     ops.add_argument("--duration", default="1s", help="time to measure each operator, at least [1s]")
     ops.add_argument("--min-samples", default="10", help="calls to measure each operator, at least [10]")
     ops.add_argument("--warmup", default="0.2s", help="warm-up time per operator [0.2s]")
-    ops.add_argument("--timeout", default="10m", help="time an engine's process may take for all its operators "
-                     "before it is ended [10m]")
+    ops.add_argument("--timeout", default="10m", help="time one operator may take on an engine (its setup "
+                     "included) before the engine's process is ended; a fresh one goes on with the rest [10m]")
     ops.add_argument("--db", default=DEFAULT_DB, help="SQLite database: the results are stored there as a run "
                      "(`enginebench show`), and `enginebench machine`'s ceilings read from it; without them a "
                      f"short measurement is made now [{DEFAULT_DB}]")
@@ -108,25 +111,26 @@ def _engines(engine_args) -> list[str]:
     return names
 
 
-def _new_run(args, rule, threads, cpu, ceilings, precisions):
-    import uuid
-    from datetime import datetime, timezone
+def ops_plan(engines: list[str], cases: list[OpCase], rule: StoppingRule, threads: int, timeout_s: float,
+             cpu: CpuPeak, ceilings: Ceilings) -> Plan:
+    """Every case on every engine as cells of the op scenario, case by case, measured against `cpu`'s peaks
+    and `ceilings`; each engine runs in its own child processes, `timeout_s` for one cell (and its setup)."""
+    grid = Grid(engines, list(dict.fromkeys(c.precision for c in cases)), [], [], [1], [threads], [], threads)
+    cells = Operators().cells(grid, [CaseSettings(case) for case in cases])
+    return Plan(NO_MODEL, {}, cells, rule, {}, timeout_s=timeout_s, reference_engine=None,
+                load_timeout_s=timeout_s, context={"cpu": cpu, "ceilings": ceilings})
 
-    from enginebench.formats.tables.ops import machine_lines
 
-    now = datetime.now(timezone.utc)
+def _run_config(args, rule, threads, cpu, ceilings, precisions) -> dict:
+    """What an ops run stores as its configuration (not a RunConfig's: it is not resumed)."""
     options = {k: v for k, v in vars(args).items() if k != "command" and not callable(v)}
-    return Run(run_id=now.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-               created_at=now.isoformat(timespec="seconds"), machine=machine_info(),
-               config={"command": "ops", "options": options, "stopping_rule": rule.to_dict(), "repeat": 1,
-                       "timeout_s": seconds("--timeout", args.timeout),
-                       "ops": {"threads": threads, "cpu_peak": cpu.to_dict(), "ceilings": ceilings.to_dict(),
-                               "machine_lines": machine_lines(cpu, ceilings, threads, set(precisions))}})
+    return {"command": "ops", "options": options, "stopping_rule": rule.to_dict(), "repeat": 1,
+            "timeout_s": seconds("--timeout", args.timeout),
+            "ops": {"threads": threads, "cpu_peak": cpu.to_dict(), "ceilings": ceilings.to_dict(),
+                    "machine_lines": machine_lines(cpu, ceilings, threads, set(precisions))}}
 
 
 def cmd_ops(args) -> int:
-    from enginebench.formats.tables.ops import analyse, ops_json, render_ops, to_result
-
     precisions = comma_list(args.precision) or ["fp32"]
     for p in precisions:
         if p not in PRECISIONS:
@@ -138,21 +142,12 @@ def cmd_ops(args) -> int:
                         warmup_s=seconds("--warmup", args.warmup, allow_zero=True))
     timeout = seconds("--timeout", args.timeout)
     cases = _cases(args.op, args.shape, precisions, args.model)
-    order = {case: i for i, case in enumerate(cases)}  # rows by case, then engine
-    position = {engine: i for i, engine in enumerate(engines)}
     with ResultStore(args.db) as store:  # a database that cannot be written is said before measuring
         cpu = cpu_peak()
         ceilings = store.ceilings() or measure_ceilings(precisions=precisions)
-        run = _new_run(args, rule, threads, cpu, ceilings, precisions)
-        store.add_run(run)
-
-        def keep(measured):  # each engine's rows stored as soon as its process is done
-            for m in measured:
-                store.add_result(run.run_id, to_result(analyse(m, cpu, ceilings, threads), threads),
-                                 cell=order[m.case] * len(engines) + position[m.engine])
-        measured = run_ops(engines, cases, rule, threads, timeout_s=timeout, on_engine=keep)
-    measured.sort(key=lambda m: order[m.case])
-    rows = [analyse(m, cpu, ceilings, threads) for m in measured]
+    plan = ops_plan(engines, cases, rule, threads, timeout, cpu, ceilings)
+    run = execute(plan, db=args.db, record=_run_config(args, rule, threads, cpu, ceilings, precisions))
+    rows = stored_rows(run.results)  # case by case, then engine: the plan's order
     if args.json:
         print(ops_json(rows, cpu, ceilings, rule, threads, run_id=run.run_id))
     else:

@@ -27,7 +27,7 @@ from enginebench.measure.memory import peak_rss_mb
 from enginebench.measure.roofline import gemm_probe
 from enginebench.measuring_process import die_with_parent, limit_threads, quiet_library_logs
 from enginebench.plan import Job
-from enginebench.scenarios.base import CellRun, LoadFailed
+from enginebench.scenarios.base import CellRun, LoadFailed, NotRunnable
 from enginebench.scenarios.registry import scenario_class
 
 
@@ -107,7 +107,8 @@ def _measure(job: Job, out, go=None) -> None:
                       model_kind=job.model.kind, precision=job.precision, references=job.references,
                       session=session, loading=lambda i=index: out.put(Loading(i)),
                       loaded=lambda i=index: out.put(Loaded(i)), cache=cache, repetition=job.repetition,
-                      trial_started=lambda expected_s, i=index: out.put(TrialStarted(i, expected_s)))
+                      trial_started=lambda expected_s, i=index: out.put(TrialStarted(i, expected_s)),
+                      context=job.context)
         try:
             scenario = scenario_class(cell.scenario)
             probe = job.gemm_probe if scenario.uses_roofline else None
@@ -127,6 +128,8 @@ def _measure(job: Job, out, go=None) -> None:
             out.put(Measured(index, m))
         except LoadFailed as e:
             out.put(CellFailed(index, str(e)))
+        except NotRunnable as e:  # stored as skipped, with the reason
+            out.put(CellFailed(index, str(e), kind="skipped", details=e.details))
         except Exception as e:  # one cell's failure is recorded; the next cell still runs
             out.put(CellFailed(index, f"{type(e).__name__}: {e}", traceback.format_exc()))
         if go is not None:

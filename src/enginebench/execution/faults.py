@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-KINDS = ("error", "signal", "exit", "timeout", "memory", "node")  # engine raised | killed by a signal | exited | hung |
-# --max-memory | its Ray node was lost twice
+KINDS = ("error", "signal", "exit", "timeout", "memory", "node", "skipped")  # engine raised | killed by a signal |
+# exited | hung | --max-memory | its Ray node was lost twice | the cell cannot run there (stored as skipped)
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Failure:
 
     reason: str
     kind: str = "error"
+    details: dict | None = field(default=None, compare=False)  # a skipped cell's, for its result's details
 
     def to_dict(self) -> dict:
         """As a result's details.attempts entry has it."""

@@ -72,7 +72,8 @@ class LocalLauncher:
     # -- planning helpers -------------------------------------------------------------------------
     def _job(self, engine: str, precision: str, threads: int) -> Job:
         return Job(engine, precision, threads, self.plan.engine_options.get(engine, {}), self.plan.model,
-                   self.plan.workloads, self.plan.rule, gemm_probe=self._gemm_probe(engine))
+                   self.plan.workloads, self.plan.rule, gemm_probe=self._gemm_probe(engine),
+                   context=self.plan.context)
 
     def _gemm_probe(self, engine: str) -> dict | None:
         """The GEMM a child times beside each encoder cell: where ceilings are stored and the engine computes here."""
@@ -82,6 +83,9 @@ class LocalLauncher:
         return {"n": reference["n"], "threads": reference["threads"]}
 
     def _result_context(self, cell: Cell) -> dict:
+        own = scenario_class(cell.scenario).result_context(cell, self.plan.context)
+        if own is not None:  # a kernel cell: its operator is its model, its engine's kernels are not its engine
+            return own
         cls = engine_class(cell.engine)
         workload = self.plan.workloads.get(cell.workload)  # absent for a planned cell that cannot run
         seq_len = workload.spec.seq_len if workload else int("".join(filter(str.isdigit, cell.workload)) or 1)
@@ -136,7 +140,7 @@ class LocalLauncher:
                 for job in jobs:
                     job.cells = [job.cells[k] for k in rng.permutation(len(job.cells))]
             if repetition == 0:  # engines that run the model as it comes first, so the first figure comes early
-                jobs.sort(key=lambda job: bool(engine_class(job.engine).prepares))
+                jobs.sort(key=self._prepares)
             for job in jobs:
                 job.cells = [(i, c) for i, c in job.cells if self._missing(i, repetition)]
                 job.repetition = repetition
@@ -156,9 +160,18 @@ class LocalLauncher:
         return sum(self._missing(index, r) for r in range(self.plan.repeat))
 
     def why_not(self, cell: Cell) -> str | None:
-        """Why the cell's engine cannot run its precision on this model (stored as skipped), or None."""
+        """Why the cell's engine cannot run its precision on this model (stored as skipped), or None. A kernel
+        cell is not asked: its kernels say so when it is measured (NotRunnable)."""
+        if scenario_class(cell.scenario).times_kernels:
+            return None
         return engine_class(cell.engine).why_not(self.plan.model, cell.precision,
                                                  self.plan.engine_options.get(cell.engine))
+
+    @staticmethod
+    def _prepares(job: Job) -> bool:
+        """Whether the job's engine prepares the model before its first call (none to prepare for kernel cells)."""
+        loads_model = any(not scenario_class(cell.scenario).times_kernels for _, cell in job.cells)
+        return loads_model and bool(engine_class(job.engine).prepares)
 
     def run(self, emit: Callable[[int, Result], None]) -> None:
         """Run every cell `plan.repeat` times; `emit(index, result)` receives (and should store) a cell's Result
@@ -202,7 +215,8 @@ class LocalLauncher:
         def record(repetition: int, index: int, outcome, failures: list[Failure]) -> None:
             h = history.setdefault(index, CellHistory())
             first = h.tries(repetition) + 1
-            failed = failures + ([outcome] if isinstance(outcome, Failure) else [])
+            # a cell that cannot run there is not an attempt that failed
+            failed = failures + ([outcome] if isinstance(outcome, Failure) and outcome.kind != "skipped" else [])
             h.attempts += [{"repetition": repetition, "attempt": first + k, **f.to_dict()} for k, f in enumerate(failed)]
             if isinstance(outcome, Failure):
                 h.failed[repetition] = outcome
@@ -219,9 +233,13 @@ class LocalLauncher:
         errors = sorted((r, f.reason) for r, f in history.failed.items())
         if history.attempts:
             context["details"]["attempts"] = history.attempts
+        last = history.failed[max(history.failed)] if history.failed else None
+        if not measured and last.kind == "skipped":
+            context["details"].update(last.details or {})  # as a measurement's details are merged
+            return failed_result(cell, status="skipped", error=last.reason, **context)
         if not measured:
             error = errors[-1][1] if len(errors) == 1 else "; ".join(f"repetition {r + 1}: {e}" for r, e in errors)
-            context["details"]["failure"] = history.failed[max(history.failed)].kind
+            context["details"]["failure"] = last.kind
             return failed_result(cell, error=error, **context)
         result = build_result(cell, measured, errors=errors, **context)
         for rep, (_, m) in zip(result.repetitions, measured):  # what resumes it (execution/records.py)
@@ -233,6 +251,8 @@ class LocalLauncher:
 
     def _references(self):
         engine = self.plan.reference_engine
+        if engine is None:  # a plan whose cells have no fidelity reference (kernel cells check their own outputs)
+            return None
         if not engine_class(engine).installed():
             self.reference_error = f"no fidelity reference: {engine} is not installed"
             return None
@@ -339,7 +359,8 @@ class LocalLauncher:
         again: list[int] = []
 
         def attempt_done(index: int, outcome) -> None:
-            if isinstance(outcome, Failure) and len(failures.get(index, [])) < self.plan.retries:
+            again_allowed = isinstance(outcome, Failure) and outcome.kind != "skipped"  # a skip is the same again
+            if again_allowed and len(failures.get(index, [])) < self.plan.retries:
                 failures.setdefault(index, []).append(outcome)
                 again.append(index)
                 return
@@ -394,7 +415,7 @@ class LocalLauncher:
                         current["index"] = None
                     case CellFailed(index, error):
                         pending.pop(index)
-                        record(index, Failure(error, "error"))
+                        record(index, Failure(error, msg.kind, msg.details))
                         current["index"] = None
                     case Died():
                         if not pending:  # it died after sending its last result: nothing was lost

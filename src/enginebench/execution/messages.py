@@ -52,6 +52,8 @@ class CellFailed:
     index: int  # -1: the reference engine failed, not a cell
     error: str
     traceback: str = ""
+    kind: str = "error"  # "skipped": the cell cannot run there (scenarios/base.py NotRunnable)
+    details: dict | None = None  # a skipped cell's: what its measuring process learnt (NotRunnable.details)
 
 
 @dataclass(frozen=True)

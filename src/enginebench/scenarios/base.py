@@ -54,6 +54,11 @@ class ScenarioSettings:
         """A few words for a cell's line and the tables' settings column: `4 clients`."""
         return " ".join(f"{k} {v}" for k, v in self.to_dict().items())
 
+    def stored(self) -> dict | None:
+        """What a result stores of them (Result.settings): all of them, unless the result's own fields hold
+        them already (then None)."""
+        return self.to_dict()
+
 
 @dataclass(frozen=True)
 class Option:
@@ -107,6 +112,7 @@ class CellRun:
     repetition: int = 0  # which independent process of the cell this is (Job.repetition)
     # a LoadGen run starts that expects to take this many seconds: the parent times it afresh (a search's trials)
     trial_started: Callable[[float], None] = lambda expected_s: None
+    context: dict = field(default_factory=dict)  # Plan.context: what the planning command gives its scenarios
 
     @property
     def remote(self) -> bool:
@@ -190,6 +196,16 @@ class LoadFailed(RuntimeError):
     """The job's shared session did not load: every cell that needs it fails with the same words."""
 
 
+class NotRunnable(Exception):
+    """Raised by measure(): the cell cannot run here (its engine cannot express it), for the reason in the
+    message. The cell is stored as skipped with that reason, not as failed, and never retried; `details`, what
+    the measuring process learnt on the way, are merged into the result's details as a Measurement's are."""
+
+    def __init__(self, reason: str, details: dict | None = None):
+        super().__init__(reason)
+        self.details = details or {}
+
+
 TABLES = ("encoders", "decoders", "decoder serving", "endpoints", "operators")  # the tables `show` prints, in this order
 
 
@@ -214,6 +230,11 @@ class Scenario(ABC):
     #: it runs against a server (--endpoint) too, for any API: its measure() drives the endpoint's request
     #: clients (scenarios/requests.py) when CellRun.remote
     drives_endpoint: ClassVar[bool] = False
+    #: its cells time an engine's single-operator kernels (Engine.op_kernels, engines/kernels.py) on inputs they
+    #: make, not a session of the plan's model: measure() never asks for CellRun.session, the launcher asks the
+    #: engine nothing of the model (a kernel that cannot run raises NotRunnable when measured), and each
+    #: result's context comes from `result_context`
+    times_kernels: ClassVar[bool] = False
 
     # -- planning -----------------------------------------------------------------------------------
     def settings(self, given: dict) -> list[ScenarioSettings] | None:
@@ -237,6 +258,12 @@ class Scenario(ABC):
         measurements (and `details`: what the launcher knows of the cell, the model's parameters and the
         machine's stored speed) only, so they can be derived again from what is stored."""
         return {}
+
+    def result_context(self, cell: "Cell", given: dict) -> dict | None:
+        """What a result of `cell` holds besides its measurements (build_result's model, seq_len, engine_version,
+        engine_options and details) when this scenario says it rather than the plan's model and engine (a kernel
+        cell: its operator is its model); None: the launcher's own. `given`: Plan.context."""
+        return None
 
     def served(self, cell: "Cell", measurements: list[Measurement], indices: list[int]) -> dict | None:
         """For a scenario judged by what it served rather than by its calls' spread: {"serving": Result.serving,
@@ -268,4 +295,4 @@ class Scenario(ABC):
         raise NotImplementedError(f"scenario {self.name} has no settings")
 
 
-__all__ = ["encoder_roofline_of", "workload_args", "worker_args", "Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "TABLES", "DECODER_REFERENCE"]
+__all__ = ["encoder_roofline_of", "workload_args", "worker_args", "Measurement", "Scenario", "ScenarioSettings", "Option", "Grid", "CellRun", "LoadFailed", "NotRunnable", "TABLES", "DECODER_REFERENCE"]

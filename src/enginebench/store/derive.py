@@ -144,7 +144,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         **extra,
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
-        settings=cell.settings.to_dict() if cell.settings else None, status="ok", engine_version=engine_version, executed_precision=m0.executed_precision,
+        settings=cell.settings.stored() if cell.settings else None, status="ok", engine_version=engine_version, executed_precision=m0.executed_precision,
         samples=all_ns.tolist(), latency_ms=latency, throughput=throughput, load_s=round(float(np.median(loads)), 4),
         peak_rss_mb=round(max(m.peak_rss_mb for m in measurements), 1),
         fidelity=next((m.fidelity for m in measurements if m.fidelity is not None), None),
@@ -160,7 +160,7 @@ def failed_result(cell: Cell, *, model: str, seq_len: int, error: str, status: s
     return Result(
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
-        settings=cell.settings.to_dict() if cell.settings else None, status=status, error=error, engine_version=engine_version, engine_options=engine_options or {},
+        settings=cell.settings.stored() if cell.settings else None, status=status, error=error, engine_version=engine_version, engine_options=engine_options or {},
         details=details or {},
     )
 

@@ -1,106 +1,26 @@
-"""`enginebench ops` results: each measurement turned into rates and shares of the machine's peak, then a
-table or JSON.
-
-A row's bound comes from the roofline: FLOPs per byte moved against the ridge point of the measured ceilings
-(GEMM GFLOP/s of the row's precision ÷ triad GB/s). Compute-bound rows are shares of the FLOP/s peaks
-(theoretical for the precision, and the measured GEMM of that precision); memory-bound rows are shares of the
-triad bandwidth (Linux does not tell the memory's theoretical bandwidth, so that share is not given). An
-operator whose data fits in cache can beat the DRAM ceiling: over 100% there means cache, not a wrong figure.
-The measured GEMM ceiling of a precision is the fastest library's (numpy, torch, onnxruntime), named below the
-table. int8 rows count integer operations (a multiply-add is 2): GOP/s, against the int8 ceilings; their
-answer must equal numpy's int64 matmul ("exact").
+"""`enginebench ops` results as a table or JSON: the rows the scenario measured (scenarios/ops/figures.py: rates
+and shares of the machine's peaks), read back from the stored results.
 
 Stored, each row is a Result like a model's (scenario "op", model = the operator, workload = the shape and
 its label), its statistics and verdict built by store/derive.py, the output check as its fidelity, and the
-figures above in details["op"]; `stored_rows` turns a stored run back into these rows.
+figures in details["op"]; `stored_rows` turns a stored run back into rows. The measured GEMM ceiling of a
+precision is the fastest library's (numpy, torch, onnxruntime), named below the table.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import asdict
 
 from enginebench.formats.terminal import print_lines, print_table
-from enginebench.measure.peak import Ceilings, CpuPeak, roofline_bound
-from enginebench.measure.stats import Summary, summarize
+from enginebench.measure.peak import Ceilings, CpuPeak
+from enginebench.measure.stats import summarize
 from enginebench.measure.timing import StoppingRule
-from enginebench.plan import Cell
-from enginebench.scenarios.base import Measurement
+from enginebench.scenarios.ops.case import OpCase, OpMeasurement
 from enginebench.scenarios.ops.definitions import OPERATORS, TOLERANCE, format_shape
-from enginebench.scenarios.ops.runner import OpCase, OpMeasurement
+from enginebench.scenarios.ops.figures import FIDELITY_METRIC, Interval, OpRow, analyse, row_dict, unit
 from enginebench.scenarios.registry import table_of
-from enginebench.store.derive import build_result, failed_result
 from enginebench.store.model import Result, Run
-
-Interval = tuple[float, float] | None
-
-
-@dataclass
-class OpRow:
-    measurement: OpMeasurement
-    summary: Summary | None = None  # ns per call
-    flops: int = 0
-    bytes_moved: int = 0
-    bound: str | None = None  # "compute" or "memory"
-    gflops: float | None = None
-    gflops_ci: Interval = None
-    gbs: float | None = None
-    gbs_ci: Interval = None
-    pct_theoretical: float | None = None
-    pct_theoretical_ci: Interval = None
-    pct_measured: float | None = None
-    pct_measured_ci: Interval = None
-    theoretical_gflops: float | None = None  # the peak the row was compared with
-    measured_ceiling: float | None = None  # GFLOP/s (compute-bound) or GB/s (memory-bound) it was compared with
-    within_tolerance: bool | None = None
-    measured_ceiling_source: str | None = None  # the GEMM library that gave the ceiling, or the triad
-
-    @property
-    def status(self) -> str:
-        m = self.measurement
-        return "unsupported" if m.unsupported else "error" if m.error else "ok"
-
-
-def _rate(work: float, summary: Summary, scale: float) -> tuple[float, Interval]:
-    """work per second / scale, at the median and across the CI of the time (a longer time, a lower rate)."""
-    rate = work / (summary.median / 1e9) / scale
-    ci = summary.ci95
-    return rate, ((work / (ci[1] / 1e9) / scale, work / (ci[0] / 1e9) / scale) if ci else None)
-
-
-def _share(value: float, ci: Interval, of: float | None) -> tuple[float | None, Interval]:
-    if not of:
-        return None, None
-    return 100 * value / of, ((100 * ci[0] / of, 100 * ci[1] / of) if ci else None)
-
-
-def analyse(measurement: OpMeasurement, cpu: CpuPeak, ceilings: Ceilings, threads: int) -> OpRow:
-    row = OpRow(measurement)
-    case = measurement.case
-    op = OPERATORS[case.op]
-    row.flops = op.flops(case.shape)
-    row.bytes_moved = op.bytes_for(case.shape, case.precision, measurement.io_itemsize)
-    row.bound = roofline_bound(row.flops, row.bytes_moved, ceilings, case.precision)
-    if not measurement.samples_ns:
-        return row
-    row.summary = s = summarize(measurement.samples_ns)
-    row.gflops, row.gflops_ci = _rate(row.flops, s, 1e9)
-    row.gbs, row.gbs_ci = _rate(row.bytes_moved, s, 1e9)
-    used = (measurement.threads or {}).get("threads") or threads
-    if row.bound == "compute":
-        row.theoretical_gflops = cpu.gflops(case.precision, used)
-        row.pct_theoretical, row.pct_theoretical_ci = _share(row.gflops, row.gflops_ci, row.theoretical_gflops)
-        row.measured_ceiling = ceilings.gemm(case.precision)
-        row.measured_ceiling_source = ceilings.gemm_sources.get(case.precision)
-        row.pct_measured, row.pct_measured_ci = _share(row.gflops, row.gflops_ci, row.measured_ceiling)
-    else:
-        row.measured_ceiling, row.measured_ceiling_source = ceilings.bandwidth_gbs, "triad"
-        row.pct_measured, row.pct_measured_ci = _share(row.gbs, row.gbs_ci, ceilings.bandwidth_gbs)
-    if measurement.max_rel_error is not None:
-        row.within_tolerance = measurement.max_rel_error <= TOLERANCE[case.precision]
-    return row
 
 
 def _fig(value: float | None, ci: Interval = None) -> str:
@@ -163,10 +83,6 @@ def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
     return cells, styles
 
 
-def unit(precision: str) -> str:
-    return "GOP/s" if precision == "int8" else "GFLOP/s"
-
-
 def machine_lines(cpu: CpuPeak, ceilings: Ceilings, threads: int, precisions: set[str] = frozenset()) -> list[str]:
     peaks = ", ".join(f"{p} {cpu.gflops(p, threads):.0f} {unit(p)} ({cpu.instructions[p]})" if cpu.gflops(p, threads)
                       else f"{p} unknown" for p in cpu.flops_per_cycle) or "unknown (no vector flags found)"
@@ -203,26 +119,6 @@ def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: Stoppi
     print_lines(console, machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows}))
 
 
-def row_dict(r: OpRow) -> dict:
-    m = r.measurement
-    op = OPERATORS[m.case.op]
-    return {
-        "op": m.case.op, "shape": list(m.case.shape), "dims": list(op.dims(m.case.shape)), "label": m.case.label,
-        "engine": m.engine, "precision": m.case.precision, "status": r.status,
-        "unsupported": m.unsupported, "error": m.error, "note": m.note, "threads": m.threads,
-        "time_ns": r.summary.to_dict() if r.summary else None, "samples_ns": m.samples_ns,
-        "flops": r.flops, "bytes_moved": r.bytes_moved, "io_bytes_per_element": m.io_itemsize,
-        "flops_per_byte": r.flops / r.bytes_moved, "bound": r.bound,
-        "gflops": r.gflops, "gflops_ci95": r.gflops_ci, "gbs": r.gbs, "gbs_ci95": r.gbs_ci,
-        "rate_unit": unit(m.case.precision), "measured_ceiling_source": r.measured_ceiling_source,
-        "theoretical_gflops": r.theoretical_gflops, "measured_ceiling": r.measured_ceiling,
-        "pct_of_theoretical_peak": r.pct_theoretical, "pct_of_theoretical_peak_ci95": r.pct_theoretical_ci,
-        "pct_of_measured_ceiling": r.pct_measured, "pct_of_measured_ceiling_ci95": r.pct_measured_ci,
-        "max_rel_error": m.max_rel_error, "tolerance": TOLERANCE[m.case.precision],
-        "within_tolerance": r.within_tolerance,
-    }
-
-
 def ops_json(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int,
              run_id: str | None = None) -> str:
     return json.dumps({
@@ -231,31 +127,6 @@ def ops_json(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: Stopping
                     "measured": ceilings.to_dict()},
         "rows": [row_dict(r) for r in rows],
     }, indent=2)
-
-
-FIDELITY_METRIC = "max rel error vs numpy fp64"
-_HELD_BY_RESULT = ("engine", "precision", "status", "unsupported", "error", "time_ns", "samples_ns")
-
-
-def to_result(r: OpRow, threads: int) -> Result:
-    """The row as a stored Result: statistics and verdict from store/derive.py, the op's figures in
-    details["op"], the output check as fidelity."""
-    m, case = r.measurement, r.measurement.case
-    used = (m.threads or {}).get("threads") or threads
-    cell = Cell(m.engine, case.precision, "op", case.workload, case.batch, 1, used)
-    common = {"model": case.op, "seq_len": case.tokens, "engine_version": m.engine_version, "engine_options": {},
-              "details": {"op": {k: v for k, v in row_dict(r).items() if k not in _HELD_BY_RESULT}}}
-    if not m.samples_ns:
-        return failed_result(cell, error=m.unsupported or m.error or "no samples",
-                             status="skipped" if m.unsupported else "failed", **common)
-    fidelity = {"metric": FIDELITY_METRIC, "value": m.max_rel_error, "ok": bool(r.within_tolerance),
-                "threshold": TOLERANCE[case.precision]}
-    samples = np.asarray(m.samples_ns, dtype=np.int64)
-    measured = Measurement([samples], items_per_call=case.batch, tokens_per_item=case.tokens,
-                           load_s=m.prepare_s or 0.0, peak_rss_mb=m.peak_rss_mb or 0.0,
-                           executed_precision=case.precision, wall_s=m.wall_s or float(samples.sum()) / 1e9,
-                           fidelity=fidelity)
-    return build_result(cell, [(0, measured)], **common)
 
 
 def stored_rows(results: list[Result]) -> list[OpRow]:
@@ -297,5 +168,5 @@ def render_stored(run: Run, console=None) -> None:
     print_lines(console, ops.get("machine_lines") or [])
 
 
-__all__ = ["OpRow", "analyse", "to_result", "stored_rows", "render_stored", "FIDELITY_METRIC", "table_rows",
+__all__ = ["OpRow", "analyse", "stored_rows", "render_stored", "FIDELITY_METRIC", "table_rows",
            "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS", "headers", "unit"]
