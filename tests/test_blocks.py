@@ -6,12 +6,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from enginebench.breakdown import block_files, breakdown
+from enginebench.api import execute, load
 from enginebench.cli import main
+from enginebench.cli.graph import blocks_plan, blocks_record
 from enginebench.engines import engine_class
 from enginebench.measure.timing import StoppingRule
 from enginebench.models.onnx_export import onnx_encoder
 from enginebench.models.onnx_graph import find_blocks
+from enginebench.scenarios.blocks import WHOLE, block_files, breakdown_of
 
 pytestmark = pytest.mark.engine  # loads real engines and models: not in `make test-fast`
 
@@ -43,8 +45,18 @@ def test_chained_blocks_compute_the_whole_model(minilm, blocks, corpus):
     np.testing.assert_allclose(values["sentence_embedding"], whole, atol=1e-5)
 
 
+def _breakdown(minilm, engines, workload, timeout_s=600.0):
+    """The blocks of `minilm` on `engines` through the launcher, as `enginebench blocks` plans them (not stored):
+    the run and its breakdown."""
+    plan = blocks_plan(minilm, engines, workload, 1, TINY_RULE, 1, timeout_s, {})
+    run = execute(plan, db=None, record=blocks_record(plan, engines, 1, workload.spec.seq_len))
+    return run, breakdown_of(run.results, run.config["blocks"])
+
+
 def test_breakdown_times_every_block_and_explains_engines_that_cannot(minilm, corpus):
-    result = breakdown(minilm, ["onnxruntime", "torch"], corpus.batches(1, count=2), TINY_RULE, 1, {})
+    run, result = _breakdown(minilm, ["onnxruntime", "torch"], corpus)
+    assert {(r.engine, r.status) for r in run.results} == {("onnxruntime", "ok"), ("torch", "skipped")}
+    assert len(run.results) == 2 * 9 and all(r.scenario == "blocks" and r.model == "minilm" for r in run.results)
     by_engine = {e.engine: e for e in result.engines}
     assert "cannot time blocks" in by_engine["torch"].error
     ort_blocks = by_engine["onnxruntime"]
@@ -54,9 +66,9 @@ def test_breakdown_times_every_block_and_explains_engines_that_cannot(minilm, co
     assert ort_blocks.whole.median > 0  # the whole graph, timed in the same process for comparison
 
 
-def test_blocks_command_prints_a_row_per_block(capsys):
+def test_blocks_command_prints_a_row_per_block(capsys, tmp_path):
     code = main(["blocks", "--engine", "onnxruntime", "--duration", "0.05", "--min-samples", "3", "--warmup", "0",
-                 "--workload", "titles", "--threads", "1"])
+                 "--workload", "titles", "--threads", "1", "--db", str(tmp_path / "eb.db")])
     out = capsys.readouterr().out
     assert code == 0
     for name in ("embeddings", "layer 0", "layer 5", "pooling", "total", "whole model"):
@@ -97,17 +109,50 @@ def test_block_boundaries_come_from_the_graph_not_from_minilm(tmp_path):
 
 @pytest.mark.skipif(not engine_class("openvino").installed(), reason="openvino is not installed")
 def test_openvino_times_the_same_blocks(minilm, titles):
-    result = breakdown(minilm, ["openvino"], titles.batches(1, count=2), TINY_RULE, 1, {})
+    _, result = _breakdown(minilm, ["openvino"], titles)
     (ov,) = result.engines
     assert ov.error is None, ov.error
     assert len(ov.summaries) == len(result.blocks) and all(s.median > 0 for s in ov.summaries)
 
 
-def test_a_hung_engine_is_abandoned_after_the_timeout(minilm, corpus, monkeypatch):
+def test_a_hung_engine_is_abandoned_after_the_timeout(minilm, titles, monkeypatch):
+    """Each cell of an engine that hangs loading its graphs costs --timeout in a process of its own, which is
+    ended; the run goes on and ends."""
     import time
 
     monkeypatch.setenv("ENGINEBENCH_ENGINES", "fake-hang-graph=helpers.fake_engines:HangGraphEngine")
     started = time.monotonic()
-    result = breakdown(minilm, ["fake-hang-graph"], corpus.batches(1, count=1), TINY_RULE, 1, {}, timeout_s=3)
-    assert "timed out after 3 s" in result.engines[0].error
-    assert time.monotonic() - started < 60
+    run, result = _breakdown(minilm, ["fake-hang-graph"], titles, timeout_s=1)
+    assert [r.status for r in run.results] == ["failed"] * 9
+    assert result.engines[0].error == "timed out after 1 s (raise --timeout)"
+    assert time.monotonic() - started < 9 * 1 + 90  # 9 cells of 1 s, and 9 processes started
+
+
+def test_a_crash_costs_its_own_block_and_the_engine_goes_on(tmp_path, monkeypatch, capsys):
+    """An engine whose layer 1 kills its process when timed loses that block alone: a fresh process of the same
+    engine times the blocks after it and the whole graph; the other engine is untouched. The run is stored, and
+    `enginebench show` prints the same breakdown."""
+    import json
+
+    from helpers.fake_engines import BLOCKS_CRASH_PLUGINS
+
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", BLOCKS_CRASH_PLUGINS)
+    db = str(tmp_path / "eb.db")
+    code = main(["blocks", "--engine", "fake-crash-block,onnxruntime", "--duration", "0.02", "--min-samples", "3",
+                 "--warmup", "0", "--workload", "titles", "--threads", "1", "--db", db, "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    crashed, ort_ = out["engines"]
+    assert crashed["engine"] == "fake-crash-block" and crashed["error"] is None
+    assert list(crashed["failed"]) == ["layer 1"] and "SIGSEGV" in crashed["failed"]["layer 1"]
+    assert [b["name"] for b, s in zip(out["blocks"], crashed["summaries_ns"]) if s is None] == ["layer 1"]
+    assert crashed["whole_ns"]["median"] > 0
+    assert ort_["error"] is None and "failed" not in ort_ and all(s["median"] > 0 for s in ort_["summaries_ns"])
+
+    run = load(db=db)
+    assert run.config["command"] == "blocks" and len(run.results) == 2 * 9
+    assert {r.settings["name"] for r in run.results if r.status == "failed"} == {"layer 1"}
+    assert main(["show", run.run_id, "--db", db]) == 0
+    shown = capsys.readouterr().out
+    assert f"run {run.run_id}" in shown and f"{WHOLE}, one graph" in shown
+    assert "fake-crash-block: layer 1 not measured:" in shown and "SIGSEGV" in shown

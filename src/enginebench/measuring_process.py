@@ -1,6 +1,7 @@
 """What every measuring process does to itself before it loads an engine: cap the libraries' thread pools (and
 the kernels of a narrowed CPU), die with the process that started it, and silence library logs that do not
-concern a CPU benchmark. Used by the cell's child (execution/child.py) and the block breakdown (breakdown.py)."""
+concern a CPU benchmark. Used by the cell's child (execution/child.py), the one process that measures every cell (a
+model's, an operator's in scenarios/ops, a block's in scenarios/blocks.py), and by the worker processes it starts."""
 
 from __future__ import annotations
 

@@ -144,5 +144,6 @@ class Plan:
     retries: int = 0  # further attempts, each in a fresh child, for a cell that failed (--retries)
     max_memory_mb: float | None = None  # a child (with its workers) holding more resident memory is ended (--max-memory)
     # what the command that planned the cells measured for their scenarios, beyond the cells themselves (ops: the
-    # CPU's peaks and the measured ceilings): given to measure() (CellRun.context) and to result_context
+    # CPU's peaks and the measured ceilings; blocks: each block's ONNX file and the whole graph's): given to
+    # measure() (CellRun.context) and to result_context
     context: dict = field(default_factory=dict)

@@ -152,10 +152,10 @@ def test_feature_table_keeps_every_value(width):
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_block_table_keeps_every_value(width):
-    from enginebench.breakdown import Breakdown, EngineBlocks
     from enginebench.formats.tables.graph import breakdown_rows, render_breakdown
     from enginebench.measure.stats import Summary
     from enginebench.models.onnx_graph import Block
+    from enginebench.scenarios.blocks import Breakdown, EngineBlocks
 
     def summary(ms):
         return Summary(30, ms * 1e6, ms * 1e6, 0, 0, 0, 0, 0, (ms * 0.98e6, ms * 1.02e6), 0)

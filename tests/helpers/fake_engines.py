@@ -9,7 +9,8 @@ registers: registered engines count as installed ones (`tune` searches all of th
    faithful fake returns `embeddings(batch)`, so a fake "torch" is an exact fidelity reference that costs nothing.
 3. Engines that misbehave on purpose: `fault` (`-o fault.behaviour=...`) for sweeps, faults and resume; the same
    behaviours under fixed names (fake-wrong, fake-crash, fake-hang, fake-raise) for the command line's isolation
-   tests; fake-hang-graph, a graph engine that never finishes loading.
+   tests; fake-hang-graph, a graph engine that never finishes loading; fake-crash-block, one whose layer 1
+   crashes its process when timed (`enginebench blocks`).
 4. fake-kernels: an engine whose only part is its single-operator kernels (`enginebench ops`); fake-crashing-kernels,
    the same whose row sum crashes its process.
 """
@@ -308,6 +309,36 @@ class HangGraphEngine(Engine):
         time.sleep(3600)
 
 
+class CrashBlockEngine(Engine):
+    """Loads ONNX graphs with ONNX Runtime (so `blocks` runs it); its `layer 1` block crashes its process (a
+    segmentation fault) when timed: the second call on the same inputs (chaining the blocks calls each input once)."""
+
+    name = "fake-crash-block"
+    library = "onnxruntime"
+    requires = ("onnxruntime",)
+    extra = "test"
+    cuts_graph = True
+    crashes = "block2.onnx"  # embeddings, layer 0, layer 1: the third block's file
+
+    def load(self, model, precision, options):
+        raise NotImplementedError("fake-crash-block only times ONNX graphs")
+
+    def load_onnx_graph(self, path, options):
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if os.path.basename(str(path)) != self.crashes:
+            return lambda feeds: session.run(None, feeds)
+        seen = set()
+
+        def run(feeds):
+            if id(feeds) in seen:
+                ctypes.string_at(0)
+            seen.add(id(feeds))
+            return session.run(None, feeds)
+        return run
+
+
 # 4. An engine outside the package with single-operator kernels for `enginebench ops` -------------------------------
 
 
@@ -352,6 +383,7 @@ class CrashingKernelsEngine(KernelsEngine):
 
 OPS_PLUGINS = plugins(fake_kernels="KernelsEngine")
 OPS_CRASH_PLUGINS = plugins(fake_crashing_kernels="CrashingKernelsEngine")
+BLOCKS_CRASH_PLUGINS = plugins(fake_crash_block="CrashBlockEngine")
 FAKE_TORCH = plugins(torch="TorchEngine")  # the fidelity reference in place of the real torch: exact, instant
 FAULT_PLUGINS = plugins(fault="FaultEngine") + "," + FAKE_TORCH
 CLI_PLUGINS = plugins(fake_wrong="FakeWrongEngine", fake_crash="FakeCrashEngine", fake_hang="FakeHangEngine",

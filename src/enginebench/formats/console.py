@@ -1,7 +1,7 @@
 """table: a run's tables on a console, each kind of result in its own table (encoders, decoders' generate
-tests, decoders served, operators), then the notes and the machine; or a comparison's. The one module that knows
-every table. Rich tables folded to the width on a screen, the Markdown of md anywhere else (a pipe, a log, a
-file)."""
+tests, decoders served, operators, blocks), then the notes and the machine; or a comparison's. The one module
+that knows every table. Rich tables folded to the width on a screen, the Markdown of md anywhere else (a pipe, a
+log, a file)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from enginebench.formats.tables import comparison
 from enginebench.formats.tables.decoder import is_decoder_result, render_decoder_table
 from enginebench.formats.tables.encoder import _PARAMS, encoder_title, measure_headers, notes, table_rows
 from enginebench.formats.tables.endpoint import render_endpoint_table
+from enginebench.formats.tables.graph import render_stored as render_blocks
 from enginebench.formats.tables.ops import render_stored
 from enginebench.formats.tables.serving import render_serving_table
 from enginebench.formats.terminal import is_screen, print_lines, print_table
@@ -29,6 +30,9 @@ def render(run: Run, console=None) -> None:
     console = console or Console()
     if run.results and all(table_of(r) == "operators" for r in run.results):  # an `enginebench ops` run: its own table
         render_stored(run, console)
+        return
+    if run.results and all(table_of(r) == "blocks" for r in run.results):  # `enginebench blocks`: its own table
+        render_blocks(run, console)
         return
     if not is_screen(console):
         console.out(to_markdown(run), highlight=False, end="")

@@ -206,7 +206,8 @@ class NotRunnable(Exception):
         self.details = details or {}
 
 
-TABLES = ("encoders", "decoders", "decoder serving", "endpoints", "operators")  # the tables `show` prints, in this order
+#: the tables `show` prints, in this order
+TABLES = ("encoders", "decoders", "decoder serving", "endpoints", "operators", "blocks")
 
 
 class Scenario(ABC):
@@ -230,10 +231,11 @@ class Scenario(ABC):
     #: it runs against a server (--endpoint) too, for any API: its measure() drives the endpoint's request
     #: clients (scenarios/requests.py) when CellRun.remote
     drives_endpoint: ClassVar[bool] = False
-    #: its cells time an engine's single-operator kernels (Engine.op_kernels, engines/kernels.py) on inputs they
-    #: make, not a session of the plan's model: measure() never asks for CellRun.session, the launcher asks the
-    #: engine nothing of the model (a kernel that cannot run raises NotRunnable when measured), and each
-    #: result's context comes from `result_context`
+    #: its cells time what they load themselves, not a session of the plan's model: an engine's single-operator
+    #: kernels (Engine.op_kernels, engines/kernels.py) on inputs they make, or the model's blocks as ONNX graphs
+    #: (Plan.context's files). measure() never asks for CellRun.session, the launcher asks the engine nothing of
+    #: the model (a kernel that cannot run raises NotRunnable when measured), and a result's context comes
+    #: from `result_context` where it says one; their plans name no fidelity reference (Plan.reference_engine)
     times_kernels: ClassVar[bool] = False
 
     # -- planning -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "generate": "enginebench.scenarios.generate:Generate",
     "concurrency": "enginebench.scenarios.concurrency:Concurrency",
     "op": "enginebench.scenarios.ops.scenario:Operators",
+    "blocks": "enginebench.scenarios.blocks:Blocks",
 }
 
 

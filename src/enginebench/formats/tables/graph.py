@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from enginebench.breakdown import Breakdown
 from enginebench.formats.terminal import print_lines, print_table
 from enginebench.models.onnx_graph import NodeInfo
+from enginebench.scenarios.blocks import WHOLE, Breakdown, breakdown_of
+from enginebench.store.model import Run
 
 
 def format_nodes(nodes: list[tuple[int, NodeInfo]]) -> str:
@@ -29,8 +30,10 @@ def breakdown_dict(bd: Breakdown) -> dict:
         "batch_size": bd.batch_size, "seq_len": bd.seq_len,
         "blocks": [{"name": b.name, "nodes": b.nodes, "inputs": list(b.inputs), "outputs": list(b.outputs)}
                    for b in bd.blocks],
-        "engines": [{"engine": e.engine, "error": e.error, "summaries_ns": [s.to_dict() for s in e.summaries],
-                     "whole_ns": e.whole.to_dict() if e.whole else None} for e in bd.engines],
+        "engines": [{"engine": e.engine, "error": e.error,
+                     "summaries_ns": [s.to_dict() if s else None for s in e.summaries],
+                     "whole_ns": e.whole.to_dict() if e.whole else None,
+                     **({"failed": e.failed} if e.failed else {})} for e in bd.engines],
     }
 
 
@@ -41,30 +44,40 @@ def _ms(s) -> str:
 
 
 def breakdown_rows(bd: Breakdown) -> tuple[list[str], list[list[str]]]:
-    """Block rows x engine columns, then the sum of the blocks' medians and the whole model as one graph."""
+    """Block rows x engine columns, then the sum of the blocks' medians and the whole model as one graph; a block
+    an engine did not measure reads `—`, and that engine's total counts the blocks it measured."""
     measured = [e for e in bd.engines if e.error is None]
     headers = ["block", "nodes"] + [f"{e.engine} ms" for e in measured]
-    totals = [sum(s.median for s in e.summaries) for e in measured]
+    totals = [sum(s.median for s in e.summaries if s) for e in measured]
     rows = []
     for k, block in enumerate(bd.blocks):
         cells = []
         for e, total in zip(measured, totals):
             s = e.summaries[k]
-            cells.append(f"{_ms(s)} ({100 * s.median / total:4.1f}%)")
+            cells.append(f"{_ms(s)} ({100 * s.median / total:4.1f}%)" if s else "—")
         rows.append([block.name, str(block.nodes), *cells])
-    rows.append(["total (sum of medians)", str(sum(b.nodes for b in bd.blocks)), *(f"{t / 1e6:.3f}" for t in totals)])
-    rows.append(["whole model, one graph", "", *(_ms(e.whole) if e.whole else "—" for e in measured)])
+    rows.append(["total (sum of medians)", str(sum(b.nodes for b in bd.blocks)),
+                 *(f"{t / 1e6:.3f}" + (" (blocks missing)" if None in e.summaries else "")
+                   for e, t in zip(measured, totals))])
+    rows.append([f"{WHOLE}, one graph", "", *(_ms(e.whole) if e.whole else "—" for e in measured)])
     return headers, rows
 
 
-def render_breakdown(bd: Breakdown, console=None) -> None:
+def render_breakdown(bd: Breakdown, console=None, run_id: str | None = None) -> None:
     """Median ms ± half the 95% CI per block and engine, and the block's share of the blocks' total; folded to
-    the terminal's width (Markdown off a terminal)."""
+    the terminal's width (Markdown off a terminal); below, why an engine or a block has no figure."""
     from rich.console import Console
 
     console = console or Console()
     headers, rows = breakdown_rows(bd)
-    print_table(console, f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens "
+    run = f"run {run_id} — " if run_id else ""
+    print_table(console, f"{run}time per block, batch {bd.batch_size} x {bd.seq_len} tokens "
                          f"(median ms ± 95% CI half-width, % of the blocks' total)", headers, rows, keys=2,
                 left={"block"})
-    print_lines(console, [f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error])
+    print_lines(console, [f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error]
+                + [f"{e.engine}: {name} not measured: {why}" for e in bd.engines for name, why in e.failed.items()])
+
+
+def render_stored(run: Run, console=None) -> None:
+    """A stored `enginebench blocks` run as the command printed it."""
+    render_breakdown(breakdown_of(run.results, run.config["blocks"]), console, run.run_id)
