@@ -44,6 +44,11 @@ def pytest_ignore_collect(collection_path, config):
     return True
 
 
+# Every result the suite builds (here and in the processes it starts, which inherit this) holds only keys its
+# fields declare (store/shapes.py): a figure added without its declaration fails the tests.
+os.environ.setdefault("ENGINEBENCH_STRICT_SHAPES", "1")
+
+
 def pytest_configure(config):
     """`ENGINEBENCH_CPU_FEATURES=avx2 make test`: the whole suite as an AVX2-only machine would run it, the
     libraries loaded in this process capped as the measuring processes are."""

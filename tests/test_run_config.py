@@ -240,7 +240,9 @@ def test_bad_engine_options_and_serving_combinations_are_refused_by_the_config()
 
 # -- one way results are stored ------------------------------------------------------------------------------------
 
-def test_start_run_gives_a_plan_this_machines_speed_and_sees_each_cell(tmp_path):
+def test_start_run_gives_a_plan_this_machines_speed_and_sees_each_cell(tmp_path, cpu_features):
+    """The speed stored for this host under the CPU features in force (ENGINEBENCH_CPU_FEATURES makes another
+    machine: a speed measured on the whole CPU gives an AVX2 run no GEMM ceilings)."""
     import socket
     from types import SimpleNamespace
 
@@ -248,9 +250,10 @@ def test_start_run_gives_a_plan_this_machines_speed_and_sees_each_cell(tmp_path)
     from enginebench.store.database import ResultStore
 
     speed = {"measured_at": "2026-12-01T00:00:00+00:00", "bandwidth_gbs": 20.0, "gemm_gflops": 300.0}
+    features = {"cpu_features": {"narrowed_to": cpu_features.narrowed_to}}
     with ResultStore(str(tmp_path / "m.db")) as store:
-        store.add_machine_speed({**speed, "hostname": "elsewhere", "bandwidth_gbs": 1.0})
-        store.add_machine_speed({**speed, "hostname": socket.gethostname()})
+        store.add_machine_speed({**speed, "hostname": "elsewhere", "bandwidth_gbs": 1.0, "details": features})
+        store.add_machine_speed({**speed, "hostname": socket.gethostname(), "details": features})
         plans = {kind: SimpleNamespace(model=SimpleNamespace(kind=kind), machine_speed=None)
                  for kind in ("decoder", "encoder")}
         for kind, plan in plans.items():

@@ -45,7 +45,7 @@ from typing import Iterable
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
-from enginebench.engines.openvino_kernels import OpenVinoKernels
+from enginebench.engines.openvino_kernels import CPU_NEEDS, OpenVinoKernels
 from enginebench.errors import UsageError
 from enginebench.measure.cpu_features import current, onednn_isa_cap, vnni_available
 from enginebench.measure.quantization import WeightMatmul, onnx_outline, quantization_record
@@ -111,7 +111,7 @@ class OpenVinoEngine(Engine):
     formats = ("onnx", "openvino-ir")
     Options = OpenVinoOptions
     library_precisions = ("fp16", "int4")
-    cpu_needs = {"bf16": frozenset({"avx512_bf16", "amx_bf16"})}  # without them OpenVINO runs bf16 as f32
+    cpu_needs = CPU_NEEDS  # without them OpenVINO runs bf16 as f32
     backend = "oneDNN + its own JIT kernels (CPU plugin)"
     parallelism = "no (streams run requests in parallel on one device)"
     training = "no"

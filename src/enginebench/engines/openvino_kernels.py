@@ -7,6 +7,11 @@ import numpy as np
 
 from enginebench.engines import onnx_op_graphs
 from enginebench.engines.kernels import Kernels, Prepared, Unsupported
+from enginebench.measure import cpu_features
+
+# without one of these OpenVINO runs bf16 as f32; its plugin reads the CPU itself, so under a narrowed set
+# (ENGINEBENCH_CPU_FEATURES=avx2 on an AVX-512 CPU) it would pick bf16 kernels the capped oneDNN does not have
+CPU_NEEDS = {"bf16": frozenset({"avx512_bf16", "amx_bf16"})}
 
 
 class OpenVinoKernels(Kernels):
@@ -20,6 +25,9 @@ class OpenVinoKernels(Kernels):
         import openvino as ov
 
         core = ov.Core()
+        if precision in CPU_NEEDS and (reason := cpu_features.current().missing(CPU_NEEDS[precision],
+                                                                              f"openvino {precision}")):
+            raise Unsupported(reason)
         if precision == "int8":
             return self._prepare_int8(core, op, arrays)
         feeds = onnx_op_graphs.graph_inputs(op, arrays)

@@ -21,6 +21,7 @@ from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.model import Result
+from enginebench.store.shapes import check as check_shape
 
 _PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps", "requests")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
@@ -140,7 +141,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     if notes:
         merged["notes"] = notes
     loads = [m.load_s for m in measurements]
-    return Result(
+    return check_shape(Result(
         **extra,
         engine=cell.engine, model=model, precision=cell.precision, scenario=cell.scenario, workload=cell.workload,
         batch_size=cell.batch_size, seq_len=seq_len, workers=cell.workers, threads=cell.threads,
@@ -151,7 +152,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         verdict={"ok": not reasons, "reasons": reasons}, engine_options=engine_options,
         details={**details, **merged, "wall_s": round(wall, 3), "processes": len(measurements)},
         repetitions=[repetition_record(r, m) for r, m in measured],
-    )
+    ))
 
 
 def failed_result(cell: Cell, *, model: str, seq_len: int, error: str, status: str = "failed",

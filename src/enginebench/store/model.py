@@ -54,6 +54,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NotRequired, TypedDict
 
+from enginebench.store.records import EndpointServed, ScenarioFigures, Served
+
 SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed", "skipped")
 
@@ -105,6 +107,29 @@ class Fidelity(TypedDict):
     error: NotRequired[str]
     reference: NotRequired[bool]  # the row every other is compared with
     failures: NotRequired[list[str]]
+    # embeddings (measure/fidelity.py)
+    mean_cosine: NotRequired[float]
+    max_abs_diff: NotRequired[float]
+    items: NotRequired[int]
+    # decoders (measure/llm_fidelity.py): full forwards against the reference's, then the cached decode loop
+    greedy_agreement: NotRequired[float | None]
+    greedy_positions: NotRequired[int]
+    mean_abs_logit_error: NotRequired[float]
+    perplexity: NotRequired[float]
+    reference_perplexity: NotRequired[float]
+    perplexity_increase: NotRequired[float]
+    ppl_increase_threshold: NotRequired[float]
+    positions: NotRequired[int]
+    reference_weights: NotRequired[str]  # how the reference held its weights (fp32, or "stored" 16-bit)
+    cache_agreement: NotRequired[float | None]
+    cache_positions: NotRequired[int]
+    cache_threshold: NotRequired[float]
+    cached_reference_agreement: NotRequired[float | None]
+    cached_reference_positions: NotRequired[int]
+    cached_first_divergence: NotRequired[list[int | None]]
+    # a server's greedy tokens through its API (no logits)
+    free_running_agreement: NotRequired[float | None]
+    first_divergence: NotRequired[list[int | None]]
 
 
 class Verdict(TypedDict):
@@ -157,7 +182,8 @@ class Repetition(TypedDict):
     load_s: float
     peak_rss_mb: float
     wall_s: float
-    ttft_ns: NotRequired[list[int]]  # decoders: per generation
+    ttft_ns: NotRequired[list[int]]  # decoders: per generation (the decoder server: per request)
+    tpot_ns: NotRequired[list[int]]  # the decoder server: each request's time per output token
     generation_steps: NotRequired[list[int]]
     requests: NotRequired[list[dict]]  # against an endpoint: every request's record (endpoint/client.py)
     measurement: NotRequired[dict]  # schema 4+: the rest of the process's Measurement (derive.measurement_record)
@@ -193,9 +219,9 @@ class Result:
     ttft_ms: LatencySummary | None = None  # tg tests: time to first token (prefill + first argmax), per generation
     itl_ms: LatencySummary | None = None  # tg tests: inter-token latency = each decode step
     repetitions: list[Repetition] = field(default_factory=list)  # one per process that measured the cell
-    serving: dict | None = None  # server / offline scenarios (MLPerf LoadGen): see the schema history above
+    serving: Served | EndpointServed | None = None  # server / offline scenarios (MLPerf LoadGen, store/records.py)
     settings: dict | None = None  # a scenario's own settings, part of the cell's identity (schema history)
-    figures: dict | None = None  # a scenario's own figures, derived from the samples (schema history)
+    figures: ScenarioFigures | None = None  # a scenario's own figures, derived from the samples (store/records.py)
     roofline: Roofline | None = None  # encoders: share of the machine's compute roofline
 
     def __post_init__(self):
