@@ -102,3 +102,23 @@ def test_retries_give_a_failed_cell_fresh_attempts_and_keep_each_one(tmp_path):
     assert retried.measured_now == 2
     segv = _by_behaviour(_stored(db))["segfault/b1"]
     assert [a["attempt"] for a in segv.details["attempts"]] == [1, 2, 3, 4]
+
+
+def test_a_load_that_hangs_in_two_processes_in_a_row_gives_up_the_jobs_other_cells(tmp_path):
+    """Four cells share one model load (one job). Its load hangs: the first two processes each wait for
+    --load-timeout, then the job's two other cells fail with that reason without a process each, so a model
+    that cannot load costs two load timeouts, not one per cell."""
+    sweep = _sweep(tmp_path, """
+        batch_size = [1, 2, 4, 8]
+        load_timeout = "2s"
+        [options.fault]
+        behaviour = ["hang-load"]
+        """)
+    db = tmp_path / "r.db"
+    report = run_sweep(sweep, str(db))
+    assert report.counts == {"failed": 4}
+    got = sorted(_stored(db).values(), key=lambda r: r.batch_size)
+    assert all("model load timed out after 2 s" in r.error for r in got)
+    given_up = [r for r in got if "was not tried" in r.error]
+    assert len(given_up) == 2 and all(r.details["failure"] == "timeout" for r in got)
+    assert len(list(tmp_path.glob("load-*"))) == 2  # two loads tried, in two processes

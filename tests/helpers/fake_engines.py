@@ -209,15 +209,16 @@ TUNE_PLUGINS = plugins(torch="TorchEngine", sentence_transformers="StEngine", sy
 
 # 3. Engines that misbehave on purpose ---------------------------------------------------------------------------
 
-BEHAVIOURS = ("ok", "wrong", "segfault", "hang", "hog", "raise", "flaky")
+BEHAVIOURS = ("ok", "wrong", "segfault", "hang", "hog", "raise", "flaky", "hang-load")
 
 
 @dataclass(frozen=True)
 class FaultOptions(EngineOptions):
     """ok (faithful calls of call_ms) | wrong (fast, random embeddings) | segfault (a real one: reads address 0) |
     hang | hog (allocates 64 MB per call, without bound) | raise | flaky (the first process to load it in
-    ENGINEBENCH_TEST_FLAKY_DIR crashes, later ones are fine). Every fault strikes after the fidelity call and the
-    first warm-up calls."""
+    ENGINEBENCH_TEST_FLAKY_DIR crashes, later ones are fine) | hang-load (every load hangs, each one counted as a
+    file in ENGINEBENCH_TEST_FLAKY_DIR). Every other fault strikes after the fidelity call and the first warm-up
+    calls."""
 
     behaviour: str = field(default="ok", metadata={"choices": BEHAVIOURS})
     call_ms: float = 1.0
@@ -262,6 +263,10 @@ class FaultEngine(Engine):
     Options = FaultOptions
 
     def load(self, model, precision, options):
+        if options.behaviour == "hang-load":
+            folder = os.environ["ENGINEBENCH_TEST_FLAKY_DIR"]
+            open(os.path.join(folder, f"load-{os.getpid()}"), "w").close()
+            time.sleep(3600)
         if options.behaviour == "flaky":
             folder = os.environ["ENGINEBENCH_TEST_FLAKY_DIR"]
             try:

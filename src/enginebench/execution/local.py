@@ -47,6 +47,8 @@ from enginebench.store.derive import build_result, failed_result
 from enginebench.store.model import Result
 
 _POLL_S = 0.2
+# a job whose model load hangs or dies this many times in a row, each in a fresh process, gives up its other cells
+LOAD_FAILURES_IN_A_ROW = 2
 _MEMORY_POLL_S = 0.1  # under --max-memory: what a child can allocate between two looks is what it may overshoot
 
 
@@ -377,6 +379,7 @@ class LocalLauncher:
         """Run a job's cells in child processes; `record(index, Measurement or Failure)` for each cell."""
         pending = dict(job.cells)
         order = [index for index, _ in job.cells]
+        failed_loads: list[Failure] = []  # the job's loads that hung or died, in a row (a load that ends resets it)
         while pending:
             # `expected`: what the LoadGen run under way said it will take (a search's trial): --timeout is
             # counted beyond it, afresh for each run, so a search is not cut short by its number of trials
@@ -404,6 +407,8 @@ class LocalLauncher:
                         self.on_start(pending[index])
                     case Loading(index) | Loaded(index):
                         took = time.monotonic() - current["since"] if isinstance(msg, Loaded) else None
+                        if isinstance(msg, Loaded):
+                            failed_loads.clear()
                         current.update(since=time.monotonic(), loading=isinstance(msg, Loading))
                         if index in pending:
                             self.on_load(pending[index], took)
@@ -425,8 +430,23 @@ class LocalLauncher:
                         cell = pending.pop(index)
                         if current["index"] is None:
                             self.on_start(cell)
-                        record(index, msg.as_failure())
+                        failure = msg.as_failure()
+                        record(index, failure)
+                        if current["loading"]:
+                            failed_loads.append(failure)
+                        if len(failed_loads) >= LOAD_FAILURES_IN_A_ROW:
+                            self._give_up_job(pending, order, failure, record)
                         break
+
+    def _give_up_job(self, pending: dict, order: list[int], failure: Failure, record) -> None:
+        """The job's model failed to load (hung or died) in LOAD_FAILURES_IN_A_ROW fresh processes in a row: a
+        next process would load the same model the same way, so the job's remaining cells fail with that reason
+        rather than cost a load (up to --load-timeout) each; --retries still gives each a fresh attempt."""
+        why = (f"{failure.reason}; the model's load failed in {LOAD_FAILURES_IN_A_ROW} fresh processes in a row, "
+               "so this cell was not tried")
+        for index in [i for i in order if i in pending]:
+            self.on_start(pending.pop(index))
+            record(index, Failure(why, failure.kind))
 
 
 def model_structure(folder: str) -> dict | None:
