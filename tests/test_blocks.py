@@ -116,16 +116,13 @@ def test_openvino_times_the_same_blocks(minilm, titles):
 
 
 def test_a_hung_engine_is_abandoned_after_the_timeout(minilm, titles, monkeypatch):
-    """Each cell of an engine that hangs loading its graphs costs --timeout in a process of its own, which is
-    ended; the run goes on and ends."""
-    import time
-
+    """An engine that hangs loading its graphs costs --timeout in a process of its own, which is ended, and once
+    more in a fresh one; its other cells then fail with that reason without a process each, and the run ends."""
     monkeypatch.setenv("ENGINEBENCH_ENGINES", "fake-hang-graph=helpers.fake_engines:HangGraphEngine")
-    started = time.monotonic()
     run, result = _breakdown(minilm, ["fake-hang-graph"], titles, timeout_s=1)
     assert [r.status for r in run.results] == ["failed"] * 9
-    assert result.engines[0].error == "timed out after 1 s (raise --timeout)"
-    assert time.monotonic() - started < 9 * 1 + 90  # 9 cells of 1 s, and 9 processes started
+    assert result.engines[0].error == "model load timed out after 1 s (raise --timeout)"
+    assert sum("so this cell was not tried" in r.error for r in run.results) == 7  # two loads tried, not nine
 
 
 def test_a_crash_costs_its_own_block_and_the_engine_goes_on(tmp_path, monkeypatch, capsys):

@@ -147,3 +147,4 @@ class Plan:
     # CPU's peaks and the measured ceilings; blocks: each block's ONNX file and the whole graph's): given to
     # measure() (CellRun.context) and to result_context
     context: dict = field(default_factory=dict)
+    load_timeout_flag: str = "--load-timeout"  # the option that sets load_timeout_s, named when a load times out

@@ -86,7 +86,7 @@ def blocks_plan(model: ModelSpec, engines: list[str], workload: WorkloadData, ba
         else:
             skips += [(c, f"{engine} does not load ONNX graphs, so it cannot time blocks") for c in made]
     return Plan(model, {workload.spec.name: workload}, cells, rule, options, timeout_s=timeout_s,
-                reference_engine=None, load_timeout_s=timeout_s, skips=skips,
+                reference_engine=None, load_timeout_s=timeout_s, load_timeout_flag="--timeout", skips=skips,
                 context={"blocks": blocks, "whole": full_graph(model)})
 
 

@@ -390,8 +390,8 @@ class LocalLauncher:
                     return None
                 elapsed = time.monotonic() - current["since"]
                 if current["loading"] and elapsed > self.plan.load_timeout_s:
-                    return Failure(f"model load timed out after {self.plan.load_timeout_s:g} s (raise --load-timeout)",
-                                   "timeout")
+                    return Failure(f"model load timed out after {self.plan.load_timeout_s:g} s (raise "
+                                   f"{self.plan.load_timeout_flag})", "timeout")
                 if not current["loading"] and elapsed > self.plan.timeout_s + current["expected"]:
                     if current["expected"]:
                         return Failure(f"a LoadGen run expected to take {current['expected']:.0f} s timed out after "

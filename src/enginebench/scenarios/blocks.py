@@ -111,6 +111,7 @@ def _chained(run: CellRun) -> dict:
     if "chained" not in run.cache:
         instance, options = _engine(run)
         blocks: list[tuple[Block, Path]] = run.context["blocks"]
+        run.loading()  # the parent times it as a load: one that hangs or dies twice gives up the engine's cells
         started = time.perf_counter()
         runners = [instance.load_onnx_graph(path, options) for _, path in blocks]
         feeds: list[list[dict]] = [[] for _ in blocks]
@@ -120,6 +121,7 @@ def _chained(run: CellRun) -> dict:
                 feeds[k].append({name: values[name] for name in block.inputs})
                 values.update(zip(block.outputs, runners[k](feeds[k][-1])))
         run.cache["chained"] = {"runners": runners, "feeds": feeds, "load_s": time.perf_counter() - started}
+        run.loaded()
     return run.cache["chained"]
 
 
@@ -127,9 +129,11 @@ def _whole(run: CellRun):
     """The whole graph loaded by this engine, its inputs from the same batches, and the seconds its load took."""
     instance, options = _engine(run)
     whole = run.context["whole"]
+    run.loading()
     started = time.perf_counter()
     call = instance.load_onnx_graph(whole, options)
     load_s = time.perf_counter() - started
+    run.loaded()
     wanted = graph_inputs(whole)
     return call, [{k: v for k, v in b.as_dict().items() if k in wanted} for b in _batches(run)], load_s
 
@@ -197,7 +201,8 @@ def breakdown_of(results: list, facts: dict) -> Breakdown:
                 e.summaries[settings.block] = summary
         if e.whole is None and all(s is None for s in e.summaries):
             reasons = list(dict.fromkeys(e.failed.values()))
-            e.error = reasons[0] if len(reasons) == 1 else (
+            # one reason, or one the others extend (a load given up on: "...; ... so this cell was not tried")
+            e.error = reasons[0] if all(r.startswith(reasons[0].split("; ")[0]) for r in reasons) else (
                 "; ".join(f"{n}: {why}" for n, why in e.failed.items()) or "not measured")
             e.summaries, e.failed = [], {}
         out.append(e)
