@@ -51,7 +51,8 @@ class MaxQpsSearch(TypedDict, total=False):
     tolerance: float
     trials: list[Trial]
     stopped: str | None
-    capacity_estimate_qps: float  # decoders: what the workers could serve back to back
+    capacity_estimate_qps: float  # where the search started from: what the workers could serve back to back
+    capacity_from: str  # an endpoint's: how it was estimated (one request at a time during the warm-up)
     searches: list["MaxQpsSearch"]
     max_qps_ci95: list[float]
 
