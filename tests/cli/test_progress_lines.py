@@ -42,6 +42,7 @@ def test_each_finished_cell_is_a_line_on_stderr_while_the_run_goes_on(tmp_path):
     assert "median latency" not in out
 
 
+@pytest.mark.slow  # child processes that crash, hang or run twice: over 5 s, not in `make test-fast`
 def test_a_run_says_first_how_long_it_expects_to_take_from_the_stored_load_times(tmp_path):
     cmd = [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "--workload", "titles", "--scenario",
            "latency", "--batch-size", "1,2", "--duration", "0.5s", "--warmup", "0.1s", "--min-samples", "3",
@@ -58,6 +59,7 @@ def test_a_run_says_first_how_long_it_expects_to_take_from_the_stored_load_times
     assert m and int(m.group(1)) < 15, lines[1]  # the fake engine loads at once: its stored time says so
 
 
+@pytest.mark.slow  # child processes that crash, hang or run twice: over 5 s, not in `make test-fast`
 def test_the_estimate_counts_what_stored_runs_of_the_same_jobs_spent_beyond_their_durations(tmp_path):
     """Calls of 300 ms under a 0.1 s duration and 3 samples: each cell takes over a second more than its
     warm-up + duration (a warm-up call, three timed calls, the fidelity inputs), as a decoder's cells do with

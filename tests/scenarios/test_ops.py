@@ -350,6 +350,7 @@ def _ops_run(engines, cases, rule, timeout_s):
     return execute(ops_plan(engines, cases, rule, 1, timeout_s, cpu_peak(), ceilings), db=None)
 
 
+@pytest.mark.slow  # child processes that crash, hang or run twice: over 5 s, not in `make test-fast`
 def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
     cases = [OpCase("add", (4, 16), "fp32"), OpCase("matmul", (4, 8, 6), "bf16")]
     done = _ops_run(["numpy"], cases, RULE, timeout_s=120).results
@@ -382,6 +383,7 @@ def test_an_engine_outside_the_package_brings_its_kernels_with_its_class(with_op
     assert rows["softmax"]["status"] == "unsupported" and "fake-kernels has no fp32 softmax" in rows["softmax"]["unsupported"]
 
 
+@pytest.mark.slow  # child processes that crash, hang or run twice: over 5 s, not in `make test-fast`
 def test_a_crash_costs_its_own_row_and_the_engine_goes_on(with_ops, monkeypatch, tmp_path, capsys):
     """An engine whose row sum kills its process loses that row alone: a fresh process of the same engine times
     its next operators, and the other engine's rows are untouched."""
