@@ -1,7 +1,6 @@
 """The command line as a user meets it: real processes, real exit codes, real database."""
 
 import json
-import os
 import shutil
 import sqlite3
 

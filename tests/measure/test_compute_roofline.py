@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from enginebench.measure.compute_roofline import NO_CEILINGS, encoder_flops, encoder_structure
-from enginebench.measure.rates import closed_loop_throughput
 from enginebench.plan import Cell
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.latency import Latency

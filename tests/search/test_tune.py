@@ -4,9 +4,7 @@ the budget, reproducibility, and bad input refused before anything is measured."
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import sys
 
 import pytest
 from helpers import child_pythonpath
