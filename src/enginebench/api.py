@@ -129,9 +129,10 @@ def this_machine_speed(store, plan, on_note=None) -> dict | None:
             on_note("no roofline ceilings for this machine yet: measuring memory bandwidth and GEMM FLOP/s per "
                     "precision once, before the first cell (about 30 s; `enginebench machine` does it alone)")
         t0 = time.perf_counter()
-        cached = measure_and_cache_machine_speed()
+        cached, by_us = measure_and_cache_machine_speed()
         if on_note:
-            on_note(f"ceilings measured in {time.perf_counter() - t0:.0f} s: bandwidth {cached['bandwidth_gbs']:.1f} "
+            how = "measured" if by_us else "measured by another run on this machine meanwhile, ready"
+            on_note(f"ceilings {how} in {time.perf_counter() - t0:.0f} s: bandwidth {cached['bandwidth_gbs']:.1f} "
                     f"GB/s, fp32 GEMM {cached['gemm_gflops']:.0f} GFLOP/s; kept for every later run here")
     store.add_machine_speed(cached)
     return cached

@@ -4,6 +4,7 @@ ceilings."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -237,17 +238,20 @@ def test_the_fidelity_against_speed_chart_draws_the_roofline_as_a_vertical_line(
     assert vertical(fidelity_vs_speed([("r", r) for r in unknown], decoder=False)) == []
 
 
+def _fake_gemm(calls: list, name: str, gflops: float):
+    """A GEMM library's measure(n, runs) that gives `gflops` at every size and records each call in `calls`."""
+    def measure(n: int, runs: int) -> dict:
+        calls.append((name, n))
+        return {"gflops": gflops, "n": n, "runs_s": [0.1], "library": f"{name} 1", "threads": 2}
+    return measure
+
+
 def test_machine_stops_timing_a_clearly_slower_gemm_at_the_larger_size(monkeypatch):
     from enginebench.measure import roofline
     from enginebench.measure.peak import gemm_source
 
     calls: list[tuple[str, int]] = []
-
-    def library(name: str, gflops: float):
-        def measure(n: int, runs: int) -> dict:
-            calls.append((name, n))
-            return {"gflops": gflops, "n": n, "runs_s": [0.1], "library": f"{name} 1", "threads": 2}
-        return measure
+    library = functools.partial(_fake_gemm, calls)
 
     monkeypatch.setitem(roofline.GEMM_LIBRARIES, "int8", (("slow", library("slow", 2.0)),
                                                          ("fast", library("fast", 356.0))))
@@ -263,6 +267,31 @@ def test_machine_stops_timing_a_clearly_slower_gemm_at_the_larger_size(monkeypat
     calls.clear()
     roofline.time_gemms("bf16", (1024, 2048), runs=3, floor_gflops=1000.0)
     assert calls == [("bf16", 1024)]
+
+
+def test_machine_times_an_emulated_gemm_in_its_first_pass_only(monkeypatch):
+    """`enginebench machine` times every precision in 3 passes; a kernel clearly slower than fp32 in the first
+    (torch's bf16 and int8 without AVX512_BF16 or VNNI: seconds a call) is not timed in the others, while the
+    fast ones are timed in every pass and keep their best."""
+    from enginebench.measure import roofline
+
+    calls: list[tuple[str, int]] = []
+    library = functools.partial(_fake_gemm, calls)
+
+    monkeypatch.setitem(roofline.GEMM_LIBRARIES, "fp32", (("fp32", library("fp32", 190.0)),))
+    monkeypatch.setitem(roofline.GEMM_LIBRARIES, "bf16", (("emulated-bf16", library("emulated-bf16", 1.0)),))
+    monkeypatch.setitem(roofline.GEMM_LIBRARIES, "int8", (("emulated-int8", library("emulated-int8", 2.0)),
+                                                         ("int8", library("int8", 360.0))))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    speed = roofline.measure_machine(triad_elements=1 << 16, gemm_n=128, runs=1, passes=3)
+    timed = {name: [n for lib, n in calls if lib == name] for name in dict.fromkeys(lib for lib, _ in calls)}
+    assert timed["emulated-bf16"] == [64] and timed["emulated-int8"] == [64]  # first pass, smaller size only
+    assert timed["fp32"] == [64, 128] * 3 and timed["int8"] == [64, 128] * 3
+    by_precision = speed["details"]["gemm_by_precision"]
+    assert by_precision["bf16"]["gflops"] == 1.0 and by_precision["bf16"]["passes_gflops"] == [1.0]
+    int8 = {t["library"].split()[0]: t for t in by_precision["int8"]["tried"]}
+    assert len(int8) == 2  # one entry per library over the passes, the emulated one as timed in the first
+    assert by_precision["int8"]["gflops"] == 360.0 and int8["emulated-int8"]["gflops"] == 2.0
 
 
 def test_the_frame_has_the_share_and_its_interval_and_nan_without_ceilings():

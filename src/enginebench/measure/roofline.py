@@ -37,7 +37,7 @@ from enginebench.measure import cpu_features
 from enginebench.measure.cpu_features import cpu_flags, usable_cpus
 from enginebench.measure.machine import machine_info
 from enginebench.measure.peak import Ceilings, gemm_source, measured_here
-from enginebench.models.artifacts import artifact_key, cache_root
+from enginebench.models.artifacts import artifact_key, cached_artifact, finished_artifact
 
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
 TRIAD_BLOCK = 1 << 15  # 256 KiB per array block: three blocks fit in L2
@@ -252,14 +252,17 @@ def gemm_sizes(n: int) -> tuple[int, ...]:
 
 
 CLEARLY_SLOWER = 4  # a library this many times below the best figure is not timed at the larger sizes
+TIMED_ONCE = "clearly slower in the first pass: not timed again"
 
 
-def time_gemms(precision: str, sizes: tuple[int, ...], runs: int, floor_gflops: float | None = None) -> list[dict]:
+def time_gemms(precision: str, sizes: tuple[int, ...], runs: int, floor_gflops: float | None = None,
+               timed_once: frozenset[str] = frozenset()) -> list[dict]:
     """Every installed library's GEMM of this precision at each size: one figure per library, its fastest size
     (the others' GFLOP/s under `by_n`), or {"library", "skipped": why}. Every library is timed at a size before
     any at the next; one that falls CLEARLY_SLOWER times below the best figure so far (or below `floor_gflops`,
     the fp32 ceiling for a reduced precision) is not timed at the larger sizes, where an emulated kernel spends
-    seconds a call (torch._int_mm without VNNI: 2 GOP/s), and says so under `stopped`."""
+    seconds a call (torch._int_mm without VNNI: 2 GOP/s), and says so under `stopped`. Libraries in `timed_once`
+    (stopped so in an earlier pass) are not timed at all: skipped, saying so."""
     import importlib.util
 
     skipped: dict[str, str] = {}
@@ -269,6 +272,8 @@ def time_gemms(precision: str, sizes: tuple[int, ...], runs: int, floor_gflops: 
     for module, _ in libraries:
         if importlib.util.find_spec(module) is None:
             skipped[module] = "not installed"
+        elif module in timed_once:
+            skipped[module] = TIMED_ONCE
     for k, n in enumerate(sizes):
         for module, measure in libraries:
             if module in skipped or module in stopped:
@@ -317,9 +322,9 @@ def best_gemm(precision: str, tried: list[dict], flags: set) -> dict:
 
 
 def gemm_ceiling(precision: str, n: int = GEMM_N, runs: int = RUNS, flags: set | None = None,
-                 floor_gflops: float | None = None) -> dict:
+                 floor_gflops: float | None = None, timed_once: frozenset[str] = frozenset()) -> dict:
     """This precision's ceiling: every library timed at the squares of gemm_sizes(n), the fastest kept."""
-    return best_gemm(precision, time_gemms(precision, gemm_sizes(n), runs, floor_gflops),
+    return best_gemm(precision, time_gemms(precision, gemm_sizes(n), runs, floor_gflops, timed_once),
                      cpu_flags() if flags is None else flags)
 
 
@@ -339,20 +344,28 @@ def int8_gemm(n: int, runs: int, flags: set) -> dict:
 
 
 def gemm_by_precision(n: int = GEMM_N, runs: int = RUNS, flags: set | None = None,
-                      precisions=("bf16", "int8"), fp32_gflops: float | None = None) -> dict[str, dict]:
+                      precisions=("bf16", "int8"), fp32_gflops: float | None = None,
+                      timed_once: dict[str, frozenset[str]] | None = None) -> dict[str, dict]:
     """{precision: ceiling figure or {"skipped": why}} for the reduced precisions; a library far below the fp32
-    ceiling (`fp32_gflops`) is timed at the smaller size only (time_gemms)."""
+    ceiling (`fp32_gflops`) is timed at the smaller size only, and one in `timed_once[precision]` not at all
+    (time_gemms)."""
     flags = cpu_flags() if flags is None else flags
     out = {}
     for precision in precisions:
         try:
-            out[precision] = gemm_ceiling(precision, n, runs, flags, fp32_gflops)
+            out[precision] = gemm_ceiling(precision, n, runs, flags, fp32_gflops,
+                                          (timed_once or {}).get(precision, frozenset()))
         except GemmUnavailable as e:
             out[precision] = {"skipped": str(e)}
     return out
 
 
 GEMM_PASSES = 3  # every precision's GEMMs timed this many times, one pass after another, each figure its best
+
+
+def _module(figure: dict) -> str:
+    """The module a GEMM figure or skip is of: a figure names it first (`torch 2.13.0 matmul`), a skip alone."""
+    return figure["library"].split()[0]
 
 
 def merge_passes(passes: list[dict]) -> dict:
@@ -363,10 +376,10 @@ def merge_passes(passes: list[dict]) -> dict:
     measured = [p for p in passes if "gflops" in p]
     if not measured:
         return passes[0]
-    entries: dict[str, list[dict]] = {}  # library -> what each pass recorded of it
+    entries: dict[str, list[dict]] = {}  # library's module -> what each pass recorded of it (timed or skipped)
     for figure in measured:
         for tried in figure["tried"]:
-            entries.setdefault(tried["library"], []).append(tried)
+            entries.setdefault(_module(tried), []).append(tried)
     merged = {}
     for library, recorded in entries.items():
         timed = [t for t in recorded if "gflops" in t]
@@ -377,7 +390,7 @@ def merge_passes(passes: list[dict]) -> dict:
         merged[library] = {**max(timed, key=lambda t: t["gflops"]),
                            "by_n": {n: max(t["by_n"][n] for t in timed if n in t.get("by_n", {})) for n in sizes}}
     best = max(measured, key=lambda p: p["gflops"])
-    return {**best, **merged[best["library"]], "tried": list(merged.values()),
+    return {**best, **merged[_module(best)], "tried": list(merged.values()),
             "passes_gflops": [round(p["gflops"], 1) for p in measured]}
 
 
@@ -386,9 +399,14 @@ def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, 
     bw = memory_bandwidth(triad_elements, runs)
     runs = max(runs, GEMM_RUNS)
     fp32, reduced_passes = [], []
+    emulated: dict[str, frozenset[str]] = {}
     for _ in range(passes):  # fp32 then the reduced precisions, again: a slow moment costs one pass, not a ceiling
         fp32.append(gemm_ceiling("fp32", gemm_n, runs, set()))
-        reduced_passes.append(gemm_by_precision(gemm_n, runs, fp32_gflops=fp32[-1]["gflops"]))
+        reduced_passes.append(gemm_by_precision(gemm_n, runs, fp32_gflops=fp32[-1]["gflops"], timed_once=emulated))
+        # a kernel clearly slower than fp32 in the first pass (emulated: torch's bf16 at 1 GFLOP/s on AVX2, seconds a
+        # call) is not timed again: a second pass could not lift it near the others, and it cost 2/3 of the time
+        emulated = emulated or {p: frozenset(_module(t) for t in r.get("tried", ()) if t.get("stopped"))
+                                for p, r in reduced_passes[0].items()}
     figure = merge_passes(fp32)
     mm = {"gemm_gflops": figure.pop("gflops"), **figure}
     reduced = {p: merge_passes([r[p] for r in reduced_passes]) for p in reduced_passes[0]}
@@ -455,34 +473,36 @@ __all__ = ["gemm_probe", "merge_passes", "GEMM_PASSES", "measure_ceilings", "mea
 
 # -- measured once per machine ------------------------------------------------------------------------------------
 
-def _speed_cache_file():
-    """Where this machine's measured ceilings are kept beside the artifact cache, so a run with any --db reuses
-    them: keyed by host, CPU model, cores and the CPU features the process may use."""
+SPEED_FILE = "speed.json"
+
+
+def _speed_key() -> str:
+    """This machine's ceilings are kept beside the artifact cache, so a run with any --db reuses them: keyed by
+    host, CPU model, cores and the CPU features the process may use."""
     info = machine_info()
-    key = artifact_key(info["hostname"], info["cpu"], str(info["logical_cores"]),
-                       ",".join(cpu_features.current().narrowed_to or ["native"]))
-    return cache_root() / "machine-speed" / f"{key}.json"
+    return artifact_key(info["hostname"], info["cpu"], str(info["logical_cores"]),
+                        cpu_features.current().narrowed_to or "native")
 
 
 def cached_machine_speed() -> dict | None:
     import json
 
-    path = _speed_cache_file()
+    folder = finished_artifact("machine-speed", _speed_key())
     try:
-        speed = json.loads(path.read_text())
+        speed = json.loads((folder / SPEED_FILE).read_text()) if folder else None
     except (OSError, ValueError):
         return None
     return speed if measured_here(speed) else None
 
 
-def measure_and_cache_machine_speed() -> dict:
-    """measure_machine(), kept for every later run on this machine (written whole, then renamed)."""
+def measure_and_cache_machine_speed() -> tuple[dict, bool]:
+    """(ceilings, measured by this process): measure_machine(), kept for every later run on this machine. Runs
+    started together on a fresh machine measure once: the others wait for that one's figures, since two
+    measuring at once would each time the other's load and keep half the ceilings."""
     import json
 
-    speed = measure_machine()
-    path = _speed_cache_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(speed))
-    tmp.replace(path)
-    return speed
+    def measure(folder) -> None:
+        (folder / SPEED_FILE).write_text(json.dumps(measure_machine()))
+
+    folder, waited = cached_artifact("machine-speed", _speed_key(), measure)
+    return json.loads((folder / SPEED_FILE).read_text()), not waited
