@@ -153,3 +153,8 @@ def test_a_crash_costs_its_own_block_and_the_engine_goes_on(tmp_path, monkeypatc
     shown = capsys.readouterr().out
     assert f"run {run.run_id}" in shown and f"{WHOLE}, one graph" in shown
     assert "fake-crash-block: layer 1 not measured:" in shown and "SIGSEGV" in shown
+    whole = next(line for line in shown.splitlines() if line.startswith(f"| {WHOLE}, one graph"))
+    for fmt in ("md", "html"):  # every text format draws the same blocks table and says what was not measured
+        assert main(["show", run.run_id, "--db", db, "--format", fmt]) == 0
+        text = capsys.readouterr().out
+        assert (whole if fmt == "md" else f"{WHOLE}, one graph") in text and "layer 1 not measured" in text, fmt

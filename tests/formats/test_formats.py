@@ -81,3 +81,36 @@ def test_the_table_format_writes_its_markdown_to_a_file(tmp_path, capsys):
     md = capsys.readouterr().out
     assert main(["show", "--db", db, "--output", str(tmp_path / "t.md")]) == 0
     assert (tmp_path / "t.md").read_text() == md and "| torch |" in md
+
+
+def test_every_table_a_scenario_names_is_drawn_alike_by_every_text_format():
+    """formats/tables.SECTIONS draws each of TABLES; console, md and html lay out the same Sections, so a row of
+    any table reaches every format (an ops or blocks run once printed `no results` under md)."""
+    import io
+
+    from helpers.sample_run import sample_run
+    from rich.console import Console
+
+    from enginebench.formats.console import render
+    from enginebench.formats.html import html_report
+    from enginebench.formats.md import to_markdown
+    from enginebench.formats.tables import SECTIONS, sections
+    from enginebench.scenarios.base import TABLES
+    from enginebench.store.model import Run
+
+    assert list(SECTIONS) == list(TABLES)
+    empty = Run("r0", "now", {}, {}, [])
+    assert sections(empty) == [] and "**run r0** · no results" in to_markdown(empty)
+    run = sample_run()
+    drawn = sections(run)
+    assert len(drawn) >= 2  # the sample holds encoders and decoders
+    screen = io.StringIO()
+    render(run, Console(file=screen, width=200, force_terminal=True))
+    md, page = to_markdown(run), html_report([run])
+    for section in drawn:
+        assert f"**run {run.run_id}** · {section.title}" in md
+        assert len(section.rows) == len(section.statuses)
+        for row in section.rows:
+            key = row[section.keys - 1]
+            assert key in screen.getvalue() and f"| {key} |" in md.replace("\\|", "|")
+            assert f">{key}</td>" in page, key

@@ -506,9 +506,9 @@ def test_rates_and_shares_follow_from_the_samples():
     memory = analyse(wrong, cpu, ceilings, 1)  # 16 FLOPs / 192 bytes
     assert memory.bound == "memory" and memory.pct_theoretical is None
     assert memory.pct_measured == pytest.approx(100 * 0.192 / 4.0)
-    cells, styles = table_rows([row, memory])
-    assert cells[1][HEADERS.index("max rel. error")].startswith("5.0e-01 ✗") and styles[1] == "red"
-    assert styles[0] is None and "±" in cells[0][HEADERS.index("µs per call")]
+    cells, statuses = table_rows([row, memory])
+    assert cells[1][HEADERS.index("max rel. error")].startswith("5.0e-01 ✗") and statuses[1] == "unfaithful"
+    assert statuses[0] == "ok" and "±" in cells[0][HEADERS.index("µs per call")]
 
 
 def test_int8_rows_are_gops_against_the_int8_ceiling():
@@ -527,8 +527,8 @@ def test_int8_rows_are_gops_against_the_int8_ceiling():
     assert big.bound == "compute" and big.gflops == pytest.approx(2000.0)
     assert big.pct_measured == pytest.approx(100 * 2000 / 8.0) and big.measured_ceiling_source == "test int8 GEMM"
     assert big.pct_theoretical == pytest.approx(100 * 2000 / 256)
-    cells, styles = table_rows([row, big])
-    assert cells[0][HEADERS.index("max rel. error")] == "exact" and styles == [None, None]
+    cells, statuses = table_rows([row, big])
+    assert cells[0][HEADERS.index("max rel. error")] == "exact" and statuses == ["ok", "ok"]
     assert "GOP/s" in headers([row])[HEADERS.index("GFLOP/s")] and headers([])[HEADERS.index("GFLOP/s")] == "GFLOP/s"
     assert row_dict(big)["rate_unit"] == "GOP/s" and row_dict(big)["tolerance"] == TOLERANCE["int8"]
 
@@ -715,7 +715,8 @@ def test_int8_ops_command_and_show(with_ops, tmp_path, capsys):
 @pytest.mark.slow
 def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
     from enginebench.api import load
-    from enginebench.formats.tables.ops import FIDELITY_METRIC, render_stored
+    from enginebench.formats.console import render
+    from enginebench.formats.tables.ops import FIDELITY_METRIC
 
     db = tmp_path / "eb.db"
     _stored_ceilings(db)
@@ -733,9 +734,14 @@ def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
     assert skipped.status == "skipped" and "bfloat16" in skipped.error
     frame = run.to_pandas()
     assert list(frame["scenario"]) == ["op", "op"] and frame["fidelity_value"].iloc[0] < 1e-6
-    render_stored(run)
+    render(run)  # not a screen: Markdown
     stored = capsys.readouterr().out
     row = next(line for line in stored.splitlines() if line.startswith("| add") and "fp32" in line)
     assert row in live  # the stored run prints the row the command printed
+    assert "triad" in stored and stored.rstrip().splitlines()[-1].startswith("machine: ")  # legend, then machine
     assert with_ops(["show", run.run_id, "--db", str(db)]) == 0
+    for fmt, the_row in (("md", row), ("html", '<td class="text">8×16</td>')):  # every text format draws the table
+        assert with_ops(["show", run.run_id, "--db", str(db), "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert the_row in out and "bfloat16" in out, fmt
     assert with_ops(["compare", run.run_id, run.run_id, "--db", str(db)]) == 0

@@ -14,13 +14,8 @@ from typing import ClassVar
 from enginebench.analysis.recommend import Constraints, recommend
 from enginebench.errors import UsageError
 from enginebench.formats.base import RUNS, Format, Subject
-from enginebench.formats.tables.decoder import decoder_notes, decoder_table, is_decoder_result
-from enginebench.formats.tables.encoder import encoder_title, measure_headers, measured_how, notes, table_rows
-from enginebench.formats.tables.endpoint import is_endpoint_result
-from enginebench.formats.tables.endpoint import table as endpoint_table
-from enginebench.formats.tables.serving import is_decoder_serving
-from enginebench.formats.tables.serving import table as serving_table
-from enginebench.scenarios.registry import in_table, scenario_class, table_of
+from enginebench.formats.tables import sections
+from enginebench.scenarios.registry import scenario_class, table_of
 from enginebench.store.labels import affinity_text
 from enginebench.store.model import Run
 
@@ -36,7 +31,7 @@ table { border-collapse: collapse; font-size: 12.5px; margin: .5em 0 1em; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; vertical-align: top; }
 th { background: #f3f3f5; } tr:nth-child(even) td { background: #fafafa; }
 td.text, th.text { text-align: left; white-space: normal; }
-tr.failed td { color: #a40000; } tr.skipped td { color: #888; }
+tr.failed td, tr.unfaithful td { color: #a40000; } tr.skipped td { color: #888; }
 .scroll { overflow-x: auto; }
 code, pre { font: 12px ui-monospace, monospace; } pre { background: #f6f6f8; padding: .8em; overflow-x: auto; }
 ul.notes li { margin: .2em 0; }
@@ -184,31 +179,10 @@ def _run_tables(run: Run) -> str:
             out.append(f"<h4>measured on {escape(label)}</h4>")
             out.append(_run_tables(_with_results(run, results)).split("\n", 1)[1])
         return "\n".join(out)
-    decoders = [r for r in run.results if is_decoder_result(r)]
-    encoders = in_table(run.results, "encoders")
-    endpoints = endpoint_table(run)
-    if endpoints:
-        headers, rows, _ = endpoints
-        out.append(_table("a running server (--endpoint)", headers, rows,
-                          [r.status for r in run.results if is_endpoint_result(r)],
-                          text_columns={"scenario", "request", "load"}))
-    served = serving_table(run)
-    if served:
-        headers, rows, _ = served
-        out.append(_table("decoders served (LoadGen server, token latencies)", headers, rows,
-                          [r.status for r in run.results if is_decoder_serving(r)],
-                          text_columns={"engine", "precision", "request", "batching"}))
-    if decoders:
-        headers, rows, constants = decoder_table(_with_results(run, decoders))
-        caption = "generate (pp = prefill, tg = decode)" + "".join(f" · {k} {v}" for k, v in constants.items())
-        out.append(_table(caption + measured_how(run.config), headers, rows, [r.status for r in decoders],
-                          text_columns={"model", "engine", "precision", "test"}))
-    if encoders:
-        headers, rows, constants = table_rows(encoders)
-        params = set(headers[:len(headers) - len(measure_headers(encoders))])
-        out.append(_table(encoder_title(_with_results(run, encoders), constants), ["#"] + headers,
-                          [[str(i)] + row for i, row in enumerate(rows, 1)], [r.status for r in encoders],
-                          text_columns=params))
+    for section in sections(run):
+        out.append(_table(section.title, section.headers, section.rows, section.statuses, section.left))
+        if section.legend:
+            out.append(_list(section.legend, css="muted"))
     return "\n".join(out)
 
 
@@ -233,9 +207,7 @@ def _warnings(runs: list[Run]) -> str:
     if mixed:
         out.append(f'<p class="warn">{escape(mixed)}</p>')
     for run in runs:
-        served, endpoints = serving_table(run), endpoint_table(run)
-        lines = (decoder_notes(run) + (served[2] if served else []) + (endpoints[2] if endpoints else [])
-                 + notes(in_table(run.results, "encoders")))
+        lines = [line for section in sections(run) for line in section.notes]
         if not lines:
             continue
         if len(runs) > 1:

@@ -7,22 +7,14 @@ import json
 from typing import ClassVar
 
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
-from enginebench.formats.tables import comparison
-from enginebench.formats.tables.decoder import decoder_notes
-from enginebench.formats.tables.encoder import notes
+from enginebench.formats.tables import comparison, sections
 from enginebench.formats.tables.endpoint import server_tax
-from enginebench.formats.tables.endpoint import table as endpoint_table
-from enginebench.formats.tables.serving import table as serving_table
-from enginebench.scenarios.registry import in_table
 from enginebench.store.model import Result, Run
 
 
 def run_notes(run: Run) -> list[str]:
-    """Every footnote the tables print, table by table as `show` prints them: decoders, decoders served, a
-    running server's, encoders."""
-    served, endpoints = serving_table(run), endpoint_table(run)
-    return ((decoder_notes(run) if in_table(run.results, "decoders") else []) + (served[2] if served else [])
-            + (endpoints[2] if endpoints else []) + notes(in_table(run.results, "encoders")))
+    """Every footnote the tables print, table by table as `show` prints them."""
+    return [line for section in sections(run) for line in section.notes]
 
 
 def to_json(run: Run, with_samples: bool = True) -> str:

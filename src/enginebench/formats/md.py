@@ -6,35 +6,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from enginebench.formats.base import COMPARISON, RUNS, Format, Subject, subject_kind
-from enginebench.formats.tables import comparison
-from enginebench.formats.tables.decoder import decoder_markdown
-from enginebench.formats.tables.encoder import measured_how, notes, table_rows
-from enginebench.formats.tables.endpoint import endpoint_markdown
-from enginebench.formats.tables.serving import serving_markdown
-from enginebench.formats.terminal import markdown_table
-from enginebench.scenarios.registry import in_table
+from enginebench.formats.tables import comparison, sections
 from enginebench.store.labels import machine_line
 from enginebench.store.model import Run
 
 
 def to_markdown(run: Run) -> str:
-    encoders = in_table(run.results, "encoders")
-    decoders = decoder_markdown(run) + serving_markdown(run) + endpoint_markdown(run)
-    parts = []
-    if encoders:
-        headers, rows, constants = table_rows(encoders)
-        models = sorted({r.model for r in encoders})
-        title = (f"**run {run.run_id}** · model {', '.join(models)}"
-                 + "".join(f" · {k} {v}" for k, v in constants.items()) + measured_how(run.config))
-        parts.append(f"{title}\n\n{markdown_table(headers, rows)}")
-        parts += ["".join(f"- {line}\n" for line in notes(encoders))] if notes(encoders) else []
-    else:
-        parts.append(f"**run {run.run_id}**" + (" · decoders" if decoder_markdown(run) or serving_markdown(run)
-                                                else "" if decoders else " · no results") + "\n")
-    if decoders:
-        parts.append(decoders)
-    parts.append(machine_line(run) + "\n")
-    return "\n".join(parts)
+    """Each table under its bold title line (`**run ID** · what it shows`), its notes as a list, then the machine."""
+    parts = [section.markdown(run.run_id) for section in sections(run)] or [f"**run {run.run_id}** · no results\n"]
+    return "\n".join(parts + [machine_line(run) + "\n"])
 
 
 class Markdown(Format):

@@ -109,22 +109,5 @@ def print_lines(console, lines: list[str], style: str = "dim") -> None:
             console.out(line, highlight=False)
 
 
-def print_section(console, title: str, table, *, keys: int, left: set[str]) -> None:
-    """A table given as (headers, rows, notes) under its title, its notes below; nothing for None."""
-    if table is None:
-        return
-    headers, rows, lines = table
-    print_table(console, title, headers, rows, keys=keys, left=left, repeat=2)
-    print_lines(console, lines, style="yellow")
-
-
-def markdown_section(heading: str, table) -> str:
-    """A table given as (headers, rows, notes) in Markdown under its heading, its notes as a list; "" for None."""
-    if table is None:
-        return ""
-    headers, rows, lines = table
-    return f"{heading}\n\n{markdown_table(headers, rows)}\n" + "".join(f"- {line}\n" for line in lines)
-
-
-__all__ = ["print_table", "print_lines", "print_section", "markdown_table", "markdown_section", "column_groups",
+__all__ = ["print_table", "print_lines", "markdown_table", "column_groups",
            "is_screen"]

@@ -8,7 +8,7 @@ torch fp32 reference and, for tg, the share of the memory-bandwidth bound follow
 from __future__ import annotations
 
 from enginebench.formats.tables.encoder import measured_how, result_notes
-from enginebench.formats.terminal import markdown_table, print_lines, print_table
+from enginebench.formats.tables.section import Section
 from enginebench.scenarios.registry import table_of
 from enginebench.store.labels import precision_label
 from enginebench.store.model import Result, Run
@@ -117,24 +117,16 @@ def decoder_notes(run: Run) -> list[str]:
     return lines
 
 
-def render_decoder_table(run: Run, console) -> None:
-    headers, rows, constants = decoder_table(run)
-    title = f"run {run.run_id} — generate (pp = prefill, tg = decode)"
-    title += "".join(f" — {k} {v}" for k, v in constants.items())
-    title += measured_how(run.config)
-    print_table(console, title, headers, rows, keys=headers.index("test") + 1,
-                left={"model", "engine", "precision", "test"})
-    print_lines(console, decoder_notes(run), style="yellow")
-
-
-def decoder_markdown(run: Run) -> str:
-    """The decoder table in Markdown under its title line, then its notes as a list."""
+def section(run: Run) -> Section | None:
+    """The decoder table: llama-bench's columns, those constant across the rows in the title."""
     headers, rows, constants = decoder_table(run)
     if not rows:
-        return ""
-    title = "generate" + "".join(f" · {k} {v}" for k, v in constants.items()) + measured_how(run.config)
-    notes = "".join(f"- {line}\n" for line in decoder_notes(run))
-    return f"{title}\n\n{markdown_table(headers, rows)}" + (f"\n{notes}" if notes else "")
+        return None
+    title = "generate (pp = prefill, tg = decode)" + "".join(f" — {k} {v}" for k, v in constants.items())
+    return Section(title + measured_how(run.config), headers, rows, keys=headers.index("test") + 1,
+                   left=frozenset({"model", "engine", "precision", "test"}),
+                   statuses=[r.status for r in run.results if is_decoder_result(r)], notes=decoder_notes(run),
+                   repeat=None)
 
 
-__all__ = ["HEADERS", "decoder_table", "decoder_rows", "decoder_notes", "render_decoder_table", "decoder_markdown", "is_decoder_result"]
+__all__ = ["HEADERS", "decoder_table", "decoder_rows", "decoder_notes", "section", "is_decoder_result"]

@@ -6,9 +6,10 @@ Only the parameters that vary across the results become columns; the constant on
 from __future__ import annotations
 
 from enginebench.display import significant as _num
+from enginebench.formats.tables.section import Section
 from enginebench.measure.compute_roofline import drift_words
 from enginebench.measure.timing import StoppingRule
-from enginebench.scenarios.registry import scenario_class, settings_label
+from enginebench.scenarios.registry import in_table, scenario_class, settings_label
 from enginebench.store.labels import plus_minus, precision_label, serving_label, threads_label
 from enginebench.store.model import Result, Run
 
@@ -207,12 +208,32 @@ def serving_note(r: Result) -> str:
     return scenario_class(r.scenario).note(r)
 
 
-def encoder_title(run: Run, constants: dict[str, str]) -> str:
-    models = sorted({r.model for r in run.results})
-    title = f"run {run.run_id} — model {', '.join(models) or '?'}"
+def encoder_title(results: list[Result], constants: dict[str, str], config: dict) -> str:
+    models = sorted({r.model for r in results})
+    title = f"model {', '.join(models) or '?'}"
     if constants:
         title += " — " + ", ".join(f"{k} {v}" for k, v in constants.items())
-    return title + measured_how(run.config)
+    return title + measured_how(config)
+
+
+def row_status(r: Result) -> str:
+    """ok, failed, skipped, or unfaithful (measured, but its outputs differ from the reference's)."""
+    if r.status == "ok" and r.fidelity and not r.fidelity.get("ok"):
+        return "unfaithful"
+    return r.status
+
+
+def section(run: Run) -> Section | None:
+    """The encoders' table: a numbered row per result (the notes name rows by number), the parameters that vary
+    as columns and the constant ones in the title."""
+    results = in_table(run.results, "encoders")
+    if not results:
+        return None
+    headers, rows, constants = table_rows(results)
+    return Section(encoder_title(results, constants, run.config), ["#"] + headers,
+                   [[str(i)] + row for i, row in enumerate(rows, 1)],
+                   keys=1 + len(headers) - len(measure_headers(results)), left=frozenset(dict(_PARAMS)),
+                   statuses=[row_status(r) for r in results], notes=notes(results))
 
 
 def measured_how(config: dict) -> str:

@@ -6,7 +6,7 @@ the requests' records (Result.figures["requests"], scenarios/requests.py)."""
 from __future__ import annotations
 
 from enginebench.display import max_rate, significant
-from enginebench.formats.terminal import markdown_section, print_section
+from enginebench.formats.tables.section import Section
 from enginebench.scenarios.registry import settings_label, table_of
 from enginebench.scenarios.requests import ceiling_words
 from enginebench.store.model import Result, Run
@@ -198,27 +198,16 @@ def tax_lines(run: Run) -> list[str]:
     return lines
 
 
-def table(run: Run) -> tuple[list[str], list[list[str]], list[str]] | None:
+def section(run: Run) -> Section | None:
     results = [r for r in run.results if is_endpoint_result(r)]
     if not results:
         return None
-    return ["#"] + HEADERS, [[str(i)] + row(r) for i, r in enumerate(results, 1)], notes(results) + tax_lines(run)
-
-
-def _title(run: Run) -> str:
-    results = [r for r in run.results if is_endpoint_result(r)]
     models = sorted({r.model for r in results})
     apis = sorted({((r.details or {}).get("endpoint") or {}).get("api", "?") for r in results})
-    return f"run {run.run_id} — a server's {', '.join(apis)} API (reference: {', '.join(models)})"
+    return Section(f"a server's {', '.join(apis)} API (reference: {', '.join(models)})", ["#"] + HEADERS,
+                   [[str(i)] + row(r) for i, r in enumerate(results, 1)], keys=1 + KEYS,
+                   left=frozenset({"scenario", "request", "load"}), statuses=[r.status for r in results],
+                   notes=notes(results) + tax_lines(run))
 
 
-def render_endpoint_table(run: Run, console) -> None:
-    print_section(console, _title(run), table(run), keys=1 + KEYS, left={"#", "scenario", "request", "load"})
-
-
-def endpoint_markdown(run: Run) -> str:
-    got = table(run)
-    return markdown_section(f"**{_title(run)}**", got) if got else ""
-
-
-__all__ = ["is_endpoint_result", "render_endpoint_table", "endpoint_markdown", "server_tax", "difference_ci", "HEADERS"]
+__all__ = ["is_endpoint_result", "section", "server_tax", "difference_ci", "HEADERS"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from enginebench.formats.terminal import print_lines, print_table
+from enginebench.formats.tables.section import Section
 from enginebench.models.onnx_graph import NodeInfo
 from enginebench.scenarios.blocks import WHOLE, Breakdown, breakdown_of
+from enginebench.scenarios.registry import in_table
 from enginebench.store.model import Run
 
 
@@ -63,21 +65,33 @@ def breakdown_rows(bd: Breakdown) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def render_breakdown(bd: Breakdown, console=None, run_id: str | None = None) -> None:
+def _title(bd: Breakdown) -> str:
+    return (f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens (median ms ± 95% CI half-width, % of the "
+            "blocks' total)")
+
+
+def _unmeasured(bd: Breakdown) -> list[str]:
+    """Why an engine or one of its blocks has no figure."""
+    return ([f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error]
+            + [f"{e.engine}: {name} not measured: {why}" for e in bd.engines for name, why in e.failed.items()])
+
+
+def render_breakdown(bd: Breakdown, console=None) -> None:
     """Median ms ± half the 95% CI per block and engine, and the block's share of the blocks' total; folded to
     the terminal's width (Markdown off a terminal); below, why an engine or a block has no figure."""
     from rich.console import Console
 
     console = console or Console()
     headers, rows = breakdown_rows(bd)
-    run = f"run {run_id} — " if run_id else ""
-    print_table(console, f"{run}time per block, batch {bd.batch_size} x {bd.seq_len} tokens "
-                         f"(median ms ± 95% CI half-width, % of the blocks' total)", headers, rows, keys=2,
-                left={"block"})
-    print_lines(console, [f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error]
-                + [f"{e.engine}: {name} not measured: {why}" for e in bd.engines for name, why in e.failed.items()])
+    print_table(console, _title(bd), headers, rows, keys=2, left={"block"})
+    print_lines(console, _unmeasured(bd))
 
 
-def render_stored(run: Run, console=None) -> None:
+def section(run: Run) -> Section | None:
     """A stored `enginebench blocks` run as the command printed it."""
-    render_breakdown(breakdown_of(run.results, run.config["blocks"]), console, run.run_id)
+    results = in_table(run.results, "blocks")
+    if not results:
+        return None
+    bd = breakdown_of(results, run.config["blocks"])
+    headers, rows = breakdown_rows(bd)
+    return Section(_title(bd), headers, rows, keys=2, left=frozenset({"block"}), notes=_unmeasured(bd), repeat=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from enginebench.formats.tables.section import STYLES, Section
 from enginebench.formats.terminal import print_lines, print_table
 from enginebench.measure.peak import Ceilings, CpuPeak
 from enginebench.measure.stats import summarize
@@ -69,8 +70,9 @@ def headers(rows: list[OpRow]) -> list[str]:
     return [INT8_RATE if h == "GFLOP/s" else h for h in HEADERS]
 
 
-def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
-    cells, styles = [], []
+def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str]]:
+    """(cells, statuses): a row failed, out of tolerance (unfaithful), skipped (not ok) or ok."""
+    cells, statuses = [], []
     for r in rows:
         case, s = r.measurement.case, r.summary
         time = _fig(s.median / 1e3, (s.ci95[0] / 1e3, s.ci95[1] / 1e3) if s and s.ci95 else None) if s else "—"
@@ -79,8 +81,9 @@ def table_rows(rows: list[OpRow]) -> tuple[list[list[str]], list[str | None]]:
                       _fig(r.gflops, r.gflops_ci), _fig(r.gbs, r.gbs_ci), f"{r.flops / r.bytes_moved:.2f}",
                       r.bound or "—", _fig(r.pct_theoretical, r.pct_theoretical_ci),
                       _fig(r.pct_measured, r.pct_measured_ci), _error_cell(r), _note(r)])
-        styles.append("red" if r.status == "error" or r.within_tolerance is False else "dim" if r.status != "ok" else None)
-    return cells, styles
+        statuses.append("failed" if r.status == "error" else "unfaithful" if r.within_tolerance is False
+                        else "skipped" if r.status != "ok" else "ok")
+    return cells, statuses
 
 
 def machine_lines(cpu: CpuPeak, ceilings: Ceilings, threads: int, precisions: set[str] = frozenset()) -> list[str]:
@@ -112,10 +115,10 @@ def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: Stoppi
     from rich.console import Console
 
     console = console or Console()
-    cells, styles = table_rows(rows)
+    cells, statuses = table_rows(rows)
     print_table(console, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
                 headers(rows), cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound", "note"},
-                styles=styles, repeat=3)
+                styles=[STYLES.get(s) for s in statuses], repeat=3)
     print_lines(console, machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows}))
 
 
@@ -154,19 +157,17 @@ def stored_rows(results: list[Result]) -> list[OpRow]:
     return rows
 
 
-def render_stored(run: Run, console=None) -> None:
+def section(run: Run) -> Section | None:
     """A stored ops run as `enginebench ops` printed it: the rows, then the machine lines it recorded."""
-    from rich.console import Console
-
-    console = console or Console()
-    ops = run.config.get("ops") or {}
     rows = stored_rows(run.results)
-    cells, styles = table_rows(rows)
-    print_table(console, f"run {run.run_id} — operators, {ops.get('threads', '?')} threads: median ± 95% CI "
-                f"half-width", headers(rows), cells, keys=5,
-                left={"op", "shape", "from", "engine", "precision", "bound", "note"}, styles=styles, repeat=3)
-    print_lines(console, ops.get("machine_lines") or [])
+    if not rows:
+        return None
+    cells, statuses = table_rows(rows)
+    ops = run.config.get("ops") or {}
+    return Section(f"operators, {ops.get('threads', '?')} threads: median ± 95% CI half-width", headers(rows), cells,
+                   keys=5, left=frozenset({"op", "shape", "from", "engine", "precision", "bound", "note"}),
+                   statuses=statuses, legend=ops.get("machine_lines") or [], repeat=3)
 
 
-__all__ = ["OpRow", "analyse", "stored_rows", "render_stored", "FIDELITY_METRIC", "table_rows",
+__all__ = ["OpRow", "analyse", "stored_rows", "section", "FIDELITY_METRIC", "table_rows",
            "render_ops", "ops_json", "row_dict", "machine_lines", "HEADERS", "headers", "unit"]

@@ -5,7 +5,7 @@ with the p99's CI) beside the verdict against those targets."""
 from __future__ import annotations
 
 from enginebench.display import max_rate
-from enginebench.formats.terminal import markdown_section, print_section
+from enginebench.formats.tables.section import Section
 from enginebench.scenarios.registry import table_of
 from enginebench.store.model import Result, Run
 
@@ -79,21 +79,15 @@ def notes(results: list[Result]) -> list[str]:
     return lines
 
 
-def table(run: Run) -> tuple[list[str], list[list[str]], list[str]] | None:
+def section(run: Run) -> Section | None:
     results = [r for r in run.results if is_decoder_serving(r)]
     if not results:
         return None
-    return ["#"] + HEADERS, [[str(i)] + row(r) for i, r in enumerate(results, 1)], notes(results)
+    models = sorted({r.model for r in results})
+    return Section(f"{', '.join(models)} served (LoadGen server, token latencies)", ["#"] + HEADERS,
+                   [[str(i)] + row(r) for i, r in enumerate(results, 1)], keys=1 + KEYS,
+                   left=frozenset({"engine", "precision", "request", "batching"}),
+                   statuses=[r.status for r in results], notes=notes(results))
 
 
-def render_serving_table(run: Run, console) -> None:
-    models = sorted({r.model for r in run.results if is_decoder_serving(r)})
-    print_section(console, f"run {run.run_id} — {', '.join(models)} served (LoadGen server, token latencies)",
-                  table(run), keys=1 + KEYS, left={"#", "engine", "precision", "request", "batching"})
-
-
-def serving_markdown(run: Run) -> str:
-    return markdown_section("**decoders served** (LoadGen server, token latencies)", table(run))
-
-
-__all__ = ["is_decoder_serving", "render_serving_table", "serving_markdown", "HEADERS"]
+__all__ = ["is_decoder_serving", "section", "HEADERS"]
