@@ -185,5 +185,5 @@ def test_a_real_pipe_gets_markdown(tmp_path):
     p = subprocess.run([sys.executable, "-m", "enginebench", "show", "--db", str(db)], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "COLUMNS": "60"}, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert re.search(r"^\| # \| engine \|", p.stdout, re.M) is None  # markdown has no row-number column
+    assert re.search(r"^\| # \| engine \|", p.stdout, re.M)  # the row numbers the notes name rows by ([1] ...)
     assert "| torch |" in p.stdout and p.stdout.strip().splitlines()[-1].startswith("machine: ")
