@@ -108,6 +108,32 @@ def test_the_share_is_items_per_s_over_one_over_the_sum_of_flops_over_ceilings()
     assert figure["precision"] == "fp32" and figure["unknown"] is None
 
 
+def test_an_emulated_precision_is_bounded_by_the_faster_of_its_ceiling_and_fp32s():
+    """On AVX2 torch.matmul's bf16 ran 1 GFLOP/s while torch's bf16 Linear ran 19: a bf16 row was put at 1920% of
+    a roofline of 1 GFLOP/s. An emulated precision's bound is the fp32 ceiling where that is faster, and the note
+    says so; a native one, or an emulated one faster than fp32 (int8 through vpmaddubsw), keeps its own."""
+    m = _measurement(4.7, 32, "bf16")
+    flops = sum(encoder_flops(MINILM, SEQ).values())
+    emulated = {**_speed(fp32=188.0, bf16=1.0), "gemm_emulated": {"bf16": "emulated: no AVX512_BF16"}}
+    figure = _figure(Latency(), "bf16", m, emulated)
+    assert figure["roofline_items_per_s"] == pytest.approx(188e9 / flops)
+    assert figure["pct_of_roofline"] < 100 and figure["emulated"] == ["bf16"]
+    assert {(p["precision"], p["ceiling_gflops"], p.get("ceiling_of")) for p in figure["parts"]} == {("bf16", 188.0, "fp32")}
+    native = _figure(Latency(), "bf16", m, _speed(fp32=188.0, bf16=1.0))  # not marked emulated: its own ceiling
+    assert native["roofline_items_per_s"] == pytest.approx(1e9 / flops) and native["pct_of_roofline"] > 100
+    int8 = {**_speed(fp32=188.0, int8=363.0), "gemm_emulated": {"int8": "emulated: no VNNI"}}
+    m8 = _measurement(0.45, 32, "int8", {"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 1.0})
+    parts = {p["precision"]: p for p in _figure(Latency(), "int8", m8, int8)["parts"]}
+    assert parts["int8"]["ceiling_gflops"] == 363.0 and "ceiling_of" not in parts["int8"]
+    from enginebench.formats.tables.encoder import roofline_notes
+    from enginebench.store.derive import build_result
+
+    result = build_result(Cell("torch", "bf16", "latency", "corpus", 32, 1, 2), [(0, m)], model="minilm", seq_len=SEQ,
+                          engine_version=None, engine_options={}, details=_details(emulated))
+    note = roofline_notes([result])[0]
+    assert "bf16 emulated on this CPU" in note and "bf16 bounded by the fp32 ceiling" in note and "fp32 188" in note
+
+
 def test_int8_parts_use_the_int8_ceiling_and_the_rest_the_float_one():
     m = _measurement(0.5, 32, "int8", {"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 0.8})
     flops = encoder_flops(MINILM, SEQ)

@@ -89,6 +89,19 @@ def ceiling_of(speed: dict | None, precision: str) -> float | None:
     return ceilings.get(precision)
 
 
+def bound_of(speed: dict | None, precision: str) -> tuple[float | None, str | None]:
+    """(the GEMM rate a part in `precision` is bounded by, the precision whose ceiling that is). A precision this
+    CPU has no instructions for is emulated, and an engine's emulation can beat the probe's (on AVX2 torch's
+    bf16 Linear ran 19 GFLOP/s where torch.matmul's bf16 ran 1): its bound is the faster of its own ceiling and
+    fp32's, since an emulation that widens to fp32 runs on the fp32 units (a bf16 row was put at 1920% of a
+    roofline of 1 GFLOP/s)."""
+    own = ceiling_of(speed, precision)
+    if own is None or not ((speed or {}).get("gemm_emulated") or {}).get(precision):
+        return own, precision
+    fp32 = ceiling_of(speed, "fp32") or 0.0
+    return (fp32, "fp32") if fp32 > own else (own, precision)
+
+
 def machine_factor(probes: list[dict | None], speed: dict | None) -> dict | None:
     """How fast the machine ran beside a cell, from its processes' GEMM probes (details.gemm_probe: before and
     after) against the stored reference (speed.gemm_probe); None without either."""
@@ -117,8 +130,9 @@ def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | No
     out = {**_no_figure(None), "flops_per_item": total, "ceilings_from": (speed or {}).get("measured_at")}
     seconds = 0.0
     for p in parts:
-        ceiling = ceiling_of(speed, p["precision"])
-        out["parts"].append({**p, "ceiling_gflops": ceiling, "share_of_flops": p["flops"] / total if total else None})
+        ceiling, of = bound_of(speed, p["precision"])
+        out["parts"].append({**p, "ceiling_gflops": ceiling, "share_of_flops": p["flops"] / total if total else None,
+                             **({"ceiling_of": of} if of != p["precision"] else {})})
         if not ceiling:
             out["unknown"] = _missing_ceiling(speed, p["precision"])
             continue

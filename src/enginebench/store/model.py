@@ -46,6 +46,8 @@ Schema history (SCHEMA_VERSION):
   5 (unchanged number, an optional key) — `roofline.beside`: the machine's speed while the cell ran, from the
       GEMM probes its processes timed before and after it (details.gemm_probe of each measurement): factor
       (their median ÷ the stored reference), drifted, and the share against the ceilings scaled by it.
+  5 (unchanged number, an optional key) — `roofline.parts[].ceiling_of`: "fp32" where the part's precision is
+      emulated on the CPU and the fp32 ceiling, the faster, bounds it (derived on read: older results get it too).
 """
 
 from __future__ import annotations
@@ -143,8 +145,9 @@ class RooflinePart(TypedDict):
     what: str  # "linear (int8)", "attention Q·Kᵀ, P·V (fp32)", ...
     precision: str
     flops: float  # per item
-    ceiling_gflops: float | None  # the machine's GEMM ceiling for that precision (int8: GOP/s)
+    ceiling_gflops: float | None  # the GEMM rate the part is bounded by: its precision's ceiling (int8: GOP/s)
     share_of_flops: float | None
+    ceiling_of: NotRequired[str]  # "fp32" where the precision is emulated and fp32's ceiling is the faster one
 
 
 class MachineBeside(TypedDict):

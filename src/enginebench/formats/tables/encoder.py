@@ -175,13 +175,16 @@ def roofline_notes(results: list[Result]) -> list[str]:
     known = [f for f in figures if f.get("pct_of_roofline") is not None]
     lines = []
     if known:
-        ceilings = {p["precision"]: p["ceiling_gflops"] for f in known for p in f["parts"]}
+        ceilings = {p.get("ceiling_of", p["precision"]): p["ceiling_gflops"] for f in known for p in f["parts"]}
         emulated = sorted({p for f in known for p in f.get("emulated") or ()})
+        widened = sorted({p["precision"] for f in known for p in f["parts"] if p.get("ceiling_of")})
         lines.append("% roofline: items/s ÷ the machine's compute roofline, 1 / Σ FLOPs ÷ GEMM ceiling over the "
                      "model's matrix products in the precision each ran (int8 where quantized); ceilings of "
                      f"`enginebench machine` {known[0].get('ceilings_from')}: "
                      + ", ".join(f"{p} {_num(c)} {'GOP' if p == 'int8' else 'GFLOP'}/s" for p, c in ceilings.items())
-                     + (f" ({', '.join(emulated)} emulated on this CPU)" if emulated else ""))
+                     + (f" ({', '.join(emulated)} emulated on this CPU)" if emulated else "")
+                     + (f"; {', '.join(widened)} bounded by the fp32 ceiling, faster than its emulated GEMM"
+                        if widened else ""))
     for why in dict.fromkeys(f["unknown"] for f in figures if f.get("unknown")):
         lines.append(f"% roofline unknown: {why}")
     return lines + drift_notes(results)
