@@ -178,6 +178,49 @@ def test_cost_model_learns_loads_and_overhead():
     assert cost.run([c], rule) == pytest.approx(2.0 + 1.03 + 2 * cost.overhead_s, abs=0.05)
 
 
+def test_a_call_not_measured_yet_is_priced_per_item_and_thread_not_at_zero():
+    """Before any call is measured a batch costs the prior (the model's FLOPs at 70% of the fp32 roofline);
+    after, the median seconds an item took a thread among the candidates measured: a batch of 32 on 2 cores
+    priced at 0 s made round 1 of a 10-minute tune run 4 min 29 s against 2 min 10 s planned."""
+    rule = StoppingRule(duration_s=0.5, min_samples=3, warmup_s=0.2)
+    unknown = halving.CostModel()
+    assert unknown.call(_cand()) == 0.0  # no prior: today's floor, the duration alone
+    cost = halving.CostModel(prior_item_thread_s=0.04)
+    b32 = _cand(batch=32, threads=2)
+    assert cost.call(b32) == pytest.approx(0.04 * 32 / 2)
+    assert cost.cell(b32, rule) == pytest.approx(0.2 + 3 * 0.64 + max(rule.min_warmup, 1) * 0.64)
+    measured = _cand("torch", "fp32", threads=1, batch=8)
+    r = _result(measured, 400.0)  # 400 ms a call of 8 items on one thread: 0.05 s an item-thread
+    cost.learn([measured], rule, 1, {measured: r}, wall_s=10.0)
+    assert cost.call(measured) == pytest.approx(0.4)
+    assert cost.call(b32) == pytest.approx(0.05 * 32 / 2)  # learnt from the measured candidate
+
+
+def test_the_search_prices_calls_from_the_models_flops_and_the_stored_ceilings(synthetic, tmp_path, monkeypatch):
+    import socket
+
+    from enginebench.measure.compute_roofline import encoder_flops
+    from enginebench.search import tune
+    from enginebench.store.database import ResultStore
+
+    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path / "cache"))  # no per-machine ceilings but the db's
+    db = str(tmp_path / "t.db")
+    request = check_request("minilm", engines="syn", precisions="fp32", batch_size="32", budget="10m", db=db)
+    blind = Tuner(request)
+    blind.prepare()
+    assert blind.cost.prior_item_thread_s == 0.0  # no ceilings: nothing is measured before the search
+    with ResultStore(db) as store:
+        store.add_machine_speed({"measured_at": "2026-12-05T00:00:00+00:00", "hostname": socket.gethostname(),
+                                 "bandwidth_gbs": 30.0, "gemm_gflops": 188.0, "details": {"cpu_features": {}}})
+    tuner = Tuner(request)
+    tuner.prepare()
+    flops = sum(encoder_flops({"layers": 6, "hidden_size": 384, "intermediate_size": 1536}, 128).values())
+    per_item_thread = flops / (188e9 / tuner.cores) / tune.PRIOR_SHARE
+    assert tuner.cost.prior_item_thread_s == pytest.approx(per_item_thread)
+    first = tuner.order[0]
+    assert tuner.cost.call(first) == pytest.approx(per_item_thread * 32 / first.threads)
+
+
 # -- bad input ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [

@@ -103,6 +103,10 @@ class CostModel:
     load_s: dict = field(default_factory=dict)  # (engine, precision) -> seconds, measured
     call_s: dict = field(default_factory=dict)  # Candidate -> seconds per call, measured
     prior_load_s: float = 10.0
+    # seconds per item on one thread before any call is measured (from the model's FLOPs and the machine's fp32
+    # ceiling); 0: unknown. A batch of 32 MiniLM sentences takes 0.5-0.7 s on 2 cores: priced at 0, round 1 of a
+    # 10-minute tune ran 4 min 29 s against 2 min 10 s planned
+    prior_item_thread_s: float = 0.0
     overhead_s: float = 4.0  # per child process; learnt
     _overheads: list = field(default_factory=list)
 
@@ -113,8 +117,17 @@ class CostModel:
         known = sorted(self.load_s.values())
         return known[len(known) // 2] if known else self.prior_load_s
 
+    def call(self, c: Candidate) -> float:
+        """Its measured seconds a call, else its batch at the median seconds an item took a thread among the
+        candidates measured so far (else the prior): a call of `batch` items on `threads` threads."""
+        if c in self.call_s:
+            return self.call_s[c]
+        per_item_thread = sorted(s * k.threads / k.batch_size for k, s in self.call_s.items())
+        rate = per_item_thread[len(per_item_thread) // 2] if per_item_thread else self.prior_item_thread_s
+        return rate * c.batch_size / max(c.threads, 1)
+
     def cell(self, c: Candidate, rule: StoppingRule) -> float:
-        call = self.call_s.get(c, 0.0)
+        call = self.call(c)
         s = rule.warmup_s + max(rule.duration_s, rule.min_samples * call) + max(rule.min_warmup, 1) * call
         return s + (self.load(c) if scenario_class(c.scenario).workers_load_sessions else 0.0)
 

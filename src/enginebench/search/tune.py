@@ -20,6 +20,10 @@ from enginebench.api import execute
 from enginebench.config import RunConfig, comma_list, positive_int, seconds
 from enginebench.engines import engine_class, installed_engines, require_engine
 from enginebench.errors import UsageError
+from enginebench.execution.local import model_structure
+from enginebench.measure.compute_roofline import encoder_flops
+from enginebench.measure.peak import measured_here
+from enginebench.measure.roofline import cached_machine_speed
 from enginebench.planning import plan_from_config
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
@@ -27,6 +31,7 @@ from enginebench.search.space import Candidate, admission_order, baselines, cand
 from enginebench.store.database import ResultStore
 
 MIN_BUDGET_S = 10.0
+PRIOR_SHARE = 0.7  # of the fp32 roofline a call is priced at before any is measured (engines here: 64-81%)
 
 
 class BudgetSpent(Exception):
@@ -188,10 +193,11 @@ class Tuner:
         ResultStore(r.db).close()  # an unwritable database fails here, before anything is measured
 
     def _prior_costs(self) -> CostModel:
-        """Load times already stored for this model on this machine start the cost model."""
+        """Load times already stored for this model on this machine start the cost model, and a call's time is
+        priced from the model's FLOPs at PRIOR_SHARE of the machine's fp32 roofline until calls are measured."""
         import socket
 
-        cost = CostModel()
+        cost = CostModel(prior_item_thread_s=self._prior_item_thread_s())
         if not os.path.exists(self.request.db):
             return cost
         with ResultStore(self.request.db) as store:
@@ -205,6 +211,23 @@ class Tuner:
                 key = (engine, precision)
                 cost.load_s[key] = max(cost.load_s.get(key, 0.0), float(load))
         return cost
+
+    def _prior_item_thread_s(self) -> float:
+        """Seconds an item takes one thread at PRIOR_SHARE of the fp32 roofline (0 when the model's structure or the
+        machine's ceilings are not known: nothing is measured before the search starts)."""
+        import socket
+
+        structure = model_structure(self.base.model.path)
+        seq_len = max((w.spec.seq_len for w in self.base.workloads.values()), default=0)
+        speed = None
+        if os.path.exists(self.request.db):
+            with ResultStore(self.request.db) as store:
+                speed = store.machine_speed(socket.gethostname())
+        speed = speed if measured_here(speed) else cached_machine_speed()
+        if not structure or not seq_len or not speed or not speed.get("gemm_gflops"):
+            return 0.0
+        flops = sum(encoder_flops(structure, seq_len).values())
+        return flops / (speed["gemm_gflops"] * 1e9 / self.cores) / PRIOR_SHARE
 
     # -- the rounds -------------------------------------------------------------------------------------------
     def run(self) -> Tuning:
