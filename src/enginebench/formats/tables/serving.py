@@ -84,7 +84,7 @@ def section(run: Run) -> Section | None:
     if not results:
         return None
     models = sorted({r.model for r in results})
-    return Section(f"{', '.join(models)} served (LoadGen server, token latencies)", ["#"] + HEADERS,
+    return Section(f"decoders served (LoadGen server, token latencies): {', '.join(models)}", ["#"] + HEADERS,
                    [[str(i)] + row(r) for i, r in enumerate(results, 1)], keys=1 + KEYS,
                    left=frozenset({"engine", "precision", "request", "batching"}),
                    statuses=[r.status for r in results], notes=notes(results))
