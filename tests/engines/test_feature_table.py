@@ -35,6 +35,31 @@ def test_installed_engine_is_probed(rows):
     assert torch_info.training == "yes" and torch_info.backend  # probed from torch's build configuration
 
 
+@pytest.mark.parametrize("features", ["native", "avx2"])
+def test_precisions_are_those_the_engine_offers_on_this_cpu_and_the_others_say_why(features, monkeypatch):
+    """`engines` lists what enginebench runs here: on an AVX2-only CPU (or acting as one) OpenVINO's bf16 is
+    not among its precisions, and its row says why, as `run` and `tune` refuse it."""
+    from enginebench.measure import cpu_features
+
+    if features == "native":
+        monkeypatch.delenv(cpu_features.ENV, raising=False)
+    else:
+        monkeypatch.setenv(cpu_features.ENV, features)
+    for name in ("openvino", "ctranslate2", "onnxruntime"):
+        cls = engine_class(name)
+        if not cls.installed():
+            continue
+        info = cls.describe()
+        offered = tuple(p for p in cls.precisions if cls.why_not_precision(p) is None)
+        assert info.precisions == offered and "fp32" in offered
+        for p in set(cls.precisions) - set(offered):
+            assert f"not here: {cls.why_not_precision(p)}" in info.notes
+    if engine_class("openvino").installed():
+        has_bf16 = cpu_features.current().has_any(engine_class("openvino").cpu_needs["bf16"])
+        assert ("bf16" in engine_class("openvino").describe().precisions) is (
+            has_bf16 and engine_class("openvino").why_not_precision("bf16") is None)
+
+
 def test_absent_library_shows_not_installed_with_its_install_hint(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))

@@ -140,11 +140,16 @@ class Engine(ABC):
 
     @classmethod
     def describe(cls) -> EngineInfo:
+        """What the engine is and runs on this machine: an installed engine's precisions are those it offers
+        here (a precision the CPU lacks instructions for, or the library's build refuses, goes to the notes with
+        the reason)."""
         installed = cls.installed()
         notes = "" if installed else f"not installed (missing {', '.join(cls.missing())})"
+        refused = {p: why for p in cls.precisions if installed and (why := cls.why_not_precision(p))}
+        notes = "; ".join([notes] * bool(notes) + [f"not here: {why}" for why in refused.values()])
         return EngineInfo(
             name=cls.name, library=cls.library, version=cls.version() if installed else None,
-            install=cls.install_hint(), precisions=cls.precisions,
+            install=cls.install_hint(), precisions=tuple(p for p in cls.precisions if p not in refused),
             devices=cls.devices() if installed else (), formats=cls.formats, notes=notes, extra=cls.extra,
             bits=precision_bits(cls.precisions + cls.library_precisions),
             backend=cls.probe_backend() if installed else cls.backend,
