@@ -50,7 +50,7 @@ def cmd_tune(args) -> int:
         progress.update(task, description=text[:70], completed=min(elapsed, budget),
                         left=_clock(max(0.0, budget - elapsed)))
 
-    tuner = Tuner(request, on_progress=on_progress)
+    tuner = Tuner(request, on_progress=on_progress, on_note=lambda text: err.print(f"[dim]tune: {text}[/dim]"))
     tuner.prepare()  # every check before the first measurement
     err.print(f"[dim]tune: {len(tuner.space)} candidates for {tuner.base.model.name}; budget {_clock(request.budget_s)}[/dim]")
     with progress:

@@ -144,9 +144,9 @@ class Engine(ABC):
         here (a precision the CPU lacks instructions for, or the library's build refuses, goes to the notes with
         the reason)."""
         installed = cls.installed()
-        notes = "" if installed else f"not installed (missing {', '.join(cls.missing())})"
         refused = {p: why for p in cls.precisions if installed and (why := cls.why_not_precision(p))}
-        notes = "; ".join([notes] * bool(notes) + [f"not here: {why}" for why in refused.values()])
+        notes = "; ".join(([] if installed else [f"not installed (missing {', '.join(cls.missing())})"])
+                          + [f"not here: {why}" for why in refused.values()])
         return EngineInfo(
             name=cls.name, library=cls.library, version=cls.version() if installed else None,
             install=cls.install_hint(), precisions=tuple(p for p in cls.precisions if p not in refused),

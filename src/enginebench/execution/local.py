@@ -18,7 +18,6 @@ import queue as queue_mod
 import signal
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -40,7 +39,7 @@ from enginebench.execution.messages import (
 from enginebench.execution.records import CellHistory, measurement_record
 from enginebench.execution.references import cached_reference, reference_inputs, reference_key, store_reference
 from enginebench.measure import cpu_features
-from enginebench.measure.compute_roofline import encoder_structure
+from enginebench.measure.compute_roofline import model_structure
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.derive import build_result, failed_result
@@ -447,17 +446,6 @@ class LocalLauncher:
         for index in [i for i in order if i in pending]:
             self.on_start(pending.pop(index))
             record(index, Failure(why, failure.kind))
-
-
-def model_structure(folder: str) -> dict | None:
-    """An encoder's dimensions from its config.json (measure/compute_roofline.py), None when unreadable."""
-    import json
-
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return encoder_structure(config) if isinstance(config, dict) else None
 
 
 __all__ = ["LocalLauncher", "describe_exit"]

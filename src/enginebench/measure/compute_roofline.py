@@ -29,7 +29,9 @@ calls, like the ceilings, so the factor leans high and the scaled share low.
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 DRIFT = 1.25  # the machine's speed beside a cell this far from the stored one (either way) is called a drift
 NO_CEILINGS = "no GEMM ceilings stored for this machine: run `enginebench machine` (once per machine)"
@@ -43,6 +45,15 @@ def encoder_structure(config: dict) -> dict | None:
         return {key: int(config[name]) for key, name in _STRUCTURE_KEYS.items()}
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def model_structure(folder: str) -> dict | None:
+    """An encoder's dimensions from its folder's config.json, None when unreadable."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return encoder_structure(config) if isinstance(config, dict) else None
 
 
 def encoder_flops(structure: dict, seq_len: int) -> dict[str, float]:

@@ -20,10 +20,9 @@ from enginebench.api import execute
 from enginebench.config import RunConfig, comma_list, positive_int, seconds
 from enginebench.engines import engine_class, installed_engines, require_engine
 from enginebench.errors import UsageError
-from enginebench.execution.local import model_structure
-from enginebench.measure.compute_roofline import encoder_flops
+from enginebench.measure.compute_roofline import encoder_flops, model_structure
 from enginebench.measure.peak import measured_here
-from enginebench.measure.roofline import cached_machine_speed
+from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed
 from enginebench.planning import plan_from_config
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
@@ -146,9 +145,10 @@ class Tuner:
     """One tuning session. `measure` is the only part that measures; tests replace it (and `clock`)."""
 
     def __init__(self, request: Request, on_progress: Callable[[str, float, float], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, on_note: Callable[[str], None] | None = None):
         self.request = request
         self.on_progress = on_progress or (lambda text, elapsed, budget: None)
+        self.on_note = on_note or (lambda text: None)
         self.clock = clock
         self.session = uuid.uuid4().hex[:8]
         self.rounds: list[Round] = []
@@ -212,18 +212,34 @@ class Tuner:
                 cost.load_s[key] = max(cost.load_s.get(key, 0.0), float(load))
         return cost
 
+    def _ceilings_before_the_clock(self) -> None:
+        """Calls are priced from the machine's roofline and every run shows its share of it: ceilings this machine
+        has not measured yet are measured once, before the budget's clock starts (about 30 s). Measured by the
+        first run instead, they would take most of round 1's share of a short budget."""
+        if self.cost.prior_item_thread_s or self._stored_speed() or cached_machine_speed():
+            return
+        self.on_note("no roofline ceilings for this machine yet: measuring them once before the budget starts "
+                     "(about 30 s; `enginebench machine` does it alone)")
+        t0 = time.perf_counter()
+        measure_and_cache_machine_speed()
+        self.on_note(f"ceilings measured in {time.perf_counter() - t0:.0f} s; kept for every later run here")
+        self.cost.prior_item_thread_s = self._prior_item_thread_s()
+
+    def _stored_speed(self) -> dict | None:
+        import socket
+
+        if not os.path.exists(self.request.db):
+            return None
+        with ResultStore(self.request.db) as store:
+            speed = store.machine_speed(socket.gethostname())
+        return speed if measured_here(speed) else None
+
     def _prior_item_thread_s(self) -> float:
         """Seconds an item takes one thread at PRIOR_SHARE of the fp32 roofline (0 when the model's structure or the
         machine's ceilings are not known: nothing is measured before the search starts)."""
-        import socket
-
         structure = model_structure(self.base.model.path)
         seq_len = max((w.spec.seq_len for w in self.base.workloads.values()), default=0)
-        speed = None
-        if os.path.exists(self.request.db):
-            with ResultStore(self.request.db) as store:
-                speed = store.machine_speed(socket.gethostname())
-        speed = speed if measured_here(speed) else cached_machine_speed()
+        speed = self._stored_speed() or cached_machine_speed()
         if not structure or not seq_len or not speed or not speed.get("gemm_gflops"):
             return 0.0
         flops = sum(encoder_flops(structure, seq_len).values())
@@ -234,6 +250,7 @@ class Tuner:
         r = self.request
         if self.base is None:
             self.prepare()
+        self._ceilings_before_the_clock()
         self.started = self.clock()
         end = self.started + r.budget_s
         final_reserve = halving.FINAL_SHARE * r.budget_s

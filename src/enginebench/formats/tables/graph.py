@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from enginebench.formats.terminal import print_lines, print_table
 from enginebench.formats.tables.section import Section
 from enginebench.models.onnx_graph import NodeInfo
 from enginebench.scenarios.blocks import WHOLE, Breakdown, breakdown_of
@@ -65,33 +64,25 @@ def breakdown_rows(bd: Breakdown) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def _title(bd: Breakdown) -> str:
-    return (f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens (median ms ± 95% CI half-width, % of the "
-            "blocks' total)")
-
-
-def _unmeasured(bd: Breakdown) -> list[str]:
-    """Why an engine or one of its blocks has no figure."""
-    return ([f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error]
-            + [f"{e.engine}: {name} not measured: {why}" for e in bd.engines for name, why in e.failed.items()])
+def _section(bd: Breakdown) -> Section:
+    """Median ms ± half the 95% CI per block and engine, and the block's share of the blocks' total; its notes say
+    why an engine or a block has no figure."""
+    headers, rows = breakdown_rows(bd)
+    unmeasured = ([f"{e.engine}: not measured: {e.error}" for e in bd.engines if e.error]
+                  + [f"{e.engine}: {name} not measured: {why}" for e in bd.engines for name, why in e.failed.items()])
+    return Section(f"time per block, batch {bd.batch_size} x {bd.seq_len} tokens (median ms ± 95% CI half-width, % "
+                   "of the blocks' total)", headers, rows, keys=2, left=frozenset({"block"}), notes=unmeasured,
+                   repeat=None)
 
 
 def render_breakdown(bd: Breakdown, console=None) -> None:
-    """Median ms ± half the 95% CI per block and engine, and the block's share of the blocks' total; folded to
-    the terminal's width (Markdown off a terminal); below, why an engine or a block has no figure."""
+    """The breakdown folded to the terminal's width (Markdown off a terminal), as `show` prints it stored."""
     from rich.console import Console
 
-    console = console or Console()
-    headers, rows = breakdown_rows(bd)
-    print_table(console, _title(bd), headers, rows, keys=2, left={"block"})
-    print_lines(console, _unmeasured(bd))
+    _section(bd).print(console or Console())
 
 
 def section(run: Run) -> Section | None:
     """A stored `enginebench blocks` run as the command printed it."""
     results = in_table(run.results, "blocks")
-    if not results:
-        return None
-    bd = breakdown_of(results, run.config["blocks"])
-    headers, rows = breakdown_rows(bd)
-    return Section(_title(bd), headers, rows, keys=2, left=frozenset({"block"}), notes=_unmeasured(bd), repeat=None)
+    return _section(breakdown_of(results, run.config["blocks"])) if results else None

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from enginebench.formats.tables.section import STYLES, Section
-from enginebench.formats.terminal import print_lines, print_table
+from enginebench.formats.tables.section import Section
 from enginebench.measure.peak import Ceilings, CpuPeak
 from enginebench.measure.stats import summarize
 from enginebench.measure.timing import StoppingRule
@@ -110,16 +109,20 @@ def machine_lines(cpu: CpuPeak, ceilings: Ceilings, threads: int, precisions: se
     ]
 
 
+def _section(rows: list[OpRow], title: str, legend: list[str]) -> Section:
+    cells, statuses = table_rows(rows)
+    return Section(title, headers(rows), cells, keys=5,
+                   left=frozenset({"op", "shape", "from", "engine", "precision", "bound", "note"}),
+                   statuses=statuses, legend=legend, repeat=3)
+
+
 def render_ops(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int,
                console=None) -> None:
     from rich.console import Console
 
-    console = console or Console()
-    cells, statuses = table_rows(rows)
-    print_table(console, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
-                headers(rows), cells, keys=5, left={"op", "shape", "from", "engine", "precision", "bound", "note"},
-                styles=[STYLES.get(s) for s in statuses], repeat=3)
-    print_lines(console, machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows}))
+    _section(rows, f"operators, {threads} threads: median ± 95% CI half-width ({rule.describe()})",
+             machine_lines(cpu, ceilings, threads, {r.measurement.case.precision for r in rows})).print(
+        console or Console())
 
 
 def ops_json(rows: list[OpRow], cpu: CpuPeak, ceilings: Ceilings, rule: StoppingRule, threads: int,
@@ -162,11 +165,9 @@ def section(run: Run) -> Section | None:
     rows = stored_rows(run.results)
     if not rows:
         return None
-    cells, statuses = table_rows(rows)
     ops = run.config.get("ops") or {}
-    return Section(f"operators, {ops.get('threads', '?')} threads: median ± 95% CI half-width", headers(rows), cells,
-                   keys=5, left=frozenset({"op", "shape", "from", "engine", "precision", "bound", "note"}),
-                   statuses=statuses, legend=ops.get("machine_lines") or [], repeat=3)
+    return _section(rows, f"operators, {ops.get('threads', '?')} threads: median ± 95% CI half-width",
+                    ops.get("machine_lines") or [])
 
 
 __all__ = ["OpRow", "analyse", "stored_rows", "section", "FIDELITY_METRIC", "table_rows",

@@ -28,9 +28,10 @@ class Section:
             object.__setattr__(self, "statuses", ["ok"] * len(self.rows))
         assert len(self.statuses) == len(self.rows), "one status per row"
 
-    def print(self, console, run_id: str) -> None:
-        """On a console: folded to its width on a screen, Markdown elsewhere."""
-        print_table(console, f"run {run_id} — {self.title}", self.headers, self.rows, keys=self.keys,
+    def print(self, console, run_id: str | None = None) -> None:
+        """On a console: folded to its width on a screen, Markdown elsewhere; the run named first when given."""
+        title = f"run {run_id} — {self.title}" if run_id else self.title
+        print_table(console, title, self.headers, self.rows, keys=self.keys,
                     left=self.left, styles=[STYLES.get(s) for s in self.statuses], repeat=self.repeat)
         print_lines(console, self.notes, style="yellow")
         print_lines(console, self.legend)
