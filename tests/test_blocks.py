@@ -64,6 +64,12 @@ def test_breakdown_times_every_block_and_explains_engines_that_cannot(minilm, co
     assert len(ort_blocks.summaries) == len(result.blocks) == 8
     assert all(s.median > 0 and s.n >= TINY_RULE.min_samples for s in ort_blocks.summaries)
     assert ort_blocks.whole.median > 0  # the whole graph, timed in the same process for comparison
+    from enginebench.formats.frame import export_frame
+
+    frame = export_frame(run)  # the CSV and Parquet exports name each row's block
+    ort = frame[frame["engine"] == "onnxruntime"]
+    assert list(ort["block"]) == [*(b.name for b in result.blocks), "whole model"]
+    assert list(ort["block_index"].isna()) == [False] * len(result.blocks) + [True]
 
 
 def test_blocks_command_prints_a_row_per_block(capsys, tmp_path):

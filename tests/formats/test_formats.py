@@ -114,3 +114,34 @@ def test_every_table_a_scenario_names_is_drawn_alike_by_every_text_format():
             key = row[section.keys - 1]
             assert key in screen.getvalue() and f"| {key} |" in md.replace("\\|", "|")
             assert f">{key}</td>" in page, key
+
+
+def test_skipped_cells_are_one_note_per_engine_and_precision_not_a_row_each():
+    """`--precision int8,int16` over every engine made a row of dashes per engine offering neither (13 of 21
+    rows): each is a note once; a table of skipped cells alone still shows them."""
+    import dataclasses
+
+    from helpers.sample_run import sample_run
+
+    from enginebench.formats.tables import encoder
+    from enginebench.scenarios.registry import in_table
+
+    run = sample_run()
+    results = in_table(run.results, "encoders")
+    skipped = [r for r in results if r.status == "skipped"]
+    assert skipped and len(skipped) < len(results)
+    section = encoder.section(run)
+    assert len(section.rows) == len(results) - len(skipped) and "skipped" not in section.statuses
+    assert [row[0] for row in section.rows] == [str(i) for i in range(1, len(section.rows) + 1)]  # notes' numbers
+    for r in skipped:
+        assert f"{r.engine} {r.precision}: skipped (1 cells): {r.error}" in section.notes
+    alone = encoder.section(dataclasses.replace(run, results=skipped))
+    assert len(alone.rows) == len(skipped) and set(alone.statuses) == {"skipped"}
+    # the decoder table alike: a refused cell is its note, the rows are the measured ones
+    from enginebench.formats.tables import decoder
+
+    first = next(r for r in run.results if decoder.is_decoder_result(r))
+    refused = dataclasses.replace(first, engine="jax", status="skipped", error="needs ~30 GiB, 24 GiB here")
+    with_refused = dataclasses.replace(run, results=[*run.results, refused])
+    assert decoder.section(with_refused).rows == decoder.section(run).rows
+    assert f"jax {first.precision}: skipped (1 cells): needs ~30 GiB, 24 GiB here" in decoder.section(with_refused).notes

@@ -77,11 +77,9 @@ def _assert_whole(text: str, width: int, values: list[str]):
 
 
 def _figures(run) -> list[str]:
-    from enginebench.formats.tables.decoder import decoder_table, is_decoder_result
-    from enginebench.formats.tables.encoder import table_rows
+    from enginebench.formats.tables import decoder, encoder
 
-    _, rows, _ = table_rows([r for r in run.results if not is_decoder_result(r)])
-    return [c for row in rows + decoder_table(run)[1] for c in row]
+    return [c for row in encoder.section(run).rows + decoder.decoder_table(run)[1] for c in row]
 
 
 @pytest.mark.parametrize("width", [80, 60])

@@ -117,6 +117,11 @@ def test_a_concurrency_run_is_stored_shown_and_compared():
     headers, rows, _ = table_rows(run.results)
     assert "settings" in headers and [r[headers.index("settings")] for r in rows] == ["1 client", "3 clients"]
     assert json.loads(json.dumps(run.to_dict()))["results"][1]["settings"] == {"clients": 3}
+    from enginebench.formats.frame import export_frame
+
+    frame = export_frame(run)  # the CSV and Parquet exports: the clients and Little's law in columns
+    assert list(frame["clients"]) == [1, 3]
+    assert frame.loc[1, "littles_law_clients"] == pytest.approx(three.figures["littles_law_clients"])
     cmp = compare_runs(run, run)
     assert len(cmp.cells) == 2 and not cmp.only_in_base and cmp.cells[0].metric == "throughput"
     assert {c.cell["settings"]["clients"] for c in cmp.cells} == {1, 3}

@@ -744,4 +744,17 @@ def test_ops_runs_are_stored_as_results(with_ops, tmp_path, capsys):
         assert with_ops(["show", run.run_id, "--db", str(db), "--format", fmt]) == 0
         out = capsys.readouterr().out
         assert the_row in out and "bfloat16" in out, fmt
+    # the CSV export carries the table's rates and shares, a CI as two columns; the skipped row keeps its bound
+    assert with_ops(["show", run.run_id, "--db", str(db), "--format", "csv"]) == 0
+    import io
+
+    import pandas as pd
+
+    csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    op = ok.details["op"]
+    assert csv.loc[0, "gbs"] == pytest.approx(op["gbs"]) and csv.loc[0, "gbs_ci95_hi"] == pytest.approx(op["gbs_ci95"][1])
+    assert csv.loc[0, "pct_of_measured_ceiling"] == pytest.approx(op["pct_of_measured_ceiling"])
+    assert csv.loc[0, "measured_ceiling_source"] == "triad" and csv.loc[0, "rate_unit"] == op["rate_unit"]
+    assert list(csv["bound"]) == ["memory", "memory"] and list(csv["dims"]) == ["×".join(op["dims"])] * 2
+    assert csv["gbs"].isna().tolist() == [False, True] and "clients" not in csv  # no other scenario's columns
     assert with_ops(["compare", run.run_id, run.run_id, "--db", str(db)]) == 0

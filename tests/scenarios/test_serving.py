@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers.fake_engines import SleepFactory
 from helpers.queueing import assert_bracketed, md1_max_qps
@@ -159,6 +160,11 @@ def test_a_server_run_end_to_end_keeps_loadgens_logs():
     assert len(r.samples) == r.serving["queries"] >= MIN_QUERIES_P99
     headers, rows, constants = table_rows(run.results)
     assert rows[0][-1] == "VALID" and constants["serving"] == "100 q/s · p99 ≤ 250 ms"
+    from enginebench.formats.frame import export_frame
+
+    row = export_frame(run).iloc[0]  # the CSV and Parquet exports: the rates and targets in columns
+    assert (row["target_qps"], row["slo_p99_ms"], row["max_batch"]) == (100, 250, 1) and row["loadgen_valid"]
+    assert row["achieved_qps"] == pytest.approx(r.serving["achieved_qps"]) and pd.isna(row["max_qps"])
 
 
 def test_the_search_stops_when_the_calls_alone_miss_the_target():

@@ -1,4 +1,4 @@
-"""csv: the frame of store/frame.py, one flat row per result. The machine is in columns of every row
+"""csv: the frame of formats/frame.py, one flat row per result (with the columns of its scenarios' own). The machine is in columns of every row
 (hostname, cpu, cores, affinity, memory_gb, python) and each row's notes in its own columns (error,
 verdict_reasons, notes), so a plain `pandas.read_csv(path)` reads everything back: no comment lines."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from enginebench.formats.base import RUNS, Format, Subject
-from enginebench.store.frame import to_frame
+from enginebench.formats.frame import export_frame
 from enginebench.store.model import Run
 
 
 def to_csv(run: Run) -> str:
-    return to_frame(run).to_csv(index=False)
+    return export_frame(run).to_csv(index=False)
 
 
 class Csv(Format):

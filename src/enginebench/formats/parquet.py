@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from enginebench.formats.base import RUNS, Format, Subject
 from enginebench.formats.json import run_notes
-from enginebench.store.frame import to_frame
+from enginebench.formats.frame import export_frame
 from enginebench.store.model import Run
 
 PARQUET_KEY = b"enginebench"
@@ -19,7 +19,7 @@ def to_parquet(run: Run, path: str | Path) -> None:
     import pyarrow as pa  # heavy: only when a parquet file is written
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(to_frame(run), preserve_index=False)
+    table = pa.Table.from_pandas(export_frame(run), preserve_index=False)
     meta = {"schema_version": run.schema_version, "run_id": run.run_id, "created_at": run.created_at,
             "machine": run.machine, "config": run.config, "notes": run_notes(run)}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_KEY: json.dumps(meta).encode()})

@@ -282,6 +282,14 @@ class Scenario(ABC):
         """Which of TABLES a result of this scenario belongs to."""
         return "encoders"
 
+    #: the flat columns its results add to the CSV and Parquet exports (formats/frame.py), beyond the ones every
+    #: result has (store/frame.py): name -> pandas dtype, in their order; filled by `frame_values`
+    frame_columns: ClassVar[dict[str, str]] = {}
+
+    def frame_values(self, result) -> dict:
+        """A stored result's values for `frame_columns` (a column left out is missing: NaN or <NA>)."""
+        return {}
+
     def note(self, result) -> str:
         """How to read one of its rows, for the table's notes; empty when the row says it all."""
         return ""

@@ -87,6 +87,13 @@ class Blocks(Scenario):
     def table(self, result) -> str:
         return "blocks"
 
+    frame_columns = {"block": "string", "block_index": "Int64"}
+
+    def frame_values(self, result) -> dict:
+        """Which block a row timed (its index in the model's blocks; none for the whole graph)."""
+        s = self.settings_from_dict(result.settings or {})
+        return {"block": s.name or None, "block_index": s.block}
+
     def settings_from_dict(self, d: dict) -> BlockSettings:
         return BlockSettings.from_dict(d)
 

@@ -161,6 +161,14 @@ class Concurrency(Scenario):
     def table(self, result) -> str:
         return endpoint_table(result) or "encoders"
 
+    frame_columns = {"clients": "Int64", "achieved_qps": "float64", "littles_law_clients": "float64"}
+
+    def frame_values(self, result) -> dict:
+        """The cell's clients, and in-process the queries/s achieved and the clients Little's law gives back."""
+        figures = result.figures or {}
+        return {"clients": self.settings_from_dict(result.settings).clients,
+                "achieved_qps": figures.get("achieved_qps"), "littles_law_clients": figures.get("littles_law_clients")}
+
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         return (workload_args(result, corpus) + ["--batch-size", str(result.batch_size)] + worker_args(result)
                 + ["--concurrency", str(self.settings_from_dict(result.settings).clients)])

@@ -81,6 +81,29 @@ class Server(Scenario):
                       "ci95": serving["achieved_qps_ci95"], "wall_items_per_s": rate}
         return {"serving": serving, "throughput": throughput, "reasons": reasons}
 
+    frame_columns = {
+        "target_qps": "float64", "achieved_qps": "float64", "achieved_qps_ci95_lo": "float64",
+        "achieved_qps_ci95_hi": "float64", "slo_p99_ms": "float64", "slo_ttft_ms": "float64", "slo_tpot_ms": "float64",
+        "loadgen_valid": "boolean", "max_qps": "float64", "max_qps_ci95_lo": "float64", "max_qps_ci95_hi": "float64",
+        "max_batch": "Int64", "max_wait_ms": "float64",
+    }
+
+    def frame_values(self, result) -> dict:
+        """The rate asked (or the endpoint's offered one) and achieved, the targets, LoadGen's verdict, the
+        --find-max-qps answer with its interval over searches, and the batcher's settings."""
+        s = result.serving or {}
+        settings = s.get("settings") or {}
+        achieved = s.get("achieved_qps_ci95") or (None, None)
+        search = s.get("find_max_qps") or {}
+        best = search.get("max_qps_ci95") or (None, None)
+        return {"target_qps": s.get("target_qps", s.get("offered_qps")), "achieved_qps": s.get("achieved_qps"),
+                "achieved_qps_ci95_lo": achieved[0], "achieved_qps_ci95_hi": achieved[1],
+                "slo_p99_ms": s.get("slo_p99_ms", settings.get("slo_p99_ms")),
+                "slo_ttft_ms": s.get("slo_ttft_ms", settings.get("slo_ttft_ms")),
+                "slo_tpot_ms": s.get("slo_tpot_ms", settings.get("slo_tpot_ms")), "loadgen_valid": s.get("valid"),
+                "max_qps": search.get("max_qps"), "max_qps_ci95_lo": best[0], "max_qps_ci95_hi": best[1],
+                "max_batch": settings.get("max_batch"), "max_wait_ms": settings.get("max_wait_ms")}
+
     def reproduce_args(self, result, corpus: str | None = None) -> list[str]:
         s = (result.serving or {}).get("settings") or {}
         if (result.serving or {}).get("kind") == "decoder":  # its workload is the request shape, pp64+tg16

@@ -77,10 +77,17 @@ def decoder_table(run: Run) -> tuple[list[str], list[list[str]], dict[str, str]]
     return [HEADERS[i] for i in keep], [[row[i] for i in keep] for row in rows], constants
 
 
+def shown_results(run: Run) -> list[Result]:
+    """The decoder results the table has a row for: skipped cells are notes (decoder_notes), unless nothing else
+    was measured."""
+    decoders = list(filter(is_decoder_result, run.results))
+    return [r for r in decoders if r.status != "skipped"] or decoders
+
+
 def decoder_rows(run: Run) -> list[list[str]]:
     model = run.config.get("model", {})
     rows = []
-    for r in filter(is_decoder_result, run.results):
+    for r in shown_results(run):
         precision = precision_label(r)  # with what was quantized, for int8
         head = [r.model, _size(model.get("size_bytes") or r.details.get("model_size_bytes")),
                 _params(model.get("params") or r.details.get("model_params")), r.engine, precision,
@@ -125,8 +132,8 @@ def section(run: Run) -> Section | None:
     title = "generate (pp = prefill, tg = decode)" + "".join(f" — {k} {v}" for k, v in constants.items())
     return Section(title + measured_how(run.config), headers, rows, keys=headers.index("test") + 1,
                    left=frozenset({"model", "engine", "precision", "test"}),
-                   statuses=[r.status for r in run.results if is_decoder_result(r)], notes=decoder_notes(run),
+                   statuses=[r.status for r in shown_results(run)], notes=decoder_notes(run),
                    repeat=None)
 
 
-__all__ = ["HEADERS", "decoder_table", "decoder_rows", "decoder_notes", "section", "is_decoder_result"]
+__all__ = ["HEADERS", "decoder_table", "decoder_rows", "shown_results", "decoder_notes", "section", "is_decoder_result"]

@@ -228,15 +228,19 @@ def row_status(r: Result) -> str:
 
 def section(run: Run) -> Section | None:
     """The encoders' table: a numbered row per result (the notes name rows by number), the parameters that vary
-    as columns and the constant ones in the title."""
-    results = in_table(run.results, "encoders")
-    if not results:
+    as columns and the constant ones in the title. Skipped cells (an engine that offers no such precision here,
+    a scenario it cannot run) are one note per engine × precision and reason, not a row each, unless nothing
+    else was measured."""
+    everything = in_table(run.results, "encoders")
+    if not everything:
         return None
+    measured = [r for r in everything if r.status != "skipped"]
+    results, folded = (measured, [r for r in everything if r.status == "skipped"]) if measured else (everything, [])
     headers, rows, constants = table_rows(results)
     return Section(encoder_title(results, constants, run.config), ["#"] + headers,
                    [[str(i)] + row for i, row in enumerate(rows, 1)],
                    keys=1 + len(headers) - len(measure_headers(results)), left=frozenset(dict(_PARAMS)),
-                   statuses=[row_status(r) for r in results], notes=notes(results))
+                   statuses=[row_status(r) for r in results], notes=skipped_notes(folded) + notes(results))
 
 
 def measured_how(config: dict) -> str:

@@ -67,6 +67,29 @@ class Operators(Scenario):
     def table(self, result) -> str:
         return "operators"
 
+    frame_columns = {
+        "op": "string", "dims": "string", "bound": "string", "flops": "Int64", "bytes_moved": "Int64",
+        "flops_per_byte": "float64", "rate_unit": "string",
+        "gflops": "float64", "gflops_ci95_lo": "float64", "gflops_ci95_hi": "float64",
+        "gbs": "float64", "gbs_ci95_lo": "float64", "gbs_ci95_hi": "float64",
+        "pct_of_theoretical_peak": "float64", "pct_of_theoretical_peak_ci95_lo": "float64",
+        "pct_of_theoretical_peak_ci95_hi": "float64", "theoretical_gflops": "float64",
+        "pct_of_measured_ceiling": "float64", "pct_of_measured_ceiling_ci95_lo": "float64",
+        "pct_of_measured_ceiling_ci95_hi": "float64", "measured_ceiling": "float64",
+        "measured_ceiling_source": "string", "max_rel_error": "float64", "tolerance": "float64",
+    }
+
+    def frame_values(self, result) -> dict:
+        """The rates and shares the ops table shows (details["op"]), a CI as two columns; `gflops` is GOP/s for
+        int8 rows (rate_unit says which)."""
+        op = (result.details or {}).get("op") or {}
+        out = {k: op.get(k) for k in self.frame_columns if k in op and not isinstance(op.get(k), (list, dict))}
+        out["dims"] = "×".join(str(d) for d in op.get("dims") or ()) or None  # the shape's named dimensions, e.g. M×K×N
+        for name in ("gflops", "gbs", "pct_of_theoretical_peak", "pct_of_measured_ceiling"):
+            lo, hi = op.get(f"{name}_ci95") or (None, None)
+            out[f"{name}_ci95_lo"], out[f"{name}_ci95_hi"] = lo, hi
+        return out
+
     def settings_from_dict(self, d: dict) -> CaseSettings:
         return CaseSettings.from_dict(d)
 
