@@ -318,6 +318,10 @@ def test_machine_times_an_emulated_gemm_in_its_first_pass_only(monkeypatch):
     int8 = {t["library"].split()[0]: t for t in by_precision["int8"]["tried"]}
     assert len(int8) == 2  # one entry per library over the passes, the emulated one as timed in the first
     assert by_precision["int8"]["gflops"] == 360.0 and int8["emulated-int8"]["gflops"] == 2.0
+    from enginebench.measure.peak import gemm_source  # and `enginebench machine` says so
+
+    assert "emulated-int8 timed at n=64 in 1 of 3 passes only (clearly slower)" in gemm_source(by_precision["int8"])
+    assert "emulated-bf16 timed at n=64 in 1 of 3 passes only" in gemm_source(by_precision["bf16"])
 
 
 def test_the_frame_has_the_share_and_its_interval_and_nan_without_ceilings():

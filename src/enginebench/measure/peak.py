@@ -209,8 +209,15 @@ def gemm_source(figure: dict) -> str:
         figure.get("library"), f"{figure.get('threads')} threads" if figure.get("threads") else "", figure.get("note"),
         "fastest of " + ", ".join(f"{t['library'].split()[0]} {t['gflops']:.0f}" for t in others)
         if len(others) > 1 else "",
-        "; ".join(f"{t['library'].split()[0]} timed at n={t['n']} only (clearly slower)" for t in stopped),
+        "; ".join(f"{t['library'].split()[0]} timed at n={t['n']}{_in_passes(t, figure)} only (clearly slower)"
+                  for t in stopped),
         f"best of {len(passes)} passes ({', '.join(f'{p:.0f}' for p in passes)})" if len(passes) > 1 else "") if x)
+
+
+def _in_passes(tried: dict, figure: dict) -> str:
+    """` in 1 of 3 passes` for a library timed in fewer of `enginebench machine`'s passes than the others."""
+    timed, passes = tried.get("timed_in_passes", 1), figure.get("passes", 1)
+    return f" in {timed} of {passes} passes" if timed < passes else ""
 
 
 def roofline_bound(flops: float, nbytes: float, ceilings: Ceilings, precision: str = "fp32") -> str:

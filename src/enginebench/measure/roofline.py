@@ -387,11 +387,11 @@ def merge_passes(passes: list[dict]) -> dict:
             merged[library] = recorded[0]
             continue
         sizes = dict.fromkeys(n for t in timed for n in t.get("by_n", {}))
-        merged[library] = {**max(timed, key=lambda t: t["gflops"]),
+        merged[library] = {**max(timed, key=lambda t: t["gflops"]), "timed_in_passes": len(timed),
                            "by_n": {n: max(t["by_n"][n] for t in timed if n in t.get("by_n", {})) for n in sizes}}
     best = max(measured, key=lambda p: p["gflops"])
     return {**best, **merged[_module(best)], "tried": list(merged.values()),
-            "passes_gflops": [round(p["gflops"], 1) for p in measured]}
+            "passes_gflops": [round(p["gflops"], 1) for p in measured], "passes": len(passes)}
 
 
 def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, runs: int = RUNS,
