@@ -249,6 +249,32 @@ def test_ceilings_not_measured_yet_are_measured_once_before_the_budget_starts(sy
     assert events.count("ceilings") == 1 and len(notes) == 2  # kept: the next search measures nothing
 
 
+def test_round_one_stops_where_its_next_run_would_overrun_its_share_more_than_stopping_leaves(synthetic, tmp_path):
+    """Round 1 runs one job at a time while its share of the budget lasts; a job that costs more than the room
+    left starts only when its overrun would be less than the room it leaves unused (it ran 4m23s of a 4m share
+    with a whole job started near the end)."""
+    request = check_request("minilm", engines="syn,syn-wrong", precisions="int8", budget="10m",
+                            db=str(tmp_path / "t.db"))
+    now = [0.0]
+    tuner = Tuner(request, clock=lambda: now[0])
+    tuner.prepare()
+    job_s = 100.0  # each run of round 1 takes this long, and the cost model knows it
+    tuner.cost.run = lambda members, rule, repeat: job_s * len(pack_runs(members))
+    tuner.cost.prior_item_thread_s = 0.01  # calls priced: no ceilings to measure before the clock
+
+    def measure(rd, members, rule, repeat, deadline):
+        now[0] += job_s if rd.name == "round 1" else 1.0
+        return {c: _result(c, 2.0 + c.threads) for c in members}, None, job_s, None
+
+    tuner.measure = measure
+    tuner.run()
+    share = halving.ROUND1_SHARE * request.budget_s  # 240 s: runs end at 100, 200; 40 s left < 100 / 2
+    first = tuner.rounds[0]
+    assert len({c.job for c in tuner.order}) == 3  # a third job was there to start
+    assert first.spent_s == 200.0 and share - first.spent_s < job_s / 2
+    assert len({c.job for c in first.candidates}) == 2
+
+
 # -- bad input ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [

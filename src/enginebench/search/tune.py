@@ -333,9 +333,11 @@ class Tuner:
             if room <= 0 or not pending:
                 return []
             members = halving.fit(pending, self.cost, rule, 1, min(room, chunk_s))
-            if not members:  # one job at least while the share lasts (the round's deadline still bounds it)
-                members = [c for c in pending if c.job == pending[0].job]
-            members = pack_runs(members)[0] if members else []
+            if not members:  # one job at least while the share lasts (the round's deadline still bounds it) ...
+                members = pack_runs([c for c in pending if c.job == pending[0].job])[0]
+                if rd.candidates and self.cost.run(members, rule, 1) > 2 * room:
+                    return []  # ... unless it would overrun the share by more than stopping now leaves unused
+            members = pack_runs(members)[0]
             for c in members:
                 pending.remove(c)
             rd.candidates += members
