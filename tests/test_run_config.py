@@ -159,6 +159,7 @@ def _store_config(db: str, run, config: dict) -> None:
         conn.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps(config), run.run_id))
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_a_run_resumes_from_its_stored_config_without_reading_a_command_line(tmp_path, monkeypatch):
     run, db = _flaky_run(tmp_path, monkeypatch)
     assert RunConfig.from_dict(run.config["run_config"]).batch_sizes == [1, 2]
@@ -172,6 +173,7 @@ def test_a_run_resumes_from_its_stored_config_without_reading_a_command_line(tmp
     assert done.run_id == run.run_id and [r.status for r in done.results] == ["ok", "ok"]
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_a_run_stored_with_only_its_argv_still_resumes(tmp_path, monkeypatch, capsys):
     run, db = _flaky_run(tmp_path, monkeypatch)
     assert run.config["argv"][:2] == ["--model", "minilm"]

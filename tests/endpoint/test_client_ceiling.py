@@ -45,6 +45,7 @@ def _session(api: str = "embeddings") -> SimpleNamespace:
     return SimpleNamespace(target=Target("http://127.0.0.1:9", api, "served-name", "SOME_KEY"), embedding_dim=8)
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_the_ceiling_is_measured_once_per_shape_of_load_and_is_what_the_client_drove():
     run = SimpleNamespace(cache={})
     items = [["a b", "c"]] * 4

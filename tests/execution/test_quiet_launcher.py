@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from helpers.fake_engines import FAULT_PLUGINS
 
 from enginebench.config import RunConfig
@@ -15,6 +17,7 @@ from enginebench.planning import plan_from_config
 HEAVY_STORE_S = 1.0  # a result that takes the parent this long to build and store (a big run, a slow disk)
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_no_cell_is_measured_while_the_parent_stores_a_result(monkeypatch):
     monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
     plan = plan_from_config(RunConfig.from_keywords(engine="fault", workload="titles", scenario="latency",

@@ -180,6 +180,7 @@ def test_sweep_parts_and_other_commands_runs_point_elsewhere(tmp_path, capsys):
         capsys, "run", "--resume", "part-run", "--db", str(db))
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_resume_from_python_keeps_failures_unless_asked_to_retry_them(tmp_path, fault_engines, monkeypatch):
     monkeypatch.setenv("ENGINEBENCH_TEST_FLAKY_DIR", str(tmp_path))  # the first process to load it crashes
     db = str(tmp_path / "f.db")

@@ -291,6 +291,7 @@ def family_alarms(cells: int, trials: int, correction: str) -> float:
     return alarms / trials
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_holm_keeps_the_chance_that_any_of_200_unchanged_cells_is_called_changed_at_5_percent():
     assert family_alarms(200, 10, "none") >= 0.9  # each cell at 95%: about 10 of 200 called changed every time
     assert family_alarms(200, 40, "holm") <= 0.05

@@ -363,6 +363,7 @@ def test_engines_run_in_their_own_process_and_a_hang_costs_only_them():
     assert [r.status for r in late] == ["failed", "failed"] and all("timed out" in r.error for r in late)
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_an_engine_outside_the_package_brings_its_kernels_with_its_class(with_ops, monkeypatch, tmp_path, capsys):
     """Adding an engine with operator kernels is its module alone: `ops` offers it, times it in its own process
     and checks it against numpy like any other (its matmul, 0.1% off, is flagged)."""

@@ -34,6 +34,7 @@ def test_loadgen_seeds_differ_by_repetition_and_trial_and_are_reproducible():
     assert set(loadgen_seeds(0, 0, 0)) == {"schedule_rng_seed", "qsl_rng_seed", "sample_index_rng_seed"}
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_two_repetitions_of_a_server_cell_run_with_other_seeds_recorded_as_used():
     from enginebench.scenarios.server import run_server
 
@@ -44,6 +45,7 @@ def test_two_repetitions_of_a_server_cell_run_with_other_seeds_recorded_as_used(
     assert [m.details["serving"]["seeds"]["schedule_rng_seed"] for m in runs] == used
 
 
+@pytest.mark.slow  # over 5 s here (child processes or a long simulation): not in `make test-fast`
 def test_the_same_seeds_replay_the_same_arrivals_and_other_seeds_do_not():
     """Why the seeds must vary: LoadGen's schedule is a function of them."""
     from enginebench.scenarios.loadgen_sut import WorkerPool, run_loadgen
