@@ -71,7 +71,7 @@ def test_markdown_has_every_table_its_notes_and_the_machine_line():
     assert "int8 (w8a8, 67% of MatMul FLOPs)" in md
     assert "- [2] onnxruntime int8 latency titles b8: VPDPBUSD saturates: [see docs]" in md
     assert "- [3] openvino fp32 latency titles b1: failed: engine exploded | badly" in md
-    assert "- tinygrad bf16: skipped (1 cells): no bf16 kernels on this CPU" in md
+    assert "- tinygrad bf16: skipped (1 cell): no bf16 kernels on this CPU" in md
     assert "- % BW bound: decode t/s" in md  # the decoder table's note
     machine = md.strip().splitlines()[-1]
     assert machine.startswith("machine: Intel(R) Xeon(R) Platinum 8480C · 16 cores (affinity 0-7) · 62.8 GB")

@@ -134,7 +134,7 @@ def test_skipped_cells_are_one_note_per_engine_and_precision_not_a_row_each():
     assert len(section.rows) == len(results) - len(skipped) and "skipped" not in section.statuses
     assert [row[0] for row in section.rows] == [str(i) for i in range(1, len(section.rows) + 1)]  # notes' numbers
     for r in skipped:
-        assert f"{r.engine} {r.precision}: skipped (1 cells): {r.error}" in section.notes
+        assert f"{r.engine} {r.precision}: skipped (1 cell): {r.error}" in section.notes
     alone = encoder.section(dataclasses.replace(run, results=skipped))
     assert len(alone.rows) == len(skipped) and set(alone.statuses) == {"skipped"}
     # the decoder table alike: a refused cell is its note, the rows are the measured ones
@@ -144,4 +144,4 @@ def test_skipped_cells_are_one_note_per_engine_and_precision_not_a_row_each():
     refused = dataclasses.replace(first, engine="jax", status="skipped", error="needs ~30 GiB, 24 GiB here")
     with_refused = dataclasses.replace(run, results=[*run.results, refused])
     assert decoder.section(with_refused).rows == decoder.section(run).rows
-    assert f"jax {first.precision}: skipped (1 cells): needs ~30 GiB, 24 GiB here" in decoder.section(with_refused).notes
+    assert f"jax {first.precision}: skipped (1 cell): needs ~30 GiB, 24 GiB here" in decoder.section(with_refused).notes

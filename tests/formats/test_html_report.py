@@ -83,7 +83,7 @@ def test_tables_hold_every_result_with_its_uncertainty(page):
 def test_every_warning_and_failure_is_listed(page):
     warnings = page[page.index('id="warnings"'):page.index('id="machine"')]
     assert "jax fp32 latency titles b1: failed: could not load" in warnings and "&lt;boom&gt;" in warnings
-    assert "tinygrad int8: skipped (1 cells): int8 is not supported by tinygrad" in warnings
+    assert "tinygrad int8: skipped (1 cell): int8 is not supported by tinygrad" in warnings
     summary = page[:page.index('id="recommendation"')]
     assert "1 failed" in summary and "1 skipped" in summary
 

@@ -138,7 +138,8 @@ def skipped_notes(results: list[Result]) -> list[str]:
         if r.status == "skipped":
             key = (r.engine, r.precision, r.error or "")
             seen[key] = seen.get(key, 0) + 1
-    return [f"{engine} {precision}: skipped ({n} cells): {error}" for (engine, precision, error), n in seen.items()]
+    return [f"{engine} {precision}: skipped ({n} cell{'' if n == 1 else 's'}): {error}"
+            for (engine, precision, error), n in seen.items()]
 
 
 def result_notes(results: list[Result], tag_of, fidelity_text) -> list[str]:
