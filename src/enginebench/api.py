@@ -28,6 +28,7 @@ from enginebench.execution.local import LocalLauncher
 from enginebench.execution.records import history_of
 from enginebench.measure.machine import machine_info, parse_cpu_list
 from enginebench.measure.peak import measured_here, run_speed
+from enginebench.measure.host_load import busy_note
 from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed
 from enginebench.planning import plan_from_config
 from enginebench.scenarios.registry import scenario_class
@@ -133,7 +134,8 @@ def this_machine_speed(store, plan, on_note=None) -> dict | None:
         if on_note:
             how = "measured" if by_us else "measured by another run on this machine meanwhile, ready"
             on_note(f"ceilings {how} in {time.perf_counter() - t0:.0f} s: bandwidth {cached['bandwidth_gbs']:.1f} "
-                    f"GB/s, fp32 GEMM {cached['gemm_gflops']:.0f} GFLOP/s; kept for every later run here")
+                    f"GB/s, fp32 GEMM {cached['gemm_gflops']:.0f} GFLOP/s; kept for every later run here"
+                    + (f"; {busy}" if (busy := busy_note(cached)) else ""))
     store.add_machine_speed(cached)
     return cached
 

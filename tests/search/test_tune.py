@@ -270,7 +270,7 @@ def test_round_one_stops_where_its_next_run_would_overrun_its_share_more_than_st
     tuner.run()
     share = halving.ROUND1_SHARE * request.budget_s  # 240 s: runs end at 100, 200; 40 s left < 100 / 2
     first = tuner.rounds[0]
-    assert len({c.job for c in tuner.order}) == 3  # a third job was there to start
+    assert len({c.job for c in tuner.order}) >= 3  # a third job was there to start (six with two cores)
     assert first.spent_s == 200.0 and share - first.spent_s < job_s / 2
     assert len({c.job for c in first.candidates}) == 2
 

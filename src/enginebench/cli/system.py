@@ -5,6 +5,7 @@ from __future__ import annotations
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.measure import cpu_features, roofline
 from enginebench.measure.cpu_features import usable_cpus
+from enginebench.measure.host_load import busy_note
 from enginebench.measure.peak import cpu_peak, gemm_source
 from enginebench.models import KNOWN_MODELS
 from enginebench.store.database import ResultStore
@@ -67,6 +68,8 @@ def machine_lines(speed: dict, db: str) -> list[str]:
         lines.append(f"theoretical, {min(threads, cpu.physical_cores)} cores × {cpu.clock_ghz:.2f} GHz "
                      f"({cpu.clock_source}): " + "; ".join(peaks))
     lines.extend(cpu_features_lines(cpu_features.current()))
+    if busy := busy_note(speed):
+        lines.append(f"warning: {busy}")
     lines.append(f"stored in {db}")
     return lines
 

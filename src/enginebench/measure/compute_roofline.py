@@ -33,6 +33,8 @@ import json
 import statistics
 from pathlib import Path
 
+from enginebench.measure.host_load import busy_cores
+
 DRIFT = 1.25  # the machine's speed beside a cell this far from the stored one (either way) is called a drift
 NO_CEILINGS = "no GEMM ceilings stored for this machine: run `enginebench machine` (once per machine)"
 _STRUCTURE_KEYS = {"layers": "num_hidden_layers", "hidden_size": "hidden_size", "heads": "num_attention_heads",
@@ -139,6 +141,8 @@ def roofline_share(items_per_s: float, ci95, parts: list[dict], speed: dict | No
     the cell's GEMM `probes`, the same share against the ceilings scaled to the machine's speed beside it."""
     total = sum(p["flops"] for p in parts)
     out = {**_no_figure(None), "flops_per_item": total, "ceilings_from": (speed or {}).get("measured_at")}
+    if (busy := busy_cores(speed)) is not None:  # measured beside other work: the share reads high, its note says so
+        out["ceilings_busy_cores"] = busy
     seconds = 0.0
     for p in parts:
         ceiling, of = bound_of(speed, p["precision"])

@@ -174,6 +174,8 @@ def run_speed(speed: dict | None) -> dict | None:
         return None
     out = {k: speed[k] for k in ("bandwidth_gbs", "gemm_gflops", "measured_at")}
     details = speed.get("details") or {}
+    if details.get("others_cores") is not None:  # measured beside other work (measure/host_load.py)
+        out["others_cores"] = details["others_cores"]
     if not same_cpu_features(speed):
         out["gemm_unknown"] = "measured under other CPU features (ENGINEBENCH_CPU_FEATURES)"
         return out

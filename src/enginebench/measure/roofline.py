@@ -35,6 +35,7 @@ import numpy as np
 
 from enginebench.measure import cpu_features
 from enginebench.measure.cpu_features import cpu_flags, usable_cpus
+from enginebench.measure.host_load import OthersLoad
 from enginebench.measure.machine import machine_info
 from enginebench.measure.peak import Ceilings, gemm_source, measured_here
 from enginebench.models.artifacts import artifact_key, cached_artifact, finished_artifact
@@ -396,17 +397,20 @@ def merge_passes(passes: list[dict]) -> dict:
 
 def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, runs: int = RUNS,
                     passes: int = GEMM_PASSES) -> dict:
-    bw = memory_bandwidth(triad_elements, runs)
-    runs = max(runs, GEMM_RUNS)
-    fp32, reduced_passes = [], []
-    emulated: dict[str, frozenset[str]] = {}
-    for _ in range(passes):  # fp32 then the reduced precisions, again: a slow moment costs one pass, not a ceiling
-        fp32.append(gemm_ceiling("fp32", gemm_n, runs, set()))
-        reduced_passes.append(gemm_by_precision(gemm_n, runs, fp32_gflops=fp32[-1]["gflops"], timed_once=emulated))
-        # a kernel clearly slower than fp32 in the first pass (emulated: torch's bf16 at 1 GFLOP/s on AVX2, seconds a
-        # call) is not timed again: a second pass could not lift it near the others, and it cost 2/3 of the time
-        emulated = emulated or {p: frozenset(_module(t) for t in r.get("tried", ()) if t.get("stopped"))
-                                for p, r in reduced_passes[0].items()}
+    with OthersLoad() as others:  # what the rest of the machine did meanwhile: ceilings beside other work are low
+        bw = memory_bandwidth(triad_elements, runs)
+        runs = max(runs, GEMM_RUNS)
+        fp32, reduced_passes = [], []
+        emulated: dict[str, frozenset[str]] = {}
+        for _ in range(passes):  # fp32 then the reduced precisions, again: a slow moment costs one pass, not a ceiling
+            fp32.append(gemm_ceiling("fp32", gemm_n, runs, set()))
+            reduced_passes.append(gemm_by_precision(gemm_n, runs, fp32_gflops=fp32[-1]["gflops"],
+                                                    timed_once=emulated))
+            # a kernel clearly slower than fp32 in the first pass (emulated: torch's bf16 at 1 GFLOP/s on AVX2,
+            # seconds a call) is not timed again: a second pass could not lift it near the others, and it cost 2/3
+            # of the time
+            emulated = emulated or {p: frozenset(_module(t) for t in r.get("tried", ()) if t.get("stopped"))
+                                    for p, r in reduced_passes[0].items()}
     figure = merge_passes(fp32)
     mm = {"gemm_gflops": figure.pop("gflops"), **figure}
     reduced = {p: merge_passes([r[p] for r in reduced_passes]) for p in reduced_passes[0]}
@@ -426,7 +430,9 @@ def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, 
                               f"best of runs, over {passes} passes of every precision one after another",
                     "cpu_features": cpu_features.current().record(),  # {}: the whole CPU
                     "numpy_threads_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                                     "MKL_NUM_THREADS") if k in os.environ}},
+                                                                     "MKL_NUM_THREADS") if k in os.environ},
+                    # cores other processes kept busy meanwhile, on average (measure/host_load.py; None: unknown)
+                    "others_cores": None if others.cores is None else round(others.cores, 2)},
     }
 
 

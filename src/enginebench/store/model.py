@@ -173,6 +173,7 @@ class Roofline(TypedDict):
     precision: str | None  # the one holding most FLOPs
     emulated: list[str]  # precisions whose ceiling was emulated on this CPU
     ceilings_from: str | None  # when the ceilings were measured
+    ceilings_busy_cores: NotRequired[float]  # cores other processes used meanwhile, where over host_load.BUSY_CORES
     unknown: str | None  # why there is no figure
     beside: NotRequired[MachineBeside]
 

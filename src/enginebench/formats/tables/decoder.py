@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enginebench.formats.tables.encoder import measured_how, result_notes
 from enginebench.formats.tables.section import Section
+from enginebench.measure.host_load import busy_note
 from enginebench.scenarios.registry import table_of
 from enginebench.store.labels import precision_label
 from enginebench.store.model import Result, Run
@@ -121,6 +122,8 @@ def decoder_notes(run: Run) -> list[str]:
     if any(r.decode_tokens_per_s for r in run.results):
         lines.append(f"% BW bound: decode t/s ÷ (batch × {speed['bandwidth_gbs']:.1f} GB/s ÷ weight bytes)" if speed
                      else "% BW bound: run `enginebench machine` once to measure the memory bandwidth")
+        if busy := busy_note(speed):
+            lines.append(f"% BW bound may read high: {busy}")
     return lines
 
 

@@ -186,6 +186,10 @@ def roofline_notes(results: list[Result]) -> list[str]:
                      + (f" ({', '.join(emulated)} emulated on this CPU)" if emulated else "")
                      + (f"; {', '.join(widened)} bounded by the fp32 ceiling, faster than its emulated GEMM"
                         if widened else ""))
+        busy = max((f.get("ceilings_busy_cores") or 0.0 for f in known), default=0.0)
+        if busy:
+            lines.append(f"% roofline may read high: the ceilings were measured while other processes kept {busy:.1f}"
+                         " cores busy; `enginebench machine` on a quiet machine measures them again")
     for why in dict.fromkeys(f["unknown"] for f in figures if f.get("unknown")):
         lines.append(f"% roofline unknown: {why}")
     return lines + drift_notes(results)
