@@ -77,11 +77,15 @@ def test_the_ceiling_is_the_fastest_library_and_says_which():
 def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(roofline, "measure_machine",
                         functools.partial(roofline.measure_machine, triad_elements=1 << 20, gemm_n=128, runs=2))
+    monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path / "cache"))  # its small-size figures stay here
+    roofline.keep_machine_speed({"measured_at": "2026-12-01T00:00:00+00:00", "bandwidth_gbs": 1.0})  # older
     db = tmp_path / "m.db"
     assert main(["machine", "--db", str(db), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     with ResultStore(db) as store:
         stored = store.machine_speed()
+    # and kept for runs with any other --db: the newest figures replace the older ones
+    assert roofline.cached_machine_speed() == printed
     assert stored["bandwidth_gbs"] == printed["bandwidth_gbs"] > 0
     assert stored["gemm_gflops"] == printed["gemm_gflops"] > 0
     fp32 = stored["details"]["gemm"]

@@ -501,6 +501,19 @@ def cached_machine_speed() -> dict | None:
     return speed if measured_here(speed) else None
 
 
+def keep_machine_speed(speed: dict) -> None:
+    """`enginebench machine`'s new figures replace the ones kept for this machine, so that runs with any --db use
+    them (a first measurement taken beside other work is not kept for good)."""
+    import json
+
+    text = json.dumps(speed)
+    folder, cached = cached_artifact("machine-speed", _speed_key(), lambda f: (f / SPEED_FILE).write_text(text))
+    if cached:  # the file is replaced whole: a run reading it meanwhile gets the old figures or the new
+        tmp = folder / f".{SPEED_FILE}.{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, folder / SPEED_FILE)
+
+
 def measure_and_cache_machine_speed() -> tuple[dict, bool]:
     """(ceilings, measured by this process): measure_machine(), kept for every later run on this machine. Runs
     started together on a fresh machine measure once: the others wait for that one's figures, since two
