@@ -1,5 +1,5 @@
 """Ceilings measured beside other work say so: `enginebench machine` counts the cores other processes kept busy while
-it measured (a triad measured while a suite ran gave 18.3 GB/s against 30.3 alone), and every figure over those
+it measured (the kept triad figure, measured during a test session, was 18.3 GB/s; 22.9 idle), and every figure over those
 ceilings (% roofline, % BW bound) carries the warning."""
 
 from __future__ import annotations
