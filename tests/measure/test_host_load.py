@@ -71,6 +71,9 @@ def test_busy_ceilings_put_a_warning_beside_every_share_of_them():
     assert not any("may read high" in n for n in roofline_notes([quiet]))
     assert any(n.startswith("% roofline may read high: the ceilings were measured while other processes kept 0.9")
                for n in roofline_notes([loud]))
+    from enginebench.analysis.recommend import roofline_clause  # and recommend's and tune's answer
+
+    assert "may read high" in roofline_clause(loud) and "may read high" not in roofline_clause(quiet)
 
 
 def test_enginebench_machine_warns_when_it_was_not_alone():

@@ -519,6 +519,9 @@ def roofline_clause(r: Result) -> str:
     if beside.get("drifted"):
         speed, share = drift_words(beside)
         drift = f"; {speed} beside it: {share} of the roofline at that speed"
+    if figure.get("ceilings_busy_cores"):  # measure/host_load.py
+        drift += (f"; may read high: its ceilings were measured while other processes kept "
+                  f"{figure['ceilings_busy_cores']:.1f} cores busy")
     return (f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline "
             f"({interval}the roofline {figure['roofline_items_per_s']:.0f}/s{drift})")
 
