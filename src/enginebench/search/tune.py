@@ -236,7 +236,7 @@ class Tuner:
 
     def _prior_item_thread_s(self) -> float:
         """Seconds an item takes one thread at PRIOR_SHARE of the fp32 roofline (0 when the model's structure or the
-        machine's ceilings are not known: nothing is measured before the search starts)."""
+        machine's ceilings are not known)."""
         structure = model_structure(self.base.model.path)
         seq_len = max((w.spec.seq_len for w in self.base.workloads.values()), default=0)
         speed = self._stored_speed() or cached_machine_speed()
