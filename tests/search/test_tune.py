@@ -357,13 +357,13 @@ def test_tune_finds_the_true_best_within_the_budget_and_stores_every_cell(synthe
 @pytest.mark.slow
 @pytest.mark.serial  # a wall-clock budget: not beside another worker
 def test_tune_on_real_engines_smoke(tmp_path):
-    """The real thing, tiny: two engines, batch 1, latency, a 90 s budget (60 s ended with no final round: the
-    search stops a round whose next run the budget left cannot hold)."""
+    """The real thing, tiny: two engines, batch 1, latency, a 90 s budget (60 s is refused up front when the
+    calls are priced from the stored ceilings: about 19 s for a candidate and 41 s for its final round)."""
     from enginebench.search.tune import tune
 
     tuning = tune("minilm", objective="latency", engines="onnxruntime,torch", precisions="fp32,int8",
-                  budget="60s", db=str(tmp_path / "t.db"))
+                  budget="90s", db=str(tmp_path / "t.db"))
     print("\n".join(tuning.lines()))
-    assert tuning.elapsed_s <= 60 + 15
+    assert tuning.elapsed_s <= 90 + 15
     assert tuning.recommendation is not None and tuning.recommendation.best is not None
     assert tuning.recommendation.best.engine in ("onnxruntime", "torch")
