@@ -31,6 +31,7 @@ from enginebench.engines import engine_class
 from enginebench.errors import UsageError
 from enginebench.measure.compare import Ratio, closed_loop_ratio_ci
 from enginebench.measure.compute_roofline import drift_words
+from enginebench.measure.host_load import busy_note
 from enginebench.measure.fidelity import THRESHOLDS as FULL_PRECISION_THRESHOLDS
 from enginebench.models import KNOWN_MODELS
 from enginebench.scenarios.registry import scenario_class, table_of
@@ -519,9 +520,8 @@ def roofline_clause(r: Result) -> str:
     if beside.get("drifted"):
         speed, share = drift_words(beside)
         drift = f"; {speed} beside it: {share} of the roofline at that speed"
-    if figure.get("ceilings_busy_cores"):  # measure/host_load.py
-        drift += (f"; may read high: its ceilings were measured while other processes kept "
-                  f"{figure['ceilings_busy_cores']:.1f} cores busy")
+    if busy := busy_note({"others_cores": figure.get("ceilings_busy_cores")}):
+        drift += f"; may read high: {busy}"
     return (f", {figure['pct_of_roofline']:.0f}% of this machine's {figure['precision']}{emulated} roofline "
             f"({interval}the roofline {figure['roofline_items_per_s']:.0f}/s{drift})")
 

@@ -1,8 +1,8 @@
 """How much of this process's CPUs other processes used while it measured something. A ceiling measured beside
-other work (`enginebench machine`, or the first run on a machine) is low, and every share of it reads high (on a 2-core EPYC the kept triad figure, measured during a test
-session, was 18.3 GB/s; 22.9 with the host idle). The figure is
-other processes' CPU time over the wall time, counted from /proc/stat on the CPUs this process may use; None
-where the kernel does not say."""
+other work (`enginebench machine`, or the first run on a machine) is low, and every share of it reads high (on
+a 2-core EPYC the kept triad figure, measured during a test session, was 18.3 GB/s; 22.9 with the host idle).
+The figure is other processes' CPU time over the wall time, counted from /proc/stat on the CPUs this process
+may use; None where the kernel does not say."""
 
 from __future__ import annotations
 

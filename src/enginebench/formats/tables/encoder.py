@@ -8,6 +8,7 @@ from __future__ import annotations
 from enginebench.display import significant as _num
 from enginebench.formats.tables.section import Section
 from enginebench.measure.compute_roofline import drift_words
+from enginebench.measure.host_load import busy_note
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.registry import in_table, scenario_class, settings_label
 from enginebench.store.labels import plus_minus, precision_label, serving_label, threads_label
@@ -188,8 +189,7 @@ def roofline_notes(results: list[Result]) -> list[str]:
                         if widened else ""))
         busy = max((f.get("ceilings_busy_cores") or 0.0 for f in known), default=0.0)
         if busy:
-            lines.append(f"% roofline may read high: the ceilings were measured while other processes kept {busy:.1f}"
-                         " cores busy; `enginebench machine` on a quiet machine measures them again")
+            lines.append(f"% roofline may read high: {busy_note({'others_cores': busy})}")
     for why in dict.fromkeys(f["unknown"] for f in figures if f.get("unknown")):
         lines.append(f"% roofline unknown: {why}")
     return lines + drift_notes(results)
