@@ -115,6 +115,8 @@ def _random_config(rng: random.Random) -> RunConfig:
     if rng.random() < 0.3:
         chosen |= {"scenario": "server", "qps": rng.choice([10, "2.5"]), "slo_p99": rng.choice(["50", "0.02s"]),
                    "max_batch": 8, "max_wait": rng.choice(["1.5", "3ms"])}
+        if rng.random() < 0.5:
+            chosen |= {"find_max_qps": True, "search_within": rng.choice(["20%", 12.5, "7"])}
     elif rng.random() < 0.3:
         chosen |= {"scenario": "latency,concurrency", "concurrency": rng.choice(["1,4", [2, 8]])}
     return RunConfig.from_keywords(**chosen)

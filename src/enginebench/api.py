@@ -122,7 +122,7 @@ def this_machine_speed(store, plan, on_note=None) -> dict | None:
     a roofline, from the per-machine cache (a run with another --db measured them), else measured now, before the
     first cell (about half a minute), and kept in both."""
     speed = store.machine_speed(socket.gethostname())
-    if measured_here(speed) or not any(scenario_class(c.scenario).uses_roofline for c in getattr(plan, "cells", ())):
+    if measured_here(speed) or not any(scenario_class(c.scenario).shows_roofline(c.engine) for c in getattr(plan, "cells", ())):
         return speed  # a plan that shows no roofline neither needs ceilings nor stores a copy of them
     cached = cached_machine_speed()
     if cached is None:

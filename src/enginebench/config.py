@@ -148,6 +148,7 @@ class ServingConfig:
     max_batch: int | None = None  # the dynamic batcher's largest batch [1: none]
     max_wait_ms: float | None = None  # how long the batcher may hold a query [0]
     find_max_qps: bool = False  # search the highest VALID rate instead of running one
+    search_within_pct: float | None = None  # --find-max-qps stops when its bracket is this narrow [5]
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,7 @@ OPTIONS = (
     Option("slo_tpot", "slo_tpot_ms", unit="ms", serving=True), Option("max_batch", "max_batch", serving=True),
     Option("max_wait", "max_wait_ms", unit="ms", serving=True),
     Option("find_max_qps", "find_max_qps", "bool", serving=True),
+    Option("search_within", "search_within_pct", unit="%", serving=True),
     Option("endpoint", "endpoint"), Option("api", "api"), Option("served_model", "served_model"),
     Option("api_key_env", "api_key_env"),
 )
@@ -490,7 +492,7 @@ def _endpoint(g: dict, engines: list[str] | None, scenarios: list[str] | None) -
     return {"endpoint": url, "api": api, "served_model": _text(g.get("served_model")), "api_key_env": key_env}
 
 
-_SERVER_ONLY = ("qps", "slo_p99", "slo_ttft", "slo_tpot", "find_max_qps")
+_SERVER_ONLY = ("qps", "slo_p99", "slo_ttft", "slo_tpot", "find_max_qps", "search_within")
 _GOODPUT = ("slo_p99", "slo_ttft", "slo_tpot")  # against an endpoint, the SLOs of goodput in every scenario
 
 
@@ -515,9 +517,25 @@ def _serving(g: dict, scenarios: list[str], endpoint: bool = False) -> ServingCo
     find_max_qps = bool(g.get("find_max_qps", False))
     if "server" in asked and "qps" not in g and not find_max_qps:
         raise UsageError("scenario server needs an arrival rate: give --qps N (queries/s) or --find-max-qps")
+    within = g.get("search_within")
+    if within is not None and not find_max_qps:
+        raise UsageError("--search-within sets where --find-max-qps stops: add --find-max-qps")
     return ServingConfig(qps=_qps(g["qps"]) if "qps" in g else None, slo_p99_ms=slo.get("slo_p99"),
                          slo_ttft_ms=slo.get("slo_ttft"), slo_tpot_ms=slo.get("slo_tpot"), max_batch=max_batch,
-                         max_wait_ms=max_wait, find_max_qps=find_max_qps)
+                         max_wait_ms=max_wait, find_max_qps=find_max_qps,
+                         search_within_pct=None if within is None else _percent("--search-within", within))
+
+
+def _percent(name: str, value) -> float:
+    """A share in percent, from 5 or 5%: above 0, at most 100."""
+    text = str(value).strip()
+    try:
+        pct = float(text[:-1] if text.endswith("%") else text) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        pct = -1.0
+    if not 0 < pct <= 100:
+        raise UsageError(f"{name} {value!r} must be a percentage above 0 and at most 100: give e.g. {name} 10%")
+    return pct
 
 
 def _qps(value) -> float:

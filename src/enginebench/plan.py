@@ -31,10 +31,11 @@ class Serving:
     max_wait_ms: float = 0.0
     find_max_qps: bool = False
     seed: int = 0  # LoadGen's schedule, QSL and sample-index seeds
+    search_within: float | None = None  # --find-max-qps: the bracket's width where it stops, a share [0.05]
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("slo_ttft_ms", "slo_tpot_ms"):  # encoders' cells keep their old shape (and cell keys)
+        for key in ("slo_ttft_ms", "slo_tpot_ms", "search_within"):  # cells keep their old shape (and keys)
             if d[key] is None:
                 d.pop(key)
         return d

@@ -198,7 +198,8 @@ def _serving(config: RunConfig, scenarios: list[str]):
     s = config.serving
     return Serving(qps=s.qps, slo_p99_ms=s.slo_p99_ms, slo_ttft_ms=s.slo_ttft_ms, slo_tpot_ms=s.slo_tpot_ms,
                    max_batch=s.max_batch or 1, max_wait_ms=s.max_wait_ms or 0.0, find_max_qps=s.find_max_qps,
-                   seed=config.seed)
+                   seed=config.seed,
+                   search_within=None if s.search_within_pct is None else s.search_within_pct / 100)
 
 
 def _with_slo(config: RunConfig, serving, model):

@@ -25,8 +25,8 @@ def counted(monkeypatch, tmp_path):
     return calls
 
 
-def _plan(scenario: str):
-    return SimpleNamespace(cells=[Cell("onnxruntime", "fp32", scenario, "titles", 1, 1, 2)])
+def _plan(scenario: str, engine: str = "onnxruntime"):
+    return SimpleNamespace(cells=[Cell(engine, "fp32", scenario, "titles", 1, 1, 2)])
 
 
 def test_the_first_run_measures_the_ceilings_once_and_every_later_one_reuses_them(counted, tmp_path):
@@ -48,6 +48,19 @@ def test_a_plan_that_shows_no_roofline_measures_nothing(counted, tmp_path):
     with ResultStore(str(tmp_path / "c.db")) as store:
         assert this_machine_speed(store, _plan("server"), notes.append) is None
     assert counted == [] and notes == []
+
+
+def test_a_run_against_a_server_measures_no_ceilings_of_the_client_machine(counted, tmp_path):
+    """The server at --endpoint runs on hardware this machine cannot measure: its latency and concurrency
+    cells show no roofline, so they neither wait for the ceilings nor probe GEMM around each cell."""
+    from enginebench.scenarios.registry import scenario_class
+
+    for scenario in ("latency", "concurrency"):
+        assert scenario_class(scenario).shows_roofline("onnxruntime")
+        assert not scenario_class(scenario).shows_roofline("endpoint")
+        with ResultStore(str(tmp_path / f"{scenario}.db")) as store:
+            assert this_machine_speed(store, _plan(scenario, "endpoint")) is None
+    assert counted == []
 
 
 def test_narrowed_cpu_features_have_ceilings_of_their_own(counted, tmp_path, monkeypatch):

@@ -17,6 +17,9 @@ def add_serving_arguments(run_parser) -> None:
                        "after the first: 100 (ms), 0.1s")
     group.add_argument("--find-max-qps", action="store_true", help="server: search the highest rate that stays "
                        "VALID under --slo-p99 (starting at --qps if given), reported with its bracket")
+    group.add_argument("--search-within", metavar="PCT", help="server, --find-max-qps: stop when the bracket's "
+                       "ends are within PCT%% of each other; wider is quicker, each halving costs about one more "
+                       "trial [5%%]")
     group.add_argument("--max-batch", metavar="B", help="dynamic batcher: group up to B queued queries per call "
                        "(offline: queries per call; decoders: sequences a worker generates at once) [1: no batcher]")
     group.add_argument("--max-wait", metavar="MS", help="dynamic batcher: hold a query at most this long for a "

@@ -105,7 +105,7 @@ class LocalLauncher:
     def _roofline_context(self, cell: Cell) -> dict:
         """What a roofline figure is derived from besides the measurements: the model's size (decoders: bytes
         read per token) or structure (encoders: FLOPs per item) and the machine's stored speed."""
-        if not scenario_class(cell.scenario).uses_roofline:
+        if not scenario_class(cell.scenario).shows_roofline(cell.engine):
             return {}
         model = self.plan.model
         if model.kind == "decoder":

@@ -239,6 +239,13 @@ class Scenario(ABC):
     times_kernels: ClassVar[bool] = False
 
     # -- planning -----------------------------------------------------------------------------------
+
+    def shows_roofline(self, engine: str) -> bool:
+        """Whether a cell of this scenario on `engine` is set against this machine's roofline: the scenario
+        derives one, and the work runs here (a server at --endpoint runs on hardware the client cannot measure,
+        so its cells need no ceilings and no GEMM probe around them)."""
+        return self.uses_roofline and not engine_class(engine).remote
+
     def settings(self, given: dict) -> list[ScenarioSettings] | None:
         """The typed settings from this scenario's options (`given`: option name -> text or list, None when
         not given), one per cell variant; None when it has no settings. Raises UsageError naming the fix."""

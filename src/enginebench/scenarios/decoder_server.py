@@ -310,7 +310,7 @@ def run_decoder_server(load_session, prompts, cell: Cell, rule: StoppingRule, re
             capacity = capacity_estimate(ready, test.gen_len, serving.max_batch)
             if serving.find_max_qps:
                 search, figures = find_max_qps(trial, serving.qps or SEARCH_START * capacity,
-                                               hopeless=lambda f: f["hopeless"])
+                                               serving.search_within, hopeless=lambda f: f["hopeless"])
                 if figures is None:
                     lowest = min(t["qps"] for t in search.trials)
                     figures = decoder_server_figures(runs[lowest], lowest, serving, test.gen_len)

@@ -233,7 +233,7 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
         # one request at a time, back to back: the rate one client reaches; a server that overlaps requests
         # goes further, and the search steps up until a rate is INVALID
         capacity = _one_client_rate(alone_ns)
-        found, best = find_max_qps(trial, serving.qps or SEARCH_START * capacity,
+        found, best = find_max_qps(trial, serving.qps or SEARCH_START * capacity, serving.search_within,
                                    hopeless=lambda f: _alone_miss(f, alone_ns, serving, generates))
         chosen = trials[found.lo] if best is not None else trials[min(trials)]
         search = {**found.to_dict(), "capacity_estimate_qps": capacity,

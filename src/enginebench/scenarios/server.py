@@ -214,9 +214,10 @@ class Search:
     lo: float | None = None
     hi: float | None = None
     stopped: str | None = None  # why the search ended without a VALID rate
+    tolerance: float = SEARCH_TOLERANCE  # where it stops: hi / lo <= 1 + tolerance
 
     def to_dict(self) -> dict:
-        return {"max_qps": self.lo, "bracket": [self.lo, self.hi], "tolerance": SEARCH_TOLERANCE,
+        return {"max_qps": self.lo, "bracket": [self.lo, self.hi], "tolerance": self.tolerance,
                 "trials": self.trials, "stopped": self.stopped}
 
 
@@ -232,12 +233,13 @@ def calls_alone_miss(figures: dict) -> str | None:
     return None
 
 
-def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, step: float = SEARCH_STEP,
+def find_max_qps(trial, start_qps: float, tolerance: float | None = None, step: float = SEARCH_STEP,
                  max_trials: int = SEARCH_TRIALS, hopeless=calls_alone_miss) -> tuple[Search, object]:
-    """Bracket, then bisect (geometrically), the highest rate `trial(qps) -> figures` judges VALID; returns the
-    search and the figures of the best VALID trial (None if none was). `hopeless(figures)` says why no lower
-    rate can help, or None. Each trial keeps the figures' `headline` (default: the p99 from arrival)."""
-    search = Search()
+    """Bracket, then bisect (geometrically), the highest rate `trial(qps) -> figures` judges VALID, until the
+    bracket's ends are within `tolerance` (--search-within; None: SEARCH_TOLERANCE); returns the search and the
+    figures of the best VALID trial (None if none was). `hopeless(figures)` says why no lower rate can help, or
+    None. Each trial keeps the figures' `headline` (default: the p99 from arrival)."""
+    search = Search(tolerance=tolerance or SEARCH_TOLERANCE)
     best = None
     qps = start_qps
     def record(figures: dict) -> None:
@@ -271,7 +273,7 @@ def find_max_qps(trial, start_qps: float, tolerance: float = SEARCH_TOLERANCE, s
             qps = qps / step
         elif search.hi is None:
             qps = qps * step
-        elif search.hi / search.lo <= 1 + tolerance:
+        elif search.hi / search.lo <= 1 + search.tolerance:
             break
         else:
             qps = math.sqrt(search.lo * search.hi)
@@ -364,7 +366,7 @@ def run_server(load_session, workload, cell: Cell, rule: StoppingRule, fidelity_
             extra = {}
             if serving.find_max_qps:
                 start = serving.qps or SEARCH_START * capacity_estimate(ready, serving.max_batch)
-                search, figures = find_max_qps(trial, start)
+                search, figures = find_max_qps(trial, start, serving.search_within)
                 if figures is None:  # nothing VALID: report the lowest rate tried, INVALID
                     lowest = min(t["qps"] for t in search.trials)
                     figures = server_figures(runs[lowest], lowest, serving.slo_p99_ms, cell.workers,

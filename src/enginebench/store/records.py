@@ -88,6 +88,7 @@ class ServingSettings(TypedDict, total=False):
     find_max_qps: bool
     seed: int
     batching: str | None
+    search_within: float  # only when --search-within was given
 
 
 class Served(TypedDict, total=False):
