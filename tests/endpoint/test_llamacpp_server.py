@@ -167,7 +167,7 @@ def test_the_server_tax_of_ttft_and_tpot_beside_llama_cpp_in_process(server, tmp
     decode step (tg8) against the server's TTFT and TPOT for pp32+tg8 requests, in one run."""
     done = _run("--endpoint", server, "--api", "completions", "--model", "smollm2-135m", "--api-key-env",
                 API_KEY_ENV, "--engine", "llamacpp", "--scenario", "latency", "--prompt-len", "32", "--gen-len", "8",
-                "--duration", "1s", "--warmup", "0.3s", "--min-samples", "5", "--repeat", "2", "--json",
+                "--duration", "1s", "--warmup", "0.3s", "--min-samples", "5", "--repeat", "1", "--json",
                 env={API_KEY_ENV: KEY}, db=tmp_path / "eb.db")
     assert done.returncode == 0, done.stderr[-3000:]
     d = json.loads(done.stdout)
