@@ -174,12 +174,14 @@ class Resumption:
     history: dict = field(default_factory=dict)  # plan index -> launchers.records.CellHistory
     retry_failed: bool = False
 
-    def launcher(self, ray: str | None = None):
-        """The launcher that measures only what is missing: here, or on the Ray cluster at `ray`."""
+    def launcher(self, ray: str | None = None, client_nodes: int = 1):
+        """The launcher that measures only what is missing: here, or on the Ray cluster at `ray` (with
+        `client_nodes`, the clients of a run against a server shared out over that many nodes)."""
         if ray:
             from enginebench.execution.ray import RayLauncher
 
-            return RayLauncher(self.plan, ray, history=self.history, retry_failed=self.retry_failed)
+            return RayLauncher(self.plan, ray, client_nodes=client_nodes, history=self.history,
+                               retry_failed=self.retry_failed)
         return LocalLauncher(self.plan, history=self.history, retry_failed=self.retry_failed)
 
     @property

@@ -94,6 +94,8 @@ class Job:
     # cell (measure/roofline.gemm_probe), so a figure says how fast the machine was while it was measured
     gemm_probe: dict | None = None
     context: dict = field(default_factory=dict)  # Plan.context, for the scenarios' measure()
+    # (part, parts): this child is one of `parts` client nodes measuring each cell together (--client-nodes)
+    client_part: tuple[int, int] | None = None
 
 
 def make_cells(grid: Grid, scenarios: list[str], settings: dict[str, list | None] | None = None) -> list[Cell]:

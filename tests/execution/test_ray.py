@@ -1,10 +1,12 @@
 """`--ray`: a real Ray cluster of two nodes on this machine (`ray start`, one CPU and its own resource each)
 runs a sweep of the fast synthetic engine. Every cell is stored once, both nodes measure, each result carries
-its node's machine metadata; a sweep stopped locally is finished on Ray; a node lost mid-job costs only its
-job's unfinished cells, which another node measures."""
+its node's machine metadata; a sweep stopped locally is finished on Ray; `--client-nodes 2` shares a
+concurrency cell's clients against a real server out over both nodes, started together; a node lost mid-job
+costs only its job's unfinished cells, which another node measures."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -213,6 +215,44 @@ def test_sweep_stopped_locally_is_finished_on_two_ray_nodes(cluster, tmp_path):
     with sqlite3.connect(db) as conn:
         configs = [json.loads(c) for (c,) in conn.execute("SELECT config FROM runs")]
     assert len(configs) == 2 and all(c["sweep"]["id"] == configs[0]["sweep"]["id"] for c in configs)
+
+
+def test_client_nodes_share_a_concurrency_cells_clients_out_and_start_them_together(cluster, tmp_path, require):
+    """--client-nodes 2 against llama-cpp-python's real OpenAI-compatible server on SmolLM2's GGUF: the cell's
+    4 clients run 2 on each node, both halves start at once, and their records make one result naming both."""
+    try:
+        importlib.import_module("llama_cpp.server.app")  # the `server` extra: fastapi, uvicorn, sse-starlette
+    except ImportError as e:
+        require(f"llama-cpp-python's server extra does not import ({e}): pip install 'enginebench[endpoint]'")
+    from helpers.servers import free_port, llamacpp_command, serving
+
+    from enginebench.models.decoder_folder import smollm2_gguf
+
+    port, db = free_port(), tmp_path / "eb.db"
+    with serving(llamacpp_command(str(smollm2_gguf()), port), port, log=tmp_path / "server.log") as url:
+        done = subprocess.run([sys.executable, "-m", "enginebench", "run", "--endpoint", url, "--api", "completions",
+                               "--model", "smollm2-135m", "--scenario", "concurrency", "--concurrency", "4",
+                               "--prompt-len", "16", "--gen-len", "4", "--duration", "2s", "--warmup", "0.3s",
+                               "--min-samples", "3", "--repeat", "1", "--ray", cluster.address, "--client-nodes", "2",
+                               "--json", "--db", str(db)], capture_output=True, text=True, timeout=600,
+                              env={**cluster.env, "ENGINEBENCH_ENGINES": ""})  # the real torch: the reference
+    assert done.returncode == 0, done.stderr[-3000:]
+    (r,) = json.loads(done.stdout)["results"]
+    assert r["status"] == "ok", r.get("error")
+    nodes = cluster.node_ids()
+    spread = r["details"]["client_nodes"]
+    assert sorted(n["ray_node_id"] for n in spread) == sorted(nodes.values()) and [n["clients"] for n in spread] == [2, 2]
+    records = r["repetitions"][0]["requests"]
+    assert {x["client"] for x in records} == {0, 1, 2, 3}
+    # one clock: each half's first request sent at the same moment (the start line), both inside the window
+    first = [min(x["sent_ns"] for x in records if x["client"] in half) for half in ({0, 1}, {2, 3})]
+    print(f"halves started {abs(first[0] - first[1]) / 1e6:.1f} ms apart")
+    assert abs(first[0] - first[1]) < 0.25e9
+    start, stop = r["details"]["window"]
+    measured = [x for x in records if x.get("phase") == "measured"]
+    assert {x["client"] for x in measured} == {0, 1, 2, 3} and all(start <= x["sent_ns"] <= stop for x in measured)
+    assert r["figures"]["requests"]["requests_per_s"]["value"] > 0 and r["fidelity"] is not None
+    assert "client load spread over 2 nodes" in json.dumps(r["details"])
 
 
 def test_a_node_lost_mid_job_costs_only_its_unfinished_cells(cluster, tmp_path):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.cli.serving_args import add_serving_arguments
-from enginebench.config import OPTIONS, RunConfig
+from enginebench.config import OPTIONS, RunConfig, positive_int
+from enginebench.engines import engine_class
 from enginebench.errors import UsageError
 from enginebench.scenarios.registry import (add_scenario_arguments, default_scenarios, runnable_scenarios,
-                                            scenario_options)
+                                            scenario_class, scenario_options)
 from enginebench.store.database import ResultStore
 
 # the options given a default here (the others default to None: not given)
@@ -62,6 +63,9 @@ def add_parsers(sub) -> None:
     run.add_argument("--cpus", help="pin the benchmark to these CPUs, taskset syntax: 0-7 or 0,2,4")
     run.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
                      "HOST:PORT of its head, ray://HOST:PORT, or local (a Ray started here) [this machine]")
+    run.add_argument("--client-nodes", metavar="N", help="with --ray, against --endpoint: share each concurrency "
+                     "cell's clients out over N nodes of the cluster, started together, when one client machine "
+                     "cannot drive the load; the result lists the nodes [1]")
     run.add_argument("--db", default=DEFAULT_DB, help=f"SQLite database for results [{DEFAULT_DB}]")
     run.add_argument("--resume", metavar="RUN_ID", help="finish a stopped run (Ctrl-C, kill -9, a reboot) with its "
                      "stored options: only the cells and repetitions not stored yet, into the same run")
@@ -102,7 +106,8 @@ def cmd_run(args) -> int:
         engines = sorted({c.engine for c in plan.cells})
         err.print(f"[dim]quick suite: {plan.model.name} on {', '.join(engines)}; {len(plan.cells)} cells of "
                   f"{plan.rule.duration_s:g} s (drop --quick for the full defaults; see enginebench run --help)[/dim]")
-    return _measure(args, plan, _launcher(plan, args.ray), err, run_id=new_run_id(), config=config)
+    return _measure(args, plan, _launcher(plan, args.ray, client_nodes=args.client_nodes), err,
+                    run_id=new_run_id(), config=config)
 
 
 def _resume(args) -> int:
@@ -132,7 +137,8 @@ def _resume(args) -> int:
         return 0
     err.print(f"[dim]resuming run {run.run_id}: {resuming.left} measurements left ({len(resuming.stored)} results "
               "stored)[/dim]")
-    return _measure(args, resuming.plan, _launcher(resuming.plan, args.ray, resuming), err, run_id=run.run_id,
+    return _measure(args, resuming.plan, _launcher(resuming.plan, args.ray, resuming, args.client_nodes), err,
+                    run_id=run.run_id,
                     config=resuming.config, resuming=resuming)
 
 
@@ -176,28 +182,49 @@ def _interrupted(run_id: str, args, err) -> int:
         stored = {run: n for run, _, n in store.run_ids()}
     if run_id not in stored:  # stopped before the run was stored: nothing to resume
         raise KeyboardInterrupt
-    command = ["enginebench", "run", "--resume", run_id, "--db", args.db] + (["--ray", args.ray] if args.ray else [])
+    command = (["enginebench", "run", "--resume", run_id, "--db", args.db] + (["--ray", args.ray] if args.ray else [])
+               + (["--client-nodes", str(args.client_nodes)] if args.client_nodes else []))
     n = stored[run_id]
     err.print(f"enginebench: interrupted; {n} result{' is' if n == 1 else 's are'} stored in {args.db} as run "
               f"{run_id}. Resume with: {shlex.join(command)}", highlight=False, markup=False, soft_wrap=True)
     return 130
 
 
-def _launcher(plan, ray: str | None, resuming=None):
+def _launcher(plan, ray: str | None, resuming=None, client_nodes=None):
     """The launcher of a new run, or of a resumed one (which measures only what is missing)."""
+    nodes = _client_nodes(plan, ray, client_nodes)
     if ray:
-        from enginebench.execution.ray import connect
+        from enginebench.execution.ray import connect, measuring_nodes
 
         connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
+        if len(measuring_nodes()) < nodes:
+            raise UsageError(f"--client-nodes {nodes}: the Ray cluster at {ray} has {len(measuring_nodes())} node(s) "
+                             "to measure on; start more with `ray start --address ...`, or give fewer")
     if resuming:
-        return resuming.launcher(ray)
+        return resuming.launcher(ray, nodes)
     if not ray:
         from enginebench.execution.local import LocalLauncher
 
         return LocalLauncher(plan)
     from enginebench.execution.ray import RayLauncher
 
-    return RayLauncher(plan, ray)
+    return RayLauncher(plan, ray, client_nodes=nodes)
+
+
+def _client_nodes(plan, ray: str | None, given) -> int:
+    """--client-nodes, checked against the plan: a run against a server on a Ray cluster, with a cell of at least
+    that many clients to share out."""
+    if given is None:
+        return 1
+    n = positive_int("--client-nodes", given)
+    if not ray:
+        raise UsageError("--client-nodes shares the clients out over the nodes of a Ray cluster: give --ray ADDRESS")
+    if not any(engine_class(c.engine).remote for c in plan.cells):
+        raise UsageError("--client-nodes shares out the clients of a run against a server: give --endpoint URL")
+    if n > 1 and not any(scenario_class(c.scenario).spread_clients(c) >= n for c in plan.cells):
+        raise UsageError(f"--client-nodes {n}: no cell has {n} clients or more to share out; give --scenario "
+                         f"concurrency --concurrency N with N >= {n}")
+    return n
 
 
 COMMANDS = {"run": cmd_run}

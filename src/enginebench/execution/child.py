@@ -18,6 +18,7 @@ from enginebench.execution.messages import (
     Loaded,
     Loading,
     Measured,
+    Ready,
     References,
     Started,
     TrialStarted,
@@ -108,7 +109,8 @@ def _measure(job: Job, out, go=None) -> None:
                       session=session, loading=lambda i=index: out.put(Loading(i)),
                       loaded=lambda i=index: out.put(Loaded(i)), cache=cache, repetition=job.repetition,
                       trial_started=lambda expected_s, i=index: out.put(TrialStarted(i, expected_s)),
-                      context=job.context)
+                      context=job.context, client_part=job.client_part,
+                      start_together=lambda i=index: _start_line(out, go, i))
         try:
             scenario = scenario_class(cell.scenario)
             probe = job.gemm_probe if scenario.shows_roofline(job.engine) else None
@@ -135,6 +137,15 @@ def _measure(job: Job, out, go=None) -> None:
         if go is not None:
             go.get()
     out.put(Done())
+
+
+def _start_line(out, go, index: int) -> float | None:
+    """Wait at the cell's start line for the parent's word: the epoch second to start at (None: the other
+    client nodes did not come)."""
+    if go is None:
+        return None
+    out.put(Ready(index))
+    return go.get()
 
 
 def _send_references(factory: SessionFactory, job: Job, out) -> None:

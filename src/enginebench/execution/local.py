@@ -32,6 +32,7 @@ from enginebench.execution.messages import (
     Loaded,
     Loading,
     Measured,
+    Ready,
     References,
     Started,
     TrialStarted,
@@ -308,6 +309,8 @@ class LocalLauncher:
                     yield msg  # resumed once the caller has recorded it: only then may the child measure on
                     if isinstance(msg, (Measured, CellFailed)):
                         go.put(True)
+                    if isinstance(msg, Ready):
+                        go.put(self.start_line(job, msg.index))
                     if isinstance(msg, Done):
                         finished = True
                         return
@@ -352,6 +355,11 @@ class LocalLauncher:
                 os.killpg(proc.pid, signal.SIGKILL)  # workers orphaned by a crashed child
             except (ProcessLookupError, PermissionError):
                 pass
+
+    def start_line(self, job: Job, index: int) -> float | None:
+        """When the child at cell `index`'s start line starts (epoch s): at once here; on Ray, when every client
+        node measuring the cell with it is there too (execution/ray.py)."""
+        return time.time()
 
     def _run_with_retries(self, job: Job, record: Callable[[int, object, list[Failure]], None]) -> None:
         """Run a job; a cell that fails gets up to plan.retries more attempts, each in a fresh child, after
@@ -413,6 +421,8 @@ class LocalLauncher:
                             self.on_load(pending[index], took)
                     case TrialStarted(_, expected_s):
                         current.update(since=time.monotonic(), loading=False, expected=expected_s)
+                    case Ready():  # past the start line (the wait for the other client nodes): timed afresh
+                        current.update(since=time.monotonic())
                     case Measured(index, measurement):
                         pending.pop(index)
                         record(index, measurement)

@@ -2,9 +2,10 @@
 type (`match msg: case Measured(index, m): ...`), never by position in a tuple.
 
 A child (child.py) to its parent (local.py), in this order for each cell: Started, then Loading/Loaded around
-the model's load (only for the cell that loads it), TrialStarted for each timed LoadGen run, then Measured or
-CellFailed; References for a reference-only job; Done at the end. The parent adds Died when a child ends any
-other way (killed, crashed, timed out, over its memory limit).
+the model's load (only for the cell that loads it), TrialStarted for each timed LoadGen run, Ready when a
+client node of several reaches the cell's start line (the parent answers with the epoch second to start at),
+then Measured or CellFailed; References for a reference-only job; Done at the end. The parent adds Died when
+a child ends any other way (killed, crashed, timed out, over its memory limit).
 
 A Ray task (ray.py) to the dispatcher on the head: NodeStarted first, then CellStarted and Outcome per cell (or
 NodeReferences for a reference job); the dispatcher's thread adds JobEnded or JobLost.
@@ -42,6 +43,11 @@ class TrialStarted:
 
 
 @dataclass(frozen=True)
+class Ready:
+    index: int  # at the cell's start line (a client node of several): it starts when the parent says when
+
+
+@dataclass(frozen=True)
 class Measured:
     index: int
     measurement: Measurement
@@ -74,7 +80,7 @@ class Died:
         return self.failure if isinstance(self.failure, Failure) else Failure(str(self.failure), "signal")
 
 
-ChildMessage = Started | Loading | Loaded | TrialStarted | Measured | CellFailed | References | Done | Died
+ChildMessage = Started | Loading | Loaded | TrialStarted | Ready | Measured | CellFailed | References | Done | Died
 
 
 # -- Ray task -> dispatcher ----------------------------------------------------------------------
@@ -112,5 +118,5 @@ class JobLost:
     error: Exception
 
 
-__all__ = ["Started", "Loading", "Loaded", "TrialStarted", "Measured", "CellFailed", "References", "Done", "Died",
+__all__ = ["Started", "Loading", "Loaded", "TrialStarted", "Ready", "Measured", "CellFailed", "References", "Done", "Died",
            "ChildMessage", "NodeStarted", "CellStarted", "Outcome", "NodeReferences", "JobEnded", "JobLost"]

@@ -15,6 +15,13 @@ the same emit(index, result) calls out as local.py, each job run on a node of a 
   up to _NODE_LOSSES times per job, then are recorded as failed (kind "node"). An exception raised by the task
   itself fails the job's unfinished cells at once.
 - The fidelity reference of each plan is computed on a node too, before that plan's jobs start.
+- `--client-nodes K` (a run against --endpoint): the client load of each cell that can be shared out (a
+  concurrency cell of at least K clients: Scenario.spread_clients) is spread over K nodes at once, each running
+  its share of the clients. The K parts of such a job start together on K free nodes; at each cell's start
+  line every part waits for the others (a Rendezvous actor), all start at the same epoch second, and the
+  orchestrator merges their records into one Measurement (scenarios/requests.py merge_client_parts), whose
+  result lists the nodes (details.client_nodes) and says so in a note. Its other cells run as any job.
+  A part lost or failed fails the cell (no part is measured again elsewhere: the load would no longer be one).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from enginebench.engines import engine_class
@@ -36,6 +43,8 @@ from enginebench.execution.messages import CellStarted, JobEnded, JobLost, NodeR
 from enginebench.execution.records import CellHistory
 from enginebench.measure.machine import machine_info
 from enginebench.plan import Job, Plan
+from enginebench.scenarios.registry import scenario_class
+from enginebench.scenarios.requests import merge_client_parts
 from enginebench.scenarios.base import Measurement
 from enginebench.store.derive import measurement_record, repetition_record
 from enginebench.store.model import Result
@@ -46,8 +55,11 @@ _SUSPECT_S = 30.0  # a node that lost a job gets no other for this long, unless 
 _NO_NODE_WAIT_S = 60.0  # with work left and no node to run it, how long to wait for one to join
 _NOT_FORWARDED = ("ENGINEBENCH_CACHE",)  # a path on this machine; every other ENGINEBENCH_* variable goes to the nodes
 
+_RENDEZVOUS_LEAD_S = 0.5  # from the last client node's arrival at a start line to the start: the word's way there
+
 _connected: str | None = None
 _remote_fn = None
+_rendezvous_cls = None
 
 
 def _ray():
@@ -133,12 +145,60 @@ def node_info() -> dict:
             "ray_node_ip": ray.util.get_node_ip_address()}
 
 
-def run_on_node(plan: Plan, job: Job | None):
+class Rendezvous:
+    """The start line of a job's client nodes (a Ray actor, async: every part waits in it at once): arrive(index)
+    returns, once all `parts` have arrived at cell `index`, the epoch second they all start at; None when
+    `timeout_s` passed first, or the cell (abandon(index): a part failed it) or the whole job (abandon(): a part
+    was lost) was given up."""
+
+    def __init__(self, parts: int):
+        import asyncio
+
+        self.parts, self.arrived, self.starts, self.broken = parts, {}, {}, asyncio.Event()
+        self.events: dict = {}
+
+    async def arrive(self, index: int, timeout_s: float) -> float | None:
+        import asyncio
+
+        event = self.events.setdefault(index, asyncio.Event())
+        self.arrived[index] = self.arrived.get(index, 0) + 1
+        if self.arrived[index] == self.parts:
+            self.starts[index] = time.time() + _RENDEZVOUS_LEAD_S
+            event.set()
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self.broken.wait())]
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        return self.starts.get(index) if event.is_set() and not self.broken.is_set() else None
+
+    def abandon(self, index: int | None = None) -> None:
+        import asyncio
+
+        if index is None:
+            self.broken.set()
+            return
+        self.starts[index] = None
+        self.events.setdefault(index, asyncio.Event()).set()
+
+
+def _rendezvous():
+    global _rendezvous_cls
+    if _rendezvous_cls is None:
+        _rendezvous_cls = _ray().remote(num_cpus=0)(Rendezvous)  # takes no CPU a measuring job needs
+    return _rendezvous_cls
+
+
+def run_on_node(plan: Plan, job: Job | None, rendezvous=None):
     """The Ray task (a generator of messages.py's records): NodeStarted first; then, for a job, CellStarted and
     Outcome (a Measurement or a Failure, with the earlier failed attempts) as local.py's launcher measures each
-    cell; for job None, NodeReferences (the reference outputs, or why there are none)."""
+    cell; for job None, NodeReferences (the reference outputs, or why there are none). `rendezvous`: the
+    start line this job's part shares with the other client nodes (--client-nodes)."""
     yield NodeStarted(node_info(), engine_class(job.engine).version() if job else None)
     local = LocalLauncher(plan)
+    if rendezvous is not None:
+        import ray
+
+        local.start_line = lambda job, index: ray.get(rendezvous.arrive.remote(index, plan.timeout_s / 2))
     if job is None:
         references = local._references()
         yield NodeReferences(references, local.reference_error)
@@ -173,10 +233,11 @@ def _remote():
 class RayLauncher(LocalLauncher):
     """The local orchestrator's plan, history and results, with its jobs run on a Ray cluster."""
 
-    def __init__(self, plan: Plan, address: str = "local", **kwargs):
+    def __init__(self, plan: Plan, address: str = "local", client_nodes: int = 1, **kwargs):
         super().__init__(plan, **kwargs)
         self.address = address
-        self.where = f"ray {address}"
+        self.client_nodes = client_nodes
+        self.where = f"ray {address}" + (f", client load over {client_nodes} nodes" if client_nodes > 1 else "")
         self.cell_nodes: dict[int, dict] = {}  # index -> machine of the node that measured it last
         self.cell_versions: dict[int, str | None] = {}  # index -> the engine's version on that node
         self.references = None
@@ -195,8 +256,21 @@ class RayLauncher(LocalLauncher):
             return []
         self.record = self.recorder(deliver)
         self.references_pending = True
-        return [_Work(self, None)] + [_Work(self, job, repetition)
-                                      for repetition, jobs in enumerate(schedule) for job in jobs]
+        return [_Work(self, None)] + [work for repetition, jobs in enumerate(schedule) for job in jobs
+                                      for work in self._works(job, repetition)]
+
+    def _works(self, job: Job, repetition: int) -> list[_Work]:
+        """The job as one work, or (--client-nodes K) its cells whose clients spread as K parts of a gang that
+        start together, and its other cells as one work."""
+        k = self.client_nodes
+        spread = [(i, c) for i, c in job.cells if k > 1 and scenario_class(c.scenario).spread_clients(c) >= k]
+        if not spread:
+            return [_Work(self, job, repetition)]
+        rest = [(i, c) for i, c in job.cells if (i, c) not in spread]
+        gang = _Gang()
+        gang.parts = [_Work(self, replace(job, cells=list(spread), client_part=(part, k)), repetition, gang=gang,
+                            part=part) for part in range(k)]
+        return ([_Work(self, replace(job, cells=rest), repetition)] if rest else []) + gang.parts
 
     def _result(self, index: int, history) -> Result:
         kept, apart = one_machine(history)
@@ -235,6 +309,16 @@ def one_machine(history: CellHistory) -> tuple[CellHistory, list[dict]]:
 
 
 @dataclass
+class _Gang:
+    """The parts of a job spread over client nodes (--client-nodes): their rendezvous, and each cell's outcome
+    per part until every part has given one."""
+
+    parts: list = field(default_factory=list)
+    rendezvous: object = None
+    outcomes: dict = field(default_factory=dict)  # cell index -> {part: (outcome, failures, node info)}
+
+
+@dataclass
 class _Work:
     """A job (or, with job None, a plan's fidelity reference) waiting for a node or running on one."""
 
@@ -246,11 +330,13 @@ class _Work:
     info: dict = field(default_factory=dict)  # the node's node_info(), once it said
     version: str | None = None
     task: object = None  # its ObjectRefGenerator
+    gang: _Gang | None = None  # one of the parts of a job spread over client nodes
+    part: int = 0
 
     @property
     def pin(self) -> tuple | None:
-        """What keeps a job's repetitions on one node."""
-        if self.job is None:
+        """What keeps a job's repetitions on one node (a gang's parts take whichever nodes are free)."""
+        if self.job is None or self.gang is not None:
             return None
         return id(self.launcher), self.job.engine, self.job.precision, self.job.threads, self.job.reference_only
 
@@ -306,19 +392,39 @@ class _Dispatcher:
             self.pins = {pin: node for pin, node in self.pins.items() if node in self.nodes}
         now = time.monotonic()
         self.suspect = {n: since for n, since in self.suspect.items() if now - since < _SUSPECT_S and n in self.nodes}
+        self._start_gangs()
         for node in self.nodes.values():
             if node.node_id in self.running or node.node_id in self.suspect:
                 continue
-            work = next((w for w in self.waiting if w.ready() and self.pins.get(w.pin, node.node_id) == node.node_id),
-                        None)
+            work = next((w for w in self.waiting if w.ready() and w.gang is None
+                         and self.pins.get(w.pin, node.node_id) == node.node_id), None)
             if work is not None:
                 self.waiting.remove(work)
                 self._start(work, node)
         self._starve_check()
 
+    def _free_nodes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.node_id not in self.running and n.node_id not in self.suspect]
+
+    def _start_gangs(self) -> None:
+        """Start a spread job's parts together, each on a free node of its own, once there are enough."""
+        for work in list(self.waiting):
+            gang = work.gang
+            if gang is None or work not in self.waiting or not work.ready():
+                continue
+            free = self._free_nodes()
+            if len(free) < len(gang.parts):
+                return  # until that many nodes are free at once (other work may take a free one meanwhile)
+            gang.rendezvous = _rendezvous().remote(len(gang.parts))
+            for part, node in zip(gang.parts, free):
+                self.waiting.remove(part)
+                self._start(part, node)
+
     def _starve_check(self) -> None:
         """Work left, nothing running, no node to run it: wait a while for one to join, then fail the cells."""
-        if self.running or not self.waiting or set(self.nodes) - set(self.suspect):
+        usable = set(self.nodes) - set(self.suspect)
+        fits = any(w.gang is None or len(w.gang.parts) <= len(usable) for w in self.waiting)
+        if self.running or not self.waiting or (usable and fits):
             self.no_node_since = None
             return
         self.no_node_since = self.no_node_since or time.monotonic()
@@ -343,7 +449,7 @@ class _Dispatcher:
         work.task = _remote().options(
             num_cpus=node.cpus, num_gpus=node.gpus,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
-        ).remote(self.plans[key], work.job)
+        ).remote(self.plans[key], work.job, work.gang.rendezvous if work.gang else None)
         self.running[node.node_id] = work
         threading.Thread(target=self._follow, args=(work,), daemon=True).start()
 
@@ -363,7 +469,11 @@ class _Dispatcher:
             case NodeStarted(info, version):
                 work.info, work.version = info, version
             case CellStarted(cell):
-                launcher.on_start(cell)
+                if work.part == 0:  # a spread cell starts once, however many client nodes measure it
+                    launcher.on_start(cell)
+            case Outcome(index, outcome, failures) if work.gang is not None:
+                work.job.cells = [(i, c) for i, c in work.job.cells if i != index]
+                self._part_done(work, index, outcome, failures)
             case Outcome(index, outcome, failures):
                 work.job.cells = [(i, c) for i, c in work.job.cells if i != index]
                 if isinstance(outcome, Measurement):
@@ -376,6 +486,9 @@ class _Dispatcher:
                 self._references_known(launcher, references, error)
             case JobEnded():
                 del self.running[work.node.node_id]
+            case JobLost(error) if work.gang is not None:
+                del self.running[work.node.node_id]
+                self._part_lost(work, error)
             case JobLost(error):
                 del self.running[work.node.node_id]
                 self._lost(work, error)
@@ -401,7 +514,52 @@ class _Dispatcher:
             del self.pins[work.pin]  # its node may be gone: the remaining repetitions may go elsewhere
         self.waiting.insert(0, work)
 
+    def _part_done(self, work: _Work, index: int, outcome, failures: list) -> None:
+        """A client node's outcome of a spread cell; once every part has given one, the cell's merged
+        Measurement (or the first part's failure) is recorded."""
+        gang, launcher = work.gang, work.launcher
+        got = gang.outcomes.setdefault(index, {})
+        got[work.part] = (outcome, failures, work.info or {"hostname": work.node.hostname if work.node else None})
+        if isinstance(outcome, Failure) and gang.rendezvous is not None:
+            gang.rendezvous.abandon.remote(index)  # the others need not wait for it at this cell's start line
+        if len(got) < len(gang.parts):
+            return
+        outcomes = [got[k] for k in range(len(gang.parts))]
+        nodes = [{"hostname": info.get("hostname"), "ray_node_id": info.get("ray_node_id")} for _, _, info in outcomes]
+        failed = [(k, o) for k, (o, _, _) in enumerate(outcomes) if isinstance(o, Failure)]
+        if failed:
+            k, first = failed[0]
+            merged = Failure(f"client node {k + 1} of {len(outcomes)} ({nodes[k]['hostname']}): {first.reason}",
+                             first.kind)
+        else:
+            try:
+                merged = merge_client_parts([o for o, _, _ in outcomes], nodes)
+            except RuntimeError as e:
+                merged = Failure(str(e), "error")
+        hosts = "+".join(dict.fromkeys(str(n["hostname"]) for n in nodes))
+        if isinstance(merged, Measurement):  # its processes' machine: the client nodes together
+            merged.details["node"] = {"hostname": hosts, "ray_node_id": nodes[0]["ray_node_id"]}
+        launcher.cell_nodes[index] = {**outcomes[0][2], "hostname": hosts}
+        launcher.cell_versions[index] = work.version
+        launcher.record(work.repetition, index, merged, [f for _, fs, _ in outcomes for f in fs])
+
+    def _part_lost(self, work: _Work, error: Exception) -> None:
+        """A client node lost or its task failed: the part's unfinished cells fail (the others, waiting at a
+        start line for it, are let go at once)."""
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if work.gang.rendezvous is not None:
+            work.gang.rendezvous.abandon.remote()
+        for index, _ in work.job.cells:
+            self._part_done(work, index, Failure(f"{work.where()} was lost or failed while measuring its share of "
+                                                 f"the clients: {reason}", "node"), [])
+        work.job.cells = []
+
     def _fail(self, work: _Work, failure: Failure) -> None:
+        if work.gang is not None:
+            for index, _ in work.job.cells:
+                self._part_done(work, index, failure, [])
+            work.job.cells = []
+            return
         if work.job is None:
             self._references_known(work.launcher, None, f"no fidelity reference: {failure.reason}")
             return

@@ -113,6 +113,10 @@ class CellRun:
     # a LoadGen run starts that expects to take this many seconds: the parent times it afresh (a search's trials)
     trial_started: Callable[[float], None] = lambda expected_s: None
     context: dict = field(default_factory=dict)  # Plan.context: what the planning command gives its scenarios
+    # one of several client nodes measuring this cell together (Job.client_part): (part, parts), and the call
+    # that waits for the others at the start line and gives the epoch second all start at (None: they did not)
+    client_part: tuple[int, int] | None = None
+    start_together: Callable[[], float | None] = lambda: None
 
     @property
     def remote(self) -> bool:
@@ -239,6 +243,11 @@ class Scenario(ABC):
     times_kernels: ClassVar[bool] = False
 
     # -- planning -----------------------------------------------------------------------------------
+
+    def spread_clients(self, cell: "Cell") -> int:
+        """How many closed-loop clients of `cell` --client-nodes may share out over client nodes (0: none; a
+        cell of one client, or of no clients, runs on one node)."""
+        return 0
 
     def shows_roofline(self, engine: str) -> bool:
         """Whether a cell of this scenario on `engine` is set against this machine's roofline: the scenario

@@ -18,6 +18,7 @@ from multiprocessing.connection import wait as wait_connections
 
 import numpy as np
 
+from enginebench.engines import engine_class
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell
@@ -176,6 +177,9 @@ class Concurrency(Scenario):
     def cells(self, grid: Grid, settings: list[Clients] | None = None) -> list[Cell]:
         return [replace(cell, settings=s) for cell in worker_cells(self.name, grid)
                 for s in settings or [Clients(n) for n in DEFAULT_CLIENTS]]
+
+    def spread_clients(self, cell: Cell) -> int:
+        return cell.settings.clients if engine_class(cell.engine).remote else 0
 
     def measure(self, run: CellRun) -> Measurement:
         if run.remote:  # a server: N closed-loop request clients

@@ -146,11 +146,28 @@ def request_inputs(run: CellRun, session) -> tuple[list, list[int], int | None, 
     return items, tokens, None, run.cell.batch_size
 
 
+def client_share(clients: int, part: int, parts: int) -> int:
+    """How many of a cell's `clients` the client node `part` of `parts` runs (the first ones take the rest)."""
+    return clients // parts + (part < clients % parts)
+
+
 def measure_requests(run: CellRun, session, clients: int) -> Measurement:
-    """One cell against the endpoint: `clients` closed-loop clients (1: one request at a time)."""
+    """One cell against the endpoint: `clients` closed-loop clients (1: one request at a time). On one client
+    node of several (CellRun.client_part, --client-nodes), its share of the clients, started with the other
+    nodes' (CellRun.start_together); the orchestrator merges the nodes' records (merge_client_parts)."""
+    part, parts = run.client_part or (0, 1)
+    clients = client_share(clients, part, parts)
     items, tokens, max_tokens, per_item = request_inputs(run, session)
-    fidelity = served_fidelity(run, session)  # before the clock: its requests never overlap the measured ones
+    # before the clock: its requests never overlap the measured ones; of several client nodes, the first judges
+    fidelity = served_fidelity(run, session) if part == 0 else None
     ceiling = client_ceiling(run, session, items, max_tokens, clients)
+    if run.client_part is not None:
+        start_at = run.start_together()  # epoch s at which every node's clients start, or None: not all came
+        if start_at is None:
+            raise RuntimeError("the other client nodes did not reach this cell's start in time (half its --timeout): "
+                               "the cell is measured on all of them or on none")
+        time.sleep(max(0.0, start_at - time.time()))
+    epoch_offset_ns = time.time_ns() - _clock()  # this process's clock -> epoch ns, to merge nodes' records
     got = closed_loop_requests(session, items, clients, run.rule, max_tokens)
     for part in ("measured", "warmup", "tail"):
         count_tokens(session, tokens, got[part])
@@ -166,10 +183,61 @@ def measure_requests(run: CellRun, session, clients: int) -> Measurement:
     records = sorted(got["warmup"] + measured + got["tail"], key=lambda r: r["sent_ns"])
     details = {**session.details, "requests": records, "notes": endpoint_notes(session), "clients": clients,
                "window_ns": int(stop - start), "window": [int(start), int(stop)], "client_ceiling": ceiling}
+    if run.client_part is not None:
+        details["client_part"] = {"part": part, "parts": parts, "epoch_offset_ns": epoch_offset_ns}
     return Measurement(worker_samples=[s for s in per_client if s.size], items_per_call=per_item,
                        tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / per_item,
                        load_s=session.load_s, peak_rss_mb=peak_rss_mb(), executed_precision=run.precision,
                        wall_s=(stop - start) / 1e9, details=details, fidelity=fidelity)
+
+
+_TIMES = ("scheduled_ns", "sent_ns", "first_ns", "done_ns")
+
+
+def merge_client_parts(parts: list[Measurement], nodes: list[dict]) -> Measurement:
+    """One cell measured by several client nodes at once (--client-nodes): their records on one clock (epoch
+    ns), the clients numbered apart, over the window all of them were measuring ([latest start, earliest
+    stop]: requests/s counts what completed in it from every node); the client's ceiling is the nodes' summed.
+    `nodes[k]`: the machine of part k ({"hostname", "ray_node_id"}). Raises when the windows did not overlap."""
+    records, samples, offset = [], [], 0
+    starts, stops = [], []
+    for m in parts:
+        shift = m.details["client_part"]["epoch_offset_ns"]
+        for r in m.details["requests"]:
+            moved = {**r, "client": r["client"] + offset,
+                     **{k: r[k] + shift for k in _TIMES if r.get(k) is not None}}
+            if r.get("chunk_ns") is not None:
+                moved["chunk_ns"] = [t + shift for t in r["chunk_ns"]]
+            records.append(moved)
+        samples += m.worker_samples
+        start, stop = m.details["window"]
+        starts.append(start + shift)
+        stops.append(stop + shift)
+        offset += m.details["clients"]
+    start, stop = max(starts), min(stops)
+    if stop <= start:
+        raise RuntimeError("the client nodes' measured windows did not overlap: their loads never ran together")
+    first = parts[0]
+    ceilings = [m.details["client_ceiling"] for m in parts]
+    spread = [{**node, "clients": m.details["clients"], "window_s": (m.details["window_ns"]) / 1e9,
+               "requests": sum(r.get("phase", "measured") == "measured" for r in m.details["requests"])}
+              for m, node in zip(parts, nodes)]
+    overlap = (stop - start) / max(m.details["window_ns"] for m in parts)
+    note = (f"client load spread over {len(parts)} nodes ("
+            + ", ".join(f"{n.get('hostname') or '?'}: {n['clients']} client{'s' * (n['clients'] > 1)}" for n in spread)
+            + f"), started together; figures over the {100 * overlap:.0f}% of their windows all measured in")
+    details = {**first.details, "requests": sorted(records, key=lambda r: r["sent_ns"]), "clients": offset,
+               "window_ns": int(stop - start), "window": [int(start), int(stop)],
+               "client_ceiling": {"requests_per_s": sum(c["requests_per_s"] for c in ceilings), "clients": offset,
+                                  "window_s": min(c["window_s"] for c in ceilings),
+                                  "failed": sum(c["failed"] for c in ceilings)},
+               "client_nodes": spread, "notes": list(first.details.get("notes") or []) + [note]}
+    details.pop("client_part", None)
+    ok = [r for r in details["requests"] if not r["failure"] and r.get("phase", "measured") == "measured"]
+    return replace(first, worker_samples=samples, details=details, wall_s=(stop - start) / 1e9,
+                   load_s=max(m.load_s for m in parts), peak_rss_mb=max(m.peak_rss_mb for m in parts),
+                   tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / first.items_per_call
+                   if ok else first.tokens_per_item)
 
 
 def endpoint_notes(session) -> list[str]:
@@ -357,5 +425,5 @@ def _usage_check(records: list[dict]) -> dict:
     return out
 
 
-__all__ = ["client_ceiling", "client_bound", "ceiling_words", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
+__all__ = ["merge_client_parts", "client_share", "client_ceiling", "client_bound", "ceiling_words", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
            "count_tokens", "failure_counts"]
