@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from enginebench.cli.run import _client_nodes
 from enginebench.errors import UsageError
+from enginebench.execution.ray import check_client_nodes
 from enginebench.plan import Cell
 from enginebench.scenarios.base import Measurement
 from enginebench.scenarios.concurrency import Clients
@@ -89,14 +89,34 @@ def _plan(engine: str, clients: int):
 ])
 def test_client_nodes_are_refused_where_they_cannot_apply(plan, ray, given, says):
     with pytest.raises(UsageError, match=says.replace("-", r"\-")):
-        _client_nodes(plan, ray, given)
+        check_client_nodes([plan], ray, given)
+
+
+def test_a_sweep_takes_client_nodes_too_and_refuses_them_without_ray(tmp_path, monkeypatch):
+    from helpers.fake_engines import FAULT_PLUGINS
+
+    from enginebench.store.database import ResultStore
+    from enginebench.sweep.runner import part_states, run_sweep
+    from enginebench.sweep.spec import load_sweep
+
+    monkeypatch.setenv("ENGINEBENCH_ENGINES", FAULT_PLUGINS)
+    (tmp_path / "s.toml").write_text('engine = "fault"\nworkload = "titles"\nscenario = "latency"\n')
+    sweep = load_sweep(str(tmp_path / "s.toml"), pin_cpus=False)
+    db = str(tmp_path / "s.db")
+    with pytest.raises(UsageError, match="give --ray ADDRESS"):
+        run_sweep(sweep, db, client_nodes="2")
+    with ResultStore(db) as store:
+        assert store.sweep_cell_counts(sweep.sweep_id) == {}  # refused before the sweep was claimed or run
+        (state,) = part_states(sweep, store, ray="local", client_nodes=2)
+    assert state.launcher.client_nodes == 2 and "client load over 2 nodes" in state.launcher.where
 
 
 def test_only_a_concurrency_cell_of_enough_clients_against_a_server_is_shared_out():
     from enginebench.scenarios.registry import scenario_class
 
     concurrency = scenario_class("concurrency")
-    assert _client_nodes(_plan("endpoint", 4), "local", "2") == 2 and _client_nodes(_plan("torch", 4), None, None) == 1
+    assert check_client_nodes([_plan("endpoint", 4)], "local", "2") == 2
+    assert check_client_nodes([_plan("torch", 4)], None, None) == 1
     assert concurrency.spread_clients(_plan("endpoint", 4).cells[0]) == 4
     assert concurrency.spread_clients(_plan("onnxruntime", 4).cells[0]) == 0  # in-process workers, not clients
     assert scenario_class("latency").spread_clients(_plan("endpoint", 4).cells[0]) == 0

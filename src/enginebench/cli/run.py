@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.cli.serving_args import add_serving_arguments
-from enginebench.config import OPTIONS, RunConfig, positive_int
-from enginebench.engines import engine_class
+from enginebench.config import OPTIONS, RunConfig
 from enginebench.errors import UsageError
 from enginebench.scenarios.registry import (add_scenario_arguments, default_scenarios, runnable_scenarios,
-                                            scenario_class, scenario_options)
+                                            scenario_options)
 from enginebench.store.database import ResultStore
 
 # the options given a default here (the others default to None: not given)
@@ -192,14 +191,12 @@ def _interrupted(run_id: str, args, err) -> int:
 
 def _launcher(plan, ray: str | None, resuming=None, client_nodes=None):
     """The launcher of a new run, or of a resumed one (which measures only what is missing)."""
-    nodes = _client_nodes(plan, ray, client_nodes)
-    if ray:
-        from enginebench.execution.ray import connect, measuring_nodes
+    from enginebench.execution.ray import check_client_nodes, check_cluster_size, connect
 
+    nodes = check_client_nodes([plan], ray, client_nodes)
+    if ray:
         connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
-        if len(measuring_nodes()) < nodes:
-            raise UsageError(f"--client-nodes {nodes}: the Ray cluster at {ray} has {len(measuring_nodes())} node(s) "
-                             "to measure on; start more with `ray start --address ...`, or give fewer")
+        check_cluster_size(ray, nodes)
     if resuming:
         return resuming.launcher(ray, nodes)
     if not ray:
@@ -209,22 +206,6 @@ def _launcher(plan, ray: str | None, resuming=None, client_nodes=None):
     from enginebench.execution.ray import RayLauncher
 
     return RayLauncher(plan, ray, client_nodes=nodes)
-
-
-def _client_nodes(plan, ray: str | None, given) -> int:
-    """--client-nodes, checked against the plan: a run against a server on a Ray cluster, with a cell of at least
-    that many clients to share out."""
-    if given is None:
-        return 1
-    n = positive_int("--client-nodes", given)
-    if not ray:
-        raise UsageError("--client-nodes shares the clients out over the nodes of a Ray cluster: give --ray ADDRESS")
-    if not any(engine_class(c.engine).remote for c in plan.cells):
-        raise UsageError("--client-nodes shares out the clients of a run against a server: give --endpoint URL")
-    if n > 1 and not any(scenario_class(c.scenario).spread_clients(c) >= n for c in plan.cells):
-        raise UsageError(f"--client-nodes {n}: no cell has {n} clients or more to share out; give --scenario "
-                         f"concurrency --concurrency N with N >= {n}")
-    return n
 
 
 COMMANDS = {"run": cmd_run}

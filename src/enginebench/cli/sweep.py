@@ -25,6 +25,8 @@ def add_parsers(sub) -> None:
     sweep.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster, each holding a whole node: "
                        "HOST:PORT of its head, ray://HOST:PORT, or local (a Ray started here); results come back "
                        "into --db [this machine, one process at a time]")
+    sweep.add_argument("--client-nodes", metavar="N", help="with --ray, against --endpoint: share each concurrency "
+                       "cell's clients out over N nodes of the cluster, started together [1]")
 
 
 def cmd_sweep(args) -> int:
@@ -39,7 +41,8 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         return _dry_run(sweep, args, Console())
     extra = [x for flag, value in (("--retries", args.retries), ("--max-memory", args.max_memory),
-                                   ("--ray", args.ray)) if value for x in (flag, value)]
+                                   ("--ray", args.ray), ("--client-nodes", args.client_nodes))
+             if value for x in (flag, value)]
     try:
         report = _run(sweep, args, err)
     except KeyboardInterrupt:
@@ -71,7 +74,7 @@ def _run(sweep, args, err):
     with bar.progress:
         return run_sweep(sweep, args.db, retry_failed=args.retry_failed, on_start=bar.on_start,
                          on_result=bar.on_result, on_total=bar.on_total, ray=args.ray,
-                         take_over=args.take_over)
+                         take_over=args.take_over, client_nodes=args.client_nodes)
 
 
 def _summary(sweep, report, args, out, err) -> None:

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from enginebench.config import positive_int
 from enginebench.engines import engine_class
 from enginebench.errors import UsageError
 from enginebench.execution.faults import Failure
@@ -113,6 +114,31 @@ def _check_reachable(address: str) -> None:
     except OSError as e:
         raise UsageError(f"--ray {address}: nothing answers there ({e.strerror or e}); start the cluster with "
                          "`ray start --head` and give the address it prints, or use --ray local") from None
+
+
+def check_client_nodes(plans: list, ray: str | None, given) -> int:
+    """--client-nodes, checked against the plans (a run's, or a sweep's parts'): a run against a server on a Ray
+    cluster, with a cell of at least that many clients to share out; 1 when not given."""
+    if given is None:
+        return 1
+    n = positive_int("--client-nodes", given)
+    cells = [c for plan in plans for c in plan.cells]
+    if not ray:
+        raise UsageError("--client-nodes shares the clients out over the nodes of a Ray cluster: give --ray ADDRESS")
+    if not any(engine_class(c.engine).remote for c in cells):
+        raise UsageError("--client-nodes shares out the clients of a run against a server: give --endpoint URL")
+    if n > 1 and not any(scenario_class(c.scenario).spread_clients(c) >= n for c in cells):
+        raise UsageError(f"--client-nodes {n}: no cell has {n} clients or more to share out; give --scenario "
+                         f"concurrency --concurrency N with N >= {n}")
+    return n
+
+
+def check_cluster_size(address: str, client_nodes: int) -> None:
+    """After connect(): the cluster has the nodes --client-nodes asks for, or a UsageError before measuring."""
+    have = len(measuring_nodes())
+    if have < client_nodes:
+        raise UsageError(f"--client-nodes {client_nodes}: the Ray cluster at {address} has {have} node(s) to "
+                         "measure on; start more with `ray start --address ...`, or give fewer")
 
 
 @dataclass(frozen=True)
@@ -571,4 +597,4 @@ class _Dispatcher:
         work.job.cells = []
 
 
-__all__ = ["RayLauncher", "connect", "run_together", "run_on_node", "node_info", "measuring_nodes", "Node"]
+__all__ = ["RayLauncher", "check_client_nodes", "check_cluster_size", "connect", "run_together", "run_on_node", "node_info", "measuring_nodes", "Node"]

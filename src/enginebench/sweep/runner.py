@@ -73,10 +73,11 @@ def run_id_of(sweep: Sweep, part: Part) -> str:
     return f"{sweep.sweep_id}-{part.key}"
 
 
-def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ray: str | None = None
-                ) -> list[PartState]:
-    """Each part with what the store already holds of it; its launcher runs on the Ray cluster `ray` if given."""
-    launcher = _ray_launcher(ray) if ray else LocalLauncher
+def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ray: str | None = None,
+                client_nodes: int = 1) -> list[PartState]:
+    """Each part with what the store already holds of it; its launcher runs on the Ray cluster `ray` if given
+    (with `client_nodes`, a concurrency cell's clients against a server shared out over that many nodes)."""
+    launcher = _ray_launcher(ray, client_nodes) if ray else LocalLauncher
     states = []
     for part in sweep.parts:
         run_id = run_id_of(sweep, part)
@@ -90,10 +91,10 @@ def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ra
     return states
 
 
-def _ray_launcher(address: str):
+def _ray_launcher(address: str, client_nodes: int = 1):
     from enginebench.execution.ray import RayLauncher
 
-    return lambda plan, **kwargs: RayLauncher(plan, address, **kwargs)
+    return lambda plan, **kwargs: RayLauncher(plan, address, client_nodes=client_nodes, **kwargs)
 
 
 HEARTBEAT_S = 15.0  # how often a running sweep's owner says it is alive
@@ -181,16 +182,19 @@ class Heartbeat:
 
 
 def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=None, on_result=None,
-              on_total=None, ray: str | None = None, take_over: bool = False) -> SweepReport:
+              on_total=None, ray: str | None = None, take_over: bool = False, client_nodes=None) -> SweepReport:
     """Measure what is missing of the sweep, storing each result as it arrives. `on_total(n)` is told how many
     results will arrive; `on_start(cell)` and `on_result(index, result)` see progress. Ctrl-C propagates
     (KeyboardInterrupt) after the launcher has ended its child; what was stored stays. `ray`: the address of a
     Ray cluster (or "local") whose nodes run the jobs, every part's at once (execution/ray.py). `take_over`: take
-    the sweep from an owner on another machine whose heartbeat stopped."""
-    if ray:
-        from enginebench.execution.ray import connect
+    the sweep from an owner on another machine whose heartbeat stopped. `client_nodes`: --client-nodes
+    (execution/ray.py)."""
+    if ray or client_nodes is not None:
+        from enginebench.execution.ray import check_client_nodes, check_cluster_size, connect
 
+        client_nodes = check_client_nodes([part.plan for part in sweep.parts], ray, client_nodes)
         connect(ray)  # a missing Ray or a wrong address fails here, before the sweep is claimed
+        check_cluster_size(ray, client_nodes)
     store = ResultStore(db)
     owner = _owner()
     holder = store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, _keeps(take_over))
@@ -200,7 +204,7 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
     report = SweepReport(sweep.sweep_id)
     heartbeat = Heartbeat(db, sweep.sweep_id, owner).start()
     try:
-        states = part_states(sweep, store, retry_failed, ray)
+        states = part_states(sweep, store, retry_failed, ray, client_nodes or 1)
         report.cells = sum(len(s.keys) for s in states)
         if on_total:
             on_total(sum(s.launcher.deliveries() for s in states if s.to_measure or s.unsaved_skips))
