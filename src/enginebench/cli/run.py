@@ -191,12 +191,12 @@ def _interrupted(run_id: str, args, err) -> int:
 
 def _launcher(plan, ray: str | None, resuming=None, client_nodes=None):
     """The launcher of a new run, or of a resumed one (which measures only what is missing)."""
-    from enginebench.execution.ray import check_client_nodes, check_cluster_size, connect
+    nodes = 1
+    if ray or client_nodes is not None:
+        from enginebench.execution.ray import check_client_nodes, connect
 
-    nodes = check_client_nodes([plan], ray, client_nodes)
-    if ray:
-        connect(ray)  # a missing Ray or a wrong address fails here, before anything is measured
-        check_cluster_size(ray, nodes)
+        nodes = check_client_nodes([plan], ray, client_nodes)
+        connect(ray, nodes)  # a missing Ray, a wrong address or too few nodes fails here, before measuring
     if resuming:
         return resuming.launcher(ray, nodes)
     if not ray:

@@ -113,7 +113,7 @@ def _measure(job: Job, out, go=None) -> None:
                       start_together=lambda i=index: _start_line(out, go, i))
         try:
             scenario = scenario_class(cell.scenario)
-            probe = job.gemm_probe if scenario.shows_roofline(job.engine) else None
+            probe = job.gemm_probe if scenario.uses_roofline else None
             # the machine's speed just before and just after the cell: the last cell's "after" is this one's
             # "before" (nothing ran between them but the parent's storing), so a cell costs one probe
             last = cache.pop("last_probe", None)  # (GFLOP/s, epoch s) just after the previous cell, if probed

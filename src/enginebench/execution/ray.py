@@ -71,14 +71,26 @@ def _ray():
     return ray
 
 
-def connect(address: str) -> None:
+def connect(address: str, client_nodes: int = 1) -> None:
     """Join the Ray cluster at `address` (HOST:PORT of its head, ray://HOST:PORT, auto) or start one in this
-    process ("local"). A UsageError, before anything is measured, when Ray is missing or nothing answers."""
+    process ("local"). A UsageError, before anything is measured, when Ray is missing, nothing answers, or the
+    cluster has fewer nodes to measure on than `client_nodes` (--client-nodes)."""
     global _connected
     ray = _ray()
+    if not (ray.is_initialized() and _connected == address):
+        _join(ray, address)
+        _connected = address
+    have = len(measuring_nodes())
+    if not have:
+        raise UsageError(f"--ray {address}: no node of this Ray cluster offers a CPU to measure on; start one "
+                         "with `ray start --address ...` (a head started with --num-cpus 0 only orchestrates)")
+    if have < client_nodes:
+        raise UsageError(f"--client-nodes {client_nodes}: the Ray cluster at {address} has {have} node(s) to "
+                         "measure on; start more with `ray start --address ...`, or give fewer")
+
+
+def _join(ray, address: str) -> None:
     if ray.is_initialized():
-        if _connected == address:
-            return
         ray.shutdown()
     if address != "local":
         _check_reachable(address)
@@ -94,10 +106,6 @@ def connect(address: str) -> None:
         raise UsageError(f"--ray {address}: could not join the Ray cluster there ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}); check the address `ray start --head` "
                          "printed, or use --ray local") from None
-    _connected = address
-    if not measuring_nodes():
-        raise UsageError(f"--ray {address}: no node of this Ray cluster offers a CPU to measure on; start one "
-                         "with `ray start --address ...` (a head started with --num-cpus 0 only orchestrates)")
 
 
 def _check_reachable(address: str) -> None:
@@ -131,14 +139,6 @@ def check_client_nodes(plans: list, ray: str | None, given) -> int:
         raise UsageError(f"--client-nodes {n}: no cell has {n} clients or more to share out; give --scenario "
                          f"concurrency --concurrency N with N >= {n}")
     return n
-
-
-def check_cluster_size(address: str, client_nodes: int) -> None:
-    """After connect(): the cluster has the nodes --client-nodes asks for, or a UsageError before measuring."""
-    have = len(measuring_nodes())
-    if have < client_nodes:
-        raise UsageError(f"--client-nodes {client_nodes}: the Ray cluster at {address} has {have} node(s) to "
-                         "measure on; start more with `ray start --address ...`, or give fewer")
 
 
 @dataclass(frozen=True)
@@ -597,4 +597,4 @@ class _Dispatcher:
         work.job.cells = []
 
 
-__all__ = ["RayLauncher", "check_client_nodes", "check_cluster_size", "connect", "run_together", "run_on_node", "node_info", "measuring_nodes", "Node"]
+__all__ = ["RayLauncher", "check_client_nodes", "connect", "run_together", "run_on_node", "node_info", "measuring_nodes", "Node"]

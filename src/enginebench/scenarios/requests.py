@@ -169,8 +169,8 @@ def measure_requests(run: CellRun, session, clients: int) -> Measurement:
         time.sleep(max(0.0, start_at - time.time()))
     epoch_offset_ns = time.time_ns() - _clock()  # this process's clock -> epoch ns, to merge nodes' records
     got = closed_loop_requests(session, items, clients, run.rule, max_tokens)
-    for part in ("measured", "warmup", "tail"):
-        count_tokens(session, tokens, got[part])
+    for phase in ("measured", "warmup", "tail"):
+        count_tokens(session, tokens, got[phase])
     measured = got["measured"]
     ok = [r for r in measured if not r["failure"]]
     if not ok:

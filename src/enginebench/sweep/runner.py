@@ -190,11 +190,10 @@ def run_sweep(sweep: Sweep, db: str, *, retry_failed: bool = False, on_start=Non
     the sweep from an owner on another machine whose heartbeat stopped. `client_nodes`: --client-nodes
     (execution/ray.py)."""
     if ray or client_nodes is not None:
-        from enginebench.execution.ray import check_client_nodes, check_cluster_size, connect
+        from enginebench.execution.ray import check_client_nodes, connect
 
         client_nodes = check_client_nodes([part.plan for part in sweep.parts], ray, client_nodes)
-        connect(ray)  # a missing Ray or a wrong address fails here, before the sweep is claimed
-        check_cluster_size(ray, client_nodes)
+        connect(ray, client_nodes)  # a missing Ray, a wrong address or too few nodes fails here, before the claim
     store = ResultStore(db)
     owner = _owner()
     holder = store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, _keeps(take_over))
