@@ -185,12 +185,14 @@ def test_a_a_two_runs_of_one_configuration_back_to_back_change_nothing(tmp_path)
     ids, cmp = a_a_pair()
     called = [c for c in json.loads(cmp.stdout)["cells"] if c["verdict"] != "no significant change"]
     if called:
-        # A shared host can change speed by a third between two runs 20 s apart, either way (seen in two of
-        # eight suites: 3.2 -> 4.2 ms slower, and a throughput cell "faster"). Such a move is real, and the runs'
-        # own warnings say the machine moved; the pair is then measured again, once. A change called while no
-        # warning says the machine moved is the tool's.
-        said = [w for c in called for w in c["warnings"]["base"] + c["warnings"]["new"]]
-        assert any("machine's state changed" in w or w.startswith("drift:") for w in said), cmp.stdout
+        # A shared host can change speed by a third between two runs 20 s apart, either way (seen in three
+        # suites: 3.2 -> 4.2 ms slower, a throughput cell 22% "faster" while the GEMM probes beside it
+        # went from 130 to 167 GFLOP/s). Such a move is real, and the runs' own warnings or compare's reading of
+        # the GEMM probes say the machine moved; the pair is then measured again, once. A change called while
+        # nothing says the machine moved is the tool's.
+        said = [w for c in called for w in c["warnings"].get("base", []) + c["warnings"].get("new", [])]
+        moved = [c for c in called if c["machine"] and (c["machine"]["moved"] or c["machine"]["unsteady"])]
+        assert moved or any("machine's state changed" in w or w.startswith("drift:") for w in said), cmp.stdout
         ids, cmp = a_a_pair()
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     d = json.loads(cmp.stdout)

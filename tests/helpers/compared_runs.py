@@ -41,6 +41,14 @@ CONFIG = {"stopping_rule": {"duration_s": 10.0, "min_samples": 10, "warmup_s": 1
 FIDELITY_OK = {"metric": "min_cosine", "value": 0.9999, "ok": True, "threshold": 0.999}
 
 
+def with_probes(r: Result, gflops: list[float]) -> Result:
+    """`r` as if its processes had timed numpy's GEMM before and after the cell at `gflops`, two a process."""
+    for rep, before, after in zip(r.repetitions, gflops[::2], gflops[1::2]):
+        details = rep.setdefault("measurement", {}).setdefault("details", {})
+        details["gemm_probe"] = {"before": before, "after": after, "n": 1024, "threads": 2}
+    return r
+
+
 def not_ok_result(status: str, engine: str, error: str) -> Result:
     return Result(engine=engine, model="minilm", precision="fp32", scenario="latency", workload="titles",
                   batch_size=1, seq_len=16, workers=1, threads=2, status=status, error=error)

@@ -12,6 +12,7 @@ from helpers.compared_runs import (
     cell_samples,
     make_result,
     with_fidelity,
+    with_probes,
 )
 
 from enginebench.analysis.compare import (
@@ -22,6 +23,7 @@ from enginebench.analysis.compare import (
     judge,
     machine_differences,
 )
+from enginebench.formats.tables.comparison import gate_line, to_markdown
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_ratio_ci, ratio_ci
 from enginebench.measure.rates import closed_loop_throughput
 from enginebench.store.model import Result, Run
@@ -139,6 +141,36 @@ def test_results_measured_by_ray_nodes_on_different_machines_say_so():
     assert not any("different machines" in r for r in compare_results(base, new).reasons)
     base.details["node"], new.details["node"] = {"hostname": "node-a"}, {"hostname": "node-b"}
     assert "measured on different machines: node-a → node-b" in compare_results(base, new).reasons
+
+
+def test_a_machine_that_ran_at_another_speed_in_one_run_is_said_beside_the_cell_and_in_the_gate_line():
+    """An A/A pair of a suite (session 18): the throughput cell came out 22% "faster" with no warning of either run
+    saying the machine moved, yet the GEMM probes its processes timed said so: 127-133 GFLOP/s beside the base,
+    97-189 (median 167) beside the new."""
+    steady, moving = [128.8, 131.7, 130.6, 129.1, 133.3, 126.6], [126.6, 188.1, 188.9, 146.6, 97.2, 188.3]
+    base = with_probes(make_result(scenario="throughput", workers=2, threads=1, seed=1), steady)
+    new = with_probes(make_result(scenario="throughput", workers=2, threads=1, seed=2, scale=1 / 1.22), moving)
+    cmp = compare_runs(Run("a", "t", MACHINE, CONFIG, [base]), Run("b", "t", MACHINE, CONFIG, [new]))
+    (c,) = cmp.cells
+    assert c.verdict == "faster"  # what was measured stays the verdict
+    assert c.machine["moved"] and c.machine["unsteady"] == ["new"] and c.machine["change"] == pytest.approx(1.29, abs=0.01)
+    assert cmp.machine_moved() == [c] and cmp.to_dict()["machine_moved"] == [c.cell]
+    assert ("the machine itself ran 29% faster beside the new run's cell than beside the base's (numpy GEMM probes, "
+            "median 130 → 167 GFLOP/s)") in " ".join(c.reasons)
+    assert "the machine's speed moved during the new run's cell (GEMM probes 97-189 GFLOP/s)" in c.reasons
+    assert "another speed beside 1 of the cells called changed" in gate_line(cmp)
+    assert "the machine itself ran 29% faster" in to_markdown(cmp)
+
+    quiet = with_probes(make_result(scenario="throughput", workers=2, threads=1, seed=2, scale=1 / 1.22),
+                        [131.0, 133.9, 129.5, 134.0, 128.2, 132.4])  # within 2% of the base's
+    cmp = compare_runs(Run("a", "t", MACHINE, CONFIG, [base]), Run("b", "t", MACHINE, CONFIG, [quiet]))
+    assert not cmp.cells[0].machine_moved and cmp.machine_moved() == [] and "machine" not in gate_line(cmp)
+    assert not any("machine" in r for r in cmp.cells[0].reasons)
+    # a 4% move is beyond a 0% threshold but within the probe's own noise: not said either
+    near = with_probes(make_result(seed=3), [x * 1.04 for x in steady])
+    assert not compare_results(with_probes(make_result(seed=1), steady), near, threshold=0.0).machine_moved
+    # without probes on a side (decoders, servers, results stored before probes) nothing is said
+    assert compare_results(make_result(seed=1), with_probes(make_result(seed=2), moving)).machine is None
 
 
 def test_throughput_cells_are_judged_on_items_per_s():

@@ -29,6 +29,13 @@ the number of cells and with few degrees of freedom (3 processes a side): among 
 caught in 3 of 4 comparisons with 3 processes a cell, always with 5 (and 10% in 95%); among 20 cells, 20% in
 95% with 3. `correction="none"` judges each cell at 95%.
 
+The machine beside each cell: an encoder cell's processes time numpy's GEMM before and after it
+(measure/roofline.gemm_probe). Where the two runs' probes differ by more than the threshold (at least
+PROBE_RESOLUTION, the probe's own run-to-run noise on a quiet machine), the machine itself ran at another speed
+during one run, which the spread within a run cannot see; the cell says so, with both speeds, and so does the
+gate's line when such a cell is called changed. The verdict stays what was measured: the change is real for the
+machine as it was, and whether the engine or the machine made it is what measuring again decides.
+
 The gate (`--fail-on regression`) fails on a slower cell and on every cell the base measured (ok) that the new
 run cannot vouch for, each of a kind (GATE_KINDS) the user may allow: missing from the new run, failed, skipped,
 fidelity (ok in base, not ok or unchecked in new) and no-ci (no interval to judge it by). Outputs list them first.
@@ -43,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop_side, side_ratio
+from enginebench.measure.compute_roofline import DRIFT
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.identity import Matching, cell_identity
@@ -55,6 +63,7 @@ MATCH_KEYS = ("engine", "model", "precision", "scenario", "workload", "batch_siz
 # cells are matched on their whole identity (store/identity.py); a cell left unmatched is paired, to say what
 # differs, with one the other run measured that agrees on these
 _NEAR_KEYS = ("engine", "precision", "scenario", "workload", "batch_size", "threads", "workers")
+PROBE_RESOLUTION = 0.05  # two quiet runs' GEMM probes (medians of 6) differed by up to 3% here
 ONE_PROCESS_NOTE = ("one process per cell: its CIs cover within-process variance only (independent processes "
                     "often differ by 1-2%, which such a CI does not include); measure with --repeat 3")
 
@@ -117,6 +126,11 @@ class CellComparison:
     decision: Ratio | None = None  # the speed-up's interval at `confidence` (None: `speedup`'s own)
     sides: tuple[Side, Side] | None = field(default=None, repr=False, compare=False)
     tokens_scale: float = field(default=1.0, repr=False, compare=False)  # tokens per call, new / base
+    machine: dict | None = None  # machine_beside(): how fast the machine ran beside each side's cell
+
+    @property
+    def machine_moved(self) -> bool:
+        return bool(self.machine and (self.machine["moved"] or self.machine["unsteady"]))
 
     def interval_at(self, confidence: float) -> Ratio:
         """The speed-up with its interval at another confidence (Holm's correction asks for more than 95%)."""
@@ -142,6 +156,7 @@ class CellComparison:
             "change": self.change(), "verdict": self.verdict, "reasons": self.reasons,
             "verdict_confidence": self.confidence, "verdict_ci": _list((self.decision or self.speedup).ci95),
             "processes": list(self.processes), "threshold": self.threshold, "warnings": self.warnings,
+            "machine": self.machine,
         }
 
 
@@ -238,6 +253,9 @@ def compare_results(base: Result, new: Result, *, threshold: float = 0.0, seed: 
     c = compare_sides(sides[0], sides[1], metric, threshold=threshold, tokens_scale=scale, cell=cell_of(new))
     c.base, c.new = float(values[0]), float(values[1])
     c.reasons += _side_reasons(base, new, sides)
+    c.machine = machine_beside(base, new, threshold)
+    if c.machine:
+        c.reasons += machine_words(c.machine)
     c.base_ci, c.new_ci = _stored_ci(base, metric), _stored_ci(new, metric)
     c.warnings = {name: list(r.verdict["reasons"]) for name, r in (("base", base), ("new", new))
                   if r.verdict and r.verdict.get("reasons")}
@@ -305,6 +323,36 @@ def correct(cells: list[CellComparison], threshold: float, method: str = "holm")
     return m
 
 
+def machine_beside(base: Result, new: Result, threshold: float) -> dict | None:
+    """How fast the machine ran beside each side's cell, from the GEMM probes its processes timed (GFLOP/s):
+    their medians and ranges, `moved` when the medians differ by more than the threshold (and PROBE_RESOLUTION),
+    `unsteady` the sides whose probes span more than DRIFT. None where a side has no probe."""
+    a, b = base.gemm_probes(), new.gemm_probes()
+    if not a or not b:
+        return None
+    median_a, median_b = float(np.median(a)), float(np.median(b))
+    change = median_b / median_a
+    return {"base_gflops": median_a, "new_gflops": median_b, "change": change,
+            "base_range": [min(a), max(a)], "new_range": [min(b), max(b)],
+            "moved": max(change, 1 / change) > 1 + max(threshold, PROBE_RESOLUTION),
+            "unsteady": [side for side, p in (("base", a), ("new", b)) if max(p) / min(p) > DRIFT]}
+
+
+def machine_words(m: dict) -> list[str]:
+    """The reasons a comparison gives for `machine_beside`'s finding, none when the machine held still."""
+    words = []
+    if m["moved"]:
+        change = m["change"]
+        how = f"{(change - 1) * 100:.0f}% faster" if change > 1 else f"{(1 / change - 1) * 100:.0f}% slower"
+        words.append(f"the machine itself ran {how} beside the new run's cell than beside the base's (numpy GEMM "
+                     f"probes, median {m['base_gflops']:.0f} → {m['new_gflops']:.0f} GFLOP/s): a change of this "
+                     "size can be the machine's, not the engine's; measure both again")
+    for side in m["unsteady"]:
+        lo, hi = m[f"{side}_range"]
+        words.append(f"the machine's speed moved during the {side} run's cell (GEMM probes {lo:.0f}-{hi:.0f} GFLOP/s)")
+    return words
+
+
 def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
     reasons = []
     for name, r, side in (("base", base, sides[0]), ("new", new, sides[1])):
@@ -356,6 +404,10 @@ class RunComparison:
         """The issues the gate fails on: those not allowed."""
         return [i for i in self.issues if not i.allowed]
 
+    def machine_moved(self) -> list[CellComparison]:
+        """Cells beside which the machine ran at another speed in one run than in the other, or moved within one."""
+        return [c for c in self.cells if c.machine_moved]
+
     def fails_gate(self) -> bool:
         """What `--fail-on regression` exits 1 on: a slower cell or an issue not allowed."""
         return bool(self.regressions() or self.blocking())
@@ -381,6 +433,7 @@ class RunComparison:
             "machine_differences": self.machine_differences, "version_differences": self.version_differences,
             "setup_differences": self.setup_differences, "one_process": self.one_process,
             "cells": [c.to_dict() for c in self.cells],
+            "machine_moved": [c.cell for c in self.machine_moved()],
             "regressions": [c.cell for c in self.regressions()],
             "only_in_base": self.only_in_base, "only_in_new": self.only_in_new, "not_compared": self.not_compared,
             "near_misses": self.near_misses,

@@ -258,6 +258,12 @@ class Result:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def gemm_probes(self) -> list[float]:
+        """numpy's GEMM GFLOP/s its processes timed before and after the cell (measure/roofline.gemm_probe), in
+        the order taken; empty where none was (decoders, servers, results stored before probes)."""
+        probes = [((rep.get("measurement") or {}).get("details") or {}).get("gemm_probe") for rep in self.repetitions]
+        return [p[k] for p in probes if p for k in ("before", "after") if p.get(k)]
+
     def process_samples(self) -> list[list[int]]:
         """Each process's call samples (its workers' together), ns; a schema 1-2 result is one process."""
         if not self.repetitions:

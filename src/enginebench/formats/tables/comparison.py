@@ -132,14 +132,21 @@ def gate_line(cmp: RunComparison) -> str:
         if cells:
             parts.append(f"{len(cells)} cell{'s' if len(cells) > 1 else ''} {_KIND_TEXT[kind]}: "
                          + ", ".join(map(cell_label, cells)))
-    if parts:
+    called = [c for c in cmp.machine_moved() if c.verdict != "no significant change"]
+    if called:
+        parts.append(f"the machine itself ran at another speed beside {len(called)} of the cells called changed "
+                     "(their notes say how much): measure again before believing "
+                     + ("it" if len(called) == 1 else "them"))
+    if slower or blocking:
         return "; ".join(parts)
     line = f"no cell is slower by more than {percent(cmp.threshold)} with 95% confidence"
     allowed = [x.kind for x in cmp.issues if x.allowed]
     if allowed:
         counts = ", ".join(f"{allowed.count(k)} {k}" for k in GATE_KINDS if k in allowed)
-        return line + f", and the new run vouches for every cell but those allowed ({counts})"
-    return line + ", and the new run vouches for every cell the base measured"
+        line += f", and the new run vouches for every cell but those allowed ({counts})"
+    else:
+        line += ", and the new run vouches for every cell the base measured"
+    return "; ".join([line] + parts)
 
 
 def _title(cmp: RunComparison, constants: dict) -> str:
