@@ -118,7 +118,9 @@ def test_loadgen_poisson_arrivals_against_the_embeddings_server(server, tmp_path
 def test_find_max_qps_against_the_embeddings_server(server, tmp_path):
     """--find-max-qps against the server: LoadGen trials at rising then bisected rates, each with its own
     arrivals, until a VALID and an INVALID rate are within --search-within (20% here: two trials fewer than the
-    default 5%); the cell keeps the highest VALID trial's requests."""
+    default 5%); the cell keeps the highest VALID trial's requests. Without --qps the search starts at 0.7 of
+    what 64 closed-loop clients got answered in the warm-up: Infinity batches, so that is well above one
+    client's rate (2.5 times here), where a search started from one client spent its longest trials."""
     common = [sys.executable, "-m", "enginebench", "run", "--endpoint", server, "--api", "embeddings", "--model",
               "minilm", "--workload", "titles", "--repeat", "1", "--warmup", "1s", "--db", str(tmp_path / "eb.db")]
     alone = subprocess.run(common + ["--scenario", "latency", "--duration", "1s", "--min-samples", "20", "--json"],
@@ -128,10 +130,7 @@ def test_find_max_qps_against_the_embeddings_server(server, tmp_path):
     # a loose target: the answer is then near what the server can serve at all, where 459-request trials are
     # short (at a tight one it lands at a few requests/s, and each trial takes minutes)
     slo = max(1000.0, 20 * one_ms)
-    # started at twice one client's rate (the server batches: it served 2-3 times that here), not at the
-    # default 0.7 of it: a trial lasts its 459 requests at its rate, so the slow rates below the answer cost most
-    start = 2 * 1e3 / one_ms
-    done = subprocess.run(common + ["--scenario", "server", "--find-max-qps", "--qps", f"{start:.3g}",
+    done = subprocess.run(common + ["--scenario", "server", "--find-max-qps",
                                     "--search-within", "20%", "--slo-p99", f"{slo:.0f}",
                                     "--duration", "1s", "--min-samples", "459", "--json"],
                           capture_output=True, text=True, timeout=1800)
@@ -142,6 +141,10 @@ def test_find_max_qps_against_the_embeddings_server(server, tmp_path):
           f"{len(search['trials'])} trials")
     lo, _ = assert_bracketed(search, 0.20)
     assert search["tolerance"] == 0.20  # --search-within reached the child's search
+    capacity, one = search["capacity_estimate_qps"], search["capacity_one_client_qps"]
+    print(search["capacity_from"])
+    assert search["capacity_from"].startswith("64 clients back to back") and capacity > 1.2 * one
+    assert search["trials"][0]["qps"] == pytest.approx(0.7 * capacity)
     # the cell is the highest VALID trial: its requests, LoadGen's VALID, its rate
     assert r["serving"]["offered_qps"] == lo and r["details"]["loadgen"]["result"]["validity"] == "VALID"
     assert r["details"]["loadgen"]["settings"]["server_target_qps"] == lo

@@ -27,12 +27,17 @@ from enginebench.endpoint.client import Connection
 from enginebench.measure.memory import peak_rss_mb
 from enginebench.scenarios.base import CellRun, Measurement
 from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
-from enginebench.scenarios.requests import (client_ceiling, count_tokens, endpoint_notes, failure_counts,
-                                            request_inputs, served_fidelity)
+from enginebench.measure.timing import StoppingRule
+from enginebench.scenarios.requests import (client_ceiling, closed_loop_requests, count_tokens, endpoint_notes,
+                                            failure_counts, request_inputs, served_fidelity)
 from enginebench.scenarios.server import (FELL_BEHIND, SEARCH_START, find_max_qps, loadgen_reasons, loadgen_result,
                                           loadgen_seeds, more_queries_needed, over_searches)
 
 CLIENT_THREADS = 64  # requests in flight at most; more wait in the pool's queue (their wait is in the latency)
+# requests in flight while a --find-max-qps search estimates where to start: as many as a trial can have, so a
+# server that batches shows it (Infinity on MiniLM: 123 req/s to 64 clients, 87 to 8, 50 to one; its answer at a
+# 1 s p99 target was 143-158)
+CAPACITY_CLIENTS = CLIENT_THREADS
 _clock = time.perf_counter_ns
 
 
@@ -230,14 +235,14 @@ def measure_endpoint_server(run: CellRun, session) -> Measurement:
 
     search = None
     if serving.find_max_qps:
-        # one request at a time, back to back: the rate one client reaches; a server that overlaps requests
-        # goes further, and the search steps up until a rate is INVALID
-        capacity = _one_client_rate(alone_ns)
-        found, best = find_max_qps(trial, serving.qps or SEARCH_START * capacity, serving.search_within,
-                                   hopeless=lambda f: _alone_miss(f, alone_ns, serving, generates))
+        capacity = {"capacity_estimate_qps": _one_client_rate(alone_ns),
+                    "capacity_from": "one request at a time during the warm-up"}
+        if not serving.qps and not generates:  # a generation's minutes-long requests would make it a trial of its own
+            capacity = _capacity(session, items, max_tokens, alone_ns)
+        found, best = find_max_qps(trial, serving.qps or SEARCH_START * capacity["capacity_estimate_qps"],
+                                   serving.search_within, hopeless=lambda f: _alone_miss(f, alone_ns, serving, generates))
         chosen = trials[found.lo] if best is not None else trials[min(trials)]
-        search = {**found.to_dict(), "capacity_estimate_qps": capacity,
-                  "capacity_from": "one request at a time during the warm-up"}
+        search = {**found.to_dict(), **capacity}
     else:
         trial(serving.qps)
         chosen = trials[serving.qps]
@@ -311,6 +316,25 @@ def measure_endpoint_offline(run: CellRun, session) -> Measurement:
 def _one_client_rate(alone_ns: list[int]) -> float:
     """Requests/s of one client sending one request at a time, from the warm-up's times."""
     return 1e9 / float(np.median(alone_ns))
+
+
+def _capacity(session, items: list, max_tokens: int | None, alone_ns: list[int]) -> dict:
+    """Where an embeddings search without --qps starts from: the requests/s the server answered back to back, to
+    one client (the warm-up) and to CAPACITY_CLIENTS closed-loop clients for a second or three requests' time, the
+    higher. One client alone would start a batching server's search far below its answer, where trials are
+    longest (a trial lasts its queries at its rate); an overloaded trial ends about when the server has answered
+    them."""
+    one = _one_client_rate(alone_ns)
+    rule = StoppingRule(duration_s=max(1.0, 3 / one), min_samples=1, warmup_s=0.2)
+    got = closed_loop_requests(session, items, CAPACITY_CLIENTS, rule, max_tokens)
+    start, stop = got["window"]
+    window_s = (stop - start) / 1e9
+    answered = sum(not r["failure"] for r in got["measured"])
+    many = answered / window_s if window_s > 0 else 0.0
+    return {"capacity_estimate_qps": max(one, many), "capacity_one_client_qps": one,
+            "capacity_from": (f"{CAPACITY_CLIENTS} clients back to back for {window_s:.1f} s during the warm-up: "
+                              f"{significant(many)} req/s ({answered} answered; one client alone "
+                              f"{significant(one)} req/s)")}
 
 
 def _alone_miss(verdict: dict, alone_ns: list[int], serving, generates: bool) -> str | None:

@@ -52,7 +52,8 @@ class MaxQpsSearch(TypedDict, total=False):
     trials: list[Trial]
     stopped: str | None
     capacity_estimate_qps: float  # where the search started from: what the workers could serve back to back
-    capacity_from: str  # an endpoint's: how it was estimated (one request at a time during the warm-up)
+    capacity_from: str  # an endpoint's: how it was estimated (closed-loop clients during the warm-up, or one)
+    capacity_one_client_qps: float  # an embeddings endpoint's: one request at a time, beside the estimate
     searches: list["MaxQpsSearch"]
     max_qps_ci95: list[float]
 
