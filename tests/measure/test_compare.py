@@ -169,8 +169,14 @@ def test_a_machine_that_ran_at_another_speed_in_one_run_is_said_beside_the_cell_
     # a 4% move is beyond a 0% threshold but within the probe's own noise: not said either
     near = with_probes(make_result(seed=3), [x * 1.04 for x in steady])
     assert not compare_results(with_probes(make_result(seed=1), steady), near, threshold=0.0).machine_moved
-    # without probes on a side (decoders, servers, results stored before probes) nothing is said
+    # without probes on a side (decoders, servers, results stored before probes) nothing is said, nor where two
+    # Ray nodes measured the sides: their probes time two machines, which the reasons say apart
     assert compare_results(make_result(seed=1), with_probes(make_result(seed=2), moving)).machine is None
+    a, b = with_probes(make_result(seed=1), steady), with_probes(make_result(seed=2), moving)
+    a.details["node"], b.details["node"] = {"hostname": "node-a"}, {"hostname": "node-b"}
+    assert compare_results(a, b).machine is None
+    b.details["node"] = {"hostname": "node-a"}
+    assert compare_results(a, b).machine_moved
 
 
 def test_throughput_cells_are_judged_on_items_per_s():

@@ -328,7 +328,8 @@ def machine_beside(base: Result, new: Result, threshold: float) -> dict | None:
     their medians and ranges, `moved` when the medians differ by more than the threshold (and PROBE_RESOLUTION),
     `unsteady` the sides whose probes span more than DRIFT. None where a side has no probe."""
     a, b = base.gemm_probes(), new.gemm_probes()
-    if not a or not b:
+    hosts = [((r.details or {}).get("node") or {}).get("hostname") for r in (base, new)]
+    if not a or not b or hosts[0] != hosts[1]:  # two Ray nodes' probes time two machines: _side_reasons says so
         return None
     median_a, median_b = float(np.median(a)), float(np.median(b))
     change = median_b / median_a
