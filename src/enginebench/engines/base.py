@@ -11,7 +11,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -20,14 +20,18 @@ from enginebench.measure import cpu_features
 from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 
+if TYPE_CHECKING:  # a type only: the engines know nothing of storage
+    from enginebench.store.records import EngineDetails
+
 
 class Session(ABC):
     """A loaded model, ready to run batches."""
 
     #: the precision the engine really executed (may differ from the one asked for: see OpenVINO's bf16)
     executed_precision: str = "fp32"
-    #: facts about the load worth recording (artifact paths, export time, providers, ...)
-    details: dict
+    #: facts about the load worth recording (artifact paths, export time, providers, ...): every key is declared
+    #: in store/records.py EngineDetails (tests/store/test_details_shape.py checks it)
+    details: EngineDetails
 
     @abstractmethod
     def prepare(self, batch: TokenBatch) -> Any:
@@ -255,7 +259,7 @@ class DecoderSession(ABC):
     """
 
     executed_precision: str = "fp32"
-    details: dict
+    details: EngineDetails  # as Session.details
     vocab_size: int
 
     def checked_ids(self, tokens) -> np.ndarray:

@@ -27,6 +27,7 @@ from enginebench.measure.rates import closed_loop_throughput
 
 if TYPE_CHECKING:  # types only: the plan and the results sit above the scenarios
     from enginebench.plan import Cell
+    from enginebench.store.records import MeasurementDetails
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Measurement:
     peak_rss_mb: float
     executed_precision: str
     wall_s: float  # measured wall-clock span, all workers together
-    details: dict = field(default_factory=dict)
+    details: MeasurementDetails = field(default_factory=dict)  # what else it recorded (store/records.py)
     fidelity: dict | None = None
 
 
@@ -203,7 +204,8 @@ class LoadFailed(RuntimeError):
 class NotRunnable(Exception):
     """Raised by measure(): the cell cannot run here (its engine cannot express it), for the reason in the
     message. The cell is stored as skipped with that reason, not as failed, and never retried; `details`, what
-    the measuring process learnt on the way, are merged into the result's details as a Measurement's are."""
+    the measuring process learnt on the way, are merged into the result's details as a Measurement's are (their
+    keys declared in store/records.py MeasurementDetails)."""
 
     def __init__(self, reason: str, details: dict | None = None):
         super().__init__(reason)
@@ -274,7 +276,8 @@ class Scenario(ABC):
         """Result fields of this scenario's own, beyond the ones every scenario gets (latency_ms from every
         sample, closed-loop throughput, the verdict): e.g. {"figures": {...}}. Derived from the raw
         measurements (and `details`: what the launcher knows of the cell, the model's parameters and the
-        machine's stored speed) only, so they can be derived again from what is stored."""
+        machine's stored speed; store/records.py ResultDetails) only, so they can be derived again from what
+        is stored."""
         return {}
 
     def result_context(self, cell: "Cell", given: dict) -> dict | None:

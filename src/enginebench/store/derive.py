@@ -92,7 +92,9 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
                  engine_version: str | None, engine_options: dict, details: dict,
                  errors: list[tuple[int, str]] = ()) -> Result:
     """`measured`: (repetition index, Measurement) for every process that measured the cell; `errors`:
-    (repetition index, why) for those that failed."""
+    (repetition index, why) for those that failed. `details`: the launcher's context of the cell; the result's
+    details are it with the first process's (less _PER_PROCESS_DETAILS and _SERVING_DETAILS), wall_s, processes
+    and notes (every key declared in store/records.py ResultDetails)."""
     indices = [r for r, _ in measured]
     measurements = [m for _, m in measured]
     m0 = measurements[0]

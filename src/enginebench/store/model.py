@@ -56,7 +56,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NotRequired, TypedDict
 
-from enginebench.store.records import EndpointServed, ScenarioFigures, Served
+from enginebench.store.records import EndpointServed, ResultDetails, ScenarioFigures, Served
 
 SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed", "skipped")
@@ -216,7 +216,7 @@ class Result:
     fidelity: Fidelity | None = None
     verdict: Verdict | None = None
     engine_options: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)  # workload seed/source, artifacts, stopping rule, ...
+    details: ResultDetails = field(default_factory=dict)  # context and facts beside the figures (store/records.py)
     # generate scenario (decoders): tokens/s as {median, mean, ci95}, plus roofline on decode; ms summaries
     prefill_tokens_per_s: RateSummary | None = None  # pp tests: prompt tokens / prefill call
     decode_tokens_per_s: RateSummary | None = None  # tg tests: generated tokens / decode call
