@@ -328,7 +328,7 @@ def machine_beside(base: Result, new: Result, threshold: float) -> dict | None:
     their medians and ranges, `moved` when the medians differ by more than the threshold (and PROBE_RESOLUTION),
     `unsteady` the sides whose probes span more than DRIFT. None where a side has no probe."""
     a, b = base.gemm_probes(), new.gemm_probes()
-    hosts = [((r.details or {}).get("node") or {}).get("hostname") for r in (base, new)]
+    hosts = _hostnames(base, new)
     if not a or not b or hosts[0] != hosts[1]:  # two Ray nodes' probes time two machines: _side_reasons says so
         return None
     median_a, median_b = float(np.median(a)), float(np.median(b))
@@ -354,6 +354,11 @@ def machine_words(m: dict) -> list[str]:
     return words
 
 
+def _hostnames(base: Result, new: Result) -> list[str | None]:
+    """The machine each result was measured on, where a Ray node wrote it (details.node), else None."""
+    return [((r.details or {}).get("node") or {}).get("hostname") for r in (base, new)]
+
+
 def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
     reasons = []
     for name, r, side in (("base", base, sides[0]), ("new", new, sides[1])):
@@ -369,7 +374,7 @@ def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
                        ("engine options", lambda r: r.engine_options)):
         if get(base) != get(new):
             reasons.append(f"{label} differs: {get(base)} → {get(new)}")
-    hosts = [((r.details or {}).get("node") or {}).get("hostname") for r in (base, new)]
+    hosts = _hostnames(base, new)
     if all(hosts) and hosts[0] != hosts[1]:  # Ray nodes: each result's own machine, not the orchestrator's
         reasons.append(f"measured on different machines: {hosts[0]} → {hosts[1]}")
     return reasons

@@ -115,11 +115,16 @@ def bound_of(speed: dict | None, precision: str) -> tuple[float | None, str | No
     return (fp32, "fp32") if fp32 > own else (own, precision)
 
 
+def probe_gflops(probes: list[dict | None]) -> list[float]:
+    """The GFLOP/s of processes' GEMM probes (details.gemm_probe: before and after the cell), in the order taken."""
+    return [p[k] for p in probes if p for k in ("before", "after") if p.get(k)]
+
+
 def machine_factor(probes: list[dict | None], speed: dict | None) -> dict | None:
     """How fast the machine ran beside a cell, from its processes' GEMM probes (details.gemm_probe: before and
     after) against the stored reference (speed.gemm_probe); None without either."""
     reference = (speed or {}).get("gemm_probe")
-    figures = [p[k] for p in probes if p for k in ("before", "after") if p.get(k)]
+    figures = probe_gflops(probes)
     if not reference or not figures:
         return None
     factor = statistics.median(figures) / reference["gflops"]
@@ -205,5 +210,5 @@ def encoder_roofline(items_per_s: float, ci95, seq_len: int, executed: str | Non
     return roofline_share(items_per_s, ci95, parts, details.get("machine_speed"), probes)
 
 
-__all__ = ["DRIFT", "machine_factor", "drift_words", "encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
+__all__ = ["DRIFT", "probe_gflops", "machine_factor", "drift_words", "encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
            "float_precision", "main_precision", "NO_CEILINGS"]

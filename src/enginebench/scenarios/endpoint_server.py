@@ -25,11 +25,11 @@ import numpy as np
 from enginebench.display import max_rate, significant
 from enginebench.endpoint.client import Connection
 from enginebench.measure.memory import peak_rss_mb
+from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.base import CellRun, Measurement
 from enginebench.scenarios.loadgen_sut import loadgen_version, require_loadgen, set_seeds, start_test
-from enginebench.measure.timing import StoppingRule
-from enginebench.scenarios.requests import (client_ceiling, closed_loop_requests, count_tokens, endpoint_notes,
-                                            failure_counts, request_inputs, served_fidelity)
+from enginebench.scenarios.requests import (answered, client_ceiling, closed_loop_requests, count_tokens,
+                                            endpoint_notes, failure_counts, request_inputs, served_fidelity)
 from enginebench.scenarios.server import (FELL_BEHIND, SEARCH_START, find_max_qps, loadgen_reasons, loadgen_result,
                                           loadgen_seeds, more_queries_needed, over_searches)
 
@@ -326,14 +326,11 @@ def _capacity(session, items: list, max_tokens: int | None, alone_ns: list[int])
     them."""
     one = _one_client_rate(alone_ns)
     rule = StoppingRule(duration_s=max(1.0, 3 / one), min_samples=1, warmup_s=0.2)
-    got = closed_loop_requests(session, items, CAPACITY_CLIENTS, rule, max_tokens)
-    start, stop = got["window"]
-    window_s = (stop - start) / 1e9
-    answered = sum(not r["failure"] for r in got["measured"])
-    many = answered / window_s if window_s > 0 else 0.0
+    ok, window_s = answered(closed_loop_requests(session, items, CAPACITY_CLIENTS, rule, max_tokens))
+    many = len(ok) / window_s if window_s > 0 else 0.0
     return {"capacity_estimate_qps": max(one, many), "capacity_one_client_qps": one,
             "capacity_from": (f"{CAPACITY_CLIENTS} clients back to back for {window_s:.1f} s during the warm-up: "
-                              f"{significant(many)} req/s ({answered} answered; one client alone "
+                              f"{significant(many)} req/s ({len(ok)} answered; one client alone "
                               f"{significant(one)} req/s)")}
 
 

@@ -100,6 +100,13 @@ def closed_loop_requests(session, items: list, clients: int, rule: StoppingRule,
     return {"measured": measured, "warmup": warmup, "tail": tail, "window": [start_ns, state["stop_ns"]]}
 
 
+def answered(got: dict) -> tuple[list[dict], float]:
+    """The requests of a closed_loop_requests run answered without failure in its measured window, and that
+    window in s."""
+    start, stop = got["window"]
+    return [r for r in got["measured"] if not r["failure"]], (stop - start) / 1e9
+
+
 def client_ceiling(run: CellRun, session, items: list, max_tokens: int | None, clients: int) -> dict:
     """The client's own ceiling for the cell's requests: `clients` closed-loop clients sending them to the
     minimal local server (endpoint/minimal_server.py), which answers at once; measured once per job and shape
@@ -111,9 +118,7 @@ def client_ceiling(run: CellRun, session, items: list, max_tokens: int | None, c
         with minimal_server(session.embedding_dim) as url:
             target = replace(session.target, url=url, served_model=MODEL, api_key_env=None)
             got = closed_loop_requests(SimpleNamespace(target=target), items, clients, CEILING_RULE, max_tokens)
-        start, stop = got["window"]
-        window = (stop - start) / 1e9
-        ok = [r for r in got["measured"] if not r["failure"]]
+        ok, window = answered(got)
         known[key] = {"requests_per_s": len(ok) / window, "clients": clients, "window_s": window,
                       "failed": len(got["measured"]) - len(ok)}
         if session.target.generates:
@@ -186,9 +191,14 @@ def measure_requests(run: CellRun, session, clients: int) -> Measurement:
     if run.client_part is not None:
         details["client_part"] = {"part": part, "parts": parts, "epoch_offset_ns": epoch_offset_ns}
     return Measurement(worker_samples=[s for s in per_client if s.size], items_per_call=per_item,
-                       tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / per_item,
+                       tokens_per_item=_tokens_per_item(ok, per_item),
                        load_s=session.load_s, peak_rss_mb=peak_rss_mb(), executed_precision=run.precision,
                        wall_s=(stop - start) / 1e9, details=details, fidelity=fidelity)
+
+
+def _tokens_per_item(ok: list[dict], per_item: int) -> float:
+    """Mean input tokens per item of the answered requests (`per_item` items each)."""
+    return float(np.mean([r["input_tokens"] for r in ok])) / per_item
 
 
 _TIMES = ("scheduled_ns", "sent_ns", "first_ns", "done_ns")
@@ -236,8 +246,7 @@ def merge_client_parts(parts: list[Measurement], nodes: list[dict]) -> Measureme
     ok = [r for r in details["requests"] if not r["failure"] and r.get("phase", "measured") == "measured"]
     return replace(first, worker_samples=samples, details=details, wall_s=(stop - start) / 1e9,
                    load_s=max(m.load_s for m in parts), peak_rss_mb=max(m.peak_rss_mb for m in parts),
-                   tokens_per_item=float(np.mean([r["input_tokens"] for r in ok])) / first.items_per_call
-                   if ok else first.tokens_per_item)
+                   tokens_per_item=_tokens_per_item(ok, first.items_per_call) if ok else first.tokens_per_item)
 
 
 def endpoint_notes(session) -> list[str]:
@@ -425,5 +434,5 @@ def _usage_check(records: list[dict]) -> dict:
     return out
 
 
-__all__ = ["merge_client_parts", "client_share", "client_ceiling", "client_bound", "ceiling_words", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
+__all__ = ["answered", "merge_client_parts", "client_share", "client_ceiling", "client_bound", "ceiling_words", "CLIENT_BOUND", "measured_records", "completed_in_window", "closed_loop_requests", "measure_requests", "request_inputs", "served_fidelity", "endpoint_notes", "request_figures", "per_request", "meets_slo",
            "count_tokens", "failure_counts"]

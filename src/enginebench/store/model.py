@@ -56,6 +56,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NotRequired, TypedDict
 
+from enginebench.measure.compute_roofline import probe_gflops
 from enginebench.store.records import EndpointServed, ResultDetails, ScenarioFigures, Served
 
 SCHEMA_VERSION = 5
@@ -261,8 +262,8 @@ class Result:
     def gemm_probes(self) -> list[float]:
         """numpy's GEMM GFLOP/s its processes timed before and after the cell (measure/roofline.gemm_probe), in
         the order taken; empty where none was (decoders, servers, results stored before probes)."""
-        probes = [((rep.get("measurement") or {}).get("details") or {}).get("gemm_probe") for rep in self.repetitions]
-        return [p[k] for p in probes if p for k in ("before", "after") if p.get(k)]
+        return probe_gflops([((rep.get("measurement") or {}).get("details") or {}).get("gemm_probe")
+                             for rep in self.repetitions])
 
     def process_samples(self) -> list[list[int]]:
         """Each process's call samples (its workers' together), ns; a schema 1-2 result is one process."""
