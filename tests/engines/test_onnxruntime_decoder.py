@@ -44,13 +44,35 @@ def test_decoders_are_offered_in_fp32_and_int8_only():
         assert "fp32, int8" in cls.why_not(small, precision)
 
 
-def test_a_model_whose_export_would_not_fit_is_refused_with_the_reason():
-    """The Llama-2-7B shape: its fp32 export alone holds ~27 GB of weights twice, more than any machine of this
-    kind has; int8 is quantized from that export, so it is refused the same way."""
+def test_the_7b_shape_is_refused_in_fp32_and_offered_in_int8_on_a_machine_of_this_kind(monkeypatch):
+    """The Llama-2-7B shape with 23 GiB available: its float32 weights alone are 27 GB, its int8 graph (built
+    quantized, never through a float32 copy) needs ~15 GiB. With 12 GiB available both are refused."""
+    from enginebench.measure import memory
+
     huge = _decoder_spec(6_738_415_616)
-    for precision in ("fp32", "int8"):
-        reason = engine_class("onnxruntime").why_not(huge, precision)
-        assert reason and "GiB" in reason and "available" in reason and "a-llama" in reason
+    engine = engine_class("onnxruntime")
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 23 * 2**30)
+    reason = engine.why_not(huge, "fp32")
+    assert reason and "GiB" in reason and "available" in reason and "a-llama" in reason and "in int8" in reason
+    assert engine.why_not(huge, "int8") is None
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 12 * 2**30)
+    assert "available" in engine.why_not(huge, "int8")
+
+
+def test_a_llama_the_graph_builder_cannot_write_is_refused_before_loading(tmp_path):
+    """Projection biases (attention_bias, as Qwen-style checkpoints set) or another MLP activation would be
+    silently dropped by a builder that writes Llama's graph: refused with the field that differs."""
+    import dataclasses
+    import json
+
+    engine = engine_class("onnxruntime")
+    spec = dataclasses.replace(_decoder_spec(1_000_000), path=str(tmp_path))
+    for field, value in (("attention_bias", True), ("mlp_bias", True), ("hidden_act", "gelu")):
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", field: value}))
+        reason = engine.why_not(spec, "int8")
+        assert reason and field in reason and "cannot build" in reason
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_act": "silu"}))
+    assert engine.why_not(spec, "int8") is None
 
 
 # -- the tiny synthetic Llama ----------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
-"""ONNX Runtime for Llama-family decoders: the exported graph with its KV cache as inputs and outputs
+"""ONNX Runtime for Llama-family decoders: the built graph with its KV cache as inputs and outputs
 (models/onnx_decoder_export.py), run step by step on the CPU execution provider.
 
 prefill() feeds the prompt with empty past tensors; decode() feeds one token per sequence with the previous
 call's `present.*` outputs as `past_key_values.*`. The cache stays in ONNX Runtime's OrtValues between calls
 (run_with_ort_values): only the token ids go in and the kept logits come out as numpy arrays.
 
-Precisions: fp32 (the export as it is) and int8 (models/onnx_decoder_quantize.py). What the session runs is
-read back from the graph file it loads (its weight MatMul node types), as for encoders.
+Precisions: fp32 and int8 (8-bit blocks, models/onnx_decoder_build.py), each built straight from the checkpoint.
+What the session runs is read back from the graph file it loads (its weight MatMul node types), as for encoders.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -18,25 +21,32 @@ from enginebench.engines.onnxruntime_cpu import graph_readback, session_options,
 from enginebench.errors import UsageError
 from enginebench.measure.memory import memory_shortfall
 from enginebench.measure.quantization import onnx_outline
-from enginebench.models.onnx_decoder_export import cache_names, onnx_decoder, onnx_decoder_key, read_signature
-from enginebench.models.onnx_quantize import quantized_decoder_onnx
+from enginebench.models.onnx_decoder_build import cache_names, unsupported_reason
+from enginebench.models.onnx_decoder_export import onnx_decoder, read_signature
 from enginebench.models.spec import ModelSpec
 
 DECODER_PRECISIONS = ("fp32", "int8")
-# bytes per parameter at the peak of a first load: the export holds torch's fp32 weights and the ONNX protobuf
-# copy of them (2 x 4); a session holds the graph's weights plus the copies its MatMul kernels prepack
-_LOAD_BYTES_PER_PARAM = 8
+# bytes per parameter a session holds: the graph's weights (a session's peak was 1.07x its data file on SmolLM2;
+# the build itself holds one tensor at a time). int8 blocks take 1.125 bytes, but the embedding table stays
+# float32 (a fifth of a small model's parameters), hence 2.
+_SESSION_BYTES_PER_PARAM = {"fp32": 4, "int8": 2}
 _MEMORY_HEADROOM = 1.2  # activations, KV cache, allocator slack
 
 
 def why_not_decoder(model: ModelSpec, precision: str) -> str | None:
-    """A precision the decoder path does not offer, or a model whose fp32 export would not fit in memory now
-    (int8 is quantized from the fp32 export, so it needs the same)."""
+    """A precision the decoder path does not offer, a model the graph builder cannot write, or one whose graph
+    in `precision` would not fit in memory now."""
     if precision not in DECODER_PRECISIONS:
         return f"onnxruntime runs decoders in {', '.join(DECODER_PRECISIONS)}, not {precision}"
-    reason = memory_shortfall("onnxruntime", f"{precision} (exported in fp32 first)", model.name,
-                              model.params * _LOAD_BYTES_PER_PARAM * _MEMORY_HEADROOM)
-    return reason and f"{reason}: run it on a machine with more memory"
+    if model.path and (Path(model.path) / "config.json").is_file():
+        reason = unsupported_reason(json.loads((Path(model.path) / "config.json").read_text()))
+        if reason:
+            return f"onnxruntime cannot build a graph for {model.name}: {reason}"
+    reason = memory_shortfall("onnxruntime", precision, model.name,
+                              model.params * _SESSION_BYTES_PER_PARAM[precision] * _MEMORY_HEADROOM)
+    if not reason:
+        return None
+    return f"{reason}: run it on a machine with more memory" + (" or in int8" if precision == "fp32" else "")
 
 
 class OnnxRuntimeDecoderSession(DecoderSession):
@@ -142,11 +152,8 @@ def load_onnxruntime_decoder(model: ModelSpec, precision: str, options) -> OnnxR
     if options.int8_layers != "no-ffn-down":
         raise UsageError("-o onnxruntime.int8_layers is for encoders: a decoder's int8 quantizes every weight MatMul "
                          "in blocks of 32")
-    path, details = onnx_decoder(model)
+    path, details = onnx_decoder(model, precision)
     signature = read_signature(path)
-    if precision == "int8":
-        path, quantized = quantized_decoder_onnx(path, onnx_decoder_key(model))
-        details.update(quantized)
     executed, graph_details = graph_readback(path, precision)
     graph_details["weight_bytes"] = matmul_weight_bytes(path)
     session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])

@@ -1,4 +1,5 @@
-"""ONNX Runtime int8 quantization of the exported encoder (dynamic) and decoders (block-wise), cached as artifacts.
+"""ONNX Runtime int8 quantization of the exported encoder (dynamic), cached as an artifact (a decoder's int8 is
+built quantized: models/onnx_decoder_build.py).
 
 Settings (measured on all-MiniLM-L6-v2, 32 corpus sentences x 128 tokens, min cosine vs torch fp32):
   quantize_dynamic defaults (every MatMul/Gather/..., per-tensor)      0.922
@@ -9,20 +10,6 @@ The down-projection's input is the GELU output, whose outliers make a per-tensor
 own fidelity, and `tune`, which tries both, drops it below --min-fidelity.
 What the file really holds (which MatMuls became MatMulInteger, their share of the weight-MatMul FLOPs) is read
 back from the quantized graph when a session loads it (measure/quantization.py), not taken from these settings.
-
-Decoders (quantized_decoder_onnx) take ONNX Runtime's block-wise 8-bit weights instead (MatMulNBits, bits 8,
-blocks of 32 along the input, symmetric, accuracy_level 4: the activations are quantized to int8 per block of
-32 at run time, so MLAS runs integer dot products). Measured on SmolLM2-135M, 2 x 64 corpus tokens, top-1
-agreement with fp32 (perplexity 36.85 in fp32):
-  quantize_dynamic as above, every weight MatMul (per-tensor uint8 activations)   0.55 (ppl 66.4)
-  the same, down-projections left in fp32                                        0.88 (ppl 39.5)
-  MatMulNBits 8-bit, blocks of 128, accuracy_level 4                              0.92 (ppl 37.0)
-  MatMulNBits 8-bit, blocks of 32, accuracy_level 4                               0.97 (ppl 36.5)  <- used
-  MatMulNBits 8-bit, blocks of 32, accuracy_level 0 (fp32 compute)                0.98, but ~14x slower per
-                                                                                  token: MLAS dequantizes
-                                                                                  the weights on every call
-A decoder's activations carry outliers a single scale per tensor cannot hold (torch's dynamic int8 loses the
-same way, engines/torch_decoder.py); a scale per block of 32 values can.
 """
 
 from __future__ import annotations
@@ -68,42 +55,6 @@ def quantized_onnx(source: Path, source_key: str, int8_layers: str = "no-ffn-dow
         "onnx_path": str(folder / QUANTIZED_FILE),
     }
     return folder / QUANTIZED_FILE, details
-
-
-DECODER_FILE = "decoder.int8.onnx"
-DECODER_SETTINGS = {"op": "MatMulNBits", "bits": 8, "block_size": 32, "is_symmetric": True, "accuracy_level": 4,
-                    "op_types_to_quantize": ["MatMul"]}
-
-
-def quantized_decoder_onnx(source: Path, source_key: str) -> tuple[Path, dict]:
-    """The int8 version of an exported decoder (cached under `source_key` + quantizer version + settings)."""
-    version = metadata.version("onnxruntime")
-    key = artifact_key(source_key, "onnxruntime.quantization.MatMulNBitsQuantizer", version,
-                       repr(sorted(DECODER_SETTINGS.items())))
-    started = time.perf_counter()
-    folder, cached = cached_artifact("onnx-decoder-int8", key,
-                                     lambda out: _quantize_decoder(source, out / DECODER_FILE))
-    details = {
-        "int8_cached": cached, "int8_quantize_s": round(time.perf_counter() - started, 3),
-        "quantizer": f"onnxruntime.quantization.MatMulNBitsQuantizer (onnxruntime {version})",
-        "int8_settings": DECODER_SETTINGS, "onnx_path": str(folder / DECODER_FILE),
-    }
-    return folder / DECODER_FILE, details
-
-
-def _quantize_decoder(source: Path, out: Path) -> None:
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    s = DECODER_SETTINGS
-    model = onnx.load(str(source))
-    quantizer = MatMulNBitsQuantizer(model, bits=s["bits"], block_size=s["block_size"],
-                                     is_symmetric=s["is_symmetric"], accuracy_level=s["accuracy_level"],
-                                     op_types_to_quantize=tuple(s["op_types_to_quantize"]))
-    with _quiet():
-        quantizer.process()
-    # past 2 GB a protobuf cannot hold the weights: they go to a file beside the graph
-    quantizer.model.save_model_to_file(str(out), use_external_data_format=model.ByteSize() > 1_800_000_000)
 
 
 def kept_fp32(model, int8_layers: str) -> list[str]:
