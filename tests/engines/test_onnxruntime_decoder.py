@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("transformers")
 
 from helpers.sessions import load_session  # noqa: E402
-from helpers.tiny_llama import argmax_agreement, forward_error, prompt_ids  # noqa: E402
+from helpers.tiny_llama import TransformersReference, argmax_agreement, forward_error, prompt_ids  # noqa: E402
 
 from enginebench.engines.base import DecoderSession  # noqa: E402
 from enginebench.engines.onnxruntime_decoder import OnnxRuntimeDecoderSession  # noqa: E402
@@ -117,6 +117,52 @@ def test_decoder_models_load_a_decoder_session_read_back(fp32):
     assert names[0] == "input_ids" and names[-1] == "logits_positions"
     assert [o.name for o in fp32.session.get_outputs()][1:] == [n.replace("past_key_values", "present")
                                                                 for n in names[1:-1]]
+
+
+@pytest.mark.engine
+def test_a_bfloat16_checkpoint_with_rope_scaling_builds_the_float32_models_graph(tmp_path, tiny_llama):
+    """bfloat16 weights (read as float32's upper half) and llama3 rope scaling (angles from transformers' own
+    rotary module) reach the built graph: its logits are transformers' float32 forward of the same folder, and
+    differ from it without the scaling (so the scaling was not lost on the way)."""
+    import json
+    import shutil
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import onnxruntime as ort
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from enginebench.models.onnx_decoder_build import ONNX_FILE, build, cache_names
+
+    folder = tmp_path / "bf16-llama"
+    folder.mkdir()
+    weights = {}
+    for file in sorted(Path(tiny_llama.path).iterdir()):
+        if file.suffix == ".safetensors":
+            weights.update(load_file(file))
+        elif "index" not in file.name:
+            shutil.copy(file, folder)
+    save_file({name: t.to(torch.bfloat16) for name, t in weights.items()}, folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    plain = dict(config)
+    config["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_max_position_embeddings": 32}
+    (folder / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "graph"
+    out.mkdir()
+    build(str(folder), out, "fp32")
+
+    session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+    ids = prompt_ids(tiny_llama, batch=2, length=48, seed=4)
+    past, _ = cache_names(config["num_hidden_layers"])
+    empty = np.zeros((2, config["num_key_value_heads"], 0, config["hidden_size"] // config["num_attention_heads"]),
+                     dtype=np.float32)
+    logits = session.run(["logits"], {"input_ids": ids, "logits_positions": np.arange(48), **dict.fromkeys(past, empty)})[0]
+    scaled = TransformersReference(SimpleNamespace(path=str(folder))).logits(ids)
+    assert np.abs(logits - scaled).max() < FP32_MAX_ABS
+    (folder / "config.json").write_text(json.dumps(plain))
+    assert np.abs(logits - TransformersReference(SimpleNamespace(path=str(folder))).logits(ids)).max() > 100 * FP32_MAX_ABS
 
 
 @pytest.mark.engine
