@@ -308,8 +308,8 @@ def test_bad_input_from_python_raises_usage_error():
 
 # -- end to end on synthetic engines --------------------------------------------------------------------------
 
-@pytest.mark.slow  # not serial: its engines sleep for known times 1.5x apart and the budget is on elapsed time, so
-# a busy neighbour moves neither (passed beside two busy cores in 126 s, 73 s alone, the budget kept)
+@pytest.mark.slow
+@pytest.mark.serial  # the true best by measured speed, within a wall-clock budget: not beside another worker
 def test_tune_finds_the_true_best_within_the_budget_and_stores_every_cell(synthetic, tmp_path):
     """Known speeds (fake_engines.BASE_MS): syn int8 mode=fast on both cores is the fastest faithful (2 ms);
     syn-wrong is 4× faster still but unfaithful (cosine 0.6). int8 only: six candidates, the best admitted fifth,
