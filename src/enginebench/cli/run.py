@@ -137,8 +137,7 @@ def _resume(args) -> int:
     err.print(f"[dim]resuming run {run.run_id}: {resuming.left} measurements left ({len(resuming.stored)} results "
               "stored)[/dim]")
     return _measure(args, resuming.plan, _launcher(resuming.plan, args.ray, resuming, args.client_nodes), err,
-                    run_id=run.run_id,
-                    config=resuming.config, resuming=resuming)
+                    run_id=run.run_id, config=resuming.config, resuming=resuming)
 
 
 def _measure(args, plan, launcher, err, *, run_id: str, **execute_args) -> int:
