@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enginebench.models.encoder_folder import safetensors_header
+from enginebench.models.safetensors_shards import read_tensor, weight_files
 
 OPSET = 17
 ONNX_FILE = "decoder.onnx"
@@ -47,7 +47,6 @@ SIGNATURE_FILE = "signature.json"  # layer count, key/value heads, head size, vo
 INT8 = {"op": "MatMulNBits", "bits": 8, "block_size": 32, "is_symmetric": True, "accuracy_level": 4,
         "op_types_to_quantize": ["MatMul"]}
 _ALIGN = 4096  # external tensors start on a page, so ONNX Runtime may map them instead of copying
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
 
 def unsupported_reason(config: dict) -> str | None:
@@ -66,32 +65,6 @@ def cache_names(layers: int) -> tuple[list[str], list[str]]:
     """(past input names, present output names), key then value per layer."""
     past = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
     return past, [name.replace("past_key_values", "present") for name in past]
-
-
-class _Checkpoint:
-    """Tensors of a folder's *.safetensors files, read one at a time as float32 through a memory map."""
-
-    def __init__(self, folder: Path):
-        self.where: dict[str, tuple[Path, int, dict]] = {}
-        for file in sorted(folder.glob("*.safetensors")):
-            header = safetensors_header(file)
-            with open(file, "rb") as f:
-                start = 8 + int.from_bytes(f.read(8), "little")
-            self.where.update({name: (file, start, info) for name, info in header.items() if name != "__metadata__"})
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.where
-
-    def read(self, name: str) -> np.ndarray:
-        file, start, info = self.where[name]
-        begin, end = info["data_offsets"]
-        dtype = _DTYPES[info["dtype"]]
-        raw = np.memmap(file, dtype=dtype, mode="r", offset=start + begin, shape=((end - begin) // np.dtype(dtype).itemsize,))
-        if info["dtype"] == "BF16":  # bfloat16 is float32's upper half
-            out = (raw.astype(np.uint32) << 16).view(np.float32)
-        else:
-            out = raw.astype(np.float32)
-        return out.reshape(info["shape"])
 
 
 class _Graph:
@@ -147,8 +120,8 @@ class _LlamaBuilder:
         self.layers = int(c["num_hidden_layers"])
         self.eps = float(c.get("rms_norm_eps", 1e-6))
         self.max_positions = int(c.get("max_position_embeddings", 2048))
-        self.folder, self.out, self.precision = folder, out, precision
-        self.weights = _Checkpoint(folder)
+        self.folder, self.out = folder, out
+        self.files = weight_files(folder)  # tensor name -> the safetensors file holding it
         self.g = _Graph(out)
         self.quantizer = None
         if precision == "int8":
@@ -159,6 +132,9 @@ class _LlamaBuilder:
                 block_size=INT8["block_size"], is_symmetric=INT8["is_symmetric"],
                 accuracy_level=INT8["accuracy_level"], bits=INT8["bits"]))
 
+    def read(self, name: str) -> np.ndarray:
+        return read_tensor(self.files, name).astype(np.float32, copy=False)
+
     def signature(self) -> dict:
         return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim, "heads": self.heads,
                 "vocab": int(self.config["vocab_size"]), "max_positions": self.max_positions}
@@ -167,7 +143,7 @@ class _LlamaBuilder:
 
     def linear(self, x: str, weight: str, name: str, output: str | None = None) -> str:
         """x @ weight.T: MatMul on the [in, out] float32 weight, or MatMulNBits on its int8 blocks."""
-        w = self.weights.read(weight)  # [out, in], as torch.nn.Linear keeps it
+        w = self.read(weight)  # [out, in], as torch.nn.Linear keeps it
         n, k = w.shape
         kn = np.ascontiguousarray(w.T)
         del w
@@ -184,7 +160,7 @@ class _LlamaBuilder:
         square = g.op("Pow", [x, "two"], name)
         mean = g.op("ReduceMean", [square], name, axes=[-1], keepdims=1)
         root = g.op("Sqrt", [g.op("Add", [mean, "eps"], name)], name)
-        return g.op("Mul", [g.op("Div", [x, root], name), g.external(weight, self.weights.read(weight))], name)
+        return g.op("Mul", [g.op("Div", [x, root], name), g.external(weight, self.read(weight))], name)
 
     def heads_first(self, x: str, heads: int, name: str) -> str:
         """[b, n, heads * D] -> [b, heads, n, D]"""
@@ -272,13 +248,13 @@ class _LlamaBuilder:
              "pos", outputs=["allowed"])  # [n, T]
 
         embed = "model.embed_tokens.weight"
-        x = g.op("Gather", [g.external(embed, self.weights.read(embed)), "input_ids"], "embed", axis=0)
+        x = g.op("Gather", [g.external(embed, self.read(embed)), "input_ids"], "embed", axis=0)
         for i in range(self.layers):
             p = f"model.layers.{i}"
             x = g.op("Add", [x, self.attention(i, self.rms_norm(x, f"{p}.input_layernorm.weight", p))], p)
             x = g.op("Add", [x, self.mlp(i, self.rms_norm(x, f"{p}.post_attention_layernorm.weight", p))], p)
         kept = g.op("Gather", [x, "logits_positions"], "head", axis=1)
-        head = "lm_head.weight" if "lm_head.weight" in self.weights else embed  # tied embeddings
+        head = "lm_head.weight" if "lm_head.weight" in self.files else embed  # tied embeddings
         normed = self.rms_norm(kept, "model.norm.weight", "head")
         self.linear(normed, head, "lm_head", output="logits")
         g.data.close()

@@ -60,18 +60,23 @@ def weight_files(folder: Path) -> dict[str, Path]:
 
 def iter_tensors(folder: Path, names: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
     """(name, array) one at a time, in `names` order (default: file order); bfloat16 comes back as float32."""
-    from safetensors import safe_open
-
     files = weight_files(folder)
     for name in names if names is not None else list(files):
-        with safe_open(str(files[name]), framework="numpy") as f:
-            try:
-                array = f.get_tensor(name)
-            except TypeError:  # numpy has no bfloat16 ...
-                array = _read_bfloat16(files[name], name)
-            if array.dtype.name == "bfloat16":  # ... unless ml_dtypes (imported by jax) registered one
-                array = array.astype(np.float32)
-            yield name, array
+        yield name, read_tensor(files, name)
+
+
+def read_tensor(files: dict[str, Path], name: str) -> np.ndarray:
+    """One tensor from the file `files` (weight_files) says holds it; bfloat16 comes back as float32."""
+    from safetensors import safe_open
+
+    with safe_open(str(files[name]), framework="numpy") as f:
+        try:
+            array = f.get_tensor(name)
+        except TypeError:  # numpy has no bfloat16 ...
+            array = _read_bfloat16(files[name], name)
+    if array.dtype.name == "bfloat16":  # ... unless ml_dtypes (imported by jax) registered one
+        array = array.astype(np.float32)
+    return array
 
 
 def _read_bfloat16(file: Path, name: str) -> np.ndarray:
