@@ -492,7 +492,6 @@ def _endpoint(g: dict, engines: list[str] | None, scenarios: list[str] | None) -
     return {"endpoint": url, "api": api, "served_model": _text(g.get("served_model")), "api_key_env": key_env}
 
 
-_SERVER_ONLY = ("qps", "slo_p99", "slo_ttft", "slo_tpot", "find_max_qps", "search_within")
 _GOODPUT = ("slo_p99", "slo_ttft", "slo_tpot")  # against an endpoint, the SLOs of goodput in every scenario
 
 
@@ -505,18 +504,20 @@ def _serving(g: dict, scenarios: list[str], endpoint: bool = False) -> ServingCo
     flag = {n: "--" + n.replace("_", "-") for n in names}
     if given and not asked:
         raise UsageError(f"{flag[given[0]]} is for the serving scenarios: add --scenario "
-                         f"{'server' if given[0] in _SERVER_ONLY else 'server or offline'}")
-    stray = [n for n in given if n in _SERVER_ONLY]
-    if stray and "server" not in asked:
-        raise UsageError(f"{flag[stray[0]]} is for the server scenario: add --scenario server")
+                         f"{' or '.join(_taking(given[0]))}")
+    stray = [n for n in given if not any(n in scenario_class(s).serving_options for s in asked)]
+    if stray:
+        takers = _taking(stray[0])
+        raise UsageError(f"{flag[stray[0]]} is for the {' or '.join(takers)} scenario: add --scenario {takers[0]}")
     max_batch = positive_int("--max-batch", g["max_batch"]) if "max_batch" in g else None
     max_wait = milliseconds("--max-wait", g["max_wait"], allow_zero=True) if "max_wait" in g else None
     if max_wait and (max_batch or 1) == 1:
         raise UsageError("--max-wait holds queries to fill a batch: give --max-batch too (e.g. --max-batch 8)")
     slo = {n: milliseconds(flag[n], g[n]) for n in ("slo_p99", "slo_ttft", "slo_tpot") if n in g}
     find_max_qps = bool(g.get("find_max_qps", False))
-    if "server" in asked and "qps" not in g and not find_max_qps:
-        raise UsageError("scenario server needs an arrival rate: give --qps N (queries/s) or --find-max-qps")
+    for s in asked:
+        if scenario_class(s).needs_arrival_rate and "qps" not in g and not find_max_qps:
+            raise UsageError(f"scenario {s} needs an arrival rate: give --qps N (queries/s) or --find-max-qps")
     within = g.get("search_within")
     if within is not None and not find_max_qps:
         raise UsageError("--search-within sets where --find-max-qps stops: add --find-max-qps")
@@ -524,6 +525,11 @@ def _serving(g: dict, scenarios: list[str], endpoint: bool = False) -> ServingCo
                          slo_ttft_ms=slo.get("slo_ttft"), slo_tpot_ms=slo.get("slo_tpot"), max_batch=max_batch,
                          max_wait_ms=max_wait, find_max_qps=find_max_qps,
                          search_within_pct=None if within is None else _percent("--search-within", within))
+
+
+def _taking(option: str) -> list[str]:
+    """The scenarios that use a serving option."""
+    return [n for n in runnable_scenarios() if option in scenario_class(n).serving_options]
 
 
 def _percent(name: str, value) -> float:

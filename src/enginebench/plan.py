@@ -90,6 +90,9 @@ class Job:
     references: dict[str, np.ndarray] | None = None  # workload -> reference embeddings
     reference_only: bool = False  # compute reference embeddings instead of measuring
     repetition: int = 0  # which of --repeat's independent processes this is (seeds each LoadGen run apart)
+    # plan index -> the fidelity an earlier process of that cell measured: the child reuses it rather than
+    # measuring it again (it depends on the engine, its precision and the model, not on the process)
+    fidelity: dict[int, dict] = field(default_factory=dict)
     # {"n", "threads"} of the stored speed's GEMM reference: the child times it before and after each roofline
     # cell (measure/roofline.gemm_probe), so a figure says how fast the machine was while it was measured
     gemm_probe: dict | None = None

@@ -100,12 +100,12 @@ def test_a_long_load_says_what_it_prepared_and_how_long_it_took():
     cell = Cell("onnxruntime", "int8", "latency", "titles", 1, 1, 1)
     with bar.progress:
         bar.on_load(cell, None)
-        assert bar.progress.tasks[0].description.endswith(": loading (exports the model to ONNX, cached after "
-                                                          "the first time)")
+        assert bar.progress.tasks[0].description.endswith(
+            ": loading (writes the model as an ONNX graph, cached after the first time)")
         bar.on_load(cell, 2.0)  # quick: no line
         bar.on_load(cell, 42.4)
     lines = [line for line in text.getvalue().splitlines() if line.strip()]  # the bar leaves a blank line
-    assert lines == ["  onnxruntime int8 loaded in 42 s (exports the model to ONNX; cached after the first time)"]
+    assert lines == ["  onnxruntime int8 loaded in 42 s (writes the model as an ONNX graph; cached after the first time)"]
 
 
 def test_time_left_follows_the_plan_until_the_run_outlasts_it():

@@ -51,7 +51,7 @@ def test_fp32_prefill_then_cached_decode_equals_full_forward(sessions, llama_ref
         session.min_capacity = 256
     assert np.abs(first - ref[:, 23]).max() < FP32_MAX_ABS
     assert np.abs(steps - ref[:, 24:40]).max() < FP32_MAX_ABS
-    assert ("decode", 2, 64) in session.details["compiled"]  # the doubling really happened
+    assert ("decode", 2, 64) in session.details["compiled_shapes"]  # the doubling really happened
 
 
 def test_prefill_starts_a_fresh_sequence(sessions, tiny_llama):

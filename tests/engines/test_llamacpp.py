@@ -87,7 +87,7 @@ def test_quantized_files_shrink_and_stay_close(tiny, tokens, reference):
     for precision in ("fp32", "fp16", "q8_0", "q4_0"):
         session = load_session("llamacpp", tiny, precision)
         assert session.executed_precision == precision
-        sizes[precision] = session.details["gguf_bytes"]
+        sizes[precision] = session.details["weight_bytes"]
         logits = session.forward_logits(tokens)
         agreement[precision] = (logits.argmax(-1) == reference.argmax(-1)).mean()
         if precision == "q8_0":

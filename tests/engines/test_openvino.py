@@ -52,7 +52,7 @@ def test_int8_compresses_weights_into_a_cached_ir(minilm, corpus, reference):
 def test_options_reach_the_compiled_model(minilm, corpus, reference):
     session = load_session("openvino", minilm, "fp32", threads=2, hint="THROUGHPUT", num_streams=2)
     assert session.details["performance_hint"] == "THROUGHPUT"
-    assert session.details["num_streams"] == 2 and session.details["inference_threads"] == 2
+    assert session.details["num_streams"] == 2 and session.details["threads_used"] == 2
     assert _fidelity(session, corpus, reference, "fp32")["ok"]
     capped = load_session("openvino", minilm, "fp32", threads=1, num_streams=2)  # a stream needs a thread
     assert capped.details["num_streams"] == 1 and capped.details["num_streams_requested"] == 2

@@ -40,7 +40,7 @@ def reference(tiny_llama):
 def test_engine_dispatches_decoders_and_reads_back_what_runs(fp32):
     assert isinstance(fp32, DecoderSession)
     assert fp32.executed_precision == "fp32"
-    assert set(fp32.details["weights"].values()) == {"float32"}
+    assert set(fp32.details["weight_dtypes"].values()) == {"float32"}
     assert fp32.details["threads_used"] >= 1 and "/proc/self/task" in fp32.details["threads_source"]
     assert fp32.details["weight_bytes"] > 0 and "quantization" not in fp32.details
 
@@ -167,7 +167,7 @@ def test_broken_cache_fails_cache_agreement(fp32, reference, fault):
 def test_reduced_precisions_run_what_they_say_and_stay_faithful(tiny_llama, reference, precision):
     session = load_session("tinygrad", tiny_llama, precision, threads=1)
     assert session.executed_precision == precision  # read back from the matmul weights' dtypes
-    weights = set(session.details["weights"].values())
+    weights = set(session.details["weight_dtypes"].values())
     if precision == "int8":
         assert weights == {"int8"}
         q = session.details["quantization"]

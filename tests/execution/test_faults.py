@@ -125,3 +125,24 @@ def test_a_load_that_hangs_in_two_processes_in_a_row_gives_up_the_jobs_other_cel
     given_up = [r for r in got if "was not tried" in r.error]
     assert len(given_up) == 2 and all(r.details["failure"] == "timeout" for r in got)
     assert len(list(tmp_path.glob("load-*"))) == 2  # two loads tried, in two processes
+
+
+def test_fidelity_is_measured_once_a_cell_and_its_later_processes_reuse_it(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    monkeypatch.setenv("ENGINEBENCH_TEST_CALLS_DIR", str(calls))
+    db = tmp_path / "f.db"
+    run_sweep(_sweep(tmp_path, """
+        batch_size = [1, 2]
+        repeat = 3
+        duration = "0.1s"
+        """), str(db))
+    sizes = [[int(n) for n in f.read_text().split()] for f in sorted(calls.iterdir())]
+    assert len(sizes) == 3  # one process a repetition, both cells in it
+    fidelity_calls = [[n for n in process if n not in (1, 2)] for process in sizes]  # the workload's fidelity rows
+    assert sorted(len(found) for found in fidelity_calls) == [0, 0, 1]
+    results = list(_stored(db).values())
+    assert len(results) == 2 and all(len(r.repetitions) == 3 for r in results)
+    for r in results:
+        kept = [rep["measurement"]["fidelity"] for rep in r.repetitions]
+        assert kept[0] is not None and kept == [kept[0]] * 3 and r.fidelity["ok"]

@@ -218,7 +218,7 @@ class FaultOptions(EngineOptions):
     hang | hog (allocates 64 MB per call, without bound) | raise | flaky (the first process to load it in
     ENGINEBENCH_TEST_FLAKY_DIR crashes, later ones are fine) | hang-load (every load hangs, each one counted as a
     file in ENGINEBENCH_TEST_FLAKY_DIR). Every other fault strikes after the fidelity call and the first warm-up
-    calls."""
+    calls. With ENGINEBENCH_TEST_CALLS_DIR set, each process writes the batch size of each call to a file there."""
 
     behaviour: str = field(default="ok", metadata={"choices": BEHAVIOURS})
     call_ms: float = 1.0
@@ -239,6 +239,9 @@ class FaultSession(Session):
 
     def run(self, batch):
         self.calls += 1
+        if os.environ.get("ENGINEBENCH_TEST_CALLS_DIR"):
+            with open(os.path.join(os.environ["ENGINEBENCH_TEST_CALLS_DIR"], f"calls-{os.getpid()}"), "a") as f:
+                f.write(f"{batch.size}\n")
         if self.calls > 3:  # after the fidelity call and the first warm-up calls
             if self.behaviour == "segfault":
                 ctypes.string_at(0)

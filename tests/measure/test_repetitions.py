@@ -186,3 +186,39 @@ def test_the_reference_row_is_marked_as_the_reference(titles, minilm):
 
     _, rows, _ = table_rows([reference, other])
     assert "reference" in rows[0] and "reference" not in rows[1]
+
+
+def test_fidelity_is_measured_in_a_cells_first_process_and_reused_by_its_later_ones(titles, minilm):
+    """It depends on the engine, its precision and the model, not on the process: a 7B decoder's fidelity pass
+    takes longer than its timing, so measuring it in every process would triple a run for nothing."""
+    orch = LocalLauncher(two_engine_plan(titles, minilm, repeat=3))
+    given: list[tuple[int, dict]] = []  # (repetition, the job's known fidelity)
+    measured_fidelity: list[tuple[int, int]] = []  # (repetition, cell) where a child measured it
+    failing = orch.schedule()[0][0].cells[0][0]  # its first process fails: the second one measures it
+
+    def child_messages(job, timed_out):
+        given.append((job.repetition, dict(job.fidelity)))
+        for index, _ in job.cells:
+            yield Started(index)
+            if job.repetition == 0 and index == failing:
+                yield CellFailed(index, "RuntimeError: boom")
+                continue
+            m = measurement(np.full(12, 1_000_000))
+            if index in job.fidelity:
+                m.fidelity = job.fidelity[index]
+            else:
+                measured_fidelity.append((job.repetition, index))
+                m.fidelity = {"metric": "min_cosine", "value": 0.99 + index / 1000, "ok": True, "threshold": 0.98}
+            yield Measured(index, m)
+        yield Done()
+
+    orch._child_messages = child_messages
+    orch._references = lambda: None
+    finals = {}
+    orch.run(lambda index, result: finals.__setitem__(index, result))
+    assert sorted(measured_fidelity) == sorted([(0, i) for i in range(4) if i != failing] + [(1, failing)])
+    reused = {r: {i: f["value"] for job_r, known in given if job_r == r for i, f in known.items()} for r in range(3)}
+    assert reused[0] == {}
+    assert reused[1] == {i: 0.99 + i / 1000 for i in range(4) if i != failing}
+    assert reused[2] == {i: 0.99 + i / 1000 for i in range(4)}
+    assert all(r.fidelity["value"] == 0.99 + i / 1000 for i, r in finals.items())

@@ -243,3 +243,46 @@ def test_a_run_of_a_hundred_raw_results_loads_in_well_under_a_second(launched, t
         took = time.perf_counter() - started
     assert len(results) == 100 and results[-1] == ok
     assert took < 1.0, f"{took:.2f} s"
+
+
+def _measured_at(median_ns: float, seed: int, start: float, probe: float) -> Measurement:
+    m = _measurement(median_ns, seed)
+    m.details.update(measured_between=[start, start + 5.0], tpot_ns=[1000 + seed, 2000 + seed],
+                     gemm_probe={"before": {"gflops": probe}, "after": {"gflops": probe}})
+    return m
+
+
+def test_each_process_keeps_its_own_probe_and_span_and_the_result_spans_them_all(titles, minilm, tmp_path):
+    cell = Cell("torch", "fp32", "latency", "titles", 2, 1, 1)
+    plan = Plan(minilm, {"titles": titles}, [cell], StoppingRule(duration_s=0, min_samples=1), {}, timeout_s=60,
+                repeat=2)
+    ok = LocalLauncher(plan)._result(0, CellHistory(measured=[(0, _measured_at(2e6, 0, 100.0, 150.0)),
+                                                              (1, _measured_at(2e6, 1, 90.0, 120.0))]))
+    assert ok.details["measured_between"] == [90.0, 105.0]  # the first start to the last end, not one process's
+    assert "gemm_probe" not in ok.details and "tpot_ns" not in ok.details
+    assert [rep["measurement"]["details"]["gemm_probe"]["before"]["gflops"] for rep in ok.repetitions] == [150, 120]
+    db = _stored(tmp_path, [ok])
+    with ResultStore(db) as store:
+        kept = json.loads(store.conn.execute("SELECT result FROM results").fetchone()[0])
+        kinds = {k for (k,) in store.conn.execute("SELECT kind FROM samples")}
+        assert [store.load_run("run1").results[0] for _ in range(2)] == [ok, ok]  # derived, then from the cache
+    assert "measured_between" not in kept["details"]  # derived on read
+    assert "tpot_ns" in kinds  # one copy: an array of the repetition, not also in its JSON and its measurement's
+    assert all("tpot_ns" not in rep and "tpot_ns" not in rep["measurement"]["details"] for rep in kept["repetitions"])
+    assert [rep["tpot_ns"] for rep in ok.repetitions] == [[1000, 2000], [1001, 2001]]
+
+
+def test_a_tpot_kept_in_the_json_by_an_earlier_version_reads_back_every_time(titles, minilm, tmp_path):
+    cell = Cell("torch", "fp32", "latency", "titles", 2, 1, 1)
+    plan = Plan(minilm, {"titles": titles}, [cell], StoppingRule(duration_s=0, min_samples=1), {}, timeout_s=60,
+                repeat=1)
+    ok = LocalLauncher(plan)._result(0, CellHistory(measured=[(0, _measured_at(2e6, 0, 100.0, 150.0))]))
+    db = _stored(tmp_path, [ok])
+    with ResultStore(db) as store:  # as the version before 2026-12-06 kept it: in the repetition's JSON, twice
+        kept = json.loads(store.conn.execute("SELECT result FROM results").fetchone()[0])
+        kept["repetitions"][0]["tpot_ns"] = kept["repetitions"][0]["measurement"]["details"]["tpot_ns"] = [7, 8]
+        with store.conn:
+            store.conn.execute("UPDATE results SET result = ?", (json.dumps(kept),))
+            store.conn.execute("DELETE FROM samples WHERE kind = 'tpot_ns'")
+            store.conn.execute("DELETE FROM derived")
+        assert [store.load_run("run1").results[0].repetitions[0]["tpot_ns"] for _ in range(2)] == [[7, 8], [7, 8]]

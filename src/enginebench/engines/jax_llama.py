@@ -4,7 +4,7 @@ Shapes are static under jit, so the cache has a fixed capacity (a power of two, 
 one token) and decode attends over the whole capacity with a mask: one compilation per (batch, capacity),
 not one per step. When a sequence outgrows the capacity the cache is doubled (a copy, once per doubling,
 as a growing buffer does in any engine). XLA compiles per shape on first use, so a generate run needs an
-untimed warm-up of the same shape; the first call of each shape is recorded in details["compiled"].
+untimed warm-up of the same shape; the first call of each shape is recorded in details["compiled_shapes"].
 
 The cache is donated to decode, so XLA writes the new key/value in place instead of copying the cache
 every step. bf16 runs the weights and the activations between layers in bfloat16, matmuls accumulated in
@@ -234,7 +234,7 @@ class JaxLlamaSession(DecoderSession):
         self.jax = jax
         self.vocab_size = shape.vocab
         self.executed_precision = precision
-        self.details = {**details, "compiled": []}
+        self.details = {**details, "compiled_shapes": []}
         self._compiled: set[tuple] = set()
         self.min_capacity = MIN_CAPACITY
         self.reset()
@@ -242,7 +242,7 @@ class JaxLlamaSession(DecoderSession):
     def _note_compile(self, key: tuple) -> None:
         if key not in self._compiled:
             self._compiled.add(key)
-            self.details["compiled"] = sorted(self._compiled)
+            self.details["compiled_shapes"] = sorted(self._compiled)
 
     def reset(self) -> None:
         self.cache = None

@@ -170,7 +170,7 @@ class LlamaCppSession(DecoderSession, SlotDecoding):
         self._open_context(max(1, options.max_batch))
         self.executed_precision = file_type_name(path)
         self.details = {**details, "requested_precision": precision, "n_ctx": self._n_ctx, "n_batch": options.n_batch,
-                        "gguf_bytes": path.stat().st_size, "weight_bytes": path.stat().st_size,
+                        "weight_bytes": path.stat().st_size,
                         "system_info": system_info,
                         "extra_buffers": {"used": extra_buffers, "why": extra_why},
                         "threads_used": int(llama_cpp.llama_n_threads(self._ctx))}  # read back from the context

@@ -52,7 +52,7 @@ class OnnxRuntimeSession(Session):
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     op_kernels = OnnxRuntimeKernels
-    prepares = "exports the model to ONNX"
+    prepares = "writes the model as an ONNX graph"
     library = "onnxruntime"
     requires = ("onnxruntime", "onnx", "torch", "transformers")  # torch exports the ONNX file
     extra = "onnxruntime"

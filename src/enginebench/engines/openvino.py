@@ -186,7 +186,6 @@ class OpenVinoEngine(Engine):
             "num_streams_requested": options.num_streams or "auto",
             "cpu_pinning": bool(compiled.get_property("ENABLE_CPU_PINNING")),  # read back
             "cpu_pinning_requested": options.pinning,
-            "inference_threads": threads,
             "optimal_requests": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
         })
         return OpenVinoSession(compiled, details, executed)
@@ -375,7 +374,7 @@ def _compressed_ir(model: ModelSpec, onnx_path: Path) -> tuple[Path, dict]:
     started = time.perf_counter()
     folder, cached = cached_artifact("openvino-int8", key, lambda out: _compress(onnx_path, out / "model.xml"))
     return folder / "model.xml", {
-        "int8_cached": cached, "int8_compress_s": round(time.perf_counter() - started, 3),
+        "int8_cached": cached, "int8_artifact_s": round(time.perf_counter() - started, 3),
         "int8_scheme": f"nncf.compress_weights INT8_ASYM, per-channel ({versions})", "ir_path": str(folder / "model.xml"),
     }
 
@@ -479,7 +478,7 @@ def _static_ir(model: ModelSpec, onnx_path: Path, measured, int8_layers: str) ->
     folder, cached = cached_artifact("openvino-int8-static", key,
                                      lambda out: _quantize_static(onnx_path, out, calibration, int8_layers))
     return folder / "model.xml", {
-        "int8_cached": cached, "int8_load_s": round(time.perf_counter() - started, 3),
+        "int8_cached": cached, "int8_artifact_s": round(time.perf_counter() - started, 3),
         "quantizer": f"nncf.quantize ({versions})", "int8_settings": chosen,
         "calibration": {**calibration.record(), "method": "NNCF MinMax statistics (its transformer defaults)"},
         # seconds spent when the artifact was built: nncf.quantize collects its statistics (runs the

@@ -470,7 +470,7 @@ def load_tinygrad_llama(model: ModelSpec, precision: str, use_jit: bool, context
     context = min(context or DEFAULT_CONTEXT, shape.max_positions)
     details = {**details, "weights_load_s": round(time.perf_counter() - start, 3),
                "compute_dtype": {"fp16": "float16 matmul inputs, float32 accumulation"}.get(precision, "float32"),
-               "weights": {lin.name: dtype_name[lin.name] for lin in linears[:4] + linears[-1:]},
+               "weight_dtypes": {lin.name: dtype_name[lin.name] for lin in linears[:4] + linears[-1:]},
                "weight_bytes": llama.weight_bytes(),
                "executed_precision_source": "dtype of the tinygrad Tensors holding the matmul weights",
                "kv_cache": f"float32, preallocated per (batch, capacity): {context} positions, doubled by a copy when "

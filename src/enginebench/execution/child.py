@@ -110,7 +110,7 @@ def _measure(job: Job, out, go=None) -> None:
                       loaded=lambda i=index: out.put(Loaded(i)), cache=cache, repetition=job.repetition,
                       trial_started=lambda expected_s, i=index: out.put(TrialStarted(i, expected_s)),
                       context=job.context, client_part=job.client_part,
-                      start_together=lambda i=index: _start_line(out, go, i))
+                      start_together=lambda i=index: _start_line(out, go, i), known_fidelity=job.fidelity.get(index))
         try:
             scenario = scenario_class(cell.scenario)
             probe = job.gemm_probe if scenario.uses_roofline else None

@@ -70,6 +70,7 @@ class LocalLauncher:
         self.reference_error: str | None = None
         self.prior = {i: CellHistory(list(h.measured), {} if retry_failed else dict(h.failed), list(h.attempts))
                       for i, h in (history or {}).items()}  # what was stored before this launcher ran
+        self.history: dict[int, CellHistory] = self.prior  # and what it has recorded since (recorder)
 
     # -- planning helpers -------------------------------------------------------------------------
     def _job(self, engine: str, precision: str, threads: int) -> Job:
@@ -189,6 +190,7 @@ class LocalLauncher:
         for repetition, jobs in enumerate(schedule):
             for job in jobs:
                 job.references = references
+                job.fidelity = self.known_fidelity(job)
                 self._run_with_retries(job, lambda index, outcome, failures: record(repetition, index, outcome, failures))
 
     # -- shared with the other launchers (execution/ray.py) ---------------------------------------
@@ -213,6 +215,7 @@ class LocalLauncher:
         """`record(repetition, index, Measurement or Failure, earlier failed attempts)`: adds a cell's outcome
         to its history (which starts from what was stored) and delivers the cell's Result."""
         history = {i: CellHistory(list(h.measured), dict(h.failed), list(h.attempts)) for i, h in self.prior.items()}
+        self.history = history
 
         def record(repetition: int, index: int, outcome, failures: list[Failure]) -> None:
             h = history.setdefault(index, CellHistory())
@@ -226,6 +229,16 @@ class LocalLauncher:
                 h.measured.append((repetition, outcome))
             deliver(index, self._result(index, h))
         return record
+
+    def known_fidelity(self, job: Job) -> dict[int, dict]:
+        """The fidelity each of the job's cells has from an earlier process (this run's or a resumed one's)."""
+        known = {}
+        for index, _ in job.cells:
+            measured = sorted(self.history.get(index, CellHistory()).measured, key=lambda rm: rm[0])
+            found = next((m.fidelity for _, m in measured if m.fidelity is not None), None)
+            if found is not None:
+                known[index] = found
+        return known
 
     def _result(self, index: int, history: CellHistory) -> Result:
         """A cell's Result from every repetition so far: failed only when no repetition measured it."""

@@ -50,7 +50,7 @@ def quantized_onnx(source: Path, source_key: str, int8_layers: str = "no-ffn-dow
     folder, cached = cached_artifact("onnx-int8", key,
                                      lambda out: _quantize(source, out / QUANTIZED_FILE, int8_layers))
     details = {
-        "int8_cached": cached, "int8_quantize_s": round(time.perf_counter() - started, 3),
+        "int8_cached": cached, "int8_artifact_s": round(time.perf_counter() - started, 3),
         "quantizer": f"onnxruntime.quantization.quantize_dynamic (onnxruntime {version})", "int8_settings": chosen,
         "onnx_path": str(folder / QUANTIZED_FILE),
     }

@@ -62,7 +62,7 @@ def static_quantized_onnx(source: Path, source_key: str, calibration: Calibratio
     folder, cached = cached_artifact("onnx-int8-static", key, lambda out: _quantize(source, out, calibration))
     built = json.loads((folder / FACTS_FILE).read_text())
     details = {
-        "int8_cached": cached, "int8_load_s": round(time.perf_counter() - started, 3),
+        "int8_cached": cached, "int8_artifact_s": round(time.perf_counter() - started, 3),
         "quantizer": f"onnxruntime.quantization.quantize_static (onnxruntime {version})", "int8_settings": SETTINGS,
         "calibration": {**calibration.record(), "method": f"{SETTINGS['calibrate_method']} "
                                                           f"({SETTINGS['CalibPercentile']}th percentile)"},

@@ -118,6 +118,15 @@ class CellRun:
     # that waits for the others at the start line and gives the epoch second all start at (None: they did not)
     client_part: tuple[int, int] | None = None
     start_together: Callable[[], float | None] = lambda: None
+    known_fidelity: dict | None = None  # what an earlier process of this cell measured (Job.fidelity): reused
+
+    def reused_fidelity(self, key: str) -> bool:
+        """Keep the cell's known fidelity under `key` of the job's fidelity cache (where a scenario keeps what
+        it measured); whether the cache holds one for `key` now."""
+        known = self.cache.setdefault("fidelity", {})
+        if key not in known and self.known_fidelity is not None:
+            known[key] = self.known_fidelity
+        return key in known
 
     @property
     def remote(self) -> bool:
@@ -125,7 +134,7 @@ class CellRun:
         return engine_class(self.cell.engine).remote
 
     def fidelity_known(self) -> bool:
-        return self.cell.workload in self.cache.setdefault("fidelity", {})
+        return self.reused_fidelity(self.cell.workload)
 
     def fidelity_inputs(self):
         """The inputs whose outputs judge fidelity, or None when this workload's fidelity is known already."""
@@ -230,6 +239,9 @@ class Scenario(ABC):
     counts_as_throughput: ClassVar[bool] = False  # recommend may pick it for the throughput objective
     uses_roofline: ClassVar[bool] = False  # its results need the model's size or structure and the machine's speed
     takes_serving: ClassVar[bool] = False  # its cells carry the LoadGen settings (plan.Serving)
+    #: which of them it uses (config.OPTIONS' serving options, by name): any other given alone is refused
+    serving_options: ClassVar[tuple[str, ...]] = ()
+    needs_arrival_rate: ClassVar[bool] = False  # refused without --qps or --find-max-qps
     per_call_latency: ClassVar[bool] = False  # its latency is one call's alone: what the latency objective ranks
     #: why recommend does not rank its results (None: it ranks them on judged_on)
     unranked_because: ClassVar[str | None] = None

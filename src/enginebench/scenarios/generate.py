@@ -229,7 +229,7 @@ class Generate(Scenario):
             raise TypeError(f"{run.cell.engine} does not run decoder (LLM) models: its load gave a "
                             f"{type(session).__name__}")
         known = run.cache.setdefault("fidelity", {})
-        if DECODER_REFERENCE not in known:
+        if not run.reused_fidelity(DECODER_REFERENCE):
             reference = (run.references or {}).get(DECODER_REFERENCE)
             try:
                 known[DECODER_REFERENCE] = compare_decoder(session, reference, run.precision) if reference else None

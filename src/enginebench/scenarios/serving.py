@@ -37,6 +37,9 @@ class Server(Scenario):
     workers_load_sessions = True
     shows_workers = True
     takes_serving = True
+    serving_options = ("qps", "slo_p99", "slo_ttft", "slo_tpot", "max_batch", "max_wait", "find_max_qps",
+                       "search_within")
+    needs_arrival_rate = True
     judged_by_spread = False  # latencies from arrival vary by design: the SLO verdict judges a server
     unranked_because = "server scenario (judged VALID/INVALID against its SLO, not ranked)"  # items/s = offered
     drives_endpoint = True
@@ -49,9 +52,11 @@ class Server(Scenario):
             return measure_endpoint_server(run, run.session())
         if run.model_kind == "decoder":  # its first worker checks the fidelity before serving
             run.loading()  # each worker loads its own session
-            reference = (run.references or {}).get(DECODER_REFERENCE)
-            return run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
-                                      on_loaded=run.loaded, repetition=run.repetition, on_trial=run.trial_started)
+            reference = None if run.known_fidelity else (run.references or {}).get(DECODER_REFERENCE)
+            m = run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
+                                   on_loaded=run.loaded, repetition=run.repetition, on_trial=run.trial_started)
+            m.fidelity = run.known_fidelity or m.fidelity
+            return m
         return run.in_worker_processes(lambda want, loaded: run_server(
             run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition,
             on_trial=run.trial_started))
@@ -139,6 +144,8 @@ class Offline(Server):
 
     name = "offline"
     model_kinds = ("encoder",)
+    serving_options = ("max_batch", "max_wait")
+    needs_arrival_rate = False
     judged_by_spread = True
     drives_endpoint = True
 

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS samples (  -- every repetition's arrays apart, so eve
     result_id INTEGER NOT NULL REFERENCES results(id),
     repetition INTEGER NOT NULL,  -- position in the result's repetitions
     worker INTEGER NOT NULL,      -- worker index for call samples; -1 for per-generation arrays
-    kind TEXT NOT NULL,           -- worker_samples (ns per call) | ttft_ns (per generation) | generation_steps
+    kind TEXT NOT NULL,           -- worker_samples (ns per call) | ttft_ns, generation_steps | tpot_ns (a request's)
     data BLOB NOT NULL,           -- int64 little-endian
     PRIMARY KEY (result_id, repetition, worker, kind)
 );
@@ -347,6 +347,10 @@ class ResultStore:
         arrays = self._arrays(result_id)
         if not is_stored_form(d):
             return _with_samples(d, arrays, blob)
+        for position, rep in enumerate(d["repetitions"]):  # tpot_ns was kept in the JSON before 2026-12-06
+            for kind in SAMPLE_ARRAYS:
+                if rep.get(kind) is not None:
+                    arrays.setdefault(position, {}).setdefault(kind, rep[kind])
         cached = self.conn.execute("SELECT result FROM derived WHERE result_id = ? AND digest = ?",
                                    (result_id, derivation_digest())).fetchone()
         if cached is None and d["scenario"] not in REGISTRY:  # a newer version's scenario: as it derived it

@@ -25,8 +25,9 @@ from enginebench.store.shapes import check as check_shape
 
 _PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps", "requests")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
-_ARRAYS = ("ttft_ns", "generation_steps", "requests")  # per-process details the repetition record keeps as arrays
-_DERIVED_DETAILS = ("wall_s", "processes", "notes")  # what build_result adds to the launcher's details
+_ARRAYS = ("ttft_ns", "tpot_ns", "generation_steps", "requests")  # per-process details the repetition record keeps as arrays
+_PROCESS_ONLY = ("gemm_probe", "measured_between")  # each process's, in its repetition's measurement record only
+_DERIVED_DETAILS = ("wall_s", "processes", "notes", "measured_between")  # what build_result adds to the launcher's
 _IDENTITY = ("engine", "model", "precision", "scenario", "workload", "batch_size", "seq_len", "workers", "threads",
              "settings")
 
@@ -93,8 +94,8 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
                  errors: list[tuple[int, str]] = ()) -> Result:
     """`measured`: (repetition index, Measurement) for every process that measured the cell; `errors`:
     (repetition index, why) for those that failed. `details`: the launcher's context of the cell; the result's
-    details are it with the first process's (less _PER_PROCESS_DETAILS and _SERVING_DETAILS), wall_s, processes
-    and notes (every key declared in store/records.py ResultDetails)."""
+    details are it with the first process's (less _PER_PROCESS_DETAILS, _SERVING_DETAILS and _PROCESS_ONLY), wall_s,
+    processes, notes and the span all processes measured in (every key declared in store/records.py ResultDetails)."""
     indices = [r for r, _ in measured]
     measurements = [m for _, m in measured]
     m0 = measurements[0]
@@ -125,7 +126,10 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     figures = dict(scenario.figures(cell, measurements, details))
     warnings = figures.pop("warnings", None) or []  # a served row's verdict is LoadGen's: there they are notes
     extra.update(figures)
-    merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS}
+    merged = {k: v for k, v in m0.details.items() if k not in _PER_PROCESS_DETAILS + _SERVING_DETAILS + _PROCESS_ONLY}
+    spans = [m.details["measured_between"] for m in measurements if m.details.get("measured_between")]
+    if spans:  # from the first process's start to the last one's end
+        merged["measured_between"] = [min(s[0] for s in spans), max(s[1] for s in spans)]
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
     (reasons if served is None else notes).extend(warnings)
     if scenario.judges_spread(measurements):  # a server's latencies vary by design: its SLO verdict judges it

@@ -48,6 +48,14 @@ Schema history (SCHEMA_VERSION):
       (their median ÷ the stored reference), drifted, and the share against the ceilings scaled by it.
   5 (unchanged number, an optional key) — `roofline.parts[].ceiling_of`: "fp32" where the part's precision is
       emulated on the CPU and the fp32 ceiling, the faster, bounds it (derived on read: older results get it too).
+  5 (unchanged number, one copy of each fact) — a decoder server's tpot_ns is a repetition's array in the samples
+      table, as ttft_ns (before: in its JSON and again in its measurement's details; read back either way);
+      details.gemm_probe is each process's alone (in its repetition's measurement) and details.measured_between
+      the span from the first process's start to the last one's end, derived on read; one name for one fact:
+      int8_artifact_s (was int8_quantize_s, int8_load_s, int8_compress_s), threads_used (OpenVINO also wrote
+      inference_threads), weight_bytes (llama.cpp also wrote gguf_bytes), the JAX decoder's compiled_shapes
+      (was compiled, the encoder's name) and the tinygrad decoder's weight_dtypes (was weights, a name the
+      torch decoder uses for text). Older results keep their keys as stored.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NotRequired, TypedDict
 
 from enginebench.measure.compute_roofline import probe_gflops
-from enginebench.store.records import EndpointServed, ResultDetails, ScenarioFigures, Served
+from enginebench.store.records import EndpointServed, Machine, ResultDetails, ScenarioFigures, Served
 
 SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed", "skipped")
@@ -272,14 +280,14 @@ class Result:
         return [[x for w in rep.get("worker_samples", []) for x in w] for rep in self.repetitions]
 
 
-SAMPLE_ARRAYS = ("worker_samples", "ttft_ns", "generation_steps")  # a repetition's arrays (stored as blobs)
+SAMPLE_ARRAYS = ("worker_samples", "ttft_ns", "tpot_ns", "generation_steps")  # a repetition's arrays (stored as blobs)
 
 
 @dataclass
 class Run:
     run_id: str
     created_at: str  # ISO 8601, UTC
-    machine: dict
+    machine: Machine
     config: dict  # the options the run was started with
     results: list[Result] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION

@@ -273,6 +273,32 @@ class RayNode(TypedDict, total=False):
     ray_node_id: str | None
 
 
+class Machine(TypedDict, total=False):
+    """The machine a run measured on (measure/machine.py machine_info; Run.machine)."""
+
+    hostname: str
+    cpu: str
+    cpu_flags: list[str]
+    cpu_features: dict  # where ENGINEBENCH_CPU_FEATURES narrowed them (measure/cpu_features.py)
+    logical_cores: int
+    physical_cores: int | None
+    affinity: list[int] | None
+    memory_gb: float | None
+    governor: str | None
+    os: str
+    python: str
+    libraries: dict[str, str]
+    env: dict[str, str]
+
+
+class NodeMachine(Machine, total=False):
+    """A Ray result's node: the machine of the node that measured it, with its Ray id. A measurement's node
+    (MeasurementDetails.node, a RayNode) holds the hostname and the id alone, and a result built from it keeps
+    those."""
+
+    ray_node_id: str | None
+
+
 class ClientPart(TypedDict, total=False):
     """An endpoint cell's part measured by one of --client-nodes K nodes, before the parts merge."""
 
@@ -342,11 +368,12 @@ class EngineDetails(TypedDict, total=False):
     quantization: dict  # int8 sessions: what really runs quantized (measure/quantization.py's docstring)
     int8_gemm: dict  # the int8 GEMM path that ran: ctranslate2, onnxruntime and openvino int8-static, torch.compile
     int8_matmuls: int  # onnxruntime: weight MatMuls that are integer ops in the graph
-    weight_bytes: int  # decoders: MatMul weight bytes read per token (onnxruntime, llamacpp, tinygrad; roofline)
+    weight_bytes: int  # decoders: weight bytes read per token (onnxruntime, tinygrad: the MatMuls'; llamacpp: the GGUF)
     attention: str  # torch engines: the attention implementation
     device: str  # jax, tinygrad, sentence-transformers
     compute_dtype: str  # jax, tinygrad
-    weights: str | dict[str, str]  # decoders: torch: how the weights are held (text); tinygrad: layer -> dtype
+    weights: str  # torch decoder: how the weights are held
+    weight_dtypes: dict[str, str]  # tinygrad decoder: layer -> dtype of its weight Tensor (the first four, the last)
     kv_cache: str  # decoders (onnxruntime, jax, tinygrad): how the KV cache is kept
     # its artifacts: the files it loads, built once and cached (models/, engines/)
     onnx_path: str  # onnxruntime, openvino: the ONNX file (export, int8, int8-static or cut: the last made)
@@ -357,11 +384,8 @@ class EngineDetails(TypedDict, total=False):
     cut_output: str  # the tensor the graph was cut at
     cut_cached: bool
     int8_cached: bool  # int8 artifacts (models/onnx_quantize.py, onnx_static_quantize.py, torch_static_quantize.py,
-    # engines/openvino.py): found in the cache; the seconds getting it took are named per artifact:
-    int8_quantize_s: float  # onnxruntime int8 (quantize_dynamic; a decoder's MatMulNBits)
-    int8_load_s: float  # onnxruntime and openvino int8-static
-    int8_artifact_s: float  # torch.compile int8-static
-    int8_compress_s: float  # openvino int8 (weight compression)
+    # engines/openvino.py): found in the cache
+    int8_artifact_s: float  # the seconds getting it took: quantized, calibrated or compressed, or read from the cache
     quantizer: str  # the tool and its version
     int8_settings: dict
     int8_scheme: str  # torch eager int8, openvino int8
@@ -377,7 +401,6 @@ class EngineDetails(TypedDict, total=False):
     gguf_path: str  # llamacpp: the GGUF file
     gguf_cached: bool
     gguf_build_s: float
-    gguf_bytes: int
     weights_load_s: float  # jax, tinygrad decoders
     # onnxruntime
     providers: list[str]
@@ -389,7 +412,6 @@ class EngineDetails(TypedDict, total=False):
     num_streams_requested: int | str
     cpu_pinning: bool
     cpu_pinning_requested: str
-    inference_threads: int  # INFERENCE_NUM_THREADS, as threads_used
     optimal_requests: int
     # torch
     int8_linear_layers: int  # eager int8: Linear layers quantized
@@ -414,8 +436,8 @@ class EngineDetails(TypedDict, total=False):
     xla_flags: str
     nproc: str | None
     threads_control: str
-    compiled_shapes: list  # encoders: the shapes compiled (jit) so far
-    compiled: list | dict  # decoders: jax: the shapes compiled; tinygrad: key -> {captures, first_calls_s, calls}
+    compiled_shapes: list  # jax: the shapes compiled (jit) so far
+    compiled: dict  # tinygrad decoder: key -> {captures, first_calls_s, calls}
     renderer: str  # tinygrad
     num_cpu_threads: int
     jit: bool
@@ -430,6 +452,14 @@ class EngineDetails(TypedDict, total=False):
     extra_buffers: ExtraBuffers
     # an endpoint (engines/endpoint.py)
     endpoint: EndpointTarget
+    # read back from results stored before 2026-12-06, no longer written: int8_artifact_s, threads_used and
+    # weight_bytes under their old names (as the jax decoder's compiled_shapes were its `compiled`, a list, and
+    # the tinygrad decoder's weight_dtypes its `weights`, a dict)
+    int8_quantize_s: float
+    int8_load_s: float
+    int8_compress_s: float
+    inference_threads: int
+    gguf_bytes: int
 
 
 class MeasuredDetails(TypedDict, total=False):
@@ -437,8 +467,9 @@ class MeasuredDetails(TypedDict, total=False):
     them (store/derive.py build_result merges the first process's)."""
 
     notes: list[str]  # sentences the tables print (engines, scenarios, build_result, the Ray launcher)
-    measured_between: list[float]  # epoch s [start, end] of the cell in its process, loading included (child.py)
-    gemm_probe: GemmProbe  # encoders where ceilings are stored (child.py); the result's: its first process's
+    measured_between: list[float]  # epoch s [start, end] of the cell in its process, loading included (child.py);
+    # the result's: from its first process's start to its last one's end (results before 2026-12-06: the first's)
+    gemm_probe: GemmProbe  # encoders where ceilings are stored (child.py): each process's, in its repetition only
     positions_per_item: float  # latency, throughput: token positions computed per input, padding included
     peak_rss_reset: bool  # False: the peak RSS includes the model's load (measure/memory.py)
     load_peak_rss_mb: float  # latency, generate: the peak RSS after loading
@@ -513,7 +544,7 @@ class ResultDetails(EngineDetails, MeasuredDetails, total=False):
     attempts: list[Attempt]  # every failed attempt
     failure: str  # a failed result: its last attempt's kind
     set_apart: list[dict]  # Ray: repetition records measured on another node after one was lost, not pooled
-    node: dict  # Ray: the node's machine_info() (hostname, cpu, ...); else the first process's RayNode
+    node: NodeMachine  # Ray: the machine of the node that measured the cell (else its first process's RayNode)
     # read back, no longer written here
     ttft_ns: list[int]  # schema 2 results kept the first process's TTFTs in details (now: repetitions)
 
@@ -521,6 +552,7 @@ class ResultDetails(EngineDetails, MeasuredDetails, total=False):
 __all__ = ["Percentile", "Percentiles", "Quantiles", "Trial", "MaxQpsSearch", "QueueDepth", "Batching",
            "ServingSettings", "Served", "EndpointServed", "RequestPercentiles", "Rate",
            "ClientCeiling", "RequestFigures", "ScenarioFigures", "GemmProbe", "ProbeReference", "MachineSpeed",
-           "WorkloadRecord", "StoppingRuleRecord", "Attempt", "RayNode", "ClientPart", "ClientNode", "MeasuredCeiling",
+           "WorkloadRecord", "StoppingRuleRecord", "Attempt", "RayNode", "Machine", "NodeMachine", "ClientPart",
+           "ClientNode", "MeasuredCeiling",
            "EndpointTarget", "LoadgenRecord", "ExtraBuffers", "EngineDetails", "MeasuredDetails",
            "MeasurementDetails", "ResultDetails"]
