@@ -4,7 +4,7 @@ their medians land. Prints, per engine, each process's median with its CI and th
     .venv/bin/python benchmarks/repeatability.py [--engines onnxruntime,torch] [--seconds 5] [--repeat 2]
 
 A ratio within the processes' CIs says one process's figure is as good as any; a ratio outside them is the
-between-process variation the hierarchical CI of `enginebench run --repeat N` exists to cover.
+between-process variation the t interval over processes of `enginebench run --repeat N` exists to cover.
 """
 
 from __future__ import annotations
