@@ -365,3 +365,26 @@ def test_stream_prefers_the_engines_own_token_times(tiny):
     m = run_generate(_RunsAhead(), sets["tg4"], 1, FAST, 0.0)
     assert set(m.worker_samples[0].tolist()) == {2_000_000}
     assert all(t >= 1_000_000 for t in m.details["ttft_ns"])
+
+
+def test_a_cells_known_fidelity_is_reused_and_an_unknown_one_measured(tiny, monkeypatch):
+    """A later process of the cell is given what its first one measured (Job.fidelity): no second pass."""
+    from enginebench.plan import Cell
+    from enginebench.scenarios import generate
+    from enginebench.scenarios.base import DECODER_REFERENCE, CellRun
+
+    sets = build_prompt_sets(tiny.path, [DecoderTest("pp", 8, 1)], max_positions=256)
+    passes = []
+    monkeypatch.setattr(generate, "compare_decoder", lambda session, reference, precision: passes.append(1) or {
+        "metric": "top1_agreement", "value": 0.5, "ok": False})
+
+    def cell_run(known):
+        session = _Plain()
+        return CellRun(cell=Cell("fake", "fp32", "generate", "pp8", 1, 1, 1), workload=sets["pp8"], rule=FAST,
+                       factory=_Plain, model_kind="decoder", precision="fp32",
+                       references={DECODER_REFERENCE: object()}, session=lambda: session, loading=lambda: None,
+                       loaded=lambda: None, cache={"load_s": 0.0, "load_peak_rss_mb": 1.0}, known_fidelity=known)
+
+    known = {"metric": "top1_agreement", "value": 0.9, "ok": True}
+    assert generate.Generate().measure(cell_run(known)).fidelity == known and not passes
+    assert generate.Generate().measure(cell_run(None)).fidelity["value"] == 0.5 and passes == [1]
