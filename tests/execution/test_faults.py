@@ -146,3 +146,5 @@ def test_fidelity_is_measured_once_a_cell_and_its_later_processes_reuse_it(tmp_p
     for r in results:
         kept = [rep["measurement"]["fidelity"] for rep in r.repetitions]
         assert kept[0] is not None and kept == [kept[0]] * 3 and r.fidelity["ok"]
+        reused = [rep["measurement"]["details"].get("fidelity_reused", False) for rep in r.repetitions]
+        assert reused == [False, True, True] and "fidelity_reused" not in r.details

@@ -120,6 +120,8 @@ def _measure(job: Job, out, go=None) -> None:
             before = (last or (gemm_probe(**probe), time.time())) if probe else None
             started = time.time()
             m = scenario.measure(run)
+            if run.known_fidelity is not None:
+                m.details["fidelity_reused"] = True
             m.details["measured_between"] = [started, time.time()]  # epoch s: loading included, if it loaded
             if probe:
                 cache["last_probe"] = after = (gemm_probe(**probe), time.time())

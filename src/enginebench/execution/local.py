@@ -54,6 +54,7 @@ _MEMORY_POLL_S = 0.1  # under --max-memory: what a child can allocate between tw
 
 class LocalLauncher:
     where = "local"  # recorded with the run: which launcher measured it
+    reuses_fidelity = True  # a cell's later processes reuse the fidelity its first one measured (Job.fidelity)
 
     def __init__(self, plan: Plan, on_start: Callable[[Cell], None] | None = None,
                  on_result: Callable[[Result], None] | None = None,

@@ -259,6 +259,8 @@ def _remote():
 class RayLauncher(LocalLauncher):
     """The local orchestrator's plan, history and results, with its jobs run on a Ray cluster."""
 
+    reuses_fidelity = False  # its repetitions may run at once: each measures its cells' fidelity
+
     def __init__(self, plan: Plan, address: str = "local", client_nodes: int = 1, **kwargs):
         super().__init__(plan, **kwargs)
         self.address = address

@@ -26,7 +26,7 @@ from enginebench.store.shapes import check as check_shape
 _PER_PROCESS_DETAILS = ("ttft_ns", "tpot_ns", "generation_steps", "requests")  # kept in each repetition's record, not in details
 _SERVING_DETAILS = ("serving", "find_max_qps")  # a serving process's figures: Result.serving, not details
 _ARRAYS = ("ttft_ns", "tpot_ns", "generation_steps", "requests")  # per-process details the repetition record keeps as arrays
-_PROCESS_ONLY = ("gemm_probe", "measured_between")  # each process's, in its repetition's measurement record only
+_PROCESS_ONLY = ("gemm_probe", "measured_between", "fidelity_reused")  # each process's, in its repetition only
 _DERIVED_DETAILS = ("wall_s", "processes", "notes", "measured_between")  # what build_result adds to the launcher's
 _IDENTITY = ("engine", "model", "precision", "scenario", "workload", "batch_size", "seq_len", "workers", "threads",
              "settings")

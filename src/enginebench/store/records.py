@@ -467,6 +467,7 @@ class MeasuredDetails(TypedDict, total=False):
     them (store/derive.py build_result merges the first process's)."""
 
     notes: list[str]  # sentences the tables print (engines, scenarios, build_result, the Ray launcher)
+    fidelity_reused: bool  # the process reused the fidelity an earlier process of the cell measured (child.py)
     measured_between: list[float]  # epoch s [start, end] of the cell in its process, loading included (child.py);
     # the result's: from its first process's start to its last one's end (results before 2026-12-06: the first's)
     gemm_probe: GemmProbe  # encoders where ceilings are stored (child.py): each process's, in its repetition only

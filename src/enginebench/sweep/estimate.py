@@ -46,10 +46,12 @@ def stored_load_times(store) -> dict[tuple[str, str], float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def stored_cell_extras(store, models: list[str] | None = None) -> dict[tuple[str, str, str], float]:
-    """(engine, model, precision) -> median seconds a cell took beyond its warm-up + duration and its job's load,
-    over the job repetitions stored (a job: one run's cells of one engine, precision and thread count) of
-    `models` (None: every model)."""
+def stored_cell_extras(store, models: list[str] | None = None) -> dict[tuple[str, str, str, bool], float]:
+    """(engine, model, precision, measured fidelity) -> median seconds a cell took beyond its warm-up + duration
+    and its job's load, over the job repetitions stored (a job: one run's cells of one engine, precision and
+    thread count) of `models` (None: every model). A job repetition whose processes reused their cells'
+    fidelity (details.fidelity_reused) counts apart from one that measured it, as every process did before
+    2026-12-06: for a 7B decoder the fidelity pass can take several times the rest."""
     import json
     import statistics
 
@@ -63,22 +65,25 @@ def stored_cell_extras(store, models: list[str] | None = None) -> dict[tuple[str
         rule = (r.get("details") or {}).get("stopping_rule") or {}
         budget = float(rule.get("warmup_s", 0.0)) + float(rule.get("duration_s", 0.0))
         for index, rep in enumerate(r.get("repetitions") or []):
-            span = ((rep.get("measurement") or {}).get("details") or {}).get("measured_between")
+            details = (rep.get("measurement") or {}).get("details") or {}
+            span = details.get("measured_between")
             if span and len(span) == 2:
                 cells = jobs.setdefault((run_id, engine, model, precision, r.get("threads")), {})
-                cells.setdefault(index, []).append((span[0], span[1], budget, rep.get("load_s") or 0.0))
-    extras: dict[tuple[str, str, str], list[float]] = {}
+                cells.setdefault(index, []).append((span[0], span[1], budget, rep.get("load_s") or 0.0,
+                                                    bool(details.get("fidelity_reused"))))
+    extras: dict[tuple[str, str, str, bool], list[float]] = {}
     for (_, engine, model, precision, _), repetitions in jobs.items():
         for cells in repetitions.values():
-            wall = max(end for _, end, _, _ in cells) - min(start for start, _, _, _ in cells)
-            load = max(load for _, _, _, load in cells)
-            extra = wall - load - sum(budget for _, _, budget, _ in cells)
-            extras.setdefault((engine, model, precision), []).append(max(0.0, extra) / len(cells))
+            wall = max(c[1] for c in cells) - min(c[0] for c in cells)
+            load = max(c[3] for c in cells)
+            extra = wall - load - sum(c[2] for c in cells)
+            measured_fidelity = not all(c[4] for c in cells)
+            extras.setdefault((engine, model, precision, measured_fidelity), []).append(max(0.0, extra) / len(cells))
     return {k: statistics.median(v) for k, v in extras.items()}
 
 
 def estimate(states: list[PartState], load_times: dict[tuple[str, str], float],
-             extras: dict[tuple[str, str, str], float] | None = None) -> Estimate:
+             extras: dict[tuple[str, str, str, bool], float] | None = None) -> Estimate:
     est = Estimate()
     for state in states:
         est.cells += len(state.keys)
@@ -87,7 +92,7 @@ def estimate(states: list[PartState], load_times: dict[tuple[str, str], float],
 
 
 def add_plan(est: Estimate, plan, launcher, load_times: dict[tuple[str, str], float],
-             extras: dict[tuple[str, str, str], float] | None = None) -> set[str]:
+             extras: dict[tuple[str, str, str, bool], float] | None = None) -> set[str]:
     """Add what `launcher` has left of `plan` to `est`; returns the engines whose load time nothing stored
     tells (counted at DEFAULT_LOAD_S; a first load may convert or compile the model for minutes)."""
     per_cell = plan.rule.warmup_s + plan.rule.duration_s
@@ -100,14 +105,19 @@ def add_plan(est: Estimate, plan, launcher, load_times: dict[tuple[str, str], fl
         return load_times.get((engine, plan.model.name), DEFAULT_LOAD_S)
 
     left = 0
+    planned: set[int] = set()  # cells whose fidelity an earlier job of the schedule measures
     for jobs in launcher.schedule():
         for job in jobs:
             est.loads += 1
             est.load_s += load(job.engine)
-            for _, cell in job.cells:
+            known = launcher.known_fidelity(job) if launcher.reuses_fidelity else {}
+            for index, cell in job.cells:
                 left += 1
                 est.measure_s += per_cell
-                est.extra_s += extras.get((job.engine, plan.model.name, job.precision), 0.0)
+                measures = not launcher.reuses_fidelity or (index not in known and index not in planned)
+                planned.add(index)
+                key = (job.engine, plan.model.name, job.precision)
+                est.extra_s += extras.get((*key, measures), extras.get((*key, not measures), 0.0))
                 if scenario_class(cell.scenario).workers_load_sessions:  # each worker loads its own
                     est.loads += 1
                     est.load_s += load(job.engine)
