@@ -52,10 +52,11 @@ class Server(Scenario):
             return measure_endpoint_server(run, run.session())
         if run.model_kind == "decoder":  # its first worker checks the fidelity before serving
             run.loading()  # each worker loads its own session
-            reference = None if run.known_fidelity else (run.references or {}).get(DECODER_REFERENCE)
+            known = run.known_fidelity
+            reference = (run.references or {}).get(DECODER_REFERENCE) if known is None else None
             m = run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
                                    on_loaded=run.loaded, repetition=run.repetition, on_trial=run.trial_started)
-            m.fidelity = run.known_fidelity or m.fidelity
+            m.fidelity = m.fidelity if known is None else known
             return m
         return run.in_worker_processes(lambda want, loaded: run_server(
             run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition,

@@ -74,10 +74,9 @@ def stored_cell_extras(store, models: list[str] | None = None) -> dict[tuple[str
     extras: dict[tuple[str, str, str, bool], list[float]] = {}
     for (_, engine, model, precision, _), repetitions in jobs.items():
         for cells in repetitions.values():
-            wall = max(c[1] for c in cells) - min(c[0] for c in cells)
-            load = max(c[3] for c in cells)
-            extra = wall - load - sum(c[2] for c in cells)
-            measured_fidelity = not all(c[4] for c in cells)
+            starts, ends, budgets, loads, reused = zip(*cells)
+            extra = max(ends) - min(starts) - max(loads) - sum(budgets)
+            measured_fidelity = not all(reused)
             extras.setdefault((engine, model, precision, measured_fidelity), []).append(max(0.0, extra) / len(cells))
     return {k: statistics.median(v) for k, v in extras.items()}
 
