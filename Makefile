@@ -52,27 +52,34 @@ bench: $(BENCH_STAMP)
 	$(VENV)/bin/enginebench run --quick
 
 # every extra is installed here: a test that would skip for a module that does not import fails instead.
-# Two passes sharing one artifact cache (ONNX exports, conversions: built once): the tests not marked `serial` on
-# two pytest-xdist workers, a test file per worker (its module fixtures load once; most of their time is process
-# start-up, imports, conversions and compiles), then the `serial` ones (they assert on timing) alone. Without
-# PYTEST_ARGS the serial pass collects only the files that say `mark.serial`. Exit 5 (nothing selected, e.g.
-# PYTEST_ARGS naming a folder without serial tests) is not a failure unless both passes say it.
+# Three lanes sharing one artifact cache (ONNX exports, conversions: built once). First, at once: the tests marked
+# neither `serial` nor `waits` on two pytest-xdist workers, a test file per worker (its module fixtures load once;
+# most of their time is process start-up, imports, conversions and compiles), at nice 19, and beside them at normal
+# priority the `waits` tests (timing of work that mostly sleeps: a waking test takes a core from the niced workers at
+# once), their report printed when they end. Then the `serial` ones (timing of work that uses the CPU) alone.
+# Without PYTEST_ARGS the `waits` and `serial` lanes collect only the files that say their mark. Exit 5 (nothing
+# selected, e.g. PYTEST_ARGS naming a folder without serial tests) is not a failure unless every lane says it.
 # Bytecode is written (PYTHONDONTWRITEBYTECODE unset): the suite starts hundreds of processes (measuring children,
 # CLI runs, workers), and each would otherwise compile enginebench's modules again from source.
 SERIAL_FILES = $(if $(PYTEST_ARGS),,$(shell grep -rl --include='test_*.py' 'mark\.serial' tests))
-define two_passes
-@cache=$$(mktemp -d); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; unset PYTHONDONTWRITEBYTECODE; \
-$(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial" $(PYTEST_ARGS); parallel=$$?; \
+WAITS_FILES = $(if $(PYTEST_ARGS),,$(shell grep -rl --include='test_*.py' 'mark\.waits' tests))
+define lanes
+@cache=$$(mktemp -d); waits_log=$$(mktemp); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; \
+unset PYTHONDONTWRITEBYTECODE; \
+$(PY) -m pytest -m "$(1)waits" $(PYTEST_ARGS) $(WAITS_FILES) >$$waits_log 2>&1 & waiting=$$!; \
+nice -n 19 $(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial and not waits" $(PYTEST_ARGS); parallel=$$?; \
+wait $$waiting; waits=$$?; echo "--- the waits tests, run beside the parallel pass:"; cat $$waits_log; \
 $(PY) -m pytest -m "$(1)serial and not quiet" $(PYTEST_ARGS) $(SERIAL_FILES); serial=$$?; \
-rm -rf $$cache; echo "make $@: parallel pass exit $$parallel, serial pass exit $$serial"; \
-case "$$parallel $$serial" in "0 0"|"0 5"|"5 0") ;; *) exit 1;; esac
+rm -rf $$cache $$waits_log; \
+echo "make $@: exit $$parallel (parallel), $$waits (waits), $$serial (serial)"; ran=; \
+for code in $$parallel $$waits $$serial; do case $$code in 0) ran=1;; 5) ;; *) exit 1;; esac; done; test -n "$$ran"
 endef
 
 test: install
-	$(call two_passes,)
+	$(call lanes,)
 
 test-fast: install
-	$(call two_passes,not slow and not engine and )
+	$(call lanes,not slow and not engine and )
 
 clean:
 	rm -rf $(VENV) $(SERVERS) build src/*.egg-info

@@ -24,7 +24,7 @@ import pytest
 from helpers.fake_engines import env
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a local Ray cluster and node-loss timing
+pytestmark = [pytest.mark.slow, pytest.mark.waits]  # waits: a local Ray cluster and node-loss timing
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

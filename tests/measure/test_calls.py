@@ -11,7 +11,7 @@ from enginebench.measure.timing import StoppingRule, measure_calls
 from enginebench.scenarios.latency import run_latency
 from enginebench.scenarios.throughput import run_throughput
 
-pytestmark = pytest.mark.serial  # wall-clock windows, barrier spread and rates of timed calls
+pytestmark = pytest.mark.waits  # wall-clock windows, barrier spread and rates of timed calls
 
 CALL_S = 0.01
 

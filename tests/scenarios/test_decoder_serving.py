@@ -17,7 +17,7 @@ from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 from enginebench.planning import plan_from_config
 
-pytestmark = pytest.mark.serial  # token times against a known service time
+pytestmark = pytest.mark.waits  # token times against a known service time
 
 pytest.importorskip("mlperf_loadgen")
 

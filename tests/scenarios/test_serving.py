@@ -20,7 +20,7 @@ from enginebench.plan import Cell, Serving
 from enginebench.planning import plan_from_config
 from enginebench.scenarios.server import MIN_QUERIES_P99, server_figures
 
-pytestmark = pytest.mark.serial  # batcher waits, M/D/1 max-QPS search
+pytestmark = pytest.mark.waits  # batcher waits, M/D/1 max-QPS search
 
 pytest.importorskip("mlperf_loadgen")
 

@@ -16,7 +16,7 @@ from enginebench.execution.messages import Done, Measured, Started, TrialStarted
 from enginebench.measure.timing import StoppingRule
 from enginebench.plan import Cell, Serving
 
-pytestmark = pytest.mark.serial  # LoadGen runs judged on latency percentiles
+pytestmark = pytest.mark.waits  # LoadGen runs judged on latency percentiles
 
 pytest.importorskip("mlperf_loadgen")
 

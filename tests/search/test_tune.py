@@ -309,7 +309,7 @@ def test_bad_input_from_python_raises_usage_error():
 # -- end to end on synthetic engines --------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.serial  # the true best by measured speed, within a wall-clock budget: not beside another worker
+@pytest.mark.waits  # the true best among sleeping fake engines, within a wall-clock budget
 def test_tune_finds_the_true_best_within_the_budget_and_stores_every_cell(synthetic, tmp_path):
     """Known speeds (fake_engines.BASE_MS): syn int8 mode=fast on both cores is the fastest faithful (2 ms);
     syn-wrong is 4× faster still but unfaithful (cosine 0.6). int8 only: six candidates, the best admitted fifth,
