@@ -167,3 +167,32 @@ def test_a_decoder_server_run_end_to_end(tiny_config):
 
     page = html_report([run])
     assert "decoders served" in page and "TTFT p99 (ms)" in page
+
+
+def test_a_cells_known_fidelity_is_reused_and_its_workers_get_no_reference(monkeypatch):
+    """A later process of a decoder server cell is given what its first one measured (Job.fidelity): its first
+    worker is handed no reference, so it runs no fidelity pass, and the cell keeps the known figure; a process
+    with none known hands the reference on and keeps what the worker measured."""
+    from types import SimpleNamespace
+
+    from enginebench.scenarios import serving
+    from enginebench.scenarios.base import DECODER_REFERENCE, CellRun
+
+    handed = []
+
+    def decoder_server(factory, prompts, cell, rule, reference, precision, **kwargs):
+        handed.append(reference)
+        return SimpleNamespace(fidelity=None if reference is None else {"metric": "top1_agreement", "value": 0.5})
+
+    monkeypatch.setattr(serving, "run_decoder_server", decoder_server)
+    reference = object()
+
+    def cell_run(known):
+        return CellRun(cell=Cell("llamacpp", "native", "server", "pp8+tg4", 1, 1, 1, Serving(qps=1.0)),
+                       workload=None, rule=None, factory=None, model_kind="decoder", precision="native",
+                       references={DECODER_REFERENCE: reference}, session=lambda: None, loading=lambda: None,
+                       loaded=lambda: None, cache={}, known_fidelity=known)
+
+    known = {"metric": "top1_agreement", "value": 0.9, "ok": True}
+    assert serving.Server().measure(cell_run(known)).fidelity == known and handed == [None]
+    assert serving.Server().measure(cell_run(None)).fidelity["value"] == 0.5 and handed == [None, reference]
