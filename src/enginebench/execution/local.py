@@ -43,7 +43,7 @@ from enginebench.measure import cpu_features
 from enginebench.measure.compute_roofline import model_structure
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.scenarios.registry import scenario_class
-from enginebench.store.derive import build_result, failed_result
+from enginebench.store.derive import build_result, failed_result, first_fidelity
 from enginebench.store.model import Result
 
 _POLL_S = 0.2
@@ -236,7 +236,7 @@ class LocalLauncher:
         known = {}
         for index, _ in job.cells:
             measured = sorted(self.history.get(index, CellHistory()).measured, key=lambda rm: rm[0])
-            found = next((m.fidelity for _, m in measured if m.fidelity is not None), None)
+            found = first_fidelity([m for _, m in measured])
             if found is not None:
                 known[index] = found
         return known

@@ -56,7 +56,8 @@ class Server(Scenario):
             reference = (run.references or {}).get(DECODER_REFERENCE) if known is None else None
             m = run_decoder_server(run.factory, run.workload, run.cell, run.rule, reference, run.precision,
                                    on_loaded=run.loaded, repetition=run.repetition, on_trial=run.trial_started)
-            m.fidelity = m.fidelity if known is None else known
+            if known is not None:
+                m.fidelity = known
             return m
         return run.in_worker_processes(lambda want, loaded: run_server(
             run.factory, run.workload, run.cell, run.rule, want, on_loaded=loaded, repetition=run.repetition,

@@ -89,6 +89,11 @@ def _verdict_reasons(cell: Cell, measurements: list[Measurement], indices: list[
     return reasons
 
 
+def first_fidelity(measurements: list[Measurement]) -> dict | None:
+    """A cell's fidelity: the first of its processes (in repetition order) that measured one."""
+    return next((m.fidelity for m in measurements if m.fidelity is not None), None)
+
+
 def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: str, seq_len: int,
                  engine_version: str | None, engine_options: dict, details: dict,
                  errors: list[tuple[int, str]] = ()) -> Result:
@@ -154,7 +159,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         settings=cell.settings.stored() if cell.settings else None, status="ok", engine_version=engine_version, executed_precision=m0.executed_precision,
         samples=all_ns.tolist(), latency_ms=latency, throughput=throughput, load_s=round(float(np.median(loads)), 4),
         peak_rss_mb=round(max(m.peak_rss_mb for m in measurements), 1),
-        fidelity=next((m.fidelity for m in measurements if m.fidelity is not None), None),
+        fidelity=first_fidelity(measurements),
         verdict={"ok": not reasons, "reasons": reasons}, engine_options=engine_options,
         details={**details, **merged, "wall_s": round(wall, 3), "processes": len(measurements)},
         repetitions=[repetition_record(r, m) for r, m in measured],
