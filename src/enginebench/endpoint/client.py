@@ -29,7 +29,8 @@ from enginebench.errors import UsageError
 
 APIS = {"embeddings": "/v1/embeddings", "completions": "/v1/completions", "chat": "/v1/chat/completions"}
 GENERATION_APIS = ("completions", "chat")
-#: refused: no connection (or it was reset); timeout: no answer within the client's timeout; http: a status
+#: refused: no connection (or it was reset); timeout: the whole answer not read within the target's timeout_s
+#: (a deadline from sending, so a stream that trickles on is one too); http: a status
 #: other than 200; malformed: an answer that is not what the API promises (bad JSON, a stream cut short)
 FAILURES = ("refused", "timeout", "http", "malformed")
 
@@ -45,7 +46,7 @@ class Target:
     api: str  # embeddings, completions or chat
     served_model: str  # the `model` sent in requests
     api_key_env: str | None = None
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # a deadline for the whole request, from sending to its last byte
 
     @property
     def base(self) -> str:
@@ -98,7 +99,8 @@ class Connection:
         self.target = target
         parts = urlsplit(target.base)
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self._make = lambda: cls(parts.hostname, parts.port, timeout=target.timeout_s)
+        self._timeout_s = target.timeout_s  # for the next wait: what is left of the request's deadline
+        self._make = lambda: cls(parts.hostname, parts.port, timeout=self._timeout_s)
         self._prefix = parts.path
         self.conn = None
 
@@ -124,8 +126,22 @@ class Connection:
                     raise
         raise AssertionError("unreachable")
 
+    def _within(self, deadline_ns: int) -> None:
+        """TimeoutError once the deadline has passed; otherwise the socket's next wait (connecting, or reading)
+        is bounded by the time left, so a request never outlives its deadline by more than one read's work."""
+        left = (deadline_ns - _clock()) / 1e9
+        if left <= 0:
+            raise TimeoutError("the deadline passed")
+        self._timeout_s = left
+        if self.conn is None:
+            return
+        self.conn.timeout = left
+        if self.conn.sock is not None:
+            self.conn.sock.settimeout(left)
+
     def get_json(self, path: str):
-        """(status, the decoded JSON or None) of a GET."""
+        """(status, the decoded JSON or None) of a GET, within the target's timeout."""
+        self._within(_clock() + int(self.target.timeout_s * 1e9))
         response = self.request("GET", path)
         raw = response.read()
         try:
@@ -139,20 +155,23 @@ class Connection:
         when the first chunk carrying text arrives (LoadGen's FirstTokenComplete)."""
         record = {"client": client, "scheduled_ns": scheduled_ns, "sent_ns": _clock(), "first_ns": None,
                   "done_ns": None, "status": None, "failure": None, "error": None}
+        deadline_ns = record["sent_ns"] + int(self.target.timeout_s * 1e9)
         try:
+            self._within(deadline_ns)
             response = self.request("POST", self.target.path, payload(self.target, item, max_tokens))
             record["status"] = response.status
             if response.status != 200:
                 text = response.read()[:200].decode(errors="replace")
                 return _failed(record, "http", f"HTTP {response.status}: {text}")
+            self._within(deadline_ns)
             record = (_embeddings(record, response, len(item)) if self.target.api == "embeddings"
-                      else _stream(record, response, self.target.api, on_first))
+                      else _stream(record, response, self.target.api, on_first, lambda: self._within(deadline_ns)))
             if record["failure"] or not response.isclosed():
                 self.close()  # a body left unread (a malformed answer) cannot be followed on this connection
             return record
         except (socket.timeout, TimeoutError) as e:
             self.close()
-            return _failed(record, "timeout", f"no answer within {self.target.timeout_s:g} s ({e})")
+            return _failed(record, "timeout", f"not answered in full within {self.target.timeout_s:g} s ({e})")
         except (ConnectionError, http.client.RemoteDisconnected, OSError) as e:
             self.close()
             return _failed(record, "refused", f"{type(e).__name__}: {e}")
@@ -193,9 +212,10 @@ def _delta_text(chunk: dict, api: str) -> str | None:
     return choice.get("text")
 
 
-def _stream(record: dict, response, api: str, on_first=None) -> dict:
+def _stream(record: dict, response, api: str, on_first=None, within=lambda: None) -> dict:
     """Read the server-sent events: a chunk with text is a token's arrival (its time kept), `usage` where the
-    server sends it, `data: [DONE]` the end. Anything else than JSON after `data:` is a malformed stream."""
+    server sends it, `data: [DONE]` the end. Anything else than JSON after `data:` is a malformed stream.
+    `within()` raises TimeoutError once the request's deadline has passed (it is called before each line)."""
     kind = response.getheader("Content-Type", "")
     if "text/event-stream" not in kind:
         raw = response.read()
@@ -205,6 +225,7 @@ def _stream(record: dict, response, api: str, on_first=None) -> dict:
     done, finished = False, None
     usage = {}
     while True:
+        within()
         line = response.readline()
         if not line:
             break
