@@ -76,20 +76,25 @@ def test_failures_are_records_of_their_kind(server, keyed, monkeypatch):
     assert nobody.send("Hello", max_tokens=2)["failure"] == "refused"
 
 
-@pytest.mark.waits  # two timed streams: in the lane run at normal priority, a stall of the client's own is rare
+@pytest.mark.waits  # timed streams: in the lane run at normal priority, a stall of the client's own is rare
 def test_the_timeout_is_a_deadline_for_the_whole_stream(server, keyed):
-    """A stream whose every chunk comes soon after the last, but whose whole answer takes longer than the
-    timeout, is a timeout: the deadline runs from sending, not from the last byte read."""
+    """A stream whose every chunk comes well within the timeout, but whose whole answer takes longer than it,
+    is a timeout: the deadline runs from sending, not from the last byte read."""
+    prompt = "The history of the city begins"
     free = Connection(_target(server))
-    whole = free.send("The history of the city begins", max_tokens=64)
+    free.send(prompt, max_tokens=8)  # a warm-up: a fresh server's first answer stalls on its first pages
+    for _ in range(3):  # a profile with no stall near half its length (a busy host can put one in)
+        whole = free.send(prompt, max_tokens=64)
+        assert whole["failure"] is None and len(whole["chunk_ns"]) >= 16, whole
+        waits = np.diff([whole["sent_ns"], *whole["chunk_ns"], whole["done_ns"]]) / 1e9
+        took = (whole["done_ns"] - whole["sent_ns"]) / 1e9
+        if waits.max() < took / 4:
+            break
     free.close()
-    assert whole["failure"] is None and len(whole["chunk_ns"]) >= 16, whole
-    waits = np.diff([whole["sent_ns"], *whole["chunk_ns"], whole["done_ns"]]) / 1e9
-    took = (whole["done_ns"] - whole["sent_ns"]) / 1e9
     timeout = took / 2
     assert waits.max() < timeout / 2  # no single wait comes near the timeout: a per-read timeout would not fire
     cut = Connection(_target(server, timeout_s=timeout))
-    got = cut.send("The history of the city begins", max_tokens=64)
+    got = cut.send(prompt, max_tokens=64)
     cut.close()
     assert got["failure"] == "timeout", got
     assert (got["done_ns"] - got["sent_ns"]) / 1e9 >= timeout
