@@ -29,7 +29,7 @@ class EndpointOptions(EngineOptions):
     api: str = field(default="embeddings", metadata={"choices": tuple(APIS)})
     served_model: str = ""
     api_key_env: str = ""  # the environment variable that holds the key ("" for none)
-    request_timeout: float = field(default=60.0, metadata={"min": 0.001})  # s, per request
+    request_timeout: float = field(default=60.0, metadata={"min": 0.001})  # s, a deadline from sending to the last byte
     slo_p99_ms: float = 0.0  # goodput's targets per request (0: none): end to end (embeddings) ...
     slo_ttft_ms: float = 0.0  # ... time to first token and time per output token (generation)
     slo_tpot_ms: float = 0.0
