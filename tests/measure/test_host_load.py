@@ -45,12 +45,13 @@ def test_a_spinning_neighbour_is_seen_on_the_real_machine():
     assert load.cores is not None and load.cores >= 0.5
 
 
-def test_busy_ceilings_put_a_warning_beside_every_share_of_them():
+def test_busy_ceilings_put_a_warning_beside_every_share_of_them(cpu_features):
     from enginebench.formats.tables.encoder import roofline_notes
 
     def speed(others_cores: float) -> dict:
         return {"bandwidth_gbs": 30.0, "gemm_gflops": 188.0, "measured_at": "2026-12-06T00:00:00+00:00",
-                "details": {"gemm_gflops_by_precision": {"fp32": 188.0}, "others_cores": others_cores}}
+                "details": {"gemm_gflops_by_precision": {"fp32": 188.0}, "others_cores": others_cores,
+                            "cpu_features": cpu_features.record()}}  # measured under this process's features
 
     assert busy_note(None) == "" and busy_note(speed(BUSY_CORES / 2)) == ""
     busy = speed(0.9)

@@ -196,7 +196,8 @@ def test_a_call_not_measured_yet_is_priced_per_item_and_thread_not_at_zero():
     assert cost.call(b32) == pytest.approx(0.05 * 32 / 2)  # learnt from the measured candidate
 
 
-def test_the_search_prices_calls_from_the_models_flops_and_the_stored_ceilings(synthetic, tmp_path, monkeypatch):
+def test_the_search_prices_calls_from_the_models_flops_and_the_stored_ceilings(synthetic, tmp_path, monkeypatch,
+                                                                              cpu_features):
     import socket
 
     from enginebench.measure.compute_roofline import encoder_flops
@@ -211,7 +212,8 @@ def test_the_search_prices_calls_from_the_models_flops_and_the_stored_ceilings(s
     assert blind.cost.prior_item_thread_s == 0.0  # no ceilings: nothing is measured before the search
     with ResultStore(db) as store:
         store.add_machine_speed({"measured_at": "2026-12-05T00:00:00+00:00", "hostname": socket.gethostname(),
-                                 "bandwidth_gbs": 30.0, "gemm_gflops": 188.0, "details": {"cpu_features": {}}})
+                                 "bandwidth_gbs": 30.0, "gemm_gflops": 188.0,
+                                 "details": {"cpu_features": cpu_features.record()}})  # as `machine` keeps it
     tuner = Tuner(request)
     tuner.prepare()
     flops = sum(encoder_flops({"layers": 6, "hidden_size": 384, "intermediate_size": 1536}, 128).values())
@@ -221,7 +223,8 @@ def test_the_search_prices_calls_from_the_models_flops_and_the_stored_ceilings(s
     assert tuner.cost.call(first) == pytest.approx(per_item_thread * 32 / first.threads)
 
 
-def test_ceilings_not_measured_yet_are_measured_once_before_the_budget_starts(synthetic, tmp_path, monkeypatch):
+def test_ceilings_not_measured_yet_are_measured_once_before_the_budget_starts(synthetic, tmp_path, monkeypatch,
+                                                                             cpu_features):
     """Measured by the first run instead (30 s on a 2-core AVX2 machine), they took all of round 1's share of a
     75 s budget: one candidate measured, no final round, no answer."""
     from enginebench.search import tune
@@ -229,7 +232,7 @@ def test_ceilings_not_measured_yet_are_measured_once_before_the_budget_starts(sy
     monkeypatch.setenv("ENGINEBENCH_CACHE", str(tmp_path / "cache"))
     events: list[str] = []
     speed = {"measured_at": "2026-12-06T00:00:00+00:00", "bandwidth_gbs": 30.0, "gemm_gflops": 188.0,
-             "details": {"cpu_features": {}}}
+             "details": {"cpu_features": cpu_features.record()}}
     monkeypatch.setattr(tune, "measure_and_cache_machine_speed", lambda: (events.append("ceilings"), (speed, True))[1])
     monkeypatch.setattr(tune, "cached_machine_speed", lambda: speed if "ceilings" in events else None)
     request = check_request("minilm", engines="syn", precisions="int8", budget="10m", db=str(tmp_path / "t.db"))
