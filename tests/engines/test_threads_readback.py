@@ -23,6 +23,24 @@ def test_onnxruntime_reports_the_sessions_own_options(minilm):
     assert session.details["threads_used"] == session.session.get_session_options().intra_op_num_threads == 3
 
 
+@pytest.mark.parametrize("policy, spins", [(None, True), ("ACTIVE", True), ("passive", False)])
+def test_onnxruntime_threads_spin_unless_the_wait_policy_is_passive(minilm, monkeypatch, policy, spins):
+    """OMP_WAIT_POLICY=PASSIVE, which OpenMP's pools (torch, oneDNN, llama.cpp) read themselves, reaches ONNX
+    Runtime's own pool too: one setting for every engine of a run, read back from the session."""
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    session = load_session("onnxruntime", minilm, "fp32", threads=2)
+    assert session.details["threads_spin"] is spins
+    options = session.session.get_session_options()
+    if spins:
+        with pytest.raises(RuntimeError):  # ONNX Runtime's default: spinning, no entry
+            options.get_session_config_entry("session.intra_op.allow_spinning")
+    else:
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_openvino_reports_the_compiled_models_threads_even_when_capped(minilm):
     pytest.importorskip("openvino")
     import os

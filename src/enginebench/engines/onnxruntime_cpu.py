@@ -3,6 +3,7 @@ and what is read back from a session and the graph it loads (threads, executed p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from enginebench.engines.base import EngineOptions
@@ -11,6 +12,7 @@ from enginebench.measure.quantization import (onnx_executed_precision, onnx_outl
 from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+SPINNING = "session.intra_op.allow_spinning"
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,25 @@ def graph_readback(path, precision: str) -> tuple[str, dict]:
 
 def threads_readback(session) -> dict:
     """The intra-op threads the session was built with, read back from its own options (0: ORT's default, one
-    per physical core)."""
-    used = session.get_session_options().intra_op_num_threads
+    per physical core), and whether they spin while they wait for work."""
+    so = session.get_session_options()
+    used = so.intra_op_num_threads
     out = {"threads_used": used, "threads_source": "InferenceSession.get_session_options().intra_op_num_threads"}
     if not used:
         out["threads_note"] = "ONNX Runtime's default: one thread per physical core"
+    try:
+        out["threads_spin"] = so.get_session_config_entry(SPINNING) != "0"
+    except RuntimeError:  # never set: ONNX Runtime's default, spinning
+        out["threads_spin"] = True
     return out
+
+
+def passive_wait_asked() -> bool:
+    """OMP_WAIT_POLICY=PASSIVE: threads that wait for work sleep instead of spinning. OpenMP reads it itself (torch,
+    oneDNN, CTranslate2, llama.cpp's ggml); ONNX Runtime's own thread pool does not, so its sessions are asked the
+    same here: one setting for every engine of a run. Spinning wins a little latency on idle cores and burns a
+    busy machine's CPU (two sessions sharing two cores: 30% of their CPU time)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 
 def session_options(options: OnnxRuntimeOptions):
@@ -53,6 +68,8 @@ def session_options(options: OnnxRuntimeOptions):
     so.intra_op_num_threads = options.threads
     so.inter_op_num_threads = options.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if passive_wait_asked():
+        so.add_session_config_entry(SPINNING, "0")
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -62,4 +79,5 @@ def session_options(options: OnnxRuntimeOptions):
     return so
 
 
-__all__ = ["OPT_LEVELS", "OnnxRuntimeOptions", "graph_readback", "threads_readback", "session_options"]
+__all__ = ["OPT_LEVELS", "SPINNING", "OnnxRuntimeOptions", "graph_readback", "threads_readback", "passive_wait_asked",
+           "session_options"]

@@ -361,6 +361,7 @@ class EngineDetails(TypedDict, total=False):
     threads_used: int | None  # the intra-op threads it really used; None: the thread option has no effect
     threads_source: str  # where threads_used was read (or that it is the request, not reported back)
     threads_note: str  # onnxruntime (0: one per physical core), tinygrad (ignores the option)
+    threads_spin: bool  # onnxruntime: whether its threads spin while they wait for work (off: OMP_WAIT_POLICY=PASSIVE)
     interop_threads_used: int  # torch engines: torch.get_num_interop_threads()
     inter_threads_used: int  # ctranslate2 encoder: the Encoder's num_encoders
     threads_cpu_s: list[float]  # tinygrad decoder: CPU s of each busy OS thread over the probe's decode steps
