@@ -55,21 +55,26 @@ bench: $(BENCH_STAMP)
 # Three lanes sharing one artifact cache (ONNX exports, conversions: built once). First, at once: the tests marked
 # neither `serial` nor `waits` on two pytest-xdist workers, a test file per worker (its module fixtures load once;
 # most of their time is process start-up, imports, conversions and compiles), at nice 19, and beside them at normal
-# priority the `waits` tests (timing of work that mostly sleeps: a waking test takes a core from the niced workers at
-# once), their report printed when they end; `env --default-signal=INT` gives that background lane Ctrl-C again, which
-# the shell ignores in background commands (an interrupted run also removes its cache). Then the `serial` ones
-# (timing of work that uses the CPU) alone.
+# priority the `waits` tests (how soon something happens: a sleep's schedule, a stop within seconds of Ctrl-C; a
+# waking test takes a core from the niced workers at once), their report printed when they end;
+# `env --default-signal=INT` gives that background lane Ctrl-C again, which the shell ignores in background commands
+# (an interrupted run also removes its cache). Then the `serial` ones (the speed of work that uses the CPU) alone.
 # Without PYTEST_ARGS the `waits` and `serial` lanes collect only the files that say their mark. Exit 5 (nothing
 # selected, e.g. PYTEST_ARGS naming a folder without serial tests) is not a failure unless every lane says it.
 # Bytecode is written (PYTHONDONTWRITEBYTECODE unset): the suite starts hundreds of processes (measuring children,
 # CLI runs, workers), and each would otherwise compile enginebench's modules again from source.
+# The first two lanes time no CPU speed, so their threads wait for work asleep instead of spinning
+# (OMP_WAIT_POLICY=PASSIVE: OpenMP's pools and, through enginebench, ONNX Runtime's), and torch's compiler builds
+# in-process instead of starting a pool of compile workers: spinning threads and those workers' start-up burned
+# the CPU the other lane's tests were waiting for. The `serial` lane runs as a user's `enginebench run` does.
+UNTIMED := OMP_WAIT_POLICY=PASSIVE TORCHINDUCTOR_COMPILE_THREADS=1
 marked = $(if $(PYTEST_ARGS),,$(shell grep -rl --include='test_*.py' 'mark\.$(1)' tests))
 define lanes
 @cache=$$(mktemp -d); waits_log=$$(mktemp); export ENGINEBENCH_REQUIRE_ALL=1 ENGINEBENCH_CACHE=$$cache; \
 unset PYTHONDONTWRITEBYTECODE; trap 'rm -rf $$cache $$waits_log; exit 130' INT TERM; \
-env --default-signal=INT $(PY) -m pytest -m "$(1)waits" $(PYTEST_ARGS) $(call marked,waits) >$$waits_log 2>&1 & \
+env --default-signal=INT $(UNTIMED) $(PY) -m pytest -m "$(1)waits" $(PYTEST_ARGS) $(call marked,waits) >$$waits_log 2>&1 & \
 waiting=$$!; \
-nice -n 19 $(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial and not waits" $(PYTEST_ARGS); parallel=$$?; \
+env $(UNTIMED) nice -n 19 $(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial and not waits" $(PYTEST_ARGS); parallel=$$?; \
 wait $$waiting; waits=$$?; echo "--- the waits tests, run beside the parallel pass:"; cat $$waits_log; \
 $(PY) -m pytest -m "$(1)serial and not quiet" $(PYTEST_ARGS) $(call marked,serial); serial=$$?; \
 rm -rf $$cache $$waits_log; \

@@ -14,7 +14,7 @@ from helpers.measurements import measurement
 
 from enginebench.execution.messages import Done, Loaded, Loading, Measured, Started
 
-@pytest.mark.serial  # its first line must come while the run's later cells are still to measure
+@pytest.mark.waits  # its first line must come while the run's later cells are still to measure
 def test_each_finished_cell_is_a_line_on_stderr_while_the_run_goes_on(tmp_path):
     cmd = [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "--workload", "titles", "--scenario",
            "latency", "--batch-size", "1,2,4", "--duration", "1s", "--warmup", "0.05s", "--min-samples", "3",

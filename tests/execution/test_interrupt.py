@@ -12,7 +12,7 @@ import uuid
 import pytest
 from helpers.processes import count_results, marked_processes
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a run must stop within 5 s of Ctrl-C
+pytestmark = [pytest.mark.slow, pytest.mark.waits]  # a run must stop within 5 s of Ctrl-C
 
 
 def test_ctrl_c_stops_the_run_and_keeps_finished_cells(tmp_path):

@@ -66,7 +66,7 @@ def _resume_and_check(db: Path, run_id: str, before: dict[int, dict[int, list]])
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # stops within 5 s of the signal: not beside another worker
+@pytest.mark.waits  # stops within 5 s of the signal: at normal priority, beside the niced pass
 def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_path):
     db, mark = tmp_path / "c.db", uuid.uuid4().hex
     proc = _start([*RUN, "--db", str(db)], mark)
@@ -95,7 +95,7 @@ def test_ctrl_c_prints_the_resume_command_and_resume_finishes_the_same_run(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.serial  # stops within 5 s of the signal: not beside another worker
+@pytest.mark.waits  # stops within 5 s of the signal: at normal priority, beside the niced pass
 def test_kill_9_of_the_orchestrator_then_resume_measures_only_what_is_missing(tmp_path):
     db, mark = tmp_path / "k.db", uuid.uuid4().hex
     proc = _start([*RUN, "--db", str(db)], mark)

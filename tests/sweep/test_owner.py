@@ -16,7 +16,7 @@ from enginebench.store.database import ResultStore
 from enginebench.sweep.runner import STALE_S, Heartbeat
 from enginebench.sweep.spec import load_sweep
 
-pytestmark = pytest.mark.serial  # heartbeats against a staleness window
+pytestmark = pytest.mark.waits  # heartbeats against a staleness window
 
 
 @pytest.fixture(autouse=True)

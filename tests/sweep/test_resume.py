@@ -81,7 +81,7 @@ def test_kill_9_mid_sweep_then_the_same_command_finishes_without_losing_or_repea
     assert f"{left} measurements stored now" in err.decode()
 
 
-@pytest.mark.serial  # stops within 5 s of Ctrl-C: not beside another worker
+@pytest.mark.waits  # stops within 5 s of Ctrl-C: at normal priority, beside the niced pass
 def test_ctrl_c_stops_the_sweep_at_once_and_prints_the_command_that_resumes_it(tmp_path):
     file, db, mark = _file(tmp_path, "c.toml", batches=8), tmp_path / "c.db", uuid.uuid4().hex
     proc = _start(file, db, mark)
