@@ -51,12 +51,13 @@ def threads_readback(session) -> dict:
     return out
 
 
-def passive_wait_asked() -> bool:
+def follow_wait_policy(so) -> None:
     """OMP_WAIT_POLICY=PASSIVE: threads that wait for work sleep instead of spinning. OpenMP reads it itself (torch,
     oneDNN, CTranslate2, llama.cpp's ggml); ONNX Runtime's own thread pool does not, so its sessions are asked the
     same here: one setting for every engine of a run. Spinning wins a little latency on idle cores and burns a
     busy machine's CPU (two sessions sharing two cores: 30% of their CPU time)."""
-    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        so.add_session_config_entry(SPINNING, "0")
 
 
 def session_options(options: OnnxRuntimeOptions):
@@ -68,8 +69,7 @@ def session_options(options: OnnxRuntimeOptions):
     so.intra_op_num_threads = options.threads
     so.inter_op_num_threads = options.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if passive_wait_asked():
-        so.add_session_config_entry(SPINNING, "0")
+    follow_wait_policy(so)
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -79,5 +79,5 @@ def session_options(options: OnnxRuntimeOptions):
     return so
 
 
-__all__ = ["OPT_LEVELS", "SPINNING", "OnnxRuntimeOptions", "graph_readback", "threads_readback", "passive_wait_asked",
+__all__ = ["OPT_LEVELS", "SPINNING", "OnnxRuntimeOptions", "graph_readback", "threads_readback", "follow_wait_policy",
            "session_options"]

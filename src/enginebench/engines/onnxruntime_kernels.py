@@ -9,7 +9,7 @@ import numpy as np
 
 from enginebench.engines import onnx_op_graphs
 from enginebench.engines.kernels import Kernels, Prepared, Unsupported
-from enginebench.engines.onnxruntime_cpu import SPINNING, passive_wait_asked
+from enginebench.engines.onnxruntime_cpu import follow_wait_policy
 
 
 class OnnxRuntimeKernels(Kernels):
@@ -27,8 +27,7 @@ class OnnxRuntimeKernels(Kernels):
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if passive_wait_asked():
-            opts.add_session_config_entry(SPINNING, "0")
+        follow_wait_policy(opts)
         if precision == "int8":
             feeds = onnx_op_graphs.int8_feeds(op, arrays)
             session = ort.InferenceSession(onnx_op_graphs.int8_model(op, feeds), opts,

@@ -15,8 +15,8 @@ LIBRARIES = (
     "jax", "jaxlib", "ctranslate2", "tinygrad", "llama_cpp_python", "gguf",
 )
 # what changes the kernels a library runs: thread pools, ISA caps (ENGINEBENCH_CPU_FEATURES sets them)
-_RECORDED_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "CT2_USE_MKL", "ATEN_CPU_CAPABILITY", cpu_features.ENV,
-                 *cpu_features.KERNEL_CAPS)
+_RECORDED_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "CT2_USE_MKL", "ATEN_CPU_CAPABILITY",
+                 cpu_features.ENV, *cpu_features.KERNEL_CAPS)
 _INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
 
 
