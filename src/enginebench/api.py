@@ -33,6 +33,7 @@ from enginebench.measure.roofline import cached_machine_speed, measure_and_cache
 from enginebench.planning import plan_from_config
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.database import ResultStore
+from enginebench.store.identity import Matching, cell_identity
 from enginebench.store.model import Run
 
 DEFAULT_DB = "enginebench.db"
@@ -147,10 +148,10 @@ def run_record(plan, launcher, *, config: RunConfig | None, argv: list[str] | No
     record = {"argv": config.to_argv() if config is not None else list(argv or [])}
     if config is not None:
         record["run_config"] = config.to_dict()
-    return record | {
-        "model": plan.model.to_dict(), "stopping_rule": plan.rule.to_dict(), "timeout_s": plan.timeout_s,
+    return record | plan.work_record() | {
+        "stopping_rule": plan.rule.to_dict(), "timeout_s": plan.timeout_s,
         "load_timeout_s": plan.load_timeout_s, "quick": config is not None and config.quick,
-        "engine_options": plan.engine_options, "workloads": {k: w.spec.to_dict() for k, w in plan.workloads.items()},
+        "engine_options": plan.engine_options,
         "repeat": plan.repeat, "order_seed": plan.order_seed, "cell_order": launcher.cell_order(),
         "launcher": launcher.where}
 
@@ -251,35 +252,27 @@ def pin_cpus(cpus: str | None) -> None:
 
 
 def _check_same_plan(run: Run, plan, stored: dict) -> None:
-    """The options planned again must give the run's cells in its order (the installed engines, the model or
-    the corpus may have changed since): else its stored results and the new ones would not belong together."""
-    import json
-
+    """The options planned again must give the run's cells in its order, each the same work as the run recorded
+    (store/identity.py: the model's content, the corpus, every engine option, ...): the installed engines, the
+    model or the corpus may have changed since, and its stored results and new ones would not belong together."""
     planned = plan.cells + [cell for cell, _ in plan.skips]
+    launcher = LocalLauncher(plan)
     config = run.config
-    workloads = json.loads(json.dumps({k: w.spec.to_dict() for k, w in plan.workloads.items()}))
-    stored_workloads = config.get("workloads", workloads)
-    for name, spec in workloads.items():  # a run stored before the corpus digest or the padding was recorded
-        stored_spec = stored_workloads.get(name) or {"digest": None, "padding": None}
-        if "digest" not in stored_spec:
-            spec.pop("digest")
-        if "padding" not in stored_spec and spec.get("padding") == "fixed":
-            spec.pop("padding")
-    same = (config.get("repeat", plan.repeat) == plan.repeat
-            and stored_workloads == workloads
-            and config.get("cell_order") in (None, LocalLauncher(plan).cell_order())
-            and all(index < len(planned) and _is_cell(result, planned[index], plan.model.name)
-                    for index, result in stored.items()))
-    if not same:
-        raise UsageError(f"run {run.run_id}'s options no longer plan the same cells here (the installed engines, "
-                         f"the model or the corpus changed?), so it cannot be resumed: measure anew with "
-                         f"`{command_line(run)}`")
-
-
-def _is_cell(result, cell, model: str) -> bool:
-    return (result.model, result.engine, result.precision, result.scenario, result.workload, result.batch_size,
-            result.workers, result.threads) == (model, cell.engine, cell.precision, cell.scenario, cell.workload,
-                                                cell.batch_size, cell.workers, cell.threads)
+    if (config.get("repeat", plan.repeat) != plan.repeat or any(index >= len(planned) for index in stored)
+            or config.get("cell_order") not in (None, launcher.cell_order())):
+        raise UsageError(f"run {run.run_id}'s options no longer plan the same cells here (the installed engines "
+                         f"changed?), so it cannot be resumed: measure anew with `{command_line(run)}`")
+    # each cell as the run recorded it (its stored result, or what the run's record says of a cell still to
+    # measure: the model and corpus it was started with) against the same cell planned now
+    pairs = [(cell_identity(stored[index], run) if index in stored else launcher.identity(cell, config),
+              launcher.identity(cell), cell) for index, cell in enumerate(planned)]
+    matching = Matching([a for a, _, _ in pairs], [b for _, b, _ in pairs], names=("stored", "planned"))
+    for recorded, now, cell in pairs:
+        if matching.key(recorded) != matching.key(now):
+            why = "; ".join(matching.differences(recorded, now, names=("then", "now")))
+            raise UsageError(f"run {run.run_id}'s options no longer plan the same cells here: {cell.label()} is "
+                             f"other work now ({why}), so it cannot be resumed: measure anew with "
+                             f"`{command_line(run)}`")
 
 
 def resume(run_id: str, *, db: str = DEFAULT_DB, retry_failed: bool = False, on_start=None,

@@ -154,3 +154,8 @@ class Plan:
     # measure() (CellRun.context) and to result_context
     context: dict = field(default_factory=dict)
     load_timeout_flag: str = "--load-timeout"  # the option that sets load_timeout_s, named when a load times out
+
+    def work_record(self) -> dict:
+        """What a run stores of the model and the workloads its cells measured (their content digests among
+        them): the run's part of each cell's identity (store/identity.py)."""
+        return {"model": self.model.to_dict(), "workloads": {k: w.spec.to_dict() for k, w in self.workloads.items()}}

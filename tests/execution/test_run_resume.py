@@ -214,3 +214,39 @@ def test_a_run_stored_before_the_corpus_digest_resumes_and_one_of_another_corpus
     stored_digest("0" * 24)  # the titles' text changed since
     with pytest.raises(eb.UsageError, match="no longer plan the same cells"):
         eb.resume(run.run_id, db=db)
+
+
+def test_a_run_whose_cells_are_other_work_now_is_not_resumed_and_the_error_names_the_difference(tmp_path,
+                                                                                                fault_engines):
+    """Resume matches each cell on its identity (store/identity.py), not on its name: the model's content or
+    an engine option's value changed since the run was stored is refused, whether or not the cell was stored."""
+    db = str(tmp_path / "d.db")
+    run = eb.run("minilm", engines="fault", workloads="titles", scenarios="latency", batch_size=[1, 2],
+                 duration="0.2s", warmup="0.05s", min_samples=3, repeat=1, db=db, option=["fault.call_ms=2"])
+    assert eb.resume(run.run_id, db=db).run_id == run.run_id  # unchanged: complete, nothing to do
+
+    def edit(sql: str, *args) -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute(sql, args)
+            conn.execute("DELETE FROM derived")  # figures cached from the rows as they were
+
+    model = run.config["model"]
+    edit("UPDATE runs SET config = ? WHERE run_id = ?",
+         json.dumps({**run.config, "model": {**model, "content_hash": "0b7e52c9" + "0" * 16}}), run.run_id)
+    with pytest.raises(eb.UsageError, match=r"no longer plan the same cells.*then model content 0b7e52c9, now "
+                                            rf"model content {model['content_hash'][:8]}"):
+        eb.resume(run.run_id, db=db)
+    edit("DELETE FROM results WHERE run_id = ?", run.run_id)  # no cell stored: the run's record still says
+    with pytest.raises(eb.UsageError, match="then model content 0b7e52c9"):
+        eb.resume(run.run_id, db=db)
+
+    again = eb.run("minilm", engines="fault", workloads="titles", scenarios="latency", batch_size=[1, 2],
+                   duration="0.2s", warmup="0.05s", min_samples=3, repeat=1, db=db, option=["fault.call_ms=2"])
+    with sqlite3.connect(db) as conn:
+        row_id, text = conn.execute("SELECT id, result FROM results WHERE run_id = ? AND batch_size = 2",
+                                    (again.run_id,)).fetchone()
+    stored = json.loads(text)
+    stored["engine_options"] = {**stored["engine_options"], "call_ms": 3.0}  # measured with another value
+    edit("UPDATE results SET result = ? WHERE id = ?", json.dumps(stored), row_id)
+    with pytest.raises(eb.UsageError, match=r"fault fp32 latency titles b2 is other work now \(then option call_ms 3"):
+        eb.resume(again.run_id, db=db)

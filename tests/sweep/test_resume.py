@@ -123,3 +123,38 @@ def test_the_same_sweep_started_twice_at_once_is_refused_while_the_first_runs(tm
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_file_whose_corpus_changed_is_a_new_sweep_that_says_so_and_the_old_results_stay(tmp_path):
+    """The same command after the corpus's text changed measures anew as another sweep (the cells' identities
+    are in its id), says which sweep it is not and why, and leaves the earlier one as stored; run again, it
+    resumes the new one silently."""
+    corpus, db = tmp_path / "docs.txt", tmp_path / "c.db"
+    corpus.write_text("The first document, long enough to be kept.\nAnd a second one, long enough too.\n")
+    file = tmp_path / "c.toml"
+    file.write_text(_file(tmp_path, "c.toml", batches=1).read_text().replace(
+        'workload = "titles"', f'workload = "corpus"\ncorpus = "{corpus}"'))
+
+    def sweep() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "enginebench", "sweep", str(file), "--db", str(db)],
+                              capture_output=True, text=True, env=env(), timeout=300)
+
+    first = sweep()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "swept before" not in first.stderr
+    before = _cells(db)
+    assert len(before) == 1 and all(r.status == "ok" for r in before.values())
+    corpus.write_text("Another text altogether, long enough to be kept.\nAnd its second line, long enough.\n")
+    second = sweep()
+    assert second.returncode == 0, second.stderr[-2000:]
+    old_id = next(iter(before)).split("/")[0]
+    note = next(line for line in second.stderr.splitlines() if "swept before" in line)
+    assert f"as sweep {old_id}" in note and "then corpus" in note and "results stay in the store" in note
+    after = _cells(db)
+    assert len(after) == 2 and {k: r.repetitions for k, r in after.items() if k in before} == {
+        k: r.repetitions for k, r in before.items()}  # the earlier sweep's cell as it was
+    new_id = next(k for k in after if k not in before).split("/")[0]
+    assert new_id != old_id and f"this is sweep {new_id}" in note
+    third = sweep()  # the new sweep again: complete, nothing measured, nothing said of the old one
+    assert third.returncode == 0 and "swept before" not in third.stderr and "0 measurements stored now" in (
+        third.stdout + third.stderr)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
 
 from enginebench.errors import UsageError
+from enginebench.execution.local import LocalLauncher
 from enginebench.sweep.spec import load_sweep, sweep_id_of
 from enginebench.sweep.toml_lines import key_lines
-from helpers.fake_engines import FAULT_PLUGINS
+from helpers.fake_engines import FAULT_PLUGINS, FaultEngine, FaultOptions
 
 BASE = """\
 engine = "fault"
@@ -96,6 +98,31 @@ def test_the_sweep_id_follows_the_content_and_the_machine_not_the_layout(tmp_pat
     assert sweep_id_of(tmp_path / "s.toml", a.spec, "host-a") != sweep_id_of(tmp_path / "s.toml", a.spec, "host-b")
     retried = load_sweep(str(_file(tmp_path, BASE)), retries="2", pin_cpus=False)  # how failures are handled ...
     assert retried.parts[0].key == a.parts[0].key and retried.parts[0].plan.retries == 2  # ... is no new cell
+
+
+def test_the_sweep_id_follows_the_work_its_cells_do_not_only_the_files_text(tmp_path, monkeypatch):
+    """The same file is another sweep once its corpus's text or an engine option's value changed (the cells'
+    identities, store/identity.py), so a resume never adds new work to results of the old."""
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("The first document, long enough to be kept.\nAnd a second one, long enough too.\n")
+    text = BASE.replace('workload = "titles"', f'workload = "corpus"\ncorpus = "{corpus}"')
+    first = load_sweep(str(_file(tmp_path, text)), pin_cpus=False)
+    again = load_sweep(str(_file(tmp_path, text)), pin_cpus=False)
+    assert first.sweep_id == again.sweep_id
+    identities = [LocalLauncher(first.parts[0].plan).identity(c) for c in first.parts[0].plan.cells]
+    assert {i.corpus_digest for i in identities} == {first.parts[0].plan.workloads["corpus"].spec.digest}
+    corpus.write_text("Another text altogether, long enough to be kept.\nAnd its second line, long enough.\n")
+    edited = load_sweep(str(_file(tmp_path, text)), pin_cpus=False)
+    assert edited.spec == first.spec and edited.sweep_id != first.sweep_id
+    assert [p.key for p in edited.parts] == [p.key for p in first.parts]  # the same parts: only the work differs
+    # an engine option's value the file does not give (its default, changed by an upgrade) is the work too
+
+    @dataclasses.dataclass(frozen=True)
+    class SlowerByDefault(FaultOptions):
+        call_ms: float = 7.0
+
+    monkeypatch.setattr(FaultEngine, "Options", SlowerByDefault)
+    assert load_sweep(str(_file(tmp_path, text)), pin_cpus=False).sweep_id != edited.sweep_id
 
 
 def test_key_lines_follow_tables_arrays_of_tables_and_multiline_values():

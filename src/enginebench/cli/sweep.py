@@ -38,6 +38,13 @@ def cmd_sweep(args) -> int:
         ResultStore(args.db).close()  # fail on an unwritable database before measuring anything
     sweep = load_sweep(args.file, retries=args.retries, max_memory=args.max_memory)
     err = Console(stderr=True, soft_wrap=True)
+    if os.path.exists(args.db):
+        from enginebench.sweep.runner import earlier_sweep_note
+
+        with ResultStore(args.db) as store:
+            note = earlier_sweep_note(sweep, store)
+        if note:
+            err.print(f"enginebench: {note}", highlight=False, markup=False, soft_wrap=True)
     if args.dry_run:
         return _dry_run(sweep, args, Console())
     extra = [x for flag, value in (("--retries", args.retries), ("--max-memory", args.max_memory),

@@ -44,6 +44,7 @@ from enginebench.measure.compute_roofline import model_structure
 from enginebench.plan import Cell, Job, Plan, group_into_jobs
 from enginebench.scenarios.registry import scenario_class
 from enginebench.store.derive import build_result, failed_result, first_fidelity
+from enginebench.store.identity import CellIdentity, cell_identity
 from enginebench.store.model import Result
 
 _POLL_S = 0.2
@@ -90,20 +91,28 @@ class LocalLauncher:
         own = scenario_class(cell.scenario).result_context(cell, self.plan.context)
         if own is not None:  # a kernel cell: its operator is its model, its engine's kernels are not its engine
             return own
-        cls = engine_class(cell.engine)
+        work = self._work(cell)
+        return {**work, "engine_version": engine_class(cell.engine).version(),
+                "details": {**work["details"], "stopping_rule": self.plan.rule.to_dict(),
+                            "reference_error": self.reference_error, **self._roofline_context(cell)}}
+
+    def _work(self, cell: Cell) -> dict:
+        """What a result of `cell` records of the work it did (its identity's parts) besides the cell itself."""
         workload = self.plan.workloads.get(cell.workload)  # absent for a planned cell that cannot run
         seq_len = workload.spec.seq_len if workload else int("".join(filter(str.isdigit, cell.workload)) or 1)
-        return {
-            "model": self.plan.model.name,
-            "seq_len": seq_len,
-            "engine_version": cls.version(),
-            "engine_options": asdict(cls.make_options(cell.threads, self.plan.engine_options.get(cell.engine, {}))),
-            "details": {"workload": workload.spec.to_dict() if workload else {"name": cell.workload},
-                        "stopping_rule": self.plan.rule.to_dict(),
-                        "reference_error": self.reference_error, **self._roofline_context(cell),
-                        # a failed serving cell has no Result.serving: its settings, for its identity
-                        **({"serving_settings": cell.serving.to_dict()} if cell.serving else {})},
-        }
+        options = engine_class(cell.engine).make_options(cell.threads, self.plan.engine_options.get(cell.engine, {}))
+        return {"model": self.plan.model.name, "seq_len": seq_len, "engine_options": asdict(options),
+                "details": {"workload": workload.spec.to_dict() if workload else {"name": cell.workload},
+                            # a failed serving cell has no Result.serving: its settings, for its identity
+                            **({"serving_settings": cell.serving.to_dict()} if cell.serving else {})}}
+
+    def identity(self, cell: Cell, run_record: dict | None = None) -> CellIdentity:
+        """The identity a result of `cell` will have once stored (store/identity.py reads it from the result and
+        its run's record): what resuming a run or a sweep matches the stored cells on. `run_record`: the record
+        of the run it would be stored in [this plan's]."""
+        own = scenario_class(cell.scenario).result_context(cell, self.plan.context)
+        result = failed_result(cell, error="not measured yet", **(own if own is not None else self._work(cell)))
+        return cell_identity(result, config=self.plan.work_record() if run_record is None else run_record)
 
     def _roofline_context(self, cell: Cell) -> dict:
         """What a roofline figure is derived from besides the measurements: the model's size (decoders: bytes

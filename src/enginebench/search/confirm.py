@@ -14,6 +14,7 @@ import shlex
 
 from enginebench.config import RunConfig
 from enginebench.errors import UsageError
+from enginebench.store.identity import Matching, cell_identity
 
 MIN_PROCESSES = 2  # an interval over processes needs two
 
@@ -28,11 +29,7 @@ class Confirmation:
     processes: int
     measured: list[str]  # the configurations measured, as recommend names them
     left_out: list[str]  # configurations the round could not hold, and why
-
-    @property
-    def same_pick(self) -> bool:
-        a, b = self.first.best, self.confirmed.best
-        return bool(a and b and _identity(a) == _identity(b))
+    same_pick: bool = False  # the round's pick is the same cell (store/identity.py) as the stored results' pick
 
     def lines(self) -> list[str]:
         from enginebench.analysis.recommend import configuration_text
@@ -53,11 +50,6 @@ class Confirmation:
         return {"stored": self.first.to_dict(), "confirmed": self.confirmed.to_dict(), "run_id": self.run_id,
                 "processes": self.processes, "measured": self.measured, "left_out": self.left_out,
                 "same_pick": self.same_pick}
-
-
-def _identity(r) -> tuple:
-    return (r.engine, r.precision, r.scenario, r.batch_size, r.workers, r.threads,
-            tuple(sorted((r.engine_options or {}).items())))
 
 
 def check_processes(text: str | int) -> int:
@@ -108,7 +100,12 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
         on_note(f"confirmation round: {len(cells)} cells × {processes} processes")
     run = execute(plan, db=db, argv=["recommend", "--confirm", str(processes)])
     confirmed = recommend([run], constraints)
-    return Confirmation(first, confirmed, run.run_id, processes, measured, left_out)
+    same = False
+    if confirmed.best is not None:
+        picks = cell_identity(first.best, by_id[first.run_id]), cell_identity(confirmed.best, run)
+        matching = Matching(picks[:1], picks[1:])
+        same = matching.key(picks[0]) == matching.key(picks[1])
+    return Confirmation(first, confirmed, run.run_id, processes, measured, left_out, same)
 
 
 __all__ = ["Confirmation", "confirm", "check_processes", "MIN_PROCESSES"]

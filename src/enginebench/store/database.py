@@ -281,6 +281,14 @@ class ResultStore:
                               (json.dumps({**owner, "beat": beat}), sweep_id))
         return True
 
+    def earlier_sweep(self, sweep_id: str, spec: dict) -> tuple[str, str] | None:
+        """(sweep id, created at) of the newest other sweep of a file with the same content as `spec`, while
+        sweep `sweep_id` has not started; None otherwise."""
+        if self.conn.execute("SELECT 1 FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone():
+            return None
+        return self.conn.execute("SELECT sweep_id, created_at FROM sweeps WHERE spec = ? AND sweep_id != ? "
+                                 "ORDER BY created_at DESC LIMIT 1", (json.dumps(spec), sweep_id)).fetchone()
+
     def _sweep_owner(self, sweep_id: str) -> dict | None:
         row = self.conn.execute("SELECT owner FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None

@@ -67,9 +67,11 @@ def _pairs(d: dict | None) -> Pairs | None:
     return tuple(sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in d.items()))
 
 
-def cell_identity(r: Result, run: Run | None = None) -> CellIdentity:
-    """`r`'s cell identity; `run` is the run it belongs to (its config records the model and the workloads)."""
-    config = (run.config if run is not None else None) or {}
+def cell_identity(r: Result, run: Run | None = None, *, config: dict | None = None) -> CellIdentity:
+    """`r`'s cell identity; `run` is the run it belongs to (its config records the model and the workloads), or
+    `config` that record itself (a cell not measured yet: execution/local.py's planned_identity)."""
+    if config is None:
+        config = (run.config if run is not None else None) or {}
     model = config.get("model") or None
     workload = ((config.get("workloads") or {}).get(r.workload) or (r.details or {}).get("workload") or {})
     seed = workload.get("seed")

@@ -23,6 +23,7 @@ from enginebench.execution.local import LocalLauncher
 from enginebench.execution.records import history_of
 from enginebench.measure.machine import machine_info
 from enginebench.store.database import ResultStore
+from enginebench.store.identity import Matching, cell_identity
 from enginebench.store.model import Run
 from enginebench.sweep.spec import Part, Sweep
 
@@ -69,8 +70,40 @@ class SweepReport:
     interrupted: bool = False
 
 
-def run_id_of(sweep: Sweep, part: Part) -> str:
-    return f"{sweep.sweep_id}-{part.key}"
+def run_id_of(sweep: Sweep | str, part: Part) -> str:
+    return f"{sweep if isinstance(sweep, str) else sweep.sweep_id}-{part.key}"
+
+
+def earlier_sweep_note(sweep: Sweep, store: ResultStore) -> str | None:
+    """A line when the same file was swept before as another sweep, because the model's or the corpus's content,
+    an engine option's value (a default changed with an upgrade) or the machine changed since: which sweep, and
+    the first difference, so that nobody takes the new sweep for a resume of the old one. None otherwise."""
+    earlier = store.earlier_sweep(sweep.sweep_id, sweep.spec)
+    if earlier is None:
+        return None
+    old, created = earlier
+    why = None
+    for part in sweep.parts:
+        try:
+            run = store.load_run(run_id_of(old, part))
+        except UsageError:  # the earlier sweep stopped before this part
+            continue
+        if (run.machine or {}).get("hostname") not in (None, socket.gethostname()):
+            why = f"on {run.machine['hostname']}"
+            break
+        stored, launcher = store.keyed_results(run.run_id), LocalLauncher(part.plan)
+        for cell in [*part.plan.cells, *(c for c, _ in part.plan.skips)]:
+            result = stored.get(part.cell_key(old, cell))
+            if result is not None:
+                then, now = cell_identity(result, run), launcher.identity(cell)
+                differences = Matching([then], [now]).differences(then, now, names=("then", "now"))
+                if differences:
+                    why = f"{cell.label()}: {'; '.join(differences)}"
+                    break
+        if why:
+            break
+    return (f"this file was swept before as sweep {old} ({created}), of other work ({why or 'other cells'}): "
+            f"this is sweep {sweep.sweep_id}, measured anew; {old}'s results stay in the store")
 
 
 def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ray: str | None = None,
@@ -257,4 +290,4 @@ def resume_command(file: str, db: str, extra: list[str] = ()) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-__all__ = ["run_sweep", "part_states", "PartState", "SweepReport", "run_id_of", "resume_command"]
+__all__ = ["run_sweep", "part_states", "PartState", "SweepReport", "run_id_of", "resume_command", "earlier_sweep_note"]

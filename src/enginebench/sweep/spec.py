@@ -31,6 +31,7 @@ from pathlib import Path
 
 from enginebench.config import OPTIONS, RunConfig, check_engine_options
 from enginebench.engines import known_engines
+from enginebench.execution.local import LocalLauncher
 from enginebench.errors import UsageError
 from enginebench.measure.machine import parse_cpu_list
 from enginebench.plan import Cell, Plan
@@ -92,9 +93,12 @@ def machine_key() -> str:
     return f"{socket.gethostname()}:{machine_id}"
 
 
-def sweep_id_of(file: Path, spec: dict, machine: str) -> str:
-    """From the file's content (as parsed: comments and layout do not count) and the machine."""
-    digest = hashlib.sha256(json.dumps([spec, machine], sort_keys=True).encode()).hexdigest()[:10]
+def sweep_id_of(file: Path, spec: dict, machine: str, work: list[str] = ()) -> str:
+    """From the file's content (as parsed: comments and layout do not count), the machine and the identity of
+    every cell it plans (`work`, store/identity.py: the model's and the corpus's content, every engine option's
+    value, defaults included): a file whose model or corpus changed is another sweep, measured anew."""
+    digest = hashlib.sha256(json.dumps([spec, machine, *([list(work)] if work else [])],
+                                       sort_keys=True).encode()).hexdigest()[:10]
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", file.stem).strip("-") or "sweep"
     return f"{stem}-{digest}"
 
@@ -232,7 +236,6 @@ def load_sweep(path: str, *, retries: str | None = None, max_memory: str | None 
     cpus = _text(checker, ("cpus",), spec["cpus"]) if "cpus" in spec else None
     if cpus and pin_cpus:
         _pin(checker, cpus)  # before planning: the default thread counts follow the CPUs this process may use
-    sweep_id = sweep_id_of(file, spec, machine_key())
     parts: list[Part] = []
     for where, entry in _entries(checker, spec):
         entry_keys = (set(kinds) - _TOP_ONLY) | _ENTRY_ONLY | {"options"}
@@ -252,7 +255,9 @@ def load_sweep(path: str, *, retries: str | None = None, max_memory: str | None 
         for e, kv in _engine_options(checker, where + ("options",), entry.get("options", {})).items():
             options.setdefault(e, {}).update(kv)
         parts += _expand(checker, where, name, given, origin, options, kinds)
-    return Sweep(sweep_id, str(file), spec, parts, cpus=cpus)
+    work = [LocalLauncher(part.plan).identity(cell).text()
+            for part in parts for cell in [*part.plan.cells, *(c for c, _ in part.plan.skips)]]
+    return Sweep(sweep_id_of(file, spec, machine_key(), work), str(file), spec, parts, cpus=cpus)
 
 
 def _pin(checker: _Checker, cpus: str) -> None:
