@@ -63,6 +63,22 @@ def test_the_best_qualifying_result_wins_and_each_exclusion_is_counted(mixed):
     assert "2× faster (95% CI" in text and "sentence-transformers" in text and "graph_optimization=basic" in text
 
 
+def test_a_runner_up_the_results_cannot_tell_apart_from_the_best_is_said_to_be_so():
+    """Two configurations of the same speed, each from 3 processes with 1% noise: the interval of their ratio holds 1,
+    so the answer says they are not told apart and how to tell, in the text and in the JSON."""
+    close = _run([ranked_result("onnxruntime", 10.0, seed=1), ranked_result("torch", 10.0, seed=2)])
+    rec = recommend([close], Constraints(objective="latency"))
+    lo, hi = rec.runner_up.speedup.ci95
+    assert lo < 1 < hi and not rec.runner_up.significant
+    line = next(x for x in rec.lines() if "runner-up:" in x)
+    assert "not significantly better: these results do not tell the two apart" in line and "--confirm" in line
+    assert rec.to_dict()["runner_up"]["significant"] is False
+    apart = recommend([_run([ranked_result("onnxruntime", 10.0, seed=1), ranked_result("torch", 12.0, seed=2)])],
+                      Constraints(objective="latency"))
+    assert apart.runner_up.significant and "significantly better" in "\n".join(apart.lines())
+    assert "tell the two apart" not in "\n".join(apart.lines())
+
+
 def test_loosening_a_constraint_admits_what_it_excluded(mixed):
     int8 = recommend([mixed], Constraints(objective="latency", min_fidelity=0.97, max_memory_mb=500, batch_size=1))
     assert int8.best.precision == "int8" and "w8a8, 67% of MatMul FLOPs" in "\n".join(int8.lines())
@@ -345,3 +361,41 @@ def test_processes_of_two_machines_never_make_one_figure():
     assert rec.best.engine == "onnxruntime" and "Test CPU" in rec.machine
     assert rec.excluded.get("other machine") == 1
     assert any("results measured on big-node are left out" in n for n in rec.notes)
+
+
+@pytest.mark.slow
+def test_each_scenarios_printed_command_measures_the_same_cell_again(tmp_path):
+    """Run every encoder scenario once on a corpus sample (seed 3, seq 64, dynamic padding), then run the command
+    recommend prints for each result: the new result is the same cell by the one identity compare and recommend
+    match on (store/identity.py) — the workload, its seed and padding, every engine option, the serving settings,
+    the clients."""
+    from helpers.fake_engines import env
+
+    from enginebench.store.identity import Matching, cell_identity
+
+    db = str(tmp_path / "first.db")
+    first = subprocess.run(
+        [sys.executable, "-m", "enginebench", "run", "--engine", "fault", "-o", "fault.call_ms=2",
+         "--scenario", "latency,throughput,concurrency,offline,server", "--workload", "corpus", "--seed", "3",
+         "--seq-len", "64", "--padding", "dynamic", "--batch-size", "2", "--workers", "2", "--concurrency", "2",
+         "--max-batch", "2", "--max-wait", "1ms", "--qps", "200", "--slo-p99", "500", "--duration", "0.3s",
+         "--warmup", "0.05s", "--min-samples", "3", "--repeat", "1", "--db", db],
+        capture_output=True, text=True, env=env(), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    with ResultStore(db) as store:
+        run = store.load_run()
+    assert {r.scenario for r in run.results} == {"latency", "throughput", "concurrency", "offline", "server"}
+    for r in run.results:
+        assert r.status == "ok", r.error
+        argv = shlex.split(reproduce_command(r, run))
+        again_db = str(tmp_path / f"{r.scenario}-{r.batch_size}.db")
+        done = subprocess.run([sys.executable, "-m", "enginebench", *argv[1:], "--db", again_db],
+                              capture_output=True, text=True, env=env(), timeout=600)
+        assert done.returncode == 0, (argv, done.stderr[-3000:])
+        with ResultStore(again_db) as store:
+            again = store.load_run()
+        (twin,) = again.results
+        a, b = cell_identity(r, run), cell_identity(twin, again)
+        matching = Matching([a], [b])
+        assert matching.fields == ["model_digest", "until", "corpus_digest", "seed"]  # all recorded both sides
+        assert matching.key(a) == matching.key(b), (argv, matching.differences(a, b))

@@ -103,16 +103,22 @@ def test_the_server_tax_pairs_the_engines_latency_cell_whatever_else_it_ran():
     assert tax["server_ms"]["value"] == served.figures["requests"]["e2e_ms"]["median"]["median"]
 
 
-@pytest.mark.parametrize("processes", [2, 3, 5])
-def test_the_tax_interval_covers_the_true_difference_at_least_95_percent(processes):
+@pytest.mark.parametrize("processes", [(2, 2), (3, 3), (5, 5), (10, 10), (3, 2), (2, 3)])
+@pytest.mark.parametrize("spread", [0.03, 0.1, 0.3])
+def test_the_tax_interval_covers_the_true_difference_93_to_98_percent(processes, spread):
     """Each side as server_tax gets it (the geometric mean over processes with its t interval, measure/stats.py),
-    processes spread 10% (lognormal) around a true median of 20 ms (the server) and 12 ms (in-process): the
-    joined interval holds the true tax of 8 ms in at least 95% of 2,000 simulated runs."""
-    rng = np.random.default_rng(processes)
+    its processes spread lognormally around a true median of 20 ms (the server) and 12 ms (in-process), as many
+    processes a side as the run's --repeat (one lost on a side too): Welch's interval over the two holds the true
+    tax of 8 ms in 93-98% of 4,000 simulated runs, as a 95% interval must (the far ends of the two intervals
+    joined, the interval before it, held it in 99.5%)."""
+    rng = np.random.default_rng([*processes, int(spread * 100)])
     covered = 0
-    for _ in range(2000):
-        sides = [over_processes(true * np.exp(0.1 * rng.standard_normal(processes))) for true in (20.0, 12.0)]
-        lo, hi = difference_ci([sides[0][1], sides[0][2]], [sides[1][1], sides[1][2]])
+    for _ in range(4000):
+        sides = []
+        for true, k in zip((20.0, 12.0), processes):
+            point, lo, hi = over_processes(true * np.exp(spread * rng.standard_normal(k)))
+            sides.append({"median": point, "ci95": [lo, hi], "processes": k})
+        lo, hi = difference_ci(*sides)
         covered += lo <= 8.0 <= hi
-    print(f"{processes} processes: {covered / 2000:.1%}")
-    assert covered / 2000 >= 0.95
+    print(f"{processes} processes, spread {spread:.0%}: {covered / 4000:.1%}")
+    assert 0.93 <= covered / 4000 <= 0.98

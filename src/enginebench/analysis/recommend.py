@@ -160,9 +160,10 @@ class Recommendation:
         out += [f"  {v.text()}" for v in self.versus]
         if self.runner_up:
             r = self.runner_up
-            clear = "significantly" if r.significant else "not significantly"
+            clear = ("significantly better" if r.significant else "not significantly better: these results do "
+                     "not tell the two apart (measure both again side by side: --confirm 5)")
             out.append(f"  runner-up: {configuration_text(r.other, options=False)}: {self.runner_up_figure.text()}; "
-                       f"the best is {ratio_text(r.speedup, better='')}, {clear} better"
+                       f"the best is {ratio_text(r.speedup, better='')}, {clear}"
                        + _one_process_note(r.one_process))
         else:
             out.append("  runner-up: none (this is the only configuration that qualifies)")

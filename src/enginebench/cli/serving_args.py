@@ -22,5 +22,5 @@ def add_serving_arguments(run_parser) -> None:
                        "trial [5%%]")
     group.add_argument("--max-batch", metavar="B", help="dynamic batcher: group up to B queued queries per call "
                        "(offline: queries per call; decoders: sequences a worker generates at once) [1: no batcher]")
-    group.add_argument("--max-wait", metavar="MS", help="dynamic batcher: hold a query at most this long for a "
-                       "batch to fill [0]")
+    group.add_argument("--max-wait", metavar="MS", help="server's dynamic batcher: hold a query at most this long "
+                       "for a batch to fill [0]")

@@ -7,7 +7,7 @@ import numpy as np
 
 from enginebench.display import significant as _num
 from enginebench.measure.stats import over_processes
-from enginebench.plan import Cell
+from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import (
     DECODER_REFERENCE,
     CellRun,
@@ -146,10 +146,16 @@ class Offline(Server):
 
     name = "offline"
     model_kinds = ("encoder",)
-    serving_options = ("max_batch", "max_wait")
+    serving_options = ("max_batch",)  # every query is there at once: a batch never waits to fill
     needs_arrival_rate = False
     judged_by_spread = True
     drives_endpoint = True
+
+    def cells(self, grid: Grid, settings=None) -> list[Cell]:
+        """Its cells keep only the serving settings that shape its work (the batch, LoadGen's seed), so an offline
+        cell planned beside a server's rate and targets is the same cell as one planned alone."""
+        serving = Serving(max_batch=grid.serving.max_batch, seed=grid.serving.seed)
+        return worker_cells(self.name, grid, [serving.max_batch], serving=serving)
 
     def measure(self, run: CellRun) -> Measurement:
         if run.remote:  # a server: every request issued at once, sent on the client threads
