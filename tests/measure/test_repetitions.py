@@ -89,6 +89,22 @@ def test_a_ci_wide_for_want_of_processes_says_so_and_names_the_fix():
         assert not any("95% CI over" in n for n in notes)
 
 
+def test_the_wide_interval_note_names_the_figure_the_cell_is_judged_on():
+    """A throughput cell is read by its items/s, a decoder's by its tokens/s: the note names that figure, with
+    its own interval's width."""
+    rng = np.random.default_rng(3)
+    spread = (1.0e6, 1.05e6, 0.97e6)
+    workers = Cell("onnxruntime", "fp32", "throughput", "titles", 1, 2, 1)
+    result = build_result(workers, [(r, measurement(_process(rng, m), workers=2)) for r, m in enumerate(spread)],
+                          **CONTEXT)
+    (note,) = [n for n in result.details["notes"] if "95% CI over 3 processes" in n]
+    lo, hi = result.throughput["ci95"]
+    assert note.startswith("items/s: ") and f"±{np.sqrt(hi / lo) - 1:.1%}" in note
+    decoder = Cell("llamacpp", "q8_0", "generate", "tg16", 1, 1, 2)
+    result = build_result(decoder, [(r, measurement(_process(rng, m))) for r, m in enumerate(spread)], **CONTEXT)
+    assert any(n.startswith("tokens/s: 95% CI over 3 processes") for n in result.details["notes"])
+
+
 def test_repetitions_are_stored_apart_and_every_figure_rebuilds(tmp_path):
     rng = np.random.default_rng(2)
     measured = [(r, measurement(_process(rng, (1 + 0.03 * r) * 1e6, 300), workers=2)) for r in range(3)]

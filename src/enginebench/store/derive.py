@@ -89,6 +89,17 @@ def _verdict_reasons(cell: Cell, measurements: list[Measurement], indices: list[
     return reasons
 
 
+def _wide_interval_note(scenario, latency: dict, throughput: dict | None) -> str | None:
+    """The note on the figure the cell is judged on when its interval is wide for want of processes: items/s
+    where it is ranked on throughput, tokens/s for decoders (the inverse of the median call: the same relative
+    width), the median latency otherwise."""
+    if scenario.judged_on == "throughput" and (throughput or {}).get("ci95"):
+        wide = few_processes_note(throughput["ci95"], throughput["items_per_s"], latency["processes"])
+        return wide and f"items/s: {wide}"
+    wide = few_processes_note(latency["ci95"], latency["median"], latency["processes"])
+    return wide and f"{'tokens/s' if scenario.judged_on == 'tokens' else 'median latency'}: {wide}"
+
+
 def first_fidelity(measurements: list[Measurement]) -> dict | None:
     """A cell's fidelity: the first of its processes (in repetition order) that measured one."""
     return next((m.fidelity for m in measurements if m.fidelity is not None), None)
@@ -143,9 +154,9 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
             reasons.append(f"{disagree}; beyond {MAX_SPREAD:.0%}: measure again on a quieter machine")
         elif disagree:
             notes.append(disagree)
-        wide = few_processes_note(latency["ci95"], latency["median"], latency["processes"])
+        wide = _wide_interval_note(scenario, latency, throughput)
         if wide:
-            notes.append(f"median latency: {wide}")
+            notes.append(wide)
     executed = sorted({m.executed_precision for m in measurements})
     if len(executed) > 1:
         notes.append(f"repetitions ran different precisions: {', '.join(executed)}")
