@@ -15,6 +15,7 @@ from helpers.plotted_runs import (
 )
 
 from enginebench.formats.charts import build_charts, pareto_front, write_pngs
+from enginebench.store.model import Run
 
 
 def _names(charts) -> list[str]:
@@ -53,6 +54,26 @@ def test_each_chart_holds_one_work_alone():
         assert len(bars) == 8  # 4 engines x 2 batch sizes: the other work's bars are on its own chart
         torch_b1 = [r for r in encoder_run().results if (r.engine, r.batch_size, r.scenario) == ("torch", 1, "latency")]
         assert bars[0].get_height() == pytest.approx(factor * torch_b1[0].latency_ms["median"])
+
+
+def test_two_corpora_under_one_name_or_two_paddings_are_two_works_on_charts_of_their_own():
+    """The facets are the cells' identities' work (store/identity.py), not the workload's name: runs of the
+    "corpus" workload on two different texts, or with each batch cut to its longest input, never share an axis."""
+    def corpus_run(run_id: str, digest: str, padding: str = "fixed") -> Run:
+        run = encoder_run(run_id=run_id)
+        workloads = {"titles": {"name": "titles", "seed": 0, "seq_len": 16, "source": "/data/docs.jsonl",
+                                "digest": digest, "padding": padding}}
+        return Run(run_id, run.created_at, run.machine, {**run.config, "workloads": workloads}, list(run.results))
+
+    names = _names(build_charts([corpus_run("a", "1" * 24), corpus_run("b", "2" * 24)]))
+    assert "latency-by-engine-titles-seq-16-corpus-11111111" in names
+    assert "latency-by-engine-titles-seq-16-corpus-22222222" in names
+    padded = build_charts([corpus_run("a", "1" * 24), corpus_run("b", "1" * 24, padding="dynamic")])
+    titles = [c.title for c in padded.drawn if c.name.startswith("latency-by-engine")]
+    assert titles == ["Latency by engine and batch size · titles (seq 16)",
+                      "Latency by engine and batch size · titles (seq 16 · dynamic padding)"]
+    one = build_charts([corpus_run("a", "1" * 24), corpus_run("b", "1" * 24)])  # the same work twice: one chart
+    assert [c.name for c in one.drawn if c.name.startswith("latency-by-engine")] == ["latency-by-engine"]
 
 
 def test_the_worker_chart_is_left_out_when_one_worker_count_ran():

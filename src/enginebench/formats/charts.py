@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from enginebench.scenarios.registry import REGISTRY, scenario_class, table_of
+from enginebench.store.identity import CellIdentity, cell_identity
 from enginebench.store.model import Result, Run
 
 # the charts a scenario's results may feed (Scenario.charts)
@@ -74,15 +75,19 @@ class Charts:
 
 
 def build_charts(runs: list[Run]) -> Charts:
-    """Every chart the runs' results support, in reading order. Encoder charts are drawn once per work (a
-    workload at its sequence length), and fidelity against speed once per work and scenario, so that an axis
-    never holds a 16-token and a 128-token figure, or a single stream and a worker pool, side by side."""
+    """Every chart the runs' results support, in reading order. Encoder charts are drawn once per work (the
+    workload's part of the cells' identity, store/identity.py: its text, seed, sequence length and padding, and
+    where the model was cut), and fidelity against speed once per work and scenario, so that an axis never holds
+    a 16-token and a 128-token figure, two corpora under one name, or a single stream and a worker pool, side by
+    side. Models are not split: each point's label names its model where the runs hold several."""
     pairs = [(run.run_id, r) for run in runs for r in run.results if r.status == "ok"]
+    by_id = {run.run_id: run for run in runs}
     encoders = [p for p in pairs if table_of(p[1]) == "encoders"]
     decoders = [p for p in pairs if table_of(p[1]) == "decoders"]
     charts = Charts()
     with _style():
-        works = _facets(encoders, lambda p: (p[1].workload, p[1].seq_len), lambda k: f"{k[0]} (seq {k[1]})")
+        work = {id(p): _work(cell_identity(p[1], by_id[p[0]])) for p in encoders}
+        works = _facets(encoders, lambda p: work[id(p)], _work_title(set(work.values())))
         for tag, title, members in works:
             _add(charts, _faceted(latency_by_engine(members), tag, title),
                  f"latency by engine and batch{title}: no latency-scenario results")
@@ -101,6 +106,26 @@ def build_charts(runs: list[Run]) -> Charts:
             _add(charts, fidelity_vs_speed(decoders, decoder=True),
                  "decoder fidelity against speed: fewer than two decode results with a fidelity figure")
     return charts
+
+
+def _work(i: CellIdentity) -> tuple:
+    """What a result's figures are figures of, the engine's configuration aside: (workload, seq_len, padding,
+    cut, corpus digest, seed)."""
+    return i.workload, i.seq_len, i.padding, i.until or "", i.corpus_digest, i.seed
+
+
+def _work_title(works: set[tuple]):
+    """`titles (seq 16)`, `corpus (seq 128 · dynamic padding)`; the corpus digest or the seed only where works
+    that would read alike differ by them (two corpora under one name)."""
+    def title(k: tuple) -> str:
+        workload, seq_len, padding, cut, corpus, seed = k
+        alike = [w for w in works if w[:4] == k[:4]]
+        parts = [f"seq {seq_len}"] + (["dynamic padding"] if padding == "dynamic" else [])
+        parts += [f"cut at {cut}"] if cut else []
+        parts += [f"corpus {corpus[:8]}"] if len({w[4] for w in alike}) > 1 and corpus else []
+        parts += [f"seed {seed}"] if len({w[5] for w in alike}) > 1 and seed is not None else []
+        return f"{workload} ({' · '.join(parts)})"
+    return title
 
 
 def _facets(pairs: list[Pair], key, describe, always: bool = False) -> list[tuple[str, str, list[Pair]]]:
