@@ -42,6 +42,7 @@ def test_the_confirmation_round_measures_the_leaders_again_and_answers_from_that
         round_run = store.load_run(answer["run_id"])
     assert answer["run_id"] in runs and answer["confirmed"]["run_id"] == answer["run_id"]
     assert answer["stored"]["run_id"] != answer["run_id"]
+    assert answer["confirmed"]["confirmed"] is True and answer["stored"]["confirmed"] is False
     # the pick and torch fp32 (the runner-up and the default path, or the pick itself): each in 2 processes
     measured = {(r.engine, r.precision) for r in round_run.results}
     assert measured == {("torch", "fp32"), ("onnxruntime", "fp32")}

@@ -142,6 +142,7 @@ class Recommendation:
     qualified: int = 0
     considered: int = 0
     notes: list[str] = field(default_factory=list)  # choices made for the user (e.g. the batch size)
+    confirmed: bool = False  # the figures come from a confirmation round measured after the pick (--confirm)
 
     def lines(self) -> list[str]:
         c = self.constraints
@@ -167,6 +168,10 @@ class Recommendation:
                        + _one_process_note(r.one_process))
         else:
             out.append("  runner-up: none (this is the only configuration that qualifies)")
+        if self.runner_up and not self.confirmed:
+            out.append("  picked as the best of the stored results, its figure is the luckiest of theirs and "
+                       "flatters it (the winner's curse): --confirm 3 measures it, the runner-up and the baselines "
+                       "again in fresh interleaved processes and answers from that round")
         out.append(f"  {self.qualified} of {self.considered} results qualified" +
                    (f"; excluded: {excluded_text(self.excluded)}" if self.excluded else ""))
         out.append(f"  figures from run {self.run_id} · {self.machine}")
@@ -186,6 +191,7 @@ class Recommendation:
             "runner_up": self.runner_up.to_dict() if self.runner_up else None,
             "runner_up_figure": self.runner_up_figure.to_dict() if self.runner_up_figure else None,
             "qualified": self.qualified, "considered": self.considered, "notes": list(self.notes),
+            "confirmed": self.confirmed,
         }
 
 

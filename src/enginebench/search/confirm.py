@@ -99,7 +99,7 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
     if on_note:
         on_note(f"confirmation round: {len(cells)} cells × {processes} processes")
     run = execute(plan, db=db, argv=["recommend", "--confirm", str(processes)])
-    confirmed = recommend([run], constraints)
+    confirmed = dataclasses.replace(recommend([run], constraints), confirmed=True)
     same = False
     if confirmed.best is not None:
         picks = cell_identity(first.best, by_id[first.run_id]), cell_identity(confirmed.best, run)
