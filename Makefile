@@ -54,7 +54,8 @@ bench: $(BENCH_STAMP)
 # every extra is installed here: a test that would skip for a module that does not import fails instead.
 # Three lanes sharing one artifact cache (ONNX exports, conversions: built once). First, at once: the tests marked
 # neither `serial` nor `waits` on two pytest-xdist workers, a test file per worker (its module fixtures load once;
-# most of their time is process start-up, imports, conversions and compiles), at nice 19, and beside them at normal
+# most of their time is process start-up, imports, conversions and compiles), the files that load real engines
+# first (tests/conftest.py orders them; xdist's own reorder is off), at nice 19, and beside them at normal
 # priority the `waits` tests (how soon something happens: a sleep's schedule, a stop within seconds of Ctrl-C; a
 # waking test takes a core from the niced workers at once), their report printed when they end;
 # `env --default-signal=INT` gives that background lane Ctrl-C again, which the shell ignores in background commands
@@ -74,7 +75,7 @@ define lanes
 unset PYTHONDONTWRITEBYTECODE; trap 'rm -rf $$cache $$waits_log; exit 130' INT TERM; \
 env --default-signal=INT $(UNTIMED) $(PY) -m pytest -m "$(1)waits" $(PYTEST_ARGS) $(call marked,waits) >$$waits_log 2>&1 & \
 waiting=$$!; \
-env $(UNTIMED) nice -n 19 $(PY) -m pytest -n 2 --dist loadfile -m "$(1)not serial and not waits" $(PYTEST_ARGS); parallel=$$?; \
+env $(UNTIMED) nice -n 19 $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "$(1)not serial and not waits" $(PYTEST_ARGS); parallel=$$?; \
 wait $$waiting; waits=$$?; echo "--- the waits tests, run beside the parallel pass:"; cat $$waits_log; \
 $(PY) -m pytest -m "$(1)serial and not quiet" $(PYTEST_ARGS) $(call marked,serial); serial=$$?; \
 rm -rf $$cache $$waits_log; \

@@ -44,6 +44,18 @@ def pytest_ignore_collect(collection_path, config):
     return True
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under `make test`'s two workers (pytest-xdist, `--dist loadfile --no-loadscope-reorder`) each test file
+    goes whole to the next free worker in this order: the files that load a real engine or model (a test marked
+    slow or engine) first, the quick ones last, so the two finish together instead of one starting a
+    minutes-long file while the other runs out of work (xdist's own order, most tests first, put the heaviest
+    files, which hold few tests, last)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("engine")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: a file's tests stay together, in their order
+
+
 # Every result the suite builds (here and in the processes it starts, which inherit this) holds only keys its
 # fields declare (store/shapes.py): a figure added without its declaration fails the tests.
 os.environ.setdefault("ENGINEBENCH_STRICT_SHAPES", "1")
