@@ -145,3 +145,21 @@ def test_key_lines_follow_tables_arrays_of_tables_and_multiline_values():
     assert lines[("options", "onnxruntime", "graph_optimization")] == 7
     assert lines[("model", 0, "name")] == 9 and lines[("model", 0, "options", "torch", "threads")] == 11
     assert lines[("model", 1, "name")] == 13
+
+
+def test_an_earlier_sweep_of_the_same_file_is_named_until_this_one_starts(tmp_path):
+    """A stored sweep of the same file under another id (an earlier enginebench's, nothing stored that differs)
+    is named with what it is; once this sweep has started, resuming it says nothing of the other."""
+    from enginebench.store.database import ResultStore
+    from enginebench.sweep.runner import earlier_sweep_note
+
+    sweep = load_sweep(str(_file(tmp_path, BASE)), pin_cpus=False)
+    owner = {"host": "elsewhere", "pid": 1, "since": "2026-12-01T00:00:00+00:00"}
+    with ResultStore(tmp_path / "s.db") as store:
+        assert earlier_sweep_note(sweep, store) is None
+        store.claim_sweep("s-0123456789", sweep.file, sweep.spec, owner, lambda holder: True)
+        note = earlier_sweep_note(sweep, store)
+        assert note.startswith("this file was swept before as sweep s-0123456789 (2026-12-01T00:00:00+00:00)")
+        assert "an earlier enginebench made" in note and f"this is sweep {sweep.sweep_id}, measured anew" in note
+        store.claim_sweep(sweep.sweep_id, sweep.file, sweep.spec, owner, lambda holder: True)
+        assert earlier_sweep_note(sweep, store) is None

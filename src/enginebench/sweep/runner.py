@@ -102,8 +102,12 @@ def earlier_sweep_note(sweep: Sweep, store: ResultStore) -> str | None:
                     break
         if why:
             break
-    return (f"this file was swept before as sweep {old} ({created}), of other work ({why or 'other cells'}): "
-            f"this is sweep {sweep.sweep_id}, measured anew; {old}'s results stay in the store")
+    if why is None:  # nothing stored differs: an id made before the cells' identities were part of it
+        return (f"this file was swept before as sweep {old} ({created}), whose stored cells are this work too but "
+                f"whose id an earlier enginebench made: this is sweep {sweep.sweep_id}, measured anew; {old}'s "
+                "results stay in the store")
+    return (f"this file was swept before as sweep {old} ({created}), of other work ({why}): this is sweep "
+            f"{sweep.sweep_id}, measured anew; {old}'s results stay in the store")
 
 
 def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ray: str | None = None,
