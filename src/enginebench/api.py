@@ -255,7 +255,7 @@ def _check_same_plan(run: Run, plan, stored: dict) -> None:
     """The options planned again must give the run's cells in its order, each the same work as the run recorded
     (store/identity.py: the model's content, the corpus, every engine option, ...): the installed engines, the
     model or the corpus may have changed since, and its stored results and new ones would not belong together."""
-    planned = plan.cells + [cell for cell, _ in plan.skips]
+    planned = plan.indexed_cells()
     launcher = LocalLauncher(plan)
     config = run.config
     if (config.get("repeat", plan.repeat) != plan.repeat or any(index >= len(planned) for index in stored)

@@ -155,6 +155,11 @@ class Plan:
     context: dict = field(default_factory=dict)
     load_timeout_flag: str = "--load-timeout"  # the option that sets load_timeout_s, named when a load times out
 
+    def indexed_cells(self) -> list[Cell]:
+        """Every cell a run of this plan stores a result for, in the order results are indexed: the cells, then
+        the planned skips."""
+        return self.cells + [cell for cell, _ in self.skips]
+
     def work_record(self) -> dict:
         """What a run stores of the model and the workloads its cells measured (their content digests among
         them): the run's part of each cell's identity (store/identity.py)."""

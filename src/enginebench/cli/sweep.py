@@ -115,7 +115,7 @@ def _dry_run(sweep, args, out) -> int:
     rows = []
     for s in states:
         plan = s.part.plan
-        for index, cell in enumerate(plan.cells + [c for c, _ in plan.skips]):
+        for index, cell in enumerate(plan.indexed_cells()):
             state = "skipped" if index >= len(plan.cells) or s.launcher.why_not(cell) else s.cell_status(index)
             rows.append([s.part.label, cell.engine, cell.precision, cell.scenario, cell.workload, str(cell.batch_size),
                          str(cell.workers), str(cell.threads), state])

@@ -14,7 +14,7 @@ import shlex
 
 from enginebench.config import RunConfig
 from enginebench.errors import UsageError
-from enginebench.store.identity import Matching, cell_identity
+from enginebench.store.identity import cell_identity, differences
 
 MIN_PROCESSES = 2  # an interval over processes needs two
 
@@ -100,11 +100,8 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
         on_note(f"confirmation round: {len(cells)} cells × {processes} processes")
     run = execute(plan, db=db, argv=["recommend", "--confirm", str(processes)])
     confirmed = dataclasses.replace(recommend([run], constraints), confirmed=True)
-    same = False
-    if confirmed.best is not None:
-        picks = cell_identity(first.best, by_id[first.run_id]), cell_identity(confirmed.best, run)
-        matching = Matching(picks[:1], picks[1:])
-        same = matching.key(picks[0]) == matching.key(picks[1])
+    same = confirmed.best is not None and not differences(cell_identity(first.best, by_id[first.run_id]),
+                                                          cell_identity(confirmed.best, run))
     return Confirmation(first, confirmed, run.run_id, processes, measured, left_out, same)
 
 

@@ -69,7 +69,7 @@ def _pairs(d: dict | None) -> Pairs | None:
 
 def cell_identity(r: Result, run: Run | None = None, *, config: dict | None = None) -> CellIdentity:
     """`r`'s cell identity; `run` is the run it belongs to (its config records the model and the workloads), or
-    `config` that record itself (a cell not measured yet: execution/local.py's planned_identity)."""
+    `config` that record itself (a cell not measured yet: LocalLauncher.identity)."""
     if config is None:
         config = (run.config if run is not None else None) or {}
     model = config.get("model") or None
@@ -162,6 +162,11 @@ class Matching:
         return out
 
 
+def differences(a: CellIdentity, b: CellIdentity, names: tuple[str, str] = ("base", "new")) -> list[str]:
+    """What tells two identities apart, matched on what both recorded (`Matching`); [] for the same cell."""
+    return Matching([a], [b], names).differences(a, b, names)
+
+
 _WORK = (("model_digest", "other model content"), ("until", "other model cut (--until)"),
          ("seq_len", "other seq_len"), ("padding", "other padding"), ("corpus_digest", "other corpus"),
          ("seed", "other workload seed"))
@@ -205,5 +210,5 @@ def work_text(i: CellIdentity) -> str:
     return f"seq {i.seq_len}{padding}{cut}"
 
 
-__all__ = ["CellIdentity", "cell_identity", "Matching", "work_difference", "work_text", "positions_share",
+__all__ = ["CellIdentity", "cell_identity", "Matching", "differences", "work_difference", "work_text", "positions_share",
            "positions_note"]

@@ -23,7 +23,7 @@ from enginebench.execution.local import LocalLauncher
 from enginebench.execution.records import history_of
 from enginebench.measure.machine import machine_info
 from enginebench.store.database import ResultStore
-from enginebench.store.identity import Matching, cell_identity
+from enginebench.store.identity import cell_identity, differences
 from enginebench.store.model import Run
 from enginebench.sweep.spec import Part, Sweep
 
@@ -92,13 +92,12 @@ def earlier_sweep_note(sweep: Sweep, store: ResultStore) -> str | None:
             why = f"on {run.machine['hostname']}"
             break
         stored, launcher = store.keyed_results(run.run_id), LocalLauncher(part.plan)
-        for cell in [*part.plan.cells, *(c for c, _ in part.plan.skips)]:
+        for cell in part.plan.indexed_cells():
             result = stored.get(part.cell_key(old, cell))
             if result is not None:
-                then, now = cell_identity(result, run), launcher.identity(cell)
-                differences = Matching([then], [now]).differences(then, now, names=("then", "now"))
-                if differences:
-                    why = f"{cell.label()}: {'; '.join(differences)}"
+                told = differences(cell_identity(result, run), launcher.identity(cell), names=("then", "now"))
+                if told:
+                    why = f"{cell.label()}: {'; '.join(told)}"
                     break
         if why:
             break
@@ -119,8 +118,7 @@ def part_states(sweep: Sweep, store: ResultStore, retry_failed: bool = False, ra
     for part in sweep.parts:
         run_id = run_id_of(sweep, part)
         plan = part.plan
-        keys = [part.cell_key(sweep.sweep_id, c) for c in plan.cells] + [
-            part.cell_key(sweep.sweep_id, c) for c, _ in plan.skips]
+        keys = [part.cell_key(sweep.sweep_id, c) for c in plan.indexed_cells()]
         stored = store.keyed_results(run_id)
         history = {i: history_of(stored[k]) for i, k in enumerate(keys[:len(plan.cells)]) if k in stored}
         states.append(PartState(part, run_id, keys, stored, launcher(plan, history=history,

@@ -255,8 +255,7 @@ def load_sweep(path: str, *, retries: str | None = None, max_memory: str | None 
         for e, kv in _engine_options(checker, where + ("options",), entry.get("options", {})).items():
             options.setdefault(e, {}).update(kv)
         parts += _expand(checker, where, name, given, origin, options, kinds)
-    work = [LocalLauncher(part.plan).identity(cell).text()
-            for part in parts for cell in [*part.plan.cells, *(c for c, _ in part.plan.skips)]]
+    work = [LocalLauncher(part.plan).identity(cell).text() for part in parts for cell in part.plan.indexed_cells()]
     return Sweep(sweep_id_of(file, spec, machine_key(), work), str(file), spec, parts, cpus=cpus)
 
 
