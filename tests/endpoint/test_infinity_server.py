@@ -89,7 +89,6 @@ def test_the_server_tax_beside_the_same_model_in_process(server, tmp_path):
     assert tax["tax_ms"]["value"] == pytest.approx(served["median"] - alone["median"])
     lo, hi = tax["tax_ms"]["ci95"]
     assert [lo, hi] == pytest.approx(difference_ci(served, alone)) and lo < tax["tax_ms"]["value"] < hi
-    assert served["ci95"][0] - alone["ci95"][1] < lo  # inside the far ends of the two sides' intervals
     print(f"torch {alone['median']:.2f} ms, Infinity {served['median']:.2f} ms: tax {tax['tax_ms']['value']:+.2f} ms")
     assert any(n.startswith("server tax, titles, per request: torch fp32 in-process ") for n in d["notes"]), d["notes"]
 
