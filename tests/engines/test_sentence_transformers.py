@@ -42,7 +42,7 @@ def test_decoded_texts_retokenise_to_the_workload_ids(minilm, st_session, corpus
     for workload in (titles, corpus):
         batch = workload.pool
         prepared = st_session.prepare(batch)
-        assert all(isinstance(t, str) for t in prepared.texts) and prepared.max_length == batch.seq_len
+        assert all(isinstance(t, str) for t in prepared.texts) and prepared.width == batch.seq_len
         for text, ids, mask in zip(prepared.texts, batch.input_ids, batch.attention_mask):
             assert tokenizer.encode(text).ids == ids[mask.astype(bool)].tolist()
 

@@ -246,6 +246,19 @@ def test_runs_match_cells_by_parameters_and_list_the_rest():
     assert d["regressions"] == [cmp.cells[0].cell] and len(d["cells"]) == 2
 
 
+def test_a_cell_whose_engine_computed_other_positions_says_it_is_not_the_same_work():
+    """A cell's identity holds the workload, not the positions its engine computed: a result stored by a version
+    of sentence-transformers' engine that stopped at each batch's longest input matches today's, which pads."""
+    def result(positions, seed):
+        r = make_result(seed=seed)
+        r.details = {**(r.details or {}), "positions_per_item": positions}
+        return r
+
+    differs = compare_results(result(14.9, 1), result(16.0, 2))
+    assert "token positions computed per input differ: 14.9 → 16.0 (107%): not the same work" in differs.reasons
+    assert not any("positions" in r for r in compare_results(result(16.0, 1), result(16.0, 2)).reasons)
+
+
 def test_machine_and_setup_differences_are_spelled_out():
     other = {**MACHINE, "cpu": "AMD EPYC 9654", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"],
              "logical_cores": 8, "affinity": [0, 1, 2, 3], "python": "3.12.1", "env": {"OMP_NUM_THREADS": "4"},

@@ -7,7 +7,11 @@ baseline: "how much faster than what we run now" compares against the whole call
 Workload batches are token ids; prepare() decodes each row's real tokens (padding and special tokens dropped)
 back to text with the model's tokenizer, outside timing. The decoded text re-tokenises to the very same ids
 for the bundled workloads (checked in tests/engines/test_sentence_transformers.py), so every engine still sees
-the same inputs, truncated to the same length.
+the same inputs, truncated to the same length, and padded to the same width: the batch's (`--seq-len` under
+`--padding fixed`, its longest input under `dynamic`), through sentence-transformers' own
+`processing_kwargs` (`padding="max_length"`). Left to itself `encode` pads to the longest input whatever the
+workload says, which under fixed padding computed fewer positions than the other engines (on `titles` 14.9 of 16
+at batch 4): a speed-up over a baseline that did less work.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from enginebench.models.spec import ModelSpec
 from enginebench.workloads.batch import TokenBatch
 from enginebench.workloads.tokenize import load_tokenizer
 
-TIMED_CALL = ("SentenceTransformer.encode(texts, batch_size=len(texts), convert_to_numpy=True): "
-              "tokenisation + transformer forward + mean pooling + normalisation + copy to numpy")
+TIMED_CALL = ("SentenceTransformer.encode(texts, batch_size=len(texts), convert_to_numpy=True, processing_kwargs="
+              "{'text': {'padding': 'max_length', 'max_length': the batch's width}}): tokenisation + transformer "
+              "forward + mean pooling + normalisation + copy to numpy")
 
 
 def _devices() -> tuple[str, ...]:
@@ -40,10 +45,10 @@ class SentenceTransformersOptions(EngineOptions):
 
 @dataclass(frozen=True)
 class EncodeCall:
-    """A prepared batch: the texts, and the token length the workload cut them to."""
+    """A prepared batch: the texts, and the width every engine computes for it (the workload's padding)."""
 
     texts: list[str]
-    max_length: int
+    width: int
 
 
 class SentenceTransformersSession(Session):
@@ -53,9 +58,6 @@ class SentenceTransformersSession(Session):
         self.executed_precision = executed_precision
         self.details = details
 
-    def computed_positions(self, batch: TokenBatch) -> int:
-        return batch.size * batch.longest  # pads each batch to its longest input, whatever the workload's padding
-
     def prepare(self, batch: TokenBatch) -> EncodeCall:
         rows = zip(batch.input_ids, batch.attention_mask.astype(bool))
         texts = self.tokenizer.decode_batch([ids[mask].tolist() for ids, mask in rows], skip_special_tokens=True)
@@ -64,10 +66,11 @@ class SentenceTransformersSession(Session):
     def run(self, prepared: EncodeCall) -> np.ndarray:
         # The workload's length, not the model's default (256 for MiniLM), so long inputs are cut where the
         # other engines' are; an attribute check, negligible next to the call
-        if self.model.max_seq_length != prepared.max_length:
-            self.model.max_seq_length = prepared.max_length
+        if self.model.max_seq_length != prepared.width:
+            self.model.max_seq_length = prepared.width
         return self.model.encode(prepared.texts, batch_size=len(prepared.texts), convert_to_numpy=True,
-                                 show_progress_bar=False)
+                                 show_progress_bar=False,
+                                 processing_kwargs={"text": {"padding": "max_length", "max_length": prepared.width}})
 
 
 class SentenceTransformersEngine(Engine):

@@ -194,13 +194,14 @@ def positions_share(a: Result, b: Result) -> float | None:
 
 
 def positions_note(a: Result, b: Result, tolerance: float = 0.02) -> str:
-    """A note when `b` computed a share of `a`'s token positions other than 1 (an engine that cuts each batch to
-    its longest input against one that pads to seq_len): their speed-up is not on the same work. "" otherwise."""
+    """A note when `b` computed a share of `a`'s token positions other than 1 (every engine computes the batch's
+    width today; sentence-transformers' results stored before it did stopped at each batch's longest input):
+    their speed-up is not on the same work. "" otherwise."""
     share = positions_share(a, b)
     if share is None or abs(share - 1) <= tolerance:
         return ""
     return (f" [{b.engine} computed {share:.0%} of {a.engine}'s token positions: not the same work; "
-            f"--padding dynamic cuts every engine's batches to their longest input]")
+            f"measure both with this version of enginebench]")
 
 
 def work_text(i: CellIdentity) -> str:
