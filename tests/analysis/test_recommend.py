@@ -62,6 +62,7 @@ def test_the_best_qualifying_result_wins_and_each_exclusion_is_counted(mixed):
     text = "\n".join(rec.lines())
     # picked from stored results, not measured again: the answer says its figure flatters it and how to confirm
     assert "winner's curse" in text and "--confirm 3" in text and rec.to_dict()["confirmed"] is False
+    assert "not measured again:" in text
     assert "2× faster (95% CI" in text and "sentence-transformers" in text and "graph_optimization=basic" in text
 
 
@@ -208,6 +209,10 @@ def test_cli_exit_codes_and_json(tmp_path, capsys, registered, mixed):
     assert _cli("--db", db, "--objective", "latency", "--max-memory", "500", "--batch-size", "1", "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["configuration"]["engine"] == "onnxruntime" and out["command"].startswith("enginebench run")
+    # measured on another machine than this one: answered from the stored results, saying why it was not confirmed
+    assert out["confirmed"] is False and out["unconfirmed"].endswith("not on this machine")
+    assert _cli("--db", db, "--objective", "latency", "--max-memory", "500", "--batch-size", "1", "--confirm") == 2
+    assert "--confirm cannot measure the pick again here: measured on" in capsys.readouterr().err
     assert out["versus"][0]["speedup"]["value"] == pytest.approx(2.0, rel=0.03)
     assert _cli("--db", db, "--objective", "latency", "--min-fidelity", "0.999999", "--max-memory", "1") == 1
     assert "no recommendation: none of the" in capsys.readouterr().out

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers.cli import enginebench_here
+from helpers.cli import enginebench, enginebench_here
+from helpers.fake_engines import TUNE_PLUGINS
 
 from enginebench.errors import UsageError
 from enginebench.search.confirm import check_processes
@@ -21,6 +22,43 @@ def test_too_few_processes_is_a_one_line_error_before_anything(text, words, tmp_
         check_processes(text)
     done = enginebench_here("recommend", "--confirm", text, "--db", tmp_path / "none.db")
     assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_recommend_measures_its_pick_again_by_default_and_measures_nothing_when_told_not_to(tmp_path):
+    """Engines of known speed (syn int8 4 ms, syn fp32 6 ms, torch 8 ms): stored results offering a choice are
+    measured again, 3 processes a configuration, before the answer; --no-confirm reads the stored results only and
+    says the figure is the luckiest of them; --confirm and --no-confirm together are refused before anything."""
+    db = str(tmp_path / "d.db")
+    done = enginebench("run", "--engine", "torch,syn", "--precision", "fp32,int8", "--workload", "titles",
+                       "--batch-size", "1", "--scenario", "latency", "--duration", "0.2", "--min-samples", "5",
+                       "--warmup", "0.05", "--repeat", "1", "--db", db, plugins=TUNE_PLUGINS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with ResultStore(db) as store:
+        stored_run = store.run_ids()[0][0]
+
+    # --accept-warn: on a busy host a 0.2 s cell can warn, and the test is about what is measured, not verdicts
+    told = enginebench("recommend", "--objective", "latency", "--accept-warn", "--no-confirm", "--json",
+                       "--db", db, plugins=TUNE_PLUGINS)
+    assert told.returncode == 0, told.stderr[-2000:]
+    answer = json.loads(told.stdout)
+    assert answer["confirmed"] is False and answer["runner_up"] and answer["run_id"] == stored_run
+    with ResultStore(db) as store:
+        assert len(store.run_ids()) == 1  # nothing measured
+
+    default = enginebench("recommend", "--objective", "latency", "--accept-warn", "--db", db,
+                          plugins=TUNE_PLUGINS)
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert "confirmation round: " in default.stdout and "3 fresh processes" in default.stdout
+    with ResultStore(db) as store:
+        ids = [row[0] for row in store.run_ids()]
+        assert len(ids) == 2
+        round_run = store.load_run(next(i for i in ids if i != stored_run))
+    assert round_run.config["repeat"] == 3 and all(len(r.repetitions) == 3 for r in round_run.results)
+    assert ("syn", "int8") in {(r.engine, r.precision) for r in round_run.results}
+    assert "syn · int8" in default.stdout.split("confirmation round: ")[1]
+
+    both = enginebench_here("recommend", "--confirm", "3", "--no-confirm", "--db", db, plugins=TUNE_PLUGINS)
+    assert both.returncode == 2 and "contradict" in both.stderr and len(both.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -143,8 +143,11 @@ class Recommendation:
     considered: int = 0
     notes: list[str] = field(default_factory=list)  # choices made for the user (e.g. the batch size)
     confirmed: bool = False  # the figures come from a confirmation round measured after the pick (--confirm)
+    unconfirmed: str = ""  # why the pick was not measured again (the CLI's fallback: another machine, no engine)
 
-    def lines(self) -> list[str]:
+    def lines(self, winners_curse: bool = True) -> list[str]:
+        """The answer; `winners_curse=False` leaves out the line saying an unconfirmed pick flatters itself
+        (for the stored answer printed before its confirmation round)."""
         c = self.constraints
         scope = [self.model or "?", f"workload {self.workload or '?'}", f"objective {_objective_text(self)}",
                  f"fidelity ≥ {c.min_fidelity:g}"]
@@ -168,10 +171,12 @@ class Recommendation:
                        + _one_process_note(r.one_process))
         else:
             out.append("  runner-up: none (this is the only configuration that qualifies)")
-        if self.runner_up and not self.confirmed:
-            out.append("  picked as the best of the stored results, its figure is the luckiest of theirs and "
-                       "flatters it (the winner's curse): --confirm 3 measures it, the runner-up and the baselines "
-                       "again in fresh interleaved processes and answers from that round")
+        if self.runner_up and not self.confirmed and winners_curse:
+            why = f" ({self.unconfirmed})" if self.unconfirmed else ""
+            out.append(f"  not measured again{why}: picked as the best of the stored results, its figure is the "
+                       "luckiest of theirs and flatters it (the winner's curse); `recommend --confirm 3`, what "
+                       "`recommend` does where it can, measures it, the runner-up and the baselines again in fresh "
+                       "interleaved processes and answers from that round")
         out.append(f"  {self.qualified} of {self.considered} results qualified" +
                    (f"; excluded: {excluded_text(self.excluded)}" if self.excluded else ""))
         out.append(f"  figures from run {self.run_id} · {self.machine}")
@@ -191,7 +196,7 @@ class Recommendation:
             "runner_up": self.runner_up.to_dict() if self.runner_up else None,
             "runner_up_figure": self.runner_up_figure.to_dict() if self.runner_up_figure else None,
             "qualified": self.qualified, "considered": self.considered, "notes": list(self.notes),
-            "confirmed": self.confirmed,
+            "confirmed": self.confirmed, "unconfirmed": self.unconfirmed,
         }
 
 
@@ -576,13 +581,13 @@ def _newest_run(runs: list[Run], model: str | None) -> Run:
     return max(candidates, key=lambda run: run.created_at)
 
 
-def _machine_of(r: Result, run: Run) -> dict:
+def machine_of(r: Result, run: Run) -> dict:
     """The machine that measured `r`: its Ray node's when a node did (details.node), else the run's."""
     return (r.details or {}).get("node") or run.machine or {}
 
 
 def _machine_key(r: Result, run: Run) -> tuple:
-    m = _machine_of(r, run)
+    m = machine_of(r, run)
     return m.get("hostname"), m.get("cpu")
 
 
@@ -606,7 +611,7 @@ def _judged_machine(pairs, newest: Run, model: str, rec: "Recommendation") -> tu
 
 
 def _machine_line(r: Result, run: Run) -> str:
-    return machine_line(replace(run, machine=_machine_of(r, run))).removeprefix("machine: ")
+    return machine_line(replace(run, machine=machine_of(r, run))).removeprefix("machine: ")
 
 
 # -- the command that reproduces a result -------------------------------------------------------------------
@@ -672,7 +677,7 @@ def reproduce_command(r: Result, run: Run) -> str:
 
 
 __all__ = ["Constraints", "Recommendation", "Comparison", "Figure", "recommend", "reproduce_command", "speedup",
-           "configuration", "OBJECTIVES"]
+           "configuration", "machine_of", "OBJECTIVES"]
 
 
 def load_runs(store, run_ids: list[str], model: str | None) -> list:

@@ -5,7 +5,11 @@ curse), and the results it is compared with may come from other runs, hours apar
 measures the pick, the runner-up and the baselines again, each in N fresh processes, their repetitions
 interleaved and shuffled (the launcher's order), as one new run; the answer is recommend's over that run only,
 so the pick's figure, its speed-ups and whether it beats the runner-up come from processes measured side by
-side after the choice was made."""
+side after the choice was made.
+
+`enginebench recommend` runs the round by default (3 processes) whenever the stored results offer a choice and
+it can: the pick was measured on this machine and every configuration's engine loads here. Where it cannot,
+it answers from the stored results and says why (`why_not_here`, `round_plan`'s UsageError)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from enginebench.errors import UsageError
 from enginebench.store.identity import cell_identity, differences
 
 MIN_PROCESSES = 2  # an interval over processes needs two
+DEFAULT_PROCESSES = 3
 
 
 @dataclasses.dataclass
@@ -64,12 +69,32 @@ def check_processes(text: str | int) -> int:
     return n
 
 
-def confirm(first, runs: list, constraints, db: str, processes: int, on_note=None) -> Confirmation:
-    """Measure `first`'s pick, runner-up and baselines again in `processes` fresh interleaved processes each,
-    as one stored run, and recommend over that run only."""
-    # loaded when a round runs: cli/recommend imports this module to build the parser
-    from enginebench.analysis.recommend import configuration_text, recommend, reproduce_command
-    from enginebench.api import execute
+def why_not_here(first, runs: list) -> str | None:
+    """Why the pick cannot be measured again on this machine, or None: figures from another machine would
+    not be the same measurement (store/identity.py keeps machines apart)."""
+    from enginebench.analysis.recommend import machine_of
+    from enginebench.measure.machine import machine_info
+
+    run = next(r for r in runs if r.run_id == first.run_id)
+    measured, here = machine_of(first.best, run), machine_info()
+    if (measured.get("hostname"), measured.get("cpu")) != (here["hostname"], here["cpu"]):
+        return f"measured on {measured.get('hostname')} ({measured.get('cpu')}), not on this machine"
+    return None
+
+
+@dataclasses.dataclass
+class RoundPlan:
+    plan: object  # the plan (plan.Plan) the round runs
+    measured: list[str]
+    left_out: list[str]
+
+
+def round_plan(first, runs: list, processes: int) -> RoundPlan:
+    """The round: the pick, runner-up and baselines of `first`, each with its reproduce command's exact
+    configuration, in `processes` processes each. A UsageError where a configuration cannot run here (its
+    engine is not installed, its model folder is gone): raised before anything is measured."""
+    from enginebench.analysis.recommend import configuration_text, reproduce_command
+    from enginebench.engines import engine_class
     from enginebench.planning import plan_from_config
 
     if first.best is None:
@@ -81,6 +106,12 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
     entries += [(v.other, by_id[v.run_id]) for v in first.versus if v.speedup is not None]
     cells, options, measured, left_out, base = [], {}, [], [], None
     for result, run in entries:
+        if not engine_class(result.engine).installed():
+            if result is first.best:
+                raise UsageError(f"the pick's engine, {result.engine}, is not installed here: pip install "
+                                 f"'enginebench[{engine_class(result.engine).extra}]'")
+            left_out.append(f"{configuration_text(result)}: {result.engine} is not installed here")
+            continue
         argv = shlex.split(reproduce_command(result, run))[2:]  # the exact configuration, without `enginebench run`
         plan = plan_from_config(RunConfig.from_argv(argv))
         clash = {e: o for e, o in plan.engine_options.items() if options.get(e, o) != o}
@@ -96,8 +127,22 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
         measured.append(configuration_text(result, options=False))
         base = base or plan
     plan = dataclasses.replace(base, cells=cells, engine_options=options, repeat=processes, skips=[])
+    return RoundPlan(plan, measured, left_out)
+
+
+def confirm(first, runs: list, constraints, db: str, processes: int, on_note=None,
+            planned: RoundPlan | None = None) -> Confirmation:
+    """Measure `first`'s pick, runner-up and baselines again in `processes` fresh interleaved processes each,
+    as one stored run, and recommend over that run only."""
+    # loaded when a round runs: cli/recommend imports this module to build the parser
+    from enginebench.analysis.recommend import recommend
+    from enginebench.api import execute
+
+    planned = planned or round_plan(first, runs, processes)
+    plan, measured, left_out = planned.plan, planned.measured, planned.left_out
+    by_id = {run.run_id: run for run in runs}
     if on_note:
-        on_note(f"confirmation round: {len(cells)} cells × {processes} processes")
+        on_note(f"confirmation round: {len(plan.cells)} cells × {processes} processes")
     run = execute(plan, db=db, argv=["recommend", "--confirm", str(processes)])
     confirmed = dataclasses.replace(recommend([run], constraints), confirmed=True)
     same = confirmed.best is not None and not differences(cell_identity(first.best, by_id[first.run_id]),
@@ -105,4 +150,5 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
     return Confirmation(first, confirmed, run.run_id, processes, measured, left_out, same)
 
 
-__all__ = ["Confirmation", "confirm", "check_processes", "MIN_PROCESSES"]
+__all__ = ["Confirmation", "RoundPlan", "confirm", "round_plan", "why_not_here", "check_processes", "MIN_PROCESSES",
+           "DEFAULT_PROCESSES"]

@@ -465,7 +465,9 @@ class Tuner:
         try:
             # warn verdicts are judged too: on a busy machine a budget's cells are noisy, and a noisy leader is
             # still the best estimate (recommend says so in a note; the CI and processes show how noisy)
-            rec = judge(True)
+            # the final round measured the leaders again in fresh processes after they were chosen: a
+            # confirmation round, so the answer's figures do not carry the earlier rounds' winner's curse
+            rec = dataclasses.replace(judge(True), confirmed=True)
         except UsageError as e:  # e.g. nothing of the workload measured in the final round
             rec = Recommendation(None, None, None, str(e), {})
         return rec
