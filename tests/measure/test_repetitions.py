@@ -105,6 +105,19 @@ def test_the_wide_interval_note_names_the_figure_the_cell_is_judged_on():
     assert any(n.startswith("tokens/s: 95% CI over 3 processes") for n in result.details["notes"])
 
 
+def test_a_cell_with_spiky_calls_says_its_items_per_s_interval_reaches_lower():
+    rng = np.random.default_rng(5)
+    steady = [_process(rng, m, 300) for m in (1.0e6, 1.02e6, 0.99e6)]
+    spiky = [np.where(rng.random(p.size) < 0.04, 3 * p, p) for p in steady]
+    notes = []
+    for processes in (steady, spiky):
+        result = build_result(CELL, [(r, measurement(p)) for r, p in enumerate(processes)], **CONTEXT)
+        notes.append([n for n in result.details.get("notes", []) if "spikes" in n])
+    assert notes[0] == [] and len(notes[1]) == 1
+    share = sum(int((p > 2 * np.median(p)).sum()) for p in spiky) / sum(p.size for p in spiky)
+    assert notes[1][0].startswith(f"items/s: {share:.1%} of calls took over 2× ") and "t's 99% quantile" in notes[1][0]
+
+
 def test_repetitions_are_stored_apart_and_every_figure_rebuilds(tmp_path):
     rng = np.random.default_rng(2)
     measured = [(r, measurement(_process(rng, (1 + 0.03 * r) * 1e6, 300), workers=2)) for r in range(3)]

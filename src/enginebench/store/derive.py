@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from enginebench.measure.rates import closed_loop_throughput
-from enginebench.measure.stats import summarize
+from enginebench.measure.stats import SPIKE_FACTOR, SPIKE_SHARE, spike_share, summarize
 from enginebench.measure.verdict import MAX_SPREAD, few_processes_note, process_spread, repetitions_disagree, verdict
 from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
@@ -117,6 +117,7 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     m0 = measurements[0]
     groups = [np.concatenate([np.asarray(s, dtype=np.int64) for s in m.worker_samples]) for m in measurements]
     all_ns = np.concatenate(groups)
+    spike_note = None
     latency = summarize(None, [g / 1e6 for g in groups]).to_dict()
     wall = sum(m.wall_s for m in measurements)
     scenario = scenario_class(cell.scenario)
@@ -139,6 +140,11 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         }
         reasons = _verdict_reasons(cell, measurements, indices, list(errors))
         extra = {}
+        spikes = spike_share([w for m in measurements for w in m.worker_samples])
+        if ci and len(measurements) > 1 and spikes > SPIKE_SHARE:
+            spike_note = (f"items/s: {spikes:.1%} of calls took over {SPIKE_FACTOR:g}× their worker's median: such "
+                          "spikes skew a rate over the mean call low, so its 95% CI reaches down to t's 99% "
+                          "quantile")
     figures = dict(scenario.figures(cell, measurements, details))
     warnings = figures.pop("warnings", None) or []  # a served row's verdict is LoadGen's: there they are notes
     extra.update(figures)
@@ -147,6 +153,8 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
     if spans:  # from the first process's start to the last one's end
         merged["measured_between"] = [min(s[0] for s in spans), max(s[1] for s in spans)]
     notes = list(dict.fromkeys(n for m in measurements for n in m.details.get("notes", ())))
+    if served is None and spike_note:
+        notes.append(spike_note)
     (reasons if served is None else notes).extend(warnings)
     if scenario.judges_spread(measurements):  # a server's latencies vary by design: its SLO verdict judges it
         disagree = repetitions_disagree(groups)
