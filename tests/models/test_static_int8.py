@@ -144,6 +144,26 @@ def test_openvino_int8_static_reads_the_runtime_graph(ov_static):
     assert not any(kernel.startswith("undef") for kernel in gemm["kernels"])  # read after kernels were chosen
 
 
+@pytest.mark.slow
+def test_openvino_every_linear_in_int8_keeps_8_bit_weights_only_where_vnni_sums_cannot_saturate(minilm, corpus):
+    """int8_layers=all: where oneDNN has VNNI the weights keep all 8 bits and NNCF's own SmoothQuant (the settings
+    that kept every Linear int8 within 0.99 on the corpus); without it, 7 bits, as every int8 MatMul without VNNI
+    must. Read back from the quantized weights and the kernels that ran, whatever this CPU offers."""
+    from enginebench.measure.cpu_features import onednn_isa_cap, vnni_available
+
+    session = load_static("openvino", minilm, [corpus], int8_layers="all")
+    q, gemm = session.details["quantization"], session.details["int8_gemm"]
+    assert q["layers_kept"] == [] and q["share_of_matmul_flops"] == pytest.approx(1.0)
+    widest = max(-gemm["weight_range"][0], gemm["weight_range"][1])
+    settings = session.details["int8_settings"]
+    assert gemm["vnni"] == vnni_available(cap=onednn_isa_cap())
+    if gemm["vnni"]:
+        assert widest > 64 and settings["overflow_fix"].startswith("DISABLE")
+        assert settings["smooth_quant_alpha_matmul"] == "nncf's default" and settings["ignored_scope"] == "none"
+    else:
+        assert widest <= 64 and settings["overflow_fix"].startswith("ENABLE")
+
+
 def test_the_label_says_static_w8a8_and_its_share(ort_static, ov_static):
     from enginebench.store.labels import precision_label
     from enginebench.store.model import Result
