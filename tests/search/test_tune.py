@@ -161,6 +161,31 @@ def test_same_seed_same_candidates_and_schedule(synthetic):
     assert [halving.round_rule(i).duration_s for i in range(3)] == [0.5, 1.0, 2.0]
 
 
+def test_round_one_tries_the_precisions_with_the_highest_ceilings_first_and_a_precision_option_as_a_precision():
+    """Ranked by the machine's GEMM ceiling of what they compute (an AVX2-only machine's emulated bf16 last, its
+    int8 first), each engine × precision on every core before anything else; int8_layers=all (an option that
+    acts on a precision) is a precision of its own there, and a threading or graph option is not."""
+    from enginebench.models import resolve_model
+    from enginebench.search.space import precision_options
+
+    space = candidates(["onnxruntime", "openvino"], resolve_model("minilm"), "throughput", [32], cores=2)
+    avx2 = {"fp32": 188.0, "int8": 363.0, "bf16": 1.0}
+    order = admission_order(space, seed=3, cores=2, ceilings=avx2)
+    jobs = list(dict.fromkeys(c.job for c in order))
+    first = [j for j in jobs if j[2] == 2 and all(name in precision_options(j[0]) for name, _ in j[3])]
+    assert jobs[:len(first)] == first  # every precision (and precision option setting) on all cores first
+    assert ("onnxruntime", "int8", 2, (("int8_layers", "all"),)) in first
+    assert not any(dict(j[3]).get("graph_optimization") for j in first)
+    ceilings = [avx2["int8" if j[1].startswith("int8") else j[1]] for j in first]
+    assert ceilings == sorted(ceilings, reverse=True) and ceilings[0] == 363.0
+    assert sorted(order) == sorted(space)
+    # another machine, another order: where bf16 is native and fast it goes before fp32
+    amx = admission_order(space, seed=3, cores=2, ceilings={"fp32": 199.0, "int8": 860.0, "bf16": 589.0})
+    precisions = list(dict.fromkeys(c.precision for c in amx))
+    assert precisions[0].startswith("int8") and ("bf16" not in precisions or
+                                                 precisions.index("bf16") < precisions.index("fp32"))
+
+
 def test_runs_give_each_engine_one_option_setting():
     a, b, c = _cand(mode="fast"), _cand(), _cand("torch", "fp32")
     assert pack_runs([a, b, c]) == [[a, c], [b]]

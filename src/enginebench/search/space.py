@@ -146,23 +146,43 @@ def candidates(engines: list[str], model, objective: str, batch_sizes: list[int]
     return out
 
 
-def admission_order(space: list[Candidate], seed: int, cores: int) -> list[Candidate]:
+def precision_options(engine: str) -> frozenset[str]:
+    """The engine's options that decide how much of the model runs in which precision (their fields name the
+    precisions they act on: int8_layers, dynamic_quantization): to the search each setting is a precision."""
+    return frozenset(f.name for f in dataclasses.fields(engine_class(engine).Options) if "precisions" in f.metadata)
+
+
+def _ceiling_key(precision: str) -> str:
+    """The machine ceiling (measure/machine_speed's GEMM per precision) that bounds a precision's roofline."""
+    return "int8" if precision.startswith("int8") else precision if precision in ("bf16", "fp16") else "fp32"
+
+
+def admission_order(space: list[Candidate], seed: int, cores: int,
+                    ceilings: dict[str, float] | None = None) -> list[Candidate]:
     """The order round 1 takes candidates in when the budget cannot hold them all: whole jobs (a load and its
-    cells), first each engine × precision with default options on all the cores, then with default options
-    otherwise threaded, then the other option settings; seeded shuffles within each tier."""
+    cells), first each engine × precision on all the cores (a setting of an option that acts on a precision,
+    such as int8_layers=all, counts as a precision of its own), then the same otherwise threaded, then the
+    other option settings. Within a tier, the precisions whose GEMM ceiling on this machine is highest go
+    first (`ceilings`: GFLOP/s by precision, as `enginebench machine` stores them; the roofline of what they
+    compute is highest, and an emulated bf16 goes last), seeded shuffles among equals."""
     jobs: dict[tuple, list[Candidate]] = {}
     for c in space:
         jobs.setdefault(c.job, []).append(c)
+    acting = {engine: precision_options(engine) for engine in {c.engine for c in space}}
 
     def tier(job) -> int:
-        _, _, threads, options = job
-        return 0 if not options and threads == cores else 1 if not options else 2
+        engine, _, threads, options = job
+        plain = all(name in acting[engine] for name, _ in options)
+        return 0 if plain and threads == cores else 1 if plain else 2
+
+    def ceiling(job) -> float:
+        return -(ceilings or {}).get(_ceiling_key(job[1]), 0.0)
 
     rng = np.random.default_rng(seed)
     ordered = []
     for t in (0, 1, 2):
         keys = [job for job in jobs if tier(job) == t]
-        ordered += [keys[k] for k in rng.permutation(len(keys))]
+        ordered += sorted((keys[k] for k in rng.permutation(len(keys))), key=ceiling)  # stable: shuffled ties
     return [c for job in ordered for c in jobs[job]]
 
 
@@ -187,5 +207,6 @@ def pack_runs(cands: list[Candidate]) -> list[list[Candidate]]:
     return [members for _, members in runs]
 
 
-__all__ = ["Candidate", "TUNED", "option_settings", "threading", "candidates", "admission_order", "baselines",
+__all__ = ["Candidate", "TUNED", "option_settings", "threading", "candidates", "admission_order", "precision_options",
+           "baselines",
            "pack_runs"]

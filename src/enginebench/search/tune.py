@@ -21,7 +21,7 @@ from enginebench.config import RunConfig, comma_list, positive_int, seconds
 from enginebench.engines import engine_class, installed_engines, require_engine
 from enginebench.errors import UsageError
 from enginebench.measure.compute_roofline import encoder_flops, model_structure
-from enginebench.measure.peak import measured_here
+from enginebench.measure.peak import measured_here, run_speed
 from enginebench.measure.roofline import cached_machine_speed, measure_and_cache_machine_speed
 from enginebench.planning import plan_from_config
 from enginebench.search import halving
@@ -180,7 +180,7 @@ class Tuner:
         self.space = candidates(engines, self.base.model, r.objective, r.batch_sizes, self.cores, r.precisions)
         if not self.space:
             raise UsageError("no candidate to try: the engines given offer none of the precisions given")
-        self.order = admission_order(self.space, r.seed, self.cores)
+        self.order = self._admission_order()
         self.cost = self._prior_costs()
         need = self.cost.run([c for c in self.order if c.job == self.order[0].job], halving.round_rule(0), 1)
         # the least a search can end with: one candidate measured, then a final round of it beside its
@@ -234,6 +234,10 @@ class Tuner:
             speed = store.machine_speed(socket.gethostname())
         return speed if measured_here(speed) else None
 
+    def _admission_order(self) -> list[Candidate]:
+        speed = run_speed(self._stored_speed() or cached_machine_speed()) or {}
+        return admission_order(self.space, self.request.seed, self.cores, speed.get("gemm_gflops_by_precision"))
+
     def _prior_item_thread_s(self) -> float:
         """Seconds an item takes one thread at PRIOR_SHARE of the fp32 roofline (0 when the model's structure or the
         machine's ceilings are not known)."""
@@ -251,6 +255,7 @@ class Tuner:
         if self.base is None:
             self.prepare()
         self._ceilings_before_the_clock()
+        self.order = self._admission_order()  # the ceilings just measured, where none were stored
         self.started = self.clock()
         end = self.started + r.budget_s
         final_reserve = halving.FINAL_SHARE * r.budget_s
