@@ -553,7 +553,8 @@ def _memory_text(r: Result) -> str:
 def _verdict_text(r: Result) -> str:
     if r.verdict.get("ok"):
         return "verdict ok"
-    return f"verdict warn ({len(r.verdict.get('reasons', []))} reasons)"
+    n = len(r.verdict.get("reasons", []))
+    return f"verdict warn ({n} reason{'' if n == 1 else 's'})"
 
 
 def _objective_text(rec: Recommendation) -> str:
