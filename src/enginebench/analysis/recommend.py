@@ -165,7 +165,7 @@ class Recommendation:
         if self.runner_up:
             r = self.runner_up
             clear = ("significantly better" if r.significant else "not significantly better: these results do "
-                     "not tell the two apart (measure both again side by side: --confirm 5)")
+                     "not tell the two apart (measure both again side by side: `enginebench recommend --confirm 5`)")
             out.append(f"  runner-up: {configuration_text(r.other, options=False)}: {self.runner_up_figure.text()}; "
                        f"the best is {ratio_text(r.speedup, better='')}, {clear}"
                        + _one_process_note(r.one_process))
