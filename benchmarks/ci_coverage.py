@@ -69,7 +69,7 @@ def cells(rng: np.random.Generator, n_cells: int, k: int, dist: str, spread: str
 
 
 def spiky_cells(processes: list[np.ndarray]) -> np.ndarray:
-    """Per cell, measure.stats.spiky_calls vectorised: over SPIKE_SHARE of its calls beyond SPIKE_FACTOR times
+    """Per cell, measure.rates.spiky_low_end's rule vectorised: over SPIKE_SHARE of its calls beyond SPIKE_FACTOR times
     their process's median."""
     slow = sum((p > SPIKE_FACTOR * np.median(p, axis=1, keepdims=True)).sum(axis=1) for p in processes)
     return slow > SPIKE_SHARE * sum(p.shape[1] for p in processes)

@@ -53,7 +53,7 @@ from enginebench.measure.compare import Ratio, Side, bootstrap_side, closed_loop
 from enginebench.measure.compute_roofline import DRIFT
 from enginebench.measure.timing import StoppingRule
 from enginebench.scenarios.registry import scenario_class
-from enginebench.store.identity import Matching, cell_identity, positions_share
+from enginebench.store.identity import Matching, cell_identity, positions_differ
 from enginebench.store.model import Result, Run
 
 GATE_KINDS = ("missing", "failed", "skipped", "fidelity", "no-ci")  # besides "slower": what fails the gate
@@ -374,8 +374,8 @@ def _side_reasons(base: Result, new: Result, sides: list[Side]) -> list[str]:
                        ("engine options", lambda r: r.engine_options)):
         if get(base) != get(new):
             reasons.append(f"{label} differs: {get(base)} → {get(new)}")
-    share = positions_share(base, new)
-    if share is not None and abs(share - 1) > 0.02:  # e.g. sentence-transformers before it padded like the others
+    share = positions_differ(base, new)
+    if share is not None:  # e.g. sentence-transformers before it padded like the others
         positions = [r.details["positions_per_item"] for r in (base, new)]
         reasons.append(f"token positions computed per input differ: {positions[0]:.1f} → {positions[1]:.1f} "
                        f"({share:.0%}): not the same work")

@@ -11,7 +11,7 @@ import sys
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.config import positive_int
 from enginebench.errors import UsageError
-from enginebench.search.confirm import DEFAULT_PROCESSES, check_processes, confirm, round_plan, why_not_here
+from enginebench.search.confirm import DEFAULT_PROCESSES, check_processes, confirm, round_plan
 from enginebench.store.database import ResultStore
 
 
@@ -80,9 +80,6 @@ def cmd_recommend(args) -> int:
     if rec.best is None or args.no_confirm or not (asked or rec.runner_up):
         return _answer(rec, args.json)
     try:
-        why = why_not_here(rec, runs)
-        if why:
-            raise UsageError(why)
         planned = round_plan(rec, runs, processes)
     except UsageError as e:
         if asked:

@@ -69,7 +69,7 @@ def over_processes(figures, confidence: float = 0.95,
     exp(mean ± t(k−1)·s/√k), s the standard deviation of the logs. The point and the interval describe the same
     quantity: the typical process's figure, each process weighing the same however many samples it took.
     `low_confidence`: the low end's t quantile is that confidence's instead (a figure known to be skewed
-    downwards: items/s over spiky calls, `spiky_calls`)."""
+    downwards: items/s over spiky calls, measure/rates.py's `spiky_low_end`)."""
     logs = np.log(np.asarray(figures, dtype=np.float64))
     k = logs.shape[-1]
     if k < 2:
@@ -85,18 +85,14 @@ SPIKE_FACTOR, SPIKE_SHARE = 2.0, 0.01
 
 
 def spike_share(groups) -> float:
-    """The share of calls that took over twice their own group's median (a process's or a worker's)."""
+    """The share of calls that took over twice their own group's median (a process's or a worker's). Spikes
+    make a mean call time right-skewed, so a rate over it (items/s) is skewed low: the symmetric t interval over
+    such processes' log rates covered 87.5-94.1% in benchmarks/ci_coverage.py's spiky cells (measure/rates.py
+    widens its low end)."""
     groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
     total = sum(g.size for g in groups)
     slow = sum(int((g > SPIKE_FACTOR * np.median(g)).sum()) for g in groups)
     return slow / total if total else 0.0
-
-
-def spiky_calls(groups) -> bool:
-    """More than 1% of the calls took over twice their own group's median: spikes, which make a mean call time
-    right-skewed, so a rate over it (items/s) is skewed low. The symmetric t interval over such processes' log
-    rates covered 87-94% in benchmarks/ci_coverage.py's spiky cells."""
-    return spike_share(groups) > SPIKE_SHARE
 
 
 def relative_half_width(ci: tuple[float, float] | list | None, point: float) -> float | None:

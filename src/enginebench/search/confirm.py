@@ -9,7 +9,7 @@ side after the choice was made.
 
 `enginebench recommend` runs the round by default (3 processes) whenever the stored results offer a choice and
 it can: the pick was measured on this machine and every configuration's engine loads here. Where it cannot,
-it answers from the stored results and says why (`why_not_here`, `round_plan`'s UsageError)."""
+it answers from the stored results and says why (`round_plan`'s UsageError)."""
 
 from __future__ import annotations
 
@@ -91,14 +91,17 @@ class RoundPlan:
 
 def round_plan(first, runs: list, processes: int) -> RoundPlan:
     """The round: the pick, runner-up and baselines of `first`, each with its reproduce command's exact
-    configuration, in `processes` processes each. A UsageError where a configuration cannot run here (its
-    engine is not installed, its model folder is gone): raised before anything is measured."""
+    configuration, in `processes` processes each. A UsageError where the pick cannot be measured again here
+    (`why_not_here`; its engine is not installed, its model folder is gone): raised before anything is measured."""
     from enginebench.analysis.recommend import configuration_text, reproduce_command
     from enginebench.engines import engine_class
     from enginebench.planning import plan_from_config
 
     if first.best is None:
         raise UsageError(f"nothing to confirm: {first.why_none}")
+    elsewhere = why_not_here(first, runs)
+    if elsewhere:
+        raise UsageError(elsewhere)
     by_id = {run.run_id: run for run in runs}
     entries = [(first.best, by_id[first.run_id])]
     if first.runner_up:
@@ -150,5 +153,4 @@ def confirm(first, runs: list, constraints, db: str, processes: int, on_note=Non
     return Confirmation(first, confirmed, run.run_id, processes, measured, left_out, same)
 
 
-__all__ = ["Confirmation", "RoundPlan", "confirm", "round_plan", "why_not_here", "check_processes", "MIN_PROCESSES",
-           "DEFAULT_PROCESSES"]
+__all__ = ["Confirmation", "RoundPlan", "confirm", "round_plan", "check_processes", "MIN_PROCESSES", "DEFAULT_PROCESSES"]

@@ -212,18 +212,19 @@ class Tuner:
                 cost.load_s[key] = max(cost.load_s.get(key, 0.0), float(load))
         return cost
 
-    def _ceilings_before_the_clock(self) -> None:
+    def _ceilings_before_the_clock(self) -> bool:
         """Calls are priced from the machine's roofline and every run shows its share of it: ceilings this machine
         has not measured yet are measured once, before the budget's clock starts (about 30 s). Measured by the
-        first run instead, they would take most of round 1's share of a short budget."""
+        first run instead, they would take most of round 1's share of a short budget. True when it measured."""
         if self.cost.prior_item_thread_s or self._stored_speed() or cached_machine_speed():
-            return
+            return False
         self.on_note("no roofline ceilings for this machine yet: measuring them once before the budget starts "
                      "(about 30 s; `enginebench machine` does it alone)")
         t0 = time.perf_counter()
         measure_and_cache_machine_speed()
         self.on_note(f"ceilings measured in {time.perf_counter() - t0:.0f} s; kept for every later run here")
         self.cost.prior_item_thread_s = self._prior_item_thread_s()
+        return True
 
     def _stored_speed(self) -> dict | None:
         import socket
@@ -254,8 +255,8 @@ class Tuner:
         r = self.request
         if self.base is None:
             self.prepare()
-        self._ceilings_before_the_clock()
-        self.order = self._admission_order()  # the ceilings just measured, where none were stored
+        if self._ceilings_before_the_clock():
+            self.order = self._admission_order()  # ranked by the ceilings just measured
         self.started = self.clock()
         end = self.started + r.budget_s
         final_reserve = halving.FINAL_SHARE * r.budget_s

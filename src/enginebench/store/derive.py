@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from enginebench.measure.rates import closed_loop_throughput
-from enginebench.measure.stats import SPIKE_FACTOR, SPIKE_SHARE, spike_share, summarize
+from enginebench.measure.rates import SPIKY_LOW_CONFIDENCE, closed_loop_throughput, spiky_low_end
+from enginebench.measure.stats import SPIKE_FACTOR, summarize
 from enginebench.measure.verdict import MAX_SPREAD, few_processes_note, process_spread, repetitions_disagree, verdict
 from enginebench.plan import Cell, Serving
 from enginebench.scenarios.base import Measurement
@@ -140,11 +140,11 @@ def build_result(cell: Cell, measured: list[tuple[int, Measurement]], *, model: 
         }
         reasons = _verdict_reasons(cell, measurements, indices, list(errors))
         extra = {}
-        spikes = spike_share([w for m in measurements for w in m.worker_samples])
-        if ci and len(measurements) > 1 and spikes > SPIKE_SHARE:
+        spikes = spiky_low_end([m.worker_samples for m in measurements])
+        if ci and spikes is not None:
             spike_note = (f"items/s: {spikes:.1%} of calls took over {SPIKE_FACTOR:g}× their worker's median: such "
-                          "spikes skew a rate over the mean call low, so its 95% CI reaches down to t's 99% "
-                          "quantile")
+                          f"spikes skew a rate over the mean call low, so its 95% CI reaches down to t's "
+                          f"{SPIKY_LOW_CONFIDENCE:.0%} quantile")
     figures = dict(scenario.figures(cell, measurements, details))
     warnings = figures.pop("warnings", None) or []  # a served row's verdict is LoadGen's: there they are notes
     extra.update(figures)

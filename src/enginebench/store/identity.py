@@ -193,12 +193,22 @@ def positions_share(a: Result, b: Result) -> float | None:
     return pb / pa if pa and pb else None
 
 
-def positions_note(a: Result, b: Result, tolerance: float = 0.02) -> str:
+SAME_WORK_TOLERANCE = 0.02  # two results' positions per input this close are the same work
+
+
+def positions_differ(a: Result, b: Result) -> float | None:
+    """`b`'s share of `a`'s token positions per input where it is not the same work (beyond
+    SAME_WORK_TOLERANCE of 1), else None."""
+    share = positions_share(a, b)
+    return share if share is not None and abs(share - 1) > SAME_WORK_TOLERANCE else None
+
+
+def positions_note(a: Result, b: Result) -> str:
     """A note when `b` computed a share of `a`'s token positions other than 1 (every engine computes the batch's
     width today; sentence-transformers' results stored before it did stopped at each batch's longest input):
     their speed-up is not on the same work. "" otherwise."""
-    share = positions_share(a, b)
-    if share is None or abs(share - 1) <= tolerance:
+    share = positions_differ(a, b)
+    if share is None:
         return ""
     return (f" [{b.engine} computed {share:.0%} of {a.engine}'s token positions: not the same work; "
             f"measure both with this version of enginebench]")
@@ -212,4 +222,4 @@ def work_text(i: CellIdentity) -> str:
 
 
 __all__ = ["CellIdentity", "cell_identity", "Matching", "differences", "work_difference", "work_text", "positions_share",
-           "positions_note"]
+           "positions_differ", "positions_note", "SAME_WORK_TOLERANCE"]
