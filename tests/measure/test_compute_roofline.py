@@ -149,6 +149,27 @@ def test_int8_parts_use_the_int8_ceiling_and_the_rest_the_float_one():
     assert fp32["roofline_items_per_s"] == pytest.approx(200e9 / sum(flops.values()))
 
 
+def test_attention_products_read_back_as_int8_count_against_the_int8_ceiling():
+    """OpenVINO's NNCF quantizes Q·Kᵀ (6 of the 12 products), ONNX Runtime's QDQ both: counted against the fp32
+    ceiling they would lower the roofline and overstate the share."""
+    flops = encoder_flops(MINILM, SEQ)
+    record = {"weights": "int8", "activations": "uint8", "share_of_matmul_flops": 1.0}
+    speed = _speed(fp32=200.0, int8=800.0)
+    figures = {}
+    for int8, total in ((0, 12), (6, 12), (12, 12)):
+        m = _measurement(0.5, 32, "int8-static", {**record, "attention_products": {"int8": int8, "total": total}})
+        figures[int8] = _figure(Throughput(), "int8-static", m, speed)
+        share = int8 / total
+        seconds = flops["linear"] / 800e9 + flops["attention"] * (share / 800e9 + (1 - share) / 200e9)
+        assert figures[int8]["roofline_items_per_s"] == pytest.approx(1 / seconds)
+    assert figures[0]["pct_of_roofline"] > figures[6]["pct_of_roofline"] > figures[12]["pct_of_roofline"]
+    assert {p["what"] for p in figures[6]["parts"]} == {"linear (int8)", "attention products (int8)",
+                                                         "attention products (fp32)"}
+    unread = _measurement(0.5, 32, "int8-static", record)  # stored before the read-back: the products float
+    assert _figure(Throughput(), "int8-static", unread, speed)["roofline_items_per_s"] == pytest.approx(
+        figures[0]["roofline_items_per_s"])
+
+
 def test_weights_only_int8_computes_in_float_and_bf16_uses_its_ceiling():
     weights_only = _measurement(0.5, 32, "int8-weights/fp32",
                                 {"weights": "int8", "activations": "fp32", "share_of_matmul_flops": 1.0})

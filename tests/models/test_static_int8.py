@@ -121,6 +121,8 @@ def test_onnxruntime_int8_static_reads_what_its_session_runs(ort_static, minilm)
     assert q["share_of_matmul_flops"] == pytest.approx(flops[True] / (flops[True] + flops[False]), abs=1e-4)
     assert sorted(q["layers_kept"]) == ["/transformer/encoder/layer.*/intermediate/dense/MatMul",
                                         "/transformer/encoder/layer.*/output/dense/MatMul"]
+    # QDQ reaches both attention products in spite of MatMulConstBOnly, and the session fuses them: integer ops
+    assert q["attention_products"] == {"int8": 12, "total": 12}
     gemm = ort_static.details["int8_gemm"]
     assert gemm["saturation_free"] and max(-gemm["weight_range"][0], gemm["weight_range"][1]) <= 64
 
@@ -142,6 +144,25 @@ def test_openvino_int8_static_reads_the_runtime_graph(ov_static):
     assert sum(gemm["kernels"].values()) == q["matmuls"]["quantized"]
     assert max(-gemm["weight_range"][0], gemm["weight_range"][1]) <= 64  # 7-bit: no int16 saturation without VNNI
     assert not any(kernel.startswith("undef") for kernel in gemm["kernels"])  # read after kernels were chosen
+
+
+def test_openvino_int8_static_counts_the_attention_products_nncf_quantized(ov_static):
+    """NNCF's transformer preset fake-quantizes both operands of Q·Kᵀ and neither of P·V (the softmax's output):
+    read from the IR, the six Q·Kᵀ count int8 where the runtime node that holds them takes integer inputs."""
+    import openvino as ov
+
+    from enginebench.engines.openvino import openvino_activation_matmuls
+
+    products = openvino_activation_matmuls(ov.Core().read_model(ov_static.details["ir_path"]))
+    assert len(products) == 12
+    assert sorted(n.rsplit("/", 1)[-1] for n, quantized in products.items() if quantized) == ["MatMul"] * 6
+    compiled = ov_static.compiled
+    integer_inputs = sum(
+        any(str(port.get_element_type()) in ("<Type: 'int8_t'>", "<Type: 'uint8_t'>") for port in op.inputs())
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if any(name.endswith("attention/self/MatMul") for name in op.get_rt_info()["originalLayersNames"].astype(str).split(",")))
+    assert ov_static.details["quantization"]["attention_products"] == {"int8": 6 if integer_inputs == 6 else 0,
+                                                                       "total": 12}
 
 
 @pytest.mark.slow

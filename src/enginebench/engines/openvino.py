@@ -170,8 +170,9 @@ class OpenVinoEngine(Engine):
             if dynamic["applied"] and any(m.quantized for m in layers):
                 executed = "int8"
         if precision == "int8-static":
-            layers, kernels = _runtime_int8(compiled, layers, min(128, model.max_positions))
-            details["quantization"] = _static_record(layers, facts, kernels, path)
+            layers, kernels, attention = _runtime_int8(compiled, layers, openvino_activation_matmuls(ov_model),
+                                                       min(128, model.max_positions))
+            details["quantization"] = _static_record(layers, facts, kernels, path, attention)
             details["int8_gemm"] = {**_int8_gemm(kernels), "weight_range": _int8_weight_range(ov_model)}
             executed = "int8-static" if any(m.quantized for m in layers) else _OV_TYPE_NAMES.get(computed, computed)
         threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -393,22 +394,47 @@ def _compress(onnx_path: Path, out: Path) -> None:
     ov.save_model(compressed, str(out), compress_to_fp16=False)  # the default would store fp16 weights
 
 
-def _runtime_int8(compiled, layers, tokens: int):
+def _fake_quantized(output) -> bool:
+    """Whether an activation reaches its consumer from a FakeQuantize through layout changes only."""
+    node = output.get_node()
+    while node.get_type_name() in _DATA_PATH:
+        node = node.input(0).get_source_output().get_node()
+    return node.get_type_name() == "FakeQuantize"
+
+
+def openvino_activation_matmuls(ov_model) -> dict[str, bool]:
+    """{name: both operands fake-quantized} of an ov.Model's MatMuls of two activations (attention's Q·Kᵀ and
+    P·V): NNCF's transformer preset quantizes Q·Kᵀ and leaves the softmax's output to P·V in float."""
+    products = {}
+    for op in ov_model.get_ordered_ops():
+        operands = [op.input(i).get_source_output() for i in range(op.get_input_size())]
+        if op.get_type_name() != "MatMul" or any(_weight_constants(o) is not None for o in operands):
+            continue
+        products[op.get_friendly_name()] = all(_fake_quantized(o) for o in operands)
+    return products
+
+
+def _runtime_int8(compiled, layers, activation_matmuls: dict[str, bool], tokens: int):
     """The weight MatMuls marked quantized where the CPU plugin's runtime graph executes them on int8 inputs
     (a FullyConnected or MatMul node, holding that MatMul or one of its dequantization ops among its original
-    layers, whose runtimePrecision is u8 or i8), and {(runtime precision, kernel): count} of those nodes.
+    layers, whose runtimePrecision is u8 or i8), {(runtime precision, kernel): count} of those nodes, and
+    {"int8", "total"} of the products of two activations: int8 where both operands are fake-quantized and the
+    runtime node holding the product (a MatMul, or the fused attention Subgraph) runs on u8/i8 inputs.
     Kernels are chosen at the first call of a shape, so one call (batch 1 x `tokens`) runs first."""
     from collections import Counter
 
     compiled({port.get_any_name(): np.ones((1, tokens), dtype=np.int64) for port in compiled.inputs})
-    executed = {}
+    executed, holders = {}, {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        if info["layerType"].astype(str) not in ("FullyConnected", "MatMul"):
-            continue
         runs = (info["runtimePrecision"].astype(str), info["primitiveType"].astype(str))
         for name in info["originalLayersNames"].astype(str).split(","):
-            executed[name] = runs
+            holders[name] = runs[0]
+            if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+                executed[name] = runs
+    attention = {"int8": sum(quantized and holders.get(name) in ("u8", "i8")
+                             for name, quantized in activation_matmuls.items()),
+                 "total": len(activation_matmuls)}
     kernels = Counter()
     marked = []
     for layer in layers:
@@ -417,19 +443,21 @@ def _runtime_int8(compiled, layers, tokens: int):
         int8 = runs is not None and runs[0] in ("u8", "i8")
         kernels.update([runs] if int8 else [])
         marked.append(layer._replace(quantized=int8))
-    return marked, kernels
+    return marked, kernels, attention
 
 
-def _static_record(layers, facts, kernels, path) -> dict:
+def _static_record(layers, facts, kernels, path, attention: dict) -> dict:
     source = f"runtime graph of the compiled model ({Path(path).name}): runtimePrecision of each MatMul's node"
+    products = {"attention_products": attention} if attention["total"] else {}
     if not kernels:
-        return quantization_record("none: no weight MatMul runs in int8", "fp32", "fp32", layers, source)
+        return quantization_record("none: no weight MatMul runs in int8", "fp32", "fp32", layers, source,
+                                   **products)
     inputs = {"u8": "uint8", "i8": "int8"}[kernels.most_common(1)[0][0][0]]
     granularity = facts["weight_granularity"].most_common(1)[0][0] if facts["weight_granularity"] else "per-channel"
     scheme = (f"static w8a8 ({granularity} int8 weights in a 7-bit range, static per-tensor {inputs} activations: "
               "NNCF FakeQuantize calibrated, SmoothQuant)")
     return quantization_record(scheme, "int8", inputs, layers, source,
-                               embedding_tables_compressed=facts["gathers_compressed"])
+                               embedding_tables_compressed=facts["gathers_compressed"], **products)
 
 
 def _int8_weight_range(ov_model) -> list[int]:

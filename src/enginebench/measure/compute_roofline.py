@@ -10,8 +10,10 @@ upper bound. MiniLM-L6 at 128 tokens: 2.87 GFLOP, 95% of it linear.
 
 Each part runs in the precision the engine executed: the share of the weight MatMuls' FLOPs the quantization
 read-back found quantized (details.quantization.share_of_matmul_flops, measure/quantization.py) runs in int8,
-the rest of the linear part and the attention products in the float precision (bf16 where the executed
-precision says bf16, else fp32). A part's time is FLOPs ÷ that precision's measured GEMM ceiling, so
+and so does the share of the attention products it found running on int8 operands
+(details.quantization.attention_products: OpenVINO's NNCF quantizes Q·Kᵀ, not P·V); the rest runs in the float
+precision (bf16 where the executed precision says bf16, else fp32). Counting an int8 product against the fp32
+ceiling would lower the roofline and overstate the share (OpenVINO int8-static: 78% read as 73%). A part's time is FLOPs ÷ that precision's measured GEMM ceiling, so
 
     roofline items/s = 1 / Σ_parts FLOPs_part / ceiling_part,   share = measured items/s ÷ roofline items/s,
 
@@ -90,10 +92,20 @@ def flop_parts(flops: dict[str, float], executed: str | None, quantization: dict
         share = 0.0
     if not _integer((quantization or {}).get("activations")):  # weights-only int8: the products run in float
         share = 0.0
+    attention = attention_int8_share(quantization)
     parts = [{"what": "linear (int8)", "precision": "int8", "flops": flops["linear"] * share},
              {"what": f"linear ({floating})", "precision": floating, "flops": flops["linear"] * (1 - share)},
-             {"what": f"attention Q·Kᵀ, P·V ({floating})", "precision": floating, "flops": flops["attention"]}]
+             {"what": "attention products (int8)", "precision": "int8", "flops": flops["attention"] * attention},
+             {"what": f"attention products ({floating})", "precision": floating,
+              "flops": flops["attention"] * (1 - attention)}]
     return [p for p in parts if p["flops"] > 0]
+
+
+def attention_int8_share(quantization: dict | None) -> float:
+    """The share of the attention products' FLOPs that ran on int8 operands. Q·Kᵀ and P·V cost S²·H each, so it
+    is the share of those products counted int8; 0 where the read-back found none (or did not look)."""
+    products = (quantization or {}).get("attention_products") or {}
+    return products["int8"] / products["total"] if products.get("total") else 0.0
 
 
 def ceiling_of(speed: dict | None, precision: str) -> float | None:
@@ -210,5 +222,5 @@ def encoder_roofline(items_per_s: float, ci95, seq_len: int, executed: str | Non
     return roofline_share(items_per_s, ci95, parts, details.get("machine_speed"), probes)
 
 
-__all__ = ["DRIFT", "probe_gflops", "machine_factor", "drift_words", "encoder_structure", "encoder_flops", "flop_parts", "roofline_share", "encoder_roofline", "ceiling_of",
+__all__ = ["DRIFT", "probe_gflops", "machine_factor", "drift_words", "encoder_structure", "encoder_flops", "flop_parts", "attention_int8_share", "roofline_share", "encoder_roofline", "ceiling_of",
            "float_precision", "main_precision", "NO_CEILINGS"]

@@ -14,6 +14,10 @@ and are excluded, as are layers that run on one token per sequence rather than e
 whose output the sentence embedding does not use; see `is_pooler`). The walkers here read the graph, the
 module tree or the weight file that the engine really loads: no number is assumed from the settings.
 
+`attention_products` ({"int8": 6, "total": 12}), where an engine can quantize them: how many products of two
+activations (attention's Q x K^T and probabilities x V) run on int8 operands. The compute roofline counts their
+FLOPs in int8 (measure/compute_roofline.py).
+
 `layers_kept` names the weight MatMuls left in floating point, with the layer indices that vary collapsed to
 `*` (`transformer.encoder.layer.*.output.dense` stands for one such layer in every block).
 """
@@ -165,8 +169,8 @@ def _numel(dims) -> int:
 def onnx_weight_matmuls(model, qdq_runs_float: bool = False) -> tuple[list[WeightMatmul], dict]:
     """The weight MatMuls of an ONNX model (an onnx.ModelProto; weights need not be loaded) and facts about the
     quantized ones: Counters of "ops", "weights" (dtype), "weight_granularity", "activations" ((how, dtype)),
-    and "float_weights" (dtype of the float ones); "activation_matmuls_int8", the products of two activations
-    (attention) that run as integer ops; "qdq_left_float", QDQ MatMuls counted as float (see below).
+    and "float_weights" (dtype of the float ones); "activation_matmuls" and "activation_matmuls_int8", the products of two
+    activations (attention) and those of them that run as integer ops; "qdq_left_float", QDQ MatMuls counted as float (see below).
 
     Quantized: MatMulInteger, DynamicQuantizeMatMul, MatMulIntegerToFloat, QLinearMatMul, MatMulNBits, and
     QDQ (a MatMul/Gemm whose weight comes from DequantizeLinear of an integer constant). Float: MatMul, Gemm,
@@ -181,6 +185,7 @@ def onnx_weight_matmuls(model, qdq_runs_float: bool = False) -> tuple[list[Weigh
     layers: list[WeightMatmul] = []
     facts = {key: Counter() for key in ("ops", "weights", "weight_granularity", "activations", "float_weights")}
     facts["activation_matmuls_int8"] = 0
+    facts["activation_matmuls"] = 0
     facts["qdq_left_float"] = 0
 
     def add(node, dims, quantized: bool) -> None:
@@ -200,7 +205,9 @@ def onnx_weight_matmuls(model, qdq_runs_float: bool = False) -> tuple[list[Weigh
             w_index, zp_index = _ONNX_QUANTIZED[op]
             weight = input_at(node, w_index)
             if weight is None or len(weight[0]) < 2:
-                facts["activation_matmuls_int8"] += weight is None and op in ("QLinearMatMul", "MatMulInteger")
+                activations = weight is None and op in ("QLinearMatMul", "MatMulInteger")
+                facts["activation_matmuls_int8"] += activations
+                facts["activation_matmuls"] += activations
                 continue
             add(node, weight[0], True)
             facts["weights"][_ONNX_TYPES.get(weight[1], str(weight[1]))] += 1
@@ -241,8 +248,11 @@ def onnx_weight_matmuls(model, qdq_runs_float: bool = False) -> tuple[list[Weigh
                                      if a_dq is not None and a_dq.op_type == "DequantizeLinear" else ("none", "fp32")] += 1
             else:
                 weight = input_at(node, 1)
+                if weight is None and op == "MatMul":  # a float product of two activations (attention)
+                    facts["activation_matmuls"] += 1
+                    continue
                 if weight is None or len(weight[0]) < 2:
-                    continue  # an activation x activation product (attention), or a vector
+                    continue  # a vector
                 add(node, weight[0], False)
                 facts["float_weights"][_ONNX_TYPES.get(weight[1], str(weight[1]))] += 1
                 continue
@@ -266,9 +276,11 @@ def onnx_executed_precision(layers: list[WeightMatmul], facts: dict) -> str:
 
 def onnx_quantization(model, source: str, qdq_runs_float: bool = False) -> dict:
     """`details["quantization"]` for an ONNX graph (see onnx_weight_matmuls); static graphs add
-    `activation_matmuls_int8` and, read from a session's optimized graph, `qdq_left_float`."""
+    `attention_products` (see the module docstring) and, read from a session's optimized graph, `qdq_left_float`."""
     layers, facts = onnx_weight_matmuls(model, qdq_runs_float)
-    extra = {key: facts[key] for key in ("activation_matmuls_int8", "qdq_left_float") if facts[key]}
+    extra = {"qdq_left_float": facts["qdq_left_float"]} if facts["qdq_left_float"] else {}
+    if facts["activation_matmuls"]:
+        extra["attention_products"] = {"int8": facts["activation_matmuls_int8"], "total": facts["activation_matmuls"]}
     if not any(m.quantized for m in layers):
         return quantization_record("none: no weight MatMul is quantized", "fp32", "fp32", layers, source, **extra)
     weights = facts["weights"].most_common(1)[0][0]

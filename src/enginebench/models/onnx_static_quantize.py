@@ -20,6 +20,10 @@ Weights use 7 bits (reduce_range): MLAS multiplies uint8 activations by int8 wei
 8-bit weights (2 x 255 x 127 > 32767) but not with 7-bit ones (2 x 255 x 64 < 32767). So the integer sums,
 and the embeddings, are the same with or without VNNI; ONNX Runtime's maintainers recommend it for
 per-channel weights on such CPUs (microsoft/onnxruntime#12072).
+
+MatMulConstBOnly does not keep the attention products float in QDQ format: Q·Kᵀ and P·V get QDQ pairs too, and
+the session fuses them into QLinearMatMul. The read-back counts them (details.quantization.attention_products)
+and the compute roofline puts them against the int8 ceiling.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ class Verdict(TypedDict):
 class RooflinePart(TypedDict):
     """One part of an encoder's FLOPs, in the precision it ran in (measure/compute_roofline.py)."""
 
-    what: str  # "linear (int8)", "attention Q·Kᵀ, P·V (fp32)", ...
+    what: str  # "linear (int8)", "attention products (fp32)", ...
     precision: str
     flops: float  # per item
     ceiling_gflops: float | None  # the GEMM rate the part is bounded by: its precision's ceiling (int8: GOP/s)
