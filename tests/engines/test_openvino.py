@@ -100,3 +100,18 @@ def test_a_session_that_shares_the_cpus_is_not_pinned(minilm):
         assert shared.details["cpu_pinning"] is False
     forced = load_session("openvino", minilm, "fp32", threads=1, pinning="true")
     assert forced.details["cpu_pinning"] is True
+
+
+def test_static_shapes_compile_one_model_per_input_shape_and_compute_the_same(minilm, corpus, titles):
+    dynamic = load_session("openvino", minilm, "fp32")
+    static = load_session("openvino", minilm, "fp32", shapes="static")
+    assert static.details["shapes"] == "static" and dynamic.details["shapes"] == "dynamic"
+    batches = [corpus.fidelity_inputs(), titles.batch(0, 4), corpus.fidelity_inputs()]
+    prepared = [static.prepare(b) for b in batches]
+    requests = [request for request, _ in prepared]
+    assert requests[0] is requests[2] and requests[0] is not requests[1]  # one compiled model per shape
+    for (request, _), batch in zip(prepared, batches):
+        shapes = [port.get_partial_shape() for port in request.get_compiled_model().inputs]
+        assert all(s.is_static and list(s.to_shape()) == [batch.size, batch.seq_len] for s in shapes)
+    for p, batch in zip(prepared, batches):
+        assert abs(static.run(p) - embed(dynamic, batch)).max() < 1e-5

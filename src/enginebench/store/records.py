@@ -414,6 +414,7 @@ class EngineDetails(TypedDict, total=False):
     cpu_pinning: bool
     cpu_pinning_requested: str
     optimal_requests: int
+    shapes: str  # openvino: dynamic, or static (compiled per input shape)
     # torch
     int8_linear_layers: int  # eager int8: Linear layers quantized
     int8_quantized_engine: str
