@@ -147,8 +147,9 @@ def test_openvino_int8_static_reads_the_runtime_graph(ov_static):
 
 
 def test_openvino_int8_static_counts_the_attention_products_nncf_quantized(ov_static):
-    """NNCF's transformer preset fake-quantizes both operands of Q·Kᵀ and neither of P·V (the softmax's output):
-    read from the IR, the six Q·Kᵀ count int8 where the runtime node that holds them takes integer inputs."""
+    """NNCF's transformer preset fake-quantizes both operands of Q·Kᵀ and neither of P·V (the softmax's output).
+    The plugin fuses each attention block into one node that keeps only P·V's name; that node's inputs are Q, K,
+    the mask and V, so its two integer inputs are Q·Kᵀ's operands running int8."""
     import openvino as ov
 
     from enginebench.engines.openvino import openvino_activation_matmuls
@@ -156,13 +157,13 @@ def test_openvino_int8_static_counts_the_attention_products_nncf_quantized(ov_st
     products = openvino_activation_matmuls(ov.Core().read_model(ov_static.details["ir_path"]))
     assert len(products) == 12
     assert sorted(n.rsplit("/", 1)[-1] for n, quantized in products.items() if quantized) == ["MatMul"] * 6
-    compiled = ov_static.compiled
-    integer_inputs = sum(
-        any(str(port.get_element_type()) in ("<Type: 'int8_t'>", "<Type: 'uint8_t'>") for port in op.inputs())
-        for op in compiled.get_runtime_model().get_ordered_ops()
-        if any(name.endswith("attention/self/MatMul") for name in op.get_rt_info()["originalLayersNames"].astype(str).split(",")))
-    assert ov_static.details["quantization"]["attention_products"] == {"int8": 6 if integer_inputs == 6 else 0,
-                                                                       "total": 12}
+    integer_pairs = 0
+    for op in ov_static.compiled.get_runtime_model().get_ordered_ops():
+        names = op.get_rt_info()["originalLayersNames"].astype(str).split(",")
+        if any(name.endswith("attention/self/MatMul_1") for name in names):
+            integer = [p for p in op.inputs() if p.get_element_type().get_type_name() in ("u8", "i8")]
+            integer_pairs += len(integer) == 2
+    assert ov_static.details["quantization"]["attention_products"] == {"int8": integer_pairs, "total": 12}
 
 
 @pytest.mark.slow

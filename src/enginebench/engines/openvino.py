@@ -443,25 +443,34 @@ def openvino_activation_matmuls(ov_model) -> dict[str, bool]:
     return products
 
 
+def _block(name: str) -> str:
+    """The attention block a product belongs to: its name's scope (".../layer.0/attention/self")."""
+    return name.rsplit("/", 1)[0]
+
+
+# An attention product counts int8 where the IR fake-quantizes both its operands and the runtime node holding its
+# attention block takes integer inputs. The CPU plugin fuses a block's products, softmax and scaling into one
+# Subgraph that keeps P·V's name and drops Q·Kᵀ's (quantized or not), so a product is found by its block; the
+# Subgraph's inputs are Q, K, the mask and V: [i8, i8, f32, f32] with Q·Kᵀ quantized, all float without.
 def _runtime_int8(compiled, layers, activation_matmuls: dict[str, bool], tokens: int):
     """The weight MatMuls marked quantized where the CPU plugin's runtime graph executes them on int8 inputs
     (a FullyConnected or MatMul node, holding that MatMul or one of its dequantization ops among its original
     layers, whose runtimePrecision is u8 or i8), {(runtime precision, kernel): count} of those nodes, and
-    {"int8", "total"} of the products of two activations: int8 where both operands are fake-quantized and the
-    runtime node holding the product (a MatMul, or the fused attention Subgraph) runs on u8/i8 inputs.
+    {"int8", "total"} of the products of two activations (see the comment above).
     Kernels are chosen at the first call of a shape, so one call (batch 1 x `tokens`) runs first."""
     from collections import Counter
 
     compiled({port.get_any_name(): np.ones((1, tokens), dtype=np.int64) for port in compiled.inputs})
-    executed, holders = {}, {}
+    executed, integer_blocks = {}, set()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         runs = (info["runtimePrecision"].astype(str), info["primitiveType"].astype(str))
-        for name in info["originalLayersNames"].astype(str).split(","):
-            holders[name] = runs[0]
-            if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
-                executed[name] = runs
-    attention = {"int8": sum(quantized and holders.get(name) in ("u8", "i8")
+        names = info["originalLayersNames"].astype(str).split(",")
+        if any(port.get_element_type().get_type_name() in ("u8", "i8") for port in op.inputs()):
+            integer_blocks.update(_block(name) for name in names if name in activation_matmuls)
+        if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
+            executed.update((name, runs) for name in names)
+    attention = {"int8": sum(quantized and _block(name) in integer_blocks
                              for name, quantized in activation_matmuls.items()),
                  "total": len(activation_matmuls)}
     kernels = Counter()
