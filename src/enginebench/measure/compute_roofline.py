@@ -11,9 +11,11 @@ upper bound. MiniLM-L6 at 128 tokens: 2.87 GFLOP, 95% of it linear.
 Each part runs in the precision the engine executed: the share of the weight MatMuls' FLOPs the quantization
 read-back found quantized (details.quantization.share_of_matmul_flops, measure/quantization.py) runs in int8,
 and so does the share of the attention products it found running on int8 operands
-(details.quantization.attention_products: OpenVINO's NNCF quantizes Q·Kᵀ, not P·V); the rest runs in the float
-precision (bf16 where the executed precision says bf16, else fp32). Counting an int8 product against the fp32
-ceiling would lower the roofline and overstate the share (OpenVINO int8-static: 78% read as 73%). A part's time is FLOPs ÷ that precision's measured GEMM ceiling, so
+(details.quantization.attention_products: OpenVINO's NNCF quantizes Q·Kᵀ, not P·V; ONNX Runtime's QDQ graph
+both); the rest runs in the float precision (bf16 where the executed precision says bf16, else fp32). Counting
+an int8 product against the fp32 ceiling would lower the roofline and overstate the share (OpenVINO int8-static,
+every Linear, on a VNNI EPYC: its roofline 257/s read, 277/s true; 74% read, 69% true). A part's time is FLOPs ÷
+that precision's measured GEMM ceiling, so
 
     roofline items/s = 1 / Σ_parts FLOPs_part / ceiling_part,   share = measured items/s ÷ roofline items/s,
 

@@ -188,6 +188,7 @@ class Round:
     baselines: list[Candidate] = field(default_factory=list)
     stopped: str | None = None  # why the round ended early (the budget)
     runs: list = field(default_factory=list, repr=False)  # the stored Runs (their run_ids are in to_dict)
+    results: dict = field(default_factory=dict, repr=False)  # Candidate -> its Result, as the runs come in
 
     def to_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "stopping_rule": self.rule.to_dict(), "repeat": self.repeat,

@@ -26,7 +26,7 @@ from enginebench.measure.roofline import cached_machine_speed, measure_and_cache
 from enginebench.planning import plan_from_config
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
-from enginebench.search.space import Candidate, admission_order, baselines, candidates, pack_runs
+from enginebench.search.space import Candidate, admission_order, baselines, candidates, follow_leaders, pack_runs
 from enginebench.store.database import ResultStore
 
 MIN_BUDGET_S = 10.0
@@ -329,7 +329,9 @@ class Tuner:
 
     def _first_round(self, share_end: float, deadline: float) -> Round:
         """Round 1 takes candidates in admission order, a run at a time, while its share of the budget lasts:
-        each run teaches the cost model the real load times, so the next is sized better than the priors could."""
+        each run teaches the cost model the real load times, so the next is sized better than the priors could,
+        and its measurements reorder what is left: once a family is tried, its other threadings and options
+        follow the fastest families' (space.follow_leaders)."""
         rule = halving.round_rule(0)
         pending = list(self.order)
         chunk_s = max(halving.ROUND1_SHARE * self.request.budget_s / 4, 1.0)
@@ -338,6 +340,9 @@ class Tuner:
             room = share_end - self.clock()
             if room <= 0 or not pending:
                 return []
+            ranked, dropped = halving.rank({c: rd.results.get(c) for c in rd.candidates}, self.request.objective,
+                                           self.request.min_fidelity)
+            pending[:] = follow_leaders(pending, [c for c, _ in ranked], dropped)
             members = halving.fit(pending, self.cost, rule, 1, min(room, chunk_s))
             if not members:  # one job at least while the share lasts (the round's deadline still bounds it) ...
                 members = pack_runs([c for c in pending if c.job == pending[0].job])[0]
@@ -360,7 +365,7 @@ class Tuner:
         rd = Round(index, name, rule, repeat, list(cands), planned, baselines=list(extra))
         self.rounds.append(rd)
         started = self.clock()
-        measured: dict[Candidate, object] = {}
+        measured: dict[Candidate, object] = rd.results
         while True:
             members = next_run(rd) if next_run else (packed.pop(0) if packed else [])
             if not members:
