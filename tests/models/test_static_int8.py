@@ -152,9 +152,9 @@ def test_openvino_int8_static_counts_the_attention_products_nncf_quantized(ov_st
     the mask and V, so its two integer inputs are Q·Kᵀ's operands running int8."""
     import openvino as ov
 
-    from enginebench.engines.openvino import openvino_activation_matmuls
+    from enginebench.engines.openvino import openvino_weight_matmuls
 
-    products = openvino_activation_matmuls(ov.Core().read_model(ov_static.details["ir_path"]))
+    products = openvino_weight_matmuls(ov.Core().read_model(ov_static.details["ir_path"]))[1]["activation_matmuls"]
     assert len(products) == 12
     assert sorted(n.rsplit("/", 1)[-1] for n, quantized in products.items() if quantized) == ["MatMul"] * 6
     integer_pairs = 0

@@ -187,7 +187,7 @@ class OpenVinoEngine(Engine):
             if dynamic["applied"] and any(m.quantized for m in layers):
                 executed = "int8"
         if precision == "int8-static":
-            layers, kernels, attention = _runtime_int8(compiled, layers, openvino_activation_matmuls(ov_model),
+            layers, kernels, attention = _runtime_int8(compiled, layers, facts["activation_matmuls"],
                                                        min(128, model.max_positions))
             details["quantization"] = _static_record(layers, facts, kernels, path, attention)
             details["int8_gemm"] = {**_int8_gemm(kernels), "weight_range": _int8_weight_range(ov_model)}
@@ -264,11 +264,14 @@ def _weight_constants(output):
 def openvino_weight_matmuls(ov_model):
     """(WeightMatmul list, facts) of an ov.Model: MatMuls with a constant weight, quantized when NNCF stored
     that weight as an integer Constant (u8/i8/u4/i4/nf4) decompressed in front of the MatMul. Facts: Counters
-    of the compressed weights' element types and granularity, zero points, and int8 embedding tables."""
+    of the compressed weights' element types and granularity, zero points, int8 embedding tables, and
+    "activation_matmuls", {name: both operands fake-quantized} of the MatMuls of two activations (attention's
+    Q·Kᵀ and P·V: NNCF's transformer preset quantizes Q·Kᵀ and leaves the softmax's output to P·V in float)."""
     from collections import Counter
 
     layers = []
-    facts = {"weights": Counter(), "weight_granularity": Counter(), "zero_points": 0, "gathers_compressed": 0}
+    facts = {"weights": Counter(), "weight_granularity": Counter(), "zero_points": 0, "gathers_compressed": 0,
+             "activation_matmuls": {}}
     for op in ov_model.get_ordered_ops():
         kind = op.get_type_name()
         if kind == "Gather":
@@ -299,6 +302,9 @@ def openvino_weight_matmuls(ov_model):
                                             "per-channel" if scales else "per-tensor"] += 1
                 facts["zero_points"] += any(c.get_type_name() == "Subtract" for c in found)
             break
+        else:  # neither operand is a weight
+            facts["activation_matmuls"][op.get_friendly_name()] = all(
+                _fake_quantized(op.input(index).get_source_output()) for index in (0, 1))
     return layers, facts
 
 
@@ -429,18 +435,6 @@ def _fake_quantized(output) -> bool:
     while node.get_type_name() in _DATA_PATH:
         node = node.input(0).get_source_output().get_node()
     return node.get_type_name() == "FakeQuantize"
-
-
-def openvino_activation_matmuls(ov_model) -> dict[str, bool]:
-    """{name: both operands fake-quantized} of an ov.Model's MatMuls of two activations (attention's Q·Kᵀ and
-    P·V): NNCF's transformer preset quantizes Q·Kᵀ and leaves the softmax's output to P·V in float."""
-    products = {}
-    for op in ov_model.get_ordered_ops():
-        operands = [op.input(i).get_source_output() for i in range(op.get_input_size())]
-        if op.get_type_name() != "MatMul" or any(_weight_constants(o) is not None for o in operands):
-            continue
-        products[op.get_friendly_name()] = all(_fake_quantized(o) for o in operands)
-    return products
 
 
 def _block(name: str) -> str:

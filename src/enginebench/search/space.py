@@ -204,9 +204,10 @@ def follow_leaders(pending: list[Candidate], ranked: list[Candidate], dropped: I
     for c in ranked:  # best first
         place.setdefault(family(c), len(place))
     lost = {family(c) for c in dropped} - set(place)
-    untried = [c for c in pending if family(c) not in place and family(c) not in lost]
-    followed = sorted((c for c in pending if family(c) in place), key=lambda c: place[family(c)])
-    return untried + followed + [c for c in pending if family(c) in lost]
+    of = {c: family(c) for c in pending}
+    untried = [c for c in pending if of[c] not in place and of[c] not in lost]
+    followed = sorted((c for c in pending if of[c] in place), key=lambda c: place[of[c]])
+    return untried + followed + [c for c in pending if of[c] in lost]
 
 
 def baselines(cell: Candidate, installed: Callable[[str], bool]) -> list[Candidate]:

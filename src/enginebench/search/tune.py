@@ -340,8 +340,7 @@ class Tuner:
             room = share_end - self.clock()
             if room <= 0 or not pending:
                 return []
-            ranked, dropped = halving.rank({c: rd.results.get(c) for c in rd.candidates}, self.request.objective,
-                                           self.request.min_fidelity)
+            ranked, dropped = self._rank(rd)
             pending[:] = follow_leaders(pending, [c for c, _ in ranked], dropped)
             members = halving.fit(pending, self.cost, rule, 1, min(room, chunk_s))
             if not members:  # one job at least while the share lasts (the round's deadline still bounds it) ...
@@ -365,7 +364,6 @@ class Tuner:
         rd = Round(index, name, rule, repeat, list(cands), planned, baselines=list(extra))
         self.rounds.append(rd)
         started = self.clock()
-        measured: dict[Candidate, object] = rd.results
         while True:
             members = next_run(rd) if next_run else (packed.pop(0) if packed else [])
             if not members:
@@ -379,7 +377,7 @@ class Tuner:
             if next_run:
                 rd.planned_s += self.cost.run(members, rule, repeat)
             results, run, wall, stopped = self.measure(rd, members, rule, repeat, deadline)
-            measured.update(results)
+            rd.results.update(results)
             # a run cut short says nothing of how long the whole would have taken: learn its loads only
             self.cost.learn([] if stopped else members, rule, repeat, results, 0.0 if stopped else wall)
             if run is not None:
@@ -392,11 +390,16 @@ class Tuner:
                 rd.stopped = stopped
                 break
         rd.spent_s = self.clock() - started
-        rd.ranked, rd.dropped = halving.rank({c: measured.get(c) for c in rd.candidates}, self.request.objective,
-                                             self.request.min_fidelity)
+        rd.ranked, rd.dropped = self._rank(rd)
         rd.kept = [c for c, _ in rd.ranked]
         self._annotate()
         return rd
+
+    def _rank(self, rd: Round):
+        """The round's faithful candidates best first with their figures, and {candidate: why dropped}, from
+        what it has measured so far."""
+        return halving.rank({c: rd.results.get(c) for c in rd.candidates}, self.request.objective,
+                            self.request.min_fidelity)
 
     # -- measuring ----------------------------------------------------------------------------------------------
     def measure(self, rd: Round, members: list[Candidate], rule, repeat: int, deadline: float):
