@@ -59,6 +59,7 @@ def plan_from_config(config: RunConfig):
                   retries=config.retries, max_memory_mb=config.max_memory_mb)
 
     model = _resolve_run_model(config)
+    _check_micro_batch(config.engine_options, model)
     if config.endpoint:
         return _endpoint_plan(config, model, cores, common, settings,
                               _with_slo(config, serving, model) if serving is not None else None)
@@ -232,6 +233,15 @@ def _resolve_run_model(config: RunConfig):
 
 
 _KIND_WORDS = {"encoder": "an encoder", "decoder": "a decoder (LLM)"}
+
+
+def _check_micro_batch(engine_options: dict[str, dict], model) -> None:
+    """`micro_batch` splits an encoder's calls; a decoder's batch is its sequences side by side, which it does not
+    split (one-line error naming the option)."""
+    split = sorted(e for e, kv in engine_options.items() if str(kv.get("micro_batch", "0")).strip() not in ("0", ""))
+    if split and model.kind != "encoder":
+        raise UsageError(f"-o {split[0]}.micro_batch splits an encoder's calls into smaller runs: {model.name} is "
+                         f"{_KIND_WORDS.get(model.kind, model.kind)}, whose batches it does not split; drop the option")
 
 
 def _check_kinds(scenarios: list[str], model) -> None:

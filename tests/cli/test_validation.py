@@ -244,3 +244,13 @@ def test_the_top_level_help_lists_every_command(capsys):
         cli_main(["--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and "% of" in out and all(c in out for c in ("show", "compare", "report", "ops"))
+
+
+def test_micro_batch_is_refused_for_a_decoder_before_anything_runs(tmp_path):
+    from helpers.tiny_llama import tiny_llama_spec
+
+    assert_usage_error(tmp_path, ["--model", tiny_llama_spec().path, "--engine", "torch", "-o", "torch.micro_batch=4",
+                                  "--prompt-len", "16", "--gen-len", "8"],
+                       "torch.micro_batch", "decoder", "drop the option")
+    plan, _ = plan_for("--engine", "onnxruntime", "-o", "onnxruntime.micro_batch=8")
+    assert plan.engine_options == {"onnxruntime": {"micro_batch": "8"}}

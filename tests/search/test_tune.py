@@ -217,6 +217,47 @@ def test_round_one_follows_the_fastest_families_once_each_is_tried():
     assert ranks == sorted(ranks)  # each tried family's variants in the order of its best figure
 
 
+def test_micro_batch_is_tried_only_where_it_splits_the_call():
+    from enginebench.models import resolve_model
+
+    space = candidates(["onnxruntime", "openvino"], resolve_model("minilm"), "throughput", [1, 8, 32], cores=2)
+    split = {(c.engine, c.batch_size) for c in space if dict(c.options).get("micro_batch")}
+    assert split == {("onnxruntime", 32), ("openvino", 32)}  # 8 at batch 8 or 1 is the same work as without it
+    for engine in ("onnxruntime", "openvino"):
+        at32 = [c for c in space if c.engine == engine and c.batch_size == 32]
+        assert 2 * sum(bool(dict(c.options).get("micro_batch")) for c in at32) == len(at32)
+
+
+def test_within_a_family_round_one_tries_the_leaders_neighbours_first():
+    """One setting changed from the family's fastest candidate before two: from OpenVINO's every-Linear int8 as
+    first tried, static shapes, two workers and runs of 8 each alone, then, once static shapes lead, static shapes
+    with runs of 8, before any other pair."""
+    from enginebench.models import resolve_model
+    from enginebench.search.space import distance, family, follow_leaders
+
+    space = candidates(["openvino"], resolve_model("minilm"), "throughput", [32], cores=2)
+    order = admission_order(space, seed=3, cores=2, ceilings={"fp32": 202.0, "int8": 863.0, "bf16": 438.0})
+    all_int8 = ("openvino", "int8-static", (("int8_layers", "all"),))
+    leader = next(c for c in order if family(c) == all_int8)
+    others = [next(c for c in order if family(c) == f) for f in dict.fromkeys(map(family, order)) if f != all_int8]
+    pending = [c for c in order if c != leader and c not in others]
+    queue = follow_leaders(pending, [leader, *others], [])
+    mine = [c for c in queue if family(c) == all_int8]
+    steps = [distance(c, leader) for c in mine]
+    assert steps == sorted(steps) and steps[0] == 1 and max(steps) >= 3
+    near = {c.options for c in mine if distance(c, leader) == 1}
+    assert {(("int8_layers", "all"), ("shapes", "static")), (("int8_layers", "all"), ("micro_batch", "8"))} <= {
+        tuple(sorted(o)) for o in near}
+    static = next(c for c in mine if dict(c.options).get("shapes") == "static" and distance(c, leader) == 1)
+    queue = follow_leaders([c for c in pending if c != static], [static, leader, *others], [])
+    mine = [c for c in queue if family(c) == all_int8]
+    assert [distance(c, static) for c in mine] == sorted(distance(c, static) for c in mine)
+    pair = dict(static.options, micro_batch="8")
+    ones = [c for c in mine if distance(c, static) == 1]
+    assert any(dict(c.options) == pair and (c.scenario, c.workers, c.threads) == (
+        static.scenario, static.workers, static.threads) for c in ones) and mine[:len(ones)] == ones
+
+
 def test_runs_give_each_engine_one_option_setting():
     a, b, c = _cand(mode="fast"), _cand(), _cand("torch", "fp32")
     assert pack_runs([a, b, c]) == [[a, c], [b]]

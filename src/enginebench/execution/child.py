@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass
 
 from enginebench.engines import engine_class
+from enginebench.engines.base import micro_batched
 from enginebench.execution.messages import (
     CellFailed,
     Done,
@@ -50,8 +51,8 @@ class SessionFactory:
         cls = engine_class(self.engine)
         options = cls.make_options(self.threads, self.options)
         if self.precision == "int8-static":
-            return cls().load(self.model, self.precision, options, measured=self.measured)
-        return cls().load(self.model, self.precision, options)
+            return micro_batched(cls().load(self.model, self.precision, options, measured=self.measured), options)
+        return micro_batched(cls().load(self.model, self.precision, options), options)
 
 
 def child_main(job: Job, out, go=None) -> None:

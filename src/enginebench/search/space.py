@@ -142,8 +142,15 @@ def candidates(engines: list[str], model, objective: str, batch_sizes: list[int]
                 continue
             for scenario, workers, threads in threading(objective, cores):
                 for options in option_settings(cls, cores, threads, precision):
-                    out += [Candidate(engine, precision, scenario, b, workers, threads, options) for b in batch_sizes]
+                    out += [Candidate(engine, precision, scenario, b, workers, threads, options) for b in batch_sizes
+                            if _splits(options, b)]
     return out
+
+
+def _splits(options: tuple[tuple[str, str], ...], batch_size: int) -> bool:
+    """False where `micro_batch` would not split a call of `batch_size` (the same work as without it)."""
+    rows = int(dict(options).get("micro_batch", 0))
+    return rows == 0 or rows < batch_size
 
 
 def precision_options(engine: str) -> frozenset[str]:
@@ -198,16 +205,30 @@ def follow_leaders(pending: list[Candidate], ranked: list[Candidate], dropped: I
     """Round 1's queue as its measurements come in: candidates of families not tried yet first, in their admission
     order; then the other threadings and options of the tried families, the family of the fastest faithful
     candidate first (threading and options moved a configuration by 2-10% here, engine × precision by 4x, so
-    a variant of the leader is likelier to be fastest than a variant of one 3x slower); families tried and only
-    dropped (below the fidelity bound, or failed) last. Within a group the admission order stays."""
-    place = {}
+    a variant of the leader is likelier to be fastest than a variant of one 3x slower), and within a family
+    the fewest settings away from its fastest candidate first (`distance`); families tried and only dropped
+    (below the fidelity bound, or failed) last. Among equals the admission order stays."""
+    place, best = {}, {}
     for c in ranked:  # best first
-        place.setdefault(family(c), len(place))
+        if family(c) not in place:
+            place[family(c)], best[family(c)] = len(place), c
     lost = {family(c) for c in dropped} - set(place)
     of = {c: family(c) for c in pending}
     untried = [c for c in pending if of[c] not in place and of[c] not in lost]
-    followed = sorted((c for c in pending if of[c] in place), key=lambda c: place[of[c]])
+    followed = sorted((c for c in pending if of[c] in place),
+                      key=lambda c: (place[of[c]], distance(c, best[of[c]])))
     return untried + followed + [c for c in pending if of[c] in lost]
+
+
+def distance(a: Candidate, b: Candidate) -> int:
+    """How many settings two candidates of one family differ in: the threading (scenario, workers and threads
+    together), the batch size and each option. Within a family round 1 tries the fastest one's neighbours
+    first (one setting changed), then theirs: a search from the leader, one setting at a time, rather than
+    every combination of the options in a seeded order."""
+    options_a, options_b = dict(a.options), dict(b.options)
+    changed = sum(options_a.get(k) != options_b.get(k) for k in options_a.keys() | options_b.keys())
+    return changed + ((a.scenario, a.workers, a.threads) != (b.scenario, b.workers, b.threads)) + (
+        a.batch_size != b.batch_size)
 
 
 def baselines(cell: Candidate, installed: Callable[[str], bool]) -> list[Candidate]:
@@ -232,5 +253,5 @@ def pack_runs(cands: list[Candidate]) -> list[list[Candidate]]:
 
 
 __all__ = ["Candidate", "TUNED", "option_settings", "threading", "candidates", "admission_order", "precision_options",
-           "family", "follow_leaders", "baselines",
+           "family", "follow_leaders", "distance", "baselines",
            "pack_runs"]
