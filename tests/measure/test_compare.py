@@ -279,6 +279,9 @@ def test_machine_and_setup_differences_are_spelled_out():
     assert "processes per cell (--repeat): 3 → 1" in cmp.setup_differences
     assert any(line.startswith("stopping rule: cells ≥10 s") and "→ cells ≥1 s" in line for line in cmp.setup_differences)
     assert cmp.one_process == ["new"]
+    given = compare_runs(base, Run("c", "t", MACHINE, {**CONFIG, "engine_options": {"onnxruntime": {"micro_batch": "8"}}},
+                                   [make_result(seed=3)]))
+    assert 'engine options onnxruntime: its defaults → {"micro_batch": "8"}' in given.setup_differences
 
 
 # --- the gate: what a new run cannot vouch for ----------------------------------------------------------------

@@ -627,11 +627,18 @@ def setup_differences(a: dict, b: dict) -> list[str]:
     repeats = [c.get("repeat", 1) for c in (a, b)]
     if repeats[0] != repeats[1]:
         lines.append(f"processes per cell (--repeat): {repeats[0]} → {repeats[1]}")
-    for key, label in (("workloads", "workload"), ("engine_options", "engine options")):
-        va, vb = a.get(key) or {}, b.get(key) or {}
-        lines += [f"{label} {name}: {json.dumps(va.get(name))} → {json.dumps(vb.get(name))}"
-                  for name in sorted(set(va) & set(vb)) if va[name] != vb[name]]
+    workloads = [c.get("workloads") or {} for c in (a, b)]
+    lines += [f"workload {name}: {json.dumps(workloads[0][name])} → {json.dumps(workloads[1][name])}"
+              for name in sorted(set(workloads[0]) & set(workloads[1])) if workloads[0][name] != workloads[1][name]]
+    # an engine given no -o in one run ran with its defaults there: a difference too
+    options = [c.get("engine_options") or {} for c in (a, b)]
+    lines += [f"engine options {name}: {_options_text(options[0].get(name))} → {_options_text(options[1].get(name))}"
+              for name in sorted(set(options[0]) | set(options[1])) if options[0].get(name, {}) != options[1].get(name, {})]
     return lines
+
+
+def _options_text(options: dict | None) -> str:
+    return json.dumps(options) if options else "its defaults"
 
 
 __all__ = ["CellComparison", "RunComparison", "GateIssue", "GATE_KINDS", "CORRECTIONS", "compare_results",

@@ -57,9 +57,10 @@ class EngineOptions:
     threads: int = 1
     # an encoder's call runs as consecutive runs of at most this many items (0: the whole batch at once), each
     # prepared before timing, so a call of 32 answers the same 32 items. Smaller runs keep each operator's
-    # activations nearer the core (MiniLM, 8 x 128 tokens: 1.5 MB a hidden-state tensor, against 6.3 MB at 32):
-    # one thread, batch 32 x 128, OpenVINO every-Linear int8 +6% in runs of 8, ONNX Runtime int8 +11%, fp32
-    # +13% (a Zen 4 EPYC, 2026-12-07). tune tries 8 below batches larger than that
+    # activations nearer the core (MiniLM, 8 x 128 tokens: 1.5 MB a hidden-state tensor, against 6.3 MB at 32),
+    # and cost a call's fixed overhead more often. MiniLM at batch 32 in runs of 8, 1x2 threads, a Zen 4 EPYC
+    # (2026-12-07): torch-compile every-Linear int8 +17-22%, OpenVINO's +3-7%, CTranslate2 int8 -19-33%, ONNX
+    # Runtime int8-static -8-11%. Engine by engine, then: tune tries 8 below batches larger than that
     micro_batch: int = field(default=0, metadata={"min": 0, "tune": (8,)})
 
 
