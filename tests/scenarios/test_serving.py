@@ -91,11 +91,11 @@ def test_the_batcher_groups_queued_queries_and_holds_none_past_max_wait():
     rule = StoppingRule(duration_s=0.5, min_samples=10, warmup_s=0.1)
     cell = server_cell(qps=300, slo_p99_ms=100, max_batch=4, max_wait_ms=10)
     # with the worker free almost all the time, a query waits for its batch to fill, never past max-wait. A
-    # host stall of tens of ms (seen: p99 86 ms once in a whole suite) delays the queries it catches whatever
-    # the batcher does, so the bound must hold in one of three runs; a batcher that waits past its deadline
-    # breaks it in every run
+    # host stall of tens of ms (seen: p99 86 ms once in a whole suite; 28, 16 and 53 ms in three runs in a row
+    # beside the parallel lane on 2026-12-07) delays the queries it catches whatever the batcher does, so the
+    # bound must hold in one of five runs; a batcher that waits past its deadline breaks it in every run
     p99s = []
-    for _ in range(3):
+    for _ in range(5):
         m, _ = run_server(SleepFactory(0.001), WORKLOAD, cell, rule)
         sizes = m.details["serving"]["batching"]["sizes"]
         assert max(sizes) == 4 and sizes[4] > 0 and sum(n for s, n in sizes.items() if s > 1) > sizes.get(1, 0)
