@@ -112,12 +112,19 @@ def test_offline_fills_every_batch():
     rule = StoppingRule(duration_s=0.5, min_samples=10, warmup_s=0.1)
     cell = Cell("sleep", "fp32", "offline", "synthetic", 8, 1, 1, Serving(max_batch=8))
     # 20 ms batches: the harness's gap between two batches (about a ms, more on a busy host) stays small beside
-    # them, as it does beside a real engine's batches
-    m, _ = run_offline(SleepFactory(0.02), WORKLOAD, cell, rule)
-    f = m.details["serving"]
-    assert f["valid"] and f["loadgen"]["validity"] == "VALID"
-    assert f["batching"]["mean_size"] > 7.5  # all full but perhaps the last
-    assert f["samples_per_s"] == pytest.approx(8 / (f["batching"]["hold_ms_median"] / 1e3), rel=0.25)
+    # them, as it does beside a real engine's batches. A host stall between batches lowers the rate whatever the
+    # harness does (seen beside the parallel lane on 2026-12-07: 285 samples/s against 390 from the hold time),
+    # so the rate must match in one of three runs; a harness that leaves gaps between batches misses it in all
+    ratios = []
+    for _ in range(3):
+        m, _ = run_offline(SleepFactory(0.02), WORKLOAD, cell, rule)
+        f = m.details["serving"]
+        assert f["valid"] and f["loadgen"]["validity"] == "VALID"
+        assert f["batching"]["mean_size"] > 7.5  # all full but perhaps the last
+        ratios.append(f["samples_per_s"] / (8 / (f["batching"]["hold_ms_median"] / 1e3)))
+        if abs(ratios[-1] - 1) <= 0.25:
+            break
+    assert min(abs(r - 1) for r in ratios) <= 0.25, ratios
 
 
 # -- options ---------------------------------------------------------------------------------------------------
