@@ -144,8 +144,9 @@ def test_minilm_on_onnxruntime_saturates_one_worker(tmp_path):
     assert [r["status"] for r in results] == ["ok", "ok"] and results[0]["fidelity"]["ok"]
     one, two = results
     assert [r["settings"]["clients"] for r in results] == [1, 2]
-    # one single-threaded session: a second client queues behind the first
-    assert two["figures"]["latency_ms"]["p50"]["value"] > 1.5 * one["figures"]["latency_ms"]["p50"]["value"]
+    # one single-threaded session: a second client queues behind the first, about doubling the latency (1.47x
+    # once on a noisy host, 2026-12-07, where one client's own p50 ran slow); clients served side by side: ~1x
+    assert two["figures"]["latency_ms"]["p50"]["value"] > 1.4 * one["figures"]["latency_ms"]["p50"]["value"]
     assert two["throughput"]["items_per_s"] < 1.3 * one["throughput"]["items_per_s"]
     for r in results:
         assert abs(r["figures"]["littles_law_clients"] - r["settings"]["clients"]) < 0.25 * r["settings"]["clients"]
