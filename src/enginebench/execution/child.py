@@ -50,9 +50,8 @@ class SessionFactory:
         limit_threads(self.threads)
         cls = engine_class(self.engine)
         options = cls.make_options(self.threads, self.options)
-        if self.precision == "int8-static":
-            return micro_batched(cls().load(self.model, self.precision, options, measured=self.measured), options)
-        return micro_batched(cls().load(self.model, self.precision, options), options)
+        measured = {"measured": self.measured} if self.precision == "int8-static" else {}
+        return micro_batched(cls().load(self.model, self.precision, options, **measured), options)
 
 
 def child_main(job: Job, out, go=None) -> None:
