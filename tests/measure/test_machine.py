@@ -94,7 +94,7 @@ def test_machine_command_stores_and_reports(tmp_path, monkeypatch, capsys):
     by_n = {int(n): gflops for n, gflops in fp32["by_n"].items()}  # JSON keeps the sizes as strings
     assert set(by_n) == {64, 128} and by_n[fp32["n"]] == max(by_n.values())
     assert stored["gemm_gflops"] == max(t["gflops"] for t in fp32["tried"] if "gflops" in t)
-    expected = {"numpy"} | {m for m in ("torch", "onnxruntime") if importlib.util.find_spec(m)}
+    expected = {"numpy"} | {m for m in ("torch", "onnxruntime", "openvino") if importlib.util.find_spec(m)}
     assert {t["library"].split()[0] for t in fp32["tried"] if "gflops" in t} == expected
     assert stored["details"]["triad"]["threads"] >= 1
     by_precision = stored["details"]["gemm_by_precision"]
@@ -147,6 +147,27 @@ def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():
     assert plain["gflops"] > 0 and not plain["native"] and "emulated" in plain["note"]
     assert plain["gflops"] == max(t["gflops"] for t in plain["tried"] if "gflops" in t)
     assert roofline.int8_gemm(64, 1, flags={"avx512_vnni"})["native"]
+
+
+def test_openvino_times_each_precision_only_where_it_runs_in_it(cpu_features):
+    """OpenVINO's products are timed as its engines run a Linear (constant weights: a FullyConnected), and each
+    only where the plugin runs it in that precision: it computes bf16 as f32 silently without AVX512_BF16 or
+    AMX-BF16, and its plugin reads the whole CPU, so under a narrowed set its bf16 would not be this set's."""
+    pytest.importorskip("openvino")
+    for precision in ("fp32", "int8"):  # int8 on VNNI or not: oneDNN's u8s8 kernels exist on every x86 CPU
+        figure = roofline._openvino_gemm(precision, 128, 2)  # checked against numpy inside (int8: exactly)
+        assert figure["gflops"] > 0 and figure["n"] == 128 and figure["threads"] >= 1
+        assert figure["library"].startswith("openvino ") and "FullyConnected" in figure["library"]
+        # what the runtime graph says the product ran in, and its kernel (e.g. "i8 (brgemm_avx512_i8)")
+        assert ({"fp32": ", f32 (", "int8": ", i8 ("}[precision] in figure["library"]
+                or precision == "int8" and ", u8 (" in figure["library"])
+    if cpu_features.has_any({"avx512_bf16", "amx_bf16"}):
+        assert ", bf16 (" in roofline._openvino_gemm("bf16", 128, 2)["library"]
+    else:
+        with pytest.raises(roofline.GemmUnavailable, match="openvino bf16 needs"):
+            roofline._openvino_gemm("bf16", 128, 2)
+    tried = roofline.time_gemms("int8", (64, 128), runs=2)
+    assert "openvino" in [t["library"].split()[0] for t in tried]
 
 
 def test_decode_roofline():

@@ -11,7 +11,7 @@ The clock is cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), /proc/cpuin
 may be below the boost clock); without either, the peak is unknown.
 
 Measured ceilings: the newest `enginebench machine` figures of this host in the database (STREAM triad GB/s,
-GEMM GFLOP/s per precision, int8 in GOP/s: each the fastest library of numpy, torch and onnxruntime, the one
+GEMM GFLOP/s per precision, int8 in GOP/s: each the fastest of numpy, torch, onnxruntime and openvino, the one
 that gave it recorded), or a short measurement on the spot when there are none.
 """
 

@@ -15,8 +15,10 @@ seen well above numpy's BLAS, and a ceiling from numpy alone put engines at 141%
 bfloat16 tensors (oneDNN), marked emulated when the CPU lacks AVX512_BF16 and AMX-BF16 (the figure is then a
 conversion to fp32, not a bf16 peak). int8 — torch._int_mm (int8 x int8 -> int32, oneDNN) and onnxruntime's
 MatMulInteger (uint8 x int8 -> int32, the VNNI layout), integer operations counted like FLOPs (GOP/s); marked
-emulated without AVX-VNNI, AVX512_VNNI or AMX-INT8. Each library uses the threads it takes by default
-(recorded); numpy's BLAS all it is allowed (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it).
+emulated without AVX-VNNI, AVX512_VNNI or AMX-INT8. OpenVINO in all three: a product with constant weights as
+its engines run a Linear (oneDNN's brgemm, AMX tiles where the CPU has them), checked to run in the precision.
+Each library uses the threads it takes by default (recorded); numpy's BLAS all it is allowed
+(OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it).
 
 A decode step must read every weight once, so tokens/s per sequence cannot exceed bandwidth / weight bytes:
 `decode_roofline` reports that bound and the share of it a result reached.
@@ -24,6 +26,7 @@ A decode step must read every weight once, so tokens/s per sequence cannot excee
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -214,6 +217,58 @@ def _onnxruntime_int8(n: int, runs: int) -> dict:
                    f"onnxruntime {ort.__version__} MatMulInteger (uint8 × int8)", _onnxruntime_threads(session))
 
 
+# what OpenVINO must run each precision in, and the instructions its plugin needs for bf16 (without them it runs
+# f32 silently; under a narrowed ENGINEBENCH_CPU_FEATURES it would still use the whole CPU's)
+_OPENVINO_RAN = {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("i8", "u8")}
+_OPENVINO_NEEDS = {"bf16": frozenset({"avx512_bf16", "amx_bf16"})}
+
+
+def _openvino_product(precision: str, n: int):
+    """(model, a, b, hint): a @ b with b a constant, as OpenVINO's engines run a Linear (a FullyConnected node
+    with prepacked weights); int8 on FakeQuantize'd operands (256 levels over -128..127, the identity on these
+    integers), which its low-precision transformations fold into an int8 product with f32 sums at scale 1."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    if precision == "int8":
+        a, b = _int8_operands(n)
+        lo, hi = np.float32(-128), np.float32(127)
+        x = ops.parameter([n, n], ov.Type.i8, name="a")
+        quantized = [ops.fake_quantize(ops.convert(v, ov.Type.f32), lo, hi, lo, hi, 256)
+                     for v in (x, ops.constant(b))]
+        return ov.Model([ops.matmul(*quantized, False, False)], [x], "gemm_int8"), a, b, "f32"
+    a, b = _float_operands(n)
+    x = ops.parameter([n, n], ov.Type.f32, name="a")
+    return ov.Model([ops.matmul(x, ops.constant(b), False, False)], [x], "gemm"), a, b, _OPENVINO_RAN[precision][0]
+
+
+def _openvino_gemm(precision: str, n: int, runs: int) -> dict:
+    """OpenVINO's CPU plugin: oneDNN's brgemm kernels, which take AMX tiles for int8 and bf16 where the CPU has
+    them (torch._int_mm and MLAS did not reach AMX speeds on an AMX Xeon: 856 and 860 GOP/s), so without it
+    a share could be of a ceiling this machine's fastest engine passes."""
+    import openvino as ov
+
+    needs = _OPENVINO_NEEDS.get(precision)
+    if needs and (reason := cpu_features.current().missing(needs, f"openvino {precision}")):
+        raise GemmUnavailable(reason)
+    model, a, b, hint = _openvino_product(precision, n)
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    ran, kernel = next(((info["runtimePrecision"].astype(str), info["primitiveType"].astype(str))
+                        for info in (node.get_rt_info() for node in compiled.get_runtime_model().get_ordered_ops())
+                        if "layerType" in info and info["layerType"].astype(str) in ("MatMul", "FullyConnected")),
+                       ("unknown", ""))
+    if ran not in _OPENVINO_RAN[precision]:
+        raise GemmUnavailable(f"openvino runs this {precision} product in {ran} here")
+    request = compiled.create_infer_request()
+    feeds = {"a": a}
+    _check(np.array(request.infer(feeds)[0]), a, b, {"int8": 0, "fp32": 1e-4, "bf16": 2e-2}[precision],
+           f"openvino's {precision} product")
+    return _figure(n, lambda: request.infer(feeds, share_inputs=True), runs,
+                   f"openvino {ov.__version__.split('-')[0]} FullyConnected, {ran} ({kernel})",
+                   int(compiled.get_property("INFERENCE_NUM_THREADS")))
+
+
 @lru_cache(maxsize=1)
 def _probe_operands(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The probe's operands and output, made once per process (a cell's probes then time the GEMM alone)."""
@@ -235,9 +290,11 @@ def gemm_probe(n: int, threads: int | None) -> float:
 # each precision's GEMM in every library that has one, timed alike on the same n × n operands; numpy has no
 # bfloat16 and no integer BLAS (its int8 matmul is a plain loop, never the ceiling)
 GEMM_LIBRARIES = {
-    "fp32": (("numpy", _numpy_fp32), ("torch", _torch_fp32), ("onnxruntime", _onnxruntime_fp32)),
-    "bf16": (("torch", _torch_bf16),),
-    "int8": (("torch", _torch_int8), ("onnxruntime", _onnxruntime_int8)),
+    "fp32": (("numpy", _numpy_fp32), ("torch", _torch_fp32), ("onnxruntime", _onnxruntime_fp32),
+             ("openvino", functools.partial(_openvino_gemm, "fp32"))),
+    "bf16": (("torch", _torch_bf16), ("openvino", functools.partial(_openvino_gemm, "bf16"))),
+    "int8": (("torch", _torch_int8), ("onnxruntime", _onnxruntime_int8),
+             ("openvino", functools.partial(_openvino_gemm, "int8"))),
 }
 # precision -> (flags of instructions that compute it natively, what a figure without them is)
 NATIVE_FLAGS = {"bf16": ({"avx512_bf16", "amx_bf16"}, "emulated: the CPU has neither AVX512_BF16 nor AMX-BF16"),
@@ -330,7 +387,7 @@ def gemm_ceiling(precision: str, n: int = GEMM_N, runs: int = RUNS, flags: set |
 
 
 def gemm_flops(n: int = GEMM_N, runs: int = RUNS) -> dict:
-    """The fp32 ceiling: the fastest float32 GEMM among numpy, torch and onnxruntime, in GFLOP/s."""
+    """The fp32 ceiling: the fastest float32 GEMM among numpy, torch, onnxruntime and openvino, in GFLOP/s."""
     figure = gemm_ceiling("fp32", n, runs, set())
     return {"gemm_gflops": figure.pop("gflops"), **figure}
 
@@ -426,7 +483,8 @@ def measure_machine(triad_elements: int = TRIAD_ELEMENTS, gemm_n: int = GEMM_N, 
                     "gemm_gflops_by_precision": {p: r["gflops"] for p, r in reduced.items() if "gflops" in r},
                     "gemm_by_precision": reduced,
                     "method": "triad a=b+s*c float64, one thread per usable CPU, 24 bytes/element; GEMM 2n^3 "
-                              "FLOPs at n/2 and n, per precision the fastest library (numpy, torch, onnxruntime); "
+                              "FLOPs at n/2 and n, per precision the fastest library (numpy, torch, onnxruntime, "
+                              "openvino); "
                               f"best of runs, over {passes} passes of every precision one after another",
                     "cpu_features": cpu_features.current().record(),  # {}: the whole CPU
                     "numpy_threads_env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
