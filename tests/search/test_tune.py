@@ -219,6 +219,87 @@ def test_round_one_follows_the_fastest_families_once_each_is_tried():
     assert ranks == sorted(ranks)  # each tried family's variants in the order of its best figure
 
 
+def test_round_one_leaves_for_last_what_its_roofline_says_cannot_beat_the_leader():
+    """The roofline bound of a candidate is at or above the roofline its share would divide by, however much of the
+    model ran int8; once OpenVINO's every-Linear int8 measured 200 items/s on the VNNI EPYC's ceilings, every fp32
+    candidate (70/s at most) and bf16 one (152/s) goes after every int8 one, and a slow leader moves nothing."""
+    from enginebench.measure.compute_roofline import encoder_flops, flop_parts, model_structure, roofline_share
+    from enginebench.models import resolve_model
+    from enginebench.search.space import family, follow_leaders, roofline_bound
+
+    model = resolve_model("minilm")
+    flops = encoder_flops(model_structure(model.path), 128)
+    per_item = sum(flops.values())
+    ceilings = {"fp32": 202.0, "int8": 863.0, "bf16": 438.0}
+    speed = {"gemm_gflops_by_precision": ceilings, "measured_at": "2026-12-07"}
+    for executed, share, attention in (("fp32", 0.0, 0), ("bf16", 0.0, 0), ("int8", 2 / 3, 0), ("int8", 1.0, 6),
+                                       ("int8", 1.0, 12)):
+        quantization = {"share_of_matmul_flops": share, "activations": "uint8",
+                        "attention_products": {"int8": attention, "total": 12}}
+        roof = roofline_share(1.0, None, flop_parts(flops, executed, quantization, executed), speed)
+        bound = roofline_bound(Candidate("openvino", executed, "latency", 32, 1, 2), ceilings, per_item)
+        assert bound >= roof["roofline_items_per_s"] * (1 - 1e-9), (executed, share, attention)
+    assert roofline_bound(Candidate("x", "int8", "latency", 32, 1, 2), {}, per_item) is None
+
+    space = candidates(["onnxruntime", "openvino"], model, "throughput", [32], cores=2)
+    order = admission_order(space, seed=3, cores=2, ceilings=ceilings)
+    leader = next(c for c in order if family(c) == ("openvino", "int8-static", (("int8_layers", "all"),)))
+    pending = [c for c in order if c != leader]
+
+    def below(rate):
+        return lambda c: roofline_bound(c, ceilings, per_item) * 1.2 < rate
+
+    queue = follow_leaders(pending, [leader], [], below(200.0))
+    hopeless = [c for c in queue if below(200.0)(c)]
+    assert sorted(queue) == sorted(pending) and queue[len(queue) - len(hopeless):] == hopeless
+    assert "fp32" in {c.precision for c in hopeless} and {c.precision for c in hopeless} <= {"fp32", "bf16"}
+    assert all(c.precision.startswith("int8") for c in queue[:len(queue) - len(hopeless)])
+    assert follow_leaders(pending, [leader], [], below(60.0)) == follow_leaders(pending, [leader], [])
+
+
+def test_later_rounds_climb_from_the_leader_to_a_configuration_round_one_never_reached(synthetic, tmp_path,
+                                                                                      monkeypatch):
+    """Round 1 reaches one job (its share spent); the fastest configuration is two settings away from its leader
+    (two single-thread workers and mode=fast). Each later round adds the leader's neighbours not measured yet, so
+    the final has it; halving the survivors alone never could."""
+    from enginebench.search import tune as tune_module
+    from enginebench.search.space import distance, neighbours
+
+    monkeypatch.setattr(tune_module, "cached_machine_speed", lambda: None)  # no roofline bound: the climb alone
+    request = check_request("minilm", objective="throughput", engines="syn", precisions="int8", batch_size="8",
+                            budget="10m", db=str(tmp_path / "t.db"))
+    now = [0.0]
+    tuner = Tuner(request, clock=lambda: now[0])
+    tuner.prepare()
+    tuner.cost.prior_item_thread_s = 0.01  # calls priced: no ceilings to measure before the clock
+    # a job costs a minute in round 1's short cells (its share holds one) and seconds later on
+    tuner.cost.run = lambda members, rule, repeat: (60.0 if rule.duration_s < 1 else 5.0) * repeat * len(
+        {c.job for c in members})
+
+    def rate(c: Candidate) -> float:
+        options = dict(c.options)
+        return 100.0 * (1.3 if options.get("mode") == "fast" else 1.0) * (1.2 if c.workers == 2 else 1.0) * (
+            0.7 if c.threads == 1 and c.workers == 1 else 1.0)
+
+    def measure(rd, members, rule, repeat, deadline):
+        now[0] += 250.0 if rd.name == "round 1" else tuner.cost.run(members, rule, repeat)
+        return {c: _result(c, 1000 * c.batch_size / rate(c)) for c in members}, None, 10.0, None
+
+    tuner.measure = measure
+    tuner.run()
+    best = max((c for c in tuner.space if c.engine == "syn"), key=rate)
+    assert (best.workers, dict(best.options).get("mode")) == (2, "fast")
+    first, *later, final = tuner.rounds
+    assert best not in first.candidates and len({c.job for c in first.candidates}) == 1
+    assert min(distance(best, c) for c in first.candidates) == 2
+    assert later and best in later[-1].candidates and best in final.candidates
+    assert later[-1].ranked[0][0] == best
+    for previous, rd in zip([first, *later], later):  # each later round took the leader's unmeasured neighbours
+        leader = previous.ranked[0][0]
+        measured = {c for r in tuner.rounds[:tuner.rounds.index(rd)] for c in r.candidates}
+        assert set(neighbours(leader, tuner.space)) - measured <= set(rd.candidates)
+
+
 def test_micro_batch_is_tried_only_where_it_splits_the_call():
     from enginebench.models import resolve_model
 

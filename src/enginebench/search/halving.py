@@ -2,10 +2,12 @@
 how the budget is split between the rounds.
 
 Round 1 measures every candidate the budget can hold in short cells (one process each); each later round keeps
-the faster half of the faithful ones and measures them twice as long, until at most FINALISTS are left; the
-final round measures them with the baselines in REPEAT_FINAL independent processes, as long as the budget
-left allows. A candidate that is not faithful (fidelity below the minimum, an fp32 result that differs from
-the reference, no fidelity measured) or that failed is dropped whatever its speed."""
+the faster half of the faithful ones, adds the leader's neighbours not measured yet (one setting changed: the
+search climbs from the leader) and measures them twice as long, until at most FINALISTS are left and the
+leader has no neighbour left to try; the final round measures them with the baselines in REPEAT_FINAL
+independent processes, as long as the budget left allows. A candidate that is not faithful (fidelity below the
+minimum, an fp32 result that differs from the reference, no fidelity measured) or that failed is dropped
+whatever its speed."""
 
 from __future__ import annotations
 
@@ -187,6 +189,7 @@ class Round:
     kept: list[Candidate] = field(default_factory=list)
     baselines: list[Candidate] = field(default_factory=list)
     stopped: str | None = None  # why the round ended early (the budget)
+    note: str | None = None  # what else a person should know of it (round 1: what it left for last, and why)
     runs: list = field(default_factory=list, repr=False)  # the stored Runs (their run_ids are in to_dict)
     results: dict = field(default_factory=dict, repr=False)  # Candidate -> its Result, as the runs come in
 
@@ -195,7 +198,7 @@ class Round:
                 "candidates": [c.key for c in self.candidates], "baselines": [c.key for c in self.baselines],
                 "planned_s": round(self.planned_s, 1), "spent_s": round(self.spent_s, 1), "run_ids": self.run_ids,
                 "ranked": [[c.key, v] for c, v in self.ranked], "dropped": {c.key: why for c, why in self.dropped.items()},
-                "kept": [c.key for c in self.kept], "stopped": self.stopped}
+                "kept": [c.key for c in self.kept], "stopped": self.stopped, "note": self.note}
 
 
 __all__ = ["ETA", "FINALISTS", "REPEAT_FINAL", "CostModel", "Round", "rank", "why_dropped", "figure", "fit",

@@ -196,24 +196,45 @@ def family(c: Candidate) -> tuple:
     return c.engine, c.precision, tuple((k, v) for k, v in c.options if k in acting)
 
 
-def follow_leaders(pending: list[Candidate], ranked: list[Candidate], dropped: Iterable[Candidate]
-                   ) -> list[Candidate]:
+def follow_leaders(pending: list[Candidate], ranked: list[Candidate], dropped: Iterable[Candidate],
+                   cannot_win: Callable[[Candidate], bool] = lambda c: False) -> list[Candidate]:
     """Round 1's queue as its measurements come in: candidates of families not tried yet first, in their admission
     order; then the other threadings and options of the tried families, the family of the fastest faithful
     candidate first (threading and options moved a configuration by 2-10% here, engine × precision by 4x, so
     a variant of the leader is likelier to be fastest than a variant of one 3x slower), and within a family
-    the fewest settings away from its fastest candidate first (`distance`); families tried and only dropped
-    (below the fidelity bound, or failed) last. Among equals the admission order stays."""
+    the fewest settings away from its fastest candidate first (`distance`); then those that `cannot_win` (their
+    roofline is under what the leader measured: roofline_bound); families tried and only dropped (below the
+    fidelity bound, or failed) last. Among equals the admission order stays."""
     place, best = {}, {}
     for c in ranked:  # best first
         if family(c) not in place:
             place[family(c)], best[family(c)] = len(place), c
     lost = {family(c) for c in dropped} - set(place)
     of = {c: family(c) for c in pending}
-    untried = [c for c in pending if of[c] not in place and of[c] not in lost]
-    followed = sorted((c for c in pending if of[c] in place),
+    hopeless = {c for c in pending if of[c] not in lost and cannot_win(c)}
+    untried = [c for c in pending if of[c] not in place and of[c] not in lost and c not in hopeless]
+    followed = sorted((c for c in pending if of[c] in place and c not in hopeless),
                       key=lambda c: (place[of[c]], distance(c, best[of[c]])))
-    return untried + followed + [c for c in pending if of[c] in lost]
+    return untried + followed + [c for c in pending if c in hopeless] + [c for c in pending if of[c] in lost]
+
+
+def roofline_bound(c: Candidate, ceilings: dict[str, float], flops_per_item: float) -> float | None:
+    """Items/s `c` cannot pass on this machine: every product of the model at its precision's GEMM ceiling on all
+    the cores (`ceilings`: GFLOP/s by precision, as `enginebench machine` stores them). It counts every product,
+    attention's and every Linear's, in the candidate's precision, so it is at or above the roofline of what an
+    engine really runs (a third of an int8 model left in fp32 only lowers that); an emulated precision is
+    bounded by the faster of its ceiling and fp32's, as the share is. None where a ceiling or the FLOPs are
+    unknown. A reduced precision without a ceiling of its own (CTranslate2's int16) takes the highest one."""
+    key = _ceiling_key(c.precision)
+    rate = (max((v or 0.0 for v in ceilings.values()), default=0.0) if key == "fp32" and c.precision != "fp32"
+            else max(ceilings.get(key) or 0.0, ceilings.get("fp32") or 0.0))
+    return rate * 1e9 / flops_per_item if rate and flops_per_item > 0 else None
+
+
+def neighbours(leader: Candidate, among: Iterable[Candidate]) -> list[Candidate]:
+    """The candidates of `among` one setting away from `leader` in its family (`distance` 1): what a search
+    climbing from the leader tries next."""
+    return [c for c in among if c != leader and family(c) == family(leader) and distance(c, leader) == 1]
 
 
 def distance(a: Candidate, b: Candidate) -> int:
@@ -249,5 +270,4 @@ def pack_runs(cands: list[Candidate]) -> list[list[Candidate]]:
 
 
 __all__ = ["Candidate", "TUNED", "option_settings", "threading", "candidates", "admission_order", "precision_options",
-           "family", "follow_leaders", "distance", "baselines",
-           "pack_runs"]
+           "family", "follow_leaders", "roofline_bound", "neighbours", "distance", "baselines", "pack_runs"]

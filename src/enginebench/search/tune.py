@@ -26,11 +26,16 @@ from enginebench.measure.roofline import cached_machine_speed, measure_and_cache
 from enginebench.planning import plan_from_config
 from enginebench.search import halving
 from enginebench.search.halving import CostModel, Round
-from enginebench.search.space import Candidate, admission_order, baselines, candidates, follow_leaders, pack_runs
+from enginebench.search.space import (Candidate, admission_order, baselines, candidates, follow_leaders, neighbours,
+                                      pack_runs, roofline_bound)
 from enginebench.store.database import ResultStore
 
 MIN_BUDGET_S = 10.0
 PRIOR_SHARE = 0.7  # of the fp32 roofline a call is priced at before any is measured (engines here: 64-81%)
+# round 1 leaves for last what could not beat its leader unless the leader's short-cell figure read this many
+# times too high: a candidate whose roofline bound (space.roofline_bound) is below leader / ROOFLINE_SLACK. The
+# fastest rows seen reached 92-96% of their roofline, and a round-1 figure of one process can read 10-15% high.
+ROOFLINE_SLACK = 1.2
 
 
 class BudgetSpent(Exception):
@@ -134,7 +139,15 @@ def round_line(rd: Round, space: int | None = None) -> str:
     parts += [f"{other} failed or unmeasured"] if other else []
     parts += [f"kept {len(rd.kept)}"] if rd.name != "final" else []
     parts += [f"{_clock(rd.spent_s)} (planned {_clock(rd.planned_s)})"]
+    parts += [rd.note] if rd.note else []
     return " · ".join(parts) + (f" · stopped: {rd.stopped}" if rd.stopped else "")
+
+
+def _not_tried(hopeless: list[Candidate], leader_rate: float | None) -> str | None:
+    if not hopeless or leader_rate is None:
+        return None
+    return (f"{len(hopeless)} not tried that could not win: their roofline is under {leader_rate / ROOFLINE_SLACK:.3g} "
+            f"items/s, the leader's {leader_rate:.3g} / {ROOFLINE_SLACK:g}")
 
 
 def _clock(s: float) -> str:
@@ -159,6 +172,7 @@ class Tuner:
         self.base = None  # the Plan every run's plan is made from
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.installed: Callable[[str], bool] = lambda engine: False
+        self.leader_rate: float | None = None  # round 1's leader in items/s, as its queue was last ordered
 
     # -- before measuring -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -239,16 +253,36 @@ class Tuner:
         speed = run_speed(self._stored_speed() or cached_machine_speed()) or {}
         return admission_order(self.space, self.request.seed, self.cores, speed.get("gemm_gflops_by_precision"))
 
+    def _flops_per_item(self) -> float:
+        """The model's FLOPs for one item at the workload's sequence length (0 when its structure is unknown)."""
+        structure = model_structure(self.base.model.path)
+        seq_len = max((w.spec.seq_len for w in self.base.workloads.values()), default=0)
+        return sum(encoder_flops(structure, seq_len).values()) if structure and seq_len else 0.0
+
     def _prior_item_thread_s(self) -> float:
         """Seconds an item takes one thread at PRIOR_SHARE of the fp32 roofline (0 when the model's structure or the
         machine's ceilings are not known)."""
-        structure = model_structure(self.base.model.path)
-        seq_len = max((w.spec.seq_len for w in self.base.workloads.values()), default=0)
+        flops = self._flops_per_item()
         speed = self._stored_speed() or cached_machine_speed()
-        if not structure or not seq_len or not speed or not speed.get("gemm_gflops"):
+        if not flops or not speed or not speed.get("gemm_gflops"):
             return 0.0
-        flops = sum(encoder_flops(structure, seq_len).values())
         return flops / (speed["gemm_gflops"] * 1e9 / self.cores) / PRIOR_SHARE
+
+    def _cannot_win(self, ranked: list[tuple[Candidate, float]]) -> Callable[[Candidate], bool]:
+        """Whether a candidate's roofline bound is under the leader's figure / ROOFLINE_SLACK (never, without a
+        leader, the model's FLOPs or this machine's ceilings under this process's CPU features)."""
+        speed = run_speed(self._stored_speed() or cached_machine_speed()) or {}
+        ceilings, flops = speed.get("gemm_gflops_by_precision") or {}, self._flops_per_item()
+        if not ranked or not ceilings or not flops:
+            return lambda c: False
+        leader, value = ranked[0]
+        rate = value if self.request.objective == "throughput" else leader.batch_size * 1000 / value
+        self.leader_rate = rate
+
+        def cannot_win(c: Candidate) -> bool:
+            bound = roofline_bound(c, ceilings, flops)
+            return bound is not None and bound * ROOFLINE_SLACK < rate
+        return cannot_win
 
     # -- the rounds -------------------------------------------------------------------------------------------
     def run(self) -> Tuning:
@@ -264,17 +298,21 @@ class Tuner:
                                deadline=end - final_reserve)
         alive = [c for c, _ in rd.ranked]
         index = 1
-        while len(alive) > halving.FINALISTS:
-            wanted = alive[:halving.survivors(len(alive))]
-            if len(wanted) <= halving.FINALISTS:
-                alive = wanted
+        while alive:
+            # each round keeps the faster half and adds the leader's neighbours not measured yet: a search that
+            # climbs from the leader one setting at a time (round 1 rarely reaches past the first step)
+            climb = self._climb(alive[0])
+            survive = alive[:halving.survivors(len(alive))] if len(alive) > halving.FINALISTS else alive
+            if len(survive) <= halving.FINALISTS and not climb:
+                alive = survive
                 break
+            wanted = survive[:1] + climb + survive[1:]
             rule = halving.round_rule(index)
             reserve = max(final_reserve, self._final_cost(alive[:halving.FINALISTS], self._min_final_rule()))
             left = end - reserve - self.clock()
             fitted = halving.fit(wanted, self.cost, rule, 1, left)
-            if len(fitted) <= halving.FINALISTS:  # no time for another round: the leaders so far go to the final
-                alive = alive[:halving.FINALISTS]
+            if len(fitted) <= halving.FINALISTS and not (set(survive) <= set(fitted) and set(climb) & set(fitted)):
+                alive = alive[:halving.FINALISTS]  # no time for another round: the leaders so far go to the final
                 break
             rd.kept = fitted
             rd = self._round(index, f"round {index + 1}", rule, 1, fitted, deadline=end - reserve)
@@ -331,7 +369,8 @@ class Tuner:
         """Round 1 takes candidates in admission order, a run at a time, while its share of the budget lasts:
         each run teaches the cost model the real load times, so the next is sized better than the priors could,
         and its measurements reorder what is left: once a family is tried, its other threadings and options
-        follow the fastest families' (space.follow_leaders)."""
+        follow the fastest families' (space.follow_leaders), and what cannot beat the leader by the roofline goes
+        last (the round's note says how many were never tried for it)."""
         rule = halving.round_rule(0)
         pending = list(self.order)
         chunk_s = max(halving.ROUND1_SHARE * self.request.budget_s / 4, 1.0)
@@ -341,7 +380,7 @@ class Tuner:
             if room <= 0 or not pending:
                 return []
             ranked, dropped = self._rank(rd)
-            pending[:] = follow_leaders(pending, [c for c, _ in ranked], dropped)
+            pending[:] = follow_leaders(pending, [c for c, _ in ranked], dropped, self._cannot_win(ranked))
             members = halving.fit(pending, self.cost, rule, 1, min(room, chunk_s))
             if not members:  # one job at least while the share lasts (the round's deadline still bounds it) ...
                 members = pack_runs([c for c in pending if c.job == pending[0].job])[0]
@@ -353,7 +392,15 @@ class Tuner:
             rd.candidates += members
             return members
 
-        return self._round(0, "round 1", rule, 1, [], deadline, next_run=next_run)
+        rd = self._round(0, "round 1", rule, 1, [], deadline, next_run=next_run)
+        cannot_win = self._cannot_win(rd.ranked)
+        rd.note = _not_tried([c for c in pending if cannot_win(c)], self.leader_rate)
+        return rd
+
+    def _climb(self, leader: Candidate) -> list[Candidate]:
+        """The leader's neighbours (one setting changed) not measured in any round yet, in admission order."""
+        measured = {c for rd in self.rounds for c in rd.candidates}
+        return [c for c in neighbours(leader, self.order) if c not in measured]
 
     def _round(self, index: int, name: str, rule, repeat: int, cands: list[Candidate], deadline: float,
                extra: list[Candidate] = (), next_run=None, order: list[Candidate] | None = None) -> Round:
