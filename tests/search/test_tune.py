@@ -356,6 +356,9 @@ def test_cost_model_learns_loads_and_overhead():
     assert cost.load(c) == 2.0 and cost.load(_cand("other")) == 2.0  # unknown engines: the median so far
     assert cost.overhead_s == pytest.approx(0.5, abs=0.05)
     assert cost.run([c], rule) == pytest.approx(2.0 + 1.03 + 2 * cost.overhead_s, abs=0.05)
+    # two workers each load their session in a process of their own, started side by side
+    alone, workers = Candidate("syn", "int8", "latency", 1, 1, 1), Candidate("syn", "int8", "throughput", 1, 2, 1)
+    assert cost.cell(workers, rule) == pytest.approx(cost.cell(alone, rule) + cost.load(workers) + cost.overhead_s)
 
 
 def test_a_call_not_measured_yet_is_priced_per_item_and_thread_not_at_zero():

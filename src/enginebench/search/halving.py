@@ -99,7 +99,7 @@ def rank(measured: dict[Candidate, object], objective: str, min_fidelity: float)
 class CostModel:
     """Seconds a set of cells will take: per child process (the reference's, and one per job and repetition) an
     overhead (spawn, imports), per job and repetition a load, per cell warm-up + max(duration, min_samples calls)
-    (+ the workers' loads in the throughput scenario). Loads and call times are learnt from the results, the
+    (+ the workers' start-up and load in the throughput scenario). Loads and call times are learnt from the results, the
     overhead from what the wall clock shows beyond them."""
 
     load_s: dict = field(default_factory=dict)  # (engine, precision) -> seconds, measured
@@ -131,7 +131,10 @@ class CostModel:
     def cell(self, c: Candidate, rule: StoppingRule) -> float:
         call = self.call(c)
         s = rule.warmup_s + max(rule.duration_s, rule.min_samples * call) + max(rule.min_warmup, 1) * call
-        return s + (self.load(c) if scenario_class(c.scenario).workers_load_sessions else 0.0)
+        # a scenario whose workers load their own sessions starts them as processes of their own, side by side:
+        # one load and one process start-up more a cell (without the start-up, the two-worker finals of 10-minute
+        # searches ran past their plan and left finalists unmeasured)
+        return s + (self.load(c) + self.overhead_s if scenario_class(c.scenario).workers_load_sessions else 0.0)
 
     def _known(self, cands: list[Candidate], rule: StoppingRule, repeat: int) -> tuple[float, int]:
         jobs = {c.job: c for c in cands}
