@@ -86,6 +86,15 @@ def test_blocks_refuses_an_engine_that_cannot_load_graphs(capsys):
     assert "torch does not load ONNX graphs" in capsys.readouterr().err
 
 
+def test_blocks_refuses_runs_of_n_rows_it_would_not_apply(capsys, tmp_path):
+    """The blocks' graphs are sessions the scenario loads itself: `micro_batch` would be silently ignored."""
+    assert main(["blocks", "--engine", "onnxruntime", "-o", "onnxruntime.micro_batch=8",
+                 "--db", str(tmp_path / "b.db")]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime.micro_batch" in err and "enginebench run" in err and "Traceback" not in err
+    assert not (tmp_path / "b.db").exists()  # refused before anything was stored
+
+
 def _tiny_model(path):
     """pre -> /net/blocks_0/... -> /net/blocks_1/... -> post, with a tensor (scale) that skips block 0."""
     def node(op, name, ins, outs):

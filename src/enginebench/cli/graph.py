@@ -120,6 +120,10 @@ def cmd_blocks(args) -> int:
                         warmup_s=seconds("--warmup", args.warmup, allow_zero=True))
     timeout = seconds("--timeout", args.timeout)
     options = engine_options(args.option)
+    split = sorted(engine for engine, kv in options.items() if kv.get("micro_batch", "0").strip() not in ("", "0"))
+    if split:  # the blocks' sessions are graphs the scenario loads itself, never wrapped in runs of N rows
+        raise UsageError(f"-o {split[0]}.micro_batch splits a model's calls into smaller runs; `enginebench blocks` "
+                         "times each block on whole batches: drop it here, or time the split with `enginebench run`")
     with ResultStore(args.db):  # a database that cannot be written is said before measuring
         pass
     model, _ = _full_onnx(args.model)
