@@ -13,6 +13,7 @@ from enginebench.endpoint.client import GENERATION_APIS, Connection, Target, bas
 from enginebench.endpoint.probe import probe
 from enginebench.engines.endpoint import SERVED
 from enginebench.engines import engine_class, installed_engines, require_engine
+from enginebench.engines.base import splitting_calls
 from enginebench.errors import UsageError
 from enginebench.measure.timing import StoppingRule
 from enginebench.models import resolve_model
@@ -238,7 +239,7 @@ _KIND_WORDS = {"encoder": "an encoder", "decoder": "a decoder (LLM)"}
 def _check_micro_batch(engine_options: dict[str, dict], model) -> None:
     """`micro_batch` splits an encoder's calls; a decoder's batch is its sequences side by side, which it does not
     split (one-line error naming the option)."""
-    split = sorted(e for e, kv in engine_options.items() if int(kv.get("micro_batch", 0)))  # checked as int already
+    split = splitting_calls(engine_options)
     if split and model.kind != "encoder":
         raise UsageError(f"-o {split[0]}.micro_batch splits an encoder's calls into smaller runs: {model.name} is "
                          f"{_KIND_WORDS.get(model.kind, model.kind)}, whose batches it does not split; drop the option")

@@ -11,6 +11,7 @@ from enginebench.api import execute
 from enginebench.cli.args import DEFAULT_DB
 from enginebench.config import comma_list, engine_options, positive_int, seconds
 from enginebench.engines import engine_class, known_engines, require_engine
+from enginebench.engines.base import splitting_calls
 from enginebench.errors import UsageError
 from enginebench.formats.tables.graph import breakdown_dict, format_nodes, nodes_json, render_breakdown
 from enginebench.measure.timing import StoppingRule
@@ -120,8 +121,8 @@ def cmd_blocks(args) -> int:
                         warmup_s=seconds("--warmup", args.warmup, allow_zero=True))
     timeout = seconds("--timeout", args.timeout)
     options = engine_options(args.option)
-    split = sorted(engine for engine, kv in options.items() if kv.get("micro_batch", "0").strip() not in ("", "0"))
-    if split:  # the blocks' sessions are graphs the scenario loads itself, never wrapped in runs of N rows
+    # the blocks' sessions are graphs the scenario loads itself, never wrapped in runs of N rows
+    if split := splitting_calls(options):
         raise UsageError(f"-o {split[0]}.micro_batch splits a model's calls into smaller runs; `enginebench blocks` "
                          "times each block on whole batches: drop it here, or time the split with `enginebench run`")
     with ResultStore(args.db):  # a database that cannot be written is said before measuring

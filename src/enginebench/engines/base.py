@@ -112,6 +112,17 @@ def micro_batched(session, options: EngineOptions):
     return session
 
 
+def splitting_calls(engine_options: dict[str, dict[str, str]]) -> list[str]:
+    """The engines `-o ENGINE.micro_batch=N` asks to split calls for (N not 0), sorted; a value that is not a whole
+    number counts as asking (the option check refuses it anyway)."""
+    def asks(value) -> bool:
+        try:
+            return int(str(value).strip() or 0) != 0
+        except ValueError:
+            return True
+    return sorted(engine for engine, kv in engine_options.items() if "micro_batch" in kv and asks(kv["micro_batch"]))
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     name: str
@@ -304,8 +315,8 @@ def options_dict(options: EngineOptions) -> dict:
     return dataclasses.asdict(options)
 
 
-__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "MicroBatched", "micro_batched", "DecoderSession",
-           "SlotDecoding", "options_dict"]
+__all__ = ["Engine", "EngineInfo", "EngineOptions", "Session", "MicroBatched", "micro_batched", "splitting_calls",
+           "DecoderSession", "SlotDecoding", "options_dict"]
 
 
 class DecoderSession(ABC):
