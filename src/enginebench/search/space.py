@@ -222,9 +222,9 @@ def roofline_bound(c: Candidate, ceilings: dict[str, float], flops_per_item: flo
     """Items/s `c` cannot pass on this machine: every product of the model at its precision's GEMM ceiling on all
     the cores (`ceilings`: GFLOP/s by precision, as `enginebench machine` stores them). It counts every product,
     attention's and every Linear's, in the candidate's precision, so it is at or above the roofline of what an
-    engine really runs (a third of an int8 model left in fp32 only lowers that); an emulated precision is
-    bounded by the faster of its ceiling and fp32's, as the share is. None where a ceiling or the FLOPs are
-    unknown. A reduced precision without a ceiling of its own (CTranslate2's int16) takes the highest one."""
+    engine really runs (a third of an int8 model left in fp32 only lowers that); every precision is bounded
+    by the faster of its own ceiling and fp32's (the share does so for an emulated one, compute_roofline.bound_of;
+    a native one's own ceiling is the faster anyway). None where a ceiling or the FLOPs are unknown. A reduced precision without a ceiling of its own (CTranslate2's int16) takes the highest one."""
     key = _ceiling_key(c.precision)
     rate = (max((v or 0.0 for v in ceilings.values()), default=0.0) if key == "fp32" and c.precision != "fp32"
             else max(ceilings.get(key) or 0.0, ceilings.get("fp32") or 0.0))

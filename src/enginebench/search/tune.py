@@ -172,7 +172,6 @@ class Tuner:
         self.base = None  # the Plan every run's plan is made from
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.installed: Callable[[str], bool] = lambda engine: False
-        self.leader_rate: float | None = None  # round 1's leader in items/s, as its queue was last ordered
 
     # -- before measuring -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -268,16 +267,21 @@ class Tuner:
             return 0.0
         return flops / (speed["gemm_gflops"] * 1e9 / self.cores) / PRIOR_SHARE
 
+    def _leader_rate(self, ranked: list[tuple[Candidate, float]]) -> float | None:
+        """The leader's items/s (its figure is a latency in ms under the latency objective), None without one."""
+        if not ranked:
+            return None
+        leader, value = ranked[0]
+        return value if self.request.objective == "throughput" else leader.batch_size * 1000 / value
+
     def _cannot_win(self, ranked: list[tuple[Candidate, float]]) -> Callable[[Candidate], bool]:
         """Whether a candidate's roofline bound is under the leader's figure / ROOFLINE_SLACK (never, without a
         leader, the model's FLOPs or this machine's ceilings under this process's CPU features)."""
         speed = run_speed(self._stored_speed() or cached_machine_speed()) or {}
         ceilings, flops = speed.get("gemm_gflops_by_precision") or {}, self._flops_per_item()
-        if not ranked or not ceilings or not flops:
+        rate = self._leader_rate(ranked)
+        if rate is None or not ceilings or not flops:
             return lambda c: False
-        leader, value = ranked[0]
-        rate = value if self.request.objective == "throughput" else leader.batch_size * 1000 / value
-        self.leader_rate = rate
 
         def cannot_win(c: Candidate) -> bool:
             bound = roofline_bound(c, ceilings, flops)
@@ -394,7 +398,7 @@ class Tuner:
 
         rd = self._round(0, "round 1", rule, 1, [], deadline, next_run=next_run)
         cannot_win = self._cannot_win(rd.ranked)
-        rd.note = _not_tried([c for c in pending if cannot_win(c)], self.leader_rate)
+        rd.note = _not_tried([c for c in pending if cannot_win(c)], self._leader_rate(rd.ranked))
         return rd
 
     def _climb(self, leader: Candidate) -> list[Candidate]:
