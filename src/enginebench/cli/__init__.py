@@ -29,6 +29,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # the command itself, not a caller in this process (which must not be replaced)
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(attach_negative_durations(argv))
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         commands = {name: f for module in _modules() for name, f in module.COMMANDS.items()}
         cpu_features.apply_kernel_caps()  # a bad ENGINEBENCH_CPU_FEATURES stops here, before anything runs
+        if program:
+            cpu_features.reexec_masked()  # this process measures too (`machine`): as the smaller CPU
         return commands[args.command](args)
     except UsageError as e:
         print(f"enginebench: error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enginebench.cli.args import DEFAULT_DB
-from enginebench.measure import cpu_features, roofline
+from enginebench.measure import cpu_features, cpuid_mask, roofline
 from enginebench.measure.cpu_features import usable_cpus
 from enginebench.measure.host_load import busy_note
 from enginebench.measure.peak import cpu_peak, gemm_source
@@ -80,10 +80,15 @@ def cpu_features_lines(features) -> list[str]:
     if not features.narrowed_to:
         return []
     caps = " ".join(f"{k}={v}" for k, v in features.caps.items())
-    return [f"CPU features: {features.describe()}",
-            f"  decisions (precisions offered, VNNI, bf16, theoretical peak) and kernels capped by {caps}",
-            "  not capped, their kernels read the CPU themselves: "
-            + "; ".join(f"{name} ({why})" for name, why in cpu_features.UNCAPPED.items())]
+    lines = [f"CPU features: {features.describe()}",
+             f"  decisions (precisions offered, VNNI, bf16, theoretical peak) and kernels capped by {caps}"]
+    if features.cpuid_env:
+        lines.append(f"  CPUID masked ({cpuid_mask.RULES_ENV}={features.cpuid_env[cpuid_mask.RULES_ENV]}): MLAS, "
+                     "OpenVINO's plugin, torch's vector kernels and clang see the smaller CPU"
+                     + (f" ({cpuid_mask.answered()} CPUID instructions answered in this process)"
+                        if cpuid_mask.active() else ""))
+    lines.append("  still on the whole CPU: " + "; ".join(f"{name} ({why})" for name, why in features.uncapped().items()))
+    return lines
 
 
 def cmd_models(args) -> int:

@@ -161,7 +161,7 @@ def _static_session(path, details: dict, options: OnnxRuntimeOptions) -> OnnxRun
 def _mlas_int8_path(path) -> dict:
     """What decides MLAS's u8s8 sums here: VNNI (exact int32 sums) or not (int16 byte-pair sums, which 7-bit
     weights keep from saturating); the weights' integer range read from the quantized file. MLAS reads the CPU
-    itself, so ENGINEBENCH_CPU_FEATURES does not narrow it: VNNI is the whole CPU's."""
+    itself: under a narrowed ENGINEBENCH_CPU_FEATURES it sees the smaller CPU only through the CPUID mask."""
     import onnx
     from onnx import numpy_helper
 
@@ -171,5 +171,5 @@ def _mlas_int8_path(path) -> dict:
         if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2:
             values = numpy_helper.to_array(init)
             lowest, highest = min(lowest, int(values.min())), max(highest, int(values.max()))
-    return {"library": "MLAS", "u8s8": True, "vnni": vnni_available(current_cpu().real), "weight_range": [lowest, highest],
+    return {"library": "MLAS", "u8s8": True, "vnni": vnni_available(set(current_cpu().seen_by_libraries)), "weight_range": [lowest, highest],
             "saturation_free": max(-lowest, highest) * 255 * 2 <= 32767}

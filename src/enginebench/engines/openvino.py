@@ -372,9 +372,9 @@ def _compressed_kernels_capped() -> str | None:
     """Why int8 cannot run under this process's oneDNN cap: capped at AVX2 on an AVX-512 CPU (as
     ENGINEBENCH_CPU_FEATURES=avx2 does), the plugin lays out the compressed weights for the CPU it reads and its
     oneDNN then has no kernel for them ("could not create a primitive descriptor", OpenVINO 2026.4); AVX2_VNNI
-    and the AVX-512 caps ran."""
+    and the AVX-512 caps ran, and so does the AVX2 cap where the CPUID mask shows the plugin an AVX2 CPU."""
     cap = onednn_isa_cap() or current().caps.get("ONEDNN_MAX_CPU_ISA")  # set now, or by the measuring process
-    if cap in ("AVX2", "AVX", "SSE41") and "avx512f" in current().real:
+    if cap in ("AVX2", "AVX", "SSE41") and "avx512f" in current().seen_by_libraries:
         return (f"openvino int8 cannot run under ONEDNN_MAX_CPU_ISA={cap} on this AVX-512 CPU: its plugin lays the "
                 "compressed weights out for the CPU itself and the capped oneDNN has no kernel for them; run it "
                 "without the cap (unset ENGINEBENCH_CPU_FEATURES)")

@@ -12,18 +12,25 @@ Two things follow a narrowed set:
 - the kernels follow where a library can be capped from the environment (KERNEL_CAPS: oneDNN in torch and
   CTranslate2, CTranslate2's own kernels, XLA, OpenBLAS), which enginebench sets for every measuring
   process it starts. The caps are read when a library first loads, so they reach processes started after
-  they are set, not a library already imported. Libraries that pick their instructions themselves
-  (UNCAPPED: ONNX Runtime's MLAS, OpenVINO's CPU plugin, llama.cpp's build, tinygrad's clang, torch's own
-  vector kernels) still run on the whole CPU: `enginebench machine` says so, and results record the narrowed flags and the caps.
+  they are set, not a library already imported;
+- the libraries that read CPUID themselves (ONNX Runtime's MLAS, OpenVINO's CPU plugin, torch's vector kernels,
+  tinygrad's clang -march=native) follow where the CPUID mask runs (measure/cpuid_mask.py: Linux's CPUID
+  faulting, a preloaded library); without it (UNCAPPED) they run on the whole CPU. llama.cpp, compiled for
+  this CPU, always does. `enginebench machine` says which, and results record the narrowed flags, the caps
+  and whether the mask answered.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from enginebench.errors import UsageError
+from enginebench.measure import cpuid_mask
 
 ENV = "ENGINEBENCH_CPU_FEATURES"
 
@@ -119,7 +126,17 @@ def kernel_caps(flags: set[str]) -> dict[str, str]:
     openblas = ("SapphireRapids" if onednn == "AVX512_CORE_AMX" else "Cooperlake" if onednn == "AVX512_CORE_BF16"
                 else "SkylakeX" if avx512 else "Haswell" if "avx2" in flags else "Sandybridge")
     return {"ONEDNN_MAX_CPU_ISA": onednn, "DNNL_MAX_CPU_ISA": onednn, "CT2_FORCE_CPU_ISA": ct2,
-            "XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "OPENBLAS_CORETYPE": openblas}
+            "XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "OPENBLAS_CORETYPE": openblas,
+            "TORCHINDUCTOR_CACHE_DIR": _inductor_cache(onednn)}
+
+
+def _inductor_cache(isa: str) -> str:
+    """torch.compile's cache for one oneDNN ISA, beside its default /tmp/torchinductor_USER."""
+    try:
+        user = getpass.getuser()  # as torch names its own
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return os.path.join(tempfile.gettempdir(), f"torchinductor_{user}_{isa.lower()}")
 
 
 # which libraries each cap reaches, and those no environment variable caps
@@ -129,7 +146,11 @@ KERNEL_CAPS = {
     "CT2_FORCE_CPU_ISA": "CTranslate2's own kernels",
     "XLA_FLAGS": "XLA's CPU code generation (jax)",
     "OPENBLAS_CORETYPE": "OpenBLAS's kernels (numpy's matmul)",
+    # inductor's cache key misses the ISA oneDNN packed the weights for: a MiniLM compiled on the whole CPU and
+    # found in the cache under the AVX2 cap returned garbage (min cosine -0.097, 2026-12-07)
+    "TORCHINDUCTOR_CACHE_DIR": "torch.compile's compiled graphs, kept apart per ISA",
 }
+# the libraries no environment variable caps; those but llama.cpp follow the CPUID mask where it runs
 UNCAPPED = {
     "onnxruntime": "MLAS picks its kernels from the CPU at start-up",
     "openvino": "its CPU plugin reads the CPU itself: ONEDNN_MAX_CPU_ISA reaches only part of it (seen: FP16 left "
@@ -139,6 +160,7 @@ UNCAPPED = {
     "torch": "its vectorised ATen and torch.compile kernels: ATEN_CPU_CAPABILITY=avx2 made torch.compile's MiniLM "
              "return NaN on an AVX-512/AMX Xeon (torch 2.13), so only oneDNN is capped",
 }
+COMPILED_FOR_THIS_CPU = ("llamacpp",)  # its instructions are in the binary: no CPUID answer changes them
 
 
 @dataclass(frozen=True)
@@ -147,6 +169,23 @@ class CpuFeatures:
     real: frozenset[str]  # the CPU's own
     narrowed_to: str | None = None  # ENGINEBENCH_CPU_FEATURES's value, or None for the whole CPU
     caps: dict = field(default_factory=dict)  # kernel caps that follow the narrowed set (empty: none)
+    # what the measuring processes start with so that CPUID answers the narrowed set (empty: not masked)
+    cpuid_env: dict = field(default_factory=dict)
+    cpuid_unavailable: str | None = None  # why the CPUID mask cannot run here, where it would be needed
+
+    @property
+    def seen_by_libraries(self) -> frozenset[str]:
+        """The flags that libraries reading CPUID themselves (MLAS, OpenVINO's plugin) see in the measuring
+        processes: the narrowed ones where the CPUID mask runs, else the whole CPU's."""
+        return self.flags if self.cpuid_env else self.real
+
+    def uncapped(self) -> dict[str, str]:
+        """The libraries that still run on the whole CPU under this set, and why."""
+        if not self.narrowed_to:
+            return {}
+        if self.cpuid_env:
+            return {name: UNCAPPED[name] for name in COMPILED_FOR_THIS_CPU}
+        return {name: f"{why}; no CPUID mask: {self.cpuid_unavailable}" for name, why in UNCAPPED.items()}
 
     def has_any(self, flags) -> bool:
         return bool(self.flags & set(flags))
@@ -169,7 +208,15 @@ class CpuFeatures:
 
     def record(self) -> dict:
         """What a result keeps of this: the narrowed set and the caps that applied."""
-        return {"narrowed_to": self.narrowed_to, "kernel_caps": dict(self.caps)} if self.narrowed_to else {}
+        if not self.narrowed_to:
+            return {}
+        return {"narrowed_to": self.narrowed_to, "kernel_caps": dict(self.caps), "cpuid_masked": self.masked_here}
+
+    @property
+    def masked_here(self) -> bool:
+        """Whether this process's CPUID answers are masked to the narrowed set: what it measures itself runs the
+        smaller CPU's kernels in every library but those compiled for this CPU."""
+        return bool(self.narrowed_to) and cpuid_mask.active()
 
 
 @lru_cache(maxsize=8)
@@ -178,7 +225,8 @@ def _features(request: str, real: frozenset[str]) -> CpuFeatures:
     if allowed is None:
         return CpuFeatures(real, real)
     flags = frozenset(narrow(set(real), allowed))
-    return CpuFeatures(flags, real, request, kernel_caps(set(flags)))
+    mask_env, unavailable = cpuid_mask.environment(real, flags)
+    return CpuFeatures(flags, real, request, kernel_caps(set(flags)), mask_env, unavailable)
 
 
 def current() -> CpuFeatures:
@@ -219,12 +267,18 @@ def vnni_available(flags: set[str] | None = None, cap: str | None = None) -> boo
 
 
 def apply_kernel_caps(environ=None) -> dict[str, str]:
-    """Set the kernel caps of a narrowed set in `environ` (os.environ by default) for the processes started
-    after it; a cap the user set already is kept, XLA_FLAGS is extended. Returns what was set."""
+    """Set the kernel caps of a narrowed set, and the CPUID mask where it runs, in `environ` (os.environ by
+    default) for the processes started after it; a cap the user set already is kept, XLA_FLAGS and LD_PRELOAD
+    are extended. Returns what was set."""
     environ = os.environ if environ is None else environ
     applied = {}
-    for key, value in current().caps.items():
-        if key == "XLA_FLAGS":
+    features = current()
+    for key, value in {**features.caps, **features.cpuid_env}.items():
+        if key == cpuid_mask.PRELOAD_ENV:
+            applied[key] = cpuid_mask.preload_with(value, environ.get(key, ""))
+        elif key == cpuid_mask.RULES_ENV:
+            applied[key] = value  # the set asked now, whatever a parent process asked
+        elif key == "XLA_FLAGS":
             present = environ.get(key, "")
             if "--xla_cpu_max_isa" not in present:
                 applied[key] = f"{present} {value}".strip()
@@ -234,10 +288,32 @@ def apply_kernel_caps(environ=None) -> dict[str, str]:
     return applied
 
 
+# every variable apply_kernel_caps may set
+ENV_KEYS = (*kernel_caps(set()), cpuid_mask.PRELOAD_ENV, cpuid_mask.RULES_ENV)
+_REEXEC_GUARD = "ENGINEBENCH_CPUID_REEXEC"
+
+
+def reexec_masked(before_exec=None) -> None:
+    """Start this program again under the CPUID mask when the narrowed set has one and this process runs
+    without it, so that what it measures itself (`enginebench machine`, the test process) runs the smaller
+    CPU's kernels too. Call before any library that reads CPUID is imported; `before_exec` runs just before
+    (pytest's capture must give the terminal back). A process whose mask did not start runs on as it is."""
+    features = current()
+    if not features.cpuid_env or cpuid_mask.active() or os.environ.get(_REEXEC_GUARD) == str(os.getpid()):
+        return
+    apply_kernel_caps()
+    os.environ[_REEXEC_GUARD] = str(os.getpid())  # execv keeps the pid: a second try of this process stops here
+    if before_exec:
+        before_exec()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
+
+
 def usable_cpus() -> int:
     """The logical CPUs this process may run on (its affinity), which every thread default starts from."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-__all__ = ["usable_cpus", "ENV", "FEATURE_SETS", "KERNEL_CAPS", "UNCAPPED", "CpuFeatures", "current", "cpu_flags",
+__all__ = ["usable_cpus", "ENV", "ENV_KEYS", "reexec_masked", "FEATURE_SETS", "KERNEL_CAPS", "UNCAPPED", "CpuFeatures", "current", "cpu_flags",
            "kernel_caps", "apply_kernel_caps", "parse_cpuinfo", "cpuinfo_text", "onednn_isa_cap", "vnni_available", "parse_request", "narrow"]

@@ -143,7 +143,10 @@ class Ceilings:
 def same_cpu_features(speed: dict) -> bool:
     """Whether a stored `enginebench machine` row was measured under this process's CPU features
     (ENGINEBENCH_CPU_FEATURES): another set's ceilings are another machine's."""
-    return (speed.get("details") or {}).get("cpu_features", {}).get("narrowed_to") == current_cpu().narrowed_to
+    stored, here = (speed.get("details") or {}).get("cpu_features", {}), current_cpu()
+    # under a narrowed set, with or without the CPUID mask are two machines: MLAS's int8 is VNNI's or AVX2's
+    return (stored.get("narrowed_to") == here.narrowed_to
+            and bool(stored.get("cpuid_masked")) == here.masked_here)
 
 
 def measured_here(speed: dict | None) -> bool:

@@ -545,7 +545,8 @@ def _speed_key() -> str:
     host, CPU model, cores and the CPU features the process may use."""
     info = machine_info()
     return artifact_key(info["hostname"], info["cpu"], str(info["logical_cores"]),
-                        cpu_features.current().narrowed_to or "native")
+                        cpu_features.current().narrowed_to or "native",
+                        *(["cpuid-masked"] if cpu_features.current().masked_here else []))
 
 
 def cached_machine_speed() -> dict | None:
