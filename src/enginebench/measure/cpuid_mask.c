@@ -70,10 +70,43 @@ static void handler(int sig, siginfo_t *info, void *context) {
 
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     if (!real_sigaction) real_sigaction = (int (*)(int, const struct sigaction *, struct sigaction *))dlsym(RTLD_NEXT, "sigaction");
-    if (sig != SIGSEGV || !active) return real_sigaction(sig, act, old);
+    if (!active) return real_sigaction(sig, act, old);
+    if (sig != SIGSEGV) {
+        /* another signal's handler runs with SIGSEGV open: a CPUID in it must reach the handler above */
+        struct sigaction open_act;
+        if (act) {
+            open_act = *act;
+            sigdelset(&open_act.sa_mask, SIGSEGV);
+        }
+        return real_sigaction(sig, act ? &open_act : NULL, old);
+    }
     if (old) *old = theirs;
     if (act) theirs = *act;
     return 0;
+}
+
+/* A thread that blocks SIGSEGV (thread pools block every signal) and then runs CPUID would be killed: the
+   kernel delivers a blocked synchronous fault as the default action. Blocking it never held off a fault
+   anyway, so SIGSEGV stays open in every mask a program sets. */
+static const sigset_t *without_segv(int how, const sigset_t *set, sigset_t *copy) {
+    if (!active || !set || how == SIG_UNBLOCK) return set;
+    *copy = *set;
+    sigdelset(copy, SIGSEGV);
+    return copy;
+}
+
+int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
+    static int (*real)(int, const sigset_t *, sigset_t *);
+    if (!real) real = (int (*)(int, const sigset_t *, sigset_t *))dlsym(RTLD_NEXT, "pthread_sigmask");
+    sigset_t copy;
+    return real(how, without_segv(how, set, &copy), old);
+}
+
+int sigprocmask(int how, const sigset_t *set, sigset_t *old) {
+    static int (*real)(int, const sigset_t *, sigset_t *);
+    if (!real) real = (int (*)(int, const sigset_t *, sigset_t *))dlsym(RTLD_NEXT, "sigprocmask");
+    sigset_t copy;
+    return real(how, without_segv(how, set, &copy), old);
 }
 
 sighandler_t signal(int sig, sighandler_t handler_) {
@@ -116,7 +149,10 @@ __attribute__((constructor)) static void start(void) {
     struct sigaction ours;
     memset(&ours, 0, sizeof ours);
     ours.sa_sigaction = handler;
-    ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    /* on the thread's own stack, never an alternate one: OpenVINO's CPU plugin sets one per plugin object and
+       restores them out of order, leaving a freed one in place, where a trap of this CPUID would kill the process
+       (a stack overflow is then a plain death, without the program's handler) */
+    ours.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigemptyset(&ours.sa_mask);
     if (real_sigaction(SIGSEGV, &ours, &theirs) != 0) return;
     active = 1;
