@@ -112,3 +112,43 @@ def test_under_a_narrowed_set_the_test_process_itself_runs_masked():
     import numpy._core._multiarray_umath as umath
 
     assert not umath.__cpu_features__["AVX512F"]
+
+
+# a function of this process that runs CPUID: ebx of (leaf, subleaf), the register that holds AVX2 and AVX-512F
+CPUID_EBX = """
+import ctypes, mmap, signal
+code = bytes([0x53, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2, 0x89, 0xd8, 0x5b, 0xc3])  # push rbx; cpuid; mov eax, ebx; pop rbx; ret
+page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(code)
+cpuid_ebx = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)(
+    ctypes.addressof(ctypes.c_char.from_buffer(page)))
+"""
+
+
+def test_a_cpuid_survives_a_blocked_sigsegv_and_a_freed_alternate_stack(masked_env):
+    """What libraries do that would make a trapped CPUID fatal: a thread pool blocks every signal (the kernel
+    kills for a blocked fault), and OpenVINO's plugin leaves a freed alternate signal stack in place (the kernel
+    cannot write the handler's frame there)."""
+    probe = CPUID_EBX + """
+libc = ctypes.CDLL(None, use_errno=True)
+avx2 = 1 << 5
+before = cpuid_ebx(7, 0) & avx2
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGSEGV})
+blocked = cpuid_ebx(7, 0) & avx2
+class Stack(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+size = 1 << 16
+stack = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS
+assert libc.sigaltstack(ctypes.byref(Stack(stack, 0, size)), None) == 0
+libc.munmap(ctypes.c_void_p(stack), ctypes.c_size_t(size))
+freed = cpuid_ebx(7, 0) & avx2
+print(before, blocked, freed)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=masked_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0", "0"]  # answered, and masked, each time
+    whole = subprocess.run([sys.executable, "-c", CPUID_EBX + "print(cpuid_ebx(7, 0) & 1 << 5)"],
+                           capture_output=True, text=True, timeout=120)
+    assert whole.stdout.split() == ["32"]  # unmasked, this machine has AVX2
