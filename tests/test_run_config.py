@@ -254,7 +254,7 @@ def test_start_run_gives_a_plan_this_machines_speed_and_sees_each_cell(tmp_path,
     from enginebench.store.database import ResultStore
 
     speed = {"measured_at": "2026-12-01T00:00:00+00:00", "bandwidth_gbs": 20.0, "gemm_gflops": 300.0}
-    features = {"cpu_features": {"narrowed_to": cpu_features.narrowed_to}}
+    features = {"cpu_features": cpu_features.record()}  # as `enginebench machine` keeps it, masked or not
     with ResultStore(str(tmp_path / "m.db")) as store:
         store.add_machine_speed({**speed, "hostname": "elsewhere", "bandwidth_gbs": 1.0, "details": features})
         store.add_machine_speed({**speed, "hostname": socket.gethostname(), "details": features})
