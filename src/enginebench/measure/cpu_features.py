@@ -157,8 +157,7 @@ UNCAPPED = {
                 "its OPTIMIZATION_CAPABILITIES, BF16 stayed)",
     "llamacpp": "llama.cpp is compiled for this machine's CPU (-march=native)",
     "tinygrad": "tinygrad compiles its kernels with clang -march=native",
-    "torch": "its vectorised ATen and torch.compile kernels: ATEN_CPU_CAPABILITY=avx2 made torch.compile's MiniLM "
-             "return NaN on an AVX-512/AMX Xeon (torch 2.13), so only oneDNN is capped",
+    "torch": "its vectorised ATen and torch.compile kernels read the CPU themselves (only its oneDNN takes a cap)",
 }
 COMPILED_FOR_THIS_CPU = ("llamacpp",)  # its instructions are in the binary: no CPUID answer changes them
 
