@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,36 +88,30 @@ def why_unavailable(real_flags) -> str | None:
 
 
 def _compiler() -> str | None:
-    return next((shutil.which(name) for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+    return next(filter(None, map(shutil.which, ("cc", "gcc", "clang"))), None)
 
 
 @lru_cache(maxsize=1)
 def library() -> Path:
-    """The compiled mask, built once per source and compiler into the artifact cache; RuntimeError if the build
-    fails."""
-    from enginebench.models.artifacts import cache_root  # the one cache every artifact lives in
+    """The compiled mask, built once per source and compiler into the artifact cache (models/artifacts.py: one
+    builder at a time, renamed into place when whole); RuntimeError if the build fails."""
+    from enginebench.models.artifacts import cached_artifact
 
     compiler = _compiler()
     if not compiler:
         raise RuntimeError("no C compiler to build the CPUID mask")
     key = hashlib.sha256(SOURCE.read_bytes() + compiler.encode()).hexdigest()[:16]
-    path = cache_root() / "cpuid-mask" / f"cpuid_mask-{key}.so"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE), "-ldl"],
+    name = f"cpuid_mask-{key}.so"  # _loaded() finds it in a process's maps by this prefix
+
+    def build(folder: Path) -> None:
+        proc = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(folder / name), str(SOURCE), "-ldl"],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"building the CPUID mask failed: {last}")
-        os.replace(tmp, path)  # atomic: a process that finds the file finds all of it
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    folder, _ = cached_artifact("cpuid-mask", key, build)
+    return folder / name
 
 
 def environment(real_flags, flags) -> tuple[dict[str, str], str | None]:
@@ -142,19 +135,24 @@ def preload_with(path: str, present: str) -> str:
     return " ".join(entries if path in entries else [path, *entries])
 
 
-def _loaded() -> ctypes.CDLL | None:
-    """The mask library if this process has it mapped (it started with it preloaded), else None."""
+@lru_cache(maxsize=1)
+def _loaded_path() -> str | None:
+    """Where this process has the mask library mapped, or None. A process gets it only at its start
+    (LD_PRELOAD), so this is read once."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split(None, 5)[-1].strip() for line in maps if "cpuid_mask-" in line}
+            return next((line.split(None, 5)[-1].strip() for line in maps if "cpuid_mask-" in line), None)
     except OSError:
         return None
-    for path in paths:
-        try:
-            return ctypes.CDLL(path, mode=os.RTLD_NOLOAD)  # the loaded copy, never a second load
-        except OSError:
-            continue
-    return None
+
+
+def _loaded() -> ctypes.CDLL | None:
+    """The mask library if this process started with it preloaded, else None."""
+    path = _loaded_path()
+    try:
+        return ctypes.CDLL(path, mode=os.RTLD_NOLOAD) if path else None  # the loaded copy, never a second load
+    except OSError:
+        return None
 
 
 def active() -> bool:
