@@ -217,18 +217,23 @@ def test_a_result_carries_the_figure_in_its_json_and_table(tmp_path):
     assert any(line.startswith("% roofline: ") and "fp32 200 GFLOP/s" in line for line in notes([result]))
 
 
-def test_a_run_carries_ceilings_only_when_measured_under_its_cpu_features(cpu_features):
-    from enginebench.measure.peak import run_speed
+def test_a_run_carries_ceilings_only_when_measured_under_its_cpu_features(cpu_features, monkeypatch):
+    from enginebench.measure import peak
 
+    # stored before AVX2's byte-pair int8 counted as native: whether it is emulated is derived on read
     stored = {"measured_at": "t", "bandwidth_gbs": 20.0, "gemm_gflops": 200.0,
-              "details": {"cpu_features": {}, "gemm_gflops_by_precision": {"int8": 300.0},
-                          "gemm_by_precision": {"int8": {"gflops": 300.0, "native": False, "note": "emulated"}}}}
-    speed = run_speed(stored)
+              "details": {"cpu_features": {}, "gemm_gflops_by_precision": {"int8": 300.0, "bf16": 2.0},
+                          "gemm_by_precision": {"int8": {"gflops": 300.0, "native": False, "note": "emulated"},
+                                                "bf16": {"gflops": 2.0, "native": False, "note": "emulated"}}}}
+    monkeypatch.setattr(peak, "cpu_flags", lambda: {"sse2", "avx", "fma", "avx2"})
+    speed = peak.run_speed(stored)
     if cpu_features.narrowed_to:
         assert "gemm_gflops_by_precision" not in speed and speed["gemm_unknown"]
     else:
-        assert speed["gemm_gflops_by_precision"] == {"fp32": 200.0, "int8": 300.0}
-        assert speed["gemm_emulated"] == {"int8": "emulated"}
+        assert speed["gemm_gflops_by_precision"] == {"fp32": 200.0, "int8": 300.0, "bf16": 2.0}
+        assert speed["gemm_emulated"] == {"bf16": "emulated: the CPU has neither AVX512_BF16 nor AMX-BF16"}
+        monkeypatch.setattr(peak, "cpu_flags", lambda: {"sse2", "avx"})  # no int8 multiply-adds either
+        assert set(peak.run_speed(stored)["gemm_emulated"]) == {"bf16", "int8"}
     assert speed["bandwidth_gbs"] == 20.0
 
 

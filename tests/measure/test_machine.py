@@ -67,9 +67,13 @@ def test_the_ceiling_is_the_fastest_library_and_says_which():
     source = gemm_source(best)
     assert source.startswith("onnxruntime 1 MatMul (MLAS), 2 threads")
     assert "fastest of numpy 100, onnxruntime 141" in source
-    int8 = roofline.best_gemm("int8", tried[:1], flags={"avx2"})
+    int8 = roofline.best_gemm("int8", tried[:1], flags={"sse2", "avx"})
     assert int8["gflops"] == 100.0 and not int8["native"] and "emulated" in int8["note"]
     assert "fastest of" not in gemm_source(int8)  # one library: nothing to compare
+    # AVX2 multiplies bytes itself (vpmaddubsw), without a dot product: native, and said to be without VNNI
+    int8 = roofline.best_gemm("int8", tried[:1], flags={"avx", "fma", "avx2"})
+    assert int8["native"] and int8["note"].startswith("no VNNI") and "no VNNI" in gemm_source(int8)
+    assert roofline.best_gemm("int8", tried[:1], flags={"avx2", "avx512_vnni"})["note"] == ""
     with pytest.raises(roofline.GemmUnavailable, match="torch: not installed"):
         roofline.best_gemm("bf16", [tried[1]], flags=set())
 
@@ -144,9 +148,10 @@ def test_int8_gemm_is_exact_and_says_whether_the_cpu_has_vnni():
     if not any(importlib.util.find_spec(m) for m in ("torch", "onnxruntime")):
         pytest.skip("no int8 GEMM installed")
     plain = roofline.int8_gemm(64, 1, flags={"avx2", "fma"})
-    assert plain["gflops"] > 0 and not plain["native"] and "emulated" in plain["note"]
+    assert plain["gflops"] > 0 and plain["native"] and plain["note"].startswith("no VNNI")
     assert plain["gflops"] == max(t["gflops"] for t in plain["tried"] if "gflops" in t)
-    assert roofline.int8_gemm(64, 1, flags={"avx512_vnni"})["native"]
+    assert roofline.int8_gemm(64, 1, flags={"avx512_vnni"})["note"] == ""
+    assert "emulated" in roofline.int8_gemm(64, 1, flags={"sse2"})["note"]
 
 
 _OPENVINO_PRODUCTS = """

@@ -35,8 +35,10 @@ def serve(factory, qps: float, max_batch: int = 1, gen_len: int = GEN, **slo):
 @pytest.mark.slow
 def test_first_token_and_output_token_times_match_the_known_service():
     # prefill 6 ms, decode steps 2 ms, 30 requests/s: the worker is busy 48% of the time. Steps of a few ms keep
-    # the harness's own delays (a ms or so on a busy 2-core host) small beside them.
-    m = serve(SleepDecoderFactory(0.006, 0.002), qps=30)
+    # the harness's own delays (a ms or so on a busy 2-core host) small beside them. The targets are wide: this
+    # is about the token times, and p99 of ~15 queries is their worst, which one stall of the host decides (in
+    # make test this lane runs beside the parallel one; a quarter-second stall once made p99 TTFT 249 ms).
+    m = serve(SleepDecoderFactory(0.006, 0.002), qps=30, ttft=1000.0, tpot=250.0)
     f = m.details["serving"]
     assert f["valid"], f["reasons"]
     assert f["loadgen"]["validity"] == "VALID" and f["batching"]["mode"] == "static"

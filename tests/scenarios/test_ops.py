@@ -174,8 +174,12 @@ def test_peak_avx512_counts_sixteen_lanes_two_fmas():
 
 def test_peak_avx2_counts_eight_lanes_and_no_bf16_instructions():
     peak = parse_peak(CPUINFO.replace("{flags}", AVX2), "3000000", usable_cpus=8)
-    assert peak.flops_per_cycle == {"fp32": 32, "bf16": 32, "int8": 32}
+    # int8 through byte pairs (vpmaddubsw + vpmaddwd on the multiply units): twice fp32, as MLAS measured it
+    assert peak.flops_per_cycle == {"fp32": 32, "bf16": 32, "int8": 64}
     assert peak.instructions["fp32"] == "AVX2 FMA" and peak.instructions["bf16"].startswith("none for bf16")
+    assert "no VNNI" in peak.instructions["int8"]
+    sse = parse_peak(CPUINFO.replace("{flags}", "fpu sse2 avx"), "3000000", usable_cpus=8)
+    assert sse.flops_per_cycle["int8"] == sse.flops_per_cycle["fp32"]
     assert peak.gflops("fp32", 4) == pytest.approx(4 * 32 * 3.0)
 
 

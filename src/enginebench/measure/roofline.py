@@ -14,10 +14,10 @@ every library tried. fp32 — numpy's matmul (its BLAS), torch.matmul, onnxrunti
 seen well above numpy's BLAS, and a ceiling from numpy alone put engines at 141% of it. bf16 — torch.matmul on
 bfloat16 tensors (oneDNN), marked emulated when the CPU lacks AVX512_BF16 and AMX-BF16 (the figure is then a
 conversion to fp32, not a bf16 peak). int8 — torch._int_mm (int8 x int8 -> int32, oneDNN) and onnxruntime's
-MatMulInteger (uint8 x int8 -> int32, the VNNI layout), integer operations counted like FLOPs (GOP/s); marked
-emulated without AVX-VNNI, AVX512_VNNI or AMX-INT8. OpenVINO in all three: a product with constant weights as
-its engines run a Linear (oneDNN's brgemm, AMX tiles where the CPU has them), checked to run in the precision.
-Each library uses the threads it takes by default (recorded); numpy's BLAS all it is allowed
+MatMulInteger (uint8 x int8 -> int32, the VNNI layout), integer operations counted like FLOPs (GOP/s); noted
+"no VNNI" on AVX2 and AVX-512 CPUs without dot products (byte-pair products), emulated only without those.
+OpenVINO in all three: a product with constant weights as its engines run a Linear (oneDNN's brgemm, AMX tiles
+where the CPU has them), checked to run in the precision. Each library uses the threads it takes by default (recorded); numpy's BLAS all it is allowed
 (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it).
 
 A decode step must read every weight once, so tokens/s per sequence cannot exceed bandwidth / weight bytes:
@@ -40,7 +40,7 @@ from enginebench.measure import cpu_features
 from enginebench.measure.cpu_features import cpu_flags, usable_cpus
 from enginebench.measure.host_load import OthersLoad
 from enginebench.measure.machine import machine_info
-from enginebench.measure.peak import Ceilings, gemm_source, measured_here
+from enginebench.measure.peak import Ceilings, gemm_native, gemm_source, measured_here
 from enginebench.models.artifacts import artifact_key, cached_artifact, finished_artifact
 
 TRIAD_ELEMENTS = 1 << 25  # 32 Mi float64 per array: 256 MiB each, 768 MiB for the three
@@ -296,10 +296,6 @@ GEMM_LIBRARIES = {
     "int8": (("torch", _torch_int8), ("onnxruntime", _onnxruntime_int8),
              ("openvino", functools.partial(_openvino_gemm, "int8"))),
 }
-# precision -> (flags of instructions that compute it natively, what a figure without them is)
-NATIVE_FLAGS = {"bf16": ({"avx512_bf16", "amx_bf16"}, "emulated: the CPU has neither AVX512_BF16 nor AMX-BF16"),
-                "int8": ({"avx512_vnni", "avx_vnni", "amx_int8"},
-                         "emulated: the CPU has no AVX-VNNI, AVX512_VNNI or AMX-INT8")}
 
 
 def gemm_sizes(n: int) -> tuple[int, ...]:
@@ -374,9 +370,8 @@ def best_gemm(precision: str, tried: list[dict], flags: set) -> dict:
     if not measured:
         raise GemmUnavailable("; ".join(f"{t['library']}: {t['skipped']}" for t in tried) or "no library")
     best = max(measured, key=lambda t: t["gflops"])
-    needs, emulated = NATIVE_FLAGS.get(precision, (None, ""))
-    native = needs is None or bool(flags & needs)
-    return {**best, "native": native, "note": "" if native else emulated, "tried": tried}
+    native, note = gemm_native(precision, flags)
+    return {**best, "native": native, "note": note, "tried": tried}
 
 
 def gemm_ceiling(precision: str, n: int = GEMM_N, runs: int = RUNS, flags: set | None = None,
