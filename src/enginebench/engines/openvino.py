@@ -45,9 +45,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from enginebench.engines.base import Engine, EngineOptions, Session
-from enginebench.engines.openvino_kernels import CPU_NEEDS, OpenVinoKernels
+from enginebench.engines.openvino_kernels import OpenVinoKernels
 from enginebench.errors import UsageError
 from enginebench.measure.cpu_features import current, onednn_isa_cap, vnni_available
+from enginebench.measure.openvino_runtime import CPU_NEEDS, INTEGER, is_product, node_runs
 from enginebench.measure.quantization import WeightMatmul, onnx_outline, quantization_record
 from enginebench.models.artifacts import artifact_key, cached_artifact
 from enginebench.models.int8_layers import DEFAULT_INT8_LAYERS, INT8_LAYERS
@@ -458,12 +459,12 @@ def _runtime_int8(compiled, layers, activation_matmuls: dict[str, bool], tokens:
     executed, integer_blocks = {}, set()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        runs = (info["runtimePrecision"].astype(str), info["primitiveType"].astype(str))
+        ran = node_runs(info)
         names = info["originalLayersNames"].astype(str).split(",")
-        if any(port.get_element_type().get_type_name() in ("u8", "i8") for port in op.inputs()):
+        if any(port.get_element_type().get_type_name() in INTEGER for port in op.inputs()):
             integer_blocks.update(_block(name) for name in names if name in activation_matmuls)
-        if info["layerType"].astype(str) in ("FullyConnected", "MatMul"):
-            executed.update((name, runs) for name in names)
+        if is_product(info):
+            executed.update((name, ran) for name in names)
     attention = {"int8": sum(quantized and _block(name) in integer_blocks
                              for name, quantized in activation_matmuls.items()),
                  "total": len(activation_matmuls)}
@@ -472,7 +473,7 @@ def _runtime_int8(compiled, layers, activation_matmuls: dict[str, bool], tokens:
     for layer in layers:
         runs = executed.get(layer.name) or next(
             (value for name, value in executed.items() if name.startswith(layer.name + "/")), None)
-        int8 = runs is not None and runs[0] in ("u8", "i8")
+        int8 = runs is not None and runs[0] in INTEGER
         kernels.update([runs] if int8 else [])
         marked.append(layer._replace(quantized=int8))
     return marked, kernels, attention

@@ -8,10 +8,7 @@ import numpy as np
 from enginebench.engines import onnx_op_graphs
 from enginebench.engines.kernels import Kernels, Prepared, Unsupported
 from enginebench.measure import cpu_features
-
-# without one of these OpenVINO runs bf16 as f32; its plugin reads the CPU itself, so under a narrowed set
-# (ENGINEBENCH_CPU_FEATURES=avx2 on an AVX-512 CPU) it would pick bf16 kernels the capped oneDNN does not have
-CPU_NEEDS = {"bf16": frozenset({"avx512_bf16", "amx_bf16"})}
+from enginebench.measure.openvino_runtime import CPU_NEEDS, INTEGER, int8_operand, product_runs
 
 
 class OpenVinoKernels(Kernels):
@@ -51,8 +48,8 @@ class OpenVinoKernels(Kernels):
     def _prepare_int8(self, core, op, arrays) -> Prepared:
         # f32 around the int8 MatMul: a bf16 hint would round its dequantized sums to 8 bits
         compiled = self._compile(core, _openvino_int8_model(op, arrays), "f32")
-        ran = _openvino_matmul_precision(compiled)
-        if ran is None or ran[0] not in ("i8", "u8"):
+        ran = product_runs(compiled)
+        if ran is None or ran[0] not in INTEGER:
             raise Unsupported(f"openvino would run this MatMul in {ran[0] if ran else 'an unknown precision'} "
                               "here, not int8")
         self.threads_info["threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -68,27 +65,14 @@ def _openvino_int8_model(op: str, arrays: dict[str, np.ndarray]):
     import openvino as ov
     from openvino import opset13 as ops
 
-    def quantized(param):
-        lo, hi = np.float32(-128), np.float32(127)
-        return ops.fake_quantize(ops.convert(param, ov.Type.f32), lo, hi, lo, hi, 256)
-
     params = {name: ops.parameter(list(a.shape), ov.Type.i8 if a.dtype == np.int8 else ov.Type.i32, name=name)
               for name, a in arrays.items()}
     if op == "matmul":
-        out = ops.matmul(quantized(params["a"]), quantized(params["b"]), False, False)
+        out = ops.matmul(int8_operand(params["a"]), int8_operand(params["b"]), False, False)
     else:
-        out = ops.add(ops.matmul(quantized(params["x"]), quantized(params["w"]), False, True),
+        out = ops.add(ops.matmul(int8_operand(params["x"]), int8_operand(params["w"]), False, True),
                       ops.convert(params["b"], ov.Type.f32))
     return ov.Model([out], list(params.values()), f"{op}_int8")
-
-
-def _openvino_matmul_precision(compiled) -> tuple[str, str] | None:
-    """(runtime precision, kernel) of the compiled model's matrix product, from its runtime graph."""
-    for node in compiled.get_runtime_model().get_ordered_ops():
-        info = node.get_rt_info()
-        if "layerType" in info and info["layerType"].astype(str) in ("MatMul", "FullyConnected"):
-            return info["runtimePrecision"].astype(str), info["primitiveType"].astype(str)
-    return None
 
 
 __all__ = ["OpenVinoKernels"]

@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from enginebench.measure import cpu_features
+from enginebench.measure import cpu_features, openvino_runtime
 from enginebench.measure.cpu_features import cpu_flags, usable_cpus
 from enginebench.measure.host_load import OthersLoad
 from enginebench.measure.machine import machine_info
@@ -217,10 +217,7 @@ def _onnxruntime_int8(n: int, runs: int) -> dict:
                    f"onnxruntime {ort.__version__} MatMulInteger (uint8 × int8)", _onnxruntime_threads(session))
 
 
-# what OpenVINO must run each precision in, and the instructions its plugin needs for bf16 (without them it runs
-# f32 silently; under a narrowed ENGINEBENCH_CPU_FEATURES it would still use the whole CPU's)
-_OPENVINO_RAN = {"fp32": ("f32",), "bf16": ("bf16",), "int8": ("i8", "u8")}
-_OPENVINO_NEEDS = {"bf16": frozenset({"avx512_bf16", "amx_bf16"})}
+_OPENVINO_RAN = {"fp32": ("f32",), "bf16": ("bf16",), "int8": openvino_runtime.INTEGER}  # what each must run in
 
 
 def _openvino_product(precision: str, n: int):
@@ -232,10 +229,8 @@ def _openvino_product(precision: str, n: int):
 
     if precision == "int8":
         a, b = _int8_operands(n)
-        lo, hi = np.float32(-128), np.float32(127)
         x = ops.parameter([n, n], ov.Type.i8, name="a")
-        quantized = [ops.fake_quantize(ops.convert(v, ov.Type.f32), lo, hi, lo, hi, 256)
-                     for v in (x, ops.constant(b))]
+        quantized = [openvino_runtime.int8_operand(v) for v in (x, ops.constant(b))]
         return ov.Model([ops.matmul(*quantized, False, False)], [x], "gemm_int8"), a, b, "f32"
     a, b = _float_operands(n)
     x = ops.parameter([n, n], ov.Type.f32, name="a")
@@ -248,16 +243,13 @@ def _openvino_gemm(precision: str, n: int, runs: int) -> dict:
     a share could be of a ceiling this machine's fastest engine passes."""
     import openvino as ov
 
-    needs = _OPENVINO_NEEDS.get(precision)
+    needs = openvino_runtime.CPU_NEEDS.get(precision)
     if needs and (reason := cpu_features.current().missing(needs, f"openvino {precision}")):
         raise GemmUnavailable(reason)
     model, a, b, hint = _openvino_product(precision, n)
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1,
                                                       "PERFORMANCE_HINT": "LATENCY"})
-    ran, kernel = next(((info["runtimePrecision"].astype(str), info["primitiveType"].astype(str))
-                        for info in (node.get_rt_info() for node in compiled.get_runtime_model().get_ordered_ops())
-                        if "layerType" in info and info["layerType"].astype(str) in ("MatMul", "FullyConnected")),
-                       ("unknown", ""))
+    ran, kernel = openvino_runtime.product_runs(compiled) or ("unknown", "")
     if ran not in _OPENVINO_RAN[precision]:
         raise GemmUnavailable(f"openvino runs this {precision} product in {ran} here")
     request = compiled.create_infer_request()
