@@ -54,6 +54,9 @@ def test_the_built_wheel_resolves_its_extras_and_measures_from_a_fresh_environme
     Path(site, "deps-of-the-test-environment.pth").write_text(ours + "\n")
     where = _run(str(python), "-c", "import enginebench; print(enginebench.__file__)", cwd=tmp_path).stdout
     assert where.startswith(str(venv)), where
+    # the C sources it compiles on the user's machine (the CPUID mask, the clock probe) come with it
+    _run(str(python), "-c", "from enginebench.measure import clock, cpuid_mask; "
+         "assert clock.SOURCE.is_file() and cpuid_mask.SOURCE.is_file()", cwd=tmp_path)
     enginebench = str(venv / "bin" / "enginebench")
     assert "onnxruntime" in _run(enginebench, "engines", cwd=tmp_path).stdout
     done = _run(enginebench, "run", "--engine", "onnxruntime", "--workload", "titles", "--scenario", "latency",

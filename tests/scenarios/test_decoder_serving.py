@@ -151,8 +151,10 @@ def test_a_decoder_server_run_end_to_end(tiny_config):
     from enginebench import api
     from enginebench.formats.md import to_markdown
 
+    # the targets are wide: this is the plumbing, and in make test it runs beside the parallel lane, where an
+    # AVX2-only EPYC's p99 TTFT (the worst of ~20 queries) once read 203 ms
     run = api.run(llm_config=tiny_config, db=None, engines="llamacpp", precision="fp32", scenario="server",
-                  qps="40", slo_ttft="200", slo_tpot="50", prompt_len="16", gen_len="4", max_batch="2",
+                  qps="40", slo_ttft="1000", slo_tpot="250", prompt_len="16", gen_len="4", max_batch="2",
                   threads_per_worker="1",
                   duration="0.5s", warmup="0.1s", repeat="1")
     r = next(r for r in run.results if r.engine == "llamacpp")

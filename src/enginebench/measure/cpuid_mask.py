@@ -14,13 +14,12 @@ compiler, `why_unavailable` says so and the process runs as before: capped where
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import platform
-import shutil
-import subprocess
 from functools import lru_cache
 from pathlib import Path
+
+from enginebench.measure import native
 
 RULES_ENV = "ENGINEBENCH_CPUID_CLEAR"
 PRELOAD_ENV = "LD_PRELOAD"
@@ -82,36 +81,16 @@ def why_unavailable(real_flags) -> str | None:
         return f"CPUID faulting is a Linux x86-64 feature, not {platform.system()} {platform.machine()}'s"
     if "cpuid_fault" not in real_flags:
         return "this CPU (or its hypervisor) offers no CPUID faulting (no cpuid_fault flag)"
-    if not _compiler():
+    if not native.compiler():
         return "no C compiler (cc, gcc or clang) to build the CPUID mask: install gcc"
     return None
 
 
-def _compiler() -> str | None:
-    return next(filter(None, map(shutil.which, ("cc", "gcc", "clang"))), None)
-
-
 @lru_cache(maxsize=1)
 def library() -> Path:
-    """The compiled mask, built once per source and compiler into the artifact cache (models/artifacts.py: one
-    builder at a time, renamed into place when whole); RuntimeError if the build fails."""
-    from enginebench.models.artifacts import cached_artifact
-
-    compiler = _compiler()
-    if not compiler:
-        raise RuntimeError("no C compiler to build the CPUID mask")
-    key = hashlib.sha256(SOURCE.read_bytes() + compiler.encode()).hexdigest()[:16]
-    name = f"cpuid_mask-{key}.so"  # _loaded() finds it in a process's maps by this prefix
-
-    def build(folder: Path) -> None:
-        proc = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(folder / name), str(SOURCE), "-ldl"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"building the CPUID mask failed: {last}")
-
-    folder, _ = cached_artifact("cpuid-mask", key, build)
-    return folder / name
+    """The compiled mask (measure/native.py: built once per source and compiler into the artifact cache; its name
+    starts cpuid_mask-, which _loaded() looks for in a process's maps); RuntimeError if the build fails."""
+    return native.shared_library(SOURCE, "cpuid-mask", libraries=("dl",))
 
 
 def environment(real_flags, flags) -> tuple[dict[str, str], str | None]:

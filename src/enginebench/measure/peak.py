@@ -8,8 +8,9 @@ its instructions say so. Xeons with a single 512-bit FMA unit (some Silver/Bronz
 from their flags: their AVX-512 figure is twice what they can do. bf16 and int8 use their dot-product
 instructions (AVX512_BF16, AVX-VNNI / AVX512_VNNI, AMX) when the flags list them; int8 without VNNI its byte-pair
 products (AVX2 or AVX-512 vpmaddubsw, then vpmaddwd: twice the fp32 rate); else the fp32 figure stands.
-The clock is cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), /proc/cpuinfo's "cpu MHz" (said so: it
-may be below the boost clock); without either, the peak is unknown.
+The clock is cpufreq's cpuinfo_max_freq; without cpufreq (many VMs), the faster of the clock measured on a chain
+of dependent adds (measure/clock.py) and /proc/cpuinfo's "cpu MHz" (said so: it may be the base clock); without
+any, the peak is unknown.
 
 Measured ceilings: the newest `enginebench machine` figures of this host in the database (STREAM triad GB/s,
 GEMM GFLOP/s per precision, int8 in GOP/s: each the fastest of numpy, torch, onnxruntime and openvino, the one
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, parse_cpuinfo, usable_cpus
+from enginebench.measure.clock import measured_clock_ghz
 from enginebench.measure.cpu_features import current as current_cpu
 
 FMA_UNITS = 2
@@ -94,9 +96,11 @@ def is_zen4(fields: dict, flags: set) -> bool:
     return fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25" and "avx512f" in flags
 
 
-def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: set | None = None) -> CpuPeak:
+def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: set | None = None,
+               measured_clock: tuple[float | None, str] | None = None) -> CpuPeak:
     """The theoretical peak from /proc/cpuinfo's text and cpufreq's cpuinfo_max_freq (kHz), for a process
-    allowed `usable_cpus` logical CPUs; `flags` replace the text's (a narrowed set, see cpu_features)."""
+    allowed `usable_cpus` logical CPUs; `flags` replace the text's (a narrowed set, see cpu_features);
+    `measured_clock` (GHz, how: measure/clock.py) stands in for cpufreq where it is faster than "cpu MHz"."""
     first, listed_flags, listed_cores = parse_cpuinfo(cpuinfo)
     flags = listed_flags if flags is None else flags
     siblings, per_package = first.get("siblings"), first.get("cpu cores")
@@ -105,7 +109,8 @@ def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: 
     if listed_cores:
         physical = min(physical, listed_cores)
     clock, source = None, "unknown (no cpufreq and no 'cpu MHz' in /proc/cpuinfo)"
-    if max_freq_khz and max_freq_khz.strip().isdigit():
+    cpufreq = bool(max_freq_khz and max_freq_khz.strip().isdigit())
+    if cpufreq:
         clock, source = int(max_freq_khz) / 1e6, "cpufreq cpuinfo_max_freq"
     elif first.get("cpu MHz"):
         try:
@@ -113,6 +118,10 @@ def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: 
             source = "/proc/cpuinfo 'cpu MHz' (no cpufreq: may be below the boost clock)"
         except ValueError:
             pass
+    measured, how = measured_clock or (None, "")
+    if measured and not cpufreq and (clock is None or measured > clock):
+        base = f"; /proc/cpuinfo 'cpu MHz' {clock:.2f} GHz" if clock else ""
+        clock, source = measured, f"{how} (no cpufreq{base})"
     rates, names = {}, {}
     zen4 = is_zen4(first, flags)
     fp32 = _pick(_FP32, flags, zen4)
@@ -133,8 +142,10 @@ def _read(path: str) -> str | None:
 
 
 def cpu_peak() -> CpuPeak:
-    return parse_peak(cpuinfo_text(), _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
-                      usable_cpus(), cpu_flags())
+    """This machine's theoretical peak; its clock measured (measure/clock.py) where cpufreq does not give it."""
+    max_freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    return parse_peak(cpuinfo_text(), max_freq, usable_cpus(), cpu_flags(),
+                      None if max_freq else measured_clock_ghz())
 
 
 @dataclass(frozen=True)
