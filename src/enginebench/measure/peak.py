@@ -120,8 +120,8 @@ def parse_peak(cpuinfo: str, max_freq_khz: str | None, usable_cpus: int, flags: 
             pass
     measured, how = measured_clock or (None, "")
     if measured and not cpufreq and (clock is None or measured > clock):
-        base = f"; /proc/cpuinfo 'cpu MHz' {clock:.2f} GHz" if clock else ""
-        clock, source = measured, f"{how} (no cpufreq{base})"
+        base = f", /proc/cpuinfo 'cpu MHz' {clock:.2f} GHz" if clock else ""
+        clock, source = measured, f"{how}; no cpufreq{base}"
     rates, names = {}, {}
     zen4 = is_zen4(first, flags)
     fp32 = _pick(_FP32, flags, zen4)
