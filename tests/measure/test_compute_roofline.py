@@ -232,6 +232,8 @@ def test_a_run_carries_ceilings_only_when_measured_under_its_cpu_features(cpu_fe
     else:
         assert speed["gemm_gflops_by_precision"] == {"fp32": 200.0, "int8": 300.0, "bf16": 2.0}
         assert speed["gemm_emulated"] == {"bf16": "emulated: the CPU has neither AVX512_BF16 nor AMX-BF16"}
+        sources = peak.stored_ceilings(stored, "test").gemm_sources  # what `ops` prints of the same row
+        assert "no VNNI" in sources["int8"] and "emulated" not in sources["int8"] and "emulated" in sources["bf16"]
         monkeypatch.setattr(peak, "cpu_flags", lambda: {"sse2", "avx"})  # no int8 multiply-adds either
         assert set(peak.run_speed(stored)["gemm_emulated"]) == {"bf16", "int8"}
     assert speed["bandwidth_gbs"] == 20.0

@@ -190,6 +190,17 @@ def measured_here(speed: dict | None) -> bool:
     return bool(speed) and speed.get("hostname") == socket.gethostname() and same_cpu_features(speed)
 
 
+def _judged_now(details: dict) -> dict[str, dict]:
+    """A stored row's reduced-precision ceilings with whether each is emulated, and its note, derived from this
+    process's flags (the row was measured under the same features): a row stored before int8 on AVX2 counted as
+    native reads as a new one does."""
+    flags, judged = cpu_flags(), {}
+    for precision, figure in details.get("gemm_by_precision", {}).items():
+        native, note = gemm_native(precision, flags)
+        judged[precision] = {**figure, "native": native, "note": note}
+    return judged
+
+
 def stored_ceilings(speed: dict | None, where: str) -> Ceilings | None:
     """The ceilings of a stored `enginebench machine` row of this host (ResultStore.ceilings reads it), or None
     (none stored, or measured under other CPU features: ENGINEBENCH_CPU_FEATURES makes another machine)."""
@@ -202,7 +213,7 @@ def stored_ceilings(speed: dict | None, where: str) -> Ceilings | None:
                     dict(details.get("gemm_gflops_by_precision", {})),
                     {"fp32": gemm_source(fp32) if "library" in fp32 else "numpy float32 matmul (an older record: "
                      "numpy alone; run `enginebench machine` again for the fastest library's)",
-                     **{p: gemm_source(r) for p, r in details.get("gemm_by_precision", {}).items()}})
+                     **{p: gemm_source(r) for p, r in _judged_now(details).items()}})
 
 
 def run_speed(speed: dict | None) -> dict | None:
@@ -219,12 +230,8 @@ def run_speed(speed: dict | None) -> dict | None:
         out["gemm_unknown"] = "measured under other CPU features (ENGINEBENCH_CPU_FEATURES)"
         return out
     out["gemm_gflops_by_precision"] = {"fp32": speed["gemm_gflops"], **details.get("gemm_gflops_by_precision", {})}
-    flags = cpu_flags()  # the row was measured under these features: what is emulated is derived on read
-    out["gemm_emulated"] = {}
-    for precision, figure in details.get("gemm_by_precision", {}).items():
-        native, note = gemm_native(precision, flags)
-        if "gflops" in figure and not native:
-            out["gemm_emulated"][precision] = note
+    out["gemm_emulated"] = {p: r["note"] for p, r in _judged_now(details).items()
+                            if "gflops" in r and not r["native"]}
     probe = probe_reference(details)
     if probe:
         out["gemm_probe"] = probe
