@@ -23,8 +23,8 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, parse_cpuinfo, usable_cpus
 from enginebench.measure.clock import measured_clock_ghz
+from enginebench.measure.cpu_features import cpu_flags, cpuinfo_text, parse_cpuinfo, usable_cpus
 from enginebench.measure.cpu_features import current as current_cpu
 
 FMA_UNITS = 2

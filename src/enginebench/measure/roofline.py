@@ -17,8 +17,8 @@ conversion to fp32, not a bf16 peak). int8 — torch._int_mm (int8 x int8 -> int
 MatMulInteger (uint8 x int8 -> int32, the VNNI layout), integer operations counted like FLOPs (GOP/s); noted
 "no VNNI" on AVX2 and AVX-512 CPUs without dot products (byte-pair products), emulated only without those.
 OpenVINO in all three: a product with constant weights as its engines run a Linear (oneDNN's brgemm, AMX tiles
-where the CPU has them), checked to run in the precision. Each library uses the threads it takes by default (recorded); numpy's BLAS all it is allowed
-(OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it).
+where the CPU has them), checked to run in the precision. Each library uses the threads it takes by default
+(recorded); numpy's BLAS all it is allowed (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS limit it).
 
 A decode step must read every weight once, so tokens/s per sequence cannot exceed bandwidth / weight bytes:
 `decode_roofline` reports that bound and the share of it a result reached.
